@@ -1,0 +1,340 @@
+//! The kernel interface every device implements. A `Backend` knows nothing of autograd: each method
+//! is one kernel (or a short fixed sequence of them) over flat `Storage` with explicit sizes, the way
+//! a WGSL dispatch sees its buffers. The ops in `ops/` add shapes, checks and backward rules on top,
+//! so one autograd graph runs unchanged on either device.
+//!
+//! Layout convention everywhere: row-major, contiguous, the last axis fastest.
+
+use crate::error::Result;
+use crate::indices::Indices;
+use crate::storage::Storage;
+
+/// `C[b] = op(A[b]) · op(B[b]) (+ bias)` for `b` in `0..batch`, every matrix row-major.
+/// `op(A)` is `[m, k]` (stored `[k, m]` when `trans_a`), `op(B)` is `[k, n]` (stored `[n, k]` when
+/// `trans_b`), `C` is a fresh contiguous `[batch, m, n]`, `bias` is `[n]` added to every row.
+/// A batch stride of 0 broadcasts that operand over the batch (a shared weight).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatmulSpec {
+    pub batch: usize,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub trans_a: bool,
+    pub trans_b: bool,
+    pub a_batch_stride: usize,
+    pub b_batch_stride: usize,
+}
+
+impl MatmulSpec {
+    /// A single `[m, k] x [k, n]` product, no transposes.
+    pub fn plain(m: usize, n: usize, k: usize) -> Self {
+        MatmulSpec {
+            batch: 1,
+            m,
+            n,
+            k,
+            trans_a: false,
+            trans_b: false,
+            a_batch_stride: m * k,
+            b_batch_stride: k * n,
+        }
+    }
+
+    pub fn flops(&self) -> f64 {
+        2.0 * self.batch as f64 * self.m as f64 * self.n as f64 * self.k as f64
+    }
+
+    /// Index of `op(A)[i, p]` inside one batch's A.
+    #[inline]
+    pub fn a_index(&self, i: usize, p: usize) -> usize {
+        if self.trans_a {
+            p * self.m + i
+        } else {
+            i * self.k + p
+        }
+    }
+
+    /// Index of `op(B)[p, j]` inside one batch's B.
+    #[inline]
+    pub fn b_index(&self, p: usize, j: usize) -> usize {
+        if self.trans_b {
+            j * self.k + p
+        } else {
+            p * self.n + j
+        }
+    }
+
+    /// Elements each operand must hold for this spec.
+    pub fn a_len(&self) -> usize {
+        (self.batch - 1) * self.a_batch_stride + self.m * self.k
+    }
+    pub fn b_len(&self) -> usize {
+        (self.batch - 1) * self.b_batch_stride + self.k * self.n
+    }
+}
+
+/// `out[i] = x[i] (op) y[i % len(y)]`: `y` repeats over the leading axes of `x` (a bias row, a
+/// position table, a scalar).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+impl BinaryOp {
+    #[inline]
+    pub fn apply(self, a: f32, b: f32) -> f32 {
+        match self {
+            BinaryOp::Add => a + b,
+            BinaryOp::Sub => a - b,
+            BinaryOp::Mul => a * b,
+            BinaryOp::Div => a / b,
+        }
+    }
+    pub fn code(self) -> u32 {
+        self as u32
+    }
+}
+
+/// Element-wise maps of one tensor.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum UnaryOp {
+    /// `s * x`
+    Scale(f32),
+    /// `x + s`
+    AddScalar(f32),
+    /// Exact GELU, `x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2))`.
+    Gelu,
+    /// `x * x`
+    Square,
+    /// `sqrt(x)`
+    Sqrt,
+}
+
+/// Multi-head scaled-dot-product self-attention over `heads = batch * num_heads` independent
+/// sequences: `q, k, v, out: [heads, seq, dim]`, `out = softmax(q k^T * scale) v`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttentionSpec {
+    pub heads: usize,
+    pub seq: usize,
+    pub dim: usize,
+    pub scale: f32,
+}
+
+/// Rows of `x: [batch, rows, width]` picked per sample: `out[n, i, :] = x[n, idx[n, i], :]`,
+/// `idx: [batch, picks]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GatherSpec {
+    pub batch: usize,
+    pub rows: usize,
+    pub picks: usize,
+    pub width: usize,
+}
+
+/// Copy `rows` rows of `width` values per sample, from `src` (with `src_rows` rows per sample,
+/// starting at `src_offset`) into `dst` (with `dst_rows` per sample, starting at `dst_offset`).
+/// Concatenation along the token axis is two of these; its backward, a slice, is one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CopyRowsSpec {
+    pub batch: usize,
+    pub rows: usize,
+    pub width: usize,
+    pub src_rows: usize,
+    pub src_offset: usize,
+    pub dst_rows: usize,
+    pub dst_offset: usize,
+}
+
+/// `x` viewed as `[outer, axis, inner]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AxisSpec {
+    pub outer: usize,
+    pub axis: usize,
+    pub inner: usize,
+}
+
+/// The MAE reconstruction loss per patch: `pred, target: [rows, patch]`, `mask: [rows]` (1 where the
+/// patch was removed). `row_loss[r] = mask[r] * mean_p (pred[r,p] - t[r,p])^2`, where `t` is the
+/// target, normalised per patch by its mean and unbiased variance (`+ 1e-6`) when `norm_pix`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MaeLossSpec {
+    pub rows: usize,
+    pub patch: usize,
+    pub norm_pix: bool,
+}
+
+/// The variance floor of the norm-pix target, as in the official code.
+pub const NORM_PIX_EPS: f32 = 1e-6;
+
+/// One AdamW step, in place; bias corrections are computed on the host from the step number.
+/// `g = grad * grad_scale; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;`
+/// `p = p (1 - lr wd) - lr (m / bc1) / (sqrt(v / bc2) + eps)` (PyTorch's AdamW).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamWSpec {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    pub bias_correction1: f32,
+    pub bias_correction2: f32,
+    pub grad_scale: f32,
+}
+
+/// The kernels. Every method allocates its output on the same device as its inputs; in-place
+/// methods say so in their names.
+pub trait Backend {
+    fn name(&self) -> String;
+
+    fn upload(&self, data: &[f32]) -> Result<Storage>;
+    fn download(&self, s: &Storage) -> Result<Vec<f32>>;
+    fn full(&self, len: usize, value: f32) -> Result<Storage>;
+    /// A new storage holding a copy of `s`.
+    fn copy(&self, s: &Storage) -> Result<Storage>;
+
+    fn matmul(
+        &self,
+        a: &Storage,
+        b: &Storage,
+        bias: Option<&Storage>,
+        spec: &MatmulSpec,
+    ) -> Result<Storage>;
+
+    fn binary(
+        &self,
+        op: BinaryOp,
+        x: &Storage,
+        y: &Storage,
+        len_x: usize,
+        len_y: usize,
+    ) -> Result<Storage>;
+    fn unary(&self, op: UnaryOp, x: &Storage, len: usize) -> Result<Storage>;
+    /// `dx = dy * gelu'(x)`.
+    fn gelu_backward(&self, x: &Storage, dy: &Storage, len: usize) -> Result<Storage>;
+
+    /// Softmax over the last axis of `[rows, cols]`.
+    fn softmax(&self, x: &Storage, rows: usize, cols: usize) -> Result<Storage>;
+    /// `dx = y * (dy - sum(dy * y))` per row.
+    fn softmax_backward(
+        &self,
+        y: &Storage,
+        dy: &Storage,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Storage>;
+
+    /// LayerNorm over the last axis of `[rows, cols]`: returns `(y, mean, rstd)`, the last two `[rows]`.
+    fn layernorm(
+        &self,
+        x: &Storage,
+        gamma: &Storage,
+        beta: &Storage,
+        rows: usize,
+        cols: usize,
+        eps: f32,
+    ) -> Result<(Storage, Storage, Storage)>;
+    /// Returns `(dx, dgamma, dbeta)`.
+    #[allow(clippy::too_many_arguments)]
+    fn layernorm_backward(
+        &self,
+        x: &Storage,
+        gamma: &Storage,
+        mean: &Storage,
+        rstd: &Storage,
+        dy: &Storage,
+        rows: usize,
+        cols: usize,
+    ) -> Result<(Storage, Storage, Storage)>;
+
+    /// Returns `(out, lse)`, `lse: [heads, seq]` the log-sum-exp of each row of scaled scores, which
+    /// the backward uses to recompute the probabilities without storing them.
+    fn attention(
+        &self,
+        q: &Storage,
+        k: &Storage,
+        v: &Storage,
+        spec: &AttentionSpec,
+    ) -> Result<(Storage, Storage)>;
+    /// Returns `(dq, dk, dv)`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_backward(
+        &self,
+        q: &Storage,
+        k: &Storage,
+        v: &Storage,
+        out: &Storage,
+        lse: &Storage,
+        dout: &Storage,
+        spec: &AttentionSpec,
+    ) -> Result<(Storage, Storage, Storage)>;
+
+    fn gather_rows(&self, x: &Storage, idx: &Indices, spec: &GatherSpec) -> Result<Storage>;
+    /// The backward of `gather_rows`: `dx = zeros; dx[n, idx[n, i], :] += dy[n, i, :]`.
+    fn scatter_add_rows(&self, dy: &Storage, idx: &Indices, spec: &GatherSpec) -> Result<Storage>;
+
+    /// Writes into `dst` in place.
+    fn copy_rows_into(&self, src: &Storage, dst: &Storage, spec: &CopyRowsSpec) -> Result<()>;
+
+    /// Sum over the middle axis: `[outer, axis, inner] -> [outer, inner]`.
+    fn sum_axis(&self, x: &Storage, spec: &AxisSpec) -> Result<Storage>;
+    /// Repeat along a new middle axis: `[outer, inner] -> [outer, axis, inner]`.
+    fn broadcast_axis(&self, x: &Storage, spec: &AxisSpec) -> Result<Storage>;
+
+    /// `out = x.permute(perm)` for `x` of `shape` (rank at most 6).
+    fn permute(&self, x: &Storage, shape: &[usize], perm: &[usize]) -> Result<Storage>;
+
+    /// Per-patch masked loss, `[rows]`.
+    fn mae_loss_rows(
+        &self,
+        pred: &Storage,
+        target: &Storage,
+        mask: &Storage,
+        spec: &MaeLossSpec,
+    ) -> Result<Storage>;
+    /// `dpred[r, p] = drow[r] * mask[r] * 2 (pred[r, p] - t[r, p]) / patch`.
+    fn mae_loss_backward(
+        &self,
+        pred: &Storage,
+        target: &Storage,
+        mask: &Storage,
+        drow: &Storage,
+        spec: &MaeLossSpec,
+    ) -> Result<Storage>;
+
+    /// Softmax cross-entropy per row of `logits: [rows, classes]` against `labels: [rows]`; returns
+    /// `(loss_rows [rows], probabilities [rows, classes])`.
+    fn cross_entropy(
+        &self,
+        logits: &Storage,
+        labels: &Indices,
+        rows: usize,
+        classes: usize,
+    ) -> Result<(Storage, Storage)>;
+    /// `dlogits[r, c] = drow[r] * (p[r, c] - [c == label[r]])`.
+    fn cross_entropy_backward(
+        &self,
+        probs: &Storage,
+        labels: &Indices,
+        drow: &Storage,
+        rows: usize,
+        classes: usize,
+    ) -> Result<Storage>;
+
+    /// One AdamW step on `param` with moments `m`, `v`, all updated in place.
+    fn adamw_step(
+        &self,
+        param: &Storage,
+        grad: &Storage,
+        m: &Storage,
+        v: &Storage,
+        len: usize,
+        spec: &AdamWSpec,
+    ) -> Result<()>;
+
+    /// Make sure every recorded kernel has been handed to the device (a no-op on the CPU).
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+}

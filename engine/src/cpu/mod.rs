@@ -1,0 +1,279 @@
+//! The CPU backend: the reference kernels of `reference.rs` for everything, except the matrix
+//! product, which goes through the fast blocked, packed and threaded `matmul.rs` so that training on
+//! a CPU is practical. The reference stays the ground truth that the fast path is tested against.
+
+pub mod matmul;
+pub mod reference;
+
+use crate::backend::*;
+use crate::error::{Error, Result};
+use crate::indices::Indices;
+use crate::storage::Storage;
+
+pub struct CpuBackend;
+
+fn new(v: Vec<f32>) -> Result<Storage> {
+    Ok(Storage::from_vec(v))
+}
+
+fn check_len(what: &str, have: usize, need: usize) -> Result<()> {
+    if have < need {
+        return Err(Error::Shape(format!(
+            "{what}: the buffer holds {have} values, the op needs {need}"
+        )));
+    }
+    Ok(())
+}
+
+impl Backend for CpuBackend {
+    fn name(&self) -> String {
+        format!("cpu ({} threads)", matmul::threads())
+    }
+
+    fn upload(&self, data: &[f32]) -> Result<Storage> {
+        new(data.to_vec())
+    }
+
+    fn download(&self, s: &Storage) -> Result<Vec<f32>> {
+        Ok(s.cpu()?.clone())
+    }
+
+    fn full(&self, len: usize, value: f32) -> Result<Storage> {
+        new(vec![value; len])
+    }
+
+    fn copy(&self, s: &Storage) -> Result<Storage> {
+        new(s.cpu()?.clone())
+    }
+
+    fn matmul(
+        &self,
+        a: &Storage,
+        b: &Storage,
+        bias: Option<&Storage>,
+        spec: &MatmulSpec,
+    ) -> Result<Storage> {
+        let (a, b) = (a.cpu()?, b.cpu()?);
+        check_len("matmul A", a.len(), spec.a_len())?;
+        check_len("matmul B", b.len(), spec.b_len())?;
+        let bias = bias.map(|s| s.cpu()).transpose()?;
+        let mut c = vec![0.0f32; spec.batch * spec.m * spec.n];
+        matmul::matmul(&a, &b, bias.as_deref().map(|v| v.as_slice()), spec, &mut c);
+        new(c)
+    }
+
+    fn binary(
+        &self,
+        op: BinaryOp,
+        x: &Storage,
+        y: &Storage,
+        len_x: usize,
+        len_y: usize,
+    ) -> Result<Storage> {
+        let (x, y) = (x.cpu()?, y.cpu()?);
+        new(reference::binary(op, &x[..len_x], &y[..len_y]))
+    }
+
+    fn unary(&self, op: UnaryOp, x: &Storage, len: usize) -> Result<Storage> {
+        new(reference::unary(op, &x.cpu()?[..len]))
+    }
+
+    fn gelu_backward(&self, x: &Storage, dy: &Storage, len: usize) -> Result<Storage> {
+        new(reference::gelu_backward(
+            &x.cpu()?[..len],
+            &dy.cpu()?[..len],
+        ))
+    }
+
+    fn softmax(&self, x: &Storage, rows: usize, cols: usize) -> Result<Storage> {
+        new(reference::softmax(&x.cpu()?, rows, cols))
+    }
+
+    fn softmax_backward(
+        &self,
+        y: &Storage,
+        dy: &Storage,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Storage> {
+        new(reference::softmax_backward(
+            &y.cpu()?,
+            &dy.cpu()?,
+            rows,
+            cols,
+        ))
+    }
+
+    fn layernorm(
+        &self,
+        x: &Storage,
+        gamma: &Storage,
+        beta: &Storage,
+        rows: usize,
+        cols: usize,
+        eps: f32,
+    ) -> Result<(Storage, Storage, Storage)> {
+        let (y, m, r) =
+            reference::layernorm(&x.cpu()?, &gamma.cpu()?, &beta.cpu()?, rows, cols, eps);
+        Ok((new(y)?, new(m)?, new(r)?))
+    }
+
+    fn layernorm_backward(
+        &self,
+        x: &Storage,
+        gamma: &Storage,
+        mean: &Storage,
+        rstd: &Storage,
+        dy: &Storage,
+        rows: usize,
+        cols: usize,
+    ) -> Result<(Storage, Storage, Storage)> {
+        let (dx, dg, db) = reference::layernorm_backward(
+            &x.cpu()?,
+            &gamma.cpu()?,
+            &mean.cpu()?,
+            &rstd.cpu()?,
+            &dy.cpu()?,
+            rows,
+            cols,
+        );
+        Ok((new(dx)?, new(dg)?, new(db)?))
+    }
+
+    fn attention(
+        &self,
+        q: &Storage,
+        k: &Storage,
+        v: &Storage,
+        spec: &AttentionSpec,
+    ) -> Result<(Storage, Storage)> {
+        let (o, l) = reference::attention(&q.cpu()?, &k.cpu()?, &v.cpu()?, spec);
+        Ok((new(o)?, new(l)?))
+    }
+
+    fn attention_backward(
+        &self,
+        q: &Storage,
+        k: &Storage,
+        v: &Storage,
+        out: &Storage,
+        _lse: &Storage,
+        dout: &Storage,
+        spec: &AttentionSpec,
+    ) -> Result<(Storage, Storage, Storage)> {
+        let (dq, dk, dv) = reference::attention_backward(
+            &q.cpu()?,
+            &k.cpu()?,
+            &v.cpu()?,
+            &out.cpu()?,
+            &dout.cpu()?,
+            spec,
+        );
+        Ok((new(dq)?, new(dk)?, new(dv)?))
+    }
+
+    fn gather_rows(&self, x: &Storage, idx: &Indices, spec: &GatherSpec) -> Result<Storage> {
+        new(reference::gather_rows(&x.cpu()?, idx.values(), spec))
+    }
+
+    fn scatter_add_rows(&self, dy: &Storage, idx: &Indices, spec: &GatherSpec) -> Result<Storage> {
+        new(reference::scatter_add_rows(&dy.cpu()?, idx.values(), spec))
+    }
+
+    fn copy_rows_into(&self, src: &Storage, dst: &Storage, spec: &CopyRowsSpec) -> Result<()> {
+        if src.same_as(dst) {
+            return Err(Error::Invalid(
+                "copy_rows_into: source and destination are the same storage".into(),
+            ));
+        }
+        reference::copy_rows_into(&src.cpu()?, &mut dst.cpu_mut()?, spec);
+        Ok(())
+    }
+
+    fn sum_axis(&self, x: &Storage, spec: &AxisSpec) -> Result<Storage> {
+        new(reference::sum_axis(&x.cpu()?, spec))
+    }
+
+    fn broadcast_axis(&self, x: &Storage, spec: &AxisSpec) -> Result<Storage> {
+        new(reference::broadcast_axis(&x.cpu()?, spec))
+    }
+
+    fn permute(&self, x: &Storage, shape: &[usize], perm: &[usize]) -> Result<Storage> {
+        new(reference::permute(&x.cpu()?, shape, perm))
+    }
+
+    fn mae_loss_rows(
+        &self,
+        pred: &Storage,
+        target: &Storage,
+        mask: &Storage,
+        spec: &MaeLossSpec,
+    ) -> Result<Storage> {
+        new(reference::mae_loss_rows(
+            &pred.cpu()?,
+            &target.cpu()?,
+            &mask.cpu()?,
+            spec,
+        ))
+    }
+
+    fn mae_loss_backward(
+        &self,
+        pred: &Storage,
+        target: &Storage,
+        mask: &Storage,
+        drow: &Storage,
+        spec: &MaeLossSpec,
+    ) -> Result<Storage> {
+        new(reference::mae_loss_backward(
+            &pred.cpu()?,
+            &target.cpu()?,
+            &mask.cpu()?,
+            &drow.cpu()?,
+            spec,
+        ))
+    }
+
+    fn cross_entropy(
+        &self,
+        logits: &Storage,
+        labels: &Indices,
+        rows: usize,
+        classes: usize,
+    ) -> Result<(Storage, Storage)> {
+        let (l, p) = reference::cross_entropy(&logits.cpu()?, labels.values(), rows, classes);
+        Ok((new(l)?, new(p)?))
+    }
+
+    fn cross_entropy_backward(
+        &self,
+        probs: &Storage,
+        labels: &Indices,
+        drow: &Storage,
+        rows: usize,
+        classes: usize,
+    ) -> Result<Storage> {
+        new(reference::cross_entropy_backward(
+            &probs.cpu()?,
+            labels.values(),
+            &drow.cpu()?,
+            rows,
+            classes,
+        ))
+    }
+
+    fn adamw_step(
+        &self,
+        param: &Storage,
+        grad: &Storage,
+        m: &Storage,
+        v: &Storage,
+        len: usize,
+        spec: &AdamWSpec,
+    ) -> Result<()> {
+        let g = grad.cpu()?;
+        let (mut p, mut m, mut v) = (param.cpu_mut()?, m.cpu_mut()?, v.cpu_mut()?);
+        reference::adamw_step(&mut p[..len], &g[..len], &mut m[..len], &mut v[..len], spec);
+        Ok(())
+    }
+}

@@ -1,0 +1,78 @@
+//! Integer index tensors (`u32`): per-sample token indices for the masked patch gather, and class
+//! labels for the cross-entropy. They are inputs, never differentiated, and are checked once here so
+//! that no kernel ever reads out of bounds.
+
+use std::rc::Rc;
+
+use crate::error::{Error, Result};
+
+#[derive(Clone, Debug)]
+pub struct Indices(Rc<IndicesInner>);
+
+#[derive(Debug)]
+struct IndicesInner {
+    shape: Vec<usize>,
+    values: Vec<u32>,
+    max: Option<u32>,
+}
+
+impl Indices {
+    pub fn new(values: Vec<u32>, shape: &[usize]) -> Result<Self> {
+        let n: usize = shape.iter().product();
+        if n != values.len() {
+            return Err(Error::Shape(format!(
+                "indices: {} values do not fill shape {:?}",
+                values.len(),
+                shape
+            )));
+        }
+        let max = values.iter().copied().max();
+        Ok(Indices(Rc::new(IndicesInner {
+            shape: shape.to_vec(),
+            values,
+            max,
+        })))
+    }
+
+    pub fn from_usize(values: &[usize], shape: &[usize]) -> Result<Self> {
+        let v = values
+            .iter()
+            .map(|&i| {
+                u32::try_from(i)
+                    .map_err(|_| Error::Invalid(format!("index {i} does not fit in u32")))
+            })
+            .collect::<Result<Vec<u32>>>()?;
+        Self::new(v, shape)
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.0.shape
+    }
+
+    pub fn values(&self) -> &[u32] {
+        &self.0.values
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.values.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.values.is_empty()
+    }
+
+    /// Fails unless every index is below `bound`.
+    pub fn check_below(&self, bound: usize, what: &str) -> Result<()> {
+        match self.0.max {
+            Some(m) if m as usize >= bound => Err(Error::Invalid(format!(
+                "{what}: index {m} out of range for an axis of length {bound}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// An identity key for per-device caches of the uploaded values.
+    pub fn key(&self) -> usize {
+        Rc::as_ptr(&self.0) as usize
+    }
+}

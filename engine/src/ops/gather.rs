@@ -1,0 +1,143 @@
+use crate::backend::{CopyRowsSpec, GatherSpec};
+use crate::error::{Error, Result};
+use crate::indices::Indices;
+use crate::tensor::Tensor;
+
+use super::same_device;
+
+/// The masked patch gather: `x: [N, T, D]`, `idx: [N, S]`, `out[n, i, :] = x[n, idx[n, i], :]`.
+/// MAE uses it to keep the visible tokens (`ids_keep`) and to unshuffle (`ids_restore`); its
+/// backward scatter-adds the gradient rows back to where they came from.
+pub fn gather_rows(x: &Tensor, idx: &Indices) -> Result<Tensor> {
+    if x.rank() != 3 || idx.shape().len() != 2 || idx.shape()[0] != x.dim(0) {
+        return Err(Error::Shape(format!(
+            "gather_rows: x must be [N, T, D] and idx [N, S]; got {:?} and {:?}",
+            x.shape(),
+            idx.shape()
+        )));
+    }
+    let spec = GatherSpec {
+        batch: x.dim(0),
+        rows: x.dim(1),
+        picks: idx.shape()[1],
+        width: x.dim(2),
+    };
+    idx.check_below(spec.rows, "gather_rows")?;
+    let dev = x.device();
+    let out = dev.backend().gather_rows(x.storage(), idx, &spec)?;
+    let (sx, sidx) = (x.clone(), idx.clone());
+    Ok(Tensor::from_op(
+        out,
+        vec![spec.batch, spec.picks, spec.width],
+        &[x],
+        move |g| {
+            let dev = sx.device();
+            let dx = dev.backend().scatter_add_rows(g.storage(), &sidx, &spec)?;
+            Ok(vec![Some(Tensor::constant(dx, sx.shape().to_vec()))])
+        },
+    ))
+}
+
+fn copy_spec(
+    batch: usize,
+    rows: usize,
+    width: usize,
+    src: (usize, usize),
+    dst: (usize, usize),
+) -> CopyRowsSpec {
+    CopyRowsSpec {
+        batch,
+        rows,
+        width,
+        src_rows: src.0,
+        src_offset: src.1,
+        dst_rows: dst.0,
+        dst_offset: dst.1,
+    }
+}
+
+/// Concatenate `[N, T_i, D]` tensors along the token axis.
+pub fn concat_tokens(parts: &[&Tensor]) -> Result<Tensor> {
+    let Some(first) = parts.first() else {
+        return Err(Error::Shape("concat_tokens: nothing to concatenate".into()));
+    };
+    same_device("concat_tokens", parts)?;
+    let (n, d) = (first.dim(0), first.dim(-1));
+    for p in parts {
+        if p.rank() != 3 || p.dim(0) != n || p.dim(2) != d {
+            let shapes: Vec<_> = parts.iter().map(|p| p.shape().to_vec()).collect();
+            return Err(Error::Shape(format!(
+                "concat_tokens: parts must be [N, T_i, D] with one N and D; got {shapes:?}"
+            )));
+        }
+    }
+    let lens: Vec<usize> = parts.iter().map(|p| p.dim(1)).collect();
+    let total: usize = lens.iter().sum();
+    let dev = first.device();
+    let be = dev.backend();
+    let out = be.full(n * total * d, 0.0)?;
+    let mut offset = 0;
+    for (p, &len) in parts.iter().zip(&lens) {
+        if len * n * d > 0 {
+            be.copy_rows_into(
+                p.storage(),
+                &out,
+                &copy_spec(n, len, d, (len, 0), (total, offset)),
+            )?;
+        }
+        offset += len;
+    }
+    let dev2 = dev.clone();
+    Ok(Tensor::from_op(out, vec![n, total, d], parts, move |g| {
+        let be = dev2.backend();
+        let mut grads = Vec::with_capacity(lens.len());
+        let mut offset = 0;
+        for &len in &lens {
+            let part = be.full(n * len * d, 0.0)?;
+            if len * n * d > 0 {
+                be.copy_rows_into(
+                    g.storage(),
+                    &part,
+                    &copy_spec(n, len, d, (total, offset), (len, 0)),
+                )?;
+            }
+            grads.push(Some(Tensor::constant(part, vec![n, len, d])));
+            offset += len;
+        }
+        Ok(grads)
+    }))
+}
+
+/// `x[:, start..start + len, :]` of `x: [N, T, D]`.
+pub fn slice_tokens(x: &Tensor, start: usize, len: usize) -> Result<Tensor> {
+    if x.rank() != 3 || start + len > x.dim(1) {
+        return Err(Error::Shape(format!(
+            "slice_tokens: rows {start}..{} of {:?}",
+            start + len,
+            x.shape()
+        )));
+    }
+    let (n, t, d) = (x.dim(0), x.dim(1), x.dim(2));
+    let dev = x.device();
+    let be = dev.backend();
+    let out = be.full(n * len * d, 0.0)?;
+    if n * len * d > 0 {
+        be.copy_rows_into(
+            x.storage(),
+            &out,
+            &copy_spec(n, len, d, (t, start), (len, 0)),
+        )?;
+    }
+    Ok(Tensor::from_op(out, vec![n, len, d], &[x], move |g| {
+        let be = dev.backend();
+        let dx = be.full(n * t * d, 0.0)?;
+        if n * len * d > 0 {
+            be.copy_rows_into(
+                g.storage(),
+                &dx,
+                &copy_spec(n, len, d, (len, 0), (t, start)),
+            )?;
+        }
+        Ok(vec![Some(Tensor::constant(dx, vec![n, t, d]))])
+    }))
+}

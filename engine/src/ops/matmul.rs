@@ -1,0 +1,256 @@
+use crate::backend::{AxisSpec, MatmulSpec};
+use crate::error::{Error, Result};
+use crate::storage::Storage;
+use crate::tensor::{Tensor, numel};
+
+use super::same_device;
+
+/// `a · b` for `a: [.., m, k]` and `b: [k, n]` or `[.., k, n]`.
+pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    matmul_ex(a, b, None, false, false)
+}
+
+/// A linear layer with PyTorch's weight layout: `x: [.., in]`, `w: [out, in]`, `b: [out]`,
+/// `y = x w^T + b`.
+pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    if x.rank() < 1 || w.rank() != 2 {
+        return Err(Error::Shape(format!(
+            "linear: x {:?}, w {:?} (want [.., in] and [out, in])",
+            x.shape(),
+            w.shape()
+        )));
+    }
+    let lead: Vec<usize> = x.shape()[..x.rank() - 1].to_vec();
+    let x2 = x.reshape(&[numel(&lead), x.dim(-1)])?;
+    let y = matmul_ex(&x2, w, b, false, true)?;
+    let mut shape = lead;
+    shape.push(w.dim(0));
+    y.reshape(&shape)
+}
+
+/// `op(a) · op(b) + bias`, `op` a transpose of the last two axes where asked. Leading (batch) axes
+/// must match, or one operand is a plain matrix shared over the other's batch.
+pub fn matmul_ex(
+    a: &Tensor,
+    b: &Tensor,
+    bias: Option<&Tensor>,
+    trans_a: bool,
+    trans_b: bool,
+) -> Result<Tensor> {
+    let mut ins = vec![a, b];
+    if let Some(bias) = bias {
+        ins.push(bias);
+    }
+    same_device("matmul", &ins)?;
+    if a.rank() < 2 || b.rank() < 2 {
+        return Err(Error::Shape(format!(
+            "matmul: operands need rank >= 2, got {:?} and {:?}",
+            a.shape(),
+            b.shape()
+        )));
+    }
+    let (ra, rb) = (a.rank(), b.rank());
+    let (m, ka) = if trans_a {
+        (a.dim(-1), a.dim(-2))
+    } else {
+        (a.dim(-2), a.dim(-1))
+    };
+    let (kb, n) = if trans_b {
+        (b.dim(-1), b.dim(-2))
+    } else {
+        (b.dim(-2), b.dim(-1))
+    };
+    if ka != kb {
+        return Err(Error::Shape(format!(
+            "matmul: inner sizes differ: {:?}{} x {:?}{}",
+            a.shape(),
+            if trans_a { "^T" } else { "" },
+            b.shape(),
+            if trans_b { "^T" } else { "" }
+        )));
+    }
+    if let Some(bias) = bias
+        && bias.shape() != [n]
+    {
+        return Err(Error::Shape(format!(
+            "matmul: bias {:?} does not match n = {n}",
+            bias.shape()
+        )));
+    }
+    let a_batch = &a.shape()[..ra - 2];
+    let b_batch = &b.shape()[..rb - 2];
+    let (batch_shape, spec) = if rb == 2 && !trans_a {
+        // A shared weight: fold a's batch into its rows, one big product.
+        let rows = numel(a_batch) * m;
+        (
+            a_batch.to_vec(),
+            MatmulSpec {
+                batch: 1,
+                m: rows,
+                n,
+                k: ka,
+                trans_a,
+                trans_b,
+                a_batch_stride: 0,
+                b_batch_stride: 0,
+            },
+        )
+    } else if rb == 2 {
+        let batch = numel(a_batch);
+        (
+            a_batch.to_vec(),
+            MatmulSpec {
+                batch,
+                m,
+                n,
+                k: ka,
+                trans_a,
+                trans_b,
+                a_batch_stride: m * ka,
+                b_batch_stride: 0,
+            },
+        )
+    } else if ra == 2 {
+        let batch = numel(b_batch);
+        (
+            b_batch.to_vec(),
+            MatmulSpec {
+                batch,
+                m,
+                n,
+                k: ka,
+                trans_a,
+                trans_b,
+                a_batch_stride: 0,
+                b_batch_stride: ka * n,
+            },
+        )
+    } else if a_batch == b_batch {
+        let batch = numel(a_batch);
+        (
+            a_batch.to_vec(),
+            MatmulSpec {
+                batch,
+                m,
+                n,
+                k: ka,
+                trans_a,
+                trans_b,
+                a_batch_stride: m * ka,
+                b_batch_stride: ka * n,
+            },
+        )
+    } else {
+        return Err(Error::Shape(format!(
+            "matmul: batch axes differ: {:?} and {:?}",
+            a.shape(),
+            b.shape()
+        )));
+    };
+    let dev = a.device();
+    let be = dev.backend();
+    let c = be.matmul(a.storage(), b.storage(), bias.map(|t| t.storage()), &spec)?;
+    let mut shape = batch_shape;
+    shape.extend([m, n]);
+    let (sa, sb) = (a.clone(), b.clone());
+    let has_bias = bias.is_some();
+    Ok(Tensor::from_op(c, shape, &ins, move |g| {
+        let dev = sa.device();
+        let be = dev.backend();
+        let dc = g.storage();
+        let s = spec;
+        let shared_sum = |st: Storage, per: usize| -> Result<Storage> {
+            be.sum_axis(
+                &st,
+                &AxisSpec {
+                    outer: 1,
+                    axis: s.batch,
+                    inner: per,
+                },
+            )
+        };
+        let da = if sa.requires_grad() {
+            let st = if !s.trans_a {
+                let sp = MatmulSpec {
+                    batch: s.batch,
+                    m: s.m,
+                    n: s.k,
+                    k: s.n,
+                    trans_a: false,
+                    trans_b: !s.trans_b,
+                    a_batch_stride: s.m * s.n,
+                    b_batch_stride: s.b_batch_stride,
+                };
+                be.matmul(dc, sb.storage(), None, &sp)?
+            } else {
+                let sp = MatmulSpec {
+                    batch: s.batch,
+                    m: s.k,
+                    n: s.m,
+                    k: s.n,
+                    trans_a: s.trans_b,
+                    trans_b: true,
+                    a_batch_stride: s.b_batch_stride,
+                    b_batch_stride: s.m * s.n,
+                };
+                be.matmul(sb.storage(), dc, None, &sp)?
+            };
+            let st = if s.a_batch_stride == 0 && s.batch > 1 {
+                shared_sum(st, s.m * s.k)?
+            } else {
+                st
+            };
+            Some(Tensor::constant(st, sa.shape().to_vec()))
+        } else {
+            None
+        };
+        let db = if sb.requires_grad() {
+            let st = if !s.trans_b {
+                let sp = MatmulSpec {
+                    batch: s.batch,
+                    m: s.k,
+                    n: s.n,
+                    k: s.m,
+                    trans_a: !s.trans_a,
+                    trans_b: false,
+                    a_batch_stride: s.a_batch_stride,
+                    b_batch_stride: s.m * s.n,
+                };
+                be.matmul(sa.storage(), dc, None, &sp)?
+            } else {
+                let sp = MatmulSpec {
+                    batch: s.batch,
+                    m: s.n,
+                    n: s.k,
+                    k: s.m,
+                    trans_a: true,
+                    trans_b: s.trans_a,
+                    a_batch_stride: s.m * s.n,
+                    b_batch_stride: s.a_batch_stride,
+                };
+                be.matmul(dc, sa.storage(), None, &sp)?
+            };
+            let st = if s.b_batch_stride == 0 && s.batch > 1 {
+                shared_sum(st, s.k * s.n)?
+            } else {
+                st
+            };
+            Some(Tensor::constant(st, sb.shape().to_vec()))
+        } else {
+            None
+        };
+        let mut grads = vec![da, db];
+        if has_bias {
+            let st = be.sum_axis(
+                dc,
+                &AxisSpec {
+                    outer: 1,
+                    axis: s.batch * s.m,
+                    inner: s.n,
+                },
+            )?;
+            grads.push(Some(Tensor::constant(st, vec![s.n])));
+        }
+        Ok(grads)
+    }))
+}

@@ -1,0 +1,40 @@
+//! Differentiable ops: each checks its shapes, calls one or a few backend kernels, and records a
+//! backward rule that is itself made of backend kernels. Nothing here knows which device it runs on.
+
+mod attention;
+mod elementwise;
+mod gather;
+mod layernorm;
+mod loss;
+mod matmul;
+mod reduce;
+mod shape;
+mod softmax;
+
+pub use attention::attention;
+pub use elementwise::{add_scalar, binary, gelu, scale, sqrt, square};
+pub use gather::{concat_tokens, gather_rows, slice_tokens};
+pub use layernorm::layer_norm;
+pub use loss::{cross_entropy, mae_loss};
+pub use matmul::{linear, matmul, matmul_ex};
+pub use reduce::{mean, mean_axis, sum, sum_axis};
+pub use shape::permute;
+pub use softmax::softmax;
+
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// Fails unless every tensor lives on the same device as the first.
+pub(crate) fn same_device(op: &str, ts: &[&Tensor]) -> Result<()> {
+    let d = ts[0].device();
+    for t in &ts[1..] {
+        if t.device() != d {
+            return Err(Error::Device(format!(
+                "{op}: tensors on {} and {}",
+                d,
+                t.device()
+            )));
+        }
+    }
+    Ok(())
+}

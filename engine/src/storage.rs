@@ -1,0 +1,58 @@
+//! Where a tensor's values live. Storage is shared (`Rc`) so that a reshape is free; it is mutable in
+//! place only through the optimizer and `copy_rows_into`, never behind an op's back.
+
+use std::cell::{Ref, RefCell, RefMut};
+use std::rc::Rc;
+
+use crate::device::Device;
+use crate::error::{Error, Result};
+
+#[derive(Clone)]
+pub enum Storage {
+    Cpu(Rc<RefCell<Vec<f32>>>),
+}
+
+impl Storage {
+    pub fn from_vec(v: Vec<f32>) -> Self {
+        Storage::Cpu(Rc::new(RefCell::new(v)))
+    }
+
+    pub fn device(&self) -> Device {
+        match self {
+            Storage::Cpu(_) => Device::Cpu,
+        }
+    }
+
+    /// Number of f32 values held.
+    pub fn len(&self) -> usize {
+        match self {
+            Storage::Cpu(v) => v.borrow().len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Borrow the values of a CPU storage.
+    pub fn cpu(&self) -> Result<Ref<'_, Vec<f32>>> {
+        match self {
+            Storage::Cpu(v) => Ok(v.borrow()),
+        }
+    }
+
+    pub fn cpu_mut(&self) -> Result<RefMut<'_, Vec<f32>>> {
+        match self {
+            Storage::Cpu(v) => v.try_borrow_mut().map_err(|_| {
+                Error::Invalid("a tensor's storage is borrowed while being written".into())
+            }),
+        }
+    }
+
+    /// True when both handles refer to the same memory.
+    pub fn same_as(&self, other: &Storage) -> bool {
+        match (self, other) {
+            (Storage::Cpu(a), Storage::Cpu(b)) => Rc::ptr_eq(a, b),
+        }
+    }
+}

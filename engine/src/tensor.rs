@@ -1,0 +1,400 @@
+//! `Tensor`: a cheap handle (an `Rc`) to a shape, a device storage and, when gradients are wanted,
+//! a place on the tape. Values are f32, contiguous and row-major; views are not supported, so a
+//! permutation is a real copy and a reshape is free.
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::backend::BinaryOp;
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::rng::Rng;
+use crate::storage::Storage;
+use crate::tape;
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+#[derive(Clone)]
+pub struct Tensor(Rc<Inner>);
+
+struct Inner {
+    id: u64,
+    shape: Vec<usize>,
+    storage: Storage,
+    requires_grad: Cell<bool>,
+    /// Made by the user (data, parameters), not by an op on the tape.
+    leaf: bool,
+    grad: RefCell<Option<Tensor>>,
+}
+
+pub fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+impl Tensor {
+    fn make(storage: Storage, shape: Vec<usize>, requires_grad: bool, leaf: bool) -> Tensor {
+        Tensor(Rc::new(Inner {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            shape,
+            storage,
+            requires_grad: Cell::new(requires_grad),
+            leaf,
+            grad: RefCell::new(None),
+        }))
+    }
+
+    /// A leaf tensor over existing storage (no gradient tracking).
+    pub fn from_storage(storage: Storage, shape: &[usize]) -> Result<Tensor> {
+        if storage.len() != numel(shape) {
+            return Err(Error::Shape(format!(
+                "{} values do not fill shape {:?}",
+                storage.len(),
+                shape
+            )));
+        }
+        Ok(Tensor::make(storage, shape.to_vec(), false, true))
+    }
+
+    /// The result of an op: records `backward` on the tape when grad mode is on and any input
+    /// requires gradients.
+    pub(crate) fn from_op<F>(
+        storage: Storage,
+        shape: Vec<usize>,
+        inputs: &[&Tensor],
+        backward: F,
+    ) -> Tensor
+    where
+        F: FnOnce(&Tensor) -> Result<Vec<Option<Tensor>>> + 'static,
+    {
+        debug_assert_eq!(
+            storage.len(),
+            numel(&shape),
+            "op output does not fill its shape"
+        );
+        let track = tape::is_grad_enabled() && inputs.iter().any(|t| t.requires_grad());
+        let out = Tensor::make(storage, shape, track, false);
+        if track {
+            tape::record(
+                out.id(),
+                inputs.iter().map(|t| (*t).clone()).collect(),
+                Box::new(backward),
+            );
+        }
+        out
+    }
+
+    /// A result that no gradient flows through (kernel outputs used inside backward rules).
+    pub(crate) fn constant(storage: Storage, shape: Vec<usize>) -> Tensor {
+        Tensor::make(storage, shape, false, true)
+    }
+
+    pub fn from_vec(values: Vec<f32>, shape: &[usize], device: &Device) -> Result<Tensor> {
+        if values.len() != numel(shape) {
+            return Err(Error::Shape(format!(
+                "{} values do not fill shape {:?}",
+                values.len(),
+                shape
+            )));
+        }
+        let storage = match device {
+            Device::Cpu => Storage::from_vec(values),
+            #[allow(unreachable_patterns)]
+            _ => device.backend().upload(&values)?,
+        };
+        Ok(Tensor::make(storage, shape.to_vec(), false, true))
+    }
+
+    pub fn from_slice(values: &[f32], shape: &[usize], device: &Device) -> Result<Tensor> {
+        if values.len() != numel(shape) {
+            return Err(Error::Shape(format!(
+                "{} values do not fill shape {:?}",
+                values.len(),
+                shape
+            )));
+        }
+        let storage = device.backend().upload(values)?;
+        Ok(Tensor::make(storage, shape.to_vec(), false, true))
+    }
+
+    pub fn full(shape: &[usize], value: f32, device: &Device) -> Result<Tensor> {
+        let storage = device.backend().full(numel(shape), value)?;
+        Ok(Tensor::make(storage, shape.to_vec(), false, true))
+    }
+
+    pub fn zeros(shape: &[usize], device: &Device) -> Result<Tensor> {
+        Tensor::full(shape, 0.0, device)
+    }
+
+    pub fn ones(shape: &[usize], device: &Device) -> Result<Tensor> {
+        Tensor::full(shape, 1.0, device)
+    }
+
+    /// A single value of shape `[]`.
+    pub fn scalar(value: f32, device: &Device) -> Result<Tensor> {
+        Tensor::full(&[], value, device)
+    }
+
+    /// Uniform in `[lo, hi)`.
+    pub fn uniform(
+        shape: &[usize],
+        lo: f32,
+        hi: f32,
+        rng: &mut Rng,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let v = (0..numel(shape))
+            .map(|_| rng.uniform_range(lo, hi))
+            .collect();
+        Tensor::from_vec(v, shape, device)
+    }
+
+    pub fn normal(
+        shape: &[usize],
+        mean: f32,
+        std: f32,
+        rng: &mut Rng,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let v = (0..numel(shape))
+            .map(|_| mean + std * rng.normal())
+            .collect();
+        Tensor::from_vec(v, shape, device)
+    }
+
+    /// Xavier (Glorot) uniform for a weight `[fan_out, fan_in...]`: `U(-a, a)`,
+    /// `a = sqrt(6 / (fan_in + fan_out))`, `fan_in` the product of the trailing axes (so a conv
+    /// weight `[D, C, p, p]` is treated as the linear `[D, C*p*p]`, as the official MAE does).
+    pub fn xavier_uniform(shape: &[usize], rng: &mut Rng, device: &Device) -> Result<Tensor> {
+        if shape.len() < 2 {
+            return Err(Error::Shape(format!(
+                "xavier_uniform needs a weight of rank >= 2, got {shape:?}"
+            )));
+        }
+        let fan_out = shape[0];
+        let fan_in: usize = shape[1..].iter().product();
+        let a = (6.0 / (fan_in + fan_out) as f64).sqrt() as f32;
+        Tensor::uniform(shape, -a, a, rng, device)
+    }
+
+    pub fn id(&self) -> u64 {
+        self.0.id
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.0.shape
+    }
+
+    pub fn rank(&self) -> usize {
+        self.0.shape.len()
+    }
+
+    /// Length of axis `i`; negative counts from the end.
+    pub fn dim(&self, i: isize) -> usize {
+        let r = self.rank() as isize;
+        let j = if i < 0 { r + i } else { i };
+        self.0.shape[j as usize]
+    }
+
+    pub fn numel(&self) -> usize {
+        numel(&self.0.shape)
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.0.storage
+    }
+
+    pub fn device(&self) -> Device {
+        self.0.storage.device()
+    }
+
+    pub fn requires_grad(&self) -> bool {
+        self.0.requires_grad.get()
+    }
+
+    pub fn is_leaf(&self) -> bool {
+        self.0.leaf
+    }
+
+    /// Mark a leaf (a parameter) as wanting gradients. Returns `self` for chaining.
+    pub fn with_grad(self) -> Tensor {
+        self.set_requires_grad(true);
+        self
+    }
+
+    pub fn set_requires_grad(&self, on: bool) {
+        assert!(
+            self.is_leaf(),
+            "requires_grad can only be set on leaf tensors"
+        );
+        self.0.requires_grad.set(on);
+    }
+
+    /// The gradient accumulated by `backward`, if any.
+    pub fn grad(&self) -> Option<Tensor> {
+        self.0.grad.borrow().clone()
+    }
+
+    pub fn zero_grad(&self) {
+        *self.0.grad.borrow_mut() = None;
+    }
+
+    pub(crate) fn accumulate_grad(&self, g: &Tensor) -> Result<()> {
+        let mut slot = self.0.grad.borrow_mut();
+        let next = match slot.take() {
+            Some(prev) => prev.add(g)?,
+            None => g.detach(),
+        };
+        *slot = Some(next);
+        Ok(())
+    }
+
+    /// The same values, cut from the tape.
+    pub fn detach(&self) -> Tensor {
+        Tensor::make(self.0.storage.clone(), self.0.shape.clone(), false, true)
+    }
+
+    /// All values, copied to the host (waits for the device).
+    pub fn to_vec(&self) -> Result<Vec<f32>> {
+        self.device().backend().download(&self.0.storage)
+    }
+
+    /// The single value of a one-element tensor.
+    pub fn item(&self) -> Result<f32> {
+        if self.numel() != 1 {
+            return Err(Error::Shape(format!(
+                "item() needs one value, the tensor has shape {:?}",
+                self.shape()
+            )));
+        }
+        Ok(self.to_vec()?[0])
+    }
+
+    /// A copy on `device` (a leaf, without gradient tracking).
+    pub fn to_device(&self, device: &Device) -> Result<Tensor> {
+        if &self.device() == device {
+            return Ok(self.detach());
+        }
+        Tensor::from_vec(self.to_vec()?, self.shape(), device)
+    }
+
+    /// A deep copy of the values on the same device (a leaf).
+    pub fn deep_clone(&self) -> Result<Tensor> {
+        let s = self.device().backend().copy(&self.0.storage)?;
+        Tensor::from_storage(s, self.shape())
+    }
+
+    /// Overwrite the values of this tensor in place with those of `src` (same shape). Used to load
+    /// checkpoints into existing parameters; not recorded on the tape.
+    pub fn assign(&self, src: &Tensor) -> Result<()> {
+        if src.shape() != self.shape() {
+            return Err(Error::Shape(format!(
+                "assign: shape {:?} into {:?}",
+                src.shape(),
+                self.shape()
+            )));
+        }
+        let src = src.to_device(&self.device())?;
+        let n = self.numel();
+        let spec = crate::backend::CopyRowsSpec {
+            batch: 1,
+            rows: 1,
+            width: n,
+            src_rows: 1,
+            src_offset: 0,
+            dst_rows: 1,
+            dst_offset: 0,
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        self.device()
+            .backend()
+            .copy_rows_into(src.storage(), self.storage(), &spec)
+    }
+
+    /// Same values, new shape (free: the storage is shared).
+    pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
+        let shape = resolve_shape(shape, self.numel(), self.shape())?;
+        let old = self.shape().to_vec();
+        Ok(Tensor::from_op(
+            self.0.storage.clone(),
+            shape,
+            &[self],
+            move |g| Ok(vec![Some(g.reshape(&old)?)]),
+        ))
+    }
+
+    /// `self + other`, with `other` broadcast over leading axes (see `ops::binary`).
+    pub fn add(&self, other: &Tensor) -> Result<Tensor> {
+        crate::ops::binary(BinaryOp::Add, self, other)
+    }
+    pub fn sub(&self, other: &Tensor) -> Result<Tensor> {
+        crate::ops::binary(BinaryOp::Sub, self, other)
+    }
+    pub fn mul(&self, other: &Tensor) -> Result<Tensor> {
+        crate::ops::binary(BinaryOp::Mul, self, other)
+    }
+    pub fn div(&self, other: &Tensor) -> Result<Tensor> {
+        crate::ops::binary(BinaryOp::Div, self, other)
+    }
+    pub fn scale(&self, s: f32) -> Result<Tensor> {
+        crate::ops::scale(self, s)
+    }
+    pub fn matmul(&self, other: &Tensor) -> Result<Tensor> {
+        crate::ops::matmul(self, other)
+    }
+    pub fn permute(&self, perm: &[usize]) -> Result<Tensor> {
+        crate::ops::permute(self, perm)
+    }
+    pub fn sum(&self) -> Result<Tensor> {
+        crate::ops::sum(self)
+    }
+    pub fn mean(&self) -> Result<Tensor> {
+        crate::ops::mean(self)
+    }
+}
+
+/// Resolve one `usize::MAX` ("infer this axis") and check the element count.
+fn resolve_shape(shape: &[usize], n: usize, from: &[usize]) -> Result<Vec<usize>> {
+    let mut out = shape.to_vec();
+    let unknown: Vec<usize> = (0..shape.len())
+        .filter(|&i| shape[i] == usize::MAX)
+        .collect();
+    match unknown.len() {
+        0 => {}
+        1 => {
+            let known: usize = shape.iter().filter(|&&d| d != usize::MAX).product();
+            if known == 0 || !n.is_multiple_of(known) {
+                return Err(Error::Shape(format!(
+                    "reshape {from:?} -> {shape:?}: cannot infer the axis"
+                )));
+            }
+            out[unknown[0]] = n / known;
+        }
+        _ => {
+            return Err(Error::Shape(format!(
+                "reshape to {shape:?}: at most one axis may be inferred"
+            )));
+        }
+    }
+    if numel(&out) != n {
+        return Err(Error::Shape(format!(
+            "reshape {from:?} ({n} values) -> {out:?}"
+        )));
+    }
+    Ok(out)
+}
+
+impl fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Tensor(shape={:?}, device={}, requires_grad={})",
+            self.shape(),
+            self.device(),
+            self.requires_grad()
+        )
+    }
+}

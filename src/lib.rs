@@ -1,0 +1,1 @@
+//! Workspace root: integration tests and benchmarks live in tests/ and benches/.
