@@ -28,16 +28,7 @@ pub struct MatmulSpec {
 impl MatmulSpec {
     /// A single `[m, k] x [k, n]` product, no transposes.
     pub fn plain(m: usize, n: usize, k: usize) -> Self {
-        MatmulSpec {
-            batch: 1,
-            m,
-            n,
-            k,
-            trans_a: false,
-            trans_b: false,
-            a_batch_stride: m * k,
-            b_batch_stride: k * n,
-        }
+        MatmulSpec { batch: 1, m, n, k, trans_a: false, trans_b: false, a_batch_stride: m * k, b_batch_stride: k * n }
     }
 
     pub fn flops(&self) -> f64 {
@@ -47,21 +38,13 @@ impl MatmulSpec {
     /// Index of `op(A)[i, p]` inside one batch's A.
     #[inline]
     pub fn a_index(&self, i: usize, p: usize) -> usize {
-        if self.trans_a {
-            p * self.m + i
-        } else {
-            i * self.k + p
-        }
+        if self.trans_a { p * self.m + i } else { i * self.k + p }
     }
 
     /// Index of `op(B)[p, j]` inside one batch's B.
     #[inline]
     pub fn b_index(&self, p: usize, j: usize) -> usize {
-        if self.trans_b {
-            j * self.k + p
-        } else {
-            p * self.n + j
-        }
+        if self.trans_b { j * self.k + p } else { p * self.n + j }
     }
 
     /// Elements each operand must hold for this spec.
@@ -194,22 +177,9 @@ pub trait Backend {
     /// A new storage holding a copy of `s`.
     fn copy(&self, s: &Storage) -> Result<Storage>;
 
-    fn matmul(
-        &self,
-        a: &Storage,
-        b: &Storage,
-        bias: Option<&Storage>,
-        spec: &MatmulSpec,
-    ) -> Result<Storage>;
+    fn matmul(&self, a: &Storage, b: &Storage, bias: Option<&Storage>, spec: &MatmulSpec) -> Result<Storage>;
 
-    fn binary(
-        &self,
-        op: BinaryOp,
-        x: &Storage,
-        y: &Storage,
-        len_x: usize,
-        len_y: usize,
-    ) -> Result<Storage>;
+    fn binary(&self, op: BinaryOp, x: &Storage, y: &Storage, len_x: usize, len_y: usize) -> Result<Storage>;
     fn unary(&self, op: UnaryOp, x: &Storage, len: usize) -> Result<Storage>;
     /// `dx = dy * gelu'(x)`.
     fn gelu_backward(&self, x: &Storage, dy: &Storage, len: usize) -> Result<Storage>;
@@ -217,13 +187,7 @@ pub trait Backend {
     /// Softmax over the last axis of `[rows, cols]`.
     fn softmax(&self, x: &Storage, rows: usize, cols: usize) -> Result<Storage>;
     /// `dx = y * (dy - sum(dy * y))` per row.
-    fn softmax_backward(
-        &self,
-        y: &Storage,
-        dy: &Storage,
-        rows: usize,
-        cols: usize,
-    ) -> Result<Storage>;
+    fn softmax_backward(&self, y: &Storage, dy: &Storage, rows: usize, cols: usize) -> Result<Storage>;
 
     /// LayerNorm over the last axis of `[rows, cols]`: returns `(y, mean, rstd)`, the last two `[rows]`.
     fn layernorm(
@@ -250,13 +214,7 @@ pub trait Backend {
 
     /// Returns `(out, lse)`, `lse: [heads, seq]` the log-sum-exp of each row of scaled scores, which
     /// the backward uses to recompute the probabilities without storing them.
-    fn attention(
-        &self,
-        q: &Storage,
-        k: &Storage,
-        v: &Storage,
-        spec: &AttentionSpec,
-    ) -> Result<(Storage, Storage)>;
+    fn attention(&self, q: &Storage, k: &Storage, v: &Storage, spec: &AttentionSpec) -> Result<(Storage, Storage)>;
     /// Returns `(dq, dk, dv)`.
     #[allow(clippy::too_many_arguments)]
     fn attention_backward(
@@ -286,13 +244,7 @@ pub trait Backend {
     fn permute(&self, x: &Storage, shape: &[usize], perm: &[usize]) -> Result<Storage>;
 
     /// Per-patch masked loss, `[rows]`.
-    fn mae_loss_rows(
-        &self,
-        pred: &Storage,
-        target: &Storage,
-        mask: &Storage,
-        spec: &MaeLossSpec,
-    ) -> Result<Storage>;
+    fn mae_loss_rows(&self, pred: &Storage, target: &Storage, mask: &Storage, spec: &MaeLossSpec) -> Result<Storage>;
     /// `dpred[r, p] = drow[r] * mask[r] * 2 (pred[r, p] - t[r, p]) / patch`.
     fn mae_loss_backward(
         &self,

@@ -23,23 +23,13 @@ pub struct GradCheck {
 
 impl Default for GradCheck {
     fn default() -> Self {
-        GradCheck {
-            eps: 1e-3,
-            atol: 1e-3,
-            rtol: 1e-3,
-            max_elements: 96,
-            seed: 12345,
-        }
+        GradCheck { eps: 1e-3, atol: 1e-3, rtol: 1e-3, max_elements: 96, seed: 12345 }
     }
 }
 
 /// `L = sum(w * y)` in f64 on the host.
 fn weighted(y: &Tensor, w: &[f32]) -> Result<f64> {
-    Ok(y.to_vec()?
-        .iter()
-        .zip(w)
-        .map(|(&a, &b)| a as f64 * b as f64)
-        .sum())
+    Ok(y.to_vec()?.iter().zip(w).map(|(&a, &b)| a as f64 * b as f64).sum())
 }
 
 impl GradCheck {
@@ -73,13 +63,11 @@ impl GradCheck {
                         let xs: Vec<Tensor> = inputs
                             .iter()
                             .enumerate()
-                            .map(|(k, t)| {
-                                if k == i {
-                                    Tensor::from_vec(v.clone(), t.shape(), &dev)
-                                } else {
-                                    Ok(t.detach())
-                                }
-                            })
+                            .map(
+                                |(k, t)| {
+                                    if k == i { Tensor::from_vec(v.clone(), t.shape(), &dev) } else { Ok(t.detach()) }
+                                },
+                            )
                             .collect::<Result<_>>()?;
                         weighted(&f(&xs)?, &w)
                     })

@@ -2,45 +2,44 @@
 //! labels for the cross-entropy. They are inputs, never differentiated, and are checked once here so
 //! that no kernel ever reads out of bounds.
 
+use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::gpu::{GpuBuffer, GpuContext};
 
 #[derive(Clone, Debug)]
 pub struct Indices(Rc<IndicesInner>);
 
-#[derive(Debug)]
 struct IndicesInner {
     shape: Vec<usize>,
     values: Vec<u32>,
     max: Option<u32>,
+    /// The values uploaded to a GPU, kept so that a step's indices cross the bus once.
+    gpu: RefCell<Option<Rc<GpuBuffer>>>,
+}
+
+impl std::fmt::Debug for IndicesInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Indices(shape={:?})", self.shape)
+    }
 }
 
 impl Indices {
     pub fn new(values: Vec<u32>, shape: &[usize]) -> Result<Self> {
         let n: usize = shape.iter().product();
         if n != values.len() {
-            return Err(Error::Shape(format!(
-                "indices: {} values do not fill shape {:?}",
-                values.len(),
-                shape
-            )));
+            return Err(Error::Shape(format!("indices: {} values do not fill shape {:?}", values.len(), shape)));
         }
         let max = values.iter().copied().max();
-        Ok(Indices(Rc::new(IndicesInner {
-            shape: shape.to_vec(),
-            values,
-            max,
-        })))
+        Ok(Indices(Rc::new(IndicesInner { shape: shape.to_vec(), values, max, gpu: RefCell::new(None) })))
     }
 
     pub fn from_usize(values: &[usize], shape: &[usize]) -> Result<Self> {
         let v = values
             .iter()
-            .map(|&i| {
-                u32::try_from(i)
-                    .map_err(|_| Error::Invalid(format!("index {i} does not fit in u32")))
-            })
+            .map(|&i| u32::try_from(i).map_err(|_| Error::Invalid(format!("index {i} does not fit in u32"))))
             .collect::<Result<Vec<u32>>>()?;
         Self::new(v, shape)
     }
@@ -64,15 +63,27 @@ impl Indices {
     /// Fails unless every index is below `bound`.
     pub fn check_below(&self, bound: usize, what: &str) -> Result<()> {
         match self.0.max {
-            Some(m) if m as usize >= bound => Err(Error::Invalid(format!(
-                "{what}: index {m} out of range for an axis of length {bound}"
-            ))),
+            Some(m) if m as usize >= bound => {
+                Err(Error::Invalid(format!("{what}: index {m} out of range for an axis of length {bound}")))
+            }
             _ => Ok(()),
         }
     }
 
-    /// An identity key for per-device caches of the uploaded values.
-    pub fn key(&self) -> usize {
-        Rc::as_ptr(&self.0) as usize
+    /// The values on the GPU of `ctx`, uploaded by `upload` on first use.
+    pub(crate) fn gpu_buffer(
+        &self,
+        upload: impl FnOnce() -> Result<Rc<GpuBuffer>>,
+        ctx: &Arc<GpuContext>,
+    ) -> Result<Rc<GpuBuffer>> {
+        let mut slot = self.0.gpu.borrow_mut();
+        match slot.as_ref() {
+            Some(b) if Arc::ptr_eq(b.context(), ctx) => Ok(b.clone()),
+            _ => {
+                let b = upload()?;
+                *slot = Some(b.clone());
+                Ok(b)
+            }
+        }
     }
 }

@@ -6,6 +6,7 @@ pub mod backend;
 pub mod cpu;
 pub mod device;
 pub mod error;
+pub mod gpu;
 pub mod gradcheck;
 pub mod indices;
 pub mod ops;
@@ -14,7 +15,7 @@ pub mod storage;
 pub mod tape;
 pub mod tensor;
 
-pub use device::Device;
+pub use device::{Device, DeviceChoice};
 pub use error::{Error, Result};
 pub use indices::Indices;
 pub use rng::Rng;

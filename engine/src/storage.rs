@@ -6,10 +6,16 @@ use std::rc::Rc;
 
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::gpu::{Gpu, GpuBuffer};
 
 #[derive(Clone)]
 pub enum Storage {
     Cpu(Rc<RefCell<Vec<f32>>>),
+    Gpu(Rc<GpuBuffer>),
+}
+
+fn on_gpu<T>() -> Result<T> {
+    Err(Error::Device("the values live on the GPU; download them (to_vec) or move the tensor first".into()))
 }
 
 impl Storage {
@@ -20,6 +26,7 @@ impl Storage {
     pub fn device(&self) -> Device {
         match self {
             Storage::Cpu(_) => Device::Cpu,
+            Storage::Gpu(b) => Device::Gpu(Gpu { ctx: b.context().clone() }),
         }
     }
 
@@ -27,6 +34,7 @@ impl Storage {
     pub fn len(&self) -> usize {
         match self {
             Storage::Cpu(v) => v.borrow().len(),
+            Storage::Gpu(b) => b.len(),
         }
     }
 
@@ -38,14 +46,16 @@ impl Storage {
     pub fn cpu(&self) -> Result<Ref<'_, Vec<f32>>> {
         match self {
             Storage::Cpu(v) => Ok(v.borrow()),
+            Storage::Gpu(_) => on_gpu(),
         }
     }
 
     pub fn cpu_mut(&self) -> Result<RefMut<'_, Vec<f32>>> {
         match self {
-            Storage::Cpu(v) => v.try_borrow_mut().map_err(|_| {
-                Error::Invalid("a tensor's storage is borrowed while being written".into())
-            }),
+            Storage::Cpu(v) => v
+                .try_borrow_mut()
+                .map_err(|_| Error::Invalid("a tensor's storage is borrowed while being written".into())),
+            Storage::Gpu(_) => on_gpu(),
         }
     }
 
@@ -53,6 +63,8 @@ impl Storage {
     pub fn same_as(&self, other: &Storage) -> bool {
         match (self, other) {
             (Storage::Cpu(a), Storage::Cpu(b)) => Rc::ptr_eq(a, b),
+            (Storage::Gpu(a), Storage::Gpu(b)) => Rc::ptr_eq(a, b),
+            _ => false,
         }
     }
 }

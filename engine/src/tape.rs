@@ -63,13 +63,7 @@ pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
 }
 
 pub(crate) fn record(output: u64, inputs: Vec<Tensor>, backward: BackwardFn) {
-    TAPE.with(|t| {
-        t.borrow_mut().push(Entry {
-            output,
-            inputs,
-            backward,
-        })
-    });
+    TAPE.with(|t| t.borrow_mut().push(Entry { output, inputs, backward }));
 }
 
 /// Number of ops recorded since the last `backward` or `clear_tape`.
@@ -101,9 +95,7 @@ pub fn backward_with(output: &Tensor, grad: &Tensor) -> Result<()> {
     // Take the entries first: the tape is cleared whatever happens below.
     let entries = TAPE.with(|t| std::mem::take(&mut *t.borrow_mut()));
     if !output.requires_grad() {
-        return Err(Error::Invalid(
-            "backward: the loss does not depend on any tensor that requires gradients".into(),
-        ));
+        return Err(Error::Invalid("backward: the loss does not depend on any tensor that requires gradients".into()));
     }
     if grad.shape() != output.shape() {
         return Err(Error::Shape(format!(

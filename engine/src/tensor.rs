@@ -48,39 +48,22 @@ impl Tensor {
     /// A leaf tensor over existing storage (no gradient tracking).
     pub fn from_storage(storage: Storage, shape: &[usize]) -> Result<Tensor> {
         if storage.len() != numel(shape) {
-            return Err(Error::Shape(format!(
-                "{} values do not fill shape {:?}",
-                storage.len(),
-                shape
-            )));
+            return Err(Error::Shape(format!("{} values do not fill shape {:?}", storage.len(), shape)));
         }
         Ok(Tensor::make(storage, shape.to_vec(), false, true))
     }
 
     /// The result of an op: records `backward` on the tape when grad mode is on and any input
     /// requires gradients.
-    pub(crate) fn from_op<F>(
-        storage: Storage,
-        shape: Vec<usize>,
-        inputs: &[&Tensor],
-        backward: F,
-    ) -> Tensor
+    pub(crate) fn from_op<F>(storage: Storage, shape: Vec<usize>, inputs: &[&Tensor], backward: F) -> Tensor
     where
         F: FnOnce(&Tensor) -> Result<Vec<Option<Tensor>>> + 'static,
     {
-        debug_assert_eq!(
-            storage.len(),
-            numel(&shape),
-            "op output does not fill its shape"
-        );
+        debug_assert_eq!(storage.len(), numel(&shape), "op output does not fill its shape");
         let track = tape::is_grad_enabled() && inputs.iter().any(|t| t.requires_grad());
         let out = Tensor::make(storage, shape, track, false);
         if track {
-            tape::record(
-                out.id(),
-                inputs.iter().map(|t| (*t).clone()).collect(),
-                Box::new(backward),
-            );
+            tape::record(out.id(), inputs.iter().map(|t| (*t).clone()).collect(), Box::new(backward));
         }
         out
     }
@@ -92,27 +75,18 @@ impl Tensor {
 
     pub fn from_vec(values: Vec<f32>, shape: &[usize], device: &Device) -> Result<Tensor> {
         if values.len() != numel(shape) {
-            return Err(Error::Shape(format!(
-                "{} values do not fill shape {:?}",
-                values.len(),
-                shape
-            )));
+            return Err(Error::Shape(format!("{} values do not fill shape {:?}", values.len(), shape)));
         }
         let storage = match device {
             Device::Cpu => Storage::from_vec(values),
-            #[allow(unreachable_patterns)]
-            _ => device.backend().upload(&values)?,
+            Device::Gpu(_) => device.backend().upload(&values)?,
         };
         Ok(Tensor::make(storage, shape.to_vec(), false, true))
     }
 
     pub fn from_slice(values: &[f32], shape: &[usize], device: &Device) -> Result<Tensor> {
         if values.len() != numel(shape) {
-            return Err(Error::Shape(format!(
-                "{} values do not fill shape {:?}",
-                values.len(),
-                shape
-            )));
+            return Err(Error::Shape(format!("{} values do not fill shape {:?}", values.len(), shape)));
         }
         let storage = device.backend().upload(values)?;
         Ok(Tensor::make(storage, shape.to_vec(), false, true))
@@ -137,29 +111,13 @@ impl Tensor {
     }
 
     /// Uniform in `[lo, hi)`.
-    pub fn uniform(
-        shape: &[usize],
-        lo: f32,
-        hi: f32,
-        rng: &mut Rng,
-        device: &Device,
-    ) -> Result<Tensor> {
-        let v = (0..numel(shape))
-            .map(|_| rng.uniform_range(lo, hi))
-            .collect();
+    pub fn uniform(shape: &[usize], lo: f32, hi: f32, rng: &mut Rng, device: &Device) -> Result<Tensor> {
+        let v = (0..numel(shape)).map(|_| rng.uniform_range(lo, hi)).collect();
         Tensor::from_vec(v, shape, device)
     }
 
-    pub fn normal(
-        shape: &[usize],
-        mean: f32,
-        std: f32,
-        rng: &mut Rng,
-        device: &Device,
-    ) -> Result<Tensor> {
-        let v = (0..numel(shape))
-            .map(|_| mean + std * rng.normal())
-            .collect();
+    pub fn normal(shape: &[usize], mean: f32, std: f32, rng: &mut Rng, device: &Device) -> Result<Tensor> {
+        let v = (0..numel(shape)).map(|_| mean + std * rng.normal()).collect();
         Tensor::from_vec(v, shape, device)
     }
 
@@ -168,9 +126,7 @@ impl Tensor {
     /// weight `[D, C, p, p]` is treated as the linear `[D, C*p*p]`, as the official MAE does).
     pub fn xavier_uniform(shape: &[usize], rng: &mut Rng, device: &Device) -> Result<Tensor> {
         if shape.len() < 2 {
-            return Err(Error::Shape(format!(
-                "xavier_uniform needs a weight of rank >= 2, got {shape:?}"
-            )));
+            return Err(Error::Shape(format!("xavier_uniform needs a weight of rank >= 2, got {shape:?}")));
         }
         let fan_out = shape[0];
         let fan_in: usize = shape[1..].iter().product();
@@ -224,10 +180,7 @@ impl Tensor {
     }
 
     pub fn set_requires_grad(&self, on: bool) {
-        assert!(
-            self.is_leaf(),
-            "requires_grad can only be set on leaf tensors"
-        );
+        assert!(self.is_leaf(), "requires_grad can only be set on leaf tensors");
         self.0.requires_grad.set(on);
     }
 
@@ -263,10 +216,7 @@ impl Tensor {
     /// The single value of a one-element tensor.
     pub fn item(&self) -> Result<f32> {
         if self.numel() != 1 {
-            return Err(Error::Shape(format!(
-                "item() needs one value, the tensor has shape {:?}",
-                self.shape()
-            )));
+            return Err(Error::Shape(format!("item() needs one value, the tensor has shape {:?}", self.shape())));
         }
         Ok(self.to_vec()?[0])
     }
@@ -289,11 +239,7 @@ impl Tensor {
     /// checkpoints into existing parameters; not recorded on the tape.
     pub fn assign(&self, src: &Tensor) -> Result<()> {
         if src.shape() != self.shape() {
-            return Err(Error::Shape(format!(
-                "assign: shape {:?} into {:?}",
-                src.shape(),
-                self.shape()
-            )));
+            return Err(Error::Shape(format!("assign: shape {:?} into {:?}", src.shape(), self.shape())));
         }
         let src = src.to_device(&self.device())?;
         let n = self.numel();
@@ -309,21 +255,14 @@ impl Tensor {
         if n == 0 {
             return Ok(());
         }
-        self.device()
-            .backend()
-            .copy_rows_into(src.storage(), self.storage(), &spec)
+        self.device().backend().copy_rows_into(src.storage(), self.storage(), &spec)
     }
 
     /// Same values, new shape (free: the storage is shared).
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
         let shape = resolve_shape(shape, self.numel(), self.shape())?;
         let old = self.shape().to_vec();
-        Ok(Tensor::from_op(
-            self.0.storage.clone(),
-            shape,
-            &[self],
-            move |g| Ok(vec![Some(g.reshape(&old)?)]),
-        ))
+        Ok(Tensor::from_op(self.0.storage.clone(), shape, &[self], move |g| Ok(vec![Some(g.reshape(&old)?)])))
     }
 
     /// `self + other`, with `other` broadcast over leading axes (see `ops::binary`).
@@ -359,42 +298,28 @@ impl Tensor {
 /// Resolve one `usize::MAX` ("infer this axis") and check the element count.
 fn resolve_shape(shape: &[usize], n: usize, from: &[usize]) -> Result<Vec<usize>> {
     let mut out = shape.to_vec();
-    let unknown: Vec<usize> = (0..shape.len())
-        .filter(|&i| shape[i] == usize::MAX)
-        .collect();
+    let unknown: Vec<usize> = (0..shape.len()).filter(|&i| shape[i] == usize::MAX).collect();
     match unknown.len() {
         0 => {}
         1 => {
             let known: usize = shape.iter().filter(|&&d| d != usize::MAX).product();
             if known == 0 || !n.is_multiple_of(known) {
-                return Err(Error::Shape(format!(
-                    "reshape {from:?} -> {shape:?}: cannot infer the axis"
-                )));
+                return Err(Error::Shape(format!("reshape {from:?} -> {shape:?}: cannot infer the axis")));
             }
             out[unknown[0]] = n / known;
         }
         _ => {
-            return Err(Error::Shape(format!(
-                "reshape to {shape:?}: at most one axis may be inferred"
-            )));
+            return Err(Error::Shape(format!("reshape to {shape:?}: at most one axis may be inferred")));
         }
     }
     if numel(&out) != n {
-        return Err(Error::Shape(format!(
-            "reshape {from:?} ({n} values) -> {out:?}"
-        )));
+        return Err(Error::Shape(format!("reshape {from:?} ({n} values) -> {out:?}")));
     }
     Ok(out)
 }
 
 impl fmt::Debug for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "Tensor(shape={:?}, device={}, requires_grad={})",
-            self.shape(),
-            self.device(),
-            self.requires_grad()
-        )
+        write!(f, "Tensor(shape={:?}, device={}, requires_grad={})", self.shape(), self.device(), self.requires_grad())
     }
 }

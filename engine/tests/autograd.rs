@@ -37,10 +37,7 @@ fn no_grad_mode_records_nothing() {
     let y = no_grad(|| ops::gelu(&x).unwrap());
     assert_eq!(tape_len(), 0);
     assert!(!y.requires_grad());
-    assert!(
-        backward(&y.sum().unwrap()).is_err(),
-        "nothing to differentiate"
-    );
+    assert!(backward(&y.sum().unwrap()).is_err(), "nothing to differentiate");
 }
 
 #[test]
@@ -57,10 +54,7 @@ fn only_tensors_that_require_grad_receive_one() {
     let x = t(&[1.0, 1.0], &[1, 2]);
     backward(&x.matmul(&w).unwrap().sum().unwrap()).unwrap();
     assert!(x.grad().is_none());
-    assert_eq!(
-        w.grad().unwrap().to_vec().unwrap(),
-        vec![1.0, 1.0, 1.0, 1.0]
-    );
+    assert_eq!(w.grad().unwrap().to_vec().unwrap(), vec![1.0, 1.0, 1.0, 1.0]);
 }
 
 #[test]

@@ -17,67 +17,32 @@ fn check(inputs: &[Tensor], f: impl Fn(&[Tensor]) -> engine::Result<Tensor>) {
 #[test]
 fn matmul_gradients_match_finite_differences_for_every_transpose() {
     for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-        let a = if ta {
-            rand(&[5, 3], 1)
-        } else {
-            rand(&[3, 5], 1)
-        };
-        let b = if tb {
-            rand(&[4, 5], 2)
-        } else {
-            rand(&[5, 4], 2)
-        };
+        let a = if ta { rand(&[5, 3], 1) } else { rand(&[3, 5], 1) };
+        let b = if tb { rand(&[4, 5], 2) } else { rand(&[5, 4], 2) };
         let bias = rand(&[4], 3);
-        check(&[a, b, bias], |x| {
-            ops::matmul_ex(&x[0], &x[1], Some(&x[2]), ta, tb)
-        });
+        check(&[a, b, bias], |x| ops::matmul_ex(&x[0], &x[1], Some(&x[2]), ta, tb));
     }
 }
 
 #[test]
 fn batched_matmul_gradients_match_with_shared_and_batched_operands() {
     for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-        let a = if ta {
-            rand(&[2, 5, 3], 4)
-        } else {
-            rand(&[2, 3, 5], 4)
-        };
-        let b = if tb {
-            rand(&[2, 4, 5], 5)
-        } else {
-            rand(&[2, 5, 4], 5)
-        };
-        check(&[a.clone(), b], |x| {
-            ops::matmul_ex(&x[0], &x[1], None, ta, tb)
-        });
+        let a = if ta { rand(&[2, 5, 3], 4) } else { rand(&[2, 3, 5], 4) };
+        let b = if tb { rand(&[2, 4, 5], 5) } else { rand(&[2, 5, 4], 5) };
+        check(&[a.clone(), b], |x| ops::matmul_ex(&x[0], &x[1], None, ta, tb));
         // b shared over a's batch (a weight).
-        let w = if tb {
-            rand(&[4, 5], 6)
-        } else {
-            rand(&[5, 4], 6)
-        };
+        let w = if tb { rand(&[4, 5], 6) } else { rand(&[5, 4], 6) };
         check(&[a, w], |x| ops::matmul_ex(&x[0], &x[1], None, ta, tb));
         // a shared over b's batch.
-        let a2 = if ta {
-            rand(&[5, 3], 7)
-        } else {
-            rand(&[3, 5], 7)
-        };
-        let b2 = if tb {
-            rand(&[3, 4, 5], 8)
-        } else {
-            rand(&[3, 5, 4], 8)
-        };
+        let a2 = if ta { rand(&[5, 3], 7) } else { rand(&[3, 5], 7) };
+        let b2 = if tb { rand(&[3, 4, 5], 8) } else { rand(&[3, 5, 4], 8) };
         check(&[a2, b2], |x| ops::matmul_ex(&x[0], &x[1], None, ta, tb));
     }
 }
 
 #[test]
 fn linear_gradients_match_finite_differences() {
-    check(
-        &[rand(&[2, 3, 5], 9), rand(&[7, 5], 10), rand(&[7], 11)],
-        |x| ops::linear(&x[0], &x[1], Some(&x[2])),
-    );
+    check(&[rand(&[2, 3, 5], 9), rand(&[7, 5], 10), rand(&[7], 11)], |x| ops::linear(&x[0], &x[1], Some(&x[2])));
 }
 
 #[test]
@@ -167,24 +132,17 @@ fn reduction_gradients_match_finite_differences() {
 #[test]
 fn permute_and_reshape_gradients_match_finite_differences() {
     let x = rand(&[2, 3, 4, 5], 31);
-    check(std::slice::from_ref(&x), |t| {
-        ops::permute(&t[0], &[0, 2, 1, 3])
-    });
-    check(std::slice::from_ref(&x), |t| {
-        ops::permute(&t[0], &[3, 1, 0, 2])
-    });
+    check(std::slice::from_ref(&x), |t| ops::permute(&t[0], &[0, 2, 1, 3]));
+    check(std::slice::from_ref(&x), |t| ops::permute(&t[0], &[3, 1, 0, 2]));
     check(&[x], |t| t[0].reshape(&[6, 20]));
 }
 
 #[test]
 fn mae_loss_gradients_match_finite_differences_with_and_without_norm_pix() {
     let (pred, target) = (rand(&[2, 5, 6], 32), rand(&[2, 5, 6], 33));
-    let mask =
-        Tensor::from_vec(vec![1., 0., 1., 1., 0., 0., 1., 0., 1., 1.], &[2, 5], &CPU).unwrap();
+    let mask = Tensor::from_vec(vec![1., 0., 1., 1., 0., 0., 1., 0., 1., 1.], &[2, 5], &CPU).unwrap();
     for norm_pix in [false, true] {
-        check(&[pred.clone()], |t| {
-            ops::mae_loss(&t[0], &target, &mask, norm_pix)
-        });
+        check(std::slice::from_ref(&pred), |t| ops::mae_loss(&t[0], &target, &mask, norm_pix));
     }
 }
 
@@ -213,25 +171,15 @@ fn a_two_block_transformer_has_correct_gradients_end_to_end() {
         for blk in 0..2 {
             let w = &p[1 + blk * 5..6 + blk * 5];
             let y = ops::layer_norm(&x, &w[4], &zeros(d), 1e-6)?;
-            let qkv = ops::linear(&y, &w[0], None)?
-                .reshape(&[n, t, 3, h, d / h])?
-                .permute(&[2, 0, 3, 1, 4])?;
+            let qkv = ops::linear(&y, &w[0], None)?.reshape(&[n, t, 3, h, d / h])?.permute(&[2, 0, 3, 1, 4])?;
             let qkv = qkv.reshape(&[3, n * h * t * (d / h)])?;
-            let part =
-                |i: usize| {
-                    ops::slice_tokens(&qkv.reshape(&[1, 3, n * h * t * (d / h)])?, i, 1)?
-                        .reshape(&[n, h, t, d / h])
-                };
-            let a = ops::attention(&part(0)?, &part(1)?, &part(2)?)?
-                .permute(&[0, 2, 1, 3])?
-                .reshape(&[n, t, d])?;
+            let part = |i: usize| {
+                ops::slice_tokens(&qkv.reshape(&[1, 3, n * h * t * (d / h)])?, i, 1)?.reshape(&[n, h, t, d / h])
+            };
+            let a = ops::attention(&part(0)?, &part(1)?, &part(2)?)?.permute(&[0, 2, 1, 3])?.reshape(&[n, t, d])?;
             x = x.add(&ops::linear(&a, &w[1], None)?)?;
             let y = ops::layer_norm(&x, &w[4], &zeros(d), 1e-6)?;
-            x = x.add(&ops::linear(
-                &ops::gelu(&ops::linear(&y, &w[2], None)?)?,
-                &w[3],
-                None,
-            )?)?;
+            x = x.add(&ops::linear(&ops::gelu(&ops::linear(&y, &w[2], None)?)?, &w[3], None)?)?;
         }
         Ok(x)
     });

@@ -18,9 +18,7 @@ fn new(v: Vec<f32>) -> Result<Storage> {
 
 fn check_len(what: &str, have: usize, need: usize) -> Result<()> {
     if have < need {
-        return Err(Error::Shape(format!(
-            "{what}: the buffer holds {have} values, the op needs {need}"
-        )));
+        return Err(Error::Shape(format!("{what}: the buffer holds {have} values, the op needs {need}")));
     }
     Ok(())
 }
@@ -46,13 +44,7 @@ impl Backend for CpuBackend {
         new(s.cpu()?.clone())
     }
 
-    fn matmul(
-        &self,
-        a: &Storage,
-        b: &Storage,
-        bias: Option<&Storage>,
-        spec: &MatmulSpec,
-    ) -> Result<Storage> {
+    fn matmul(&self, a: &Storage, b: &Storage, bias: Option<&Storage>, spec: &MatmulSpec) -> Result<Storage> {
         let (a, b) = (a.cpu()?, b.cpu()?);
         check_len("matmul A", a.len(), spec.a_len())?;
         check_len("matmul B", b.len(), spec.b_len())?;
@@ -62,14 +54,7 @@ impl Backend for CpuBackend {
         new(c)
     }
 
-    fn binary(
-        &self,
-        op: BinaryOp,
-        x: &Storage,
-        y: &Storage,
-        len_x: usize,
-        len_y: usize,
-    ) -> Result<Storage> {
+    fn binary(&self, op: BinaryOp, x: &Storage, y: &Storage, len_x: usize, len_y: usize) -> Result<Storage> {
         let (x, y) = (x.cpu()?, y.cpu()?);
         new(reference::binary(op, &x[..len_x], &y[..len_y]))
     }
@@ -79,29 +64,15 @@ impl Backend for CpuBackend {
     }
 
     fn gelu_backward(&self, x: &Storage, dy: &Storage, len: usize) -> Result<Storage> {
-        new(reference::gelu_backward(
-            &x.cpu()?[..len],
-            &dy.cpu()?[..len],
-        ))
+        new(reference::gelu_backward(&x.cpu()?[..len], &dy.cpu()?[..len]))
     }
 
     fn softmax(&self, x: &Storage, rows: usize, cols: usize) -> Result<Storage> {
         new(reference::softmax(&x.cpu()?, rows, cols))
     }
 
-    fn softmax_backward(
-        &self,
-        y: &Storage,
-        dy: &Storage,
-        rows: usize,
-        cols: usize,
-    ) -> Result<Storage> {
-        new(reference::softmax_backward(
-            &y.cpu()?,
-            &dy.cpu()?,
-            rows,
-            cols,
-        ))
+    fn softmax_backward(&self, y: &Storage, dy: &Storage, rows: usize, cols: usize) -> Result<Storage> {
+        new(reference::softmax_backward(&y.cpu()?, &dy.cpu()?, rows, cols))
     }
 
     fn layernorm(
@@ -113,8 +84,7 @@ impl Backend for CpuBackend {
         cols: usize,
         eps: f32,
     ) -> Result<(Storage, Storage, Storage)> {
-        let (y, m, r) =
-            reference::layernorm(&x.cpu()?, &gamma.cpu()?, &beta.cpu()?, rows, cols, eps);
+        let (y, m, r) = reference::layernorm(&x.cpu()?, &gamma.cpu()?, &beta.cpu()?, rows, cols, eps);
         Ok((new(y)?, new(m)?, new(r)?))
     }
 
@@ -128,25 +98,12 @@ impl Backend for CpuBackend {
         rows: usize,
         cols: usize,
     ) -> Result<(Storage, Storage, Storage)> {
-        let (dx, dg, db) = reference::layernorm_backward(
-            &x.cpu()?,
-            &gamma.cpu()?,
-            &mean.cpu()?,
-            &rstd.cpu()?,
-            &dy.cpu()?,
-            rows,
-            cols,
-        );
+        let (dx, dg, db) =
+            reference::layernorm_backward(&x.cpu()?, &gamma.cpu()?, &mean.cpu()?, &rstd.cpu()?, &dy.cpu()?, rows, cols);
         Ok((new(dx)?, new(dg)?, new(db)?))
     }
 
-    fn attention(
-        &self,
-        q: &Storage,
-        k: &Storage,
-        v: &Storage,
-        spec: &AttentionSpec,
-    ) -> Result<(Storage, Storage)> {
+    fn attention(&self, q: &Storage, k: &Storage, v: &Storage, spec: &AttentionSpec) -> Result<(Storage, Storage)> {
         let (o, l) = reference::attention(&q.cpu()?, &k.cpu()?, &v.cpu()?, spec);
         Ok((new(o)?, new(l)?))
     }
@@ -161,14 +118,8 @@ impl Backend for CpuBackend {
         dout: &Storage,
         spec: &AttentionSpec,
     ) -> Result<(Storage, Storage, Storage)> {
-        let (dq, dk, dv) = reference::attention_backward(
-            &q.cpu()?,
-            &k.cpu()?,
-            &v.cpu()?,
-            &out.cpu()?,
-            &dout.cpu()?,
-            spec,
-        );
+        let (dq, dk, dv) =
+            reference::attention_backward(&q.cpu()?, &k.cpu()?, &v.cpu()?, &out.cpu()?, &dout.cpu()?, spec);
         Ok((new(dq)?, new(dk)?, new(dv)?))
     }
 
@@ -182,9 +133,7 @@ impl Backend for CpuBackend {
 
     fn copy_rows_into(&self, src: &Storage, dst: &Storage, spec: &CopyRowsSpec) -> Result<()> {
         if src.same_as(dst) {
-            return Err(Error::Invalid(
-                "copy_rows_into: source and destination are the same storage".into(),
-            ));
+            return Err(Error::Invalid("copy_rows_into: source and destination are the same storage".into()));
         }
         reference::copy_rows_into(&src.cpu()?, &mut dst.cpu_mut()?, spec);
         Ok(())
@@ -202,19 +151,8 @@ impl Backend for CpuBackend {
         new(reference::permute(&x.cpu()?, shape, perm))
     }
 
-    fn mae_loss_rows(
-        &self,
-        pred: &Storage,
-        target: &Storage,
-        mask: &Storage,
-        spec: &MaeLossSpec,
-    ) -> Result<Storage> {
-        new(reference::mae_loss_rows(
-            &pred.cpu()?,
-            &target.cpu()?,
-            &mask.cpu()?,
-            spec,
-        ))
+    fn mae_loss_rows(&self, pred: &Storage, target: &Storage, mask: &Storage, spec: &MaeLossSpec) -> Result<Storage> {
+        new(reference::mae_loss_rows(&pred.cpu()?, &target.cpu()?, &mask.cpu()?, spec))
     }
 
     fn mae_loss_backward(
@@ -225,13 +163,7 @@ impl Backend for CpuBackend {
         drow: &Storage,
         spec: &MaeLossSpec,
     ) -> Result<Storage> {
-        new(reference::mae_loss_backward(
-            &pred.cpu()?,
-            &target.cpu()?,
-            &mask.cpu()?,
-            &drow.cpu()?,
-            spec,
-        ))
+        new(reference::mae_loss_backward(&pred.cpu()?, &target.cpu()?, &mask.cpu()?, &drow.cpu()?, spec))
     }
 
     fn cross_entropy(
@@ -253,13 +185,7 @@ impl Backend for CpuBackend {
         rows: usize,
         classes: usize,
     ) -> Result<Storage> {
-        new(reference::cross_entropy_backward(
-            &probs.cpu()?,
-            labels.values(),
-            &drow.cpu()?,
-            rows,
-            classes,
-        ))
+        new(reference::cross_entropy_backward(&probs.cpu()?, labels.values(), &drow.cpu()?, rows, classes))
     }
 
     fn adamw_step(

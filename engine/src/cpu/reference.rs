@@ -3,8 +3,8 @@
 //! reference is more exact than what it judges. Nothing here is clever, and nothing here may become so.
 
 use crate::backend::{
-    AdamWSpec, AttentionSpec, AxisSpec, BinaryOp, CopyRowsSpec, GatherSpec, MaeLossSpec,
-    MatmulSpec, NORM_PIX_EPS, UnaryOp,
+    AdamWSpec, AttentionSpec, AxisSpec, BinaryOp, CopyRowsSpec, GatherSpec, MaeLossSpec, MatmulSpec, NORM_PIX_EPS,
+    UnaryOp,
 };
 
 /// `C[b] = op(A[b]) op(B[b]) + bias`.
@@ -31,9 +31,7 @@ pub fn matmul(a: &[f32], b: &[f32], bias: Option<&[f32]>, s: &MatmulSpec) -> Vec
 }
 
 pub fn binary(op: BinaryOp, x: &[f32], y: &[f32]) -> Vec<f32> {
-    (0..x.len())
-        .map(|i| op.apply(x[i], y[i % y.len()]))
-        .collect()
+    (0..x.len()).map(|i| op.apply(x[i], y[i % y.len()])).collect()
 }
 
 /// erf by Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7), evaluated in f64. The WGSL
@@ -42,10 +40,8 @@ pub fn erf(x: f64) -> f64 {
     let sign = if x < 0.0 { -1.0 } else { 1.0 };
     let x = x.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * x);
-    let poly = t
-        * (0.254_829_592
-            + t * (-0.284_496_736
-                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let poly =
+        t * (0.254_829_592 + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
     sign * (1.0 - poly * (-x * x).exp())
 }
 
@@ -112,11 +108,7 @@ pub fn layernorm(
     cols: usize,
     eps: f32,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let (mut y, mut mean, mut rstd) = (
-        vec![0.0f32; rows * cols],
-        vec![0.0f32; rows],
-        vec![0.0f32; rows],
-    );
+    let (mut y, mut mean, mut rstd) = (vec![0.0f32; rows * cols], vec![0.0f32; rows], vec![0.0f32; rows]);
     for r in 0..rows {
         let row = &x[r * cols..(r + 1) * cols];
         let mu = row.iter().map(|&v| v as f64).sum::<f64>() / cols as f64;
@@ -174,9 +166,7 @@ fn scores(q: &[f32], k: &[f32], s: &AttentionSpec) -> Vec<f64> {
     let mut sc = vec![0.0f64; t * t];
     for i in 0..t {
         for j in 0..t {
-            let dot: f64 = (0..d)
-                .map(|c| q[i * d + c] as f64 * k[j * d + c] as f64)
-                .sum();
+            let dot: f64 = (0..d).map(|c| q[i * d + c] as f64 * k[j * d + c] as f64).sum();
             sc[i * t + j] = dot * s.scale as f64;
         }
     }
@@ -237,32 +227,22 @@ pub fn attention_backward(
         softmax_rows_f64(&mut p, t);
         let mut ds = vec![0.0f64; t * t];
         for i in 0..t {
-            let di: f64 = (0..d)
-                .map(|c| dout[o + i * d + c] as f64 * out[o + i * d + c] as f64)
-                .sum();
+            let di: f64 = (0..d).map(|c| dout[o + i * d + c] as f64 * out[o + i * d + c] as f64).sum();
             for j in 0..t {
-                let dp: f64 = (0..d)
-                    .map(|c| dout[o + i * d + c] as f64 * v[o + j * d + c] as f64)
-                    .sum();
+                let dp: f64 = (0..d).map(|c| dout[o + i * d + c] as f64 * v[o + j * d + c] as f64).sum();
                 ds[i * t + j] = p[i * t + j] * (dp - di);
             }
         }
         for i in 0..t {
             for c in 0..d {
-                let acc_q: f64 = (0..t)
-                    .map(|j| ds[i * t + j] * k[o + j * d + c] as f64)
-                    .sum();
+                let acc_q: f64 = (0..t).map(|j| ds[i * t + j] * k[o + j * d + c] as f64).sum();
                 dq[o + i * d + c] = (acc_q * s.scale as f64) as f32;
             }
         }
         for j in 0..t {
             for c in 0..d {
-                let acc_k: f64 = (0..t)
-                    .map(|i| ds[i * t + j] * q[o + i * d + c] as f64)
-                    .sum();
-                let acc_v: f64 = (0..t)
-                    .map(|i| p[i * t + j] * dout[o + i * d + c] as f64)
-                    .sum();
+                let acc_k: f64 = (0..t).map(|i| ds[i * t + j] * q[o + i * d + c] as f64).sum();
+                let acc_v: f64 = (0..t).map(|i| p[i * t + j] * dout[o + i * d + c] as f64).sum();
                 dk[o + j * d + c] = (acc_k * s.scale as f64) as f32;
                 dv[o + j * d + c] = acc_v as f32;
             }
@@ -311,9 +291,7 @@ pub fn sum_axis(x: &[f32], s: &AxisSpec) -> Vec<f32> {
     let mut out = vec![0.0f32; s.outer * s.inner];
     for o in 0..s.outer {
         for i in 0..s.inner {
-            let acc: f64 = (0..s.axis)
-                .map(|a| x[(o * s.axis + a) * s.inner + i] as f64)
-                .sum();
+            let acc: f64 = (0..s.axis).map(|a| x[(o * s.axis + a) * s.inner + i] as f64).sum();
             out[o * s.inner + i] = acc as f32;
         }
     }
@@ -380,22 +358,13 @@ pub fn mae_loss_rows(pred: &[f32], target: &[f32], mask: &[f32], s: &MaeLossSpec
     (0..s.rows)
         .map(|r| {
             let t = loss_target(&target[r * p..(r + 1) * p], s.norm_pix);
-            let mse = (0..p)
-                .map(|c| (pred[r * p + c] as f64 - t[c]).powi(2))
-                .sum::<f64>()
-                / p as f64;
+            let mse = (0..p).map(|c| (pred[r * p + c] as f64 - t[c]).powi(2)).sum::<f64>() / p as f64;
             (mse * mask[r] as f64) as f32
         })
         .collect()
 }
 
-pub fn mae_loss_backward(
-    pred: &[f32],
-    target: &[f32],
-    mask: &[f32],
-    drow: &[f32],
-    s: &MaeLossSpec,
-) -> Vec<f32> {
+pub fn mae_loss_backward(pred: &[f32], target: &[f32], mask: &[f32], drow: &[f32], s: &MaeLossSpec) -> Vec<f32> {
     let p = s.patch;
     let mut d = vec![0.0f32; s.rows * p];
     for r in 0..s.rows {
@@ -409,36 +378,20 @@ pub fn mae_loss_backward(
 }
 
 /// Returns `(loss_rows, probabilities)`; `loss = logsumexp(logits) - logits[label]`.
-pub fn cross_entropy(
-    logits: &[f32],
-    labels: &[u32],
-    rows: usize,
-    classes: usize,
-) -> (Vec<f32>, Vec<f32>) {
+pub fn cross_entropy(logits: &[f32], labels: &[u32], rows: usize, classes: usize) -> (Vec<f32>, Vec<f32>) {
     let probs = softmax(logits, rows, classes);
     let loss = (0..rows)
         .map(|r| {
             let row = &logits[r * classes..(r + 1) * classes];
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-            let lse = max
-                + row
-                    .iter()
-                    .map(|&v| (v as f64 - max).exp())
-                    .sum::<f64>()
-                    .ln();
+            let lse = max + row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln();
             (lse - row[labels[r] as usize] as f64) as f32
         })
         .collect();
     (loss, probs)
 }
 
-pub fn cross_entropy_backward(
-    probs: &[f32],
-    labels: &[u32],
-    drow: &[f32],
-    rows: usize,
-    classes: usize,
-) -> Vec<f32> {
+pub fn cross_entropy_backward(probs: &[f32], labels: &[u32], drow: &[f32], rows: usize, classes: usize) -> Vec<f32> {
     let mut d = vec![0.0f32; rows * classes];
     for r in 0..rows {
         for c in 0..classes {

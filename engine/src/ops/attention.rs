@@ -19,16 +19,9 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
     }
     let (seq, dim) = (q.dim(-2), q.dim(-1));
     let heads = numel(&q.shape()[..q.rank() - 2]);
-    let spec = AttentionSpec {
-        heads,
-        seq,
-        dim,
-        scale: 1.0 / (dim as f32).sqrt(),
-    };
+    let spec = AttentionSpec { heads, seq, dim, scale: 1.0 / (dim as f32).sqrt() };
     let dev = q.device();
-    let (out, lse) = dev
-        .backend()
-        .attention(q.storage(), k.storage(), v.storage(), &spec)?;
+    let (out, lse) = dev.backend().attention(q.storage(), k.storage(), v.storage(), &spec)?;
     let shape = q.shape().to_vec();
     let out_saved = Tensor::constant(out.clone(), shape.clone());
     let (sq, sk, sv) = (q.clone(), k.clone(), v.clone());

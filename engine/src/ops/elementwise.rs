@@ -24,56 +24,40 @@ pub fn binary(op: BinaryOp, x: &Tensor, y: &Tensor) -> Result<Tensor> {
     let (sx, sy) = (x.clone(), y.clone());
     // Only the quotient's backward needs the output; do not keep it alive otherwise.
     let out_t = (op == BinaryOp::Div).then(|| Tensor::constant(out.clone(), x.shape().to_vec()));
-    Ok(Tensor::from_op(
-        out,
-        x.shape().to_vec(),
-        &[x, y],
-        move |g| {
-            let dev = sx.device();
-            let be = dev.backend();
-            let gs = g.storage();
-            let dx = if sx.requires_grad() {
-                let st = match op {
-                    BinaryOp::Add | BinaryOp::Sub => be.copy(gs)?,
-                    BinaryOp::Mul => be.binary(BinaryOp::Mul, gs, sy.storage(), nx, ny)?,
-                    BinaryOp::Div => be.binary(BinaryOp::Div, gs, sy.storage(), nx, ny)?,
-                };
-                Some(Tensor::constant(st, sx.shape().to_vec()))
-            } else {
-                None
+    Ok(Tensor::from_op(out, x.shape().to_vec(), &[x, y], move |g| {
+        let dev = sx.device();
+        let be = dev.backend();
+        let gs = g.storage();
+        let dx = if sx.requires_grad() {
+            let st = match op {
+                BinaryOp::Add | BinaryOp::Sub => be.copy(gs)?,
+                BinaryOp::Mul => be.binary(BinaryOp::Mul, gs, sy.storage(), nx, ny)?,
+                BinaryOp::Div => be.binary(BinaryOp::Div, gs, sy.storage(), nx, ny)?,
             };
-            let dy = if sy.requires_grad() {
-                // The per-element gradient with respect to the broadcast y, then summed over the repeats.
-                let per: Storage = match op {
-                    BinaryOp::Add => be.copy(gs)?,
-                    BinaryOp::Sub => be.unary(UnaryOp::Scale(-1.0), gs, nx)?,
-                    BinaryOp::Mul => be.binary(BinaryOp::Mul, gs, sx.storage(), nx, nx)?,
-                    BinaryOp::Div => {
-                        let out = out_t.as_ref().expect("saved for Div");
-                        let t = be.binary(BinaryOp::Mul, gs, out.storage(), nx, nx)?;
-                        let t = be.binary(BinaryOp::Div, &t, sy.storage(), nx, ny)?;
-                        be.unary(UnaryOp::Scale(-1.0), &t, nx)?
-                    }
-                };
-                let st = if ny == nx {
-                    per
-                } else {
-                    be.sum_axis(
-                        &per,
-                        &AxisSpec {
-                            outer: 1,
-                            axis: nx / ny,
-                            inner: ny,
-                        },
-                    )?
-                };
-                Some(Tensor::constant(st, sy.shape().to_vec()))
-            } else {
-                None
+            Some(Tensor::constant(st, sx.shape().to_vec()))
+        } else {
+            None
+        };
+        let dy = if sy.requires_grad() {
+            // The per-element gradient with respect to the broadcast y, then summed over the repeats.
+            let per: Storage = match op {
+                BinaryOp::Add => be.copy(gs)?,
+                BinaryOp::Sub => be.unary(UnaryOp::Scale(-1.0), gs, nx)?,
+                BinaryOp::Mul => be.binary(BinaryOp::Mul, gs, sx.storage(), nx, nx)?,
+                BinaryOp::Div => {
+                    let out = out_t.as_ref().expect("saved for Div");
+                    let t = be.binary(BinaryOp::Mul, gs, out.storage(), nx, nx)?;
+                    let t = be.binary(BinaryOp::Div, &t, sy.storage(), nx, ny)?;
+                    be.unary(UnaryOp::Scale(-1.0), &t, nx)?
+                }
             };
-            Ok(vec![dx, dy])
-        },
-    ))
+            let st = if ny == nx { per } else { be.sum_axis(&per, &AxisSpec { outer: 1, axis: nx / ny, inner: ny })? };
+            Some(Tensor::constant(st, sy.shape().to_vec()))
+        } else {
+            None
+        };
+        Ok(vec![dx, dy])
+    }))
 }
 
 fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {

@@ -16,44 +16,20 @@ pub fn gather_rows(x: &Tensor, idx: &Indices) -> Result<Tensor> {
             idx.shape()
         )));
     }
-    let spec = GatherSpec {
-        batch: x.dim(0),
-        rows: x.dim(1),
-        picks: idx.shape()[1],
-        width: x.dim(2),
-    };
+    let spec = GatherSpec { batch: x.dim(0), rows: x.dim(1), picks: idx.shape()[1], width: x.dim(2) };
     idx.check_below(spec.rows, "gather_rows")?;
     let dev = x.device();
     let out = dev.backend().gather_rows(x.storage(), idx, &spec)?;
     let (sx, sidx) = (x.clone(), idx.clone());
-    Ok(Tensor::from_op(
-        out,
-        vec![spec.batch, spec.picks, spec.width],
-        &[x],
-        move |g| {
-            let dev = sx.device();
-            let dx = dev.backend().scatter_add_rows(g.storage(), &sidx, &spec)?;
-            Ok(vec![Some(Tensor::constant(dx, sx.shape().to_vec()))])
-        },
-    ))
+    Ok(Tensor::from_op(out, vec![spec.batch, spec.picks, spec.width], &[x], move |g| {
+        let dev = sx.device();
+        let dx = dev.backend().scatter_add_rows(g.storage(), &sidx, &spec)?;
+        Ok(vec![Some(Tensor::constant(dx, sx.shape().to_vec()))])
+    }))
 }
 
-fn copy_spec(
-    batch: usize,
-    rows: usize,
-    width: usize,
-    src: (usize, usize),
-    dst: (usize, usize),
-) -> CopyRowsSpec {
-    CopyRowsSpec {
-        batch,
-        rows,
-        width,
-        src_rows: src.0,
-        src_offset: src.1,
-        dst_rows: dst.0,
-        dst_offset: dst.1,
-    }
+fn copy_spec(batch: usize, rows: usize, width: usize, src: (usize, usize), dst: (usize, usize)) -> CopyRowsSpec {
+    CopyRowsSpec { batch, rows, width, src_rows: src.0, src_offset: src.1, dst_rows: dst.0, dst_offset: dst.1 }
 }
 
 /// Concatenate `[N, T_i, D]` tensors along the token axis.
@@ -79,11 +55,7 @@ pub fn concat_tokens(parts: &[&Tensor]) -> Result<Tensor> {
     let mut offset = 0;
     for (p, &len) in parts.iter().zip(&lens) {
         if len * n * d > 0 {
-            be.copy_rows_into(
-                p.storage(),
-                &out,
-                &copy_spec(n, len, d, (len, 0), (total, offset)),
-            )?;
+            be.copy_rows_into(p.storage(), &out, &copy_spec(n, len, d, (len, 0), (total, offset)))?;
         }
         offset += len;
     }
@@ -95,11 +67,7 @@ pub fn concat_tokens(parts: &[&Tensor]) -> Result<Tensor> {
         for &len in &lens {
             let part = be.full(n * len * d, 0.0)?;
             if len * n * d > 0 {
-                be.copy_rows_into(
-                    g.storage(),
-                    &part,
-                    &copy_spec(n, len, d, (total, offset), (len, 0)),
-                )?;
+                be.copy_rows_into(g.storage(), &part, &copy_spec(n, len, d, (total, offset), (len, 0)))?;
             }
             grads.push(Some(Tensor::constant(part, vec![n, len, d])));
             offset += len;
@@ -111,32 +79,20 @@ pub fn concat_tokens(parts: &[&Tensor]) -> Result<Tensor> {
 /// `x[:, start..start + len, :]` of `x: [N, T, D]`.
 pub fn slice_tokens(x: &Tensor, start: usize, len: usize) -> Result<Tensor> {
     if x.rank() != 3 || start + len > x.dim(1) {
-        return Err(Error::Shape(format!(
-            "slice_tokens: rows {start}..{} of {:?}",
-            start + len,
-            x.shape()
-        )));
+        return Err(Error::Shape(format!("slice_tokens: rows {start}..{} of {:?}", start + len, x.shape())));
     }
     let (n, t, d) = (x.dim(0), x.dim(1), x.dim(2));
     let dev = x.device();
     let be = dev.backend();
     let out = be.full(n * len * d, 0.0)?;
     if n * len * d > 0 {
-        be.copy_rows_into(
-            x.storage(),
-            &out,
-            &copy_spec(n, len, d, (t, start), (len, 0)),
-        )?;
+        be.copy_rows_into(x.storage(), &out, &copy_spec(n, len, d, (t, start), (len, 0)))?;
     }
     Ok(Tensor::from_op(out, vec![n, len, d], &[x], move |g| {
         let be = dev.backend();
         let dx = be.full(n * t * d, 0.0)?;
         if n * len * d > 0 {
-            be.copy_rows_into(
-                g.storage(),
-                &dx,
-                &copy_spec(n, len, d, (len, 0), (t, start)),
-            )?;
+            be.copy_rows_into(g.storage(), &dx, &copy_spec(n, len, d, (len, 0), (t, start)))?;
         }
         Ok(vec![Some(Tensor::constant(dx, vec![n, t, d]))])
     }))

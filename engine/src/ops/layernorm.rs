@@ -21,35 +21,16 @@ pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> Result
     }
     let rows = x.numel() / cols.max(1);
     let dev = x.device();
-    let (y, mean, rstd) = dev.backend().layernorm(
-        x.storage(),
-        gamma.storage(),
-        beta.storage(),
-        rows,
-        cols,
-        eps,
-    )?;
+    let (y, mean, rstd) = dev.backend().layernorm(x.storage(), gamma.storage(), beta.storage(), rows, cols, eps)?;
     let (sx, sg) = (x.clone(), gamma.clone());
-    Ok(Tensor::from_op(
-        y,
-        x.shape().to_vec(),
-        &[x, gamma, beta],
-        move |g| {
-            let dev = sx.device();
-            let (dx, dgamma, dbeta) = dev.backend().layernorm_backward(
-                sx.storage(),
-                sg.storage(),
-                &mean,
-                &rstd,
-                g.storage(),
-                rows,
-                cols,
-            )?;
-            Ok(vec![
-                Some(Tensor::constant(dx, sx.shape().to_vec())),
-                Some(Tensor::constant(dgamma, vec![cols])),
-                Some(Tensor::constant(dbeta, vec![cols])),
-            ])
-        },
-    ))
+    Ok(Tensor::from_op(y, x.shape().to_vec(), &[x, gamma, beta], move |g| {
+        let dev = sx.device();
+        let (dx, dgamma, dbeta) =
+            dev.backend().layernorm_backward(sx.storage(), sg.storage(), &mean, &rstd, g.storage(), rows, cols)?;
+        Ok(vec![
+            Some(Tensor::constant(dx, sx.shape().to_vec())),
+            Some(Tensor::constant(dgamma, vec![cols])),
+            Some(Tensor::constant(dbeta, vec![cols])),
+        ])
+    }))
 }

@@ -20,30 +20,16 @@ pub fn mae_loss(pred: &Tensor, target: &Tensor, mask: &Tensor, norm_pix: bool) -
             mask.shape()
         )));
     }
-    let spec = MaeLossSpec {
-        rows: pred.dim(0) * pred.dim(1),
-        patch: pred.dim(2),
-        norm_pix,
-    };
+    let spec = MaeLossSpec { rows: pred.dim(0) * pred.dim(1), patch: pred.dim(2), norm_pix };
     if norm_pix && spec.patch < 2 {
-        return Err(Error::Shape(
-            "mae_loss: norm_pix needs at least two values per patch".into(),
-        ));
+        return Err(Error::Shape("mae_loss: norm_pix needs at least two values per patch".into()));
     }
     let dev = pred.device();
-    let rows =
-        dev.backend()
-            .mae_loss_rows(pred.storage(), target.storage(), mask.storage(), &spec)?;
+    let rows = dev.backend().mae_loss_rows(pred.storage(), target.storage(), mask.storage(), &spec)?;
     let (sp, st, sm) = (pred.clone(), target.detach(), mask.detach());
     let row_loss = Tensor::from_op(rows, vec![pred.dim(0), pred.dim(1)], &[pred], move |g| {
         let dev = sp.device();
-        let d = dev.backend().mae_loss_backward(
-            sp.storage(),
-            st.storage(),
-            sm.storage(),
-            g.storage(),
-            &spec,
-        )?;
+        let d = dev.backend().mae_loss_backward(sp.storage(), st.storage(), sm.storage(), g.storage(), &spec)?;
         Ok(vec![Some(Tensor::constant(d, sp.shape().to_vec()))])
     });
     let masked = mask.detach().sum()?;
@@ -62,15 +48,11 @@ pub fn cross_entropy(logits: &Tensor, labels: &Indices) -> Result<Tensor> {
     let (rows, classes) = (logits.dim(0), logits.dim(1));
     labels.check_below(classes, "cross_entropy labels")?;
     let dev = logits.device();
-    let (loss_rows, probs) =
-        dev.backend()
-            .cross_entropy(logits.storage(), labels, rows, classes)?;
+    let (loss_rows, probs) = dev.backend().cross_entropy(logits.storage(), labels, rows, classes)?;
     let (sl, labels) = (logits.clone(), labels.clone());
     let row_loss = Tensor::from_op(loss_rows, vec![rows], &[logits], move |g| {
         let dev = sl.device();
-        let d =
-            dev.backend()
-                .cross_entropy_backward(&probs, &labels, g.storage(), rows, classes)?;
+        let d = dev.backend().cross_entropy_backward(&probs, &labels, g.storage(), rows, classes)?;
         Ok(vec![Some(Tensor::constant(d, vec![rows, classes]))])
     });
     row_loss.mean()

@@ -30,36 +30,18 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
 
 /// `op(a) · op(b) + bias`, `op` a transpose of the last two axes where asked. Leading (batch) axes
 /// must match, or one operand is a plain matrix shared over the other's batch.
-pub fn matmul_ex(
-    a: &Tensor,
-    b: &Tensor,
-    bias: Option<&Tensor>,
-    trans_a: bool,
-    trans_b: bool,
-) -> Result<Tensor> {
+pub fn matmul_ex(a: &Tensor, b: &Tensor, bias: Option<&Tensor>, trans_a: bool, trans_b: bool) -> Result<Tensor> {
     let mut ins = vec![a, b];
     if let Some(bias) = bias {
         ins.push(bias);
     }
     same_device("matmul", &ins)?;
     if a.rank() < 2 || b.rank() < 2 {
-        return Err(Error::Shape(format!(
-            "matmul: operands need rank >= 2, got {:?} and {:?}",
-            a.shape(),
-            b.shape()
-        )));
+        return Err(Error::Shape(format!("matmul: operands need rank >= 2, got {:?} and {:?}", a.shape(), b.shape())));
     }
     let (ra, rb) = (a.rank(), b.rank());
-    let (m, ka) = if trans_a {
-        (a.dim(-1), a.dim(-2))
-    } else {
-        (a.dim(-2), a.dim(-1))
-    };
-    let (kb, n) = if trans_b {
-        (b.dim(-1), b.dim(-2))
-    } else {
-        (b.dim(-2), b.dim(-1))
-    };
+    let (m, ka) = if trans_a { (a.dim(-1), a.dim(-2)) } else { (a.dim(-2), a.dim(-1)) };
+    let (kb, n) = if trans_b { (b.dim(-1), b.dim(-2)) } else { (b.dim(-2), b.dim(-1)) };
     if ka != kb {
         return Err(Error::Shape(format!(
             "matmul: inner sizes differ: {:?}{} x {:?}{}",
@@ -72,10 +54,7 @@ pub fn matmul_ex(
     if let Some(bias) = bias
         && bias.shape() != [n]
     {
-        return Err(Error::Shape(format!(
-            "matmul: bias {:?} does not match n = {n}",
-            bias.shape()
-        )));
+        return Err(Error::Shape(format!("matmul: bias {:?} does not match n = {n}", bias.shape())));
     }
     let a_batch = &a.shape()[..ra - 2];
     let b_batch = &b.shape()[..rb - 2];
@@ -84,68 +63,28 @@ pub fn matmul_ex(
         let rows = numel(a_batch) * m;
         (
             a_batch.to_vec(),
-            MatmulSpec {
-                batch: 1,
-                m: rows,
-                n,
-                k: ka,
-                trans_a,
-                trans_b,
-                a_batch_stride: 0,
-                b_batch_stride: 0,
-            },
+            MatmulSpec { batch: 1, m: rows, n, k: ka, trans_a, trans_b, a_batch_stride: 0, b_batch_stride: 0 },
         )
     } else if rb == 2 {
         let batch = numel(a_batch);
         (
             a_batch.to_vec(),
-            MatmulSpec {
-                batch,
-                m,
-                n,
-                k: ka,
-                trans_a,
-                trans_b,
-                a_batch_stride: m * ka,
-                b_batch_stride: 0,
-            },
+            MatmulSpec { batch, m, n, k: ka, trans_a, trans_b, a_batch_stride: m * ka, b_batch_stride: 0 },
         )
     } else if ra == 2 {
         let batch = numel(b_batch);
         (
             b_batch.to_vec(),
-            MatmulSpec {
-                batch,
-                m,
-                n,
-                k: ka,
-                trans_a,
-                trans_b,
-                a_batch_stride: 0,
-                b_batch_stride: ka * n,
-            },
+            MatmulSpec { batch, m, n, k: ka, trans_a, trans_b, a_batch_stride: 0, b_batch_stride: ka * n },
         )
     } else if a_batch == b_batch {
         let batch = numel(a_batch);
         (
             a_batch.to_vec(),
-            MatmulSpec {
-                batch,
-                m,
-                n,
-                k: ka,
-                trans_a,
-                trans_b,
-                a_batch_stride: m * ka,
-                b_batch_stride: ka * n,
-            },
+            MatmulSpec { batch, m, n, k: ka, trans_a, trans_b, a_batch_stride: m * ka, b_batch_stride: ka * n },
         )
     } else {
-        return Err(Error::Shape(format!(
-            "matmul: batch axes differ: {:?} and {:?}",
-            a.shape(),
-            b.shape()
-        )));
+        return Err(Error::Shape(format!("matmul: batch axes differ: {:?} and {:?}", a.shape(), b.shape())));
     };
     let dev = a.device();
     let be = dev.backend();
@@ -160,14 +99,7 @@ pub fn matmul_ex(
         let dc = g.storage();
         let s = spec;
         let shared_sum = |st: Storage, per: usize| -> Result<Storage> {
-            be.sum_axis(
-                &st,
-                &AxisSpec {
-                    outer: 1,
-                    axis: s.batch,
-                    inner: per,
-                },
-            )
+            be.sum_axis(&st, &AxisSpec { outer: 1, axis: s.batch, inner: per })
         };
         let da = if sa.requires_grad() {
             let st = if !s.trans_a {
@@ -195,11 +127,7 @@ pub fn matmul_ex(
                 };
                 be.matmul(sb.storage(), dc, None, &sp)?
             };
-            let st = if s.a_batch_stride == 0 && s.batch > 1 {
-                shared_sum(st, s.m * s.k)?
-            } else {
-                st
-            };
+            let st = if s.a_batch_stride == 0 && s.batch > 1 { shared_sum(st, s.m * s.k)? } else { st };
             Some(Tensor::constant(st, sa.shape().to_vec()))
         } else {
             None
@@ -230,25 +158,14 @@ pub fn matmul_ex(
                 };
                 be.matmul(dc, sa.storage(), None, &sp)?
             };
-            let st = if s.b_batch_stride == 0 && s.batch > 1 {
-                shared_sum(st, s.k * s.n)?
-            } else {
-                st
-            };
+            let st = if s.b_batch_stride == 0 && s.batch > 1 { shared_sum(st, s.k * s.n)? } else { st };
             Some(Tensor::constant(st, sb.shape().to_vec()))
         } else {
             None
         };
         let mut grads = vec![da, db];
         if has_bias {
-            let st = be.sum_axis(
-                dc,
-                &AxisSpec {
-                    outer: 1,
-                    axis: s.batch * s.m,
-                    inner: s.n,
-                },
-            )?;
+            let st = be.sum_axis(dc, &AxisSpec { outer: 1, axis: s.batch * s.m, inner: s.n })?;
             grads.push(Some(Tensor::constant(st, vec![s.n])));
         }
         Ok(grads)

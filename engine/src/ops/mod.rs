@@ -29,11 +29,7 @@ pub(crate) fn same_device(op: &str, ts: &[&Tensor]) -> Result<()> {
     let d = ts[0].device();
     for t in &ts[1..] {
         if t.device() != d {
-            return Err(Error::Device(format!(
-                "{op}: tensors on {} and {}",
-                d,
-                t.device()
-            )));
+            return Err(Error::Device(format!("{op}: tensors on {} and {}", d, t.device())));
         }
     }
     Ok(())

@@ -5,11 +5,7 @@ use crate::tensor::{Tensor, numel};
 /// The sum of all values, shape `[]`.
 pub fn sum(x: &Tensor) -> Result<Tensor> {
     let n = x.numel();
-    let spec = AxisSpec {
-        outer: 1,
-        axis: n,
-        inner: 1,
-    };
+    let spec = AxisSpec { outer: 1, axis: n, inner: 1 };
     let dev = x.device();
     let out = dev.backend().sum_axis(x.storage(), &spec)?;
     let shape = x.shape().to_vec();
@@ -31,17 +27,10 @@ pub fn mean(x: &Tensor) -> Result<Tensor> {
 /// Sum over `axis`, which disappears from the shape.
 pub fn sum_axis(x: &Tensor, axis: usize) -> Result<Tensor> {
     if axis >= x.rank() {
-        return Err(Error::Shape(format!(
-            "sum_axis: axis {axis} of {:?}",
-            x.shape()
-        )));
+        return Err(Error::Shape(format!("sum_axis: axis {axis} of {:?}", x.shape())));
     }
     let s = x.shape();
-    let spec = AxisSpec {
-        outer: numel(&s[..axis]),
-        axis: s[axis],
-        inner: numel(&s[axis + 1..]),
-    };
+    let spec = AxisSpec { outer: numel(&s[..axis]), axis: s[axis], inner: numel(&s[axis + 1..]) };
     let mut out_shape = s.to_vec();
     out_shape.remove(axis);
     let dev = x.device();
@@ -56,10 +45,7 @@ pub fn sum_axis(x: &Tensor, axis: usize) -> Result<Tensor> {
 
 /// Mean over `axis`, which disappears from the shape.
 pub fn mean_axis(x: &Tensor, axis: usize) -> Result<Tensor> {
-    let len = *x
-        .shape()
-        .get(axis)
-        .ok_or_else(|| Error::Shape(format!("mean_axis: axis {axis} of {:?}", x.shape())))?;
+    let len = *x.shape().get(axis).ok_or_else(|| Error::Shape(format!("mean_axis: axis {axis} of {:?}", x.shape())))?;
     if len == 0 {
         return Err(Error::Shape("mean over an empty axis".into()));
     }

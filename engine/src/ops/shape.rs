@@ -5,10 +5,7 @@ use crate::tensor::Tensor;
 pub fn permute(x: &Tensor, perm: &[usize]) -> Result<Tensor> {
     let r = x.rank();
     let mut seen = vec![false; r];
-    let valid = perm.len() == r
-        && perm
-            .iter()
-            .all(|&p| p < r && !std::mem::replace(&mut seen[p], true));
+    let valid = perm.len() == r && perm.iter().all(|&p| p < r && !std::mem::replace(&mut seen[p], true));
     if !valid || r > 6 {
         return Err(Error::Shape(format!(
             "permute: {perm:?} is not a permutation of the axes of {:?} (rank <= 6)",
@@ -25,7 +22,5 @@ pub fn permute(x: &Tensor, perm: &[usize]) -> Result<Tensor> {
     for (i, &p) in perm.iter().enumerate() {
         inverse[p] = i;
     }
-    Ok(Tensor::from_op(out, out_shape, &[x], move |g| {
-        Ok(vec![Some(permute(g, &inverse)?)])
-    }))
+    Ok(Tensor::from_op(out, out_shape, &[x], move |g| Ok(vec![Some(permute(g, &inverse)?)])))
 }

@@ -13,9 +13,7 @@ pub fn softmax(x: &Tensor) -> Result<Tensor> {
     let y_saved = Tensor::constant(y.clone(), x.shape().to_vec());
     Ok(Tensor::from_op(y, x.shape().to_vec(), &[x], move |g| {
         let dev = y_saved.device();
-        let dx = dev
-            .backend()
-            .softmax_backward(y_saved.storage(), g.storage(), rows, cols)?;
+        let dx = dev.backend().softmax_backward(y_saved.storage(), g.storage(), rows, cols)?;
         Ok(vec![Some(Tensor::constant(dx, y_saved.shape().to_vec()))])
     }))
 }

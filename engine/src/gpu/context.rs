@@ -1,0 +1,595 @@
+//! The GPU context: one wgpu adapter, device and queue, plus the machinery every kernel launch goes
+//! through.
+//!
+//! - **Buffers** come from a pool keyed by exact byte size: a training step allocates the same shapes
+//!   every step, so after the first step nothing is allocated at all. A buffer freed while commands
+//!   that may use it are still unsubmitted waits in a quarantine until that batch is submitted, so a
+//!   later `write_buffer` (which wgpu runs at the start of the next submit) can never overwrite data
+//!   an earlier command still needs.
+//! - **Kernel parameters** go into 256-byte slots of one uniform "arena" buffer per batch, written
+//!   once with `write_buffer` when the batch is submitted.
+//! - **Dispatches** are recorded into a list and encoded at flush time into as few compute passes as
+//!   possible; a batch is submitted when a read-back needs it, when the arena is full, or after
+//!   `MAX_BATCH` dispatches. One training step is a handful of submissions.
+//! - **Pipelines** are compiled once per (shader, entry point, constants) and cached.
+//! - **Errors**: allocations are checked against the device's limits before wgpu sees them (a clear
+//!   error naming the limit), out-of-memory is caught in an error scope, uncaptured errors and device
+//!   loss are recorded and returned by the next call, and waits have a timeout, so a lost device is
+//!   reported instead of hanging.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// Bytes per uniform slot: the largest `min_uniform_buffer_offset_alignment` wgpu allows.
+const SLOT: u64 = 256;
+/// Slots in one arena buffer; a full arena forces a submit.
+const SLOTS: u64 = 256;
+/// Dispatches per submit at most, so long forward passes start running on the GPU early.
+const MAX_BATCH: usize = 192;
+/// Bytes of free buffers the pool may keep before it starts releasing them to the driver.
+const POOL_KEEP_BYTES: u64 = 2 << 30;
+
+/// What wgpu reports about the chosen adapter.
+#[derive(Clone, Debug)]
+pub struct AdapterSummary {
+    pub name: String,
+    pub backend: String,
+    pub device_type: wgpu::DeviceType,
+    pub driver: String,
+}
+
+impl AdapterSummary {
+    pub(crate) fn of(info: &wgpu::AdapterInfo) -> Self {
+        AdapterSummary {
+            name: info.name.clone(),
+            backend: format!("{:?}", info.backend),
+            device_type: info.device_type,
+            driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+        }
+    }
+
+    /// A software rasteriser (lavapipe, llvmpipe, WARP, SwiftShader).
+    pub fn is_software(&self) -> bool {
+        self.device_type == wgpu::DeviceType::Cpu
+    }
+}
+
+impl std::fmt::Display for AdapterSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}, {:?}", self.name, self.backend, self.device_type)?;
+        if !self.driver.is_empty() {
+            write!(f, ", {}", self.driver)?;
+        }
+        write!(f, ")")
+    }
+}
+
+/// A compute pipeline's identity: the shader file, its entry point, and override constants.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct PipelineKey {
+    pub shader: &'static str,
+    pub entry: &'static str,
+    pub constants: Vec<(&'static str, u32)>,
+}
+
+enum Command {
+    Dispatch { name: &'static str, pipeline: Arc<wgpu::ComputePipeline>, bind_group: wgpu::BindGroup, groups: [u32; 3] },
+    Copy { src: wgpu::Buffer, dst: wgpu::Buffer, bytes: u64 },
+}
+
+struct State {
+    commands: Vec<Command>,
+    dispatches: usize,
+    arena: Option<wgpu::Buffer>,
+    arena_bytes: Vec<u8>,
+    spare_arenas: Vec<wgpu::Buffer>,
+    pool: HashMap<u64, Vec<wgpu::Buffer>>,
+    pooled_bytes: u64,
+    quarantine: Vec<wgpu::Buffer>,
+    live_bytes: u64,
+    peak_bytes: u64,
+    submissions: u64,
+    profiler: Option<super::profile::Profiler>,
+}
+
+pub struct GpuContext {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    pub adapter: AdapterSummary,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    state: Mutex<State>,
+    pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    /// An uncaptured wgpu error (returned once, by the next call) or a device loss (sticky: every
+    /// later call fails with it).
+    fault: Arc<Mutex<Option<Fault>>>,
+    wait_timeout: Duration,
+}
+
+struct Fault {
+    message: String,
+    sticky: bool,
+}
+
+fn record_fault(slot: &Mutex<Option<Fault>>, message: String, sticky: bool) {
+    let mut f = slot.lock().unwrap_or_else(|p| p.into_inner());
+    match f.as_mut() {
+        Some(old) if old.sticky => {}
+        _ => *f = Some(Fault { message, sticky }),
+    }
+}
+
+/// Features we use when the adapter has them.
+fn wanted_features(available: wgpu::Features) -> wgpu::Features {
+    let wanted = wgpu::Features::TIMESTAMP_QUERY
+        | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES
+        | wgpu::Features::SHADER_F16
+        | wgpu::Features::SUBGROUP;
+    available & wanted
+}
+
+impl GpuContext {
+    /// Open a device on `adapter` with the adapter's own limits (the defaults cap storage bindings at
+    /// 128 MiB and workgroup memory at 16 KiB) and the optional features it supports.
+    pub(crate) fn open(adapter: wgpu::Adapter) -> Result<Arc<Self>> {
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let features = wanted_features(adapter.features());
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("mae-engine"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc))
+            .map_err(|e| Error::Gpu(format!("could not open a device on {}: {e}", info.name)))?;
+        let fault: Arc<Mutex<Option<Fault>>> = Arc::new(Mutex::new(None));
+        {
+            let fault = fault.clone();
+            device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+                record_fault(&fault, format!("wgpu error: {e}"), false);
+            }));
+        }
+        {
+            let fault = fault.clone();
+            device.set_device_lost_callback(move |reason, msg| {
+                record_fault(&fault, format!("the GPU device was lost ({reason:?}): {msg}"), true);
+            });
+        }
+        let wait_timeout = std::env::var("MAE_GPU_TIMEOUT_SECS")
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .map(Duration::from_secs)
+            .unwrap_or(Duration::from_secs(600));
+        Ok(Arc::new(GpuContext {
+            device,
+            queue,
+            adapter: AdapterSummary::of(&info),
+            limits,
+            features,
+            state: Mutex::new(State {
+                commands: Vec::new(),
+                dispatches: 0,
+                arena: None,
+                arena_bytes: Vec::new(),
+                spare_arenas: Vec::new(),
+                pool: HashMap::new(),
+                pooled_bytes: 0,
+                quarantine: Vec::new(),
+                live_bytes: 0,
+                peak_bytes: 0,
+                submissions: 0,
+                profiler: None,
+            }),
+            pipelines: Mutex::new(HashMap::new()),
+            modules: Mutex::new(HashMap::new()),
+            fault,
+            wait_timeout,
+        }))
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Fails with the recorded fault, if any (forgetting it unless the device is lost).
+    pub fn check_fault(&self) -> Result<()> {
+        let mut f = self.fault.lock().unwrap_or_else(|p| p.into_inner());
+        match f.as_ref() {
+            Some(Fault { message, sticky: true }) => Err(Error::Gpu(message.clone())),
+            Some(_) => Err(Error::Gpu(f.take().map(|x| x.message).unwrap_or_default())),
+            None => Ok(()),
+        }
+    }
+
+    pub fn has_timestamps(&self) -> bool {
+        self.features.contains(wgpu::Features::TIMESTAMP_QUERY)
+    }
+
+    /// Bytes held by live tensors now, and the most ever held at once.
+    pub fn memory(&self) -> (u64, u64) {
+        let s = self.state();
+        (s.live_bytes, s.peak_bytes)
+    }
+
+    pub fn submissions(&self) -> u64 {
+        self.state().submissions
+    }
+
+    // ----- buffers -------------------------------------------------------------------------------
+
+    /// A storage buffer of at least `len` f32 (or u32) values, from the pool when one of that size
+    /// is free. Its contents are undefined.
+    pub(crate) fn alloc(&self, len: usize) -> Result<wgpu::Buffer> {
+        self.check_fault()?;
+        // At least 16 bytes, so any buffer can also be bound as an array of vec4.
+        let bytes = (len.max(4) as u64) * 4;
+        let limit = self.limits.max_storage_buffer_binding_size;
+        if bytes > limit || bytes > self.limits.max_buffer_size {
+            return Err(Error::Gpu(format!(
+                "a tensor of {len} values ({:.1} MiB) exceeds this device's limit of {:.1} MiB per storage \
+                 binding (max_storage_buffer_binding_size on {}); use a smaller batch or model",
+                bytes as f64 / (1 << 20) as f64,
+                limit.min(self.limits.max_buffer_size) as f64 / (1 << 20) as f64,
+                self.adapter.name
+            )));
+        }
+        let mut s = self.state();
+        s.live_bytes += bytes;
+        s.peak_bytes = s.peak_bytes.max(s.live_bytes);
+        if let Some(buf) = s.pool.get_mut(&bytes).and_then(|v| v.pop()) {
+            s.pooled_bytes -= bytes;
+            return Ok(buf);
+        }
+        drop(s);
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: bytes,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            let mut s = self.state();
+            s.live_bytes -= bytes;
+            // Give the driver back what the pool holds and try once more before giving up.
+            s.pool.clear();
+            s.pooled_bytes = 0;
+            return Err(Error::Gpu(format!(
+                "out of GPU memory allocating {:.1} MiB ({} MiB live on {}): {e}",
+                bytes as f64 / (1 << 20) as f64,
+                s.live_bytes >> 20,
+                self.adapter.name
+            )));
+        }
+        Ok(buf)
+    }
+
+    /// Return a buffer to the pool (through the quarantine while unsubmitted work may use it).
+    pub(crate) fn release(&self, buf: wgpu::Buffer) {
+        let bytes = buf.size();
+        let mut s = self.state();
+        s.live_bytes = s.live_bytes.saturating_sub(bytes);
+        if !s.commands.is_empty() {
+            s.quarantine.push(buf);
+        } else {
+            Self::pool_put(&mut s, buf);
+        }
+    }
+
+    fn pool_put(s: &mut State, buf: wgpu::Buffer) {
+        let bytes = buf.size();
+        if s.pooled_bytes + bytes > POOL_KEEP_BYTES {
+            return; // dropped: wgpu frees it once the GPU is done with it
+        }
+        s.pooled_bytes += bytes;
+        s.pool.entry(bytes).or_default().push(buf);
+    }
+
+    /// Write host values into a buffer (runs at the start of the next submit; see the quarantine).
+    pub(crate) fn write(&self, buf: &wgpu::Buffer, data: &[u8]) {
+        if !data.is_empty() {
+            self.queue.write_buffer(buf, 0, data);
+        }
+    }
+
+    /// A buffer holding `data` (for u32 indices and the like).
+    pub(crate) fn upload_bytes(&self, data: &[u8]) -> Result<wgpu::Buffer> {
+        let buf = self.alloc(data.len().div_ceil(4))?;
+        self.write(&buf, data);
+        Ok(buf)
+    }
+
+    /// Copy `bytes` from `buf` back to the host, waiting for every recorded command first.
+    pub(crate) fn read(&self, buf: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+        self.check_fault()?;
+        if bytes == 0 {
+            return Ok(Vec::new());
+        }
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("read-back"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        {
+            let mut s = self.state();
+            s.commands.push(Command::Copy { src: buf.clone(), dst: staging.clone(), bytes });
+            self.submit(&mut s)?;
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        // Another thread's poll may be the one that runs our callback, so wait on the channel too.
+        let start = std::time::Instant::now();
+        loop {
+            self.wait()?;
+            match rx.recv_timeout(Duration::from_millis(5)) {
+                Ok(Ok(())) => break,
+                Ok(Err(e)) => return Err(Error::Gpu(format!("reading back a buffer failed: {e}"))),
+                Err(_) if start.elapsed() < self.wait_timeout => continue,
+                Err(_) => {
+                    record_fault(&self.fault, "reading back a buffer timed out; the device may be hung".into(), true);
+                    return self.check_fault().map(|_| Vec::new());
+                }
+            }
+        }
+        let out = {
+            let view = staging
+                .slice(..)
+                .get_mapped_range()
+                .map_err(|e| Error::Gpu(format!("mapping the read-back buffer failed: {e}")))?;
+            view.to_vec()
+        };
+        staging.unmap();
+        Ok(out)
+    }
+
+    /// Block until the GPU has finished everything submitted, or fail after the timeout.
+    pub fn wait(&self) -> Result<()> {
+        let poll = self.device.poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(self.wait_timeout) });
+        if let Err(e) = poll {
+            record_fault(
+                &self.fault,
+                format!("waiting for the GPU failed ({e}); the device may be lost or hung"),
+                true,
+            );
+        }
+        self.check_fault()
+    }
+
+    /// Submit every recorded command now and wait for the GPU to finish it.
+    pub fn synchronize(&self) -> Result<()> {
+        {
+            let mut s = self.state();
+            self.submit(&mut s)?;
+        }
+        self.wait()?;
+        self.collect_profile()
+    }
+
+    // ----- pipelines and dispatches -------------------------------------------------------------
+
+    pub(crate) fn pipeline(&self, key: &PipelineKey) -> Result<Arc<wgpu::ComputePipeline>> {
+        if let Some(p) = self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).get(key) {
+            return Ok(p.clone());
+        }
+        let source =
+            super::shaders::source(key.shader).ok_or_else(|| Error::Gpu(format!("no shader named {}", key.shader)))?;
+        let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
+        let module = modules
+            .entry(key.shader)
+            .or_insert_with(|| {
+                self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(key.shader),
+                    source: wgpu::ShaderSource::Wgsl(Cow::Borrowed(source)),
+                })
+            })
+            .clone();
+        drop(modules);
+        let constants: Vec<(&str, f64)> = key.constants.iter().map(|&(k, v)| (k, v as f64)).collect();
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(key.entry),
+            layout: None,
+            module: &module,
+            entry_point: Some(key.entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &constants,
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu(format!("compiling {}::{} failed: {e}", key.shader, key.entry)));
+        }
+        let pipeline = Arc::new(pipeline);
+        self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), pipeline.clone());
+        Ok(pipeline)
+    }
+
+    /// Record one dispatch of `key` over `groups` workgroups. `params` (at most 256 bytes) is bound
+    /// at binding 0 as a uniform when non-empty; `buffers` are `(binding, buffer)` pairs.
+    pub(crate) fn dispatch(
+        &self,
+        key: &PipelineKey,
+        params: &[u8],
+        buffers: &[(u32, &wgpu::Buffer)],
+        groups: [u32; 3],
+    ) -> Result<()> {
+        self.check_fault()?;
+        let max = self.limits.max_compute_workgroups_per_dimension;
+        if groups.iter().any(|&g| g > max) {
+            return Err(Error::Gpu(format!(
+                "{}::{}: {groups:?} workgroups exceed the device's {max} per dimension",
+                key.shader, key.entry
+            )));
+        }
+        if groups.contains(&0) {
+            return Ok(());
+        }
+        let pipeline = self.pipeline(key)?;
+        let layout = pipeline.get_bind_group_layout(0);
+        let mut s = self.state();
+        if !params.is_empty() && s.arena_bytes.len() as u64 + SLOT > SLOT * SLOTS {
+            self.submit(&mut s)?;
+        }
+        let mut entries: Vec<wgpu::BindGroupEntry> = Vec::with_capacity(buffers.len() + 1);
+        let arena;
+        if !params.is_empty() {
+            assert!(params.len() as u64 <= SLOT, "kernel parameters over {SLOT} bytes");
+            if s.arena.is_none() {
+                let buf = match s.spare_arenas.pop() {
+                    Some(b) => b,
+                    None => self.device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("uniform arena"),
+                        size: SLOT * SLOTS,
+                        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                        mapped_at_creation: false,
+                    }),
+                };
+                s.arena = Some(buf);
+            }
+            let offset = s.arena_bytes.len() as u64;
+            s.arena_bytes.extend_from_slice(params);
+            s.arena_bytes.resize((offset + SLOT) as usize, 0);
+            arena = s.arena.clone().expect("arena set above");
+            entries.push(wgpu::BindGroupEntry {
+                binding: 0,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &arena,
+                    offset,
+                    size: wgpu::BufferSize::new(SLOT),
+                }),
+            });
+        }
+        for &(binding, buf) in buffers {
+            entries.push(wgpu::BindGroupEntry { binding, resource: buf.as_entire_binding() });
+        }
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(key.entry),
+            layout: &layout,
+            entries: &entries,
+        });
+        drop(s);
+        self.check_fault()?;
+        let mut s = self.state();
+        s.commands.push(Command::Dispatch { name: key.entry, pipeline, bind_group, groups });
+        s.dispatches += 1;
+        if s.dispatches >= MAX_BATCH {
+            self.submit(&mut s)?;
+        }
+        Ok(())
+    }
+
+    /// Hand every recorded command to the GPU (does not wait).
+    pub fn flush(&self) -> Result<()> {
+        let mut s = self.state();
+        self.submit(&mut s)
+    }
+
+    fn submit(&self, s: &mut State) -> Result<()> {
+        if s.commands.is_empty() {
+            return Ok(());
+        }
+        let mut encoder =
+            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("mae-engine batch") });
+        let commands = std::mem::take(&mut s.commands);
+        let mut profiler = s.profiler.take();
+        let mut pass: Option<wgpu::ComputePass<'static>> = None;
+        for cmd in &commands {
+            match cmd {
+                Command::Dispatch { name, pipeline, bind_group, groups } => {
+                    if let Some(prof) = profiler.as_mut() {
+                        // One pass per dispatch, bracketed by timestamps.
+                        drop(pass.take());
+                        let writes = prof.next_writes(name, &self.device);
+                        let mut p = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                            label: Some(name),
+                            timestamp_writes: writes,
+                        });
+                        p.set_pipeline(pipeline);
+                        p.set_bind_group(0, bind_group, &[]);
+                        p.dispatch_workgroups(groups[0], groups[1], groups[2]);
+                        continue;
+                    }
+                    let p = pass.get_or_insert_with(|| {
+                        encoder
+                            .begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None })
+                            .forget_lifetime()
+                    });
+                    p.set_pipeline(pipeline);
+                    p.set_bind_group(0, bind_group, &[]);
+                    p.dispatch_workgroups(groups[0], groups[1], groups[2]);
+                }
+                Command::Copy { src, dst, bytes } => {
+                    drop(pass.take());
+                    encoder.copy_buffer_to_buffer(src, 0, dst, 0, *bytes);
+                }
+            }
+        }
+        drop(pass);
+        if let Some(prof) = profiler.as_mut() {
+            prof.resolve(&mut encoder, &self.device);
+        }
+        s.profiler = profiler;
+        if let Some(arena) = s.arena.take() {
+            self.queue.write_buffer(&arena, 0, &s.arena_bytes);
+            s.spare_arenas.push(arena);
+        }
+        s.arena_bytes.clear();
+        self.queue.submit(Some(encoder.finish()));
+        drop(commands);
+        s.dispatches = 0;
+        s.submissions += 1;
+        for buf in std::mem::take(&mut s.quarantine) {
+            Self::pool_put(s, buf);
+        }
+        Ok(())
+    }
+
+    // ----- profiling -----------------------------------------------------------------------------
+
+    /// Time every dispatch with timestamp queries from now on (needs `TIMESTAMP_QUERY`).
+    pub fn start_profiling(&self) -> Result<()> {
+        if !self.has_timestamps() {
+            return Err(Error::Gpu(format!("{} has no timestamp queries", self.adapter.name)));
+        }
+        self.flush()?;
+        self.state().profiler = Some(super::profile::Profiler::new(self.queue.get_timestamp_period()));
+        Ok(())
+    }
+
+    /// Stop profiling and return `(kernel entry point, dispatches, total GPU nanoseconds)`, slowest first.
+    pub fn stop_profiling(&self) -> Result<Vec<(String, u64, f64)>> {
+        self.synchronize()?;
+        let prof = self.state().profiler.take();
+        Ok(prof.map(|p| p.report()).unwrap_or_default())
+    }
+
+    fn collect_profile(&self) -> Result<()> {
+        let mut prof = self.state().profiler.take();
+        if let Some(p) = prof.as_mut() {
+            p.collect(&self.device, self.wait_timeout)?;
+        }
+        if prof.is_some() {
+            self.state().profiler = prof;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for GpuContext {
+    fn drop(&mut self) {
+        let mut s = self.state();
+        let _ = self.submit(&mut s);
+    }
+}

@@ -1,0 +1,109 @@
+//! Launchers for `shaders/gather.wgsl`.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{grid_1d, key, u32_of};
+use crate::backend::{CopyRowsSpec, GatherSpec};
+use crate::cpu::reference::strides;
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::indices::Indices;
+use crate::storage::Storage;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable, Default)]
+struct Params {
+    batch: u32,
+    rows: u32,
+    picks: u32,
+    width: u32,
+    n: u32,
+    src_rows: u32,
+    src_offset: u32,
+    dst_rows: u32,
+    dst_offset: u32,
+    copy_rows: u32,
+    rank: u32,
+    _pad: u32,
+    shape: [u32; 8],
+    stride: [u32; 8],
+}
+
+fn gather_params(s: &GatherSpec, n: usize) -> Result<Params> {
+    Ok(Params {
+        batch: u32_of(s.batch, "batch")?,
+        rows: u32_of(s.rows, "rows")?,
+        picks: u32_of(s.picks, "picks")?,
+        width: u32_of(s.width, "width")?,
+        n: u32_of(n, "size")?,
+        ..Default::default()
+    })
+}
+
+pub fn gather_rows(g: &Gpu, x: &Storage, idx: &Indices, s: &GatherSpec) -> Result<Storage> {
+    let n = s.batch * s.picks * s.width;
+    let out = g.alloc(n)?;
+    let ib = g.indices(idx)?;
+    g.ctx.dispatch(
+        &key("gather", "gather_rows"),
+        bytemuck::bytes_of(&gather_params(s, n)?),
+        &[(1, g.buf(x)?), (2, ib.raw()), (3, g.buf(&out)?)],
+        grid_1d(n, 256)?,
+    )?;
+    Ok(out)
+}
+
+pub fn scatter_add_rows(g: &Gpu, dy: &Storage, idx: &Indices, s: &GatherSpec) -> Result<Storage> {
+    let n = s.batch * s.rows * s.width;
+    let out = g.alloc(n)?;
+    let ib = g.indices(idx)?;
+    g.ctx.dispatch(
+        &key("gather", "scatter_add_rows"),
+        bytemuck::bytes_of(&gather_params(s, n)?),
+        &[(1, g.buf(dy)?), (2, ib.raw()), (3, g.buf(&out)?)],
+        grid_1d(n, 256)?,
+    )?;
+    Ok(out)
+}
+
+pub fn copy_rows_into(g: &Gpu, src: &Storage, dst: &Storage, s: &CopyRowsSpec) -> Result<()> {
+    let n = s.batch * s.rows * s.width;
+    let p = Params {
+        batch: u32_of(s.batch, "batch")?,
+        width: u32_of(s.width, "width")?,
+        n: u32_of(n, "size")?,
+        src_rows: u32_of(s.src_rows, "rows")?,
+        src_offset: u32_of(s.src_offset, "offset")?,
+        dst_rows: u32_of(s.dst_rows, "rows")?,
+        dst_offset: u32_of(s.dst_offset, "offset")?,
+        copy_rows: u32_of(s.rows.max(1), "rows")?,
+        ..Default::default()
+    };
+    g.ctx.dispatch(
+        &key("gather", "copy_rows"),
+        bytemuck::bytes_of(&p),
+        &[(1, g.buf(src)?), (3, g.buf(dst)?)],
+        grid_1d(n, 256)?,
+    )
+}
+
+pub fn permute(g: &Gpu, x: &Storage, shape: &[usize], perm: &[usize]) -> Result<Storage> {
+    if shape.len() > 8 {
+        return Err(Error::Shape(format!("permute: rank {} is above the kernel's 8", shape.len())));
+    }
+    let n: usize = shape.iter().product();
+    let out = g.alloc(n)?;
+    let in_strides = strides(shape);
+    let mut p = Params { n: u32_of(n, "size")?, rank: shape.len() as u32, ..Default::default() };
+    for (a, &src_axis) in perm.iter().enumerate() {
+        p.shape[a] = u32_of(shape[src_axis], "axis")?;
+        p.stride[a] = u32_of(in_strides[src_axis], "stride")?;
+    }
+    g.ctx.dispatch(
+        &key("gather", "permute"),
+        bytemuck::bytes_of(&p),
+        &[(1, g.buf(x)?), (3, g.buf(&out)?)],
+        grid_1d(n, 256)?,
+    )?;
+    Ok(out)
+}

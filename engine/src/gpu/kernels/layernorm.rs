@@ -1,0 +1,92 @@
+//! Launchers for `shaders/layernorm.wgsl`.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{grid_groups, key, u32_of};
+use crate::backend::AxisSpec;
+use crate::error::Result;
+use crate::gpu::Gpu;
+use crate::storage::Storage;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    rows: u32,
+    cols: u32,
+    eps: f32,
+    chunk: u32,
+    chunks: u32,
+}
+
+/// Rows per workgroup in the parameter-gradient pass.
+const CHUNK: usize = 64;
+
+fn params(rows: usize, cols: usize, eps: f32) -> Result<Params> {
+    Ok(Params {
+        rows: u32_of(rows, "rows")?,
+        cols: u32_of(cols, "cols")?,
+        eps,
+        chunk: CHUNK as u32,
+        chunks: u32_of(rows.div_ceil(CHUNK).max(1), "chunks")?,
+    })
+}
+
+pub fn forward(
+    g: &Gpu,
+    x: &Storage,
+    gamma: &Storage,
+    beta: &Storage,
+    rows: usize,
+    cols: usize,
+    eps: f32,
+) -> Result<(Storage, Storage, Storage)> {
+    let (y, mean, rstd) = (g.alloc(rows * cols)?, g.alloc(rows)?, g.alloc(rows)?);
+    g.ctx.dispatch(
+        &key("layernorm", "forward"),
+        bytemuck::bytes_of(&params(rows, cols, eps)?),
+        &[
+            (1, g.buf(x)?),
+            (2, g.buf(gamma)?),
+            (3, g.buf(beta)?),
+            (4, g.buf(&y)?),
+            (5, g.buf(&mean)?),
+            (6, g.buf(&rstd)?),
+        ],
+        grid_groups(rows)?,
+    )?;
+    Ok((y, mean, rstd))
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    g: &Gpu,
+    x: &Storage,
+    gamma: &Storage,
+    mean: &Storage,
+    rstd: &Storage,
+    dy: &Storage,
+    rows: usize,
+    cols: usize,
+) -> Result<(Storage, Storage, Storage)> {
+    let p = params(rows, cols, 0.0)?;
+    let dx = g.alloc(rows * cols)?;
+    g.ctx.dispatch(
+        &key("layernorm", "backward_dx"),
+        bytemuck::bytes_of(&p),
+        &[(1, g.buf(x)?), (2, g.buf(gamma)?), (5, g.buf(mean)?), (6, g.buf(rstd)?), (7, g.buf(dy)?), (8, g.buf(&dx)?)],
+        grid_groups(rows)?,
+    )?;
+    let chunks = p.chunks as usize;
+    let (pg, pb) = (g.alloc(chunks * cols)?, g.alloc(chunks * cols)?);
+    let [y, z, _] = grid_groups(chunks)?;
+    g.ctx.dispatch(
+        &key("layernorm", "backward_params"),
+        bytemuck::bytes_of(&p),
+        &[(1, g.buf(x)?), (5, g.buf(mean)?), (6, g.buf(rstd)?), (7, g.buf(dy)?), (9, g.buf(&pg)?), (10, g.buf(&pb)?)],
+        [u32_of(cols.div_ceil(64), "column blocks")?, y, z],
+    )?;
+    let over_chunks = AxisSpec { outer: 1, axis: chunks, inner: cols };
+    let dgamma = super::reduce::sum_axis(g, &pg, &over_chunks)?;
+    let dbeta = super::reduce::sum_axis(g, &pb, &over_chunks)?;
+    Ok((dx, dgamma, dbeta))
+}

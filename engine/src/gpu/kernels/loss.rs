@@ -1,0 +1,94 @@
+//! Launchers for `shaders/loss.wgsl`.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{grid_1d, grid_groups, key, u32_of};
+use crate::backend::MaeLossSpec;
+use crate::error::Result;
+use crate::gpu::Gpu;
+use crate::indices::Indices;
+use crate::storage::Storage;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    rows: u32,
+    cols: u32,
+    norm_pix: u32,
+    n: u32,
+}
+
+fn params(rows: usize, cols: usize, norm_pix: bool) -> Result<Params> {
+    Ok(Params {
+        rows: u32_of(rows, "rows")?,
+        cols: u32_of(cols, "cols")?,
+        norm_pix: norm_pix as u32,
+        n: u32_of(rows * cols, "size")?,
+    })
+}
+
+pub fn mae_loss_rows(g: &Gpu, pred: &Storage, target: &Storage, mask: &Storage, s: &MaeLossSpec) -> Result<Storage> {
+    let out = g.alloc(s.rows)?;
+    g.ctx.dispatch(
+        &key("loss", "mae_loss_rows"),
+        bytemuck::bytes_of(&params(s.rows, s.patch, s.norm_pix)?),
+        &[(1, g.buf(pred)?), (2, g.buf(target)?), (3, g.buf(mask)?), (6, g.buf(&out)?)],
+        grid_groups(s.rows)?,
+    )?;
+    Ok(out)
+}
+
+pub fn mae_loss_backward(
+    g: &Gpu,
+    pred: &Storage,
+    target: &Storage,
+    mask: &Storage,
+    drow: &Storage,
+    s: &MaeLossSpec,
+) -> Result<Storage> {
+    let out = g.alloc(s.rows * s.patch)?;
+    g.ctx.dispatch(
+        &key("loss", "mae_loss_backward"),
+        bytemuck::bytes_of(&params(s.rows, s.patch, s.norm_pix)?),
+        &[(1, g.buf(pred)?), (2, g.buf(target)?), (3, g.buf(mask)?), (4, g.buf(drow)?), (6, g.buf(&out)?)],
+        grid_groups(s.rows)?,
+    )?;
+    Ok(out)
+}
+
+pub fn cross_entropy(
+    g: &Gpu,
+    logits: &Storage,
+    labels: &Indices,
+    rows: usize,
+    classes: usize,
+) -> Result<(Storage, Storage)> {
+    let (probs, loss) = (g.alloc(rows * classes)?, g.alloc(rows)?);
+    let lb = g.indices(labels)?;
+    g.ctx.dispatch(
+        &key("loss", "cross_entropy"),
+        bytemuck::bytes_of(&params(rows, classes, false)?),
+        &[(1, g.buf(logits)?), (5, lb.raw()), (6, g.buf(&probs)?), (7, g.buf(&loss)?)],
+        grid_groups(rows)?,
+    )?;
+    Ok((loss, probs))
+}
+
+pub fn cross_entropy_backward(
+    g: &Gpu,
+    probs: &Storage,
+    labels: &Indices,
+    drow: &Storage,
+    rows: usize,
+    classes: usize,
+) -> Result<Storage> {
+    let out = g.alloc(rows * classes)?;
+    let lb = g.indices(labels)?;
+    g.ctx.dispatch(
+        &key("loss", "cross_entropy_backward"),
+        bytemuck::bytes_of(&params(rows, classes, false)?),
+        &[(1, g.buf(probs)?), (4, g.buf(drow)?), (5, lb.raw()), (6, g.buf(&out)?)],
+        grid_1d(rows * classes, 256)?,
+    )?;
+    Ok(out)
+}

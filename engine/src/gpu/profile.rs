@@ -1,0 +1,100 @@
+//! Per-kernel GPU time from timestamp queries: while profiling, every dispatch runs in its own
+//! compute pass whose beginning and end write a timestamp; at each synchronisation the resolved
+//! timestamps are read back and summed per kernel entry point.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// Timestamp pairs per query set; a batch never holds more dispatches than this.
+const PAIRS: u32 = 256;
+
+pub(crate) struct Profiler {
+    period_ns: f64,
+    current: Option<(wgpu::QuerySet, Vec<&'static str>)>,
+    pending: Vec<(wgpu::Buffer, Vec<&'static str>)>,
+    totals: HashMap<&'static str, (u64, f64)>,
+}
+
+impl Profiler {
+    pub(crate) fn new(period_ns: f32) -> Self {
+        Profiler { period_ns: period_ns as f64, current: None, pending: Vec::new(), totals: HashMap::new() }
+    }
+
+    /// Timestamp writes for the next dispatch, named `name`.
+    pub(crate) fn next_writes(
+        &mut self,
+        name: &'static str,
+        device: &wgpu::Device,
+    ) -> Option<wgpu::ComputePassTimestampWrites<'_>> {
+        let (set, names) = self.current.get_or_insert_with(|| {
+            let set = device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("kernel timestamps"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2 * PAIRS,
+            });
+            (set, Vec::new())
+        });
+        if names.len() as u32 >= PAIRS {
+            return None; // more dispatches than pairs: leave the rest untimed
+        }
+        let i = names.len() as u32;
+        names.push(name);
+        Some(wgpu::ComputePassTimestampWrites {
+            query_set: set,
+            beginning_of_pass_write_index: Some(2 * i),
+            end_of_pass_write_index: Some(2 * i + 1),
+        })
+    }
+
+    /// Resolve this batch's timestamps into a buffer that `collect` reads later.
+    pub(crate) fn resolve(&mut self, encoder: &mut wgpu::CommandEncoder, device: &wgpu::Device) {
+        let Some((set, names)) = self.current.take() else {
+            return;
+        };
+        if names.is_empty() {
+            return;
+        }
+        let bytes = names.len() as u64 * 16;
+        let device_buf = |usage| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("timestamps"),
+                size: bytes,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        let resolved = device_buf(wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC);
+        let readback = device_buf(wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
+        encoder.resolve_query_set(&set, 0..2 * names.len() as u32, &resolved, 0);
+        encoder.copy_buffer_to_buffer(&resolved, 0, &readback, 0, bytes);
+        self.pending.push((readback, names));
+    }
+
+    /// Read every resolved batch (its submission must have completed) into the totals.
+    pub(crate) fn collect(&mut self, device: &wgpu::Device, timeout: Duration) -> Result<()> {
+        for (buf, names) in std::mem::take(&mut self.pending) {
+            buf.slice(..).map_async(wgpu::MapMode::Read, |_| {});
+            device
+                .poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(timeout) })
+                .map_err(|e| Error::Gpu(format!("reading timestamps: {e}")))?;
+            let view = buf.slice(..).get_mapped_range().map_err(|e| Error::Gpu(format!("timestamps: {e}")))?;
+            let ticks: &[u64] = bytemuck::cast_slice(&view);
+            for (i, name) in names.iter().enumerate() {
+                let dt = ticks[2 * i + 1].wrapping_sub(ticks[2 * i]) as f64 * self.period_ns;
+                let e = self.totals.entry(name).or_insert((0, 0.0));
+                e.0 += 1;
+                e.1 += dt;
+            }
+        }
+        Ok(())
+    }
+
+    /// `(kernel, dispatches, total ns)`, the most expensive first.
+    pub(crate) fn report(&self) -> Vec<(String, u64, f64)> {
+        let mut v: Vec<_> = self.totals.iter().map(|(k, &(n, t))| (k.to_string(), n, t)).collect();
+        v.sort_by(|a, b| b.2.total_cmp(&a.2));
+        v
+    }
+}

@@ -1,0 +1,75 @@
+//! Helpers shared by the engine's integration tests.
+#![allow(dead_code)]
+
+use engine::{Device, Result, Rng, Tensor, backward};
+
+/// Values spread over many orders of magnitude: sign * 10^u, u uniform in [lo_exp, hi_exp].
+pub fn wide_values(n: usize, lo_exp: f32, hi_exp: f32, rng: &mut Rng) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            let mag = 10f32.powf(rng.uniform_range(lo_exp, hi_exp));
+            if rng.uniform() < 0.5 { -mag } else { mag }
+        })
+        .collect()
+}
+
+pub fn uniform_values(n: usize, lo: f32, hi: f32, rng: &mut Rng) -> Vec<f32> {
+    (0..n).map(|_| rng.uniform_range(lo, hi)).collect()
+}
+
+/// `|got - want| <= atol + rtol * |want|` element by element, with a message naming the worst one.
+pub fn assert_close(got: &[f32], want: &[f32], atol: f32, rtol: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    let mut worst: Option<(usize, f32)> = None;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let excess = (g - w).abs() - (atol + rtol * w.abs());
+        if (excess > 0.0 || excess.is_nan()) && worst.is_none_or(|(_, e)| excess > e || excess.is_nan()) {
+            worst = Some((i, excess));
+        }
+    }
+    if let Some((i, _)) = worst {
+        panic!("{what}: element {i} of {}: got {}, want {} (atol {atol}, rtol {rtol})", got.len(), got[i], want[i]);
+    }
+}
+
+/// What a function gave on one device: its output and the gradient of every input.
+pub struct Run {
+    pub out: Vec<f32>,
+    pub grads: Vec<Vec<f32>>,
+}
+
+/// Evaluate `f` on `device` with every input requiring gradients, and backpropagate a fixed random
+/// weighting of the output, so the backward kernels run too.
+pub fn run_on(device: &Device, inputs: &[(Vec<f32>, Vec<usize>)], f: &dyn Fn(&[Tensor]) -> Result<Tensor>) -> Run {
+    let ts: Vec<Tensor> = inputs.iter().map(|(v, s)| Tensor::from_slice(v, s, device).unwrap().with_grad()).collect();
+    let y = f(&ts).unwrap();
+    let mut rng = Rng::new(99);
+    let w: Vec<f32> = (0..y.numel()).map(|_| rng.normal()).collect();
+    let wt = Tensor::from_vec(w, y.shape(), device).unwrap();
+    backward(&y.mul(&wt).unwrap().sum().unwrap()).unwrap();
+    Run {
+        out: y.to_vec().unwrap(),
+        grads: ts.iter().map(|t| t.grad().map(|g| g.to_vec().unwrap()).unwrap_or_default()).collect(),
+    }
+}
+
+/// The same computation on the CPU reference and on `gpu`: outputs and every gradient must agree.
+pub fn assert_devices_agree(
+    gpu: &Device,
+    inputs: &[(Vec<f32>, Vec<usize>)],
+    f: &dyn Fn(&[Tensor]) -> Result<Tensor>,
+    atol: f32,
+    rtol: f32,
+    what: &str,
+) {
+    let cpu = run_on(&Device::Cpu, inputs, f);
+    let gpu = run_on(gpu, inputs, f);
+    assert_close(&gpu.out, &cpu.out, atol, rtol, &format!("{what}: forward"));
+    for (i, (g, c)) in gpu.grads.iter().zip(&cpu.grads).enumerate() {
+        assert_close(g, c, atol, rtol, &format!("{what}: gradient of input {i}"));
+    }
+}
+
+pub fn max_abs(v: &[f32]) -> f32 {
+    v.iter().fold(0.0f32, |m, x| m.max(x.abs()))
+}

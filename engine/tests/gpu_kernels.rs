@@ -1,0 +1,401 @@
+//! Every WGSL kernel against the CPU reference, forward and backward, on uneven shapes (not multiples
+//! of any tile size) and wide value ranges: `|gpu - cpu| <= atol + rtol * |cpu|`.
+//! CI runs these on lavapipe; with `CI` set a missing adapter fails them, elsewhere they are skipped
+//! with a message.
+
+mod common;
+
+use common::*;
+use engine::backend::BinaryOp;
+use engine::{Device, Indices, Rng, Tensor, ops};
+
+fn gpu() -> Option<Device> {
+    engine::gpu::test_device()
+}
+
+#[test]
+fn matmul_matches_reference_on_uneven_shapes_and_every_transpose() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::new(1);
+    for &(m, n, k) in &[(1, 1, 1), (1, 137, 3), (45, 65, 33), (129, 257, 63), (64, 64, 64), (3, 8, 12), (7, 5, 0)] {
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            for with_bias in [false, true] {
+                let a_shape = if ta { vec![k, m] } else { vec![m, k] };
+                let b_shape = if tb { vec![n, k] } else { vec![k, n] };
+                // Magnitudes from 1e-3 to 1e3: products span twelve orders of magnitude.
+                let a = wide_values(m * k, -3.0, 3.0, &mut rng);
+                let b = wide_values(k * n, -3.0, 3.0, &mut rng);
+                let bias = wide_values(n, -3.0, 3.0, &mut rng);
+                let atol = 1e-5 * (k as f32).max(1.0).sqrt() * max_abs(&a).max(1.0) * max_abs(&b).max(1.0);
+                let mut inputs = vec![(a, a_shape), (b, b_shape)];
+                if with_bias {
+                    inputs.push((bias, vec![n]));
+                }
+                assert_devices_agree(
+                    &gpu,
+                    &inputs,
+                    &|t| ops::matmul_ex(&t[0], &t[1], t.get(2), ta, tb),
+                    atol,
+                    1e-4,
+                    &format!("matmul {m}x{n}x{k} ta={ta} tb={tb} bias={with_bias}"),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn batched_matmul_matches_reference_with_shared_operands() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::new(2);
+    let (batch, m, n, k) = (3, 17, 33, 9);
+    for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+        let a_shape = if ta { vec![batch, k, m] } else { vec![batch, m, k] };
+        let b_shape = if tb { vec![batch, n, k] } else { vec![batch, k, n] };
+        let w_shape = if tb { vec![n, k] } else { vec![k, n] };
+        let a = uniform_values(batch * m * k, -2.0, 2.0, &mut rng);
+        let b = uniform_values(batch * k * n, -2.0, 2.0, &mut rng);
+        let w = uniform_values(k * n, -2.0, 2.0, &mut rng);
+        let f = |t: &[Tensor]| ops::matmul_ex(&t[0], &t[1], None, ta, tb);
+        let what = format!("batched matmul ta={ta} tb={tb}");
+        assert_devices_agree(&gpu, &[(a.clone(), a_shape.clone()), (b, b_shape)], &f, 1e-4, 1e-4, &what);
+        assert_devices_agree(&gpu, &[(a, a_shape), (w, w_shape)], &f, 1e-4, 1e-4, &format!("{what}, shared B"));
+    }
+}
+
+#[test]
+fn elementwise_ops_match_reference_with_broadcasting() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::new(3);
+    for shape in [vec![1usize, 137], vec![45, 65, 33]] {
+        let n: usize = shape.iter().product();
+        let x = wide_values(n, -3.0, 3.0, &mut rng);
+        for y_shape in [shape.clone(), shape[1..].to_vec(), vec![shape[shape.len() - 1]], vec![]] {
+            let ny: usize = y_shape.iter().product();
+            let y = uniform_values(ny, 0.5, 4.0, &mut rng);
+            // The broadcast operand's gradient sums n / ny terms of up to |x| * |1 / y^2|: allow
+            // f32 rounding of that sum.
+            let atol = 1e-4f32.max(4.0 * f32::EPSILON * ((n / ny.max(1)) as f32).sqrt() * max_abs(&x) * 4.0);
+            for op in [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div] {
+                assert_devices_agree(
+                    &gpu,
+                    &[(x.clone(), shape.clone()), (y.clone(), y_shape.clone())],
+                    &|t| ops::binary(op, &t[0], &t[1]),
+                    atol,
+                    1e-5,
+                    &format!("{op:?} {shape:?} by {y_shape:?}"),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn unary_ops_and_gelu_match_reference_over_wide_ranges() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::new(4);
+    let mut x = uniform_values(45 * 65, -8.0, 8.0, &mut rng);
+    x.extend([0.0, -0.0, 1e-7, -1e-7, 30.0, -30.0, 1e3, -1e3, 1e-30]);
+    let n = x.len();
+    let pos: Vec<f32> = x.iter().map(|v| v.abs() + 0.1).collect();
+    type Case = (&'static str, Vec<f32>, Box<dyn Fn(&[Tensor]) -> engine::Result<Tensor>>);
+    let cases: Vec<Case> = vec![
+        ("gelu", x.clone(), Box::new(|t| ops::gelu(&t[0]))),
+        ("scale", x.clone(), Box::new(|t| ops::scale(&t[0], -2.5))),
+        ("add_scalar", x.clone(), Box::new(|t| ops::add_scalar(&t[0], 0.75))),
+        ("square", x.clone(), Box::new(|t| ops::square(&t[0]))),
+        ("sqrt", pos, Box::new(|t| ops::sqrt(&t[0]))),
+    ];
+    for (name, values, f) in cases {
+        assert_devices_agree(&gpu, &[(values, vec![n])], &*f, 2e-6, 2e-5, name);
+    }
+}
+
+#[test]
+fn one_dimensional_kernels_address_more_than_65535_workgroups() {
+    let Some(gpu) = gpu() else { return };
+    // 65536 * 256 + 7 elements need a second grid dimension.
+    let n = 65536 * 256 + 7;
+    let x = Tensor::full(&[n], 1.5, &gpu).unwrap();
+    let y = ops::scale(&x, 2.0).unwrap().to_vec().unwrap();
+    assert!(y.iter().all(|&v| v == 3.0));
+    let s = ops::sum(&x).unwrap().item().unwrap();
+    assert!((s as f64 - 1.5 * n as f64).abs() < 1e-4 * 1.5 * n as f64, "sum {s}");
+}
+
+#[test]
+fn softmax_matches_reference_on_uneven_rows() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::new(5);
+    for shape in [vec![1usize, 137], vec![45, 65], vec![3, 1], vec![7, 300]] {
+        let n = shape.iter().product();
+        let x = uniform_values(n, -40.0, 40.0, &mut rng);
+        assert_devices_agree(
+            &gpu,
+            &[(x, shape.clone())],
+            &|t| ops::softmax(&t[0]),
+            1e-6,
+            1e-4,
+            &format!("softmax {shape:?}"),
+        );
+    }
+}
+
+#[test]
+fn layernorm_matches_reference_forward_and_backward() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::new(6);
+    for (rows, cols) in [(1, 137), (45, 65), (129, 257), (300, 16), (2, 1000)] {
+        // An offset mean and a spread scale test the two-pass variance.
+        let x: Vec<f32> = (0..rows * cols).map(|_| 100.0 + 10.0 * rng.normal()).collect();
+        let g = uniform_values(cols, 0.5, 1.5, &mut rng);
+        let b = uniform_values(cols, -1.0, 1.0, &mut rng);
+        assert_devices_agree(
+            &gpu,
+            &[(x, vec![rows, cols]), (g, vec![cols]), (b, vec![cols])],
+            &|t| ops::layer_norm(&t[0], &t[1], &t[2], 1e-6),
+            2e-4,
+            2e-4,
+            &format!("layernorm {rows}x{cols}"),
+        );
+    }
+}
+
+#[test]
+fn attention_matches_reference_for_mae_sequence_lengths_and_head_dims() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::new(7);
+    for &seq in &[1usize, 17, 50, 197] {
+        for &dim in &[16usize, 32, 64] {
+            if seq == 197 && dim != 64 {
+                continue; // ViT-B's shape; the others are covered at shorter lengths
+            }
+            let shape = vec![2, 3, seq, dim];
+            let n = 6 * seq * dim;
+            let inputs: Vec<_> = (0..3).map(|_| (uniform_values(n, -2.5, 2.5, &mut rng), shape.clone())).collect();
+            assert_devices_agree(
+                &gpu,
+                &inputs,
+                &|t| ops::attention(&t[0], &t[1], &t[2]),
+                2e-4,
+                2e-3,
+                &format!("attention seq={seq} dim={dim}"),
+            );
+        }
+    }
+}
+
+#[test]
+fn masked_patch_gather_and_scatter_match_reference() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::new(8);
+    let (n, t, s, d) = (3, 17, 11, 33);
+    let x = wide_values(n * t * d, -2.0, 2.0, &mut rng);
+    // Repeated indices exercise the scatter-add.
+    let idx: Vec<u32> = (0..n * s).map(|_| rng.below(t) as u32).collect();
+    let idx = Indices::new(idx, &[n, s]).unwrap();
+    assert_devices_agree(&gpu, &[(x, vec![n, t, d])], &|v| ops::gather_rows(&v[0], &idx), 1e-5, 1e-6, "gather_rows");
+}
+
+#[test]
+fn token_concat_and_slice_match_reference() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::new(9);
+    let a = uniform_values(3 * 5, -1.0, 1.0, &mut rng);
+    let b = uniform_values(3 * 13 * 5, -1.0, 1.0, &mut rng);
+    assert_devices_agree(
+        &gpu,
+        &[(a, vec![3, 1, 5]), (b, vec![3, 13, 5])],
+        &|t| ops::concat_tokens(&[&t[0], &t[1]]),
+        0.0,
+        0.0,
+        "concat_tokens",
+    );
+    let x = uniform_values(3 * 14 * 5, -1.0, 1.0, &mut rng);
+    assert_devices_agree(&gpu, &[(x, vec![3, 14, 5])], &|t| ops::slice_tokens(&t[0], 1, 12), 0.0, 0.0, "slice_tokens");
+}
+
+#[test]
+fn reductions_match_reference_including_long_axes() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::new(10);
+    for shape in [vec![1usize, 137, 1], vec![45, 65, 33], vec![1, 100_000, 1], vec![1, 3000, 7], vec![2, 5000, 70]] {
+        let n: usize = shape.iter().product();
+        let x = uniform_values(n, -1.0, 1.0, &mut rng);
+        let atol = 1e-6 * (n as f32).sqrt() * 4.0;
+        for axis in 0..3 {
+            assert_devices_agree(
+                &gpu,
+                &[(x.clone(), shape.clone())],
+                &|t| ops::sum_axis(&t[0], axis),
+                atol,
+                1e-4,
+                &format!("sum over axis {axis} of {shape:?}"),
+            );
+        }
+        assert_devices_agree(
+            &gpu,
+            &[(x, shape.clone())],
+            &|t| ops::mean(&t[0]),
+            atol,
+            1e-4,
+            &format!("mean {shape:?}"),
+        );
+    }
+}
+
+#[test]
+fn permutations_match_reference() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::new(11);
+    let x = uniform_values(2 * 5 * 3 * 4 * 7, -1.0, 1.0, &mut rng);
+    // The attention head split: [N, T, 3, H, d] -> [3, N, H, T, d].
+    assert_devices_agree(
+        &gpu,
+        &[(x.clone(), vec![2, 5, 3, 4, 7])],
+        &|t| ops::permute(&t[0], &[2, 0, 3, 1, 4]),
+        0.0,
+        0.0,
+        "permute rank 5",
+    );
+    assert_devices_agree(
+        &gpu,
+        &[(x, vec![10, 3, 28])],
+        &|t| ops::permute(&t[0], &[2, 0, 1]),
+        0.0,
+        0.0,
+        "permute rank 3",
+    );
+}
+
+#[test]
+fn mae_loss_matches_reference_with_and_without_norm_pix() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::new(12);
+    for (n, l, p) in [(3usize, 17usize, 16usize), (2, 49, 48), (1, 5, 768)] {
+        let pred = uniform_values(n * l * p, -2.0, 2.0, &mut rng);
+        let target: Vec<f32> = (0..n * l * p).map(|_| 0.5 + 0.2 * rng.normal()).collect();
+        let mask: Vec<f32> = (0..n * l).map(|i| ((i * 7) % 4 != 0) as u8 as f32).collect();
+        for norm_pix in [false, true] {
+            let (tt, mm) = (target.clone(), mask.clone());
+            assert_devices_agree(
+                &gpu,
+                &[(pred.clone(), vec![n, l, p])],
+                &move |t| {
+                    let dev = t[0].device();
+                    let target = Tensor::from_slice(&tt, &[n, l, p], &dev)?;
+                    let mask = Tensor::from_slice(&mm, &[n, l], &dev)?;
+                    ops::mae_loss(&t[0], &target, &mask, norm_pix)
+                },
+                1e-5,
+                1e-4,
+                &format!("mae_loss {n}x{l}x{p} norm_pix={norm_pix}"),
+            );
+        }
+    }
+}
+
+#[test]
+fn cross_entropy_matches_reference() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::new(13);
+    let (rows, classes) = (37, 10);
+    let logits = uniform_values(rows * classes, -20.0, 20.0, &mut rng);
+    let labels = Indices::new((0..rows).map(|_| rng.below(classes) as u32).collect(), &[rows]).unwrap();
+    assert_devices_agree(
+        &gpu,
+        &[(logits, vec![rows, classes])],
+        &|t| ops::cross_entropy(&t[0], &labels),
+        1e-5,
+        1e-4,
+        "cross_entropy",
+    );
+}
+
+#[test]
+fn adamw_step_matches_reference() {
+    let Some(gpu) = gpu() else { return };
+    use engine::backend::AdamWSpec;
+    let mut rng = Rng::new(14);
+    let n = 1000;
+    let p0 = uniform_values(n, -1.0, 1.0, &mut rng);
+    let grads: Vec<Vec<f32>> = (0..3).map(|_| wide_values(n, -4.0, 1.0, &mut rng)).collect();
+    let run = |dev: &Device| -> Vec<f32> {
+        let p = Tensor::from_slice(&p0, &[n], dev).unwrap();
+        let m = Tensor::zeros(&[n], dev).unwrap();
+        let v = Tensor::zeros(&[n], dev).unwrap();
+        for (t, g) in grads.iter().enumerate() {
+            let g = Tensor::from_slice(g, &[n], dev).unwrap();
+            let step = (t + 1) as i32;
+            let spec = AdamWSpec {
+                lr: 1e-2,
+                beta1: 0.9,
+                beta2: 0.95,
+                eps: 1e-8,
+                weight_decay: 0.05,
+                bias_correction1: 1.0 - 0.9f32.powi(step),
+                bias_correction2: 1.0 - 0.95f32.powi(step),
+                grad_scale: 0.5,
+            };
+            dev.backend().adamw_step(p.storage(), g.storage(), m.storage(), v.storage(), n, &spec).unwrap();
+        }
+        p.to_vec().unwrap()
+    };
+    assert_close(&run(&gpu), &run(&Device::Cpu), 1e-6, 1e-5, "adamw");
+}
+
+#[test]
+fn a_two_block_transformer_gives_the_same_forward_and_gradients_on_both_devices() {
+    let Some(gpu) = gpu() else { return };
+    let (n, t, d, h) = (3, 17, 32, 4);
+    let mut rng = Rng::new(15);
+    let mut inputs = vec![(uniform_values(n * t * d, -1.0, 1.0, &mut rng), vec![n, t, d])];
+    let lim = |fan_in: usize| (1.0 / fan_in as f32).sqrt();
+    for _ in 0..2 {
+        inputs.push((uniform_values(3 * d * d, -lim(d), lim(d), &mut rng), vec![3 * d, d])); // qkv.weight
+        inputs.push((uniform_values(3 * d, -0.1, 0.1, &mut rng), vec![3 * d])); // qkv.bias
+        inputs.push((uniform_values(d * d, -lim(d), lim(d), &mut rng), vec![d, d])); // proj.weight
+        inputs.push((uniform_values(4 * d * d, -lim(d), lim(d), &mut rng), vec![4 * d, d])); // fc1.weight
+        inputs.push((uniform_values(4 * d * d, -lim(4 * d), lim(4 * d), &mut rng), vec![d, 4 * d])); // fc2.weight
+        inputs.push((uniform_values(d, 0.8, 1.2, &mut rng), vec![d])); // norm1.weight
+        inputs.push((uniform_values(d, -0.1, 0.1, &mut rng), vec![d])); // norm1.bias
+    }
+    let block = move |x: &Tensor, w: &[Tensor]| -> engine::Result<Tensor> {
+        let y = ops::layer_norm(x, &w[5], &w[6], 1e-6)?;
+        let qkv = ops::linear(&y, &w[0], Some(&w[1]))?.reshape(&[n, t, 3, h, d / h])?.permute(&[2, 0, 3, 1, 4])?;
+        let qkv = qkv.reshape(&[1, 3, n * h * t * d / h])?;
+        let part = |i| ops::slice_tokens(&qkv, i, 1)?.reshape(&[n, h, t, d / h]);
+        let a = ops::attention(&part(0)?, &part(1)?, &part(2)?)?.permute(&[0, 2, 1, 3])?.reshape(&[n, t, d])?;
+        let x = x.add(&ops::linear(&a, &w[2], None)?)?;
+        let y = ops::layer_norm(&x, &w[5], &w[6], 1e-6)?;
+        x.add(&ops::linear(&ops::gelu(&ops::linear(&y, &w[3], None)?)?, &w[4], None)?)
+    };
+    assert_devices_agree(
+        &gpu,
+        &inputs,
+        &|p| {
+            let x = block(&p[0], &p[1..8])?;
+            block(&x, &p[8..15])
+        },
+        2e-4,
+        2e-3,
+        "two-block transformer",
+    );
+}
+
+#[test]
+fn a_tensor_over_the_binding_limit_gets_an_error_that_names_the_limit() {
+    let Some(gpu) = gpu() else { return };
+    let Device::Gpu(g) = &gpu else { unreachable!() };
+    let limit = g.context().limits.max_storage_buffer_binding_size as usize;
+    let err = Tensor::zeros(&[limit / 4 + 1], &gpu).unwrap_err().to_string();
+    assert!(err.contains("max_storage_buffer_binding_size"), "{err}");
+}
+
+#[test]
+fn attention_with_a_head_dim_the_kernel_cannot_hold_is_a_clear_error() {
+    let Some(gpu) = gpu() else { return };
+    let q = Tensor::zeros(&[1, 1, 4, 256], &gpu).unwrap();
+    let err = ops::attention(&q, &q, &q).unwrap_err().to_string();
+    assert!(err.contains("head dim 256"), "{err}");
+}

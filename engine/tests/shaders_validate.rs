@@ -1,0 +1,50 @@
+//! Every WGSL file parses and validates with naga, with no GPU adapter needed, and is registered
+//! with the engine (so the binary embeds it and a launcher can find it).
+
+use std::path::Path;
+
+fn validate(name: &str, source: &str) {
+    let module = naga::front::wgsl::parse_str(source)
+        .unwrap_or_else(|e| panic!("{name}.wgsl does not parse:\n{}", e.emit_to_string(source)));
+    let mut validator =
+        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all());
+    validator
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{name}.wgsl does not validate:\n{}", e.emit_to_string(source)));
+    assert!(!module.entry_points.is_empty(), "{name}.wgsl has no entry point");
+    for ep in &module.entry_points {
+        assert_eq!(ep.stage, naga::ShaderStage::Compute, "{name}::{} is not a compute shader", ep.name);
+    }
+}
+
+#[test]
+fn every_wgsl_file_parses_and_validates_with_naga() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shaders");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "wgsl") {
+            let name = path.file_stem().unwrap().to_str().unwrap().to_string();
+            validate(&name, &std::fs::read_to_string(&path).unwrap());
+            assert!(
+                engine::gpu::shaders::source(&name).is_some(),
+                "shaders/{name}.wgsl is not registered in engine/src/gpu/shaders.rs"
+            );
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, engine::gpu::shaders::SHADERS.len(), "a registered shader has no file in shaders/");
+}
+
+#[test]
+fn every_wgsl_file_starts_with_a_header_that_names_its_launcher() {
+    for (name, source) in engine::gpu::shaders::SHADERS {
+        let header: String = source.lines().take_while(|l| l.starts_with("//")).collect::<Vec<_>>().join("\n");
+        assert!(
+            header.lines().count() >= 5,
+            "{name}.wgsl needs a header comment (what, layout, algorithm, napkin math)"
+        );
+        assert!(header.contains("Launcher:"), "{name}.wgsl: the header should name its launcher");
+        assert!(header.to_lowercase().contains("napkin math"), "{name}.wgsl: the header should give napkin math");
+    }
+}

@@ -1,0 +1,97 @@
+// Data movement: the masked patch gather and its scatter-add, row copies (concatenation and slicing
+// along the token axis) and axis permutations.
+//
+// Layouts: x [batch, rows, width], idx [batch, picks] (u32), out [batch, picks, width].
+// - gather_rows:      out[n, i, :] = x[n, idx[n, i], :]       (MAE: keep visible tokens by ids_keep,
+//                                                              unshuffle by ids_restore)
+// - scatter_add_rows: dx[n, t, :] = sum over i with idx[n, i] == t of dy[n, i, :]
+//   Each output element loops over the sample's picks: no atomics (WGSL has no float atomics), a
+//   fixed order (deterministic), and correct with repeated indices. Cost O(rows * picks * width)
+//   compares per sample, which is small for MAE's tens to hundreds of tokens.
+// - copy_rows:        dst[n, dst_offset + r, :] = src[n, src_offset + r, :]
+// - permute:          out[j] = x[sum_a j_a * stride_in[perm[a]]], rank <= 8
+// All are one invocation per output element, 256 per workgroup, folded over y past 65535 groups.
+// Napkin math: pure bandwidth; unshuffling [256, 50, 64] f32 reads and writes 3.3 MB each.
+//
+// Launcher: engine/src/gpu/kernels/gather.rs. Reference: engine/src/cpu/reference.rs.
+
+struct Params {
+    batch: u32,
+    rows: u32,
+    picks: u32,
+    width: u32,
+    n: u32,
+    src_rows: u32,
+    src_offset: u32,
+    dst_rows: u32,
+    dst_offset: u32,
+    copy_rows: u32,
+    rank: u32,
+    _pad: u32,
+    // permute: the output's shape, and for each output axis the input stride it walks.
+    shape: array<vec4<u32>, 2>,
+    stride: array<vec4<u32>, 2>,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> idx: array<u32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+fn flat_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * 256u;
+}
+
+@compute @workgroup_size(256)
+fn gather_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let j = flat_index(gid, nwg);
+    if (j >= p.n) { return; }
+    let c = j % p.width;
+    let ni = j / p.width;          // n * picks + i
+    let n = ni / p.picks;
+    let src_row = idx[ni];
+    out[j] = x[(n * p.rows + src_row) * p.width + c];
+}
+
+@compute @workgroup_size(256)
+fn scatter_add_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let j = flat_index(gid, nwg);
+    if (j >= p.n) { return; }
+    let c = j % p.width;
+    let nt = j / p.width;          // n * rows + t
+    let n = nt / p.rows;
+    let t = nt % p.rows;
+    var acc = 0.0;
+    for (var i = 0u; i < p.picks; i = i + 1u) {
+        if (idx[n * p.picks + i] == t) {
+            acc = acc + x[(n * p.picks + i) * p.width + c];
+        }
+    }
+    out[j] = acc;
+}
+
+@compute @workgroup_size(256)
+fn copy_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let j = flat_index(gid, nwg);
+    if (j >= p.n) { return; }
+    let c = j % p.width;
+    let nr = j / p.width;
+    let r = nr % p.copy_rows;
+    let n = nr / p.copy_rows;
+    out[(n * p.dst_rows + p.dst_offset + r) * p.width + c] = x[(n * p.src_rows + p.src_offset + r) * p.width + c];
+}
+
+@compute @workgroup_size(256)
+fn permute(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let j = flat_index(gid, nwg);
+    if (j >= p.n) { return; }
+    var rest = j;
+    var src = 0u;
+    for (var a = i32(p.rank) - 1; a >= 0; a = a - 1) {
+        let ua = u32(a);
+        let len = p.shape[ua / 4u][ua % 4u];
+        src = src + (rest % len) * p.stride[ua / 4u][ua % 4u];
+        rest = rest / len;
+    }
+    out[j] = x[src];
+}
