@@ -1,1 +1,11 @@
+//! Masked autoencoders (He et al. 2021, "Masked Autoencoders Are Scalable Vision Learners") on our
+//! own tensor engine: patchify, per-sample random masking, an encoder that sees only the visible
+//! patches, a light decoder with mask tokens, the loss on masked patches; data, training,
+//! checkpoints, evaluation and pictures.
+
+pub mod data;
+pub mod error;
+pub mod io;
+
 pub use engine;
+pub use error::{Error, Result};
