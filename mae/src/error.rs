@@ -6,15 +6,24 @@ use std::path::{Path, PathBuf};
 #[derive(Debug)]
 pub enum Error {
     /// A file could not be read or written.
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// A data file or folder is missing, empty or malformed.
     Data(String),
     /// A checkpoint is unreadable, truncated, or does not fit the model.
-    Checkpoint { path: PathBuf, message: String },
+    Checkpoint {
+        path: PathBuf,
+        message: String,
+    },
     /// An impossible configuration, rejected before any work.
     Config(String),
     /// The loss became NaN or infinite.
-    NonFinite { step: u64, loss: f32 },
+    NonFinite {
+        step: u64,
+        loss: f32,
+    },
     /// The run was interrupted (Ctrl-C) after saving a checkpoint.
     Interrupted,
     Engine(engine::Error),

@@ -3,9 +3,17 @@
 //! patches, a light decoder with mask tokens, the loss on masked patches; data, training,
 //! checkpoints, evaluation and pictures.
 
+pub mod config;
 pub mod data;
 pub mod error;
 pub mod io;
+pub mod masking;
+pub mod model;
+pub mod nn;
+pub mod optim;
+pub mod patch;
+pub mod pos_embed;
 
 pub use engine;
 pub use error::{Error, Result};
+pub use model::MaskedAutoencoder;

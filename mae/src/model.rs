@@ -1,0 +1,269 @@
+//! `MaskedAutoencoderViT` of the official code (`models_mae.py`), on our engine.
+//!
+//! Shapes: images `[N, C, H, W]`; patches `[N, L, P]` (`P = p*p*C`); encoder width `D`, decoder
+//! width `Dd`; `K = len_keep` visible patches.
+//! ```text
+//! patches (c,i,j order) [N, L, P] --patch_embed--> [N, L, D] + pos_embed[1:]
+//!   --gather ids_keep--> [N, K, D] --prepend cls--> [N, 1+K, D] --blocks, norm--> latent
+//! latent --decoder_embed--> [N, 1+K, Dd] --append mask tokens, gather ids_restore--> [N, 1+L, Dd]
+//!   + decoder_pos_embed --decoder blocks, norm, pred--> [N, 1+L, P] --drop cls--> pred [N, L, P]
+//! loss = mean over removed patches of the per-patch MSE against the (norm-pix) target, (i,j,c) order
+//! ```
+//! The encoder sees only the visible patches: that is where the paper's 3x speed-up comes from.
+
+use engine::{Device, Indices, Rng, Tensor, ops};
+
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::masking::Masking;
+use crate::nn::{Block, LayerNorm, Linear, Param, expand};
+use crate::pos_embed::sincos_2d;
+
+pub struct MaskedAutoencoder {
+    pub config: ModelConfig,
+    pub device: Device,
+    /// `patch_embed.proj`: weight `[D, C, p, p]` (a convolution in the official code), bias `[D]`.
+    pub patch_embed_weight: Tensor,
+    pub patch_embed_bias: Tensor,
+    /// `[1, 1, D]`
+    pub cls_token: Tensor,
+    /// `[1, 1 + L, D]`, fixed sin-cos.
+    pub pos_embed: Tensor,
+    pub blocks: Vec<Block>,
+    pub norm: LayerNorm,
+    pub decoder_embed: Linear,
+    /// `[1, 1, Dd]`
+    pub mask_token: Tensor,
+    /// `[1, 1 + L, Dd]`, fixed sin-cos.
+    pub decoder_pos_embed: Tensor,
+    pub decoder_blocks: Vec<Block>,
+    pub decoder_norm: LayerNorm,
+    pub decoder_pred: Linear,
+}
+
+/// What one forward pass gives.
+pub struct Output {
+    /// The loss, shape `[]`.
+    pub loss: Tensor,
+    /// `[N, L, P]` in the target's (i, j, c) order (normalised patches when `norm_pix_loss`).
+    pub pred: Tensor,
+}
+
+/// The masks of a batch, on the device.
+pub struct DeviceMasking {
+    pub ids_keep: Indices,
+    pub ids_restore: Indices,
+    /// `[N, L]`, 1 = removed.
+    pub mask: Tensor,
+    pub len_keep: usize,
+}
+
+impl DeviceMasking {
+    pub fn new(m: &Masking, dev: &Device) -> Result<Self> {
+        Ok(DeviceMasking {
+            ids_keep: Indices::new(m.ids_keep(), &[m.batch, m.len_keep])?,
+            ids_restore: Indices::new(m.ids_restore.clone(), &[m.batch, m.num_patches])?,
+            mask: Tensor::from_slice(&m.mask, &[m.batch, m.num_patches], dev)?,
+            len_keep: m.len_keep,
+        })
+    }
+}
+
+impl MaskedAutoencoder {
+    /// A freshly initialised model, as the official `initialize_weights`: xavier-uniform linears
+    /// (the patch embedding as a linear over its `C*p*p` inputs) with zero biases, LayerNorms 1 and
+    /// 0, cls and mask tokens normal(0, 0.02), fixed sin-cos position tables. The patch embedding's
+    /// bias is a convolution bias that the official code leaves at PyTorch's default,
+    /// `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`; so is ours.
+    pub fn new(config: &ModelConfig, seed: u64, device: &Device) -> Result<Self> {
+        config.validate()?;
+        let c = config;
+        let dev = device;
+        let mut rng = Rng::new(seed);
+        let (d, dd, p) = (c.embed_dim, c.decoder_embed_dim, c.patch_size);
+        let fan_in = c.in_chans * p * p;
+        let bound = 1.0 / (fan_in as f32).sqrt();
+        let patch_embed_weight = Tensor::xavier_uniform(&[d, c.in_chans, p, p], &mut rng, dev)?.with_grad();
+        let patch_embed_bias = Tensor::uniform(&[d], -bound, bound, &mut rng, dev)?.with_grad();
+        let cls_token = Tensor::normal(&[1, 1, d], 0.0, 0.02, &mut rng, dev)?.with_grad();
+        let l1 = c.num_patches() + 1;
+        let pos_embed = Tensor::from_vec(sincos_2d(d, c.grid_size(), true), &[1, l1, d], dev)?;
+        let blocks =
+            (0..c.depth).map(|_| Block::new(d, c.num_heads, c.mlp_ratio, &mut rng, dev)).collect::<Result<_>>()?;
+        let norm = LayerNorm::new(d, dev)?;
+        let decoder_embed = Linear::new(d, dd, &mut rng, dev)?;
+        let mask_token = Tensor::normal(&[1, 1, dd], 0.0, 0.02, &mut rng, dev)?.with_grad();
+        let decoder_pos_embed = Tensor::from_vec(sincos_2d(dd, c.grid_size(), true), &[1, l1, dd], dev)?;
+        let decoder_blocks = (0..c.decoder_depth)
+            .map(|_| Block::new(dd, c.decoder_num_heads, c.mlp_ratio, &mut rng, dev))
+            .collect::<Result<_>>()?;
+        let decoder_norm = LayerNorm::new(dd, dev)?;
+        let decoder_pred = Linear::new(dd, c.patch_dim(), &mut rng, dev)?;
+        Ok(MaskedAutoencoder {
+            config: c.clone(),
+            device: dev.clone(),
+            patch_embed_weight,
+            patch_embed_bias,
+            cls_token,
+            pos_embed,
+            blocks,
+            norm,
+            decoder_embed,
+            mask_token,
+            decoder_pos_embed,
+            decoder_blocks,
+            decoder_norm,
+            decoder_pred,
+        })
+    }
+
+    /// Every tensor of the state dict, under its official name, trainable or not.
+    pub fn state_dict(&self) -> Vec<Param> {
+        let mut out = Vec::new();
+        let mut push = |name: &str, t: &Tensor| out.push(Param { name: name.to_string(), tensor: t.clone() });
+        push("cls_token", &self.cls_token);
+        push("pos_embed", &self.pos_embed);
+        push("patch_embed.proj.weight", &self.patch_embed_weight);
+        push("patch_embed.proj.bias", &self.patch_embed_bias);
+        for (i, b) in self.blocks.iter().enumerate() {
+            b.params(&format!("blocks.{i}"), &mut out);
+        }
+        self.norm.params("norm", &mut out);
+        self.decoder_embed.params("decoder_embed", &mut out);
+        out.push(Param { name: "mask_token".into(), tensor: self.mask_token.clone() });
+        out.push(Param { name: "decoder_pos_embed".into(), tensor: self.decoder_pos_embed.clone() });
+        for (i, b) in self.decoder_blocks.iter().enumerate() {
+            b.params(&format!("decoder_blocks.{i}"), &mut out);
+        }
+        self.decoder_norm.params("decoder_norm", &mut out);
+        self.decoder_pred.params("decoder_pred", &mut out);
+        out
+    }
+
+    /// The tensors of `state_dict`, in the same order, to replace them (loading weights).
+    pub fn tensors_mut(&mut self) -> Vec<&mut Tensor> {
+        let mut v: Vec<&mut Tensor> =
+            vec![&mut self.cls_token, &mut self.pos_embed, &mut self.patch_embed_weight, &mut self.patch_embed_bias];
+        for b in &mut self.blocks {
+            v.extend(b.tensors_mut());
+        }
+        v.extend(self.norm.tensors_mut());
+        v.extend(self.decoder_embed.tensors_mut());
+        v.push(&mut self.mask_token);
+        v.push(&mut self.decoder_pos_embed);
+        for b in &mut self.decoder_blocks {
+            v.extend(b.tensors_mut());
+        }
+        v.extend(self.decoder_norm.tensors_mut());
+        v.extend(self.decoder_pred.tensors_mut());
+        v
+    }
+
+    /// Replace every state-dict tensor by `values` (same order, names and shapes as `state_dict`),
+    /// keeping which ones train.
+    pub fn set_state(&mut self, values: Vec<Tensor>) -> Result<()> {
+        let names: Vec<String> = self.state_dict().into_iter().map(|p| p.name).collect();
+        let slots = self.tensors_mut();
+        if values.len() != slots.len() {
+            return Err(Error::Config(format!("{} tensors for a state dict of {}", values.len(), slots.len())));
+        }
+        for ((slot, v), name) in slots.into_iter().zip(values).zip(names) {
+            if v.shape() != slot.shape() {
+                return Err(Error::Config(format!("{name}: shape {:?} where {:?} belongs", v.shape(), slot.shape())));
+            }
+            let train = slot.requires_grad();
+            let v = v.to_device(&slot.device())?;
+            v.set_requires_grad(train);
+            *slot = v;
+        }
+        Ok(())
+    }
+
+    /// The parameters the optimizer updates (the position tables are fixed).
+    pub fn trainable(&self) -> Vec<Param> {
+        self.state_dict().into_iter().filter(|p| p.tensor.requires_grad()).collect()
+    }
+
+    /// Only the encoder's parameters (for fine-tuning and feature extraction).
+    pub fn encoder_trainable(&self) -> Vec<Param> {
+        self.trainable().into_iter().filter(|p| !(p.name.starts_with("decoder") || p.name == "mask_token")).collect()
+    }
+
+    /// `patches: [N, L, C*p*p]` (embedding order) -> tokens `[N, L, D]` with position embeddings.
+    fn embed(&self, patches: &Tensor) -> Result<Tensor> {
+        let c = &self.config;
+        let (l, d) = (c.num_patches(), c.embed_dim);
+        if patches.rank() != 3 || patches.dim(1) != l || patches.dim(2) != c.patch_dim() {
+            return Err(Error::Config(format!(
+                "the model {} expects patches [N, {l}, {}], got {:?}",
+                c.name,
+                c.patch_dim(),
+                patches.shape()
+            )));
+        }
+        let w = self.patch_embed_weight.reshape(&[d, c.patch_dim()])?;
+        let x = ops::linear(patches, &w, Some(&self.patch_embed_bias))?;
+        let pos = ops::slice_tokens(&self.pos_embed, 1, l)?.reshape(&[l, d])?;
+        Ok(x.add(&pos)?)
+    }
+
+    /// Prepend `cls_token + pos_embed[:, :1]` and run the blocks and the final norm.
+    fn encode_tokens(&self, x: &Tensor) -> Result<Tensor> {
+        let n = x.dim(0);
+        let cls = self.cls_token.add(&ops::slice_tokens(&self.pos_embed, 0, 1)?)?;
+        let mut x = ops::concat_tokens(&[&expand(&cls, n, 1)?, x])?;
+        for b in &self.blocks {
+            x = b.forward(&x)?;
+        }
+        self.norm.forward(&x)
+    }
+
+    /// `forward_encoder`: the visible patches only. Returns the latent `[N, 1 + K, D]`.
+    pub fn forward_encoder(&self, patches: &Tensor, masking: &DeviceMasking) -> Result<Tensor> {
+        let x = ops::gather_rows(&self.embed(patches)?, &masking.ids_keep)?;
+        self.encode_tokens(&x)
+    }
+
+    /// The encoder on every patch, no masking (features for probes and fine-tuning): `[N, 1 + L, D]`.
+    pub fn encode_all(&self, patches: &Tensor) -> Result<Tensor> {
+        self.encode_tokens(&self.embed(patches)?)
+    }
+
+    /// `forward_decoder`: latent `[N, 1 + K, D]` -> predictions `[N, L, P]`.
+    pub fn forward_decoder(&self, latent: &Tensor, masking: &DeviceMasking) -> Result<Tensor> {
+        let c = &self.config;
+        let (n, k1, l, dd) = (latent.dim(0), latent.dim(1), c.num_patches(), c.decoder_embed_dim);
+        let x = self.decoder_embed.forward(latent)?;
+        let visible = ops::slice_tokens(&x, 1, k1 - 1)?;
+        let x_ = if k1 - 1 < l {
+            ops::concat_tokens(&[&visible, &expand(&self.mask_token, n, l + 1 - k1)?])?
+        } else {
+            visible
+        };
+        let x_ = ops::gather_rows(&x_, &masking.ids_restore)?;
+        let x = ops::concat_tokens(&[&ops::slice_tokens(&x, 0, 1)?, &x_])?;
+        let mut x = x.add(&self.decoder_pos_embed.reshape(&[l + 1, dd])?)?;
+        for b in &self.decoder_blocks {
+            x = b.forward(&x)?;
+        }
+        let pred = self.decoder_pred.forward(&self.decoder_norm.forward(&x)?)?;
+        Ok(ops::slice_tokens(&pred, 1, l)?)
+    }
+
+    /// The whole forward with the loss. `patches`: embedding order; `target`: `[N, L, P]` in the
+    /// official patchify order. With nothing masked (ratio 0, a plain autoencoder) the loss is the
+    /// mean over every patch instead of the empty masked set.
+    pub fn forward(&self, patches: &Tensor, target: &Tensor, masking: &DeviceMasking) -> Result<Output> {
+        let latent = self.forward_encoder(patches, masking)?;
+        let pred = self.forward_decoder(&latent, masking)?;
+        let everything;
+        let mask = if masking.len_keep == self.config.num_patches() {
+            everything = Tensor::ones(masking.mask.shape(), &self.device)?;
+            &everything
+        } else {
+            &masking.mask
+        };
+        let loss = ops::mae_loss(&pred, target, mask, self.config.norm_pix_loss)?;
+        Ok(Output { loss, pred })
+    }
+}

@@ -1,0 +1,159 @@
+//! The layers of a ViT, with the official parameter names: `Linear` (PyTorch's `[out, in]` weight),
+//! `LayerNorm`, and the pre-norm transformer `Block` (timm's, as the official MAE uses it):
+//! `x = x + proj(attn(norm1(x)))`, `x = x + fc2(gelu(fc1(norm2(x))))`, qkv with bias, exact GELU.
+
+use engine::{Device, Rng, Tensor, ops};
+
+use crate::config::LN_EPS;
+use crate::error::Result;
+
+/// A named parameter as the state dict holds it.
+#[derive(Clone, Debug)]
+pub struct Param {
+    pub name: String,
+    pub tensor: Tensor,
+}
+
+impl Param {
+    /// Trainable parameters get weight decay unless they are biases or 1-D (timm's
+    /// `add_weight_decay`, as `main_pretrain.py` uses it).
+    pub fn decays(&self) -> bool {
+        self.tensor.rank() > 1 && !self.name.ends_with(".bias")
+    }
+}
+
+fn push(params: &mut Vec<Param>, name: String, t: &Tensor) {
+    params.push(Param { name, tensor: t.clone() });
+}
+
+pub struct Linear {
+    /// `[out, in]`
+    pub weight: Tensor,
+    /// `[out]`
+    pub bias: Tensor,
+}
+
+impl Linear {
+    /// Xavier-uniform weight, zero bias (`_init_weights` in the official code).
+    pub fn new(inp: usize, out: usize, rng: &mut Rng, dev: &Device) -> Result<Linear> {
+        Ok(Linear {
+            weight: Tensor::xavier_uniform(&[out, inp], rng, dev)?.with_grad(),
+            bias: Tensor::zeros(&[out], dev)?.with_grad(),
+        })
+    }
+
+    /// `x: [.., in] -> [.., out]`
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(ops::linear(x, &self.weight, Some(&self.bias))?)
+    }
+
+    pub fn params(&self, prefix: &str, out: &mut Vec<Param>) {
+        push(out, format!("{prefix}.weight"), &self.weight);
+        push(out, format!("{prefix}.bias"), &self.bias);
+    }
+
+    pub fn tensors_mut(&mut self) -> [&mut Tensor; 2] {
+        [&mut self.weight, &mut self.bias]
+    }
+}
+
+pub struct LayerNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+}
+
+impl LayerNorm {
+    pub fn new(dim: usize, dev: &Device) -> Result<LayerNorm> {
+        Ok(LayerNorm { weight: Tensor::ones(&[dim], dev)?.with_grad(), bias: Tensor::zeros(&[dim], dev)?.with_grad() })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(ops::layer_norm(x, &self.weight, &self.bias, LN_EPS)?)
+    }
+
+    pub fn params(&self, prefix: &str, out: &mut Vec<Param>) {
+        push(out, format!("{prefix}.weight"), &self.weight);
+        push(out, format!("{prefix}.bias"), &self.bias);
+    }
+
+    pub fn tensors_mut(&mut self) -> [&mut Tensor; 2] {
+        [&mut self.weight, &mut self.bias]
+    }
+}
+
+pub struct Block {
+    pub norm1: LayerNorm,
+    /// `attn.qkv`: `[3D, D]`, rows ordered q, k, v, each split into heads.
+    pub qkv: Linear,
+    /// `attn.proj`
+    pub proj: Linear,
+    pub norm2: LayerNorm,
+    /// `mlp.fc1`, `mlp.fc2`
+    pub fc1: Linear,
+    pub fc2: Linear,
+    pub num_heads: usize,
+}
+
+impl Block {
+    pub fn new(dim: usize, num_heads: usize, mlp_ratio: usize, rng: &mut Rng, dev: &Device) -> Result<Block> {
+        Ok(Block {
+            norm1: LayerNorm::new(dim, dev)?,
+            qkv: Linear::new(dim, 3 * dim, rng, dev)?,
+            proj: Linear::new(dim, dim, rng, dev)?,
+            norm2: LayerNorm::new(dim, dev)?,
+            fc1: Linear::new(dim, mlp_ratio * dim, rng, dev)?,
+            fc2: Linear::new(mlp_ratio * dim, dim, rng, dev)?,
+            num_heads,
+        })
+    }
+
+    /// Multi-head self-attention: `x: [N, T, D] -> [N, T, D]`.
+    pub fn attention(&self, x: &Tensor) -> Result<Tensor> {
+        let (n, t, d) = (x.dim(0), x.dim(1), x.dim(2));
+        let h = self.num_heads;
+        let hd = d / h;
+        // qkv: [N, T, 3D] -> [N, T, 3, H, hd] -> [3, N, H, T, hd]
+        let qkv = self.qkv.forward(x)?.reshape(&[n, t, 3, h, hd])?.permute(&[2, 0, 3, 1, 4])?;
+        let qkv = qkv.reshape(&[1, 3, n * h * t * hd])?;
+        let part = |i: usize| -> Result<Tensor> { Ok(ops::slice_tokens(&qkv, i, 1)?.reshape(&[n, h, t, hd])?) };
+        let (q, k, v) = (part(0)?, part(1)?, part(2)?);
+        // out: [N, H, T, hd] -> [N, T, H, hd] -> [N, T, D]
+        let out = ops::attention(&q, &k, &v)?.permute(&[0, 2, 1, 3])?.reshape(&[n, t, d])?;
+        self.proj.forward(&out)
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = x.add(&self.attention(&self.norm1.forward(x)?)?)?;
+        let hidden = ops::gelu(&self.fc1.forward(&self.norm2.forward(&x)?)?)?;
+        Ok(x.add(&self.fc2.forward(&hidden)?)?)
+    }
+
+    pub fn params(&self, prefix: &str, out: &mut Vec<Param>) {
+        self.norm1.params(&format!("{prefix}.norm1"), out);
+        self.qkv.params(&format!("{prefix}.attn.qkv"), out);
+        self.proj.params(&format!("{prefix}.attn.proj"), out);
+        self.norm2.params(&format!("{prefix}.norm2"), out);
+        self.fc1.params(&format!("{prefix}.mlp.fc1"), out);
+        self.fc2.params(&format!("{prefix}.mlp.fc2"), out);
+    }
+
+    /// The tensors of `params`, in the same order.
+    pub fn tensors_mut(&mut self) -> Vec<&mut Tensor> {
+        let mut v = Vec::with_capacity(12);
+        v.extend(self.norm1.tensors_mut());
+        v.extend(self.qkv.tensors_mut());
+        v.extend(self.proj.tensors_mut());
+        v.extend(self.norm2.tensors_mut());
+        v.extend(self.fc1.tensors_mut());
+        v.extend(self.fc2.tensors_mut());
+        v
+    }
+}
+
+/// `t: [1, 1, D]` or `[1, rows, D]` repeated to `[n, rows, D]` (gradients sum back into `t`):
+/// `cls_token.expand(N, -1, -1)` and `mask_token.repeat(N, rows, 1)` of the official code.
+pub fn expand(t: &Tensor, n: usize, rows: usize) -> Result<Tensor> {
+    let d = t.dim(-1);
+    let row = if t.dim(1) == 1 { t.reshape(&[d])? } else { t.reshape(&[rows, d])? };
+    Ok(Tensor::zeros(&[n, rows, d], &t.device())?.add(&row)?)
+}

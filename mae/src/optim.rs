@@ -1,0 +1,137 @@
+//! AdamW as `main_pretrain.py` sets it up: betas (0.9, 0.95), weight decay 0.05 on weights but not
+//! on biases and 1-D parameters, bias-corrected moments, decoupled decay (PyTorch's AdamW). The
+//! update runs on the parameters' device, one fused kernel per tensor.
+
+use engine::backend::AdamWSpec;
+use engine::{Device, Tensor};
+
+use crate::error::{Error, Result};
+use crate::nn::Param;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamWConfig {
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.05 }
+    }
+}
+
+/// The moments of one parameter.
+pub struct Moments {
+    pub name: String,
+    pub m: Tensor,
+    pub v: Tensor,
+}
+
+pub struct AdamW {
+    pub config: AdamWConfig,
+    /// Updates done so far (the `t` of the bias corrections).
+    pub step: u64,
+    pub moments: Vec<Moments>,
+}
+
+impl AdamW {
+    pub fn new(config: AdamWConfig, params: &[Param], device: &Device) -> Result<AdamW> {
+        let moments = params
+            .iter()
+            .map(|p| {
+                Ok(Moments {
+                    name: p.name.clone(),
+                    m: Tensor::zeros(p.tensor.shape(), device)?,
+                    v: Tensor::zeros(p.tensor.shape(), device)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(AdamW { config, step: 0, moments })
+    }
+
+    /// One update of every parameter that has a gradient, then the gradients are cleared.
+    /// `grad_scale` multiplies the gradients first (1 / accumulation steps).
+    pub fn step(&mut self, params: &[Param], lr: f32, grad_scale: f32) -> Result<()> {
+        if params.len() != self.moments.len() {
+            return Err(Error::Config(format!(
+                "the optimizer holds {} moments for {} parameters",
+                self.moments.len(),
+                params.len()
+            )));
+        }
+        self.step += 1;
+        let t = self.step as i32;
+        let c = self.config;
+        for (p, mo) in params.iter().zip(&self.moments) {
+            debug_assert_eq!(p.name, mo.name);
+            let Some(g) = p.tensor.grad() else { continue };
+            let spec = AdamWSpec {
+                lr,
+                beta1: c.beta1,
+                beta2: c.beta2,
+                eps: c.eps,
+                weight_decay: if p.decays() { c.weight_decay } else { 0.0 },
+                bias_correction1: 1.0 - c.beta1.powi(t),
+                bias_correction2: 1.0 - c.beta2.powi(t),
+                grad_scale,
+            };
+            let dev = p.tensor.device();
+            dev.backend().adamw_step(
+                p.tensor.storage(),
+                g.storage(),
+                mo.m.storage(),
+                mo.v.storage(),
+                p.tensor.numel(),
+                &spec,
+            )?;
+            p.tensor.zero_grad();
+        }
+        Ok(())
+    }
+}
+
+/// The learning rate at fractional epoch `epoch` (`util/lr_sched.py`): linear warmup, then a
+/// half-cycle cosine to `min_lr`. Set per iteration.
+pub fn learning_rate(base: f64, min_lr: f64, warmup: f64, total: f64, epoch: f64) -> f64 {
+    if epoch < warmup {
+        base * epoch / warmup
+    } else if total <= warmup {
+        base
+    } else {
+        let progress = ((epoch - warmup) / (total - warmup)).min(1.0);
+        min_lr + (base - min_lr) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+    }
+}
+
+/// `lr = base_lr * effective_batch / 256`, the paper's scaling rule.
+pub fn scaled_lr(base_lr: f64, effective_batch: usize) -> f64 {
+    base_lr * effective_batch as f64 / 256.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_warms_up_linearly_then_follows_a_half_cosine() {
+        let lr = |e| learning_rate(1.0, 0.0, 10.0, 110.0, e);
+        assert_eq!(lr(0.0), 0.0);
+        assert!((lr(5.0) - 0.5).abs() < 1e-12);
+        assert!((lr(10.0) - 1.0).abs() < 1e-12);
+        assert!((lr(60.0) - 0.5).abs() < 1e-12);
+        assert!(lr(110.0).abs() < 1e-12);
+        assert_eq!(scaled_lr(1.5e-4, 4096), 2.4e-3);
+    }
+
+    #[test]
+    fn biases_and_one_dimensional_parameters_do_not_decay() {
+        let dev = Device::Cpu;
+        let p = |name: &str, shape: &[usize]| Param { name: name.into(), tensor: Tensor::zeros(shape, &dev).unwrap() };
+        assert!(p("blocks.0.attn.qkv.weight", &[6, 2]).decays());
+        assert!(!p("blocks.0.attn.qkv.bias", &[6]).decays());
+        assert!(!p("norm.weight", &[2]).decays());
+        assert!(p("cls_token", &[1, 1, 2]).decays(), "timm's rule decays the 3-D tokens, as the official run did");
+    }
+}
