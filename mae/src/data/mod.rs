@@ -21,6 +21,8 @@
 
 pub mod idx;
 pub mod image_set;
+pub mod synthetic;
 
 pub use idx::{IdxArray, Split, load_fashion_mnist, load_idx, parse_idx_bytes};
 pub use image_set::{ImageSet, Normalization};
+pub use synthetic::{SYNTHETIC_CLASSES, generate};
