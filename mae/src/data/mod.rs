@@ -19,10 +19,14 @@
 //! - Batches come in a seeded random order per epoch ([`Batcher`]), resumable exactly from a
 //!   [`BatcherState`]; pre-training augmentation is the MAE paper's ([`Augment::mae`]).
 
+pub mod augment;
 pub mod idx;
 pub mod image_set;
+pub mod loader;
 pub mod synthetic;
 
+pub use augment::{Augment, augment_into};
 pub use idx::{IdxArray, Split, load_fashion_mnist, load_idx, parse_idx_bytes};
 pub use image_set::{ImageSet, Normalization};
+pub use loader::{Batcher, BatcherState, make_batch};
 pub use synthetic::{SYNTHETIC_CLASSES, generate};
