@@ -20,12 +20,14 @@
 //!   [`BatcherState`]; pre-training augmentation is the MAE paper's ([`Augment::mae`]).
 
 pub mod augment;
+pub mod folder;
 pub mod idx;
 pub mod image_set;
 pub mod loader;
 pub mod synthetic;
 
 pub use augment::{Augment, augment_into};
+pub use folder::{LoadReport, load_folder};
 pub use idx::{IdxArray, Split, load_fashion_mnist, load_idx, parse_idx_bytes};
 pub use image_set::{ImageSet, Normalization};
 pub use loader::{Batcher, BatcherState, make_batch};
