@@ -159,17 +159,25 @@ impl Normalization {
     }
 
     fn validate(&self) -> Result<()> {
+        match self.problem() {
+            Some(why) => Err(Error::Data(format!("normalisation {self}: {why}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// What makes this normalisation unusable, if anything.
+    fn problem(&self) -> Option<String> {
         if self.mean.is_empty() || self.mean.len() != self.std.len() {
-            return Err(Error::Data(format!(
-                "normalisation has {} means and {} stds; give one of each per channel",
+            return Some(format!(
+                "{} means and {} stds; give one of each per channel",
                 self.mean.len(),
                 self.std.len()
-            )));
+            ));
         }
         if self.mean.iter().any(|m| !m.is_finite()) || self.std.iter().any(|s| !s.is_finite() || *s <= 0.0) {
-            return Err(Error::Data(format!("normalisation {self} needs finite means and positive, finite stds")));
+            return Some("means must be finite and stds positive and finite".into());
         }
-        Ok(())
+        None
     }
 
     /// An error unless this normalisation is for `channels`-channel images (say, a checkpoint's
@@ -245,7 +253,9 @@ impl FromStr for Normalization {
         };
         let (m, sd) = s.split_once(';').ok_or_else(|| bad("missing ';'"))?;
         let n = Normalization { mean: list(m, "mean=")?, std: list(sd, "std=")? };
-        n.validate().map_err(|e| bad(&e.to_string()))?;
-        Ok(n)
+        match n.problem() {
+            Some(why) => Err(bad(&why)),
+            None => Ok(n),
+        }
     }
 }

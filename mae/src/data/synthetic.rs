@@ -43,7 +43,7 @@ pub fn generate(n: usize, size: usize, channels: usize, seed: u64) -> ImageSet {
     for (img, &label) in pixels.chunks_exact_mut(len).zip(&labels) {
         // One stream per image, so an image does not depend on how much its neighbours drew.
         let mut r = rng.fork();
-        let shape = Shape::random(label, size, &mut r);
+        let shape = Placed::random(label, size, &mut r);
         draw(&shape, size, channels, &mut r, &mut cover, img);
     }
     ImageSet {
@@ -57,7 +57,7 @@ pub fn generate(n: usize, size: usize, channels: usize, seed: u64) -> ImageSet {
     }
 }
 
-/// What to draw, in unit coordinates (the image is [0, 1]^2), already rotated: `(cos, sin)`.
+/// A class's shape in its own frame (centred, unrotated), in unit coordinates: the image is [0, 1]^2.
 enum Shape {
     Disc {
         r: f32,
@@ -94,13 +94,15 @@ enum Shape {
     },
 }
 
+/// A shape where it is drawn: its centre, and its rotation as `(cos, sin)`.
 struct Placed {
     shape: Shape,
     centre: (f32, f32),
     rot: (f32, f32),
 }
 
-impl Shape {
+impl Placed {
+    /// A random instance of class `label` for `size`-pixel images.
     fn random(label: u32, size: usize, r: &mut Rng) -> Placed {
         let px = 1.0 / size as f32;
         let mut angle = r.uniform_range(0.0, std::f32::consts::TAU);
@@ -134,9 +136,7 @@ impl Shape {
         };
         Placed { shape, centre, rot: (angle.cos(), angle.sin()) }
     }
-}
 
-impl Placed {
     /// Coverage in [0, 1] at the unit point `(x, y)`; `px` is one pixel in unit coordinates.
     #[inline]
     fn coverage(&self, x: f32, y: f32, px: f32) -> f32 {
