@@ -40,8 +40,8 @@ impl IdxArray {
     }
 }
 
-/// Parses an IDX file's bytes, gzip-compressed or not. Pure: no I/O, never panics, and allocates
-/// only in proportion to `bytes.len()`.
+/// Parses an IDX file's bytes, gzip-compressed or not. Pure: no I/O, never panics, and never
+/// allocates more than the input could hold (its length, or about 1032 times that for gzip).
 pub fn parse_idx_bytes(bytes: &[u8]) -> Result<IdxArray> {
     if bytes.starts_with(&GZIP_MAGIC) {
         parse_owned(gunzip_idx(bytes, "IDX data")?, "IDX data")
