@@ -8,9 +8,11 @@
 
 pub mod atomic;
 mod json;
+pub mod npy;
 pub mod safetensors;
 
 pub use atomic::write_atomically;
+pub use npy::{read_npy_f32, write_npy_f32, write_npy_i64, write_npy_u32};
 pub use safetensors::{
     NamedTensor, check_state_dict, parse_safetensors_bytes, read_metadata, read_safetensors, write_safetensors,
 };
