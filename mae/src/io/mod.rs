@@ -1,1 +1,20 @@
-//! File formats.
+//! File formats: checkpoints (safetensors, readable by Python's `safetensors` and loading
+//! official MAE weights converted to it), NumPy `.npy` arrays for features and labels, and PNG
+//! pictures (plots, reconstruction grids) drawn with a built-in bitmap font.
+//!
+//! Every writer is atomic ([`write_atomically`]): a crash leaves the old file or the new one.
+//! Every reader returns errors, never panics, on malformed files, and checks sizes declared in a
+//! file against the file's real length before allocating them.
+
+pub mod atomic;
+mod json;
+pub mod npy;
+pub mod png;
+pub mod safetensors;
+
+pub use atomic::write_atomically;
+pub use npy::{read_npy_f32, write_npy_f32, write_npy_i64, write_npy_u32};
+pub use png::{Series, draw_text, image_grid, line_plot, save_png, to_rgb};
+pub use safetensors::{
+    NamedTensor, check_state_dict, parse_safetensors_bytes, read_metadata, read_safetensors, write_safetensors,
+};
