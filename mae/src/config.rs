@@ -92,12 +92,12 @@ impl ModelConfig {
         if self.img_size == 0 || self.patch_size == 0 || self.in_chans == 0 {
             return bad("image size, patch size and channels must be positive".into());
         }
-        if self.img_size % self.patch_size != 0 {
+        if !self.img_size.is_multiple_of(self.patch_size) {
             return bad(format!(
                 "patch size {} does not divide the image size {}; choose a patch size among {:?}",
                 self.patch_size,
                 self.img_size,
-                (1..=self.img_size).filter(|p| self.img_size % p == 0).collect::<Vec<_>>()
+                (1..=self.img_size).filter(|&p| self.img_size.is_multiple_of(p)).collect::<Vec<_>>()
             ));
         }
         for (what, dim, heads, depth) in [

@@ -3,9 +3,12 @@
 //! patches, a light decoder with mask tokens, the loss on masked patches; data, training,
 //! checkpoints, evaluation and pictures.
 
+pub mod batch;
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod features;
 pub mod io;
 pub mod masking;
 pub mod model;
@@ -13,6 +16,10 @@ pub mod nn;
 pub mod optim;
 pub mod patch;
 pub mod pos_embed;
+pub mod reconstruct;
+pub mod report;
+pub mod source;
+pub mod train;
 
 pub use engine;
 pub use error::{Error, Result};

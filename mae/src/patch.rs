@@ -3,6 +3,7 @@
 //!   `[D, C, p, p]`, so a patch enters it as the vector `x[c, i, j]`;
 //! - the **target order** `(i, j, c)`: `patchify()` in the official code (`einsum('nchpwq->nhwpqc')`),
 //!   the layout of the loss target and of `decoder_pred`'s output.
+//!
 //! Mixing them up trains fine and breaks every official checkpoint. For one channel they coincide.
 //!
 //! Images are `[N, C, H, W]`, patches `[N, L, P]` with `L = (H/p) (W/p)` in raster order.

@@ -7,7 +7,7 @@
 
 /// `[(cls + g*g), dim]` row-major.
 pub fn sincos_2d(dim: usize, grid: usize, cls_token: bool) -> Vec<f32> {
-    assert!(dim % 4 == 0, "the 2-D sin-cos embedding needs a width divisible by 4");
+    assert!(dim.is_multiple_of(4), "the 2-D sin-cos embedding needs a width divisible by 4");
     let quarter = dim / 4;
     let omega: Vec<f64> = (0..quarter).map(|k| 1.0 / 10000f64.powf(k as f64 / quarter as f64)).collect();
     let mut out = Vec::with_capacity((grid * grid + cls_token as usize) * dim);

@@ -1,0 +1,78 @@
+//! Frozen-encoder features: the encoder on every patch of unaugmented images, no masking, in
+//! no-grad mode; per image the cls token and the mean of the patch tokens (after the final norm,
+//! as the official linear probe reads them).
+
+use engine::{Tensor, no_grad, ops};
+
+use crate::batch::model_inputs;
+use crate::data::augment::Augment;
+use crate::data::image_set::{ImageSet, Normalization};
+use crate::data::loader::make_batch;
+use crate::error::Result;
+use crate::model::MaskedAutoencoder;
+
+/// Which token summary to take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pool {
+    Cls,
+    Mean,
+    /// `[cls | mean]`, twice the width.
+    Both,
+}
+
+impl std::str::FromStr for Pool {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "cls" => Ok(Pool::Cls),
+            "mean" => Ok(Pool::Mean),
+            "both" | "cls+mean" => Ok(Pool::Both),
+            _ => Err(crate::Error::Config(format!("unknown pooling '{s}': use cls, mean or both"))),
+        }
+    }
+}
+
+impl Pool {
+    pub fn width(self, dim: usize) -> usize {
+        if self == Pool::Both { 2 * dim } else { dim }
+    }
+}
+
+/// Features of the encoder's output `[N, 1 + L, D]`: `[N, width]`.
+pub fn pool_tokens(tokens: &Tensor, pool: Pool) -> Result<Tensor> {
+    let (n, t, d) = (tokens.dim(0), tokens.dim(1), tokens.dim(2));
+    let cls = || -> Result<Tensor> { Ok(ops::slice_tokens(tokens, 0, 1)?.reshape(&[n, d])?) };
+    let mean = || -> Result<Tensor> { Ok(ops::mean_axis(&ops::slice_tokens(tokens, 1, t - 1)?, 1)?) };
+    Ok(match pool {
+        Pool::Cls => cls()?,
+        Pool::Mean => mean()?,
+        Pool::Both => {
+            let both = ops::concat_tokens(&[&cls()?.reshape(&[n, 1, d])?, &mean()?.reshape(&[n, 1, d])?])?;
+            both.reshape(&[n, 2 * d])?
+        }
+    })
+}
+
+/// Features of every image of `set`, `[N, width]` row-major on the host.
+pub fn extract(
+    model: &MaskedAutoencoder,
+    set: &ImageSet,
+    norm: &Normalization,
+    pool: Pool,
+    batch: usize,
+) -> Result<Vec<f32>> {
+    let cfg = &model.config;
+    let mut out = Vec::with_capacity(set.len() * pool.width(cfg.embed_dim));
+    let mut rng = engine::Rng::new(0);
+    let all: Vec<usize> = (0..set.len()).collect();
+    for chunk in all.chunks(batch.max(1)) {
+        let (images, _) = make_batch(set, chunk, cfg.img_size, &Augment::none(), norm, &mut rng);
+        let feats = no_grad(|| -> Result<Vec<f32>> {
+            let (patches, _) = model_inputs(cfg, &images, chunk.len(), &model.device)?;
+            let tokens = model.encode_all(&patches)?;
+            Ok(pool_tokens(&tokens, pool)?.to_vec()?)
+        })?;
+        out.extend(feats);
+    }
+    Ok(out)
+}

@@ -1,0 +1,139 @@
+//! Where training images come from, named on the command line:
+//! - `builtin` or `builtin:N`: the built-in generator (no files; N images, 20000 by default);
+//! - `fashion-mnist` or `fashion-mnist:DIR`: IDX files, gzip or not (Debian's
+//!   `dataset-fashion-mnist` installs them under `/usr/share/datasets/fashion-mnist`);
+//! - `idx:IMAGES[,LABELS]`: any IDX image file, with labels optionally;
+//! - `folder:DIR`, or a plain folder path: PNG/JPEG images, one sub-folder per class when labelled.
+//!
+//! Images are converted to the model's size (resized, centre-cropped) and must have its channel
+//! count. Each data set is normalised per channel: Fashion-MNIST by its published statistics, the
+//! others by statistics measured on the loaded training images; the values are stored in every
+//! checkpoint so that pictures and features use the same ones.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use crate::config::ModelConfig;
+use crate::data::idx::{FASHION_MNIST_DIR, Split, load_fashion_mnist, load_idx};
+use crate::data::image_set::{ImageSet, Normalization};
+use crate::data::synthetic::generate;
+use crate::error::{Error, Result};
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum DataSource {
+    Builtin { count: usize },
+    FashionMnist { dir: PathBuf },
+    Idx { images: PathBuf, labels: Option<PathBuf> },
+    Folder { dir: PathBuf },
+}
+
+pub const BUILTIN_DEFAULT_COUNT: usize = 20_000;
+/// The built-in test split draws from another seed so that it never repeats a training image.
+const BUILTIN_TEST_SEED_OFFSET: u64 = 0x07E5_75E7;
+
+impl FromStr for DataSource {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let (kind, arg) = match s.split_once(':') {
+            Some((k, a)) => (k, Some(a)),
+            None => (s, None),
+        };
+        match (kind, arg) {
+            ("builtin", None) => Ok(DataSource::Builtin { count: BUILTIN_DEFAULT_COUNT }),
+            ("builtin", Some(n)) => match n.parse::<usize>() {
+                Ok(count) if count > 0 => Ok(DataSource::Builtin { count }),
+                _ => Err(Error::Config(format!("builtin:{n}: give a positive image count, e.g. builtin:20000"))),
+            },
+            ("fashion-mnist", None) => Ok(DataSource::FashionMnist { dir: FASHION_MNIST_DIR.into() }),
+            ("fashion-mnist", Some(d)) => Ok(DataSource::FashionMnist { dir: d.into() }),
+            ("idx", Some(files)) => {
+                let mut parts = files.split(',');
+                let images = parts.next().filter(|p| !p.is_empty()).ok_or_else(|| {
+                    Error::Config("idx: give the image file, e.g. idx:train-images.gz,train-labels.gz".into())
+                })?;
+                Ok(DataSource::Idx { images: images.into(), labels: parts.next().map(PathBuf::from) })
+            }
+            ("folder", Some(d)) => Ok(DataSource::Folder { dir: d.into() }),
+            _ if Path::new(s).is_dir() => Ok(DataSource::Folder { dir: s.into() }),
+            _ => Err(Error::Config(format!(
+                "unknown data source '{s}': use builtin[:N], fashion-mnist[:DIR], idx:IMAGES[,LABELS] or folder:DIR"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for DataSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DataSource::Builtin { count } => write!(f, "builtin:{count}"),
+            DataSource::FashionMnist { dir } => write!(f, "fashion-mnist:{}", dir.display()),
+            DataSource::Idx { images, labels: Some(l) } => write!(f, "idx:{},{}", images.display(), l.display()),
+            DataSource::Idx { images, labels: None } => write!(f, "idx:{}", images.display()),
+            DataSource::Folder { dir } => write!(f, "folder:{}", dir.display()),
+        }
+    }
+}
+
+/// Images ready for training or evaluation.
+pub struct Loaded {
+    pub set: ImageSet,
+    pub norm: Normalization,
+}
+
+impl DataSource {
+    /// The training or test images. `norm` comes from the training split (or a checkpoint).
+    pub fn load(&self, split: Split, model: &ModelConfig, seed: u64) -> Result<ImageSet> {
+        let set = match self {
+            DataSource::Builtin { count } => {
+                let (n, s) = match split {
+                    Split::Train => (*count, seed),
+                    Split::Test => ((*count / 6).max(100), seed.wrapping_add(BUILTIN_TEST_SEED_OFFSET)),
+                };
+                generate(n, model.img_size, model.in_chans, s)
+            }
+            DataSource::FashionMnist { dir } => load_fashion_mnist(dir, split)?,
+            DataSource::Idx { images, labels } => load_idx(images, labels.as_deref())?,
+            DataSource::Folder { dir } => {
+                let sub = match split {
+                    Split::Train => dir.join("train"),
+                    Split::Test => dir.join("test"),
+                };
+                // `train/` and `test/` sub-folders when present, else the folder itself.
+                let dir = if sub.is_dir() { sub } else { dir.clone() };
+                let (set, report) = crate::data::folder::load_folder(&dir, model.in_chans, model.img_size)?;
+                if !report.skipped.is_empty() {
+                    eprintln!(
+                        "warning: skipped {} file(s) in {} that are not readable images (first: {})",
+                        report.skipped.len(),
+                        dir.display(),
+                        report.skipped[0].0.display()
+                    );
+                }
+                set
+            }
+        };
+        if set.is_empty() {
+            return Err(Error::Data(format!("{self} holds no images")));
+        }
+        if set.channels != model.in_chans {
+            let hint = ModelConfig::presets().into_iter().find(|c| c.in_chans == set.channels).map(|c| c.name);
+            return Err(Error::Config(format!(
+                "{self} has {} channel(s) but the model {} takes {}{}",
+                set.channels,
+                model.name,
+                model.in_chans,
+                hint.map(|h| format!("; use a model for {} channel(s), e.g. --model {h}", set.channels))
+                    .unwrap_or_default()
+            )));
+        }
+        Ok(set)
+    }
+
+    /// The per-channel normalisation of this source's training images.
+    pub fn normalization(&self, train: &ImageSet) -> Normalization {
+        match self {
+            DataSource::FashionMnist { .. } => Normalization::fashion_mnist(),
+            _ => train.channel_stats(),
+        }
+    }
+}

@@ -1,0 +1,423 @@
+//! Pre-training (`main_pretrain.py` + `engine_pretrain.py`): AdamW (0.9, 0.95), weight decay 0.05
+//! on weights only, `lr = base_lr * effective_batch / 256`, linear warmup then a half cosine set
+//! per iteration, gradient accumulation, the paper's augmentation, per-sample masks.
+//!
+//! Determinism: the data order of epoch `e` and the augmentation and masks of micro-batch `u` are
+//! pure functions of `(seed, e)` and `(seed, u)`, so the same seed gives the same losses on the
+//! CPU backend, and a run resumed from a checkpoint continues exactly as if never stopped (the
+//! optimizer's moments and step travel in the checkpoint).
+//!
+//! Faults: a non-finite loss stops the run with the step named, before any update or checkpoint,
+//! so the last good checkpoint stays; a stop request (Ctrl-C) saves a checkpoint and returns
+//! `Error::Interrupted`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use engine::{Device, Rng, backward};
+
+use crate::batch::model_inputs;
+use crate::checkpoint::{CheckpointDir, TrainState, load_model, load_train_state};
+use crate::config::ModelConfig;
+use crate::data::augment::Augment;
+use crate::data::idx::Split;
+use crate::data::image_set::{ImageSet, Normalization};
+use crate::data::loader::{Batcher, BatcherState, make_batch};
+use crate::error::{Error, Result};
+use crate::masking::{MaskStrategy, check_ratio, make_masking};
+use crate::model::{DeviceMasking, MaskedAutoencoder};
+use crate::optim::{AdamW, AdamWConfig, learning_rate, scaled_lr};
+use crate::source::DataSource;
+
+/// When to stop: whichever limit is reached first. At least one must be set.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Budget {
+    pub epochs: Option<f64>,
+    pub steps: Option<u64>,
+    pub seconds: Option<f64>,
+}
+
+#[derive(Clone, Debug)]
+pub struct TrainOptions {
+    pub model: ModelConfig,
+    pub data: DataSource,
+    pub budget: Budget,
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step (`accum_iter`).
+    pub accum_iter: usize,
+    pub base_lr: f64,
+    pub min_lr: f64,
+    /// Fraction of the budget spent warming up (the paper: 40 of 800 epochs = 0.05).
+    pub warmup_fraction: f64,
+    pub optimizer: AdamWConfig,
+    pub mask_ratio: f32,
+    pub mask_strategy: MaskStrategy,
+    pub augment: bool,
+    pub seed: u64,
+    pub out_dir: PathBuf,
+    pub checkpoint_every_secs: f64,
+    pub resume: bool,
+    /// Print progress lines.
+    pub verbose: bool,
+    /// Write the loss plot and reconstructions at the end.
+    pub pictures: bool,
+}
+
+impl TrainOptions {
+    /// The defaults of the paper's recipe for `model` on `data`.
+    pub fn new(model: ModelConfig, data: DataSource, out_dir: PathBuf) -> Self {
+        TrainOptions {
+            model,
+            data,
+            budget: Budget { epochs: Some(1.0), ..Default::default() },
+            batch_size: 256,
+            accum_iter: 1,
+            base_lr: 1.5e-4,
+            min_lr: 0.0,
+            warmup_fraction: 0.05,
+            optimizer: AdamWConfig::default(),
+            mask_ratio: 0.75,
+            mask_strategy: MaskStrategy::Random,
+            augment: true,
+            seed: 0,
+            out_dir,
+            checkpoint_every_secs: 300.0,
+            resume: false,
+            verbose: true,
+            pictures: true,
+        }
+    }
+
+    /// Every impossible combination, refused before any work.
+    pub fn validate(&self) -> Result<()> {
+        self.model.validate()?;
+        check_ratio(self.mask_ratio)?;
+        if self.batch_size == 0 {
+            return Err(Error::Config("batch size 0: use a positive batch, e.g. --batch 256".into()));
+        }
+        if self.accum_iter == 0 {
+            return Err(Error::Config("gradient accumulation of 0 steps: use 1 or more".into()));
+        }
+        let b = self.budget;
+        if b.epochs.is_none() && b.steps.is_none() && b.seconds.is_none() {
+            return Err(Error::Config("no budget: give epochs, steps or a time limit".into()));
+        }
+        let positive = |v: f64| v > 0.0 && v.is_finite();
+        if b.epochs.is_some_and(|e| !positive(e)) || b.seconds.is_some_and(|s| !positive(s)) || b.steps == Some(0) {
+            return Err(Error::Config("the budget must be positive".into()));
+        }
+        if !positive(self.base_lr) || self.min_lr < 0.0 {
+            return Err(Error::Config(format!("learning rate {} is not a positive number", self.base_lr)));
+        }
+        if !(0.0..1.0).contains(&self.warmup_fraction) {
+            return Err(Error::Config("the warmup fraction must be in [0, 1)".into()));
+        }
+        Ok(())
+    }
+
+    pub fn effective_batch(&self) -> usize {
+        self.batch_size * self.accum_iter
+    }
+}
+
+/// What a finished run reports.
+#[derive(Clone, Debug)]
+pub struct TrainReport {
+    pub steps: u64,
+    pub epochs: f64,
+    /// `(step, mean loss of the step)` for every step of this process.
+    pub losses: Vec<(u64, f32)>,
+    pub images_per_sec: f64,
+    pub seconds: f64,
+    pub checkpoint: PathBuf,
+    pub log: PathBuf,
+    pub pictures: Vec<PathBuf>,
+    pub device: String,
+}
+
+/// A 64-bit mix of the run's seed with a counter and a purpose, feeding `Rng::new` (which applies
+/// splitmix64): independent streams without any state to save.
+pub fn stream(seed: u64, counter: u64, purpose: u64) -> Rng {
+    Rng::new(seed ^ counter.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ purpose.wrapping_mul(0xD1B5_4A32_D192_ED03))
+}
+
+const BATCH: u64 = 2;
+
+fn facts(o: &TrainOptions, norm: &Normalization) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    m.insert("mae.data".into(), o.data.to_string());
+    m.insert("mae.normalization".into(), norm.to_string());
+    m.insert("mae.seed".into(), o.seed.to_string());
+    m.insert("mae.batch_size".into(), o.batch_size.to_string());
+    m.insert("mae.accum_iter".into(), o.accum_iter.to_string());
+    m.insert("mae.mask_ratio".into(), o.mask_ratio.to_string());
+    m.insert("mae.mask_strategy".into(), o.mask_strategy.name().into());
+    m.insert("mae.augment".into(), o.augment.to_string());
+    m.insert(
+        "mae.preprocessing".into(),
+        format!(
+            "{} then resize to {}x{}, normalise per channel",
+            if o.augment { "RandomResizedCrop(scale 0.2-1, ratio 3/4-4/3) + horizontal flip" } else { "whole image" },
+            o.model.img_size,
+            o.model.img_size
+        ),
+    );
+    m
+}
+
+fn format_secs(s: f64) -> String {
+    let s = s.max(0.0) as u64;
+    if s >= 3600 { format!("{}h{:02}m", s / 3600, s / 60 % 60) } else { format!("{}m{:02}s", s / 60, s % 60) }
+}
+
+/// Train on `device`. `stop`, when set by another thread (Ctrl-C), ends the run after the current
+/// step with a checkpoint.
+pub fn train(o: &TrainOptions, device: &Device, stop: Option<Arc<AtomicBool>>) -> Result<TrainReport> {
+    o.validate()?;
+    std::fs::create_dir_all(&o.out_dir).map_err(|e| Error::io(&o.out_dir, e))?;
+    let set = o.data.load(Split::Train, &o.model, o.seed)?;
+    let norm = o.data.normalization(&set);
+    let facts = facts(o, &norm);
+    let ckpts = CheckpointDir::new(&o.out_dir);
+
+    // The model and optimizer, fresh or from the newest checkpoint.
+    let (model, mut opt, start) = match (o.resume, ckpts.latest()) {
+        (true, Some(dir)) => {
+            let (model, _) = load_model(&dir.join(crate::checkpoint::MODEL_FILE), Some(&o.model), device)?;
+            let mut opt = AdamW::new(o.optimizer, &model.trainable(), device)?;
+            let state = load_train_state(&dir.join(crate::checkpoint::TRAIN_STATE_FILE), &mut opt)?;
+            for key in ["mae.data", "mae.seed", "mae.batch_size", "mae.accum_iter"] {
+                if state.facts.get(key) != facts.get(key) {
+                    return Err(Error::checkpoint(
+                        &dir,
+                        format!(
+                            "it was made with {key} = {}, this run has {}; resume with the same settings or start a new output folder",
+                            state.facts.get(key).map(String::as_str).unwrap_or("?"),
+                            facts.get(key).map(String::as_str).unwrap_or("?")
+                        ),
+                    ));
+                }
+            }
+            if o.verbose {
+                eprintln!("resuming from {} (step {})", dir.display(), state.step);
+            }
+            (model, opt, state)
+        }
+        (true, None) => {
+            return Err(Error::checkpoint(&o.out_dir, "--resume: no checkpoint in this folder to resume from"));
+        }
+        (false, _) => {
+            if ckpts.latest().is_some() {
+                return Err(Error::Config(format!(
+                    "{} already holds a run's checkpoints: pass --resume to continue it, or choose another --out",
+                    o.out_dir.display()
+                )));
+            }
+            let model = MaskedAutoencoder::new(&o.model, o.seed, device)?;
+            let opt = AdamW::new(o.optimizer, &model.trainable(), device)?;
+            (model, opt, TrainState { step: 0, elapsed_secs: 0.0, facts: facts.clone() })
+        }
+    };
+
+    let params = model.trainable();
+    // Whole batches only; the order continues exactly where the checkpoint left it.
+    let fresh = Batcher::new(set.len(), o.batch_size, o.seed, true)?;
+    let micro_per_epoch = fresh.batches_per_epoch() as u64;
+    let done = start.step * o.accum_iter as u64;
+    let mut batcher = Batcher::restore(
+        &BatcherState {
+            epoch: done / micro_per_epoch,
+            position: (done % micro_per_epoch) * o.batch_size as u64,
+            ..fresh.state()
+        },
+        set.len(),
+    )?;
+    let steps_per_epoch = micro_per_epoch as f64 / o.accum_iter as f64;
+    let total_steps = [o.budget.steps.map(|s| s as f64), o.budget.epochs.map(|e| (e * steps_per_epoch).ceil())]
+        .into_iter()
+        .flatten()
+        .fold(f64::INFINITY, f64::min);
+    let lr_peak = scaled_lr(o.base_lr, o.effective_batch());
+    let aug = if o.augment { Augment::mae() } else { Augment::none() };
+    let grid = o.model.grid_size();
+    let log_path = o.out_dir.join("log.csv");
+    let mut log = open_log(&log_path, start.step)?;
+    if o.verbose {
+        eprintln!(
+            "training {} ({:.2} M parameters) on {} ({} images), {device}; batch {} x {} accumulation, lr {:.2e}, mask {} {:.0}%",
+            o.model.name,
+            o.model.num_params() as f64 / 1e6,
+            o.data,
+            set.len(),
+            o.batch_size,
+            o.accum_iter,
+            lr_peak,
+            o.mask_strategy.name(),
+            100.0 * o.mask_ratio
+        );
+    }
+
+    let mut step = start.step;
+    let mut elapsed = start.elapsed_secs;
+    let mut losses = Vec::new();
+    let (mut window_images, mut window_time) = (0usize, 0.0f64);
+    let mut last_print = Instant::now();
+    let mut last_ckpt = Instant::now();
+    let mut images_total = 0usize;
+    let mut train_secs = 0.0f64;
+    let mut interrupted = false;
+    let progress = |step: u64, elapsed: f64| -> f64 {
+        let by_steps = step as f64 / total_steps;
+        let by_time = o.budget.seconds.map(|s| elapsed / s).unwrap_or(0.0);
+        by_steps.max(by_time)
+    };
+    while progress(step, elapsed) < 1.0 {
+        if stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+            interrupted = true;
+            break;
+        }
+        let t0 = Instant::now();
+        let lr = learning_rate(lr_peak, o.min_lr, o.warmup_fraction, 1.0, progress(step, elapsed)) as f32;
+        let mut loss_sum = 0.0f64;
+        for micro in 0..o.accum_iter as u64 {
+            let u = step * o.accum_iter as u64 + micro;
+            let mut rng = stream(o.seed, u, BATCH);
+            let idx = batcher.next_batch().to_vec();
+            let (images, _) = make_batch(&set, &idx, o.model.img_size, &aug, &norm, &mut rng);
+            let (patches, target) = model_inputs(&o.model, &images, idx.len(), device)?;
+            let masking = make_masking(o.mask_strategy, idx.len(), grid, o.mask_ratio, &mut rng)?;
+            let dm = DeviceMasking::new(&masking, device)?;
+            let out = model.forward(&patches, &target, &dm)?;
+            backward(&out.loss)?;
+            let loss = out.loss.item()?;
+            if !loss.is_finite() {
+                for p in &params {
+                    p.tensor.zero_grad();
+                }
+                return Err(Error::NonFinite { step: step + 1, loss });
+            }
+            loss_sum += loss as f64;
+        }
+        opt.step(&params, lr, 1.0 / o.accum_iter as f32)?;
+        step += 1;
+        let loss = (loss_sum / o.accum_iter as f64) as f32;
+        losses.push((step, loss));
+        let dt = t0.elapsed().as_secs_f64();
+        elapsed += dt;
+        train_secs += dt;
+        let imgs = o.effective_batch();
+        images_total += imgs;
+        window_images += imgs;
+        window_time += dt;
+        let epoch = step as f64 / steps_per_epoch;
+        writeln!(log, "{step},{epoch:.4},{loss:.6},{lr:.6e},{:.1},{elapsed:.2}", imgs as f64 / dt)
+            .map_err(|e| Error::io(&log_path, e))?;
+        let done = progress(step, elapsed) >= 1.0;
+        if o.verbose && (last_print.elapsed().as_secs_f64() >= 2.0 || done || step == start.step + 1) {
+            let speed = window_images as f64 / window_time.max(1e-9);
+            let remaining = if o.budget.seconds.is_some() && total_steps.is_infinite() {
+                o.budget.seconds.unwrap_or(0.0) - elapsed
+            } else {
+                let p = progress(step, elapsed).max(1e-9);
+                elapsed / p - elapsed
+            };
+            let of = if total_steps.is_finite() { format!("/{}", total_steps as u64) } else { String::new() };
+            eprintln!(
+                "step {step}{of} | epoch {epoch:.2} | loss {loss:.4} | lr {lr:.2e} | {speed:.0} img/s | ETA {}",
+                format_secs(remaining)
+            );
+            last_print = Instant::now();
+            (window_images, window_time) = (0, 0.0);
+        }
+        if last_ckpt.elapsed().as_secs_f64() >= o.checkpoint_every_secs && !done {
+            log.flush().map_err(|e| Error::io(&log_path, e))?;
+            ckpts.save(&model, &facts, &opt, &TrainState { step, elapsed_secs: elapsed, facts: facts.clone() })?;
+            last_ckpt = Instant::now();
+        }
+    }
+    log.flush().map_err(|e| Error::io(&log_path, e))?;
+    let checkpoint =
+        ckpts.save(&model, &facts, &opt, &TrainState { step, elapsed_secs: elapsed, facts: facts.clone() })?;
+    if interrupted {
+        if o.verbose {
+            eprintln!("stopped at step {step}; checkpoint saved to {}", checkpoint.display());
+        }
+        return Err(Error::Interrupted);
+    }
+    let mut pictures = Vec::new();
+    if o.pictures {
+        pictures.push(crate::report::loss_plot(&log_path, &o.out_dir.join("loss.png"), &o.model.name)?);
+        let test = o.data.load(Split::Test, &o.model, o.seed).unwrap_or_else(|_| set.take(8));
+        let path = o.out_dir.join("reconstructions.png");
+        crate::reconstruct::save_reconstructions(
+            &model,
+            &test,
+            &norm,
+            o.mask_ratio,
+            o.mask_strategy,
+            o.seed,
+            8,
+            &path,
+        )?;
+        pictures.push(path);
+    }
+    Ok(TrainReport {
+        steps: step,
+        epochs: step as f64 / steps_per_epoch,
+        losses,
+        images_per_sec: images_total as f64 / train_secs.max(1e-9),
+        seconds: train_secs,
+        checkpoint,
+        log: log_path,
+        pictures,
+        device: device.name(),
+    })
+}
+
+/// The CSV log, continued on resume: rows beyond the resumed step (written after the checkpoint
+/// that is resumed) are dropped so the log matches the run exactly.
+fn open_log(path: &Path, resume_step: u64) -> Result<std::io::BufWriter<std::fs::File>> {
+    const HEADER: &str = "step,epoch,loss,lr,images_per_sec,elapsed_secs";
+    let mut kept = vec![HEADER.to_string()];
+    if resume_step > 0
+        && let Ok(text) = std::fs::read_to_string(path)
+    {
+        kept.extend(
+            text.lines()
+                .skip(1)
+                .filter(|l| l.split(',').next().and_then(|s| s.parse::<u64>().ok()).is_some_and(|s| s <= resume_step))
+                .map(String::from),
+        );
+    }
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).map_err(|e| Error::io(path, e))?);
+    for line in kept {
+        writeln!(f, "{line}").map_err(|e| Error::io(path, e))?;
+    }
+    Ok(f)
+}
+
+/// `(step, loss)` rows of a run's CSV log.
+pub fn read_log(path: &Path) -> Result<Vec<(u64, f32)>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    Ok(text
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut it = l.split(',');
+            let step = it.next()?.parse().ok()?;
+            let _epoch = it.next()?;
+            Some((step, it.next()?.parse().ok()?))
+        })
+        .collect())
+}
+
+/// The training images of a run (for tools that need the same data and normalisation).
+pub fn load_training_set(o: &TrainOptions) -> Result<(ImageSet, Normalization)> {
+    let set = o.data.load(Split::Train, &o.model, o.seed)?;
+    let norm = o.data.normalization(&set);
+    Ok((set, norm))
+}
