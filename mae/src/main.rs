@@ -35,8 +35,104 @@ enum Command {
     Reconstruct(ReconstructArgs),
     /// Write frozen-encoder features of a data set to a .npy file (labels beside them).
     Embed(EmbedArgs),
+    /// Linear probe and k-NN on frozen features, beside raw pixels and a random encoder.
+    Probe(ProbeArgs),
+    /// Fine-tune the encoder with a linear head end to end; test accuracy.
+    Finetune(FinetuneArgs),
+    /// Pre-train over mask ratios, strategies and targets, probe each: the study.
+    Study(StudyArgs),
     /// List GPU adapters, the one chosen, its limits, and the model presets.
     Info(DeviceArgs),
+}
+
+#[derive(Args)]
+struct ProbeArgs {
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Labelled images (default: the data the model was trained on).
+    #[arg(long)]
+    data: Option<String>,
+    #[arg(long)]
+    model: Option<String>,
+    /// cls, mean or both (concatenated).
+    #[arg(long, default_value = "both")]
+    pool: String,
+    /// Use only the first N training images for the probe.
+    #[arg(long)]
+    train_limit: Option<usize>,
+    #[arg(long, default_value_t = 30)]
+    epochs: usize,
+    /// Also write the table here (markdown).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+#[derive(Args)]
+struct FinetuneArgs {
+    #[arg(long)]
+    checkpoint: PathBuf,
+    #[arg(long)]
+    data: Option<String>,
+    #[arg(long)]
+    model: Option<String>,
+    #[arg(long)]
+    epochs: Option<f64>,
+    #[arg(long)]
+    minutes: Option<f64>,
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    /// lr = base_lr * batch / 256.
+    #[arg(long, default_value_t = 1e-3)]
+    base_lr: f64,
+    /// Layer-wise learning-rate decay (1 = none).
+    #[arg(long, default_value_t = 0.75)]
+    layer_decay: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+#[derive(Args)]
+struct StudyArgs {
+    #[arg(long, default_value = "fashion-mnist")]
+    data: String,
+    #[arg(long)]
+    model: Option<String>,
+    /// Mask ratios, comma-separated.
+    #[arg(long, default_value = "0,0.25,0.5,0.75,0.9")]
+    ratios: String,
+    /// Strategies, comma-separated (random, block, grid).
+    #[arg(long, default_value = "random,block,grid")]
+    strategies: String,
+    /// Targets, comma-separated (norm-pix, pixels).
+    #[arg(long, default_value = "norm-pix,pixels")]
+    targets: String,
+    /// Pre-training budget of each run.
+    #[arg(long, default_value_t = 2.0)]
+    minutes_per_run: f64,
+    /// Or a fixed number of steps per run (deterministic).
+    #[arg(long)]
+    steps_per_run: Option<u64>,
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    #[arg(long)]
+    base_lr: Option<f64>,
+    /// Probe on the first N training images only (quicker).
+    #[arg(long)]
+    probe_train_limit: Option<usize>,
+    #[arg(long, default_value_t = 30)]
+    probe_epochs: usize,
+    #[arg(long, default_value = "study")]
+    out: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 #[derive(Args, Clone)]
@@ -55,6 +151,8 @@ struct TrainArgs {
     /// A model preset (see `mae info`). Default: the one that fits the data.
     #[arg(long)]
     model: Option<String>,
+    #[command(flatten)]
+    shape: ShapeArgs,
     /// Train for this many epochs...
     #[arg(long)]
     epochs: Option<f64>,
@@ -101,6 +199,67 @@ struct TrainArgs {
     checkpoint_every: f64,
     #[command(flatten)]
     device: DeviceArgs,
+}
+
+/// Changes to the preset's shape (a custom model, named after its shape).
+#[derive(Args)]
+struct ShapeArgs {
+    #[arg(long)]
+    img_size: Option<usize>,
+    #[arg(long)]
+    patch_size: Option<usize>,
+    /// Image channels (1 grey, 3 RGB).
+    #[arg(long)]
+    channels: Option<usize>,
+    #[arg(long)]
+    embed_dim: Option<usize>,
+    #[arg(long)]
+    depth: Option<usize>,
+    #[arg(long)]
+    heads: Option<usize>,
+    #[arg(long)]
+    decoder_dim: Option<usize>,
+    #[arg(long)]
+    decoder_depth: Option<usize>,
+    #[arg(long)]
+    decoder_heads: Option<usize>,
+}
+
+impl ShapeArgs {
+    fn apply(&self, c: &mut ModelConfig) {
+        let fields = [
+            (self.img_size, &mut c.img_size),
+            (self.patch_size, &mut c.patch_size),
+            (self.channels, &mut c.in_chans),
+            (self.embed_dim, &mut c.embed_dim),
+            (self.depth, &mut c.depth),
+            (self.heads, &mut c.num_heads),
+            (self.decoder_dim, &mut c.decoder_embed_dim),
+            (self.decoder_depth, &mut c.decoder_depth),
+            (self.decoder_heads, &mut c.decoder_num_heads),
+        ];
+        let mut changed = false;
+        for (v, field) in fields {
+            if let Some(v) = v {
+                *field = v;
+                changed = true;
+            }
+        }
+        if changed {
+            c.name = format!(
+                "mae_vit_d{}x{}h{}_dec{}x{}h{}_patch{}_{}px{}c",
+                c.embed_dim,
+                c.depth,
+                c.num_heads,
+                c.decoder_embed_dim,
+                c.decoder_depth,
+                c.decoder_num_heads,
+                c.patch_size,
+                c.img_size,
+                c.in_chans
+            );
+        }
+    }
 }
 
 #[derive(Args)]
@@ -186,6 +345,7 @@ fn timestamp() -> String {
 fn cmd_train(a: TrainArgs) -> Result<()> {
     let data: DataSource = a.data.parse()?;
     let mut model = ModelConfig::by_name(a.model.as_deref().unwrap_or(default_model(&data)))?;
+    a.shape.apply(&mut model);
     model.norm_pix_loss = !a.pixel_target;
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{}", model.name, timestamp())));
     let mut o = TrainOptions::new(model, data, out);
@@ -296,6 +456,101 @@ fn cmd_embed(a: EmbedArgs) -> Result<()> {
     Ok(())
 }
 
+fn cmd_probe(a: ProbeArgs) -> Result<()> {
+    let pool: Pool = a.pool.parse()?;
+    let dev = device(&a.device)?;
+    let l = load(&a.checkpoint, a.model.as_deref(), a.data.as_deref(), &dev)?;
+    let data = mae::evaluate::ProbeData::load(&l.data, &l.model.config, l.norm, a.train_limit, 0)?;
+    eprintln!(
+        "probing on {} ({} training, {} test images, {} classes)",
+        l.data,
+        data.train.len(),
+        data.test.len(),
+        data.classes
+    );
+    let o = mae::probe::ProbeOptions { epochs: a.epochs, seed: a.seed, ..Default::default() };
+    let rows = mae::evaluate::probe_with_baselines(&l.model, &data, pool, &o, &dev)?;
+    let table = mae::evaluate::probe_table(&rows);
+    println!("{table}");
+    if let Some(out) = a.out {
+        std::fs::write(&out, &table).map_err(|e| Error::io(&out, e))?;
+        eprintln!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
+fn cmd_finetune(a: FinetuneArgs) -> Result<()> {
+    let dev = device(&a.device)?;
+    let l = load(&a.checkpoint, a.model.as_deref(), a.data.as_deref(), &dev)?;
+    let train_set = l.data.load(Split::Train, &l.model.config, 0)?;
+    let test_set = l.data.load(Split::Test, &l.model.config, 0)?;
+    let norm = l.norm.unwrap_or_else(|| l.data.normalization(&train_set));
+    let mut o = mae::finetune::FinetuneOptions {
+        batch: a.batch,
+        base_lr: a.base_lr,
+        layer_decay: a.layer_decay,
+        seed: a.seed,
+        ..Default::default()
+    };
+    if a.epochs.is_some() || a.minutes.is_some() {
+        o.epochs = a.epochs;
+        o.seconds = a.minutes.map(|m| m * 60.0);
+    }
+    let r = mae::finetune::finetune(&l.model, &train_set, &test_set, &norm, &o, &dev)?;
+    println!(
+        "fine-tuned {} steps in {:.0} s: test accuracy {:.2}% (final training loss {:.4})",
+        r.steps,
+        r.seconds,
+        100.0 * r.test_accuracy,
+        r.train_loss
+    );
+    Ok(())
+}
+
+fn split_list<T: std::str::FromStr<Err = Error>>(s: &str) -> Result<Vec<T>> {
+    s.split(',').filter(|p| !p.trim().is_empty()).map(|p| p.trim().parse()).collect()
+}
+
+fn cmd_study(a: StudyArgs) -> Result<()> {
+    let data: DataSource = a.data.parse()?;
+    let model = ModelConfig::by_name(a.model.as_deref().unwrap_or(default_model(&data)))?;
+    let ratios = a
+        .ratios
+        .split(',')
+        .map(|r| r.trim().parse::<f32>().map_err(|_| Error::Config(format!("bad mask ratio '{r}'"))))
+        .collect::<Result<Vec<_>>>()?;
+    let targets = a
+        .targets
+        .split(',')
+        .map(|t| match t.trim() {
+            "norm-pix" => Ok(true),
+            "pixels" => Ok(false),
+            other => Err(Error::Config(format!("unknown target '{other}': use norm-pix or pixels"))),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let o = mae::study::StudyOptions {
+        data,
+        model,
+        ratios,
+        strategies: split_list(&a.strategies)?,
+        targets,
+        seconds_per_run: if a.steps_per_run.is_some() { None } else { Some(a.minutes_per_run * 60.0) },
+        steps_per_run: a.steps_per_run,
+        batch: a.batch,
+        base_lr: a.base_lr.unwrap_or(1.5e-4),
+        seed: a.seed,
+        out_dir: a.out,
+        probe: mae::probe::ProbeOptions { epochs: a.probe_epochs, seed: a.seed, ..Default::default() },
+        probe_train_limit: a.probe_train_limit,
+        pool: Pool::Both,
+    };
+    let dev = device(&a.device)?;
+    let r = mae::study::run_study(&o, &dev)?;
+    println!("{}", std::fs::read_to_string(&r.table).map_err(|e| Error::io(&r.table, e))?);
+    eprintln!("table: {}\nplot:  {}", r.table.display(), r.plot.display());
+    Ok(())
+}
+
 fn cmd_info(a: DeviceArgs) -> Result<()> {
     println!("GPU adapters:");
     let adapters = engine::gpu::list_adapters();
@@ -350,6 +605,9 @@ fn main() -> ExitCode {
         Command::Train(a) => cmd_train(a),
         Command::Reconstruct(a) => cmd_reconstruct(a),
         Command::Embed(a) => cmd_embed(a),
+        Command::Probe(a) => cmd_probe(a),
+        Command::Finetune(a) => cmd_finetune(a),
+        Command::Study(a) => cmd_study(a),
         Command::Info(a) => cmd_info(a),
     };
     match result {

@@ -207,26 +207,32 @@ impl MaskedAutoencoder {
         Ok(x.add(&pos)?)
     }
 
-    /// Prepend `cls_token + pos_embed[:, :1]` and run the blocks and the final norm.
-    fn encode_tokens(&self, x: &Tensor) -> Result<Tensor> {
+    /// Prepend `cls_token + pos_embed[:, :1]` and run the blocks (and the final norm).
+    fn encode_tokens(&self, x: &Tensor, final_norm: bool) -> Result<Tensor> {
         let n = x.dim(0);
         let cls = self.cls_token.add(&ops::slice_tokens(&self.pos_embed, 0, 1)?)?;
         let mut x = ops::concat_tokens(&[&expand(&cls, n, 1)?, x])?;
         for b in &self.blocks {
             x = b.forward(&x)?;
         }
-        self.norm.forward(&x)
+        if final_norm { self.norm.forward(&x) } else { Ok(x) }
     }
 
     /// `forward_encoder`: the visible patches only. Returns the latent `[N, 1 + K, D]`.
     pub fn forward_encoder(&self, patches: &Tensor, masking: &DeviceMasking) -> Result<Tensor> {
         let x = ops::gather_rows(&self.embed(patches)?, &masking.ids_keep)?;
-        self.encode_tokens(&x)
+        self.encode_tokens(&x, true)
     }
 
-    /// The encoder on every patch, no masking (features for probes and fine-tuning): `[N, 1 + L, D]`.
+    /// The encoder on every patch, no masking (features for probes): `[N, 1 + L, D]`.
     pub fn encode_all(&self, patches: &Tensor) -> Result<Tensor> {
-        self.encode_tokens(&self.embed(patches)?)
+        self.encode_tokens(&self.embed(patches)?, true)
+    }
+
+    /// The encoder on every patch without its final norm (fine-tuning with global pooling puts a
+    /// norm after the pooling instead, as the official `models_vit.py` does).
+    pub fn encode_all_unnormalized(&self, patches: &Tensor) -> Result<Tensor> {
+        self.encode_tokens(&self.embed(patches)?, false)
     }
 
     /// `forward_decoder`: latent `[N, 1 + K, D]` -> predictions `[N, L, P]`.

@@ -52,8 +52,16 @@ impl AdamW {
     }
 
     /// One update of every parameter that has a gradient, then the gradients are cleared.
-    /// `grad_scale` multiplies the gradients first (1 / accumulation steps).
+    /// `grad_scale` multiplies the gradients first (1 / accumulation steps). Weight decay follows
+    /// `Param::decays`.
     pub fn step(&mut self, params: &[Param], lr: f32, grad_scale: f32) -> Result<()> {
+        let wd = self.config.weight_decay;
+        self.step_each(params, |p| (lr, if p.decays() { wd } else { 0.0 }), grad_scale)
+    }
+
+    /// One update with a learning rate and weight decay chosen per parameter (layer-wise lr decay
+    /// in fine-tuning).
+    pub fn step_each(&mut self, params: &[Param], hyper: impl Fn(&Param) -> (f32, f32), grad_scale: f32) -> Result<()> {
         if params.len() != self.moments.len() {
             return Err(Error::Config(format!(
                 "the optimizer holds {} moments for {} parameters",
@@ -67,12 +75,13 @@ impl AdamW {
         for (p, mo) in params.iter().zip(&self.moments) {
             debug_assert_eq!(p.name, mo.name);
             let Some(g) = p.tensor.grad() else { continue };
+            let (lr, weight_decay) = hyper(p);
             let spec = AdamWSpec {
                 lr,
                 beta1: c.beta1,
                 beta2: c.beta2,
                 eps: c.eps,
-                weight_decay: if p.decays() { c.weight_decay } else { 0.0 },
+                weight_decay,
                 bias_correction1: 1.0 - c.beta1.powi(t),
                 bias_correction2: 1.0 - c.beta2.powi(t),
                 grad_scale,

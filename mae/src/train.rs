@@ -65,6 +65,9 @@ pub struct TrainOptions {
     pub verbose: bool,
     /// Write the loss plot and reconstructions at the end.
     pub pictures: bool,
+    /// Stop as Ctrl-C does (checkpoint, `Error::Interrupted`) after this many steps of this
+    /// process: a pre-emption at a known point, for tests and for splitting a long run into jobs.
+    pub stop_after_steps: Option<u64>,
 }
 
 impl TrainOptions {
@@ -89,6 +92,7 @@ impl TrainOptions {
             resume: false,
             verbose: true,
             pictures: true,
+            stop_after_steps: None,
         }
     }
 
@@ -276,7 +280,9 @@ pub fn train(o: &TrainOptions, device: &Device, stop: Option<Arc<AtomicBool>>) -
         by_steps.max(by_time)
     };
     while progress(step, elapsed) < 1.0 {
-        if stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+        if stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed))
+            || o.stop_after_steps.is_some_and(|n| step - start.step >= n)
+        {
             interrupted = true;
             break;
         }

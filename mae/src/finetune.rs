@@ -1,0 +1,201 @@
+//! Fine-tuning (`main_finetune.py` + `models_vit.py`, simplified to what trains on two cores): the
+//! pre-trained encoder on every patch, global average pooling of the patch tokens, a LayerNorm
+//! (`fc_norm`) and a linear head, trained end to end with cross-entropy.
+//!
+//! AdamW with layer-wise learning-rate decay (`param_groups_lrd`: the patch embedding, cls token
+//! and position table are layer 0, block `i` is layer `i + 1`, the norm and head are the top
+//! layer; lr scale `decay^(top - layer)`), no weight decay on biases, 1-D parameters, the cls token
+//! and the position table, linear warmup and a half-cosine schedule. The head starts at
+//! `normal(0, 2e-5)` as the official `trunc_normal_(std=2e-5)`. Augmentation: RandomResizedCrop
+//! (scale 0.5 to 1) and horizontal flips.
+
+use std::time::Instant;
+
+use engine::{Device, Indices, Rng, Tensor, backward, no_grad, ops};
+
+use crate::batch::model_inputs;
+use crate::data::augment::Augment;
+use crate::data::image_set::{ImageSet, Normalization};
+use crate::data::loader::{Batcher, make_batch};
+use crate::error::{Error, Result};
+use crate::model::MaskedAutoencoder;
+use crate::nn::{LayerNorm, Linear, Param};
+use crate::optim::{AdamW, AdamWConfig, learning_rate, scaled_lr};
+use crate::train::stream;
+
+#[derive(Clone, Debug)]
+pub struct FinetuneOptions {
+    pub epochs: Option<f64>,
+    pub seconds: Option<f64>,
+    pub batch: usize,
+    pub base_lr: f64,
+    pub layer_decay: f64,
+    pub weight_decay: f32,
+    pub warmup_fraction: f64,
+    pub seed: u64,
+    pub verbose: bool,
+}
+
+impl Default for FinetuneOptions {
+    fn default() -> Self {
+        FinetuneOptions {
+            epochs: Some(5.0),
+            seconds: None,
+            batch: 128,
+            base_lr: 1e-3,
+            layer_decay: 0.75,
+            weight_decay: 0.05,
+            warmup_fraction: 0.1,
+            seed: 0,
+            verbose: true,
+        }
+    }
+}
+
+pub struct Classifier<'a> {
+    pub encoder: &'a MaskedAutoencoder,
+    pub fc_norm: LayerNorm,
+    pub head: Linear,
+}
+
+impl Classifier<'_> {
+    /// `patches -> logits [N, classes]`.
+    pub fn forward(&self, patches: &Tensor) -> Result<Tensor> {
+        let tokens = self.encoder.encode_all_unnormalized(patches)?;
+        let t = tokens.dim(1);
+        let pooled = ops::mean_axis(&ops::slice_tokens(&tokens, 1, t - 1)?, 1)?;
+        self.head.forward(&self.fc_norm.forward(&pooled)?)
+    }
+
+    fn params(&self) -> Vec<Param> {
+        let mut p = self.encoder.encoder_trainable();
+        self.fc_norm.params("fc_norm", &mut p);
+        self.head.params("head", &mut p);
+        p
+    }
+}
+
+/// The layer of a parameter for layer-wise lr decay (`get_layer_id_for_vit`).
+fn layer_id(name: &str, depth: usize) -> usize {
+    if name == "cls_token" || name == "pos_embed" || name.starts_with("patch_embed") {
+        0
+    } else if let Some(rest) = name.strip_prefix("blocks.") {
+        rest.split('.').next().and_then(|i| i.parse::<usize>().ok()).map(|i| i + 1).unwrap_or(depth + 1)
+    } else {
+        depth + 1
+    }
+}
+
+pub struct FinetuneReport {
+    pub test_accuracy: f32,
+    pub train_loss: f32,
+    pub steps: u64,
+    pub seconds: f64,
+}
+
+/// Fine-tune `model`'s encoder (in place) with a new head on `train`; accuracy on `test`.
+pub fn finetune(
+    model: &MaskedAutoencoder,
+    train: &ImageSet,
+    test: &ImageSet,
+    norm: &Normalization,
+    o: &FinetuneOptions,
+    dev: &Device,
+) -> Result<FinetuneReport> {
+    let (Some(train_y), Some(test_y)) = (&train.labels, &test.labels) else {
+        return Err(Error::Data("fine-tuning needs labelled training and test images".into()));
+    };
+    if o.epochs.is_none() && o.seconds.is_none() {
+        return Err(Error::Config("fine-tuning needs a budget: epochs or a time limit".into()));
+    }
+    let classes = train.classes.len().max(1 + *train_y.iter().max().unwrap_or(&0) as usize);
+    let cfg = &model.config;
+    let mut rng = Rng::new(o.seed ^ 0xF1AE);
+    let head = Linear {
+        weight: Tensor::normal(&[classes, cfg.embed_dim], 0.0, 2e-5, &mut rng, dev)?.with_grad(),
+        bias: Tensor::zeros(&[classes], dev)?.with_grad(),
+    };
+    let clf = Classifier { encoder: model, fc_norm: LayerNorm::new(cfg.embed_dim, dev)?, head };
+    let params = clf.params();
+    let opt_cfg = AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: o.weight_decay };
+    let mut opt = AdamW::new(opt_cfg, &params, dev)?;
+    let top = cfg.depth + 1;
+    let peak = scaled_lr(o.base_lr, o.batch);
+    let mut batcher = Batcher::new(train.len(), o.batch, o.seed, true)?;
+    let per_epoch = batcher.batches_per_epoch() as f64;
+    let total_steps = o.epochs.map(|e| (e * per_epoch).ceil()).unwrap_or(f64::INFINITY);
+    let aug = Augment { scale: (0.5, 1.0), ..Augment::mae() };
+    let start = Instant::now();
+    let progress = |step: u64| -> f64 {
+        let by_time = o.seconds.map(|s| start.elapsed().as_secs_f64() / s).unwrap_or(0.0);
+        (step as f64 / total_steps).max(by_time)
+    };
+    let (mut step, mut recent) = (0u64, Vec::new());
+    while progress(step) < 1.0 {
+        let lr = learning_rate(peak, 1e-6, o.warmup_fraction, 1.0, progress(step));
+        let idx = batcher.next_batch().to_vec();
+        let mut srng = stream(o.seed, step, 21);
+        let (images, labels) = make_batch(train, &idx, cfg.img_size, &aug, norm, &mut srng);
+        let labels = Indices::new(labels.expect("labelled"), &[idx.len()])?;
+        let (patches, _) = model_inputs(cfg, &images, idx.len(), dev)?;
+        let loss = ops::cross_entropy(&clf.forward(&patches)?, &labels)?;
+        backward(&loss)?;
+        let l = loss.item()?;
+        if !l.is_finite() {
+            return Err(Error::NonFinite { step: step + 1, loss: l });
+        }
+        recent.push(l);
+        opt.step_each(
+            &params,
+            |p| {
+                let scale = o.layer_decay.powi((top - layer_id(&p.name, cfg.depth)) as i32);
+                let no_decay = !p.decays() || p.name == "cls_token" || p.name == "pos_embed";
+                ((lr * scale) as f32, if no_decay { 0.0 } else { o.weight_decay })
+            },
+            1.0,
+        )?;
+        step += 1;
+        if o.verbose && step.is_multiple_of(50) {
+            let mean = recent.iter().sum::<f32>() / recent.len() as f32;
+            eprintln!("finetune step {step} | epoch {:.2} | loss {mean:.4} | lr {lr:.2e}", step as f64 / per_epoch);
+            recent.clear();
+        }
+    }
+    let train_loss = recent.iter().sum::<f32>() / recent.len().max(1) as f32;
+    // Test accuracy on whole images.
+    let mut correct = 0usize;
+    let all: Vec<usize> = (0..test.len()).collect();
+    for chunk in all.chunks(256) {
+        let (images, _) = make_batch(test, chunk, cfg.img_size, &Augment::none(), norm, &mut rng);
+        let logits = no_grad(|| -> Result<Vec<f32>> {
+            let (patches, _) = model_inputs(cfg, &images, chunk.len(), dev)?;
+            Ok(clf.forward(&patches)?.to_vec()?)
+        })?;
+        for (r, &i) in chunk.iter().enumerate() {
+            let row = &logits[r * classes..(r + 1) * classes];
+            let best = (0..classes).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap_or(0);
+            correct += (best == test_y[i] as usize) as usize;
+        }
+    }
+    Ok(FinetuneReport {
+        test_accuracy: correct as f32 / test.len() as f32,
+        train_loss,
+        steps: step,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::layer_id;
+
+    #[test]
+    fn layer_ids_follow_the_official_vit_grouping() {
+        assert_eq!(layer_id("cls_token", 6), 0);
+        assert_eq!(layer_id("patch_embed.proj.weight", 6), 0);
+        assert_eq!(layer_id("blocks.0.attn.qkv.weight", 6), 1);
+        assert_eq!(layer_id("blocks.5.mlp.fc2.bias", 6), 6);
+        assert_eq!(layer_id("fc_norm.weight", 6), 7);
+        assert_eq!(layer_id("head.weight", 6), 7);
+    }
+}

@@ -1,0 +1,278 @@
+//! `mae study`: what does masked autoencoding learn, and why? Pre-train for the same budget over
+//! mask ratios, masking strategies and targets, probe each encoder (linear probe and k-NN on frozen
+//! features), and set the results beside the two baselines (raw pixels, a random encoder).
+//!
+//! Ratio 0 is a plain autoencoder: the encoder sees every patch and the loss covers every patch.
+//! It is trained once per target (strategies do not apply to it).
+//!
+//! Outputs in the study folder: `results.csv` (one row per run, appended as runs finish, so an
+//! interrupted study skips what is done when started again), `results.md` (the table),
+//! `probe_vs_ratio.png` (linear-probe accuracy against mask ratio, a line per strategy and target),
+//! and `runs/<name>/` with each run's checkpoint, loss plot and reconstructions.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use engine::Device;
+
+use crate::checkpoint::{MODEL_FILE, load_model};
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::evaluate::{ProbeData, encoder_features, pixel_features};
+use crate::features::Pool;
+use crate::io::png::{PALETTE, Series, line_plot, save_png};
+use crate::masking::MaskStrategy;
+use crate::probe::{ProbeOptions, evaluate};
+use crate::source::DataSource;
+use crate::train::{Budget, TrainOptions, train};
+
+#[derive(Clone, Debug)]
+pub struct StudyOptions {
+    pub data: DataSource,
+    pub model: ModelConfig,
+    pub ratios: Vec<f32>,
+    pub strategies: Vec<MaskStrategy>,
+    /// `true` = norm-pix target, `false` = raw pixels.
+    pub targets: Vec<bool>,
+    pub seconds_per_run: Option<f64>,
+    pub steps_per_run: Option<u64>,
+    pub batch: usize,
+    pub base_lr: f64,
+    pub seed: u64,
+    pub out_dir: PathBuf,
+    pub probe: ProbeOptions,
+    pub probe_train_limit: Option<usize>,
+    pub pool: Pool,
+}
+
+/// One pre-training run of the study and its scores.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StudyRow {
+    pub name: String,
+    pub ratio: f32,
+    pub strategy: String,
+    pub target: String,
+    pub steps: u64,
+    pub final_loss: f32,
+    pub linear: f32,
+    pub knn: f32,
+}
+
+fn target_name(norm_pix: bool) -> &'static str {
+    if norm_pix { "norm-pix" } else { "pixels" }
+}
+
+/// The runs of a study, in order.
+pub fn plan(o: &StudyOptions) -> Vec<(String, f32, Option<MaskStrategy>, bool)> {
+    let mut runs = Vec::new();
+    for &norm_pix in &o.targets {
+        for &ratio in &o.ratios {
+            if ratio == 0.0 {
+                runs.push((format!("{}-none-r0.00", target_name(norm_pix)), 0.0, None, norm_pix));
+                continue;
+            }
+            for &s in &o.strategies {
+                runs.push((format!("{}-{}-r{ratio:.2}", target_name(norm_pix), s.name()), ratio, Some(s), norm_pix));
+            }
+        }
+    }
+    runs
+}
+
+const CSV_HEADER: &str = "name,ratio,strategy,target,steps,final_loss,linear_probe,knn";
+
+fn read_rows(path: &Path) -> Vec<StudyRow> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f.len() == 8).then(|| -> Option<StudyRow> {
+                Some(StudyRow {
+                    name: f[0].into(),
+                    ratio: f[1].parse().ok()?,
+                    strategy: f[2].into(),
+                    target: f[3].into(),
+                    steps: f[4].parse().ok()?,
+                    final_loss: f[5].parse().ok()?,
+                    linear: f[6].parse().ok()?,
+                    knn: f[7].parse().ok()?,
+                })
+            })?
+        })
+        .collect()
+}
+
+fn append_row(path: &Path, r: &StudyRow) -> Result<()> {
+    use std::io::Write;
+    let new = !path.exists();
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(path, e))?;
+    if new {
+        writeln!(f, "{CSV_HEADER}").map_err(|e| Error::io(path, e))?;
+    }
+    writeln!(
+        f,
+        "{},{},{},{},{},{},{},{}",
+        r.name, r.ratio, r.strategy, r.target, r.steps, r.final_loss, r.linear, r.knn
+    )
+    .map_err(|e| Error::io(path, e))
+}
+
+pub struct StudyReport {
+    pub rows: Vec<StudyRow>,
+    /// `(name, linear, knn)` of the baselines.
+    pub baselines: Vec<(String, f32, f32)>,
+    pub table: PathBuf,
+    pub plot: PathBuf,
+}
+
+pub fn run_study(o: &StudyOptions, dev: &Device) -> Result<StudyReport> {
+    if o.ratios.is_empty() || o.targets.is_empty() || (o.strategies.is_empty() && o.ratios.iter().any(|&r| r > 0.0)) {
+        return Err(Error::Config("the study needs at least one ratio, target and strategy".into()));
+    }
+    for &r in &o.ratios {
+        crate::masking::check_ratio(r)?;
+    }
+    std::fs::create_dir_all(&o.out_dir).map_err(|e| Error::io(&o.out_dir, e))?;
+    let csv = o.out_dir.join("results.csv");
+    let mut rows = read_rows(&csv);
+    let data = ProbeData::load(&o.data, &o.model, None, o.probe_train_limit, o.seed)?;
+    for (name, ratio, strategy, norm_pix) in plan(o) {
+        if rows.iter().any(|r| r.name == name) {
+            eprintln!("study: {name} already done, skipping");
+            continue;
+        }
+        eprintln!("study: pre-training {name}");
+        let run_dir = o.out_dir.join("runs").join(&name);
+        let mut model = o.model.clone();
+        model.norm_pix_loss = norm_pix;
+        let mut t = TrainOptions::new(model.clone(), o.data.clone(), run_dir.clone());
+        t.budget = Budget { epochs: None, steps: o.steps_per_run, seconds: o.seconds_per_run };
+        t.batch_size = o.batch;
+        t.base_lr = o.base_lr;
+        t.mask_ratio = ratio;
+        t.mask_strategy = strategy.unwrap_or(MaskStrategy::Random);
+        t.seed = o.seed;
+        t.verbose = false;
+        // A run killed half-way is resumed from its checkpoint rather than started over.
+        t.resume = crate::checkpoint::CheckpointDir::new(&run_dir).latest().is_some();
+        let report = train(&t, dev, None)?;
+        let (trained, _) = load_model(&report.checkpoint.join(MODEL_FILE), Some(&model), dev)?;
+        let (tr, te) = encoder_features(&trained, &data, o.pool)?;
+        let scores = evaluate(tr, te, data.classes, &o.probe, dev)?;
+        let row = StudyRow {
+            name: name.clone(),
+            ratio,
+            strategy: strategy.map(|s| s.name()).unwrap_or("none").into(),
+            target: target_name(norm_pix).into(),
+            steps: report.steps,
+            final_loss: report.losses.last().map(|l| l.1).unwrap_or(f32::NAN),
+            linear: scores.linear,
+            knn: scores.knn,
+        };
+        eprintln!(
+            "study: {name}: {} steps, loss {:.4}, linear probe {:.2}%, k-NN {:.2}%",
+            row.steps,
+            row.final_loss,
+            100.0 * row.linear,
+            100.0 * row.knn
+        );
+        append_row(&csv, &row)?;
+        rows.push(row);
+    }
+    eprintln!("study: baselines");
+    let mut baselines = Vec::new();
+    let (tr, te) = pixel_features(&data, o.model.img_size)?;
+    let s = evaluate(tr, te, data.classes, &o.probe, dev)?;
+    baselines.push(("raw pixels".to_string(), s.linear, s.knn));
+    let random = crate::model::MaskedAutoencoder::new(&o.model, o.seed.wrapping_add(1), dev)?;
+    let (tr, te) = encoder_features(&random, &data, o.pool)?;
+    let s = evaluate(tr, te, data.classes, &o.probe, dev)?;
+    baselines.push(("random-init encoder".to_string(), s.linear, s.knn));
+
+    let table = o.out_dir.join("results.md");
+    std::fs::write(&table, markdown(o, &rows, &baselines)).map_err(|e| Error::io(&table, e))?;
+    let plot = o.out_dir.join("probe_vs_ratio.png");
+    save_png(&plot, &probe_plot(&rows, &baselines))?;
+    Ok(StudyReport { rows, baselines, table, plot })
+}
+
+/// The study's table in markdown.
+pub fn markdown(o: &StudyOptions, rows: &[StudyRow], baselines: &[(String, f32, f32)]) -> String {
+    let mut s = String::new();
+    let budget = match (o.seconds_per_run, o.steps_per_run) {
+        (Some(sec), _) => format!("{:.1} minutes", sec / 60.0),
+        (None, Some(n)) => format!("{n} steps"),
+        _ => "?".into(),
+    };
+    let _ = writeln!(
+        s,
+        "Model `{}` on `{}`, {budget} of pre-training per run (batch {}, base lr {:.1e}, seed {}); probes on {} features \
+         ({} training images), linear probe = standardised features + softmax regression, k-NN = k 20, cosine.\n",
+        o.model.name,
+        o.data,
+        o.batch,
+        o.base_lr,
+        o.seed,
+        format!("{:?}", o.pool).to_lowercase(),
+        o.probe_train_limit.map(|n| n.to_string()).unwrap_or_else(|| "all".into())
+    );
+    s.push_str("| run | mask ratio | strategy | target | steps | final loss | linear probe | k-NN |\n");
+    s.push_str("|---|---:|---|---|---:|---:|---:|---:|\n");
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "| {} | {:.2} | {} | {} | {} | {:.4} | {:.2}% | {:.2}% |",
+            r.name,
+            r.ratio,
+            r.strategy,
+            r.target,
+            r.steps,
+            r.final_loss,
+            100.0 * r.linear,
+            100.0 * r.knn
+        );
+    }
+    for (name, lin, knn) in baselines {
+        let _ = writeln!(s, "| baseline: {name} | | | | | | {:.2}% | {:.2}% |", 100.0 * lin, 100.0 * knn);
+    }
+    s
+}
+
+/// Linear-probe accuracy against mask ratio, one line per (strategy, target); the plain
+/// autoencoder (ratio 0) starts every line of its target; baselines are flat lines.
+pub fn probe_plot(rows: &[StudyRow], baselines: &[(String, f32, f32)]) -> image::RgbImage {
+    let mut lines: BTreeMap<(String, String), Vec<(f64, f64)>> = BTreeMap::new();
+    for r in rows.iter().filter(|r| r.strategy != "none") {
+        lines
+            .entry((r.strategy.clone(), r.target.clone()))
+            .or_default()
+            .push((r.ratio as f64, 100.0 * r.linear as f64));
+    }
+    for r in rows.iter().filter(|r| r.strategy == "none") {
+        for ((_, target), pts) in lines.iter_mut() {
+            if *target == r.target {
+                pts.push((0.0, 100.0 * r.linear as f64));
+            }
+        }
+    }
+    let (lo, hi) = rows.iter().fold((1.0f64, 0.0f64), |(a, b), r| (a.min(r.ratio as f64), b.max(r.ratio as f64)));
+    let mut series: Vec<Series> = lines
+        .into_iter()
+        .enumerate()
+        .map(|(i, ((strategy, target), mut pts))| {
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            Series { name: format!("{strategy}, {target}"), points: pts, color: PALETTE[i % PALETTE.len()] }
+        })
+        .collect();
+    for (i, (name, lin, _)) in baselines.iter().enumerate() {
+        let y = 100.0 * *lin as f64;
+        series.push(Series {
+            name: format!("baseline: {name}"),
+            points: vec![(lo, y), (hi.max(lo + 1e-3), y)],
+            color: [150 + 40 * i as u8, 150, 150],
+        });
+    }
+    line_plot(&series, "linear probe accuracy vs mask ratio", "mask ratio", "accuracy (%)", 900, 540, false)
+}

@@ -1,0 +1,109 @@
+//! The evaluation tools on data whose answer is known, and the study end to end on a tiny budget.
+
+use engine::{Device, Rng};
+use mae::config::ModelConfig;
+use mae::features::Pool;
+use mae::masking::MaskStrategy;
+use mae::probe::{Features, ProbeOptions, knn_accuracy, linear_probe, standardize};
+use mae::source::DataSource;
+use mae::study::{StudyOptions, plan, run_study};
+
+/// Gaussian blobs around well-separated class centres in 16 dimensions.
+fn separable(n_per_class: usize, classes: usize, seed: u64) -> Features {
+    let mut rng = Rng::new(seed);
+    let dim = 16;
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    for c in 0..classes {
+        for _ in 0..n_per_class {
+            for j in 0..dim {
+                let centre = if j % classes == c { 6.0 } else { 0.0 };
+                x.push(centre + rng.normal());
+            }
+            y.push(c as u32);
+        }
+    }
+    Features::new(x, y, dim).unwrap()
+}
+
+#[test]
+fn the_linear_probe_separates_linearly_separable_features() {
+    let (mut train, mut test) = (separable(200, 4, 1), separable(50, 4, 2));
+    standardize(&mut train, &mut test);
+    let acc =
+        linear_probe(&train, &test, 4, &ProbeOptions { epochs: 10, batch: 64, ..Default::default() }, &Device::Cpu)
+            .unwrap();
+    assert!(acc >= 0.99, "accuracy {acc}");
+}
+
+#[test]
+fn knn_gives_the_known_answer_on_a_hand_made_set() {
+    // Two classes along two axes; each query sits closest (by angle) to one class.
+    let train =
+        Features::new(vec![1.0, 0.1, 0.9, 0.0, 1.0, -0.1, 0.0, 1.0, 0.1, 0.9, -0.1, 1.0], vec![0, 0, 0, 1, 1, 1], 2)
+            .unwrap();
+    let test = Features::new(vec![2.0, 0.3, 0.2, 3.0, 5.0, -1.0], vec![0, 1, 0], 2).unwrap();
+    assert_eq!(knn_accuracy(&train, &test, 2, 3, 0.07, &Device::Cpu).unwrap(), 1.0);
+    // With the labels of the test set flipped, nothing is right.
+    let flipped = Features::new(test.x.clone(), vec![1, 0, 1], 2).unwrap();
+    assert_eq!(knn_accuracy(&train, &flipped, 2, 3, 0.07, &Device::Cpu).unwrap(), 0.0);
+}
+
+#[test]
+fn the_study_plans_one_plain_autoencoder_per_target() {
+    let o = StudyOptions {
+        data: DataSource::Builtin { count: 100 },
+        model: ModelConfig::by_name("mae_vit_nano_patch4_16").unwrap(),
+        ratios: vec![0.0, 0.5, 0.75],
+        strategies: vec![MaskStrategy::Random, MaskStrategy::Grid],
+        targets: vec![true, false],
+        seconds_per_run: None,
+        steps_per_run: Some(1),
+        batch: 8,
+        base_lr: 1e-3,
+        seed: 0,
+        out_dir: "unused".into(),
+        probe: ProbeOptions::default(),
+        probe_train_limit: None,
+        pool: Pool::Both,
+    };
+    let names: Vec<String> = plan(&o).into_iter().map(|p| p.0).collect();
+    assert_eq!(names.len(), 2 * (1 + 2 * 2));
+    assert!(names.contains(&"norm-pix-none-r0.00".to_string()));
+    assert!(names.contains(&"pixels-grid-r0.75".to_string()));
+}
+
+#[test]
+fn the_study_runs_end_to_end_on_a_tiny_budget() {
+    let out = std::env::temp_dir().join(format!("mae-study-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let o = StudyOptions {
+        data: DataSource::Builtin { count: 300 },
+        model: ModelConfig::by_name("mae_vit_nano_patch4_16").unwrap(),
+        ratios: vec![0.0, 0.75],
+        strategies: vec![MaskStrategy::Random, MaskStrategy::Block],
+        targets: vec![true],
+        seconds_per_run: None,
+        steps_per_run: Some(3),
+        batch: 32,
+        base_lr: 1e-3,
+        seed: 0,
+        out_dir: out.clone(),
+        probe: ProbeOptions { epochs: 2, batch: 64, ..Default::default() },
+        probe_train_limit: Some(200),
+        pool: Pool::Both,
+    };
+    let r = run_study(&o, &Device::Cpu).unwrap();
+    assert_eq!(r.rows.len(), 3);
+    assert_eq!(r.baselines.len(), 2);
+    for row in &r.rows {
+        assert!((0.0..=1.0).contains(&row.linear) && (0.0..=1.0).contains(&row.knn), "{row:?}");
+        assert!(out.join("runs").join(&row.name).join("reconstructions.png").is_file());
+    }
+    let table = std::fs::read_to_string(&r.table).unwrap();
+    assert!(table.contains("norm-pix-block-r0.75") && table.contains("raw pixels"), "{table}");
+    assert!(r.plot.is_file());
+    // A second start finds every run done and only redraws the table.
+    let again = run_study(&o, &Device::Cpu).unwrap();
+    assert_eq!(again.rows, r.rows);
+    std::fs::remove_dir_all(out).unwrap();
+}
