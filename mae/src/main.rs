@@ -175,7 +175,7 @@ struct TrainArgs {
     /// Fraction of the budget spent on linear warmup.
     #[arg(long, default_value_t = 0.05)]
     warmup: f64,
-    #[arg(long, default_value_t = 0.75)]
+    #[arg(long, default_value_t = 0.75, allow_hyphen_values = true)]
     mask_ratio: f32,
     /// random, block or grid.
     #[arg(long, default_value = "random")]
@@ -275,7 +275,7 @@ struct ReconstructArgs {
     model: Option<String>,
     #[arg(long, default_value_t = 8)]
     count: usize,
-    #[arg(long, default_value_t = 0.75)]
+    #[arg(long, default_value_t = 0.75, allow_hyphen_values = true)]
     mask_ratio: f32,
     #[arg(long, default_value = "random")]
     mask_strategy: String,

@@ -339,7 +339,7 @@ pub fn train(o: &TrainOptions, device: &Device, stop: Option<Arc<AtomicBool>>) -
             last_print = Instant::now();
             (window_images, window_time) = (0, 0.0);
         }
-        if last_ckpt.elapsed().as_secs_f64() >= o.checkpoint_every_secs && !done {
+        if (o.checkpoint_every_secs <= 0.0 || last_ckpt.elapsed().as_secs_f64() >= o.checkpoint_every_secs) && !done {
             log.flush().map_err(|e| Error::io(&log_path, e))?;
             ckpts.save(&model, &facts, &opt, &TrainState { step, elapsed_secs: elapsed, facts: facts.clone() })?;
             last_ckpt = Instant::now();

@@ -1,0 +1,195 @@
+//! The `mae` command as a user meets it: refusals before any work, SIGKILL and Ctrl-C during
+//! training, and clear errors for bad files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use engine::Device;
+use mae::checkpoint::{CheckpointDir, MODEL_FILE, load_model};
+
+fn mae() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mae"));
+    c.env("MAE_DEVICE", "cpu");
+    c
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mae-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn run(args: &[&str]) -> Output {
+    mae().args(args).output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A tiny, fast training run that saves a checkpoint after every step.
+fn small_run(out: &Path, steps: &str) -> Vec<String> {
+    [
+        "train",
+        "--data",
+        "builtin:512",
+        "--model",
+        "mae_vit_nano_patch4_16",
+        "--batch",
+        "32",
+        "--steps",
+        steps,
+        "--checkpoint-every",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn wait_for_checkpoint(out: &Path, child: &mut Child, at_least: u64) -> u64 {
+    let start = Instant::now();
+    loop {
+        if let Some(d) = CheckpointDir::new(out).latest() {
+            let step: u64 = d.file_name().unwrap().to_string_lossy()["step-".len()..].parse().unwrap();
+            if step >= at_least {
+                return step;
+            }
+        }
+        assert!(child.try_wait().unwrap().is_none(), "training ended early");
+        assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn impossible_settings_are_refused_before_any_work() {
+    let out = scratch("refused");
+    for (args, hint) in [
+        (vec!["--batch", "0"], "positive batch"),
+        (vec!["--mask-ratio", "1"], "outside [0, 1)"),
+        (vec!["--mask-ratio", "-0.5"], "outside [0, 1)"),
+        (vec!["--patch-size", "5"], "does not divide the image size 32"),
+        (vec!["--heads", "3"], "heads do not divide"),
+        (vec!["--model", "vit_giant"], "choose one of"),
+        (vec!["--mask-strategy", "spiral"], "random, block or grid"),
+        (vec!["--data", "nowhere-at-all"], "unknown data source"),
+    ] {
+        let mut full = vec!["train", "--out", out.to_str().unwrap()];
+        full.extend(args.iter().copied());
+        let o = run(&full);
+        assert!(!o.status.success(), "{args:?} was accepted");
+        assert!(stderr(&o).contains(hint), "{args:?}: {}", stderr(&o));
+        assert!(!out.exists(), "{args:?} did work before refusing");
+    }
+}
+
+#[test]
+fn missing_and_empty_data_folders_are_clear_errors() {
+    let empty = scratch("empty-data");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = scratch("empty-out");
+    let o = run(&[
+        "train",
+        "--data",
+        &format!("folder:{}", empty.display()),
+        "--steps",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains(&empty.display().to_string()), "{}", stderr(&o));
+    let o = run(&["train", "--data", "folder:/no/such/folder", "--steps", "1", "--out", out.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("/no/such/folder"), "{}", stderr(&o));
+    let _ = std::fs::remove_dir_all(empty);
+    let _ = std::fs::remove_dir_all(out);
+}
+
+#[test]
+fn sigkill_during_training_leaves_a_loadable_checkpoint_and_resume_continues() {
+    let out = scratch("sigkill");
+    let mut last = 0;
+    // Checkpoints are written after every step, so some of these kills land in the middle of a
+    // save; whatever the moment, the newest complete checkpoint must load and resume.
+    for round in 0..3 {
+        let mut args = small_run(&out, "100000");
+        if round > 0 {
+            args.push("--resume".into());
+        }
+        let mut child = mae().args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        last = wait_for_checkpoint(&out, &mut child, last + 2);
+        std::thread::sleep(Duration::from_millis(37 * (round + 1)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let latest = CheckpointDir::new(&out).latest().expect("a checkpoint survives SIGKILL");
+        load_model(&latest.join(MODEL_FILE), None, &Device::Cpu).expect("and it loads");
+    }
+    let latest = CheckpointDir::new(&out).latest().unwrap();
+    let step: u64 = latest.file_name().unwrap().to_string_lossy()["step-".len()..].parse().unwrap();
+    let mut args = small_run(&out, &(step + 3).to_string());
+    args.push("--resume".into());
+    let o = mae().args(&args).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&format!("step {}", step + 3)), "{}", stderr(&o));
+    std::fs::remove_dir_all(out).unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
+    let out = scratch("ctrlc");
+    let mut child = mae().args(small_run(&out, "100000")).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    wait_for_checkpoint(&out, &mut child, 2);
+    let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("checkpoint saved"), "{err}");
+    // The checkpoint holds the last finished step: the log's last row.
+    let log = mae::train::read_log(&out.join("log.csv")).unwrap();
+    let latest = CheckpointDir::new(&out).latest().unwrap();
+    assert!(latest.ends_with(format!("step-{:08}", log.last().unwrap().0)), "{}", latest.display());
+    std::fs::remove_dir_all(out).unwrap();
+}
+
+#[test]
+fn a_corrupt_checkpoint_is_a_clear_error_that_names_the_file() {
+    let dir = scratch("corrupt");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("broken.safetensors");
+    std::fs::write(&path, b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\": garbage}  ").unwrap();
+    let o = run(&["reconstruct", "--checkpoint", path.to_str().unwrap(), "--out", dir.join("r.png").to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("broken.safetensors"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_finished_run_can_be_reconstructed_embedded_and_probed() {
+    let out = scratch("tools");
+    let o = mae().args(small_run(&out, "3")).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let png = out.join("again.png");
+    let o =
+        run(&["reconstruct", "--checkpoint", out.to_str().unwrap(), "--count", "3", "--out", png.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(png.is_file());
+    let npy = out.join("features.npy");
+    let o = run(&["embed", "--checkpoint", out.to_str().unwrap(), "--split", "test", "--out", npy.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (shape, _) = mae::io::npy::read_npy_f32(&npy).unwrap();
+    assert_eq!(shape[1], 2 * 32, "cls and mean features of the 32-wide nano encoder");
+    assert!(out.join("features.labels.npy").is_file());
+    let o = run(&["probe", "--checkpoint", out.to_str().unwrap(), "--epochs", "1", "--train-limit", "300"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(table.contains("raw pixels") && table.contains("random-init encoder"), "{table}");
+    std::fs::remove_dir_all(out).unwrap();
+}
