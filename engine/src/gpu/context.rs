@@ -556,6 +556,13 @@ impl GpuContext {
         Ok(())
     }
 
+    /// Destroy the device, as a driver reset or a removed GPU would: every later call must fail
+    /// with a clear error instead of hanging. For tests of that path.
+    #[doc(hidden)]
+    pub fn destroy_device_for_test(&self) {
+        self.device.destroy();
+    }
+
     // ----- profiling -----------------------------------------------------------------------------
 
     /// Time every dispatch with timestamp queries from now on (needs `TIMESTAMP_QUERY`).
