@@ -4,6 +4,7 @@
 //! checkpoints, evaluation and pictures.
 
 pub mod batch;
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

@@ -41,8 +41,38 @@ enum Command {
     Finetune(FinetuneArgs),
     /// Pre-train over mask ratios, strategies and targets, probe each: the study.
     Study(StudyArgs),
+    /// Time the kernels (CPU reference, fast CPU, GPU) and training steps; print markdown tables.
+    Bench(BenchArgs),
     /// List GPU adapters, the one chosen, its limits, and the model presets.
     Info(DeviceArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Only the kernel table.
+    #[arg(long)]
+    kernels_only: bool,
+    /// Only the training table.
+    #[arg(long)]
+    training_only: bool,
+    /// Leave out the (slow) CPU reference column.
+    #[arg(long)]
+    no_reference: bool,
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    /// Training steps timed per configuration.
+    #[arg(long, default_value_t = 10)]
+    steps: u64,
+    /// Data for the training table (Fashion-MNIST when installed, else the built-in images).
+    #[arg(long)]
+    data: Option<String>,
+    #[arg(long)]
+    model: Option<String>,
+    /// Also write the tables here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 #[derive(Args)]
@@ -551,6 +581,41 @@ fn cmd_study(a: StudyArgs) -> Result<()> {
     Ok(())
 }
 
+fn cmd_bench(a: BenchArgs) -> Result<()> {
+    let dev = device(&a.device)?;
+    let gpu = dev.is_gpu().then_some(&dev);
+    let mut report = String::new();
+    report.push_str(&format!("Device: {}\n\n", dev.name()));
+    if !a.training_only {
+        eprintln!("timing kernels...");
+        report.push_str(&mae::bench::kernel_table(gpu, !a.no_reference, a.batch)?);
+        report.push('\n');
+    }
+    if !a.kernels_only {
+        let data: DataSource = match &a.data {
+            Some(d) => d.parse()?,
+            None if std::path::Path::new(mae::data::idx::FASHION_MNIST_DIR).is_dir() => "fashion-mnist".parse()?,
+            None => "builtin".parse()?,
+        };
+        let model = ModelConfig::by_name(a.model.as_deref().unwrap_or(default_model(&data)))?;
+        eprintln!("timing training steps...");
+        let mut devices = vec![Device::Cpu];
+        if dev.is_gpu() {
+            devices.push(dev.clone());
+        }
+        for d in &devices {
+            report.push_str(&mae::bench::training_table(&model, &data, a.batch, a.steps, d)?);
+            report.push('\n');
+        }
+    }
+    println!("{report}");
+    if let Some(out) = a.out {
+        std::fs::write(&out, &report).map_err(|e| Error::io(&out, e))?;
+        eprintln!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
 fn cmd_info(a: DeviceArgs) -> Result<()> {
     println!("GPU adapters:");
     let adapters = engine::gpu::list_adapters();
@@ -608,6 +673,7 @@ fn main() -> ExitCode {
         Command::Probe(a) => cmd_probe(a),
         Command::Finetune(a) => cmd_finetune(a),
         Command::Study(a) => cmd_study(a),
+        Command::Bench(a) => cmd_bench(a),
         Command::Info(a) => cmd_info(a),
     };
     match result {

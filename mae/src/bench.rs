@@ -1,0 +1,405 @@
+//! `mae bench`: the kernel table and the training throughput, without criterion, so that one call
+//! on a machine with a GPU prints everything.
+//!
+//! Kernels run on MAE's shapes (the Fashion-MNIST preset at batch 256: 12 visible patches + cls in
+//! the encoder, 50 tokens in the decoder) on the CPU reference, the fast CPU backend and the GPU
+//! when there is one. Each is timed as the median of repeated batches of calls, with the GPU
+//! synchronised at the end of each batch (wall time); where the adapter has timestamp queries the
+//! GPU's own kernel time is shown too. Work is counted in FLOPs for products and attention, in bytes
+//! moved for memory-bound kernels.
+//!
+//! The training table times whole steps (forward, backward, AdamW) at mask ratios 0.75 and 0:
+//! images per second, and the speed-up from an encoder that sees only the visible patches.
+
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use engine::backend::*;
+use engine::cpu::reference;
+use engine::storage::Storage;
+use engine::{Device, Indices, Rng};
+
+use crate::config::ModelConfig;
+use crate::data::idx::Split;
+use crate::error::Result;
+use crate::masking::MaskStrategy;
+use crate::source::DataSource;
+use crate::train::{Budget, TrainOptions, train};
+
+/// A kernel's amount of work.
+#[derive(Clone, Copy)]
+enum Work {
+    Flops(f64),
+    Bytes(f64),
+}
+
+type Timed = Box<dyn FnMut() -> engine::Result<()>>;
+
+struct Case {
+    name: &'static str,
+    shape: String,
+    work: Work,
+    prepare: Box<dyn Fn(&Device) -> engine::Result<Timed>>,
+    reference: Option<Box<dyn Fn() -> Box<dyn FnMut()>>>,
+}
+
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut r = Rng::new(seed);
+    (0..n).map(|_| r.uniform_range(-1.0, 1.0)).collect()
+}
+
+fn up(dev: &Device, v: &[f32]) -> engine::Result<Storage> {
+    dev.backend().upload(v)
+}
+
+fn linear_case(name: &'static str, m: usize, k: usize, n: usize, weight_grad: bool) -> Case {
+    // Forward: y[m, n] = x[m, k] w[n, k]^T. Weight gradient: dw[n, k] = dy[m, n]^T x[m, k].
+    let spec = if weight_grad {
+        MatmulSpec { batch: 1, m: n, n: k, k: m, trans_a: true, trans_b: false, a_batch_stride: 0, b_batch_stride: 0 }
+    } else {
+        MatmulSpec { batch: 1, m, n, k, trans_a: false, trans_b: true, a_batch_stride: 0, b_batch_stride: 0 }
+    };
+    let (la, lb) = (spec.a_len(), spec.b_len());
+    Case {
+        name,
+        shape: if weight_grad { format!("[{m},{n}]^T x [{m},{k}]") } else { format!("[{m},{k}] x [{n},{k}]^T") },
+        work: Work::Flops(spec.flops()),
+        prepare: Box::new(move |dev| {
+            let (a, b) = (up(dev, &values(la, 1))?, up(dev, &values(lb, 2))?);
+            let dev = dev.clone();
+            Ok(Box::new(move || dev.backend().matmul(&a, &b, None, &spec).map(drop)))
+        }),
+        reference: Some(Box::new(move || {
+            let (a, b) = (values(la, 1), values(lb, 2));
+            Box::new(move || drop(reference::matmul(&a, &b, None, &spec)))
+        })),
+    }
+}
+
+fn attention_case(name: &'static str, heads: usize, seq: usize, dim: usize, backward: bool) -> Case {
+    let spec = AttentionSpec { heads, seq, dim, scale: 1.0 / (dim as f32).sqrt() };
+    let n = heads * seq * dim;
+    let flops = 4.0 * (heads * seq * seq * dim) as f64 * if backward { 2.5 } else { 1.0 };
+    Case {
+        name,
+        shape: format!("{heads} heads x {seq} x {dim}"),
+        work: Work::Flops(flops),
+        prepare: Box::new(move |dev| {
+            let (q, k, v) = (up(dev, &values(n, 3))?, up(dev, &values(n, 4))?, up(dev, &values(n, 5))?);
+            let be = dev.backend();
+            let (o, lse) = be.attention(&q, &k, &v, &spec)?;
+            let d = up(dev, &values(n, 6))?;
+            let dev = dev.clone();
+            Ok(Box::new(move || {
+                let be = dev.backend();
+                if backward {
+                    be.attention_backward(&q, &k, &v, &o, &lse, &d, &spec).map(drop)
+                } else {
+                    be.attention(&q, &k, &v, &spec).map(drop)
+                }
+            }))
+        }),
+        reference: Some(Box::new(move || {
+            let (q, k, v, d) = (values(n, 3), values(n, 4), values(n, 5), values(n, 6));
+            let (o, _) = reference::attention(&q, &k, &v, &spec);
+            Box::new(move || {
+                if backward {
+                    drop(reference::attention_backward(&q, &k, &v, &o, &d, &spec))
+                } else {
+                    drop(reference::attention(&q, &k, &v, &spec))
+                }
+            })
+        })),
+    }
+}
+
+fn layernorm_case(name: &'static str, rows: usize, cols: usize, backward: bool) -> Case {
+    let n = rows * cols;
+    Case {
+        name,
+        shape: format!("[{rows},{cols}]"),
+        work: Work::Bytes(4.0 * n as f64 * if backward { 4.0 } else { 2.0 }),
+        prepare: Box::new(move |dev| {
+            let x = up(dev, &values(n, 7))?;
+            let (g, b) = (up(dev, &vec![1.0; cols])?, up(dev, &vec![0.0; cols])?);
+            let (_, mean, rstd) = dev.backend().layernorm(&x, &g, &b, rows, cols, 1e-6)?;
+            let dy = up(dev, &values(n, 8))?;
+            let dev = dev.clone();
+            Ok(Box::new(move || {
+                let be = dev.backend();
+                if backward {
+                    be.layernorm_backward(&x, &g, &mean, &rstd, &dy, rows, cols).map(drop)
+                } else {
+                    be.layernorm(&x, &g, &b, rows, cols, 1e-6).map(drop)
+                }
+            }))
+        }),
+        reference: Some(Box::new(move || {
+            let (x, g, b, dy) = (values(n, 7), vec![1.0; cols], vec![0.0; cols], values(n, 8));
+            let (_, mean, rstd) = reference::layernorm(&x, &g, &b, rows, cols, 1e-6);
+            Box::new(move || {
+                if backward {
+                    drop(reference::layernorm_backward(&x, &g, &mean, &rstd, &dy, rows, cols))
+                } else {
+                    drop(reference::layernorm(&x, &g, &b, rows, cols, 1e-6))
+                }
+            })
+        })),
+    }
+}
+
+fn gelu_case(n: usize) -> Case {
+    Case {
+        name: "gelu",
+        shape: format!("[{n}]"),
+        work: Work::Bytes(8.0 * n as f64),
+        prepare: Box::new(move |dev| {
+            let x = up(dev, &values(n, 9))?;
+            let dev = dev.clone();
+            Ok(Box::new(move || dev.backend().unary(UnaryOp::Gelu, &x, n).map(drop)))
+        }),
+        reference: Some(Box::new(move || {
+            let x = values(n, 9);
+            Box::new(move || drop(reference::unary(UnaryOp::Gelu, &x)))
+        })),
+    }
+}
+
+fn add_case(n: usize, row: usize) -> Case {
+    Case {
+        name: "add (broadcast row)",
+        shape: format!("[{}, {row}] + [{row}]", n / row),
+        work: Work::Bytes(8.0 * n as f64),
+        prepare: Box::new(move |dev| {
+            let (x, y) = (up(dev, &values(n, 10))?, up(dev, &values(row, 11))?);
+            let dev = dev.clone();
+            Ok(Box::new(move || dev.backend().binary(BinaryOp::Add, &x, &y, n, row).map(drop)))
+        }),
+        reference: Some(Box::new(move || {
+            let (x, y) = (values(n, 10), values(row, 11));
+            Box::new(move || drop(reference::binary(BinaryOp::Add, &x, &y)))
+        })),
+    }
+}
+
+fn gather_case(batch: usize, rows: usize, picks: usize, width: usize) -> Case {
+    let spec = GatherSpec { batch, rows, picks, width };
+    let idx: Vec<u32> = (0..batch * picks).map(|i| ((i * 7) % rows) as u32).collect();
+    let idx2 = idx.clone();
+    Case {
+        name: "masked patch gather",
+        shape: format!("[{batch},{rows},{width}] -> {picks}"),
+        work: Work::Bytes(8.0 * (batch * picks * width) as f64),
+        prepare: Box::new(move |dev| {
+            let x = up(dev, &values(batch * rows * width, 12))?;
+            let ids = Indices::new(idx.clone(), &[batch, picks])?;
+            let dev = dev.clone();
+            Ok(Box::new(move || dev.backend().gather_rows(&x, &ids, &spec).map(drop)))
+        }),
+        reference: Some(Box::new(move || {
+            let x = values(batch * rows * width, 12);
+            let idx = idx2.clone();
+            Box::new(move || drop(reference::gather_rows(&x, &idx, &spec)))
+        })),
+    }
+}
+
+fn adamw_case(n: usize) -> Case {
+    let spec = AdamWSpec {
+        lr: 1e-4,
+        beta1: 0.9,
+        beta2: 0.95,
+        eps: 1e-8,
+        weight_decay: 0.05,
+        bias_correction1: 0.5,
+        bias_correction2: 0.5,
+        grad_scale: 1.0,
+    };
+    Case {
+        name: "adamw",
+        shape: format!("{:.2} M parameters", n as f64 / 1e6),
+        work: Work::Bytes(28.0 * n as f64),
+        prepare: Box::new(move |dev| {
+            let (p, g, m, v) =
+                (up(dev, &values(n, 13))?, up(dev, &values(n, 14))?, up(dev, &vec![0.0; n])?, up(dev, &vec![0.0; n])?);
+            let dev = dev.clone();
+            Ok(Box::new(move || dev.backend().adamw_step(&p, &g, &m, &v, n, &spec)))
+        }),
+        reference: Some(Box::new(move || {
+            let (mut p, g, mut m, mut v) = (values(n, 13), values(n, 14), vec![0.0; n], vec![0.0; n]);
+            Box::new(move || reference::adamw_step(&mut p, &g, &mut m, &mut v, &spec))
+        })),
+    }
+}
+
+/// The kernels of one training step of `mae_vit_micro_patch4_28` at batch 256.
+fn cases(batch: usize) -> Vec<Case> {
+    let (enc_rows, dec_rows) = (batch * 13, batch * 50);
+    vec![
+        linear_case("matmul qkv (encoder)", enc_rows, 128, 384, false),
+        linear_case("matmul fc1 (encoder)", enc_rows, 128, 512, false),
+        linear_case("matmul fc2 (encoder)", enc_rows, 512, 128, false),
+        linear_case("matmul fc1 weight grad", enc_rows, 128, 512, true),
+        linear_case("matmul qkv (decoder)", dec_rows, 64, 192, false),
+        attention_case("attention fwd (encoder)", batch * 4, 13, 32, false),
+        attention_case("attention bwd (encoder)", batch * 4, 13, 32, true),
+        attention_case("attention fwd (decoder)", batch * 4, 50, 16, false),
+        attention_case("attention bwd (decoder)", batch * 4, 50, 16, true),
+        layernorm_case("layernorm fwd", enc_rows, 128, false),
+        layernorm_case("layernorm bwd", enc_rows, 128, true),
+        gelu_case(enc_rows * 512),
+        add_case(enc_rows * 128, 128),
+        gather_case(batch, 49, 12, 128),
+        adamw_case(1_300_000),
+    ]
+}
+
+/// Median seconds per call: batches of calls (doubling until one takes 50 ms), synchronised.
+fn time_it(mut f: impl FnMut() -> engine::Result<()>, sync: &dyn Fn() -> engine::Result<()>) -> engine::Result<f64> {
+    f()?;
+    sync()?;
+    let mut iters = 1usize;
+    loop {
+        let t = Instant::now();
+        for _ in 0..iters {
+            f()?;
+        }
+        sync()?;
+        if t.elapsed().as_secs_f64() > 0.05 || iters >= 1 << 14 {
+            break;
+        }
+        iters *= 2;
+    }
+    let mut samples = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        for _ in 0..iters {
+            f()?;
+        }
+        sync()?;
+        samples.push(t.elapsed().as_secs_f64() / iters as f64);
+    }
+    samples.sort_by(f64::total_cmp);
+    Ok(samples[2])
+}
+
+fn rate(work: Work, secs: f64) -> String {
+    match work {
+        Work::Flops(f) => format!("{:.1} GFLOP/s", f / secs / 1e9),
+        Work::Bytes(b) => format!("{:.1} GB/s", b / secs / 1e9),
+    }
+}
+
+/// The kernel table in markdown: columns CPU reference, fast CPU, and GPU when given.
+pub fn kernel_table(gpu: Option<&Device>, with_reference: bool, batch: usize) -> Result<String> {
+    let mut s = String::new();
+    let mut header = String::from("| kernel | shape |");
+    let mut rule = String::from("|---|---|");
+    if with_reference {
+        header.push_str(" CPU reference |");
+        rule.push_str("---:|");
+    }
+    header.push_str(" fast CPU |");
+    rule.push_str("---:|");
+    if gpu.is_some() {
+        header.push_str(" GPU (wall) | GPU (kernel) |");
+        rule.push_str("---:|---:|");
+    }
+    let _ = writeln!(s, "{header}\n{rule}");
+    for c in cases(batch) {
+        let mut row = format!("| {} | {} |", c.name, c.shape);
+        if with_reference && let Some(r) = &c.reference {
+            let mut f = r();
+            let secs = time_it(
+                || {
+                    f();
+                    Ok(())
+                },
+                &|| Ok(()),
+            )?;
+            let _ = write!(row, " {} |", rate(c.work, secs));
+        }
+        let cpu = Device::Cpu;
+        let secs = time_it((c.prepare)(&cpu)?, &|| Ok(()))?;
+        let _ = write!(row, " {} |", rate(c.work, secs));
+        if let Some(dev) = gpu {
+            let f = (c.prepare)(dev)?;
+            let sync = || dev.synchronize();
+            let secs = time_it(f, &sync)?;
+            let _ = write!(row, " {} |", rate(c.work, secs));
+            let kernel = match dev {
+                Device::Gpu(g) if g.context().has_timestamps() => {
+                    let mut f = (c.prepare)(dev)?;
+                    g.context().start_profiling()?;
+                    for _ in 0..20 {
+                        f()?;
+                    }
+                    // Every dispatch of these 20 calls belongs to this op (a backward may be several).
+                    let prof = g.context().stop_profiling()?;
+                    let total_ns: f64 = prof.iter().map(|(_, _, ns)| ns).sum();
+                    if total_ns > 0.0 { rate(c.work, total_ns * 1e-9 / 20.0) } else { "n/a".into() }
+                }
+                _ => "n/a".into(),
+            };
+            let _ = write!(row, " {kernel} |");
+        }
+        let _ = writeln!(s, "{row}");
+    }
+    Ok(s)
+}
+
+/// Images per second of training steps of `model` on `data` at mask ratios 0.75 and 0.
+pub fn training_table(
+    model: &ModelConfig,
+    data: &DataSource,
+    batch: usize,
+    steps: u64,
+    dev: &Device,
+) -> Result<String> {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "| model | data | device | batch | mask ratio | images/s | step time |\n|---|---|---|---:|---:|---:|---:|"
+    );
+    // Load once so that data loading is not timed.
+    data.load(Split::Train, model, 0)?;
+    let mut speeds = Vec::new();
+    for ratio in [0.75f32, 0.0] {
+        let out = std::env::temp_dir().join(format!("mae-bench-{}-{ratio}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        let mut o = TrainOptions::new(model.clone(), data.clone(), out.clone());
+        o.budget = Budget { steps: Some(steps + 2), ..Default::default() };
+        o.batch_size = batch;
+        o.mask_ratio = ratio;
+        o.mask_strategy = MaskStrategy::Random;
+        o.verbose = false;
+        o.pictures = false;
+        o.checkpoint_every_secs = f64::INFINITY;
+        train(&o, dev, None)?;
+        // The median of the per-step rates in the log, without the first two steps (allocation,
+        // pipeline compilation).
+        let log = out.join("log.csv");
+        let text = std::fs::read_to_string(&log).map_err(|e| crate::Error::io(&log, e))?;
+        let mut rates: Vec<f64> =
+            text.lines().skip(3).filter_map(|l| l.split(',').nth(4).and_then(|v| v.parse().ok())).collect();
+        let _ = std::fs::remove_dir_all(&out);
+        rates.sort_by(f64::total_cmp);
+        let ips = rates.get(rates.len() / 2).copied().unwrap_or(f64::NAN);
+        let per_step = batch as f64 / ips;
+        speeds.push(ips);
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {batch} | {ratio:.2} | {ips:.0} | {:.1} ms |",
+            model.name,
+            data,
+            dev.name(),
+            per_step * 1e3
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nEncoder on visible patches only (ratio 0.75) vs every patch (ratio 0): {:.2}x the images per second.",
+        speeds[0] / speeds[1]
+    );
+    Ok(s)
+}
