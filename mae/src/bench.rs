@@ -34,13 +34,17 @@ enum Work {
 }
 
 type Timed = Box<dyn FnMut() -> engine::Result<()>>;
+/// Uploads a case's inputs to a device and returns the call to time.
+type Prepare = Box<dyn Fn(&Device) -> engine::Result<Timed>>;
+/// Makes a case's host inputs and returns the reference call to time.
+type PrepareReference = Box<dyn Fn() -> Box<dyn FnMut()>>;
 
 struct Case {
     name: &'static str,
     shape: String,
     work: Work,
-    prepare: Box<dyn Fn(&Device) -> engine::Result<Timed>>,
-    reference: Option<Box<dyn Fn() -> Box<dyn FnMut()>>>,
+    prepare: Prepare,
+    reference: Option<PrepareReference>,
 }
 
 fn values(n: usize, seed: u64) -> Vec<f32> {
