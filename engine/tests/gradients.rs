@@ -182,7 +182,7 @@ fn mae_loss_gradients_match_finite_differences_with_and_without_norm_pix() {
     let mask =
         Tensor::from_vec(vec![1., 0., 1., 1., 0., 0., 1., 0., 1., 1.], &[2, 5], &CPU).unwrap();
     for norm_pix in [false, true] {
-        check(&[pred.clone()], |t| {
+        check(std::slice::from_ref(&pred), |t| {
             ops::mae_loss(&t[0], &target, &mask, norm_pix)
         });
     }
