@@ -2,21 +2,29 @@
 //!
 //! # The algorithm
 //!
-//! A matrix product is `m * n * k` multiply-adds on only `m*k + k*n + m*n` numbers, so it can run
-//! at the speed of the FMA units if every number, once loaded into a register, is used many
-//! times. The classic way (Goto & van de Geijn, "Anatomy of high-performance matrix
+//! A matrix product is `m n k` multiply-adds on only `m k + k n + m n` numbers, so it can run at
+//! the speed of the FMA units if every number, once loaded, is used many times from registers or
+//! a near cache. The classic way (Goto & van de Geijn, "Anatomy of high-performance matrix
 //! multiplication", 2008; BLIS) is five loops around a register-blocked micro-kernel:
 //!
 //! ```text
-//! for jc in 0..n step NC                        B panel   op(B)[pc.., jc..]  KC x NC   -> L3
-//!   for pc in 0..k step KC                      (packed once per (jc, pc))
-//!     pack op(B)[pc..pc+KC, jc..jc+NC] into NR-wide slivers
-//!     for ic in 0..m step MC                    A block   op(A)[ic.., pc..]  MC x KC   -> L2
-//!       pack op(A)[ic..ic+MC, pc..pc+KC] into MR-tall slivers
-//!       for jr in 0..NC step NR                 B sliver  KC x NR                      -> L1
-//!         for ir in 0..MC step MR               A sliver  MR x KC, streamed from L2
-//!           micro-kernel: C[ir..+MR, jr..+NR] (+)= A sliver . B sliver   (registers)
+//! for jc in cols step NC                          B panel  op(B)[pc.., jc..]  KC x NC  -> L3
+//!   for pc in 0..k step KC
+//!     for ic in rows step MC                      A block  op(A)[ic.., pc..]  MC x KC  -> L2
+//!       for jr in 0..NC step NR                   B sliver KC x NR                     -> L1
+//!         (first A block only: pack B sliver jr, prefetch sliver jr + 1)
+//!         for ir in 0..MC step MR                 A sliver MR x KC, streamed from L2
+//!           (first B sliver only: pack A sliver ir, prefetch sliver ir + 1)
+//!           micro-kernel: C[ir..+MR, jr..+NR] (+)= A sliver . B sliver   (in registers)
 //! ```
+//!
+//! Textbook GotoBLAS packs the whole B panel, then each whole A block, before computing. Here a
+//! sliver is packed right before its first use, and the next one is prefetched while the kernel
+//! works: the rows (or columns) that a sliver gathers are short strided streams which the
+//! hardware prefetchers catch late, and a sliver's worth of misses then overlaps a kernel call
+//! (~1500 cycles) instead of stalling the packing loop. On the tall operands of training (a
+//! [3328, 512] activation, which does not stay in this VM's share of L3 from call to call) this
+//! took the packing from ~25% of the time to ~15%.
 //!
 //! # The micro-kernel: MR x NR = 6 x 16
 //!
@@ -27,7 +35,7 @@
 //! and 6 broadcasts, about the best ratio that fits the register file: 8 x 8 would do 8 FMAs for
 //! 1 load and 8 broadcasts; 4 x 24 does 12 FMAs for 3 loads and 4 broadcasts, as good, but pads
 //! the n = 16, 32, 64 of the training shapes to multiples of 24. It is the shape BLIS uses for
-//! sgemm on Haswell and Zen.
+//! sgemm on Haswell and Zen. See `kernel.rs`.
 //!
 //! # The blocking: KC = 256, MC = 144, NC = 2048 (floats)
 //!
@@ -37,8 +45,8 @@
 //!   load/store over many FMAs (256 k steps per write-back).
 //! - MC: the packed A block (MC x KC = 144 x 256 x 4 B = 144 KiB) stays in the 512 KiB L2, under
 //!   half of it so that B slivers and C passing through do not evict it. Multiple of MR.
-//! - NC: the packed B panel (KC x NC = 256 x 2048 x 4 B = 2 MiB per thread) lives in the 32 MiB L3.
-//!   The training shapes have n <= 1024, so in practice the jc loop runs once.
+//! - NC: the packed B panel (KC x NC = 256 x 2048 x 4 B = 2 MiB per thread) lives in L3. The
+//!   training shapes have n <= 1024, so in practice the jc loop runs once.
 //!
 //! k is cut into equal blocks (k = 384 gives 2 x 192, not 256 + 128), and so is each thread's
 //! row range into MC blocks, so that no block is a sliver of leftovers.
@@ -50,7 +58,8 @@
 //! (a row of the sliver). Packing reads op(A) and op(B) through (row stride, column stride), which
 //! absorbs the transposes: all four transpose cases run the same kernel on the same layout. Edges
 //! are zero padded, so the kernel always computes a full 6 x 16 tile and only the write-back
-//! looks at the valid size. Buffers are 64-byte aligned.
+//! looks at the valid size. Buffers are 64-byte aligned, kept per calling thread and reused from
+//! call to call (see `WORKSPACES`).
 //!
 //! # The write-back and the bias
 //!
@@ -62,24 +71,30 @@
 //!
 //! The machine has 2 cores. A call spawns its worker threads once (`std::thread::scope`; the
 //! calling thread works as one of them) and gives each an independent part of C: the work is
-//! `batch x (m / MR)` row slivers, or `batch x (n / NR)` column slivers when n has more slivers
-//! than m, cut into equal contiguous ranges. So with a large batch (attention-like products) each
-//! thread gets whole batch items, and with one big product each gets half the rows (or columns).
-//! Each thread packs its own A blocks and B panels: there is no synchronisation at all inside a
-//! call. The price is that each thread packs all of the operand it does not split (B for a row
-//! split); we split along the larger dimension, so that the duplicated operand is the smaller one,
-//! and packing is O(k (m + n)) against O(m n k) compute anyway.
-//! Products under `PARALLEL_FLOPS` (2 x 96^3, about 0.1 ms on one core) run on the calling thread:
-//! spawning and joining a thread costs some tens of microseconds.
+//! `batch x ceil(m / MR)` row slivers, or `batch x ceil(n / NR)` column slivers when n has more
+//! slivers than m, cut into equal contiguous ranges. So with a large batch (attention-like
+//! products) each thread gets whole batch items, and with one big product each gets half the
+//! rows (or columns). Each thread packs its own A blocks and B panels: there is no
+//! synchronisation inside a call, and no spawn per block. The price is that each thread packs all
+//! of the operand it does not split (B for a row split); we split along the dimension with more
+//! slivers, so that the duplicated operand is the smaller one, and packing is O(k (m + n))
+//! against O(m n k) of compute anyway.
+//!
+//! Spawning and joining a thread costs 50 - 80 us on this VM, so [`matmul`] gives a thread to
+//! every `FLOPS_PER_THREAD` = 8 MFLOP (~0.1 ms of one core) of work: products under 16 MFLOP stay
+//! on the calling thread.
 //!
 //! # Napkin math
 //!
 //! One Zen 3 core: 2 FMA pipes x 8 lanes x 2 flops = 32 flops per cycle; at 2.45 - 3.5 GHz that is
-//! 78 - 112 GFLOP/s per core, 157 - 224 GFLOP/s for the 2 cores. 1024^3 is 2.1 GFLOP, so 20 ms at
-//! 100 GFLOP/s. Memory is not the limit: with the blocking above each float of a packed B sliver
-//! is used MC = 144 times from L1, and each float of an A sliver NR = 16 times from registers,
-//! while the kernel needs only (6 + 16) x 4 B per 192 flops from L1/L2.
-//! The portable kernel, without FMA and with SSE2's 4 lanes, manages perhaps a quarter of that.
+//! 78 - 112 GFLOP/s per core, 157 - 224 GFLOP/s for the 2 cores (a loop of independent FMAs
+//! measures ~85 GFLOP/s per core here, both cores busy). 1024^3 is 2.1 GFLOP: 21 ms at 100
+//! GFLOP/s. Per k step the kernel reads (6 + 16) x 4 B from L1/L2 for 192 flops, and from memory
+//! each call reads A and B about once and C once per k block: for the qkv product of training
+//! ([3328, 128] x [128, 384], 327 MFLOP, ~3 ms) that is 7 MB, ~2.5 GB/s, well under the ~9 GB/s
+//! one core streams from DRAM here. So the kernel, not memory, is the limit, and the aim is to
+//! keep it fed: ~75% of peak on one core, less with two (they share the L3 and the memory).
+//! The portable kernel, without FMA and with SSE2's 4 lanes, reaches about a quarter of that.
 
 mod kernel;
 mod pack;
@@ -92,12 +107,14 @@ use pack::PackBuf;
 
 /// Depth of a k block (see the module comment).
 const KC: usize = 256;
+const _: () = assert!(KC <= pack::KC_MAX);
 /// Rows of op(A) packed per block; a multiple of MR.
 const MC: usize = 144;
 /// Columns of op(B) packed per panel; a multiple of NR.
 const NC: usize = 2048;
-/// Products with fewer flops than this run single-threaded.
-const PARALLEL_FLOPS: f64 = 2.0 * 96.0 * 96.0 * 96.0;
+/// The least work worth a thread of its own: about 0.1 ms on one core, more than what spawning
+/// and joining a thread costs on this VM (50 - 80 us measured).
+const FLOPS_PER_THREAD: f64 = 8e6;
 
 /// The worker threads a large product uses: the available parallelism, read once.
 pub fn threads() -> usize {
@@ -165,15 +182,22 @@ impl Kernel {
 /// `C[b] = op(A[b]) . op(B[b]) (+ bias)` with the best kernel for this CPU, on all cores for large
 /// products. `c` holds `batch * m * n` floats and is overwritten.
 pub fn matmul(a: &[f32], b: &[f32], bias: Option<&[f32]>, spec: &MatmulSpec, c: &mut [f32]) {
-    matmul_with(Kernel::best(), threads(), a, b, bias, spec, c);
+    matmul_with(Kernel::best(), auto_threads(spec), a, b, bias, spec, c);
 }
 
-/// [`matmul`] with a chosen micro-kernel and at most `max_threads` threads (the tests use it to
-/// check the portable kernel and the threaded split on a machine that would pick otherwise).
+/// How many threads [`matmul`] uses for a product: one per `FLOPS_PER_THREAD` of work, at most
+/// [`threads`]. So products under 16 MFLOP (256 x 128 x 256, say) stay on the calling thread.
+pub fn auto_threads(spec: &MatmulSpec) -> usize {
+    ((spec.flops() / FLOPS_PER_THREAD) as usize).clamp(1, threads())
+}
+
+/// [`matmul`] with a chosen micro-kernel on `threads` threads, whatever the size of the product
+/// (fewer only if C has fewer slivers than that): the tests use it to check the portable kernel
+/// and the split between threads on products too small to be threaded by [`matmul`].
 /// Panics if the kernel is not available on this CPU (see [`Kernel::is_available`]).
 pub fn matmul_with(
     kernel: Kernel,
-    max_threads: usize,
+    threads: usize,
     a: &[f32],
     b: &[f32],
     bias: Option<&[f32]>,
@@ -217,23 +241,38 @@ pub fn matmul_with(
         n.div_ceil(NR)
     };
     let units = batch * per_item;
-    let workers = if spec.flops() < PARALLEL_FLOPS {
-        1
-    } else {
-        max_threads.clamp(1, units)
-    };
+    let workers = threads.clamp(1, units);
     let range = |t: usize| (units * t / workers)..(units * (t + 1) / workers);
+    // The packing buffers live with the calling thread and are reused from call to call:
+    // allocating them per call costs page faults, and freeing them (they are big enough to be
+    // mmapped) a TLB shootdown on every core, which on this VM cost more than the thread spawn.
+    let mut workspaces = WORKSPACES.take();
+    workspaces.resize_with(workspaces.len().max(workers), Workspace::default);
+    let (mine, others) = workspaces.split_first_mut().unwrap();
     if workers == 1 {
-        problem.run_units(range(0), split_rows, per_item);
+        problem.run_units(range(0), split_rows, per_item, mine);
     } else {
         std::thread::scope(|scope| {
             let problem = &problem;
-            for t in 1..workers {
-                scope.spawn(move || problem.run_units(range(t), split_rows, per_item));
+            for (t, space) in (1..workers).zip(others) {
+                scope.spawn(move || problem.run_units(range(t), split_rows, per_item, space));
             }
-            problem.run_units(range(0), split_rows, per_item);
+            problem.run_units(range(0), split_rows, per_item, mine);
         });
     }
+    WORKSPACES.set(workspaces);
+}
+
+/// One worker's packing buffers: the A block and the B panel.
+#[derive(Default)]
+struct Workspace {
+    a: PackBuf,
+    b: PackBuf,
+}
+
+thread_local! {
+    /// The workspaces of the matmuls called from this thread, one per worker.
+    static WORKSPACES: std::cell::Cell<Vec<Workspace>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// The base pointer of C, shared by the worker threads, each of which writes its own disjoint
@@ -257,26 +296,17 @@ struct Problem<'a> {
 impl Problem<'_> {
     /// Computes the units `units` (see `matmul_with`): for each batch item they touch, the
     /// corresponding rows (or columns) of C.
-    fn run_units(&self, units: std::ops::Range<usize>, split_rows: bool, per_item: usize) {
-        let &MatmulSpec { m, n, k, .. } = self.spec;
+    fn run_units(
+        &self,
+        units: std::ops::Range<usize>,
+        split_rows: bool,
+        per_item: usize,
+        space: &mut Workspace,
+    ) {
+        let &MatmulSpec { m, n, .. } = self.spec;
         if units.is_empty() {
             return;
         }
-        // The largest block this thread packs, over all its items.
-        let rows_max = if split_rows {
-            (units.len() * MR).min(m)
-        } else {
-            m
-        };
-        let cols_max = if split_rows {
-            n
-        } else {
-            (units.len() * NR).min(n)
-        };
-        let kc_max = k.min(KC);
-        let mut a_buf = PackBuf::new(rows_max.min(MC).next_multiple_of(MR) * kc_max);
-        let mut b_buf = PackBuf::new(cols_max.min(NC).next_multiple_of(NR) * kc_max);
-
         let (first_item, last_item) = (units.start / per_item, (units.end - 1) / per_item);
         for item in first_item..=last_item {
             let lo = units.start.max(item * per_item) - item * per_item;
@@ -286,7 +316,7 @@ impl Problem<'_> {
             } else {
                 (0..m, (lo * NR).min(n)..(hi * NR).min(n))
             };
-            self.gemm(item, rows, cols, &mut a_buf, &mut b_buf);
+            self.gemm(item, rows, cols, space);
         }
     }
 
@@ -296,8 +326,7 @@ impl Problem<'_> {
         item: usize,
         rows: std::ops::Range<usize>,
         cols: std::ops::Range<usize>,
-        a_buf: &mut PackBuf,
-        b_buf: &mut PackBuf,
+        space: &mut Workspace,
     ) {
         let s = self.spec;
         let (m, n, k) = (s.m, s.n, s.k);
@@ -317,31 +346,53 @@ impl Problem<'_> {
 
         for jc in cols.clone().step_by(NC) {
             let nc = NC.min(cols.end - jc);
+            let b_slivers = nc.div_ceil(NR);
             for pc in (0..k).step_by(kc_step) {
                 let kc = kc_step.min(k - pc);
-                let b_pack = b_buf.slice_mut(nc.next_multiple_of(NR) * kc);
-                pack::pack::<NR>(b_pack, b, b_sj, b_sp, jc, nc, pc, kc);
-                let b_pack = &*b_pack;
-                for ic in rows.clone().step_by(mc_step) {
+                // Where sliver `jr` of the B panel and `ir` of the A block come from.
+                let b_sliver_at = |jr: usize| (jc + jr * NR, NR.min(nc - jr * NR));
+                let b_pack = space.b.slice_mut(b_slivers * NR * kc);
+                for (block, ic) in rows.clone().step_by(mc_step).enumerate() {
                     let mc = mc_step.min(rows.end - ic);
-                    let a_pack = a_buf.slice_mut(mc.next_multiple_of(MR) * kc);
-                    pack::pack::<MR>(a_pack, a, a_si, a_sp, ic, mc, pc, kc);
-                    let a_pack = &*a_pack;
-                    for (jr, b_sliver) in b_pack.chunks_exact(NR * kc).enumerate() {
-                        let j = jc + jr * NR;
-                        let tile_cols = NR.min(jc + nc - j);
+                    let a_slivers = mc.div_ceil(MR);
+                    let a_sliver_at = |ir: usize| (ic + ir * MR, MR.min(mc - ir * MR));
+                    let a_pack = space.a.slice_mut(a_slivers * MR * kc);
+                    for jr in 0..b_slivers {
+                        let (j, tile_cols) = b_sliver_at(jr);
+                        // The B panel is packed just in time, during the first A block: a
+                        // sliver right before its first use, the next one prefetched while
+                        // the kernels run on this one.
+                        if block == 0 {
+                            if jr + 1 < b_slivers {
+                                let (x, valid) = b_sliver_at(jr + 1);
+                                pack::prefetch_sliver(b, b_sj, b_sp, x, valid, pc, kc);
+                            }
+                            let dst = &mut b_pack[jr * NR * kc..(jr + 1) * NR * kc];
+                            pack::pack_sliver::<NR>(dst, b, b_sj, b_sp, j, tile_cols, pc, kc);
+                        }
+                        let b_sliver = &b_pack[jr * NR * kc..(jr + 1) * NR * kc];
                         let bias = if pc == 0 {
                             self.bias.map(|bias| &bias[j..j + tile_cols])
                         } else {
                             None
                         };
-                        for (ir, a_sliver) in a_pack.chunks_exact(MR * kc).enumerate() {
-                            let i = ic + ir * MR;
+                        for ir in 0..a_slivers {
+                            let (i, tile_rows) = a_sliver_at(ir);
+                            // The same for the A block, during the first B sliver.
+                            if jr == 0 {
+                                if ir + 1 < a_slivers {
+                                    let (x, valid) = a_sliver_at(ir + 1);
+                                    pack::prefetch_sliver(a, a_si, a_sp, x, valid, pc, kc);
+                                }
+                                let dst = &mut a_pack[ir * MR * kc..(ir + 1) * MR * kc];
+                                pack::pack_sliver::<MR>(dst, a, a_si, a_sp, i, tile_rows, pc, kc);
+                            }
+                            let a_sliver = &a_pack[ir * MR * kc..(ir + 1) * MR * kc];
                             let tile = Tile {
                                 // SAFETY: (i, j) is inside this item's m x n C.
                                 c: unsafe { c.add(i * n + j) },
                                 ldc: n,
-                                rows: MR.min(ic + mc - i),
+                                rows: tile_rows,
                                 cols: tile_cols,
                                 accumulate: pc > 0,
                                 bias,
