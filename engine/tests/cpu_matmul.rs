@@ -223,3 +223,13 @@ fn a_product_deeper_than_one_k_block_and_taller_than_one_m_block_equals_the_refe
         check_against_reference(kernel, 2, &spec(300, 40, 600, true, true), false, 14);
     }
 }
+
+#[test]
+fn small_products_stay_on_the_calling_thread_and_large_ones_use_every_core() {
+    assert_eq!(matmul::auto_threads(&MatmulSpec::plain(1, 1, 1)), 1);
+    assert_eq!(matmul::auto_threads(&MatmulSpec::plain(128, 128, 128)), 1);
+    assert_eq!(
+        matmul::auto_threads(&MatmulSpec::plain(1024, 1024, 1024)),
+        matmul::threads().min(268)
+    );
+}
