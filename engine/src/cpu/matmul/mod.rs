@@ -22,9 +22,10 @@
 //! sliver is packed right before its first use, and the next one is prefetched while the kernel
 //! works: the rows (or columns) that a sliver gathers are short strided streams which the
 //! hardware prefetchers catch late, and a sliver's worth of misses then overlaps a kernel call
-//! (~1500 cycles) instead of stalling the packing loop. On the tall operands of training (a
-//! [3328, 512] activation, which does not stay in this VM's share of L3 from call to call) this
-//! took the packing from ~25% of the time to ~15%.
+//! (~1500 cycles) instead of stalling the packing loop. It matters for the tall operands of
+//! training (a [3328, 512] activation does not stay in this VM's share of L3 from one call to
+//! the next): with the packing loops of `pack.rs`, it made such products (fc2, the input
+//! gradient) ~1.3x faster on one core than block-at-a-time packing.
 //!
 //! # The micro-kernel: MR x NR = 6 x 16
 //!
@@ -97,8 +98,9 @@
 //! each call reads A and B about once and C once per k block: for the qkv product of training
 //! ([3328, 128] x [128, 384], 327 MFLOP, ~3 ms) that is 7 MB, ~2.5 GB/s, well under the ~9 GB/s
 //! one core streams from DRAM here. So the kernel, not memory, is the limit, and the aim is to
-//! keep it fed: ~75% of peak on one core, less with two (they share the L3 and the memory).
-//! The portable kernel, without FMA and with SSE2's 4 lanes, reaches about a quarter of that.
+//! keep it fed: on a quiet machine one core reaches ~80 GFLOP/s on large products, ~90% of the
+//! FMA loop; two cores reach 110 - 140 (see `docs/benchmarks.md`). The portable kernel, without
+//! FMA and with SSE2's 4 lanes, reaches about a quarter of that.
 
 mod kernel;
 mod pack;
