@@ -230,6 +230,6 @@ fn small_products_stay_on_the_calling_thread_and_large_ones_use_every_core() {
     assert_eq!(matmul::auto_threads(&MatmulSpec::plain(128, 128, 128)), 1);
     assert_eq!(
         matmul::auto_threads(&MatmulSpec::plain(1024, 1024, 1024)),
-        matmul::threads().min(268)
+        matmul::threads().min(134)
     );
 }

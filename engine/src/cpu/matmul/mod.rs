@@ -81,13 +81,15 @@
 //! slivers, so that the duplicated operand is the smaller one, and packing is O(k (m + n))
 //! against O(m n k) of compute anyway.
 //!
-//! A spawned thread starts running 45 - 90 us after `spawn` on this VM (the idle vCPU has to be
-//! woken), and the join adds ~20 us, so [`matmul`] gives a thread to every `FLOPS_PER_THREAD` =
-//! 8 MFLOP (~0.1 ms of one core) of work, counted on the tiles the kernel computes (m and n
-//! rounded up to MR and NR, which matters for small batched products): products under 16 MFLOP
-//! stay on the calling thread, and a 256^3 product (34 MFLOP) gains ~1.5x from the second core,
-//! not 2x. (A pool of parked threads would wake faster, but not by much on a VM, and would
-//! outlive the call.)
+//! A spawned thread starts running 45 - 90 us after `spawn` on this VM when the other core is
+//! idle (the idle vCPU has to be woken), and the join adds ~20 us; when the other core is busy
+//! with another process, the new thread can wait for its time slice for milliseconds, and the
+//! call waits with it (measured: 1024 items of 13 x 13 x 32 went from ~15 to ~3 GFLOP/s on two
+//! threads while other processes were compiling). So [`matmul`] gives a thread to every `FLOPS_PER_THREAD` =
+//! 16 MFLOP (~0.2 ms of one core) of work: products under 32 MFLOP stay on the calling thread,
+//! and a 256^3 product (34 MFLOP) gains ~1.5x from the second core on a quiet machine, not 2x.
+//! (A pool of parked threads that claim work would not make the caller wait for a late worker,
+//! but would outlive the call; `std::thread::scope` keeps every call self-contained.)
 //!
 //! # Napkin math
 //!
@@ -118,9 +120,10 @@ const _: () = assert!(KC <= pack::KC_MAX);
 const MC: usize = 144;
 /// Columns of op(B) packed per panel; a multiple of NR.
 const NC: usize = 2048;
-/// The least work worth a thread of its own: about 0.1 ms on one core, against the 65 - 110 us
-/// that spawning and joining one costs on this VM.
-const FLOPS_PER_THREAD: f64 = 8e6;
+/// The least work worth a thread of its own: about 0.2 ms on one core, against the 65 - 110 us
+/// that spawning and joining one costs on this VM when the other core is idle (see the module
+/// comment for when it is not).
+const FLOPS_PER_THREAD: f64 = 16e6;
 
 /// The worker threads a large product uses: the available parallelism, read once.
 pub fn threads() -> usize {
@@ -192,12 +195,10 @@ pub fn matmul(a: &[f32], b: &[f32], bias: Option<&[f32]>, spec: &MatmulSpec, c: 
 }
 
 /// How many threads [`matmul`] uses for a product: one per `FLOPS_PER_THREAD` of work, at most
-/// [`threads`]. The work is that of the tiles the kernel computes, edges padded: products under
-/// 16 MFLOP of it (192^3, or 1024 items of 13 x 13 x 16) stay on the calling thread.
+/// [`threads`]. So products under 32 MFLOP (256 x 256 x 240, or 1024 items of 13 x 13 x 32)
+/// stay on the calling thread.
 pub fn auto_threads(spec: &MatmulSpec) -> usize {
-    let tiles = (spec.m.next_multiple_of(MR) * spec.n.next_multiple_of(NR)) as f64;
-    let work = 2.0 * spec.batch as f64 * tiles * spec.k as f64;
-    ((work / FLOPS_PER_THREAD) as usize).clamp(1, threads())
+    ((spec.flops() / FLOPS_PER_THREAD) as usize).clamp(1, threads())
 }
 
 /// [`matmul`] with a chosen micro-kernel on `threads` threads, whatever the size of the product
