@@ -100,9 +100,9 @@
 //! each call reads A and B about once and C once per k block: for the qkv product of training
 //! ([3328, 128] x [128, 384], 327 MFLOP, ~3 ms) that is 7 MB, ~2.5 GB/s, well under the ~9 GB/s
 //! one core streams from DRAM here. So the kernel, not memory, is the limit, and the aim is to
-//! keep it fed: on a quiet machine one core reaches ~80 GFLOP/s on large products, ~90% of the
-//! FMA loop; two cores reach 110 - 140 (see `docs/benchmarks.md`). The portable kernel, without
-//! FMA and with SSE2's 4 lanes, reaches about a quarter of that.
+//! keep it fed: one core reaches 60 - 83 GFLOP/s on the large training shapes (up to ~90% of the
+//! FMA loop), two cores 90 - 145 when nothing else runs (see `docs/benchmarks.md`). The portable
+//! kernel, without FMA and with SSE2's 4 lanes, reaches 15 - 25.
 
 mod kernel;
 mod pack;
@@ -253,9 +253,9 @@ pub fn matmul_with(
     let units = batch * per_item;
     let workers = threads.clamp(1, units);
     let range = |t: usize| (units * t / workers)..(units * (t + 1) / workers);
-    // The packing buffers live with the calling thread and are reused from call to call:
-    // allocating them per call costs page faults, and freeing them (they are big enough to be
-    // mmapped) a TLB shootdown on every core, which on this VM cost more than the thread spawn.
+    // The packing buffers live with the calling thread and are reused from call to call, rather
+    // than allocated by each worker: buffers this big are mmapped, so a fresh one costs a page
+    // fault per 4 KiB touched and an munmap at the end, on every call.
     let mut workspaces = WORKSPACES.take();
     workspaces.resize_with(workspaces.len().max(workers), Workspace::default);
     let (mine, others) = workspaces.split_first_mut().unwrap();
