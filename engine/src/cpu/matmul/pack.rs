@@ -5,16 +5,19 @@
 //! `src[x * sx + p * sp]`, x along the sliver dimension (the rows of op(A), or the columns of
 //! op(B)) and p along k:
 //!
-//! | operand          | x = | sx | sp |
-//! |------------------|-----|----|----|
-//! | A, not transposed | i  | k  | 1  |
-//! | A, transposed     | i  | 1  | m  |
-//! | B, not transposed | j  | 1  | n  |
-//! | B, transposed     | j  | k  | 1  |
+//! | operand           | x = | sx | sp |
+//! |-------------------|-----|----|----|
+//! | A, not transposed | i   | k  | 1  |
+//! | A, transposed     | i   | 1  | m  |
+//! | B, not transposed | j   | 1  | n  |
+//! | B, transposed     | j   | k  | 1  |
 //!
 //! and packed into slivers of `W` (MR for A, NR for B): sliver `s`, step `p`, lane `r` goes to
 //! `dst[s * W * kc + p * W + r]` = `src[(x0 + s * W + r) * sx + (p0 + p) * sp]`, zero for lanes past
 //! the `len` valid ones. This is how the transposes disappear: all four cases leave the same layout.
+//!
+//! `mod.rs` packs one sliver at a time, right before the kernel first needs it, and calls
+//! `prefetch_sliver` on the next one so that its cache misses overlap the kernel's work.
 
 /// A 64-byte aligned chunk of floats: the packed buffers are `Vec<Line>`, so every packed sliver
 /// starts on a cache line (sliver sizes are multiples of 16 floats for B; A is broadcast from, so
@@ -100,7 +103,6 @@ pub fn pack_sliver<const W: usize>(
 /// waiting for it. Issued one sliver ahead, the loads arrive while the micro-kernel computes,
 /// instead of stalling the packing: the lanes (or rows) of a sliver are W (or kc) short streams
 /// that the hardware prefetchers would only pick up after a few misses each.
-#[allow(clippy::too_many_arguments)]
 pub fn prefetch_sliver(
     src: &[f32],
     sx: usize,
