@@ -1,0 +1,419 @@
+//! The fast CPU matmul: `C[b] = op(A[b]) . op(B[b]) (+ bias)`, BLIS / GotoBLAS style.
+//!
+//! # The algorithm
+//!
+//! A matrix product is `m n k` multiply-adds on only `m k + k n + m n` numbers, so it can run at
+//! the speed of the FMA units if every number, once loaded, is used many times from registers or
+//! a near cache. The classic way (Goto & van de Geijn, "Anatomy of high-performance matrix
+//! multiplication", 2008; BLIS) is five loops around a register-blocked micro-kernel:
+//!
+//! ```text
+//! for jc in cols step NC                          B panel  op(B)[pc.., jc..]  KC x NC  -> L3
+//!   for pc in 0..k step KC
+//!     for ic in rows step MC                      A block  op(A)[ic.., pc..]  MC x KC  -> L2
+//!       for jr in 0..NC step NR                   B sliver KC x NR                     -> L1
+//!         (first A block only: pack B sliver jr, prefetch sliver jr + 1)
+//!         for ir in 0..MC step MR                 A sliver MR x KC, streamed from L2
+//!           (first B sliver only: pack A sliver ir, prefetch sliver ir + 1)
+//!           micro-kernel: C[ir..+MR, jr..+NR] (+)= A sliver . B sliver   (in registers)
+//! ```
+//!
+//! Textbook GotoBLAS packs the whole B panel, then each whole A block, before computing. Here a
+//! sliver is packed right before its first use, and the next one is prefetched while the kernel
+//! works: the rows (or columns) that a sliver gathers are short strided streams which the
+//! hardware prefetchers catch late, and a sliver's worth of misses then overlaps a kernel call
+//! (~1500 cycles) instead of stalling the packing loop. It matters for the tall operands of
+//! training (a [3328, 512] activation does not stay in this VM's share of L3 from one call to
+//! the next): with the packing loops of `pack.rs`, it made such products (fc2, the input
+//! gradient) ~1.3x faster on one core than block-at-a-time packing.
+//!
+//! # The micro-kernel: MR x NR = 6 x 16
+//!
+//! Zen 3 has 16 ymm registers (no AVX-512) and two 256-bit FMA pipes, each FMA with 4 cycles of
+//! latency: to keep both pipes busy we need at least 2 x 4 = 8 independent accumulators. A 6 x 16
+//! tile is 12 accumulators (6 rows x 2 vectors of 8), plus 2 registers for the B row and 1 for
+//! the broadcast A value: 15 of 16. Each k step does 12 FMAs (96 multiply-adds) for 2 vector loads
+//! and 6 broadcasts, about the best ratio that fits the register file: 8 x 8 would do 8 FMAs for
+//! 1 load and 8 broadcasts; 4 x 24 does 12 FMAs for 3 loads and 4 broadcasts, as good, but pads
+//! the n = 16, 32, 64 of the training shapes to multiples of 24. It is the shape BLIS uses for
+//! sgemm on Haswell and Zen. See `kernel.rs`.
+//!
+//! # The blocking: KC = 256, MC = 144, NC = 2048 (floats)
+//!
+//! - KC: the B sliver (KC x NR = 256 x 16 x 4 B = 16 KiB) must stay in the 32 KiB L1d while the
+//!   kernel runs through all the A slivers of the block, with room for the A sliver being
+//!   streamed (6 x 256 x 4 B = 6 KiB) and the C tile. A long KC also amortises the tile's
+//!   load/store over many FMAs (256 k steps per write-back).
+//! - MC: the packed A block (MC x KC = 144 x 256 x 4 B = 144 KiB) stays in the 512 KiB L2, under
+//!   half of it so that B slivers and C passing through do not evict it. Multiple of MR.
+//! - NC: the packed B panel (KC x NC = 256 x 2048 x 4 B = 2 MiB per thread) lives in L3. The
+//!   training shapes have n <= 1024, so in practice the jc loop runs once.
+//!
+//! k is cut into equal blocks (k = 384 gives 2 x 192, not 256 + 128), and so is each thread's
+//! row range into MC blocks, so that no block is a sliver of leftovers.
+//!
+//! # Packed layout
+//!
+//! See `pack.rs`: an A block is `MC / MR` slivers, each `kc` steps of MR contiguous values (a
+//! column of the sliver); a B panel is `NC / NR` slivers, each `kc` steps of NR contiguous values
+//! (a row of the sliver). Packing reads op(A) and op(B) through (row stride, column stride), which
+//! absorbs the transposes: all four transpose cases run the same kernel on the same layout. Edges
+//! are zero padded, so the kernel always computes a full 6 x 16 tile and only the write-back
+//! looks at the valid size. Buffers are 64-byte aligned, kept per calling thread and reused from
+//! call to call (see `WORKSPACES`).
+//!
+//! # The write-back and the bias
+//!
+//! On the first k block the tile overwrites C with `acc + bias`; on later blocks it adds into C.
+//! So the bias costs nothing (it rides along the first store) and C is never zeroed beforehand.
+//! k = 0 is handled up front: C is the bias (or zeros).
+//!
+//! # Threads
+//!
+//! The machine has 2 cores. A call spawns its worker threads once (`std::thread::scope`; the
+//! calling thread works as one of them) and gives each an independent part of C: the work is
+//! `batch x ceil(m / MR)` row slivers, or `batch x ceil(n / NR)` column slivers when n has more
+//! slivers than m, cut into equal contiguous ranges. So with a large batch (attention-like
+//! products) each thread gets whole batch items, and with one big product each gets half the
+//! rows (or columns). Each thread packs its own A blocks and B panels: there is no
+//! synchronisation inside a call, and no spawn per block. The price is that each thread packs all
+//! of the operand it does not split (B for a row split); we split along the dimension with more
+//! slivers, so that the duplicated operand is the smaller one, and packing is O(k (m + n))
+//! against O(m n k) of compute anyway.
+//!
+//! A spawned thread starts running 45 - 90 us after `spawn` on this VM when the other core is
+//! idle (the idle vCPU has to be woken), and the join adds ~20 us; when the other core is busy
+//! with another process, the new thread can wait for its time slice for milliseconds, and the
+//! call waits with it (measured: 1024 items of 13 x 13 x 32 went from ~15 to ~3 GFLOP/s on two
+//! threads while other processes were compiling). So [`matmul`] gives a thread to every `FLOPS_PER_THREAD` =
+//! 16 MFLOP (~0.2 ms of one core) of work: products under 32 MFLOP stay on the calling thread,
+//! and a 256^3 product (34 MFLOP) gains ~1.5x from the second core on a quiet machine, not 2x.
+//! (A pool of parked threads that claim work would not make the caller wait for a late worker,
+//! but would outlive the call; `std::thread::scope` keeps every call self-contained.)
+//!
+//! # Napkin math
+//!
+//! One Zen 3 core: 2 FMA pipes x 8 lanes x 2 flops = 32 flops per cycle; at 2.45 - 3.5 GHz that is
+//! 78 - 112 GFLOP/s per core, 157 - 224 GFLOP/s for the 2 cores (a loop of independent FMAs
+//! measures ~85 GFLOP/s per core here, both cores busy). 1024^3 is 2.1 GFLOP: 21 ms at 100
+//! GFLOP/s. Per k step the kernel reads (6 + 16) x 4 B from L1/L2 for 192 flops, and from memory
+//! each call reads A and B about once and C once per k block: for the qkv product of training
+//! ([3328, 128] x [128, 384], 327 MFLOP, ~3 ms) that is 7 MB, ~2.5 GB/s, well under the ~9 GB/s
+//! one core streams from DRAM here. So the kernel, not memory, is the limit, and the aim is to
+//! keep it fed: on a quiet machine one core reaches ~80 GFLOP/s on large products, ~90% of the
+//! FMA loop; two cores reach 110 - 140 (see `docs/benchmarks.md`). The portable kernel, without
+//! FMA and with SSE2's 4 lanes, reaches about a quarter of that.
+
+mod kernel;
+mod pack;
+
+use std::sync::OnceLock;
+
+use crate::backend::MatmulSpec;
+use kernel::{KernelFn, MR, NR, Tile};
+use pack::PackBuf;
+
+/// Depth of a k block (see the module comment).
+const KC: usize = 256;
+const _: () = assert!(KC <= pack::KC_MAX);
+/// Rows of op(A) packed per block; a multiple of MR.
+const MC: usize = 144;
+/// Columns of op(B) packed per panel; a multiple of NR.
+const NC: usize = 2048;
+/// The least work worth a thread of its own: about 0.2 ms on one core, against the 65 - 110 us
+/// that spawning and joining one costs on this VM when the other core is idle (see the module
+/// comment for when it is not).
+const FLOPS_PER_THREAD: f64 = 16e6;
+
+/// The worker threads a large product uses: the available parallelism, read once.
+pub fn threads() -> usize {
+    static THREADS: OnceLock<usize> = OnceLock::new();
+    *THREADS.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    })
+}
+
+/// The micro-kernel implementations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// Plain Rust, vectorised by the compiler for the target's baseline: runs everywhere.
+    Portable,
+    /// `std::arch` AVX2 + FMA intrinsics: x86_64 CPUs that have both (checked at run time).
+    Avx2Fma,
+}
+
+impl Kernel {
+    /// Every kernel, available on this CPU or not.
+    pub const ALL: [Kernel; 2] = [Kernel::Portable, Kernel::Avx2Fma];
+
+    /// Whether this CPU can run the kernel.
+    pub fn is_available(self) -> bool {
+        match self {
+            Kernel::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2Fma => {
+                std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            Kernel::Avx2Fma => false,
+        }
+    }
+
+    /// The fastest kernel this CPU can run, detected once.
+    pub fn best() -> Kernel {
+        static BEST: OnceLock<Kernel> = OnceLock::new();
+        *BEST.get_or_init(|| {
+            if Kernel::Avx2Fma.is_available() {
+                Kernel::Avx2Fma
+            } else {
+                Kernel::Portable
+            }
+        })
+    }
+
+    fn function(self) -> KernelFn {
+        assert!(
+            self.is_available(),
+            "the {self:?} matmul kernel is not supported by this CPU"
+        );
+        match self {
+            Kernel::Portable => kernel::portable,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2Fma => kernel::avx2,
+            #[cfg(not(target_arch = "x86_64"))]
+            Kernel::Avx2Fma => unreachable!(),
+        }
+    }
+}
+
+/// `C[b] = op(A[b]) . op(B[b]) (+ bias)` with the best kernel for this CPU, on all cores for large
+/// products. `c` holds `batch * m * n` floats and is overwritten.
+pub fn matmul(a: &[f32], b: &[f32], bias: Option<&[f32]>, spec: &MatmulSpec, c: &mut [f32]) {
+    matmul_with(Kernel::best(), auto_threads(spec), a, b, bias, spec, c);
+}
+
+/// How many threads [`matmul`] uses for a product: one per `FLOPS_PER_THREAD` of work, at most
+/// [`threads`]. So products under 32 MFLOP (256 x 256 x 240, or 1024 items of 13 x 13 x 32)
+/// stay on the calling thread.
+pub fn auto_threads(spec: &MatmulSpec) -> usize {
+    ((spec.flops() / FLOPS_PER_THREAD) as usize).clamp(1, threads())
+}
+
+/// [`matmul`] with a chosen micro-kernel on `threads` threads, whatever the size of the product
+/// (fewer only if C has fewer slivers than that): the tests use it to check the portable kernel
+/// and the split between threads on products too small to be threaded by [`matmul`].
+/// Panics if the kernel is not available on this CPU (see [`Kernel::is_available`]).
+pub fn matmul_with(
+    kernel: Kernel,
+    threads: usize,
+    a: &[f32],
+    b: &[f32],
+    bias: Option<&[f32]>,
+    spec: &MatmulSpec,
+    c: &mut [f32],
+) {
+    let kernel = kernel.function();
+    let &MatmulSpec { batch, m, n, k, .. } = spec;
+    assert_eq!(c.len(), batch * m * n, "matmul: C must hold batch * m * n");
+    if batch == 0 || m == 0 || n == 0 {
+        return;
+    }
+    assert!(a.len() >= spec.a_len(), "matmul: A is too short");
+    assert!(b.len() >= spec.b_len(), "matmul: B is too short");
+    if let Some(bias) = bias {
+        assert!(bias.len() >= n, "matmul: the bias must hold n values");
+    }
+    if k == 0 {
+        for row in c.chunks_exact_mut(n) {
+            match bias {
+                Some(bias) => row.copy_from_slice(&bias[..n]),
+                None => row.fill(0.0),
+            }
+        }
+        return;
+    }
+
+    let problem = Problem {
+        a,
+        b,
+        bias,
+        spec,
+        c: SharedC(c.as_mut_ptr()),
+        kernel,
+    };
+    // The unit of work split across threads: a row sliver or a column sliver of one batch item.
+    let split_rows = m.div_ceil(MR) >= n.div_ceil(NR);
+    let per_item = if split_rows {
+        m.div_ceil(MR)
+    } else {
+        n.div_ceil(NR)
+    };
+    let units = batch * per_item;
+    let workers = threads.clamp(1, units);
+    let range = |t: usize| (units * t / workers)..(units * (t + 1) / workers);
+    // The packing buffers live with the calling thread and are reused from call to call:
+    // allocating them per call costs page faults, and freeing them (they are big enough to be
+    // mmapped) a TLB shootdown on every core, which on this VM cost more than the thread spawn.
+    let mut workspaces = WORKSPACES.take();
+    workspaces.resize_with(workspaces.len().max(workers), Workspace::default);
+    let (mine, others) = workspaces.split_first_mut().unwrap();
+    if workers == 1 {
+        problem.run_units(range(0), split_rows, per_item, mine);
+    } else {
+        std::thread::scope(|scope| {
+            let problem = &problem;
+            for (t, space) in (1..workers).zip(others) {
+                scope.spawn(move || problem.run_units(range(t), split_rows, per_item, space));
+            }
+            problem.run_units(range(0), split_rows, per_item, mine);
+        });
+    }
+    WORKSPACES.set(workspaces);
+}
+
+/// One worker's packing buffers: the A block and the B panel.
+#[derive(Default)]
+struct Workspace {
+    a: PackBuf,
+    b: PackBuf,
+}
+
+thread_local! {
+    /// The workspaces of the matmuls called from this thread, one per worker.
+    static WORKSPACES: std::cell::Cell<Vec<Workspace>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// The base pointer of C, shared by the worker threads, each of which writes its own disjoint
+/// set of (batch item, rows, columns) rectangles.
+#[derive(Clone, Copy)]
+struct SharedC(*mut f32);
+// SAFETY: the threads write disjoint parts of C (see `matmul_with`), and `thread::scope` joins
+// them before the `&mut [f32]` that the pointer comes from is usable again.
+unsafe impl Send for SharedC {}
+unsafe impl Sync for SharedC {}
+
+struct Problem<'a> {
+    a: &'a [f32],
+    b: &'a [f32],
+    bias: Option<&'a [f32]>,
+    spec: &'a MatmulSpec,
+    c: SharedC,
+    kernel: KernelFn,
+}
+
+impl Problem<'_> {
+    /// Computes the units `units` (see `matmul_with`): for each batch item they touch, the
+    /// corresponding rows (or columns) of C.
+    fn run_units(
+        &self,
+        units: std::ops::Range<usize>,
+        split_rows: bool,
+        per_item: usize,
+        space: &mut Workspace,
+    ) {
+        let &MatmulSpec { m, n, .. } = self.spec;
+        if units.is_empty() {
+            return;
+        }
+        let (first_item, last_item) = (units.start / per_item, (units.end - 1) / per_item);
+        for item in first_item..=last_item {
+            let lo = units.start.max(item * per_item) - item * per_item;
+            let hi = units.end.min((item + 1) * per_item) - item * per_item;
+            let (rows, cols) = if split_rows {
+                ((lo * MR).min(m)..(hi * MR).min(m), 0..n)
+            } else {
+                (0..m, (lo * NR).min(n)..(hi * NR).min(n))
+            };
+            self.gemm(item, rows, cols, space);
+        }
+    }
+
+    /// The five blocked loops of the module comment, for `C[item][rows, cols]`.
+    fn gemm(
+        &self,
+        item: usize,
+        rows: std::ops::Range<usize>,
+        cols: std::ops::Range<usize>,
+        space: &mut Workspace,
+    ) {
+        let s = self.spec;
+        let (m, n, k) = (s.m, s.n, s.k);
+        let a = &self.a[item * s.a_batch_stride..];
+        let b = &self.b[item * s.b_batch_stride..];
+        // Strides of the views op(A)[i, p] = a[i * a_si + p * a_sp], op(B)[p, j] = b[j * b_sj + p * b_sp].
+        let (a_si, a_sp) = if s.trans_a { (1, m) } else { (k, 1) };
+        let (b_sj, b_sp) = if s.trans_b { (k, 1) } else { (1, n) };
+        // SAFETY: `item < batch`, so the item's C is inside the buffer of `batch * m * n` floats.
+        let c = unsafe { self.c.0.add(item * m * n) };
+
+        let kc_step = k.div_ceil(k.div_ceil(KC));
+        let mc_step = rows
+            .len()
+            .div_ceil(rows.len().div_ceil(MC))
+            .next_multiple_of(MR);
+
+        for jc in cols.clone().step_by(NC) {
+            let nc = NC.min(cols.end - jc);
+            let b_slivers = nc.div_ceil(NR);
+            for pc in (0..k).step_by(kc_step) {
+                let kc = kc_step.min(k - pc);
+                // Where sliver `jr` of the B panel and `ir` of the A block come from.
+                let b_sliver_at = |jr: usize| (jc + jr * NR, NR.min(nc - jr * NR));
+                let b_pack = space.b.slice_mut(b_slivers * NR * kc);
+                for (block, ic) in rows.clone().step_by(mc_step).enumerate() {
+                    let mc = mc_step.min(rows.end - ic);
+                    let a_slivers = mc.div_ceil(MR);
+                    let a_sliver_at = |ir: usize| (ic + ir * MR, MR.min(mc - ir * MR));
+                    let a_pack = space.a.slice_mut(a_slivers * MR * kc);
+                    for jr in 0..b_slivers {
+                        let (j, tile_cols) = b_sliver_at(jr);
+                        // The B panel is packed just in time, during the first A block: a
+                        // sliver right before its first use, the next one prefetched while
+                        // the kernels run on this one.
+                        if block == 0 {
+                            if jr + 1 < b_slivers {
+                                let (x, valid) = b_sliver_at(jr + 1);
+                                pack::prefetch_sliver(b, b_sj, b_sp, x, valid, pc, kc);
+                            }
+                            let dst = &mut b_pack[jr * NR * kc..(jr + 1) * NR * kc];
+                            pack::pack_sliver::<NR>(dst, b, b_sj, b_sp, j, tile_cols, pc, kc);
+                        }
+                        let b_sliver = &b_pack[jr * NR * kc..(jr + 1) * NR * kc];
+                        let bias = if pc == 0 {
+                            self.bias.map(|bias| &bias[j..j + tile_cols])
+                        } else {
+                            None
+                        };
+                        for ir in 0..a_slivers {
+                            let (i, tile_rows) = a_sliver_at(ir);
+                            // The same for the A block, during the first B sliver.
+                            if jr == 0 {
+                                if ir + 1 < a_slivers {
+                                    let (x, valid) = a_sliver_at(ir + 1);
+                                    pack::prefetch_sliver(a, a_si, a_sp, x, valid, pc, kc);
+                                }
+                                let dst = &mut a_pack[ir * MR * kc..(ir + 1) * MR * kc];
+                                pack::pack_sliver::<MR>(dst, a, a_si, a_sp, i, tile_rows, pc, kc);
+                            }
+                            let a_sliver = &a_pack[ir * MR * kc..(ir + 1) * MR * kc];
+                            let tile = Tile {
+                                // SAFETY: (i, j) is inside this item's m x n C.
+                                c: unsafe { c.add(i * n + j) },
+                                ldc: n,
+                                rows: tile_rows,
+                                cols: tile_cols,
+                                accumulate: pc > 0,
+                                bias,
+                            };
+                            // SAFETY: the tile lies in C[item][rows, cols], which only this
+                            // thread writes; the kernel was checked available by `function`.
+                            unsafe { (self.kernel)(a_sliver, b_sliver, &tile) };
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

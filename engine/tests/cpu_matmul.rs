@@ -1,0 +1,235 @@
+//! The fast CPU matmul (`cpu::matmul`) against the plain-loop reference (`cpu::reference`), on
+//! uneven shapes, every transpose, with and without bias, batched with every kind of stride, with
+//! each micro-kernel this CPU can run, single- and multi-threaded.
+//!
+//! # The tolerance
+//!
+//! The reference accumulates in f64 and rounds once, so it is within half an f32 ulp of the exact
+//! value. The fast kernel sums k f32 products in f32, in blocks; the classic error bound for such
+//! a sum (Higham, "Accuracy and Stability of Numerical Algorithms", 3.1) is
+//! `|c_fast - c_exact| <= gamma_k * sum_p |a_ip| |b_pj|` with `gamma_k ~ k u`, `u = 2^-24`.
+//! Note that it scales with `S = sum |a||b|` (plus `|bias|`), not with `|c|`: with values that mix
+//! magnitudes 1e3 and 1e-3 and both signs, c is often a small difference of large terms, and a
+//! purely relative tolerance would fail on correct results. The worst case `k u S` is pessimistic:
+//! rounding errors are independent-ish and add up like a random walk, so the realistic bound is
+//! `~ sqrt(k) u S` (Higham & Mary, "A new approach to probabilistic rounding error analysis",
+//! 2019). We allow `4 sqrt(k + 2) u S + 2 u |c|`: the errors of correct summation on these tests
+//! reach 1.2 sqrt(k + 2) u S (small k, where the final rounding of c dominates), and for the k
+//! used here (at most 600) the tolerance stays under 6e-6 S, so dropping, doubling or misplacing
+//! any product bigger than that fails.
+
+use engine::Rng;
+use engine::backend::MatmulSpec;
+use engine::cpu::matmul::{self, Kernel};
+use engine::cpu::reference;
+
+/// Values in [-1e3, 1e3] or [-1e-3, 1e-3], half and half: sums with large cancellations and tiny
+/// terms next to huge ones.
+fn wide_values(len: usize, rng: &mut Rng) -> Vec<f32> {
+    (0..len)
+        .map(|_| {
+            let scale = if rng.below(2) == 0 { 1e3 } else { 1e-3 };
+            rng.uniform_range(-scale, scale)
+        })
+        .collect()
+}
+
+fn spec(m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> MatmulSpec {
+    MatmulSpec {
+        trans_a,
+        trans_b,
+        ..MatmulSpec::plain(m, n, k)
+    }
+}
+
+/// Runs the fast matmul with `kernel` on at most `threads` threads and compares it with the
+/// reference, element by element, with the tolerance of the module comment.
+fn check_against_reference(
+    kernel: Kernel,
+    threads: usize,
+    s: &MatmulSpec,
+    with_bias: bool,
+    seed: u64,
+) {
+    let mut rng = Rng::new(seed);
+    let a = wide_values(s.a_len(), &mut rng);
+    let b = wide_values(s.b_len(), &mut rng);
+    let bias = with_bias.then(|| wide_values(s.n, &mut rng));
+    let expected = reference::matmul(&a, &b, bias.as_deref(), s);
+    // Garbage in C first: the fast path must overwrite every element.
+    let mut got = vec![f32::NAN; s.batch * s.m * s.n];
+    matmul::matmul_with(kernel, threads, &a, &b, bias.as_deref(), s, &mut got);
+
+    let u = f32::EPSILON as f64 / 2.0;
+    let slack = 4.0 * ((s.k + 2) as f64).sqrt() * u;
+    for bi in 0..s.batch {
+        let (a, b) = (&a[bi * s.a_batch_stride..], &b[bi * s.b_batch_stride..]);
+        for i in 0..s.m {
+            for j in 0..s.n {
+                let magnitude: f64 = (0..s.k)
+                    .map(|p| (a[s.a_index(i, p)] as f64 * b[s.b_index(p, j)] as f64).abs())
+                    .sum::<f64>()
+                    + bias.as_ref().map_or(0.0, |bias| bias[j].abs() as f64);
+                let at = (bi * s.m + i) * s.n + j;
+                let (want, have) = (expected[at] as f64, got[at] as f64);
+                let tolerance = slack * magnitude + 2.0 * u * want.abs();
+                assert!(
+                    (have - want).abs() <= tolerance,
+                    "{kernel:?}, {threads} threads, {s:?}, bias {with_bias}: C[{bi}][{i}, {j}] = \
+                     {have}, the reference says {want} (tolerance {tolerance:e})"
+                );
+            }
+        }
+    }
+}
+
+fn available_kernels() -> Vec<Kernel> {
+    Kernel::ALL
+        .into_iter()
+        .filter(|kernel| kernel.is_available())
+        .collect()
+}
+
+const UNEVEN_SHAPES: [(usize, usize, usize); 4] =
+    [(1, 1, 1), (1, 137, 3), (45, 65, 33), (129, 257, 63)];
+
+fn every_transpose_and_bias_equals_the_reference(kernel: Kernel) {
+    for (shape, &(m, n, k)) in UNEVEN_SHAPES.iter().enumerate() {
+        for trans_a in [false, true] {
+            for trans_b in [false, true] {
+                for bias in [false, true] {
+                    let s = spec(m, n, k, trans_a, trans_b);
+                    check_against_reference(kernel, 2, &s, bias, 100 + shape as u64);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_fast_matmul_equals_the_reference_on_uneven_shapes_with_every_transpose_and_bias() {
+    every_transpose_and_bias_equals_the_reference(Kernel::best());
+}
+
+#[test]
+fn the_portable_kernel_equals_the_reference_on_uneven_shapes_with_every_transpose_and_bias() {
+    every_transpose_and_bias_equals_the_reference(Kernel::Portable);
+}
+
+#[test]
+fn the_simd_kernel_equals_the_reference_where_the_cpu_has_avx2_and_fma() {
+    if Kernel::Avx2Fma.is_available() {
+        every_transpose_and_bias_equals_the_reference(Kernel::Avx2Fma);
+    } else {
+        eprintln!("this CPU lacks AVX2 or FMA: the SIMD kernel is not tested here");
+    }
+}
+
+#[test]
+fn the_default_entry_point_equals_the_reference() {
+    let mut rng = Rng::new(7);
+    let s = spec(45, 65, 33, true, false);
+    let a = wide_values(s.a_len(), &mut rng);
+    let b = wide_values(s.b_len(), &mut rng);
+    let mut fast = vec![0.0; s.m * s.n];
+    matmul::matmul(&a, &b, None, &s, &mut fast);
+    let mut chosen = vec![0.0; s.m * s.n];
+    matmul::matmul_with(
+        Kernel::best(),
+        matmul::threads(),
+        &a,
+        &b,
+        None,
+        &s,
+        &mut chosen,
+    );
+    assert_eq!(fast, chosen);
+    check_against_reference(Kernel::best(), matmul::threads(), &s, false, 7);
+}
+
+#[test]
+fn a_product_over_zero_depth_is_the_bias_or_zero() {
+    for kernel in available_kernels() {
+        for bias in [false, true] {
+            check_against_reference(kernel, 2, &spec(7, 19, 0, false, true), bias, 3);
+        }
+    }
+    let bias = [1.5f32, -2.0, 3.0];
+    let mut c = vec![f32::NAN; 6];
+    matmul::matmul(&[], &[], Some(&bias), &MatmulSpec::plain(2, 3, 0), &mut c);
+    assert_eq!(c, [1.5, -2.0, 3.0, 1.5, -2.0, 3.0]);
+}
+
+#[test]
+fn batched_products_equal_the_reference_with_own_or_shared_operands() {
+    // Large enough to be threaded, so the split between threads falls inside a batch item.
+    let (batch, m, n, k) = (3, 70, 90, 100);
+    for kernel in available_kernels() {
+        for (trans_a, trans_b) in [(false, false), (true, true), (true, false)] {
+            let base = spec(m, n, k, trans_a, trans_b);
+            for (a_batch_stride, b_batch_stride) in [
+                // Each item its own operands, with a gap between items.
+                (m * k + 5, k * n + 3),
+                // A shared by every item (a weight applied to a batch of B).
+                (0, k * n),
+                // B shared by every item.
+                (m * k, 0),
+            ] {
+                let s = MatmulSpec {
+                    batch,
+                    a_batch_stride,
+                    b_batch_stride,
+                    ..base
+                };
+                check_against_reference(kernel, 2, &s, true, 11);
+            }
+        }
+    }
+}
+
+#[test]
+fn many_small_batch_items_are_shared_out_whole_between_threads() {
+    // Attention-like: 24 items of 13 x 20 x 9, more threads than cores.
+    let s = MatmulSpec {
+        batch: 24,
+        a_batch_stride: 13 * 9,
+        b_batch_stride: 9 * 20,
+        ..spec(13, 20, 9, false, true)
+    };
+    for kernel in available_kernels() {
+        for threads in [1, 2, 3] {
+            check_against_reference(kernel, threads, &s, false, 5);
+        }
+    }
+}
+
+#[test]
+fn a_wide_product_split_between_threads_by_columns_equals_the_reference() {
+    // 3 row slivers against 38 column slivers: the threads split n, and the thread boundary
+    // is not a multiple of the NC panel width.
+    for kernel in available_kernels() {
+        for (trans_a, trans_b) in [(false, false), (true, true)] {
+            check_against_reference(kernel, 3, &spec(13, 600, 300, trans_a, trans_b), true, 9);
+        }
+    }
+}
+
+#[test]
+fn a_product_deeper_than_one_k_block_and_taller_than_one_m_block_equals_the_reference() {
+    // k = 600 is three k blocks of 200 and m = 300 is three MC blocks of 102: the write-back
+    // overwrites on the first block and accumulates on the others.
+    for kernel in available_kernels() {
+        check_against_reference(kernel, 1, &spec(300, 40, 600, false, false), true, 13);
+        check_against_reference(kernel, 2, &spec(300, 40, 600, true, true), false, 14);
+    }
+}
+
+#[test]
+fn small_products_stay_on_the_calling_thread_and_large_ones_use_every_core() {
+    assert_eq!(matmul::auto_threads(&MatmulSpec::plain(1, 1, 1)), 1);
+    assert_eq!(matmul::auto_threads(&MatmulSpec::plain(128, 128, 128)), 1);
+    assert_eq!(
+        matmul::auto_threads(&MatmulSpec::plain(1024, 1024, 1024)),
+        matmul::threads().min(134)
+    );
+}
