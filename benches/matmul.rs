@@ -31,29 +31,17 @@ struct Case {
 }
 
 fn case(name: &str, spec: MatmulSpec, with_bias: bool, run_reference: bool) -> Case {
-    Case {
-        name: name.to_string(),
-        spec,
-        with_bias,
-        run_reference,
-    }
+    Case { name: name.to_string(), spec, with_bias, run_reference }
 }
 
 fn bench_cases(c: &mut Criterion, group_name: &str, cases: Vec<Case>) {
     let mut group = c.benchmark_group(group_name);
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
+    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
     let mut rng = Rng::new(42);
     for case in cases {
         let s = &case.spec;
-        let a: Vec<f32> = (0..s.a_len())
-            .map(|_| rng.uniform_range(-1.0, 1.0))
-            .collect();
-        let b: Vec<f32> = (0..s.b_len())
-            .map(|_| rng.uniform_range(-1.0, 1.0))
-            .collect();
+        let a: Vec<f32> = (0..s.a_len()).map(|_| rng.uniform_range(-1.0, 1.0)).collect();
+        let b: Vec<f32> = (0..s.b_len()).map(|_| rng.uniform_range(-1.0, 1.0)).collect();
         let bias: Option<Vec<f32>> = case.with_bias.then(|| vec![0.5; s.n]);
         let mut c = vec![0.0f32; s.batch * s.m * s.n];
         // "Elements" are FLOPs.
@@ -82,47 +70,21 @@ fn mae_shapes(c: &mut Criterion) {
     let plain = MatmulSpec::plain;
     let cases = vec![
         // Forward, with the bias of the linear layer fused in.
-        case(
-            "qkv_3328x128x384",
-            plain(ENCODER_ROWS, 384, 128),
-            true,
-            true,
-        ),
-        case(
-            "fc1_3328x128x512",
-            plain(ENCODER_ROWS, 512, 128),
-            true,
-            true,
-        ),
-        case(
-            "fc2_3328x512x128",
-            plain(ENCODER_ROWS, 128, 512),
-            true,
-            true,
-        ),
-        case(
-            "decoder_12800x64x256",
-            plain(DECODER_ROWS, 256, 64),
-            true,
-            true,
-        ),
+        case("qkv_3328x128x384", plain(ENCODER_ROWS, 384, 128), true, true),
+        case("fc1_3328x128x512", plain(ENCODER_ROWS, 512, 128), true, true),
+        case("fc2_3328x512x128", plain(ENCODER_ROWS, 128, 512), true, true),
+        case("decoder_12800x64x256", plain(DECODER_ROWS, 256, 64), true, true),
         // Backward of qkv: the weight gradient X^T dY ([3328, 128]^T x [3328, 384]) and the
         // input gradient dY W^T ([3328, 384] x [128, 384]^T).
         case(
             "dweight_qkv_T3328x128_x_3328x384",
-            MatmulSpec {
-                trans_a: true,
-                ..plain(128, 384, ENCODER_ROWS)
-            },
+            MatmulSpec { trans_a: true, ..plain(128, 384, ENCODER_ROWS) },
             false,
             true,
         ),
         case(
             "dinput_qkv_3328x384_x_T128x384",
-            MatmulSpec {
-                trans_b: true,
-                ..plain(ENCODER_ROWS, 128, 384)
-            },
+            MatmulSpec { trans_b: true, ..plain(ENCODER_ROWS, 128, 384) },
             false,
             true,
         ),

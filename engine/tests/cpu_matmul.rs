@@ -35,22 +35,12 @@ fn wide_values(len: usize, rng: &mut Rng) -> Vec<f32> {
 }
 
 fn spec(m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> MatmulSpec {
-    MatmulSpec {
-        trans_a,
-        trans_b,
-        ..MatmulSpec::plain(m, n, k)
-    }
+    MatmulSpec { trans_a, trans_b, ..MatmulSpec::plain(m, n, k) }
 }
 
 /// Runs the fast matmul with `kernel` on at most `threads` threads and compares it with the
 /// reference, element by element, with the tolerance of the module comment.
-fn check_against_reference(
-    kernel: Kernel,
-    threads: usize,
-    s: &MatmulSpec,
-    with_bias: bool,
-    seed: u64,
-) {
+fn check_against_reference(kernel: Kernel, threads: usize, s: &MatmulSpec, with_bias: bool, seed: u64) {
     let mut rng = Rng::new(seed);
     let a = wide_values(s.a_len(), &mut rng);
     let b = wide_values(s.b_len(), &mut rng);
@@ -66,10 +56,9 @@ fn check_against_reference(
         let (a, b) = (&a[bi * s.a_batch_stride..], &b[bi * s.b_batch_stride..]);
         for i in 0..s.m {
             for j in 0..s.n {
-                let magnitude: f64 = (0..s.k)
-                    .map(|p| (a[s.a_index(i, p)] as f64 * b[s.b_index(p, j)] as f64).abs())
-                    .sum::<f64>()
-                    + bias.as_ref().map_or(0.0, |bias| bias[j].abs() as f64);
+                let magnitude: f64 =
+                    (0..s.k).map(|p| (a[s.a_index(i, p)] as f64 * b[s.b_index(p, j)] as f64).abs()).sum::<f64>()
+                        + bias.as_ref().map_or(0.0, |bias| bias[j].abs() as f64);
                 let at = (bi * s.m + i) * s.n + j;
                 let (want, have) = (expected[at] as f64, got[at] as f64);
                 let tolerance = slack * magnitude + 2.0 * u * want.abs();
@@ -84,14 +73,10 @@ fn check_against_reference(
 }
 
 fn available_kernels() -> Vec<Kernel> {
-    Kernel::ALL
-        .into_iter()
-        .filter(|kernel| kernel.is_available())
-        .collect()
+    Kernel::ALL.into_iter().filter(|kernel| kernel.is_available()).collect()
 }
 
-const UNEVEN_SHAPES: [(usize, usize, usize); 4] =
-    [(1, 1, 1), (1, 137, 3), (45, 65, 33), (129, 257, 63)];
+const UNEVEN_SHAPES: [(usize, usize, usize); 4] = [(1, 1, 1), (1, 137, 3), (45, 65, 33), (129, 257, 63)];
 
 fn every_transpose_and_bias_equals_the_reference(kernel: Kernel) {
     for (shape, &(m, n, k)) in UNEVEN_SHAPES.iter().enumerate() {
@@ -134,15 +119,7 @@ fn the_default_entry_point_equals_the_reference() {
     let mut fast = vec![0.0; s.m * s.n];
     matmul::matmul(&a, &b, None, &s, &mut fast);
     let mut chosen = vec![0.0; s.m * s.n];
-    matmul::matmul_with(
-        Kernel::best(),
-        matmul::threads(),
-        &a,
-        &b,
-        None,
-        &s,
-        &mut chosen,
-    );
+    matmul::matmul_with(Kernel::best(), matmul::threads(), &a, &b, None, &s, &mut chosen);
     assert_eq!(fast, chosen);
     check_against_reference(Kernel::best(), matmul::threads(), &s, false, 7);
 }
@@ -175,12 +152,7 @@ fn batched_products_equal_the_reference_with_own_or_shared_operands() {
                 // B shared by every item.
                 (m * k, 0),
             ] {
-                let s = MatmulSpec {
-                    batch,
-                    a_batch_stride,
-                    b_batch_stride,
-                    ..base
-                };
+                let s = MatmulSpec { batch, a_batch_stride, b_batch_stride, ..base };
                 check_against_reference(kernel, 2, &s, true, 11);
             }
         }
@@ -190,12 +162,7 @@ fn batched_products_equal_the_reference_with_own_or_shared_operands() {
 #[test]
 fn many_small_batch_items_are_shared_out_whole_between_threads() {
     // Attention-like: 24 items of 13 x 20 x 9, more threads than cores.
-    let s = MatmulSpec {
-        batch: 24,
-        a_batch_stride: 13 * 9,
-        b_batch_stride: 9 * 20,
-        ..spec(13, 20, 9, false, true)
-    };
+    let s = MatmulSpec { batch: 24, a_batch_stride: 13 * 9, b_batch_stride: 9 * 20, ..spec(13, 20, 9, false, true) };
     for kernel in available_kernels() {
         for threads in [1, 2, 3] {
             check_against_reference(kernel, threads, &s, false, 5);
@@ -228,8 +195,5 @@ fn a_product_deeper_than_one_k_block_and_taller_than_one_m_block_equals_the_refe
 fn small_products_stay_on_the_calling_thread_and_large_ones_use_every_core() {
     assert_eq!(matmul::auto_threads(&MatmulSpec::plain(1, 1, 1)), 1);
     assert_eq!(matmul::auto_threads(&MatmulSpec::plain(128, 128, 128)), 1);
-    assert_eq!(
-        matmul::auto_threads(&MatmulSpec::plain(1024, 1024, 1024)),
-        matmul::threads().min(134)
-    );
+    assert_eq!(matmul::auto_threads(&MatmulSpec::plain(1024, 1024, 1024)), matmul::threads().min(134));
 }

@@ -180,23 +180,13 @@ unsafe fn avx2_impl(a: &[f32], b: &[f32], tile: &Tile) {
         }
     }
 
-    let acc = [
-        [c00, c01],
-        [c10, c11],
-        [c20, c21],
-        [c30, c31],
-        [c40, c41],
-        [c50, c51],
-    ];
+    let acc = [[c00, c01], [c10, c11], [c20, c21], [c30, c31], [c40, c41], [c50, c51]];
     if tile.rows == MR && tile.cols == NR {
         // A full tile: vector write-back, bias fused in.
         let (bias0, bias1) = match tile.bias {
             // SAFETY: the caller guarantees `bias` holds at least `cols` = NR values.
             Some(bias) if !tile.accumulate => unsafe {
-                (
-                    _mm256_loadu_ps(bias.as_ptr()),
-                    _mm256_loadu_ps(bias.as_ptr().add(8)),
-                )
+                (_mm256_loadu_ps(bias.as_ptr()), _mm256_loadu_ps(bias.as_ptr().add(8)))
             },
             _ => (_mm256_setzero_ps(), _mm256_setzero_ps()),
         };
@@ -204,11 +194,8 @@ unsafe fn avx2_impl(a: &[f32], b: &[f32], tile: &Tile) {
             // SAFETY: the caller guarantees MR rows of NR writable floats, row stride `ldc`.
             unsafe {
                 let c = tile.c.add(r * tile.ldc);
-                let (base0, base1) = if tile.accumulate {
-                    (_mm256_loadu_ps(c), _mm256_loadu_ps(c.add(8)))
-                } else {
-                    (bias0, bias1)
-                };
+                let (base0, base1) =
+                    if tile.accumulate { (_mm256_loadu_ps(c), _mm256_loadu_ps(c.add(8))) } else { (bias0, bias1) };
                 _mm256_storeu_ps(c, _mm256_add_ps(base0, v0));
                 _mm256_storeu_ps(c.add(8), _mm256_add_ps(base1, v1));
             }

@@ -128,11 +128,7 @@ const FLOPS_PER_THREAD: f64 = 16e6;
 /// The worker threads a large product uses: the available parallelism, read once.
 pub fn threads() -> usize {
     static THREADS: OnceLock<usize> = OnceLock::new();
-    *THREADS.get_or_init(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    })
+    *THREADS.get_or_init(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
 }
 
 /// The micro-kernel implementations.
@@ -153,9 +149,7 @@ impl Kernel {
         match self {
             Kernel::Portable => true,
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2Fma => {
-                std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-            }
+            Kernel::Avx2Fma => std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma"),
             #[cfg(not(target_arch = "x86_64"))]
             Kernel::Avx2Fma => false,
         }
@@ -164,20 +158,11 @@ impl Kernel {
     /// The fastest kernel this CPU can run, detected once.
     pub fn best() -> Kernel {
         static BEST: OnceLock<Kernel> = OnceLock::new();
-        *BEST.get_or_init(|| {
-            if Kernel::Avx2Fma.is_available() {
-                Kernel::Avx2Fma
-            } else {
-                Kernel::Portable
-            }
-        })
+        *BEST.get_or_init(|| if Kernel::Avx2Fma.is_available() { Kernel::Avx2Fma } else { Kernel::Portable })
     }
 
     fn function(self) -> KernelFn {
-        assert!(
-            self.is_available(),
-            "the {self:?} matmul kernel is not supported by this CPU"
-        );
+        assert!(self.is_available(), "the {self:?} matmul kernel is not supported by this CPU");
         match self {
             Kernel::Portable => kernel::portable,
             #[cfg(target_arch = "x86_64")]
@@ -235,21 +220,10 @@ pub fn matmul_with(
         return;
     }
 
-    let problem = Problem {
-        a,
-        b,
-        bias,
-        spec,
-        c: SharedC(c.as_mut_ptr()),
-        kernel,
-    };
+    let problem = Problem { a, b, bias, spec, c: SharedC(c.as_mut_ptr()), kernel };
     // The unit of work split across threads: a row sliver or a column sliver of one batch item.
     let split_rows = m.div_ceil(MR) >= n.div_ceil(NR);
-    let per_item = if split_rows {
-        m.div_ceil(MR)
-    } else {
-        n.div_ceil(NR)
-    };
+    let per_item = if split_rows { m.div_ceil(MR) } else { n.div_ceil(NR) };
     let units = batch * per_item;
     let workers = threads.clamp(1, units);
     let range = |t: usize| (units * t / workers)..(units * (t + 1) / workers);
@@ -306,13 +280,7 @@ struct Problem<'a> {
 impl Problem<'_> {
     /// Computes the units `units` (see `matmul_with`): for each batch item they touch, the
     /// corresponding rows (or columns) of C.
-    fn run_units(
-        &self,
-        units: std::ops::Range<usize>,
-        split_rows: bool,
-        per_item: usize,
-        space: &mut Workspace,
-    ) {
+    fn run_units(&self, units: std::ops::Range<usize>, split_rows: bool, per_item: usize, space: &mut Workspace) {
         let &MatmulSpec { m, n, .. } = self.spec;
         if units.is_empty() {
             return;
@@ -331,13 +299,7 @@ impl Problem<'_> {
     }
 
     /// The five blocked loops of the module comment, for `C[item][rows, cols]`.
-    fn gemm(
-        &self,
-        item: usize,
-        rows: std::ops::Range<usize>,
-        cols: std::ops::Range<usize>,
-        space: &mut Workspace,
-    ) {
+    fn gemm(&self, item: usize, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>, space: &mut Workspace) {
         let s = self.spec;
         let (m, n, k) = (s.m, s.n, s.k);
         let a = &self.a[item * s.a_batch_stride..];
@@ -349,10 +311,7 @@ impl Problem<'_> {
         let c = unsafe { self.c.0.add(item * m * n) };
 
         let kc_step = k.div_ceil(k.div_ceil(KC));
-        let mc_step = rows
-            .len()
-            .div_ceil(rows.len().div_ceil(MC))
-            .next_multiple_of(MR);
+        let mc_step = rows.len().div_ceil(rows.len().div_ceil(MC)).next_multiple_of(MR);
 
         for jc in cols.clone().step_by(NC) {
             let nc = NC.min(cols.end - jc);
@@ -381,11 +340,7 @@ impl Problem<'_> {
                             pack::pack_sliver::<NR>(dst, b, b_sj, b_sp, j, tile_cols, pc, kc);
                         }
                         let b_sliver = &b_pack[jr * NR * kc..(jr + 1) * NR * kc];
-                        let bias = if pc == 0 {
-                            self.bias.map(|bias| &bias[j..j + tile_cols])
-                        } else {
-                            None
-                        };
+                        let bias = if pc == 0 { self.bias.map(|bias| &bias[j..j + tile_cols]) } else { None };
                         for ir in 0..a_slivers {
                             let (i, tile_rows) = a_sliver_at(ir);
                             // The same for the A block, during the first B sliver.

@@ -101,15 +101,7 @@ pub fn pack_sliver<const W: usize>(
 /// instead of stalling the packing: the lanes (or rows) of a sliver are W (or kc) short streams
 /// that the hardware prefetchers would only pick up after a few misses each.
 #[allow(clippy::too_many_arguments)]
-pub fn prefetch_sliver(
-    src: &[f32],
-    sx: usize,
-    sp: usize,
-    x: usize,
-    valid: usize,
-    p0: usize,
-    kc: usize,
-) {
+pub fn prefetch_sliver(src: &[f32], sx: usize, sp: usize, x: usize, valid: usize, p0: usize, kc: usize) {
     if sp == 1 {
         for r in 0..valid {
             let start = (x + r) * sx + p0;
