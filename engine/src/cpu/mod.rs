@@ -3,6 +3,7 @@
 //! a CPU is practical. The reference stays the ground truth that the fast path is tested against.
 
 pub mod matmul;
+pub mod profile;
 pub mod reference;
 
 use crate::backend::*;
@@ -11,6 +12,25 @@ use crate::indices::Indices;
 use crate::storage::Storage;
 
 pub struct CpuBackend;
+
+fn binary_name(op: BinaryOp) -> &'static str {
+    match op {
+        BinaryOp::Add => "binary add",
+        BinaryOp::Sub => "binary sub",
+        BinaryOp::Mul => "binary mul",
+        BinaryOp::Div => "binary div",
+    }
+}
+
+fn unary_name(op: UnaryOp) -> &'static str {
+    match op {
+        UnaryOp::Scale(_) => "unary scale",
+        UnaryOp::AddScalar(_) => "unary add_scalar",
+        UnaryOp::Gelu => "unary gelu",
+        UnaryOp::Square => "unary square",
+        UnaryOp::Sqrt => "unary sqrt",
+    }
+}
 
 fn new(v: Vec<f32>) -> Result<Storage> {
     Ok(Storage::from_vec(v))
@@ -29,22 +49,27 @@ impl Backend for CpuBackend {
     }
 
     fn upload(&self, data: &[f32]) -> Result<Storage> {
+        let _t = profile::scope("upload");
         new(data.to_vec())
     }
 
     fn download(&self, s: &Storage) -> Result<Vec<f32>> {
+        let _t = profile::scope("download");
         Ok(s.cpu()?.clone())
     }
 
     fn full(&self, len: usize, value: f32) -> Result<Storage> {
+        let _t = profile::scope("full");
         new(vec![value; len])
     }
 
     fn copy(&self, s: &Storage) -> Result<Storage> {
+        let _t = profile::scope("copy");
         new(s.cpu()?.clone())
     }
 
     fn matmul(&self, a: &Storage, b: &Storage, bias: Option<&Storage>, spec: &MatmulSpec) -> Result<Storage> {
+        let _t = profile::scope("matmul");
         let (a, b) = (a.cpu()?, b.cpu()?);
         check_len("matmul A", a.len(), spec.a_len())?;
         check_len("matmul B", b.len(), spec.b_len())?;
@@ -55,23 +80,28 @@ impl Backend for CpuBackend {
     }
 
     fn binary(&self, op: BinaryOp, x: &Storage, y: &Storage, len_x: usize, len_y: usize) -> Result<Storage> {
+        let _t = profile::scope(binary_name(op));
         let (x, y) = (x.cpu()?, y.cpu()?);
         new(reference::binary(op, &x[..len_x], &y[..len_y]))
     }
 
     fn unary(&self, op: UnaryOp, x: &Storage, len: usize) -> Result<Storage> {
+        let _t = profile::scope(unary_name(op));
         new(reference::unary(op, &x.cpu()?[..len]))
     }
 
     fn gelu_backward(&self, x: &Storage, dy: &Storage, len: usize) -> Result<Storage> {
+        let _t = profile::scope("gelu_backward");
         new(reference::gelu_backward(&x.cpu()?[..len], &dy.cpu()?[..len]))
     }
 
     fn softmax(&self, x: &Storage, rows: usize, cols: usize) -> Result<Storage> {
+        let _t = profile::scope("softmax");
         new(reference::softmax(&x.cpu()?, rows, cols))
     }
 
     fn softmax_backward(&self, y: &Storage, dy: &Storage, rows: usize, cols: usize) -> Result<Storage> {
+        let _t = profile::scope("softmax_backward");
         new(reference::softmax_backward(&y.cpu()?, &dy.cpu()?, rows, cols))
     }
 
@@ -84,6 +114,7 @@ impl Backend for CpuBackend {
         cols: usize,
         eps: f32,
     ) -> Result<(Storage, Storage, Storage)> {
+        let _t = profile::scope("layernorm");
         let (y, m, r) = reference::layernorm(&x.cpu()?, &gamma.cpu()?, &beta.cpu()?, rows, cols, eps);
         Ok((new(y)?, new(m)?, new(r)?))
     }
@@ -98,12 +129,14 @@ impl Backend for CpuBackend {
         rows: usize,
         cols: usize,
     ) -> Result<(Storage, Storage, Storage)> {
+        let _t = profile::scope("layernorm_backward");
         let (dx, dg, db) =
             reference::layernorm_backward(&x.cpu()?, &gamma.cpu()?, &mean.cpu()?, &rstd.cpu()?, &dy.cpu()?, rows, cols);
         Ok((new(dx)?, new(dg)?, new(db)?))
     }
 
     fn attention(&self, q: &Storage, k: &Storage, v: &Storage, spec: &AttentionSpec) -> Result<(Storage, Storage)> {
+        let _t = profile::scope("attention");
         let (o, l) = reference::attention(&q.cpu()?, &k.cpu()?, &v.cpu()?, spec);
         Ok((new(o)?, new(l)?))
     }
@@ -118,20 +151,24 @@ impl Backend for CpuBackend {
         dout: &Storage,
         spec: &AttentionSpec,
     ) -> Result<(Storage, Storage, Storage)> {
+        let _t = profile::scope("attention_backward");
         let (dq, dk, dv) =
             reference::attention_backward(&q.cpu()?, &k.cpu()?, &v.cpu()?, &out.cpu()?, &dout.cpu()?, spec);
         Ok((new(dq)?, new(dk)?, new(dv)?))
     }
 
     fn gather_rows(&self, x: &Storage, idx: &Indices, spec: &GatherSpec) -> Result<Storage> {
+        let _t = profile::scope("gather_rows");
         new(reference::gather_rows(&x.cpu()?, idx.values(), spec))
     }
 
     fn scatter_add_rows(&self, dy: &Storage, idx: &Indices, spec: &GatherSpec) -> Result<Storage> {
+        let _t = profile::scope("scatter_add_rows");
         new(reference::scatter_add_rows(&dy.cpu()?, idx.values(), spec))
     }
 
     fn copy_rows_into(&self, src: &Storage, dst: &Storage, spec: &CopyRowsSpec) -> Result<()> {
+        let _t = profile::scope("copy_rows_into");
         if src.same_as(dst) {
             return Err(Error::Invalid("copy_rows_into: source and destination are the same storage".into()));
         }
@@ -140,18 +177,22 @@ impl Backend for CpuBackend {
     }
 
     fn sum_axis(&self, x: &Storage, spec: &AxisSpec) -> Result<Storage> {
+        let _t = profile::scope("sum_axis");
         new(reference::sum_axis(&x.cpu()?, spec))
     }
 
     fn broadcast_axis(&self, x: &Storage, spec: &AxisSpec) -> Result<Storage> {
+        let _t = profile::scope("broadcast_axis");
         new(reference::broadcast_axis(&x.cpu()?, spec))
     }
 
     fn permute(&self, x: &Storage, shape: &[usize], perm: &[usize]) -> Result<Storage> {
+        let _t = profile::scope("permute");
         new(reference::permute(&x.cpu()?, shape, perm))
     }
 
     fn mae_loss_rows(&self, pred: &Storage, target: &Storage, mask: &Storage, spec: &MaeLossSpec) -> Result<Storage> {
+        let _t = profile::scope("mae_loss_rows");
         new(reference::mae_loss_rows(&pred.cpu()?, &target.cpu()?, &mask.cpu()?, spec))
     }
 
@@ -163,6 +204,7 @@ impl Backend for CpuBackend {
         drow: &Storage,
         spec: &MaeLossSpec,
     ) -> Result<Storage> {
+        let _t = profile::scope("mae_loss_backward");
         new(reference::mae_loss_backward(&pred.cpu()?, &target.cpu()?, &mask.cpu()?, &drow.cpu()?, spec))
     }
 
@@ -173,6 +215,7 @@ impl Backend for CpuBackend {
         rows: usize,
         classes: usize,
     ) -> Result<(Storage, Storage)> {
+        let _t = profile::scope("cross_entropy");
         let (l, p) = reference::cross_entropy(&logits.cpu()?, labels.values(), rows, classes);
         Ok((new(l)?, new(p)?))
     }
@@ -185,6 +228,7 @@ impl Backend for CpuBackend {
         rows: usize,
         classes: usize,
     ) -> Result<Storage> {
+        let _t = profile::scope("cross_entropy_backward");
         new(reference::cross_entropy_backward(&probs.cpu()?, labels.values(), &drow.cpu()?, rows, classes))
     }
 
@@ -197,6 +241,7 @@ impl Backend for CpuBackend {
         len: usize,
         spec: &AdamWSpec,
     ) -> Result<()> {
+        let _t = profile::scope("adamw_step");
         let g = grad.cpu()?;
         let (mut p, mut m, mut v) = (param.cpu_mut()?, m.cpu_mut()?, v.cpu_mut()?);
         reference::adamw_step(&mut p[..len], &g[..len], &mut m[..len], &mut v[..len], spec);
