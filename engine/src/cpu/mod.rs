@@ -2,7 +2,9 @@
 //! product, which goes through the fast blocked, packed and threaded `matmul.rs` so that training on
 //! a CPU is practical. The reference stays the ground truth that the fast path is tested against.
 
+pub mod fast;
 pub mod matmul;
+pub mod parallel;
 pub mod profile;
 pub mod reference;
 
@@ -34,6 +36,12 @@ fn unary_name(op: UnaryOp) -> &'static str {
 
 fn new(v: Vec<f32>) -> Result<Storage> {
     Ok(Storage::from_vec(v))
+}
+
+/// A buffer for a kernel that writes every value of its output. It is zero-filled, which for large
+/// buffers costs nothing up front (`calloc` maps zero pages) and keeps everything safe.
+fn output(len: usize) -> Vec<f32> {
+    vec![0.0; len]
 }
 
 fn check_len(what: &str, have: usize, need: usize) -> Result<()> {
@@ -82,17 +90,30 @@ impl Backend for CpuBackend {
     fn binary(&self, op: BinaryOp, x: &Storage, y: &Storage, len_x: usize, len_y: usize) -> Result<Storage> {
         let _t = profile::scope(binary_name(op));
         let (x, y) = (x.cpu()?, y.cpu()?);
-        new(reference::binary(op, &x[..len_x], &y[..len_y]))
+        check_len("binary x", x.len(), len_x)?;
+        check_len("binary y", y.len(), len_y)?;
+        let mut out = output(len_x);
+        fast::elementwise::binary(op, &x[..len_x], &y[..len_y], &mut out);
+        new(out)
     }
 
     fn unary(&self, op: UnaryOp, x: &Storage, len: usize) -> Result<Storage> {
         let _t = profile::scope(unary_name(op));
-        new(reference::unary(op, &x.cpu()?[..len]))
+        let x = x.cpu()?;
+        check_len("unary x", x.len(), len)?;
+        let mut out = output(len);
+        fast::elementwise::unary(op, &x[..len], &mut out);
+        new(out)
     }
 
     fn gelu_backward(&self, x: &Storage, dy: &Storage, len: usize) -> Result<Storage> {
         let _t = profile::scope("gelu_backward");
-        new(reference::gelu_backward(&x.cpu()?[..len], &dy.cpu()?[..len]))
+        let (x, dy) = (x.cpu()?, dy.cpu()?);
+        check_len("gelu_backward x", x.len(), len)?;
+        check_len("gelu_backward dy", dy.len(), len)?;
+        let mut out = output(len);
+        fast::elementwise::gelu_backward(&x[..len], &dy[..len], &mut out);
+        new(out)
     }
 
     fn softmax(&self, x: &Storage, rows: usize, cols: usize) -> Result<Storage> {
@@ -115,7 +136,12 @@ impl Backend for CpuBackend {
         eps: f32,
     ) -> Result<(Storage, Storage, Storage)> {
         let _t = profile::scope("layernorm");
-        let (y, m, r) = reference::layernorm(&x.cpu()?, &gamma.cpu()?, &beta.cpu()?, rows, cols, eps);
+        let (x, gamma, beta) = (x.cpu()?, gamma.cpu()?, beta.cpu()?);
+        check_len("layernorm x", x.len(), rows * cols)?;
+        check_len("layernorm gamma", gamma.len(), cols)?;
+        check_len("layernorm beta", beta.len(), cols)?;
+        let (mut y, mut m, mut r) = (output(rows * cols), output(rows), output(rows));
+        fast::layernorm::layernorm(&x, &gamma[..cols], &beta[..cols], eps, &mut y, &mut m, &mut r);
         Ok((new(y)?, new(m)?, new(r)?))
     }
 
@@ -130,8 +156,23 @@ impl Backend for CpuBackend {
         cols: usize,
     ) -> Result<(Storage, Storage, Storage)> {
         let _t = profile::scope("layernorm_backward");
-        let (dx, dg, db) =
-            reference::layernorm_backward(&x.cpu()?, &gamma.cpu()?, &mean.cpu()?, &rstd.cpu()?, &dy.cpu()?, rows, cols);
+        let (x, gamma, mean, rstd, dy) = (x.cpu()?, gamma.cpu()?, mean.cpu()?, rstd.cpu()?, dy.cpu()?);
+        check_len("layernorm_backward x", x.len(), rows * cols)?;
+        check_len("layernorm_backward dy", dy.len(), rows * cols)?;
+        check_len("layernorm_backward gamma", gamma.len(), cols)?;
+        check_len("layernorm_backward mean", mean.len(), rows)?;
+        check_len("layernorm_backward rstd", rstd.len(), rows)?;
+        let (mut dx, mut dg, mut db) = (output(rows * cols), output(cols), output(cols));
+        fast::layernorm::layernorm_backward(
+            &x,
+            &gamma[..cols],
+            &mean[..rows],
+            &rstd[..rows],
+            &dy,
+            &mut dx,
+            &mut dg,
+            &mut db,
+        );
         Ok((new(dx)?, new(dg)?, new(db)?))
     }
 
@@ -178,12 +219,20 @@ impl Backend for CpuBackend {
 
     fn sum_axis(&self, x: &Storage, spec: &AxisSpec) -> Result<Storage> {
         let _t = profile::scope("sum_axis");
-        new(reference::sum_axis(&x.cpu()?, spec))
+        let x = x.cpu()?;
+        check_len("sum_axis x", x.len(), spec.outer * spec.axis * spec.inner)?;
+        let mut out = output(spec.outer * spec.inner);
+        fast::reduce::sum_axis(&x, spec, &mut out);
+        new(out)
     }
 
     fn broadcast_axis(&self, x: &Storage, spec: &AxisSpec) -> Result<Storage> {
         let _t = profile::scope("broadcast_axis");
-        new(reference::broadcast_axis(&x.cpu()?, spec))
+        let x = x.cpu()?;
+        check_len("broadcast_axis x", x.len(), spec.outer * spec.inner)?;
+        let mut out = output(spec.outer * spec.axis * spec.inner);
+        fast::reduce::broadcast_axis(&x, spec, &mut out);
+        new(out)
     }
 
     fn permute(&self, x: &Storage, shape: &[usize], perm: &[usize]) -> Result<Storage> {
@@ -244,7 +293,11 @@ impl Backend for CpuBackend {
         let _t = profile::scope("adamw_step");
         let g = grad.cpu()?;
         let (mut p, mut m, mut v) = (param.cpu_mut()?, m.cpu_mut()?, v.cpu_mut()?);
-        reference::adamw_step(&mut p[..len], &g[..len], &mut m[..len], &mut v[..len], spec);
+        check_len("adamw_step param", p.len(), len)?;
+        check_len("adamw_step grad", g.len(), len)?;
+        check_len("adamw_step m", m.len(), len)?;
+        check_len("adamw_step v", v.len(), len)?;
+        fast::adamw::adamw_step(&mut p[..len], &g[..len], &mut m[..len], &mut v[..len], spec);
         Ok(())
     }
 }
