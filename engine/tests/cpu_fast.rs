@@ -30,10 +30,11 @@ mod common;
 
 use common::{uniform_values, wide_values};
 use engine::Rng;
-use engine::backend::AxisSpec;
+use engine::backend::{AttentionSpec, AxisSpec};
 use engine::backend::{BinaryOp, UnaryOp};
 use engine::cpu::fast::simd::{Isa, with_isa};
-use engine::cpu::fast::{adamw, elementwise, layernorm, math, reduce};
+use engine::cpu::fast::small_gemm::{self, Layout};
+use engine::cpu::fast::{adamw, attention, elementwise, layernorm, math, reduce};
 use engine::cpu::parallel::with_threads;
 use engine::cpu::reference;
 
@@ -435,6 +436,214 @@ fn layernorm_backward_matches_the_reference() {
                 &format!("{what} dgamma"),
             );
             assert_within(&got.2, &dbeta, |c| sum_tolerance(rows, mag_b[c]), 2.0 * U, &format!("{what} dbeta"));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// small_gemm.rs
+
+#[test]
+fn small_gemm_matches_an_f64_product_for_both_layouts_of_a_and_every_edge() {
+    let mut rng = Rng::new(12);
+    let shapes = [
+        (1, 1, 1),
+        (7, 9, 5),
+        (13, 16, 32),
+        (13, 13, 13),
+        (65, 72, 16),
+        (65, 16, 65),
+        (6, 17, 3),
+        (11, 40, 70),
+        (5, 8, 0),
+    ];
+    for (m, n, k) in shapes {
+        for col_major in [false, true] {
+            // A with a leading dimension larger than needed, B and C with padded rows.
+            let (lda, ldb, ldc) = if col_major { (m + 3, n + 2, n + 1) } else { (k + 3, n + 2, n + 1) };
+            let a = wide_values(if col_major { k.max(1) * lda } else { m * lda }, -3.0, 3.0, &mut rng);
+            let b = wide_values(k.max(1) * ldb, -3.0, 3.0, &mut rng);
+            let layout = if col_major { Layout::ColMajor(lda) } else { Layout::RowMajor(lda) };
+            let at = |i: usize, p: usize| if col_major { a[p * lda + i] } else { a[i * lda + p] } as f64;
+            let alpha = -0.7f32;
+            let (mut want, mut tol) = (vec![0.0f32; m * ldc], vec![0.0f64; m * ldc]);
+            for i in 0..m {
+                for j in 0..n {
+                    let dot: f64 = (0..k).map(|p| at(i, p) * b[p * ldb + j] as f64).sum();
+                    let mag: f64 = (0..k).map(|p| (at(i, p) * b[p * ldb + j] as f64).abs()).sum();
+                    want[i * ldc + j] = (alpha as f64 * dot) as f32;
+                    tol[i * ldc + j] = sum_tolerance(k, mag * alpha.abs() as f64);
+                }
+            }
+            for (isa, got) in run_everywhere("small gemm", || {
+                // The padding of C must stay untouched: fill it with 0 as `want` has.
+                let mut c = vec![0.0f32; m * ldc];
+                for i in 0..m {
+                    c[i * ldc..i * ldc + n].fill(f32::NAN);
+                }
+                small_gemm::gemm_kernel(Isa::current(), m, n, k, alpha, &a, layout, &b, ldb, &mut c, ldc);
+                c
+            }) {
+                let what = format!("small gemm {m}x{n}x{k} {layout:?} ({isa:?})");
+                assert_within(&got, &want, |i| tol[i], 2.0 * U, &what);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// attention.rs
+//
+// The tolerances follow the error through each step (see the top for the sums): a score
+// `s = scale q.k` carries `es ~ 4 sqrt(d + 2) u scale sum|q||k|`; a softmax probability then has a
+// relative error up to `2 max_j es_ij` (its own score and the normaliser) plus a few u for exp and
+// the division; products with V (or dO, K, Q) add a sum of `seq` terms. Each bound is computed per
+// element in f64 from the inputs, so large scores (peaky softmax) get the looser bounds they need
+// and small ones stay tight.
+
+const ATTENTION_SHAPES: [(usize, usize); 11] =
+    [(1, 16), (13, 32), (17, 16), (50, 16), (65, 16), (13, 64), (197, 64), (17, 7), (50, 20), (2, 1), (9, 33)];
+
+struct Head64 {
+    /// Probabilities `[t, t]` in f64.
+    p: Vec<f64>,
+    /// The bound `es` of each score.
+    es: Vec<f64>,
+}
+
+fn head64(q: &[f32], k: &[f32], t: usize, d: usize, scale: f32) -> Head64 {
+    let (mut s, mut es) = (vec![0.0f64; t * t], vec![0.0f64; t * t]);
+    let slack = 4.0 * ((d + 2) as f64).sqrt() * U;
+    for i in 0..t {
+        for j in 0..t {
+            let (mut dot, mut mag) = (0.0f64, 0.0f64);
+            for c in 0..d {
+                dot += q[i * d + c] as f64 * k[j * d + c] as f64;
+                mag += (q[i * d + c] as f64 * k[j * d + c] as f64).abs();
+            }
+            s[i * t + j] = dot * scale as f64;
+            es[i * t + j] = slack * mag * scale as f64 + 2.0 * U * (dot * scale as f64).abs();
+        }
+    }
+    let mut p = s;
+    for row in p.chunks_mut(t) {
+        let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let sum: f64 = row.iter().map(|v| (v - max).exp()).sum();
+        for v in row.iter_mut() {
+            *v = (*v - max).exp() / sum;
+        }
+    }
+    Head64 { p, es }
+}
+
+/// q, k with a different scale per head (scores from ~0.01 to ~100), v and dout over wide ranges.
+fn attention_inputs(heads: usize, t: usize, d: usize, rng: &mut Rng) -> [Vec<f32>; 4] {
+    let qk = |rng: &mut Rng| -> Vec<f32> {
+        let mut x = Vec::with_capacity(heads * t * d);
+        for _ in 0..heads {
+            let scale = 10f32.powf(rng.uniform_range(-1.0, 0.7));
+            x.extend((0..t * d).map(|_| scale * rng.normal()));
+        }
+        x
+    };
+    let q = qk(rng);
+    let k = qk(rng);
+    [q, k, wide_values(heads * t * d, -3.0, 3.0, rng), wide_values(heads * t * d, -3.0, 3.0, rng)]
+}
+
+#[test]
+fn attention_matches_the_reference_on_uneven_sequences_and_head_dims() {
+    let mut rng = Rng::new(10);
+    let heads = 3;
+    for (t, d) in ATTENTION_SHAPES {
+        let spec = AttentionSpec { heads, seq: t, dim: d, scale: 1.0 / (d as f32).sqrt() };
+        let [q, k, v, _] = attention_inputs(heads, t, d, &mut rng);
+        let (want, want_lse) = reference::attention(&q, &k, &v, &spec);
+        let (mut atol_o, mut atol_l) = (vec![0.0f64; heads * t * d], vec![0.0f64; heads * t]);
+        let sum_slack = 8.0 * ((t + 2) as f64).sqrt() * U + 8.0 * U;
+        for h in 0..heads {
+            let o = h * t * d;
+            let hd = head64(&q[o..o + t * d], &k[o..o + t * d], t, d, spec.scale);
+            for i in 0..t {
+                let e = hd.es[i * t..(i + 1) * t].iter().copied().fold(0.0, f64::max);
+                atol_l[h * t + i] = e + sum_slack;
+                for c in 0..d {
+                    let mag: f64 = (0..t).map(|j| hd.p[i * t + j] * (v[o + j * d + c] as f64).abs()).sum();
+                    atol_o[o + i * d + c] = (2.0 * e + sum_slack) * mag;
+                }
+            }
+        }
+        for (isa, (out, lse)) in run_everywhere("attention", || {
+            let (mut out, mut lse) = (vec![f32::NAN; heads * t * d], vec![f32::NAN; heads * t]);
+            attention::attention(&q, &k, &v, &spec, &mut out, &mut lse);
+            (out, lse)
+        }) {
+            let what = format!("attention seq {t} dim {d} ({isa:?})");
+            assert_within(&out, &want, |i| atol_o[i], 2.0 * U, &format!("{what} out"));
+            assert_within(&lse, &want_lse, |i| atol_l[i], 2.0 * U, &format!("{what} lse"));
+        }
+    }
+}
+
+#[test]
+fn attention_backward_matches_the_reference_on_uneven_sequences_and_head_dims() {
+    let mut rng = Rng::new(11);
+    let heads = 3;
+    for (t, d) in ATTENTION_SHAPES {
+        let spec = AttentionSpec { heads, seq: t, dim: d, scale: 1.0 / (d as f32).sqrt() };
+        let [q, k, v, dout] = attention_inputs(heads, t, d, &mut rng);
+        let (out, lse) = reference::attention(&q, &k, &v, &spec);
+        let (want_q, want_k, want_v) = reference::attention_backward(&q, &k, &v, &out, &dout, &spec);
+        let n = heads * t * d;
+        let (mut tol_q, mut tol_k, mut tol_v) = (vec![0.0f64; n], vec![0.0f64; n], vec![0.0f64; n]);
+        let (sd, st) = (4.0 * ((d + 2) as f64).sqrt() * U, 4.0 * ((t + 2) as f64).sqrt() * U);
+        let scale = spec.scale as f64;
+        for h in 0..heads {
+            let o = h * t * d;
+            let at = |x: &[f32], r: usize, c: usize| x[o + r * d + c] as f64;
+            let hd = head64(&q[o..o + t * d], &k[o..o + t * d], t, d, spec.scale);
+            // Relative error of each recomputed P, and the error and value of each dS.
+            let mut ds = vec![0.0f64; t * t];
+            let mut err_ds = vec![0.0f64; t * t];
+            let mut eps_p = vec![0.0f64; t * t];
+            for i in 0..t {
+                let delta: f64 = (0..d).map(|c| at(&dout, i, c) * at(&out, i, c)).sum();
+                let err_delta: f64 = sd * (0..d).map(|c| (at(&dout, i, c) * at(&out, i, c)).abs()).sum::<f64>();
+                for j in 0..t {
+                    let dp: f64 = (0..d).map(|c| at(&dout, i, c) * at(&v, j, c)).sum();
+                    let err_dp: f64 = sd * (0..d).map(|c| (at(&dout, i, c) * at(&v, j, c)).abs()).sum::<f64>();
+                    let eps = hd.es[i * t + j] + 2.0 * U * (lse[h * t + i] as f64).abs() + 8.0 * U;
+                    let p = hd.p[i * t + j];
+                    eps_p[i * t + j] = eps;
+                    ds[i * t + j] = p * (dp - delta);
+                    err_ds[i * t + j] =
+                        p * (eps * (dp - delta).abs() + err_dp + err_delta + 2.0 * U * (dp.abs() + delta.abs()));
+                }
+            }
+            for r in 0..t {
+                for c in 0..d {
+                    tol_v[o + r * d + c] =
+                        (0..t).map(|i| hd.p[i * t + r] * at(&dout, i, c).abs() * (eps_p[i * t + r] + st)).sum();
+                    tol_q[o + r * d + c] = scale
+                        * (0..t)
+                            .map(|j| err_ds[r * t + j] * at(&k, j, c).abs() + st * (ds[r * t + j] * at(&k, j, c)).abs())
+                            .sum::<f64>();
+                    tol_k[o + r * d + c] = scale
+                        * (0..t)
+                            .map(|i| err_ds[i * t + r] * at(&q, i, c).abs() + st * (ds[i * t + r] * at(&q, i, c)).abs())
+                            .sum::<f64>();
+                }
+            }
+        }
+        for (isa, (dq, dk, dv)) in run_everywhere("attention_backward", || {
+            let (mut dq, mut dk, mut dv) = (vec![f32::NAN; n], vec![f32::NAN; n], vec![f32::NAN; n]);
+            attention::attention_backward(&q, &k, &v, &out, &lse, &dout, &spec, &mut dq, &mut dk, &mut dv);
+            (dq, dk, dv)
+        }) {
+            let what = format!("attention_backward seq {t} dim {d} ({isa:?})");
+            assert_within(&dq, &want_q, |i| tol_q[i], 2.0 * U, &format!("{what} dq"));
+            assert_within(&dk, &want_k, |i| tol_k[i], 2.0 * U, &format!("{what} dk"));
+            assert_within(&dv, &want_v, |i| tol_v[i], 2.0 * U, &format!("{what} dv"));
         }
     }
 }

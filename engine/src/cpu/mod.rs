@@ -178,7 +178,13 @@ impl Backend for CpuBackend {
 
     fn attention(&self, q: &Storage, k: &Storage, v: &Storage, spec: &AttentionSpec) -> Result<(Storage, Storage)> {
         let _t = profile::scope("attention");
-        let (o, l) = reference::attention(&q.cpu()?, &k.cpu()?, &v.cpu()?, spec);
+        let (q, k, v) = (q.cpu()?, k.cpu()?, v.cpu()?);
+        let n = spec.heads * spec.seq * spec.dim;
+        for (what, x) in [("attention q", &q), ("attention k", &k), ("attention v", &v)] {
+            check_len(what, x.len(), n)?;
+        }
+        let (mut o, mut l) = (output(n), output(spec.heads * spec.seq));
+        fast::attention::attention(&q, &k, &v, spec, &mut o, &mut l);
         Ok((new(o)?, new(l)?))
     }
 
@@ -188,13 +194,25 @@ impl Backend for CpuBackend {
         k: &Storage,
         v: &Storage,
         out: &Storage,
-        _lse: &Storage,
+        lse: &Storage,
         dout: &Storage,
         spec: &AttentionSpec,
     ) -> Result<(Storage, Storage, Storage)> {
         let _t = profile::scope("attention_backward");
-        let (dq, dk, dv) =
-            reference::attention_backward(&q.cpu()?, &k.cpu()?, &v.cpu()?, &out.cpu()?, &dout.cpu()?, spec);
+        let (q, k, v, out, lse, dout) = (q.cpu()?, k.cpu()?, v.cpu()?, out.cpu()?, lse.cpu()?, dout.cpu()?);
+        let n = spec.heads * spec.seq * spec.dim;
+        for (what, x) in [
+            ("attention_backward q", &q),
+            ("attention_backward k", &k),
+            ("attention_backward v", &v),
+            ("attention_backward out", &out),
+            ("attention_backward dout", &dout),
+        ] {
+            check_len(what, x.len(), n)?;
+        }
+        check_len("attention_backward lse", lse.len(), spec.heads * spec.seq)?;
+        let (mut dq, mut dk, mut dv) = (output(n), output(n), output(n));
+        fast::attention::attention_backward(&q, &k, &v, &out, &lse, &dout, spec, &mut dq, &mut dk, &mut dv);
         Ok((new(dq)?, new(dk)?, new(dv)?))
     }
 

@@ -7,8 +7,10 @@
 //! depends on how the work was split (see `parallel.rs`).
 
 pub mod adamw;
+pub mod attention;
 pub mod elementwise;
 pub mod layernorm;
 pub mod math;
 pub mod reduce;
 pub mod simd;
+pub mod small_gemm;
