@@ -30,11 +30,11 @@ mod common;
 
 use common::{uniform_values, wide_values};
 use engine::Rng;
-use engine::backend::{AttentionSpec, AxisSpec};
+use engine::backend::{AttentionSpec, AxisSpec, CopyRowsSpec, GatherSpec, MaeLossSpec};
 use engine::backend::{BinaryOp, UnaryOp};
 use engine::cpu::fast::simd::{Isa, with_isa};
 use engine::cpu::fast::small_gemm::{self, Layout};
-use engine::cpu::fast::{adamw, attention, elementwise, layernorm, math, reduce};
+use engine::cpu::fast::{adamw, attention, elementwise, layernorm, loss, math, permute, reduce, rows};
 use engine::cpu::parallel::with_threads;
 use engine::cpu::reference;
 
@@ -644,6 +644,149 @@ fn attention_backward_matches_the_reference_on_uneven_sequences_and_head_dims() 
             assert_within(&dq, &want_q, |i| tol_q[i], 2.0 * U, &format!("{what} dq"));
             assert_within(&dk, &want_k, |i| tol_k[i], 2.0 * U, &format!("{what} dk"));
             assert_within(&dv, &want_v, |i| tol_v[i], 2.0 * U, &format!("{what} dv"));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// permute.rs, rows.rs: copies, so bit-exact
+
+#[test]
+fn permute_equals_the_reference_for_the_attention_layouts_and_odd_ones() {
+    let mut rng = Rng::new(13);
+    let cases: [(&[usize], &[usize]); 9] = [
+        (&[7, 13, 3, 4, 32], &[2, 0, 3, 1, 4]),
+        (&[3, 7, 4, 13, 16], &[1, 2, 0, 3, 4]),
+        (&[7, 4, 13, 32], &[0, 2, 1, 3]),
+        (&[5, 17, 3, 2, 1], &[2, 0, 4, 3, 1]),
+        (&[45, 65], &[1, 0]),
+        (&[1, 1, 9], &[2, 1, 0]),
+        (&[2, 3, 4, 5, 6, 7], &[5, 4, 3, 2, 1, 0]),
+        (&[137], &[0]),
+        (&[3, 0, 2], &[2, 1, 0]),
+    ];
+    for (shape, perm) in cases {
+        let x = wide_values(shape.iter().product(), -3.0, 3.0, &mut rng);
+        let want = reference::permute(&x, shape, perm);
+        for (isa, got) in run_everywhere("permute", || {
+            let mut out = vec![f32::NAN; x.len()];
+            permute::permute(&x, shape, perm, &mut out);
+            out
+        }) {
+            assert_same_bits(&got, &want, &format!("permute {shape:?} by {perm:?} ({isa:?})"));
+        }
+    }
+}
+
+#[test]
+fn copy_rows_into_equals_the_reference_and_leaves_other_rows_alone() {
+    let mut rng = Rng::new(14);
+    let specs = [
+        CopyRowsSpec { batch: 7, rows: 13, width: 32, src_rows: 13, src_offset: 0, dst_rows: 14, dst_offset: 1 },
+        CopyRowsSpec { batch: 3, rows: 1, width: 65, src_rows: 50, src_offset: 0, dst_rows: 1, dst_offset: 0 },
+        CopyRowsSpec { batch: 5, rows: 37, width: 7, src_rows: 65, src_offset: 28, dst_rows: 40, dst_offset: 3 },
+        CopyRowsSpec { batch: 1, rows: 0, width: 4, src_rows: 2, src_offset: 2, dst_rows: 2, dst_offset: 0 },
+    ];
+    for s in specs {
+        let src = wide_values(s.batch * s.src_rows * s.width, -3.0, 3.0, &mut rng);
+        let dst0 = wide_values(s.batch * s.dst_rows * s.width, -3.0, 3.0, &mut rng);
+        let mut want = dst0.clone();
+        reference::copy_rows_into(&src, &mut want, &s);
+        for (isa, got) in run_everywhere("copy_rows_into", || {
+            let mut dst = dst0.clone();
+            rows::copy_rows_into(&src, &mut dst, &s);
+            dst
+        }) {
+            assert_same_bits(&got, &want, &format!("copy_rows_into {s:?} ({isa:?})"));
+        }
+    }
+}
+
+#[test]
+fn gather_and_scatter_add_rows_equal_the_reference_with_repeated_indices() {
+    let mut rng = Rng::new(15);
+    for (batch, rows_, picks, width) in [(7, 64, 16, 128), (3, 17, 17, 7), (5, 9, 20, 33), (1, 1, 3, 1), (2, 5, 0, 4)] {
+        let s = GatherSpec { batch, rows: rows_, picks, width };
+        let x = wide_values(batch * rows_ * width, -3.0, 3.0, &mut rng);
+        let dy = wide_values(batch * picks * width, -3.0, 3.0, &mut rng);
+        // Random indices, so some repeat (the scatter must add them in order).
+        let idx: Vec<u32> = (0..batch * picks).map(|_| rng.below(rows_) as u32).collect();
+        let want_g = reference::gather_rows(&x, &idx, &s);
+        let want_s = reference::scatter_add_rows(&dy, &idx, &s);
+        for (isa, (g, sc)) in run_everywhere("gather/scatter", || {
+            let (mut g, mut sc) = (vec![f32::NAN; batch * picks * width], vec![f32::NAN; batch * rows_ * width]);
+            rows::gather_rows(&x, &idx, &s, &mut g);
+            rows::scatter_add_rows(&dy, &idx, &s, &mut sc);
+            (g, sc)
+        }) {
+            assert_same_bits(&g, &want_g, &format!("gather_rows {s:?} ({isa:?})"));
+            assert_same_bits(&sc, &want_s, &format!("scatter_add_rows {s:?} ({isa:?})"));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// loss.rs
+//
+// The normalised target `(t - mean) inv` carries a relative error of ~sqrt(p) u in `inv` and an
+// absolute one of ~sqrt(p) u mean|t| in `mean` (sums of p terms); the loss is then a sum of p
+// squares of `pred - target`. The tolerances below follow that, per row and per value.
+
+#[test]
+fn mae_loss_and_its_backward_match_the_reference() {
+    let mut rng = Rng::new(16);
+    for (rows_, patch) in [(1, 2), (137, 48), (64, 49), (300, 7), (3, 16)] {
+        for norm_pix in [false, true] {
+            let s = MaeLossSpec { rows: rows_, patch, norm_pix };
+            // Targets with an offset per patch (the norm-pix mean matters), predictions near them.
+            let mut target = Vec::with_capacity(rows_ * patch);
+            for _ in 0..rows_ {
+                let (offset, scale) = (rng.uniform_range(-5.0, 5.0), 10f32.powf(rng.uniform_range(-2.0, 1.0)));
+                target.extend((0..patch).map(|_| offset + scale * rng.normal()));
+            }
+            let pred = wide_values(rows_ * patch, -2.0, 1.0, &mut rng);
+            let mask: Vec<f32> = (0..rows_).map(|r| (r % 4 != 0) as u32 as f32).collect();
+            let drow = wide_values(rows_, -3.0, 0.0, &mut rng);
+            let want_l = reference::mae_loss_rows(&pred, &target, &mask, &s);
+            let want_d = reference::mae_loss_backward(&pred, &target, &mask, &drow, &s);
+            // The bounds, from f64 targets.
+            let slack = 4.0 * ((patch + 2) as f64).sqrt() * U;
+            let (mut tol_l, mut tol_d) = (vec![0.0f64; rows_], vec![0.0f64; rows_ * patch]);
+            for r in 0..rows_ {
+                let tr = &target[r * patch..(r + 1) * patch];
+                let t = reference::loss_target(tr, norm_pix);
+                let mean_abs = tr.iter().map(|v| v.abs() as f64).sum::<f64>() / patch as f64;
+                // 1 / std of the patch, which scales the error of its mean.
+                let inv = if norm_pix {
+                    let mean = tr.iter().map(|&v| v as f64).sum::<f64>() / patch as f64;
+                    let var = tr.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / (patch as f64 - 1.0);
+                    1.0 / (var + 1e-6).sqrt()
+                } else {
+                    0.0
+                };
+                let mut sum_sq = 0.0;
+                let mut cross = 0.0;
+                for c in 0..patch {
+                    // The error of the normalised target value (none without norm_pix).
+                    let e_t = if norm_pix { slack * (t[c].abs() + mean_abs * inv) + 2.0 * U * t[c].abs() } else { 0.0 };
+                    let diff = pred[r * patch + c] as f64 - t[c];
+                    sum_sq += diff * diff;
+                    cross += 2.0 * diff.abs() * e_t;
+                    let k = (drow[r] * mask[r]) as f64 * 2.0 / patch as f64;
+                    tol_d[r * patch + c] = k.abs() * (e_t + 2.0 * U * (pred[r * patch + c].abs() as f64 + t[c].abs()));
+                }
+                tol_l[r] = mask[r] as f64 * (slack * sum_sq + cross) / patch as f64;
+            }
+            for (isa, (l, d)) in run_everywhere("mae_loss", || {
+                let (mut l, mut d) = (vec![f32::NAN; rows_], vec![f32::NAN; rows_ * patch]);
+                loss::mae_loss_rows(&pred, &target, &mask, &s, &mut l);
+                loss::mae_loss_backward(&pred, &target, &mask, &drow, &s, &mut d);
+                (l, d)
+            }) {
+                let what = format!("mae loss {s:?} ({isa:?})");
+                assert_within(&l, &want_l, |i| tol_l[i], 2.0 * U, &format!("{what} rows"));
+                assert_within(&d, &want_d, |i| tol_d[i], 2.0 * U, &format!("{what} backward"));
+            }
         }
     }
 }

@@ -218,12 +218,24 @@ impl Backend for CpuBackend {
 
     fn gather_rows(&self, x: &Storage, idx: &Indices, spec: &GatherSpec) -> Result<Storage> {
         let _t = profile::scope("gather_rows");
-        new(reference::gather_rows(&x.cpu()?, idx.values(), spec))
+        let x = x.cpu()?;
+        check_len("gather_rows x", x.len(), spec.batch * spec.rows * spec.width)?;
+        check_len("gather_rows idx", idx.values().len(), spec.batch * spec.picks)?;
+        idx.check_below(spec.rows, "gather_rows")?;
+        let mut out = output(spec.batch * spec.picks * spec.width);
+        fast::rows::gather_rows(&x, idx.values(), spec, &mut out);
+        new(out)
     }
 
     fn scatter_add_rows(&self, dy: &Storage, idx: &Indices, spec: &GatherSpec) -> Result<Storage> {
         let _t = profile::scope("scatter_add_rows");
-        new(reference::scatter_add_rows(&dy.cpu()?, idx.values(), spec))
+        let dy = dy.cpu()?;
+        check_len("scatter_add_rows dy", dy.len(), spec.batch * spec.picks * spec.width)?;
+        check_len("scatter_add_rows idx", idx.values().len(), spec.batch * spec.picks)?;
+        idx.check_below(spec.rows, "scatter_add_rows")?;
+        let mut out = output(spec.batch * spec.rows * spec.width);
+        fast::rows::scatter_add_rows(&dy, idx.values(), spec, &mut out);
+        new(out)
     }
 
     fn copy_rows_into(&self, src: &Storage, dst: &Storage, spec: &CopyRowsSpec) -> Result<()> {
@@ -231,7 +243,13 @@ impl Backend for CpuBackend {
         if src.same_as(dst) {
             return Err(Error::Invalid("copy_rows_into: source and destination are the same storage".into()));
         }
-        reference::copy_rows_into(&src.cpu()?, &mut dst.cpu_mut()?, spec);
+        let (src, mut dst) = (src.cpu()?, dst.cpu_mut()?);
+        check_len("copy_rows_into src", src.len(), spec.batch * spec.src_rows * spec.width)?;
+        check_len("copy_rows_into dst", dst.len(), spec.batch * spec.dst_rows * spec.width)?;
+        if spec.src_offset + spec.rows > spec.src_rows || spec.dst_offset + spec.rows > spec.dst_rows {
+            return Err(Error::Shape(format!("copy_rows_into: {spec:?} reads or writes past a sample's rows")));
+        }
+        fast::rows::copy_rows_into(&src, &mut dst, spec);
         Ok(())
     }
 
@@ -255,12 +273,23 @@ impl Backend for CpuBackend {
 
     fn permute(&self, x: &Storage, shape: &[usize], perm: &[usize]) -> Result<Storage> {
         let _t = profile::scope("permute");
-        new(reference::permute(&x.cpu()?, shape, perm))
+        let x = x.cpu()?;
+        let total: usize = shape.iter().product();
+        check_len("permute x", x.len(), total)?;
+        let mut out = output(total);
+        fast::permute::permute(&x, shape, perm, &mut out);
+        new(out)
     }
 
     fn mae_loss_rows(&self, pred: &Storage, target: &Storage, mask: &Storage, spec: &MaeLossSpec) -> Result<Storage> {
         let _t = profile::scope("mae_loss_rows");
-        new(reference::mae_loss_rows(&pred.cpu()?, &target.cpu()?, &mask.cpu()?, spec))
+        let (pred, target, mask) = (pred.cpu()?, target.cpu()?, mask.cpu()?);
+        check_len("mae_loss_rows pred", pred.len(), spec.rows * spec.patch)?;
+        check_len("mae_loss_rows target", target.len(), spec.rows * spec.patch)?;
+        check_len("mae_loss_rows mask", mask.len(), spec.rows)?;
+        let mut out = output(spec.rows);
+        fast::loss::mae_loss_rows(&pred, &target, &mask, spec, &mut out);
+        new(out)
     }
 
     fn mae_loss_backward(
@@ -272,7 +301,14 @@ impl Backend for CpuBackend {
         spec: &MaeLossSpec,
     ) -> Result<Storage> {
         let _t = profile::scope("mae_loss_backward");
-        new(reference::mae_loss_backward(&pred.cpu()?, &target.cpu()?, &mask.cpu()?, &drow.cpu()?, spec))
+        let (pred, target, mask, drow) = (pred.cpu()?, target.cpu()?, mask.cpu()?, drow.cpu()?);
+        check_len("mae_loss_backward pred", pred.len(), spec.rows * spec.patch)?;
+        check_len("mae_loss_backward target", target.len(), spec.rows * spec.patch)?;
+        check_len("mae_loss_backward mask", mask.len(), spec.rows)?;
+        check_len("mae_loss_backward drow", drow.len(), spec.rows)?;
+        let mut out = output(spec.rows * spec.patch);
+        fast::loss::mae_loss_backward(&pred, &target, &mask, &drow, spec, &mut out);
+        new(out)
     }
 
     fn cross_entropy(
