@@ -27,6 +27,8 @@ use mae::source::DataSource;
 use mae::train::stream;
 
 fn main() -> mae::Result<()> {
+    // As `mae` does: keep freed activations' memory for the next step (see its docs).
+    engine::cpu::allocator::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let data: DataSource = args.first().map(String::as_str).unwrap_or("builtin:3000").parse()?;
     let batch: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(256);

@@ -2,6 +2,7 @@
 //! product, which goes through the fast blocked, packed and threaded `matmul.rs` so that training on
 //! a CPU is practical. The reference stays the ground truth that the fast path is tested against.
 
+pub mod allocator;
 pub mod fast;
 pub mod matmul;
 pub mod parallel;
