@@ -170,7 +170,7 @@ fn binary_ops_with_every_broadcast_equal_the_reference_bit_for_bit() {
                 let want = reference::binary(op, &x, &y);
                 for (isa, got) in run_everywhere("binary", || {
                     let mut out = vec![f32::NAN; n];
-                    elementwise::binary(op, &x, &y, &mut out);
+                    elementwise::binary(op, &x, &y, &mut out[..]);
                     out
                 }) {
                     assert_same_bits(&got, &want, &format!("{op:?} {n} by {p} ({isa:?})"));
@@ -192,7 +192,7 @@ fn simple_unary_ops_equal_the_reference_bit_for_bit() {
             let want = reference::unary(op, x);
             for (isa, got) in run_everywhere("unary", || {
                 let mut out = vec![f32::NAN; n];
-                elementwise::unary(op, x, &mut out);
+                elementwise::unary(op, x, &mut out[..]);
                 out
             }) {
                 assert_same_bits(&got, &want, &format!("{op:?} of {n} ({isa:?})"));
@@ -221,7 +221,7 @@ fn gelu_matches_the_reference_to_a_few_ulps() {
         let want = reference::unary(UnaryOp::Gelu, &x);
         for (isa, got) in run_everywhere("gelu", || {
             let mut out = vec![f32::NAN; n];
-            elementwise::unary(UnaryOp::Gelu, &x, &mut out);
+            elementwise::unary(UnaryOp::Gelu, &x, &mut out[..]);
             out
         }) {
             // In the negative tail Phi(x) ~ phi(x) / |x| has condition number ~x^2: the rounding of
@@ -245,7 +245,7 @@ fn gelu_backward_matches_the_reference() {
         let want = reference::gelu_backward(&x, &dy);
         for (isa, got) in run_everywhere("gelu_backward", || {
             let mut out = vec![f32::NAN; n];
-            elementwise::gelu_backward(&x, &dy, &mut out);
+            elementwise::gelu_backward(&x, &dy, &mut out[..]);
             out
         }) {
             assert_within(&got, &want, |i| 1e-6 * dy[i].abs() as f64, 2e-6, &format!("gelu' of {n} ({isa:?})"));
@@ -336,7 +336,7 @@ fn broadcast_axis_equals_the_reference() {
         let want = reference::broadcast_axis(&x, &spec);
         for (isa, got) in run_everywhere("broadcast_axis", || {
             let mut out = vec![f32::NAN; outer * axis * inner];
-            reduce::broadcast_axis(&x, &spec, &mut out);
+            reduce::broadcast_axis(&x, &spec, &mut out[..]);
             out
         }) {
             assert_same_bits(&got, &want, &format!("broadcast_axis {spec:?} ({isa:?})"));
@@ -372,7 +372,7 @@ fn layernorm_matches_the_reference() {
         let (y, mean, rstd) = reference::layernorm(&x, &gamma, &beta, rows, cols, eps);
         for (isa, got) in run_everywhere("layernorm", || {
             let (mut y, mut m, mut r) = (vec![f32::NAN; rows * cols], vec![f32::NAN; rows], vec![f32::NAN; rows]);
-            layernorm::layernorm(&x, &gamma, &beta, eps, &mut y, &mut m, &mut r);
+            layernorm::layernorm(&x, &gamma, &beta, eps, &mut y[..], &mut m[..], &mut r[..]);
             (y, m, r)
         }) {
             let what = format!("layernorm {rows}x{cols} ({isa:?})");
@@ -406,7 +406,7 @@ fn layernorm_backward_matches_the_reference() {
         let (dx, dgamma, dbeta) = reference::layernorm_backward(&x, &gamma, &mean, &rstd, &dy, rows, cols);
         for (isa, got) in run_everywhere("layernorm_backward", || {
             let (mut dx, mut dg, mut db) = (vec![f32::NAN; rows * cols], vec![f32::NAN; cols], vec![f32::NAN; cols]);
-            layernorm::layernorm_backward(&x, &gamma, &mean, &rstd, &dy, &mut dx, &mut dg, &mut db);
+            layernorm::layernorm_backward(&x, &gamma, &mean, &rstd, &dy, &mut dx[..], &mut dg, &mut db);
             (dx, dg, db)
         }) {
             let what = format!("layernorm_backward {rows}x{cols} ({isa:?})");
@@ -575,7 +575,7 @@ fn attention_matches_the_reference_on_uneven_sequences_and_head_dims() {
         }
         for (isa, (out, lse)) in run_everywhere("attention", || {
             let (mut out, mut lse) = (vec![f32::NAN; heads * t * d], vec![f32::NAN; heads * t]);
-            attention::attention(&q, &k, &v, &spec, &mut out, &mut lse);
+            attention::attention(&q, &k, &v, &spec, &mut out[..], &mut lse[..]);
             (out, lse)
         }) {
             let what = format!("attention seq {t} dim {d} ({isa:?})");
@@ -637,7 +637,7 @@ fn attention_backward_matches_the_reference_on_uneven_sequences_and_head_dims() 
         }
         for (isa, (dq, dk, dv)) in run_everywhere("attention_backward", || {
             let (mut dq, mut dk, mut dv) = (vec![f32::NAN; n], vec![f32::NAN; n], vec![f32::NAN; n]);
-            attention::attention_backward(&q, &k, &v, &out, &lse, &dout, &spec, &mut dq, &mut dk, &mut dv);
+            attention::attention_backward(&q, &k, &v, &out, &lse, &dout, &spec, &mut dq[..], &mut dk[..], &mut dv[..]);
             (dq, dk, dv)
         }) {
             let what = format!("attention_backward seq {t} dim {d} ({isa:?})");
@@ -670,7 +670,7 @@ fn permute_equals_the_reference_for_the_attention_layouts_and_odd_ones() {
         let want = reference::permute(&x, shape, perm);
         for (isa, got) in run_everywhere("permute", || {
             let mut out = vec![f32::NAN; x.len()];
-            permute::permute(&x, shape, perm, &mut out);
+            permute::permute(&x, shape, perm, &mut out[..]);
             out
         }) {
             assert_same_bits(&got, &want, &format!("permute {shape:?} by {perm:?} ({isa:?})"));
@@ -715,8 +715,8 @@ fn gather_and_scatter_add_rows_equal_the_reference_with_repeated_indices() {
         let want_s = reference::scatter_add_rows(&dy, &idx, &s);
         for (isa, (g, sc)) in run_everywhere("gather/scatter", || {
             let (mut g, mut sc) = (vec![f32::NAN; batch * picks * width], vec![f32::NAN; batch * rows_ * width]);
-            rows::gather_rows(&x, &idx, &s, &mut g);
-            rows::scatter_add_rows(&dy, &idx, &s, &mut sc);
+            rows::gather_rows(&x, &idx, &s, &mut g[..]);
+            rows::scatter_add_rows(&dy, &idx, &s, &mut sc[..]);
             (g, sc)
         }) {
             assert_same_bits(&g, &want_g, &format!("gather_rows {s:?} ({isa:?})"));
@@ -779,8 +779,8 @@ fn mae_loss_and_its_backward_match_the_reference() {
             }
             for (isa, (l, d)) in run_everywhere("mae_loss", || {
                 let (mut l, mut d) = (vec![f32::NAN; rows_], vec![f32::NAN; rows_ * patch]);
-                loss::mae_loss_rows(&pred, &target, &mask, &s, &mut l);
-                loss::mae_loss_backward(&pred, &target, &mask, &drow, &s, &mut d);
+                loss::mae_loss_rows(&pred, &target, &mask, &s, &mut l[..]);
+                loss::mae_loss_backward(&pred, &target, &mask, &drow, &s, &mut d[..]);
                 (l, d)
             }) {
                 let what = format!("mae loss {s:?} ({isa:?})");
@@ -789,4 +789,67 @@ fn mae_loss_and_its_backward_match_the_reference() {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The backend: the same kernels, writing into fresh buffers that are never zeroed beforehand
+
+#[test]
+fn cpu_backend_outputs_equal_the_kernels_bit_for_bit_with_uninitialised_buffers() {
+    use engine::backend::Backend;
+    use engine::cpu::CpuBackend;
+    use engine::storage::Storage;
+    let be = CpuBackend;
+    let mut rng = Rng::new(17);
+    let got = |s: &Storage| be.download(s).unwrap();
+    // Large enough to be split over threads and into many chunks.
+    let n = 3 * 8192 + 77;
+    let x = gelu_inputs(n, &mut rng);
+    let y = wide_values(n, -3.0, 3.0, &mut rng);
+    let (sx, sy) = (be.upload(&x).unwrap(), be.upload(&y).unwrap());
+    let mut want = vec![f32::NAN; n];
+    elementwise::binary(BinaryOp::Mul, &x, &y, &mut want[..]);
+    assert_same_bits(&got(&be.binary(BinaryOp::Mul, &sx, &sy, n, n).unwrap()), &want, "backend binary");
+    elementwise::unary(UnaryOp::Gelu, &x, &mut want[..]);
+    assert_same_bits(&got(&be.unary(UnaryOp::Gelu, &sx, n).unwrap()), &want, "backend gelu");
+    elementwise::gelu_backward(&x, &y, &mut want[..]);
+    assert_same_bits(&got(&be.gelu_backward(&sx, &sy, n).unwrap()), &want, "backend gelu_backward");
+    assert_same_bits(&got(&be.full(n, -2.5).unwrap()), &vec![-2.5; n], "backend full");
+    assert_same_bits(&got(&be.full(n, 0.0).unwrap()), &vec![0.0; n], "backend zeros");
+    assert_same_bits(&got(&be.copy(&sx).unwrap()), &x, "backend copy");
+    // Attention and LayerNorm (outputs split by heads and rows).
+    let (heads, t, d) = (64, 17, 16);
+    let spec = AttentionSpec { heads, seq: t, dim: d, scale: 0.25 };
+    let [q, k, v, dout] = attention_inputs(heads, t, d, &mut rng);
+    let up = |x: &[f32]| be.upload(x).unwrap();
+    let (o, l) = be.attention(&up(&q), &up(&k), &up(&v), &spec).unwrap();
+    let m = heads * t * d;
+    let (mut wo, mut wl) = (vec![f32::NAN; m], vec![f32::NAN; heads * t]);
+    attention::attention(&q, &k, &v, &spec, &mut wo[..], &mut wl[..]);
+    assert_same_bits(&got(&o), &wo, "backend attention out");
+    assert_same_bits(&got(&l), &wl, "backend attention lse");
+    let (dq, dk, dv) = be.attention_backward(&up(&q), &up(&k), &up(&v), &o, &l, &up(&dout), &spec).unwrap();
+    let (mut wq, mut wk, mut wv) = (vec![f32::NAN; m], vec![f32::NAN; m], vec![f32::NAN; m]);
+    attention::attention_backward(&q, &k, &v, &wo, &wl, &dout, &spec, &mut wq[..], &mut wk[..], &mut wv[..]);
+    assert_same_bits(&got(&dq), &wq, "backend attention dq");
+    assert_same_bits(&got(&dk), &wk, "backend attention dk");
+    assert_same_bits(&got(&dv), &wv, "backend attention dv");
+    let (rows_, cols) = (1000, 64);
+    let xl = ln_inputs(rows_, cols, &mut rng);
+    let (gamma, beta) = (wide_values(cols, -1.0, 1.0, &mut rng), wide_values(cols, -1.0, 1.0, &mut rng));
+    let (yb, mb, rb) = be.layernorm(&up(&xl), &up(&gamma), &up(&beta), rows_, cols, 1e-6).unwrap();
+    let (mut wy, mut wm, mut wr) = (vec![f32::NAN; rows_ * cols], vec![f32::NAN; rows_], vec![f32::NAN; rows_]);
+    layernorm::layernorm(&xl, &gamma, &beta, 1e-6, &mut wy[..], &mut wm[..], &mut wr[..]);
+    assert_same_bits(&got(&yb), &wy, "backend layernorm y");
+    assert_same_bits(&got(&mb), &wm, "backend layernorm mean");
+    assert_same_bits(&got(&rb), &wr, "backend layernorm rstd");
+    // The head split of attention.
+    let shape = [8, 65, 3, 4, 16];
+    let xp = wide_values(shape.iter().product(), -3.0, 3.0, &mut rng);
+    let perm = [2, 0, 3, 1, 4];
+    assert_same_bits(
+        &got(&be.permute(&up(&xp), &shape, &perm).unwrap()),
+        &reference::permute(&xp, &shape, &perm),
+        "backend permute",
+    );
 }

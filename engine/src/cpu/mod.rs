@@ -13,6 +13,7 @@ use crate::backend::*;
 use crate::error::{Error, Result};
 use crate::indices::Indices;
 use crate::storage::Storage;
+use parallel::Uninit;
 
 pub struct CpuBackend;
 
@@ -39,10 +40,28 @@ fn new(v: Vec<f32>) -> Result<Storage> {
     Ok(Storage::from_vec(v))
 }
 
-/// A buffer for a kernel that writes every value of its output. It is zero-filled, which for large
-/// buffers costs nothing up front (`calloc` maps zero pages) and keeps everything safe.
-fn output(len: usize) -> Vec<f32> {
-    vec![0.0; len]
+/// A fresh output of `len` values written by the kernel that `f` runs (see `parallel::Out`: the
+/// buffer is not zeroed in a pass of its own; each worker zero-fills its pieces right before writing
+/// them, in the cache).
+fn out1(len: usize, f: impl FnOnce(Uninit<'_>)) -> Vec<f32> {
+    parallel::new_output(len, f)
+}
+
+/// Two fresh outputs for one kernel, as [`out1`].
+fn out2(lens: (usize, usize), f: impl FnOnce(Uninit<'_>, Uninit<'_>)) -> (Vec<f32>, Vec<f32>) {
+    let mut b = Vec::new();
+    let a = out1(lens.0, |ua| b = out1(lens.1, |ub| f(ua, ub)));
+    (a, b)
+}
+
+/// Three fresh outputs for one kernel, as [`out1`].
+fn out3(
+    lens: (usize, usize, usize),
+    f: impl FnOnce(Uninit<'_>, Uninit<'_>, Uninit<'_>),
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut c = Vec::new();
+    let (a, b) = out2((lens.0, lens.1), |ua, ub| c = out1(lens.2, |uc| f(ua, ub, uc)));
+    (a, b, c)
 }
 
 fn check_len(what: &str, have: usize, need: usize) -> Result<()> {
@@ -69,12 +88,13 @@ impl Backend for CpuBackend {
 
     fn full(&self, len: usize, value: f32) -> Result<Storage> {
         let _t = profile::scope("full");
-        new(vec![value; len])
+        new(out1(len, |out| fast::elementwise::fill(value, out)))
     }
 
     fn copy(&self, s: &Storage) -> Result<Storage> {
         let _t = profile::scope("copy");
-        new(s.cpu()?.clone())
+        let x = s.cpu()?;
+        new(out1(x.len(), |out| fast::elementwise::copy(&x, out)))
     }
 
     fn matmul(&self, a: &Storage, b: &Storage, bias: Option<&Storage>, spec: &MatmulSpec) -> Result<Storage> {
@@ -83,7 +103,8 @@ impl Backend for CpuBackend {
         check_len("matmul A", a.len(), spec.a_len())?;
         check_len("matmul B", b.len(), spec.b_len())?;
         let bias = bias.map(|s| s.cpu()).transpose()?;
-        let mut c = vec![0.0f32; spec.batch * spec.m * spec.n];
+        // Zeroed on both cores (the matmul overwrites it, but takes initialised memory).
+        let mut c = out1(spec.batch * spec.m * spec.n, |c| fast::elementwise::fill(0.0, c));
         matmul::matmul(&a, &b, bias.as_deref().map(|v| v.as_slice()), spec, &mut c);
         new(c)
     }
@@ -93,18 +114,14 @@ impl Backend for CpuBackend {
         let (x, y) = (x.cpu()?, y.cpu()?);
         check_len("binary x", x.len(), len_x)?;
         check_len("binary y", y.len(), len_y)?;
-        let mut out = output(len_x);
-        fast::elementwise::binary(op, &x[..len_x], &y[..len_y], &mut out);
-        new(out)
+        new(out1(len_x, |out| fast::elementwise::binary(op, &x[..len_x], &y[..len_y], out)))
     }
 
     fn unary(&self, op: UnaryOp, x: &Storage, len: usize) -> Result<Storage> {
         let _t = profile::scope(unary_name(op));
         let x = x.cpu()?;
         check_len("unary x", x.len(), len)?;
-        let mut out = output(len);
-        fast::elementwise::unary(op, &x[..len], &mut out);
-        new(out)
+        new(out1(len, |out| fast::elementwise::unary(op, &x[..len], out)))
     }
 
     fn gelu_backward(&self, x: &Storage, dy: &Storage, len: usize) -> Result<Storage> {
@@ -112,9 +129,7 @@ impl Backend for CpuBackend {
         let (x, dy) = (x.cpu()?, dy.cpu()?);
         check_len("gelu_backward x", x.len(), len)?;
         check_len("gelu_backward dy", dy.len(), len)?;
-        let mut out = output(len);
-        fast::elementwise::gelu_backward(&x[..len], &dy[..len], &mut out);
-        new(out)
+        new(out1(len, |out| fast::elementwise::gelu_backward(&x[..len], &dy[..len], out)))
     }
 
     fn softmax(&self, x: &Storage, rows: usize, cols: usize) -> Result<Storage> {
@@ -141,8 +156,9 @@ impl Backend for CpuBackend {
         check_len("layernorm x", x.len(), rows * cols)?;
         check_len("layernorm gamma", gamma.len(), cols)?;
         check_len("layernorm beta", beta.len(), cols)?;
-        let (mut y, mut m, mut r) = (output(rows * cols), output(rows), output(rows));
-        fast::layernorm::layernorm(&x, &gamma[..cols], &beta[..cols], eps, &mut y, &mut m, &mut r);
+        let (y, m, r) = out3((rows * cols, rows, rows), |y, m, r| {
+            fast::layernorm::layernorm(&x, &gamma[..cols], &beta[..cols], eps, y, m, r)
+        });
         Ok((new(y)?, new(m)?, new(r)?))
     }
 
@@ -163,17 +179,11 @@ impl Backend for CpuBackend {
         check_len("layernorm_backward gamma", gamma.len(), cols)?;
         check_len("layernorm_backward mean", mean.len(), rows)?;
         check_len("layernorm_backward rstd", rstd.len(), rows)?;
-        let (mut dx, mut dg, mut db) = (output(rows * cols), output(cols), output(cols));
-        fast::layernorm::layernorm_backward(
-            &x,
-            &gamma[..cols],
-            &mean[..rows],
-            &rstd[..rows],
-            &dy,
-            &mut dx,
-            &mut dg,
-            &mut db,
-        );
+        let (mut dg, mut db) = (vec![0.0; cols], vec![0.0; cols]);
+        let dx = out1(rows * cols, |dx| {
+            let (mean, rstd) = (&mean[..rows], &rstd[..rows]);
+            fast::layernorm::layernorm_backward(&x, &gamma[..cols], mean, rstd, &dy, dx, &mut dg, &mut db)
+        });
         Ok((new(dx)?, new(dg)?, new(db)?))
     }
 
@@ -184,8 +194,7 @@ impl Backend for CpuBackend {
         for (what, x) in [("attention q", &q), ("attention k", &k), ("attention v", &v)] {
             check_len(what, x.len(), n)?;
         }
-        let (mut o, mut l) = (output(n), output(spec.heads * spec.seq));
-        fast::attention::attention(&q, &k, &v, spec, &mut o, &mut l);
+        let (o, l) = out2((n, spec.heads * spec.seq), |o, l| fast::attention::attention(&q, &k, &v, spec, o, l));
         Ok((new(o)?, new(l)?))
     }
 
@@ -212,8 +221,9 @@ impl Backend for CpuBackend {
             check_len(what, x.len(), n)?;
         }
         check_len("attention_backward lse", lse.len(), spec.heads * spec.seq)?;
-        let (mut dq, mut dk, mut dv) = (output(n), output(n), output(n));
-        fast::attention::attention_backward(&q, &k, &v, &out, &lse, &dout, spec, &mut dq, &mut dk, &mut dv);
+        let (dq, dk, dv) = out3((n, n, n), |dq, dk, dv| {
+            fast::attention::attention_backward(&q, &k, &v, &out, &lse, &dout, spec, dq, dk, dv)
+        });
         Ok((new(dq)?, new(dk)?, new(dv)?))
     }
 
@@ -223,9 +233,7 @@ impl Backend for CpuBackend {
         check_len("gather_rows x", x.len(), spec.batch * spec.rows * spec.width)?;
         check_len("gather_rows idx", idx.values().len(), spec.batch * spec.picks)?;
         idx.check_below(spec.rows, "gather_rows")?;
-        let mut out = output(spec.batch * spec.picks * spec.width);
-        fast::rows::gather_rows(&x, idx.values(), spec, &mut out);
-        new(out)
+        new(out1(spec.batch * spec.picks * spec.width, |out| fast::rows::gather_rows(&x, idx.values(), spec, out)))
     }
 
     fn scatter_add_rows(&self, dy: &Storage, idx: &Indices, spec: &GatherSpec) -> Result<Storage> {
@@ -234,9 +242,7 @@ impl Backend for CpuBackend {
         check_len("scatter_add_rows dy", dy.len(), spec.batch * spec.picks * spec.width)?;
         check_len("scatter_add_rows idx", idx.values().len(), spec.batch * spec.picks)?;
         idx.check_below(spec.rows, "scatter_add_rows")?;
-        let mut out = output(spec.batch * spec.rows * spec.width);
-        fast::rows::scatter_add_rows(&dy, idx.values(), spec, &mut out);
-        new(out)
+        new(out1(spec.batch * spec.rows * spec.width, |out| fast::rows::scatter_add_rows(&dy, idx.values(), spec, out)))
     }
 
     fn copy_rows_into(&self, src: &Storage, dst: &Storage, spec: &CopyRowsSpec) -> Result<()> {
@@ -258,7 +264,7 @@ impl Backend for CpuBackend {
         let _t = profile::scope("sum_axis");
         let x = x.cpu()?;
         check_len("sum_axis x", x.len(), spec.outer * spec.axis * spec.inner)?;
-        let mut out = output(spec.outer * spec.inner);
+        let mut out = vec![0.0; spec.outer * spec.inner];
         fast::reduce::sum_axis(&x, spec, &mut out);
         new(out)
     }
@@ -267,9 +273,7 @@ impl Backend for CpuBackend {
         let _t = profile::scope("broadcast_axis");
         let x = x.cpu()?;
         check_len("broadcast_axis x", x.len(), spec.outer * spec.inner)?;
-        let mut out = output(spec.outer * spec.axis * spec.inner);
-        fast::reduce::broadcast_axis(&x, spec, &mut out);
-        new(out)
+        new(out1(spec.outer * spec.axis * spec.inner, |out| fast::reduce::broadcast_axis(&x, spec, out)))
     }
 
     fn permute(&self, x: &Storage, shape: &[usize], perm: &[usize]) -> Result<Storage> {
@@ -277,9 +281,7 @@ impl Backend for CpuBackend {
         let x = x.cpu()?;
         let total: usize = shape.iter().product();
         check_len("permute x", x.len(), total)?;
-        let mut out = output(total);
-        fast::permute::permute(&x, shape, perm, &mut out);
-        new(out)
+        new(out1(total, |out| fast::permute::permute(&x, shape, perm, out)))
     }
 
     fn mae_loss_rows(&self, pred: &Storage, target: &Storage, mask: &Storage, spec: &MaeLossSpec) -> Result<Storage> {
@@ -288,9 +290,7 @@ impl Backend for CpuBackend {
         check_len("mae_loss_rows pred", pred.len(), spec.rows * spec.patch)?;
         check_len("mae_loss_rows target", target.len(), spec.rows * spec.patch)?;
         check_len("mae_loss_rows mask", mask.len(), spec.rows)?;
-        let mut out = output(spec.rows);
-        fast::loss::mae_loss_rows(&pred, &target, &mask, spec, &mut out);
-        new(out)
+        new(out1(spec.rows, |out| fast::loss::mae_loss_rows(&pred, &target, &mask, spec, out)))
     }
 
     fn mae_loss_backward(
@@ -307,9 +307,7 @@ impl Backend for CpuBackend {
         check_len("mae_loss_backward target", target.len(), spec.rows * spec.patch)?;
         check_len("mae_loss_backward mask", mask.len(), spec.rows)?;
         check_len("mae_loss_backward drow", drow.len(), spec.rows)?;
-        let mut out = output(spec.rows * spec.patch);
-        fast::loss::mae_loss_backward(&pred, &target, &mask, &drow, spec, &mut out);
-        new(out)
+        new(out1(spec.rows * spec.patch, |out| fast::loss::mae_loss_backward(&pred, &target, &mask, &drow, spec, out)))
     }
 
     fn cross_entropy(

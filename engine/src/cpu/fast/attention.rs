@@ -5,8 +5,8 @@
 //! in a scratch buffer of the worker thread,
 //!
 //! - forward: `S = scale Q K^T` (K transposed into scratch first, so that the product reads both
-//!   operands along rows, see `small_gemm.rs`); per row the max, `P = exp(S - max) / sum`, and
-//!   `lse = max + ln(sum)`; `O = P V`.
+//!   operands along rows, see `small_gemm.rs`); per row the max, `E = exp(S - max)`, its sum and
+//!   `lse = max + ln(sum)`; `O = (E V) / sum`.
 //! - backward (as the GPU kernel, `shaders/attention.wgsl`): `P = exp(scale Q K^T - lse)`
 //!   recomputed from the saved log-sum-exp rather than stored by the forward; `dP = dO V^T`;
 //!   `delta_i = dO_i . O_i` (`= sum_j P_ij dP_ij`); `dS = P (dP - delta)`; `dV = P^T dO`,
@@ -19,7 +19,7 @@
 //! computed by one thread in a fixed order, so the results do not depend on the thread count.
 
 use crate::backend::AttentionSpec;
-use crate::cpu::parallel::{self, units};
+use crate::cpu::parallel::{self, Out, units};
 
 use super::math::exp;
 use super::simd::{self, Isa, LANES, multiversion};
@@ -42,8 +42,10 @@ struct Scratch {
     kt: Vec<f32>,
     /// `V^T: [dim, tp]` (backward only)
     vt: Vec<f32>,
-    /// `S`, then `P`: `[seq, tp]`
+    /// `S`, then `P` (unnormalised in the forward): `[seq, tp]`
     p: Vec<f32>,
+    /// `1 / sum` of each row of the forward's unnormalised `P`
+    inv: Vec<f32>,
     /// `dP`, then `dS`: `[seq, tp]` (backward only)
     ds: Vec<f32>,
 }
@@ -57,27 +59,45 @@ impl Scratch {
             kt: vec![0.0; s.dim * tp],
             vt: vec![0.0; b * s.dim * tp],
             p: vec![0.0; s.seq * tp],
+            inv: vec![0.0; s.seq],
             ds: vec![0.0; b * s.seq * tp],
         }
     }
 }
 
 /// `xt[c * tp + j] = x[j * d + c]`: a `[t, d]` block transposed; columns `t..tp` stay as they were
-/// (zero).
+/// (zero). Eight rows at a time, so that each column of the block is one 8-value store with its
+/// bounds checked once (value by value, the checks cost more than the copies).
 #[inline(always)]
+#[allow(clippy::needless_range_loop)]
 fn transpose_into(x: &[f32], t: usize, d: usize, xt: &mut [f32], tp: usize) {
-    for (j, row) in x.chunks_exact(d).take(t).enumerate() {
+    let blocks = x[..t * d].chunks_exact(LANES * d);
+    let done = blocks.len() * LANES;
+    for (b, block) in blocks.enumerate() {
+        let mut rows: [&[f32]; LANES] = [&[]; LANES];
+        for r in 0..LANES {
+            rows[r] = &block[r * d..(r + 1) * d];
+        }
+        for c in 0..d {
+            let col: &mut [f32; LANES] = (&mut xt[c * tp + b * LANES..c * tp + (b + 1) * LANES]).try_into().unwrap();
+            for r in 0..LANES {
+                col[r] = rows[r][c];
+            }
+        }
+    }
+    for (j, row) in x[done * d..t * d].chunks_exact(d).enumerate() {
         for (c, &v) in row.iter().enumerate() {
-            xt[c * tp + j] = v;
+            xt[c * tp + done + j] = v;
         }
     }
 }
 
-/// Softmax of one padded score row in place (padding `-inf`, at least one finite value); returns
-/// the log-sum-exp. The exp loop is a plain loop over the slice, which LLVM's loop vectoriser turns
-/// into 8-lane code; written over fixed-size lane arrays instead, it was left scalar.
+/// The unnormalised softmax of one padded score row in place, `exp(s - max)` (padding `-inf`, at
+/// least one finite value); returns the log-sum-exp and `1 / sum`. The exp loop is a plain loop
+/// over the slice, which LLVM's loop vectoriser turns into 8-lane code; written over fixed-size
+/// lane arrays instead, it was left scalar.
 #[inline(always)]
-fn softmax_row<const FMA: bool>(row: &mut [f32]) -> f32 {
+fn softmax_row<const FMA: bool>(row: &mut [f32]) -> (f32, f32) {
     let mut m = [f32::NEG_INFINITY; LANES];
     for c in row.chunks_exact(LANES) {
         for l in 0..LANES {
@@ -90,11 +110,7 @@ fn softmax_row<const FMA: bool>(row: &mut [f32]) -> f32 {
     let max = m.iter().fold(f32::NEG_INFINITY, |a, &v| if v > a { v } else { a });
     exp_row::<FMA>(row, max);
     let sum = simd::sum(row);
-    let inv = 1.0 / sum;
-    for x in row.iter_mut() {
-        *x *= inv;
-    }
-    max + sum.ln()
+    (max + sum.ln(), 1.0 / sum)
 }
 
 /// `exp(x - shift)` for a padded row in place (padding `-inf` becomes 0).
@@ -135,22 +151,30 @@ multiversion! {
             let p = &mut scratch.p;
             gemm::<FMA>(t, tp, d, s.scale, q, RowMajor(d), &scratch.kt, tp, p, tp);
             mask_padding(p, t, tp);
-            for (row, l) in p.chunks_exact_mut(tp).zip(lse.iter_mut()) {
-                *l = softmax_row::<FMA>(row);
+            let inv = &mut scratch.inv;
+            for ((row, l), inv) in p.chunks_exact_mut(tp).zip(lse.iter_mut()).zip(inv.iter_mut()) {
+                (*l, *inv) = softmax_row::<FMA>(row);
             }
+            // O = (exp(S - max) V) / sum: the normalisation costs t * d multiplies here rather
+            // than t * t on the probabilities.
             gemm::<FMA>(t, d, t, 1.0, p, RowMajor(tp), v, d, out, d);
+            for (row, &inv) in out.chunks_exact_mut(d).zip(inv.iter()) {
+                for x in row.iter_mut() {
+                    *x *= inv;
+                }
+            }
         }
     }
 }
 
 /// `out = softmax(q k^T scale) v` per head, and the rows' log-sum-exp of the scaled scores.
-pub fn attention(q: &[f32], k: &[f32], v: &[f32], s: &AttentionSpec, out: &mut [f32], lse: &mut [f32]) {
+pub fn attention<'a>(q: &[f32], k: &[f32], v: &[f32], s: &AttentionSpec, out: impl Out<'a>, lse: impl Out<'a>) {
     let n = s.heads * s.seq * s.dim;
     assert!(q.len() >= n && k.len() >= n && v.len() >= n, "attention: inputs too short");
     assert!(out.len() == n && lse.len() == s.heads * s.seq, "attention: outputs");
     if n == 0 {
         // No dimensions: every score is 0, each row's softmax is uniform.
-        lse.fill((s.seq as f32).ln());
+        lse.init().fill((s.seq as f32).ln());
         return;
     }
     let isa = Isa::current();
@@ -159,7 +183,7 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], s: &AttentionSpec, out: &mut [
     parallel::for_each_units(s.heads, ns_per_head(s, false), outputs, |range, (out, lse)| {
         let mut scratch = Scratch::new(s, false);
         let (a, b) = (range.start * hs, range.end * hs);
-        forward_heads(isa, &q[a..b], &k[a..b], &v[a..b], s, out.data, lse.data, &mut scratch);
+        forward_heads(isa, &q[a..b], &k[a..b], &v[a..b], s, out.data.init(), lse.data.init(), &mut scratch);
     });
 }
 
@@ -209,7 +233,7 @@ multiversion! {
 
 /// The gradients `(dq, dk, dv)` of [`attention`], with `P` recomputed from `lse`.
 #[allow(clippy::too_many_arguments)]
-pub fn attention_backward(
+pub fn attention_backward<'a>(
     q: &[f32],
     k: &[f32],
     v: &[f32],
@@ -217,9 +241,9 @@ pub fn attention_backward(
     lse: &[f32],
     dout: &[f32],
     s: &AttentionSpec,
-    dq: &mut [f32],
-    dk: &mut [f32],
-    dv: &mut [f32],
+    dq: impl Out<'a>,
+    dk: impl Out<'a>,
+    dv: impl Out<'a>,
 ) {
     let n = s.heads * s.seq * s.dim;
     for x in [q, k, v, out, dout] {
@@ -238,6 +262,6 @@ pub fn attention_backward(
         let (a, b) = (range.start * hs, range.end * hs);
         let inputs = [&q[a..b], &k[a..b], &v[a..b], &out[a..b], &dout[a..b]];
         let lse = &lse[range.start * t..range.end * t];
-        backward_heads(isa, inputs, lse, s, dq.data, dk.data, dv.data, &mut scratch);
+        backward_heads(isa, inputs, lse, s, dq.data.init(), dk.data.init(), dv.data.init(), &mut scratch);
     });
 }

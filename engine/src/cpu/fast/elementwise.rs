@@ -1,12 +1,12 @@
 //! Element-wise kernels: `binary` (with `y` repeating over `x`), `unary` (scale, add a scalar,
-//! square, sqrt, GELU) and GELU's backward. Each is a map over contiguous slices, vectorised by
+//! square, sqrt, GELU), GELU's backward, and `fill` and `copy`. Each is a map over contiguous slices, vectorised by
 //! the compiler (see `simd.rs`), on both cores when the array is large (see `parallel.rs`).
 //!
 //! `binary` and the simple unary maps compute exactly what the reference computes (the same single
 //! f32 operation per element), so they agree bit for bit; GELU uses `math.rs`.
 
 use crate::backend::{BinaryOp, UnaryOp};
-use crate::cpu::parallel;
+use crate::cpu::parallel::{self, Out};
 
 use super::math;
 use super::simd::{Isa, multiversion};
@@ -73,7 +73,7 @@ multiversion! {
 }
 
 /// `out[i] = x[i] (op) y[i % y.len()]`, `out` as long as `x`.
-pub fn binary(op: BinaryOp, x: &[f32], y: &[f32], out: &mut [f32]) {
+pub fn binary<'a>(op: BinaryOp, x: &[f32], y: &[f32], out: impl Out<'a>) {
     assert!(out.len() == x.len() && (!y.is_empty() || x.is_empty()), "binary: sizes");
     let isa = Isa::current();
     parallel::for_each_chunk(out, CHUNK, NS_MAP * CHUNK as f64, |start, out| {
@@ -94,7 +94,7 @@ multiversion! {
 }
 
 /// `out[i] = op(x[i])`.
-pub fn unary(op: UnaryOp, x: &[f32], out: &mut [f32]) {
+pub fn unary<'a>(op: UnaryOp, x: &[f32], out: impl Out<'a>) {
     assert_eq!(out.len(), x.len(), "unary: sizes");
     let isa = Isa::current();
     let ns = if op == UnaryOp::Gelu { NS_GELU } else { NS_MAP };
@@ -110,11 +110,25 @@ multiversion! {
 }
 
 /// `out[i] = dy[i] * gelu'(x[i])`.
-pub fn gelu_backward(x: &[f32], dy: &[f32], out: &mut [f32]) {
+pub fn gelu_backward<'a>(x: &[f32], dy: &[f32], out: impl Out<'a>) {
     assert!(out.len() == x.len() && dy.len() == x.len(), "gelu_backward: sizes");
     let isa = Isa::current();
     parallel::for_each_chunk(out, CHUNK, NS_GELU * CHUNK as f64, |start, out| {
         let end = start + out.len();
         gelu_backward_part(isa, &x[start..end], &dy[start..end], out)
+    });
+}
+
+/// `out[i] = value`.
+pub fn fill<'a>(value: f32, out: impl Out<'a>) {
+    // Writing only: about half the cost per value of a map.
+    parallel::for_each_chunk(out, CHUNK, 0.5 * NS_MAP * CHUNK as f64, |_, out| out.fill(value));
+}
+
+/// `out[i] = x[i]`.
+pub fn copy<'a>(x: &[f32], out: impl Out<'a>) {
+    assert_eq!(out.len(), x.len(), "copy: sizes");
+    parallel::for_each_chunk(out, CHUNK, NS_MAP * CHUNK as f64, |start, out| {
+        out.copy_from_slice(&x[start..start + out.len()])
     });
 }

@@ -9,7 +9,7 @@
 //! `dbeta = sum dy`, accumulated per block of `reduce::ROW_BLOCK` rows into partial rows that are
 //! then added pairwise in a fixed order (see `reduce.rs`): deterministic for any thread count.
 
-use crate::cpu::parallel::{self, units};
+use crate::cpu::parallel::{self, Out, units};
 
 use super::reduce::{ROW_BLOCK, add_up_blocks};
 use super::simd::{self, Isa, madd, multiversion};
@@ -45,7 +45,15 @@ multiversion! {
 }
 
 /// Returns nothing; writes `y: [rows, cols]`, `mean`, `rstd: [rows]`.
-pub fn layernorm(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, y: &mut [f32], mean: &mut [f32], rstd: &mut [f32]) {
+pub fn layernorm<'a>(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+    y: impl Out<'a>,
+    mean: impl Out<'a>,
+    rstd: impl Out<'a>,
+) {
     let (rows, cols) = (mean.len(), gamma.len());
     assert!(
         x.len() >= rows * cols && y.len() == rows * cols && rstd.len() == rows && beta.len() == cols,
@@ -58,7 +66,7 @@ pub fn layernorm(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, y: &mut [f32]
     let outputs = (units(y, cols), units(mean, 1), units(rstd, 1));
     parallel::for_each_units(rows, NS_FORWARD * cols as f64, outputs, |range, (y, mean, rstd)| {
         let x = &x[range.start * cols..range.end * cols];
-        forward_rows(isa, x, gamma, beta, eps, y.data, mean.data, rstd.data)
+        forward_rows(isa, x, gamma, beta, eps, y.data.init(), mean.data.init(), rstd.data.init())
     });
 }
 
@@ -98,13 +106,13 @@ multiversion! {
 
 /// Writes `dx: [rows, cols]`, `dgamma`, `dbeta: [cols]`.
 #[allow(clippy::too_many_arguments)]
-pub fn layernorm_backward(
+pub fn layernorm_backward<'a>(
     x: &[f32],
     gamma: &[f32],
     mean: &[f32],
     rstd: &[f32],
     dy: &[f32],
-    dx: &mut [f32],
+    dx: impl Out<'a>,
     dgamma: &mut [f32],
     dbeta: &mut [f32],
 ) {
@@ -129,11 +137,12 @@ pub fn layernorm_backward(
     let isa = Isa::current();
     let blocks = rows.div_ceil(ROW_BLOCK);
     let (mut pg, mut pb) = (vec![0.0f32; blocks * cols], vec![0.0f32; blocks * cols]);
-    let outputs = (units(dx, ROW_BLOCK * cols), units(&mut pg, cols), units(&mut pb, cols));
+    let outputs = (units(dx, ROW_BLOCK * cols), units(&mut pg[..], cols), units(&mut pb[..], cols));
     let cost = NS_BACKWARD * (ROW_BLOCK * cols) as f64;
     parallel::for_each_units(blocks, cost, outputs, |range, (dx, pg, pb)| {
         let parts = dx
             .data
+            .init()
             .chunks_mut(ROW_BLOCK * cols)
             .zip(pg.data.chunks_exact_mut(cols))
             .zip(pb.data.chunks_exact_mut(cols));

@@ -6,7 +6,7 @@
 //! `dpred = drow * mask * 2 (pred - target) / patch`.
 
 use crate::backend::{MaeLossSpec, NORM_PIX_EPS};
-use crate::cpu::parallel::{self, units};
+use crate::cpu::parallel::{self, Out, units};
 
 use super::simd::{self, Isa, multiversion};
 
@@ -43,12 +43,12 @@ multiversion! {
 
 /// `out[r] = mask[r] * mean_p (pred[r, p] - target'[r, p])^2`, `target'` normalised per patch when
 /// `norm_pix`.
-pub fn mae_loss_rows(pred: &[f32], target: &[f32], mask: &[f32], s: &MaeLossSpec, out: &mut [f32]) {
+pub fn mae_loss_rows<'a>(pred: &[f32], target: &[f32], mask: &[f32], s: &MaeLossSpec, out: impl Out<'a>) {
     let n = s.rows * s.patch;
     assert!(pred.len() >= n && target.len() >= n && mask.len() >= s.rows, "mae_loss_rows: sizes");
     assert_eq!(out.len(), s.rows, "mae_loss_rows: output size");
     if s.patch == 0 {
-        out.fill(f32::NAN);
+        out.init().fill(f32::NAN);
         return;
     }
     let isa = Isa::current();
@@ -81,7 +81,14 @@ multiversion! {
 }
 
 /// `out[r, p] = drow[r] * mask[r] * 2 (pred[r, p] - target'[r, p]) / patch`.
-pub fn mae_loss_backward(pred: &[f32], target: &[f32], mask: &[f32], drow: &[f32], s: &MaeLossSpec, out: &mut [f32]) {
+pub fn mae_loss_backward<'a>(
+    pred: &[f32],
+    target: &[f32],
+    mask: &[f32],
+    drow: &[f32],
+    s: &MaeLossSpec,
+    out: impl Out<'a>,
+) {
     let n = s.rows * s.patch;
     assert!(pred.len() >= n && target.len() >= n, "mae_loss_backward: sizes");
     assert!(mask.len() >= s.rows && drow.len() >= s.rows, "mae_loss_backward: sizes");
@@ -99,7 +106,7 @@ pub fn mae_loss_backward(pred: &[f32], target: &[f32], mask: &[f32], drow: &[f32
             let r0 = range.start * ROWS_PER_UNIT;
             let r1 = (range.end * ROWS_PER_UNIT).min(s.rows);
             let (a, b) = (r0 * s.patch, r1 * s.patch);
-            backward_rows(isa, &pred[a..b], &target[a..b], &mask[r0..r1], &drow[r0..r1], s, out.data)
+            backward_rows(isa, &pred[a..b], &target[a..b], &mask[r0..r1], &drow[r0..r1], s, out.data.init())
         },
     );
 }

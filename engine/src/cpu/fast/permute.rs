@@ -4,13 +4,14 @@
 //! simplification: axes of size 1 are dropped, and neighbouring output axes that are also
 //! neighbours, in the same order, in the input are merged into one. The attention's head split
 //! `[N, T, 3, H, hd] -> [3, N, H, T, hd]` and merge `[N, H, T, hd] -> [N, T, H, hd]` both keep `hd`
-//! last, so each row is one contiguous run of `hd` values in the input: a `copy_from_slice` per row,
+//! last, so each row is one contiguous run of `hd` values in the input: one copy per row (a
+//! fixed-size one for 8 to 64 values: a `memcpy` call per 64-byte row costs more than the copy),
 //! and the source offset of the next row is found by incrementing a multi-index (no division per
 //! value, unlike the reference's index arithmetic). When the last axis moves, each row is a strided
 //! gather. Rows are split over threads in chunks; every output value is a copy, so the result is
 //! exact and independent of the split.
 
-use crate::cpu::parallel;
+use crate::cpu::parallel::{self, Out};
 
 /// Values per unit of work handed to a thread (rounded to whole rows).
 const CHUNK: usize = 8192;
@@ -18,7 +19,7 @@ const CHUNK: usize = 8192;
 const NS_PER_VALUE: f64 = 0.6;
 
 /// `out = x.permute(perm)` for `x` of `shape`: `out[j] = x[i]` where `i[perm[a]] = j[a]`.
-pub fn permute(x: &[f32], shape: &[usize], perm: &[usize], out: &mut [f32]) {
+pub fn permute<'a>(x: &[f32], shape: &[usize], perm: &[usize], out: impl Out<'a>) {
     let total: usize = shape.iter().product();
     assert!(perm.len() == shape.len() && x.len() >= total && out.len() == total, "permute: sizes");
     if total == 0 {
@@ -41,7 +42,7 @@ pub fn permute(x: &[f32], shape: &[usize], perm: &[usize], out: &mut [f32]) {
         }
     }
     let Some(&(len, stride)) = axes.last() else {
-        out.copy_from_slice(&x[..total]);
+        out.init().copy_from_slice(&x[..total]);
         return;
     };
     let outer = &axes[..axes.len() - 1];
@@ -58,7 +59,7 @@ pub fn permute(x: &[f32], shape: &[usize], perm: &[usize], out: &mut [f32]) {
         }
         for row in part.chunks_mut(len) {
             if stride == 1 {
-                row.copy_from_slice(&x[src..src + len]);
+                copy_run(&x[src..src + len], row);
             } else {
                 for (i, o) in row.iter_mut().enumerate() {
                     *o = x[src + i * stride];
@@ -76,4 +77,22 @@ pub fn permute(x: &[f32], shape: &[usize], perm: &[usize], out: &mut [f32]) {
             }
         }
     });
+}
+
+/// `dst.copy_from_slice(src)`, with the short runs of attention's head dims as fixed-size copies:
+/// a `memcpy` call per 64-byte row costs more than the copy.
+#[inline(always)]
+fn copy_run(src: &[f32], dst: &mut [f32]) {
+    #[inline(always)]
+    fn fixed<const N: usize>(src: &[f32], dst: &mut [f32]) {
+        let d: &mut [f32; N] = dst.try_into().unwrap();
+        *d = src.try_into().unwrap();
+    }
+    match dst.len() {
+        8 => fixed::<8>(src, dst),
+        16 => fixed::<16>(src, dst),
+        32 => fixed::<32>(src, dst),
+        64 => fixed::<64>(src, dst),
+        _ => dst.copy_from_slice(src),
+    }
 }

@@ -15,7 +15,7 @@
 //! and the same pairwise tree over the pieces.
 
 use crate::backend::AxisSpec;
-use crate::cpu::parallel::{self, units};
+use crate::cpu::parallel::{self, Out, units};
 
 use super::simd::{self, Isa, multiversion};
 
@@ -85,7 +85,7 @@ pub fn sum_axis(x: &[f32], s: &AxisSpec, out: &mut [f32]) {
         // Contiguous runs: pieces of RUN_BLOCK values, then pairwise over each run's pieces.
         let pieces = axis.div_ceil(RUN_BLOCK);
         let mut partial = vec![0.0f32; outer * pieces];
-        parallel::for_each_chunk(&mut partial, pieces, NS_PER_VALUE * axis as f64, |start, part| {
+        parallel::for_each_chunk(&mut partial[..], pieces, NS_PER_VALUE * axis as f64, |start, part| {
             for (o, dst) in part.chunks_mut(pieces).enumerate() {
                 let row = start / pieces + o;
                 run_sums(isa, &x[row * axis..(row + 1) * axis], dst);
@@ -106,8 +106,8 @@ pub fn sum_axis(x: &[f32], s: &AxisSpec, out: &mut [f32]) {
     let n_units = outer * col_blocks * row_blocks;
     let mut partial = vec![0.0f32; n_units * cw];
     let cost = NS_PER_VALUE * (ROW_BLOCK * cw) as f64;
-    parallel::for_each_units(n_units, cost, units(&mut partial, cw), |range, part| {
-        for (u, dst) in range.zip(part.data.chunks_exact_mut(cw)) {
+    parallel::for_each_units(n_units, cost, units(&mut partial[..], cw), |range, part| {
+        for (u, dst) in range.zip(part.data.init().chunks_exact_mut(cw)) {
             let (rb, rest) = (u % row_blocks, u / row_blocks);
             let (cb, o) = (rest % col_blocks, rest / col_blocks);
             let c0 = cb * cw;
@@ -130,7 +130,7 @@ pub fn sum_axis(x: &[f32], s: &AxisSpec, out: &mut [f32]) {
 }
 
 /// `out[o, a, i] = x[o, i]`.
-pub fn broadcast_axis(x: &[f32], s: &AxisSpec, out: &mut [f32]) {
+pub fn broadcast_axis<'a>(x: &[f32], s: &AxisSpec, out: impl Out<'a>) {
     let &AxisSpec { outer, axis, inner } = s;
     assert!(x.len() >= outer * inner && out.len() == outer * axis * inner, "broadcast_axis: sizes");
     if inner == 0 {

@@ -5,7 +5,7 @@
 //! any thread count.
 
 use crate::backend::{CopyRowsSpec, GatherSpec};
-use crate::cpu::parallel::{self, units};
+use crate::cpu::parallel::{self, Out, units};
 
 /// Estimated cost per value moved (ns).
 const NS_PER_VALUE: f64 = 0.6;
@@ -31,7 +31,7 @@ pub fn copy_rows_into(src: &[f32], dst: &mut [f32], s: &CopyRowsSpec) {
 }
 
 /// `out[n, i, :] = x[n, idx[n, i], :]`. Panics if an index is out of range.
-pub fn gather_rows(x: &[f32], idx: &[u32], s: &GatherSpec, out: &mut [f32]) {
+pub fn gather_rows<'a>(x: &[f32], idx: &[u32], s: &GatherSpec, out: impl Out<'a>) {
     let w = s.width;
     assert!(x.len() >= s.batch * s.rows * w && idx.len() >= s.batch * s.picks, "gather_rows: sizes");
     assert_eq!(out.len(), s.batch * s.picks * w, "gather_rows: output size");
@@ -40,7 +40,7 @@ pub fn gather_rows(x: &[f32], idx: &[u32], s: &GatherSpec, out: &mut [f32]) {
         return;
     }
     parallel::for_each_units(s.batch, NS_PER_VALUE * slab as f64, units(out, slab), |range, part| {
-        for (n, o) in range.zip(part.data.chunks_exact_mut(slab)) {
+        for (n, o) in range.zip(part.data.init().chunks_exact_mut(slab)) {
             let x = &x[n * s.rows * w..(n + 1) * s.rows * w];
             for (dst, &i) in o.chunks_exact_mut(w).zip(&idx[n * s.picks..(n + 1) * s.picks]) {
                 let i = i as usize;
@@ -52,7 +52,7 @@ pub fn gather_rows(x: &[f32], idx: &[u32], s: &GatherSpec, out: &mut [f32]) {
 
 /// `dx = 0; dx[n, idx[n, i], :] += dy[n, i, :]`, `dx` overwritten. Panics if an index is out of
 /// range.
-pub fn scatter_add_rows(dy: &[f32], idx: &[u32], s: &GatherSpec, dx: &mut [f32]) {
+pub fn scatter_add_rows<'a>(dy: &[f32], idx: &[u32], s: &GatherSpec, dx: impl Out<'a>) {
     let w = s.width;
     assert!(dy.len() >= s.batch * s.picks * w && idx.len() >= s.batch * s.picks, "scatter_add_rows: sizes");
     assert_eq!(dx.len(), s.batch * s.rows * w, "scatter_add_rows: output size");
@@ -62,7 +62,7 @@ pub fn scatter_add_rows(dy: &[f32], idx: &[u32], s: &GatherSpec, dx: &mut [f32])
     }
     let cost = NS_PER_VALUE * ((s.rows + s.picks) * w) as f64;
     parallel::for_each_units(s.batch, cost, units(dx, slab), |range, part| {
-        for (n, d) in range.zip(part.data.chunks_exact_mut(slab)) {
+        for (n, d) in range.zip(part.data.init().chunks_exact_mut(slab)) {
             d.fill(0.0);
             let dy = &dy[n * s.picks * w..(n + 1) * s.picks * w];
             for (g, &i) in dy.chunks_exact(w).zip(&idx[n * s.picks..(n + 1) * s.picks]) {
