@@ -9,7 +9,7 @@ use crate::backend::{BinaryOp, UnaryOp};
 use crate::cpu::parallel::{self, Out};
 
 use super::math;
-use super::simd::{Isa, multiversion};
+use super::simd::{self, Isa, multiversion};
 
 /// Values per unit of work handed to a thread.
 const CHUNK: usize = 8192;
@@ -128,7 +128,5 @@ pub fn fill<'a>(value: f32, out: impl Out<'a>) {
 /// `out[i] = x[i]`.
 pub fn copy<'a>(x: &[f32], out: impl Out<'a>) {
     assert_eq!(out.len(), x.len(), "copy: sizes");
-    parallel::for_each_chunk(out, CHUNK, NS_MAP * CHUNK as f64, |start, out| {
-        out.copy_from_slice(&x[start..start + out.len()])
-    });
+    parallel::for_each_chunk(out, CHUNK, NS_MAP * CHUNK as f64, |start, out| simd::copy(&x[start..], out));
 }
