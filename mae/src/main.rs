@@ -665,6 +665,9 @@ fn cmd_info(a: DeviceArgs) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    // Training on the CPU allocates and frees every activation each step: keep the freed memory
+    // for the next step instead of faulting it in again (30-40% of a CPU step otherwise).
+    engine::cpu::allocator::keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(a) => cmd_train(a),

@@ -1,19 +1,73 @@
-//! The CPU backend: the reference kernels of `reference.rs` for everything, except the matrix
-//! product, which goes through the fast blocked, packed and threaded `matmul.rs` so that training on
-//! a CPU is practical. The reference stays the ground truth that the fast path is tested against.
+//! The CPU backend: fast kernels so that training on a CPU is practical. The matrix product goes
+//! through the blocked, packed and threaded `matmul/`; every other hot kernel through `fast/`
+//! (vectorised f32, an AVX2 + FMA copy chosen at run time, threaded with `parallel.rs`). Softmax
+//! and cross-entropy, which MAE pre-training does not use, still run the reference. The plain loops
+//! of `reference.rs` stay the ground truth that the fast paths are tested against
+//! (`engine/tests/cpu_fast.rs`, `engine/tests/cpu_matmul.rs`).
+//!
+//! Every method is timed by `profile.rs` when profiling is switched on (`profile::start`), and
+//! gives the same bits from run to run and for any thread count.
 
+pub mod allocator;
+pub mod fast;
 pub mod matmul;
+pub mod parallel;
+pub mod profile;
 pub mod reference;
 
 use crate::backend::*;
 use crate::error::{Error, Result};
 use crate::indices::Indices;
 use crate::storage::Storage;
+use parallel::Uninit;
 
 pub struct CpuBackend;
 
+fn binary_name(op: BinaryOp) -> &'static str {
+    match op {
+        BinaryOp::Add => "binary add",
+        BinaryOp::Sub => "binary sub",
+        BinaryOp::Mul => "binary mul",
+        BinaryOp::Div => "binary div",
+    }
+}
+
+fn unary_name(op: UnaryOp) -> &'static str {
+    match op {
+        UnaryOp::Scale(_) => "unary scale",
+        UnaryOp::AddScalar(_) => "unary add_scalar",
+        UnaryOp::Gelu => "unary gelu",
+        UnaryOp::Square => "unary square",
+        UnaryOp::Sqrt => "unary sqrt",
+    }
+}
+
 fn new(v: Vec<f32>) -> Result<Storage> {
     Ok(Storage::from_vec(v))
+}
+
+/// A fresh output of `len` values written by the kernel that `f` runs (see `parallel::Out`: the
+/// buffer is not zeroed in a pass of its own; each worker zero-fills its pieces right before writing
+/// them, in the cache).
+fn out1(len: usize, f: impl FnOnce(Uninit<'_>)) -> Vec<f32> {
+    parallel::new_output(len, f)
+}
+
+/// Two fresh outputs for one kernel, as [`out1`].
+fn out2(lens: (usize, usize), f: impl FnOnce(Uninit<'_>, Uninit<'_>)) -> (Vec<f32>, Vec<f32>) {
+    let mut b = Vec::new();
+    let a = out1(lens.0, |ua| b = out1(lens.1, |ub| f(ua, ub)));
+    (a, b)
+}
+
+/// Three fresh outputs for one kernel, as [`out1`].
+fn out3(
+    lens: (usize, usize, usize),
+    f: impl FnOnce(Uninit<'_>, Uninit<'_>, Uninit<'_>),
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut c = Vec::new();
+    let (a, b) = out2((lens.0, lens.1), |ua, ub| c = out1(lens.2, |uc| f(ua, ub, uc)));
+    (a, b, c)
 }
 
 fn check_len(what: &str, have: usize, need: usize) -> Result<()> {
@@ -29,49 +83,68 @@ impl Backend for CpuBackend {
     }
 
     fn upload(&self, data: &[f32]) -> Result<Storage> {
+        let _t = profile::scope("upload");
         new(data.to_vec())
     }
 
     fn download(&self, s: &Storage) -> Result<Vec<f32>> {
+        let _t = profile::scope("download");
         Ok(s.cpu()?.clone())
     }
 
     fn full(&self, len: usize, value: f32) -> Result<Storage> {
-        new(vec![value; len])
+        let _t = profile::scope("full");
+        new(out1(len, |out| fast::elementwise::fill(value, out)))
     }
 
     fn copy(&self, s: &Storage) -> Result<Storage> {
-        new(s.cpu()?.clone())
+        let _t = profile::scope("copy");
+        let x = s.cpu()?;
+        new(out1(x.len(), |out| fast::elementwise::copy(&x, out)))
     }
 
     fn matmul(&self, a: &Storage, b: &Storage, bias: Option<&Storage>, spec: &MatmulSpec) -> Result<Storage> {
+        let _t = profile::scope("matmul");
         let (a, b) = (a.cpu()?, b.cpu()?);
         check_len("matmul A", a.len(), spec.a_len())?;
         check_len("matmul B", b.len(), spec.b_len())?;
         let bias = bias.map(|s| s.cpu()).transpose()?;
-        let mut c = vec![0.0f32; spec.batch * spec.m * spec.n];
+        // Zeroed on both cores (the matmul overwrites it, but takes initialised memory).
+        let mut c = out1(spec.batch * spec.m * spec.n, |c| fast::elementwise::fill(0.0, c));
         matmul::matmul(&a, &b, bias.as_deref().map(|v| v.as_slice()), spec, &mut c);
         new(c)
     }
 
     fn binary(&self, op: BinaryOp, x: &Storage, y: &Storage, len_x: usize, len_y: usize) -> Result<Storage> {
+        let _t = profile::scope(binary_name(op));
         let (x, y) = (x.cpu()?, y.cpu()?);
-        new(reference::binary(op, &x[..len_x], &y[..len_y]))
+        check_len("binary x", x.len(), len_x)?;
+        check_len("binary y", y.len(), len_y)?;
+        new(out1(len_x, |out| fast::elementwise::binary(op, &x[..len_x], &y[..len_y], out)))
     }
 
     fn unary(&self, op: UnaryOp, x: &Storage, len: usize) -> Result<Storage> {
-        new(reference::unary(op, &x.cpu()?[..len]))
+        let _t = profile::scope(unary_name(op));
+        let x = x.cpu()?;
+        check_len("unary x", x.len(), len)?;
+        new(out1(len, |out| fast::elementwise::unary(op, &x[..len], out)))
     }
 
     fn gelu_backward(&self, x: &Storage, dy: &Storage, len: usize) -> Result<Storage> {
-        new(reference::gelu_backward(&x.cpu()?[..len], &dy.cpu()?[..len]))
+        let _t = profile::scope("gelu_backward");
+        let (x, dy) = (x.cpu()?, dy.cpu()?);
+        check_len("gelu_backward x", x.len(), len)?;
+        check_len("gelu_backward dy", dy.len(), len)?;
+        new(out1(len, |out| fast::elementwise::gelu_backward(&x[..len], &dy[..len], out)))
     }
 
     fn softmax(&self, x: &Storage, rows: usize, cols: usize) -> Result<Storage> {
+        let _t = profile::scope("softmax");
         new(reference::softmax(&x.cpu()?, rows, cols))
     }
 
     fn softmax_backward(&self, y: &Storage, dy: &Storage, rows: usize, cols: usize) -> Result<Storage> {
+        let _t = profile::scope("softmax_backward");
         new(reference::softmax_backward(&y.cpu()?, &dy.cpu()?, rows, cols))
     }
 
@@ -84,7 +157,14 @@ impl Backend for CpuBackend {
         cols: usize,
         eps: f32,
     ) -> Result<(Storage, Storage, Storage)> {
-        let (y, m, r) = reference::layernorm(&x.cpu()?, &gamma.cpu()?, &beta.cpu()?, rows, cols, eps);
+        let _t = profile::scope("layernorm");
+        let (x, gamma, beta) = (x.cpu()?, gamma.cpu()?, beta.cpu()?);
+        check_len("layernorm x", x.len(), rows * cols)?;
+        check_len("layernorm gamma", gamma.len(), cols)?;
+        check_len("layernorm beta", beta.len(), cols)?;
+        let (y, m, r) = out3((rows * cols, rows, rows), |y, m, r| {
+            fast::layernorm::layernorm(&x, &gamma[..cols], &beta[..cols], eps, y, m, r)
+        });
         Ok((new(y)?, new(m)?, new(r)?))
     }
 
@@ -98,13 +178,29 @@ impl Backend for CpuBackend {
         rows: usize,
         cols: usize,
     ) -> Result<(Storage, Storage, Storage)> {
-        let (dx, dg, db) =
-            reference::layernorm_backward(&x.cpu()?, &gamma.cpu()?, &mean.cpu()?, &rstd.cpu()?, &dy.cpu()?, rows, cols);
+        let _t = profile::scope("layernorm_backward");
+        let (x, gamma, mean, rstd, dy) = (x.cpu()?, gamma.cpu()?, mean.cpu()?, rstd.cpu()?, dy.cpu()?);
+        check_len("layernorm_backward x", x.len(), rows * cols)?;
+        check_len("layernorm_backward dy", dy.len(), rows * cols)?;
+        check_len("layernorm_backward gamma", gamma.len(), cols)?;
+        check_len("layernorm_backward mean", mean.len(), rows)?;
+        check_len("layernorm_backward rstd", rstd.len(), rows)?;
+        let (mut dg, mut db) = (vec![0.0; cols], vec![0.0; cols]);
+        let dx = out1(rows * cols, |dx| {
+            let (mean, rstd) = (&mean[..rows], &rstd[..rows]);
+            fast::layernorm::layernorm_backward(&x, &gamma[..cols], mean, rstd, &dy, dx, &mut dg, &mut db)
+        });
         Ok((new(dx)?, new(dg)?, new(db)?))
     }
 
     fn attention(&self, q: &Storage, k: &Storage, v: &Storage, spec: &AttentionSpec) -> Result<(Storage, Storage)> {
-        let (o, l) = reference::attention(&q.cpu()?, &k.cpu()?, &v.cpu()?, spec);
+        let _t = profile::scope("attention");
+        let (q, k, v) = (q.cpu()?, k.cpu()?, v.cpu()?);
+        let n = spec.heads * spec.seq * spec.dim;
+        for (what, x) in [("attention q", &q), ("attention k", &k), ("attention v", &v)] {
+            check_len(what, x.len(), n)?;
+        }
+        let (o, l) = out2((n, spec.heads * spec.seq), |o, l| fast::attention::attention(&q, &k, &v, spec, o, l));
         Ok((new(o)?, new(l)?))
     }
 
@@ -114,45 +210,93 @@ impl Backend for CpuBackend {
         k: &Storage,
         v: &Storage,
         out: &Storage,
-        _lse: &Storage,
+        lse: &Storage,
         dout: &Storage,
         spec: &AttentionSpec,
     ) -> Result<(Storage, Storage, Storage)> {
-        let (dq, dk, dv) =
-            reference::attention_backward(&q.cpu()?, &k.cpu()?, &v.cpu()?, &out.cpu()?, &dout.cpu()?, spec);
+        let _t = profile::scope("attention_backward");
+        let (q, k, v, out, lse, dout) = (q.cpu()?, k.cpu()?, v.cpu()?, out.cpu()?, lse.cpu()?, dout.cpu()?);
+        let n = spec.heads * spec.seq * spec.dim;
+        for (what, x) in [
+            ("attention_backward q", &q),
+            ("attention_backward k", &k),
+            ("attention_backward v", &v),
+            ("attention_backward out", &out),
+            ("attention_backward dout", &dout),
+        ] {
+            check_len(what, x.len(), n)?;
+        }
+        check_len("attention_backward lse", lse.len(), spec.heads * spec.seq)?;
+        let (dq, dk, dv) = out3((n, n, n), |dq, dk, dv| {
+            fast::attention::attention_backward(&q, &k, &v, &out, &lse, &dout, spec, dq, dk, dv)
+        });
         Ok((new(dq)?, new(dk)?, new(dv)?))
     }
 
     fn gather_rows(&self, x: &Storage, idx: &Indices, spec: &GatherSpec) -> Result<Storage> {
-        new(reference::gather_rows(&x.cpu()?, idx.values(), spec))
+        let _t = profile::scope("gather_rows");
+        let x = x.cpu()?;
+        check_len("gather_rows x", x.len(), spec.batch * spec.rows * spec.width)?;
+        check_len("gather_rows idx", idx.values().len(), spec.batch * spec.picks)?;
+        idx.check_below(spec.rows, "gather_rows")?;
+        new(out1(spec.batch * spec.picks * spec.width, |out| fast::rows::gather_rows(&x, idx.values(), spec, out)))
     }
 
     fn scatter_add_rows(&self, dy: &Storage, idx: &Indices, spec: &GatherSpec) -> Result<Storage> {
-        new(reference::scatter_add_rows(&dy.cpu()?, idx.values(), spec))
+        let _t = profile::scope("scatter_add_rows");
+        let dy = dy.cpu()?;
+        check_len("scatter_add_rows dy", dy.len(), spec.batch * spec.picks * spec.width)?;
+        check_len("scatter_add_rows idx", idx.values().len(), spec.batch * spec.picks)?;
+        idx.check_below(spec.rows, "scatter_add_rows")?;
+        new(out1(spec.batch * spec.rows * spec.width, |out| fast::rows::scatter_add_rows(&dy, idx.values(), spec, out)))
     }
 
     fn copy_rows_into(&self, src: &Storage, dst: &Storage, spec: &CopyRowsSpec) -> Result<()> {
+        let _t = profile::scope("copy_rows_into");
         if src.same_as(dst) {
             return Err(Error::Invalid("copy_rows_into: source and destination are the same storage".into()));
         }
-        reference::copy_rows_into(&src.cpu()?, &mut dst.cpu_mut()?, spec);
+        let (src, mut dst) = (src.cpu()?, dst.cpu_mut()?);
+        check_len("copy_rows_into src", src.len(), spec.batch * spec.src_rows * spec.width)?;
+        check_len("copy_rows_into dst", dst.len(), spec.batch * spec.dst_rows * spec.width)?;
+        if spec.src_offset + spec.rows > spec.src_rows || spec.dst_offset + spec.rows > spec.dst_rows {
+            return Err(Error::Shape(format!("copy_rows_into: {spec:?} reads or writes past a sample's rows")));
+        }
+        fast::rows::copy_rows_into(&src, &mut dst, spec);
         Ok(())
     }
 
     fn sum_axis(&self, x: &Storage, spec: &AxisSpec) -> Result<Storage> {
-        new(reference::sum_axis(&x.cpu()?, spec))
+        let _t = profile::scope("sum_axis");
+        let x = x.cpu()?;
+        check_len("sum_axis x", x.len(), spec.outer * spec.axis * spec.inner)?;
+        let mut out = vec![0.0; spec.outer * spec.inner];
+        fast::reduce::sum_axis(&x, spec, &mut out);
+        new(out)
     }
 
     fn broadcast_axis(&self, x: &Storage, spec: &AxisSpec) -> Result<Storage> {
-        new(reference::broadcast_axis(&x.cpu()?, spec))
+        let _t = profile::scope("broadcast_axis");
+        let x = x.cpu()?;
+        check_len("broadcast_axis x", x.len(), spec.outer * spec.inner)?;
+        new(out1(spec.outer * spec.axis * spec.inner, |out| fast::reduce::broadcast_axis(&x, spec, out)))
     }
 
     fn permute(&self, x: &Storage, shape: &[usize], perm: &[usize]) -> Result<Storage> {
-        new(reference::permute(&x.cpu()?, shape, perm))
+        let _t = profile::scope("permute");
+        let x = x.cpu()?;
+        let total: usize = shape.iter().product();
+        check_len("permute x", x.len(), total)?;
+        new(out1(total, |out| fast::permute::permute(&x, shape, perm, out)))
     }
 
     fn mae_loss_rows(&self, pred: &Storage, target: &Storage, mask: &Storage, spec: &MaeLossSpec) -> Result<Storage> {
-        new(reference::mae_loss_rows(&pred.cpu()?, &target.cpu()?, &mask.cpu()?, spec))
+        let _t = profile::scope("mae_loss_rows");
+        let (pred, target, mask) = (pred.cpu()?, target.cpu()?, mask.cpu()?);
+        check_len("mae_loss_rows pred", pred.len(), spec.rows * spec.patch)?;
+        check_len("mae_loss_rows target", target.len(), spec.rows * spec.patch)?;
+        check_len("mae_loss_rows mask", mask.len(), spec.rows)?;
+        new(out1(spec.rows, |out| fast::loss::mae_loss_rows(&pred, &target, &mask, spec, out)))
     }
 
     fn mae_loss_backward(
@@ -163,7 +307,13 @@ impl Backend for CpuBackend {
         drow: &Storage,
         spec: &MaeLossSpec,
     ) -> Result<Storage> {
-        new(reference::mae_loss_backward(&pred.cpu()?, &target.cpu()?, &mask.cpu()?, &drow.cpu()?, spec))
+        let _t = profile::scope("mae_loss_backward");
+        let (pred, target, mask, drow) = (pred.cpu()?, target.cpu()?, mask.cpu()?, drow.cpu()?);
+        check_len("mae_loss_backward pred", pred.len(), spec.rows * spec.patch)?;
+        check_len("mae_loss_backward target", target.len(), spec.rows * spec.patch)?;
+        check_len("mae_loss_backward mask", mask.len(), spec.rows)?;
+        check_len("mae_loss_backward drow", drow.len(), spec.rows)?;
+        new(out1(spec.rows * spec.patch, |out| fast::loss::mae_loss_backward(&pred, &target, &mask, &drow, spec, out)))
     }
 
     fn cross_entropy(
@@ -173,6 +323,7 @@ impl Backend for CpuBackend {
         rows: usize,
         classes: usize,
     ) -> Result<(Storage, Storage)> {
+        let _t = profile::scope("cross_entropy");
         let (l, p) = reference::cross_entropy(&logits.cpu()?, labels.values(), rows, classes);
         Ok((new(l)?, new(p)?))
     }
@@ -185,6 +336,7 @@ impl Backend for CpuBackend {
         rows: usize,
         classes: usize,
     ) -> Result<Storage> {
+        let _t = profile::scope("cross_entropy_backward");
         new(reference::cross_entropy_backward(&probs.cpu()?, labels.values(), &drow.cpu()?, rows, classes))
     }
 
@@ -197,9 +349,14 @@ impl Backend for CpuBackend {
         len: usize,
         spec: &AdamWSpec,
     ) -> Result<()> {
+        let _t = profile::scope("adamw_step");
         let g = grad.cpu()?;
         let (mut p, mut m, mut v) = (param.cpu_mut()?, m.cpu_mut()?, v.cpu_mut()?);
-        reference::adamw_step(&mut p[..len], &g[..len], &mut m[..len], &mut v[..len], spec);
+        check_len("adamw_step param", p.len(), len)?;
+        check_len("adamw_step grad", g.len(), len)?;
+        check_len("adamw_step m", m.len(), len)?;
+        check_len("adamw_step v", v.len(), len)?;
+        fast::adamw::adamw_step(&mut p[..len], &g[..len], &mut m[..len], &mut v[..len], spec);
         Ok(())
     }
 }

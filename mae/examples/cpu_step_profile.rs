@@ -1,0 +1,90 @@
+//! Where a training step's time goes on the CPU: runs a few MAE pre-training steps (the same work
+//! as `mae train`: augmentation, masking, forward, backward, AdamW) with the CPU backend's
+//! per-kernel timer on, and prints the table.
+//!
+//! ```text
+//! cargo run --release -p mae --example cpu_step_profile -- [DATA] [BATCH] [STEPS]
+//! ```
+//! `DATA` is a data source as `mae train --data` takes it (default `builtin:3000`, which selects
+//! `mae_vit_micro_patch4_32`; `fashion-mnist` selects `mae_vit_micro_patch4_28`), `BATCH` the batch
+//! size (default 256), `STEPS` the number of timed steps (default 4), after one untimed warm-up step.
+
+use std::time::Instant;
+
+use engine::cpu::profile;
+use engine::{Device, backward};
+use mae::MaskedAutoencoder;
+use mae::batch::model_inputs;
+use mae::config::ModelConfig;
+use mae::data::augment::Augment;
+use mae::data::idx::Split;
+use mae::data::loader::{Batcher, make_batch};
+use mae::masking::{MaskStrategy, make_masking};
+use mae::model::DeviceMasking;
+use mae::nn::Param;
+use mae::optim::{AdamW, AdamWConfig};
+use mae::source::DataSource;
+use mae::train::stream;
+
+fn main() -> mae::Result<()> {
+    // As `mae` does: keep freed activations' memory for the next step (see its docs).
+    engine::cpu::allocator::keep_freed_memory();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let data: DataSource = args.first().map(String::as_str).unwrap_or("builtin:3000").parse()?;
+    let batch: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(256);
+    let steps: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(4);
+    let model_name = match data {
+        DataSource::FashionMnist { .. } | DataSource::Idx { .. } => "mae_vit_micro_patch4_28",
+        _ => "mae_vit_micro_patch4_32",
+    };
+    let cfg = ModelConfig::by_name(model_name)?;
+    let dev = Device::Cpu;
+    let set = data.load(Split::Train, &cfg, 0)?;
+    let norm = data.normalization(&set);
+    let model = MaskedAutoencoder::new(&cfg, 0, &dev)?;
+    let params: Vec<Param> = model.trainable();
+    let mut opt = AdamW::new(AdamWConfig::default(), &params, &dev)?;
+    let mut batcher = Batcher::new(set.len(), batch, 0, true)?;
+    let aug = Augment::mae();
+    println!("{model_name} on {data}, batch {batch}, {}", dev.name());
+
+    // One step; returns the loss and the seconds spent preparing the batch on the host.
+    let mut run_step = |u: u64| -> mae::Result<(f32, f64)> {
+        let t0 = Instant::now();
+        let mut rng = stream(0, u, 2);
+        let idx = batcher.next_batch().to_vec();
+        let (images, _) = make_batch(&set, &idx, cfg.img_size, &aug, &norm, &mut rng);
+        let (patches, target) = model_inputs(&cfg, &images, idx.len(), &dev)?;
+        let masking = make_masking(MaskStrategy::Random, idx.len(), cfg.grid_size(), 0.75, &mut rng)?;
+        let dm = DeviceMasking::new(&masking, &dev)?;
+        let host = t0.elapsed().as_secs_f64();
+        let out = model.forward(&patches, &target, &dm)?;
+        backward(&out.loss)?;
+        let loss = out.loss.item()?;
+        opt.step(&params, 1e-4, 1.0)?;
+        Ok((loss, host))
+    };
+
+    run_step(0)?;
+    let mut host_secs = 0.0;
+    profile::start();
+    let t0 = Instant::now();
+    for u in 1..=steps as u64 {
+        let s = Instant::now();
+        let (loss, host) = run_step(u)?;
+        host_secs += host;
+        let dt = s.elapsed().as_secs_f64();
+        println!("step {u}: loss {loss:.4}, {:.0} ms, {:.0} img/s", 1e3 * dt, batch as f64 / dt);
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let rows = profile::stop();
+    let in_kernels: f64 = rows.iter().map(|r| r.seconds).sum();
+    println!(
+        "\n{steps} steps in {wall:.3} s: {:.0} img/s; {:.1}% of the time in backend kernels, {:.1}% preparing batches on the host\n",
+        (steps * batch) as f64 / wall,
+        100.0 * in_kernels / wall,
+        100.0 * host_secs / wall
+    );
+    print!("{}", profile::format_table(&rows));
+    Ok(())
+}
