@@ -2,9 +2,14 @@
 // [seq, seq] score matrix in global memory (FlashAttention's online softmax, sized for MAE's short
 // sequences: tens to a couple of hundred tokens).
 //
-// Layout: q, k, v, out, dout, dq, dk, dv: [heads, seq, dim] row-major (heads = batch * num_heads);
-// lse, delta: [heads, seq]. scale = 1 / sqrt(dim). HEAD_DIM (an override constant, = dim) sizes the
-// workgroup tiles and fixes the trip count of the inner loops; dim <= MAX_D.
+// Layout: every operand is addressed through a head layout (HeadLayout in engine/src/backend.rs):
+// row i of head h starts at (h / group) * sample_stride + (h % group) * head_stride + offset
+// + i * row_stride. So the same kernels read separate [heads, seq, dim] tensors, or q, k and v
+// straight out of the fused projection qkv: [N, seq, 3, H, dim] and write the merged heads
+// out: [N, seq, H, dim], with no permutation or slicing pass around them. lse, delta: [heads, seq].
+// dout shares out's layout; dk and dv are written through one binding (dkv), at their own layouts.
+// scale = 1 / sqrt(dim). HEAD_DIM (an override constant, = dim) sizes the workgroup tiles and fixes
+// the trip count of the inner loops; dim <= MAX_D.
 // Algorithms:
 // - forward: a workgroup of 64 invocations per (64 queries, head); each invocation owns one query row.
 //   Keys and values stream through workgroup memory in tiles of BT = 16 rows. Per tile: 16 scores,
@@ -30,6 +35,18 @@ struct Params {
     seq: u32,
     dim: u32,
     scale: f32,
+    // Layouts as (group, sample_stride, head_stride, row_stride); offsets beside them.
+    lay_q: vec4<u32>,
+    lay_k: vec4<u32>,
+    lay_v: vec4<u32>,
+    lay_o: vec4<u32>,
+    lay_dq: vec4<u32>,
+    lay_dk: vec4<u32>,
+    lay_dv: vec4<u32>,
+    // q, k, v, out
+    off: vec4<u32>,
+    // dq, dk, dv, unused
+    off_grad: vec4<u32>,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -41,8 +58,7 @@ struct Params {
 @group(0) @binding(6) var<storage, read> dout: array<f32>;
 @group(0) @binding(7) var<storage, read_write> delta: array<f32>;
 @group(0) @binding(8) var<storage, read_write> dq: array<f32>;
-@group(0) @binding(9) var<storage, read_write> dk: array<f32>;
-@group(0) @binding(10) var<storage, read_write> dv: array<f32>;
+@group(0) @binding(9) var<storage, read_write> dkv: array<f32>;
 
 override HEAD_DIM: u32 = 64u;
 const MAX_D: u32 = 128u;
@@ -60,6 +76,11 @@ fn head_of(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.y + wid.z * nwg.y;
 }
 
+// Index of the first value of row i of head h under layout l and offset off.
+fn row_at(l: vec4<u32>, off: u32, h: u32, i: u32) -> u32 {
+    return (h / l.x) * l.y + (h % l.x) * l.z + off + i * l.w;
+}
+
 @compute @workgroup_size(64)
 fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
@@ -67,12 +88,12 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     if (h >= p.heads) { return; }
     let i = wid.x * BQ + lid;
     let valid = i < p.seq;
-    let base = h * p.seq * HEAD_DIM;
     var qi: array<f32, MAX_D>;
     var acc: array<f32, MAX_D>;
     if (valid) {
+        let qr = row_at(p.lay_q, p.off.x, h, i);
         for (var c = 0u; c < HEAD_DIM; c = c + 1u) {
-            qi[c] = q[base + i * HEAD_DIM + c] * p.scale;
+            qi[c] = q[qr + c] * p.scale;
             acc[c] = 0.0;
         }
     }
@@ -80,11 +101,11 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     var l = 0.0;
     for (var j0 = 0u; j0 < p.seq; j0 = j0 + BT) {
         for (var e = lid; e < BT * HEAD_DIM; e = e + BQ) {
-            let gj = j0 + e / HEAD_DIM;
-            let inside = gj < p.seq;
-            let src = base + gj * HEAD_DIM + e % HEAD_DIM;
-            tile_a[e] = select(0.0, k[min(src, arrayLength(&k) - 1u)], inside);
-            tile_b[e] = select(0.0, v[min(src, arrayLength(&v) - 1u)], inside);
+            let gj = min(j0 + e / HEAD_DIM, p.seq - 1u);
+            let inside = j0 + e / HEAD_DIM < p.seq;
+            let c = e % HEAD_DIM;
+            tile_a[e] = select(0.0, k[min(row_at(p.lay_k, p.off.y, h, gj) + c, arrayLength(&k) - 1u)], inside);
+            tile_b[e] = select(0.0, v[min(row_at(p.lay_v, p.off.z, h, gj) + c, arrayLength(&v) - 1u)], inside);
         }
         workgroupBarrier();
         if (valid) {
@@ -111,7 +132,8 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     }
     if (valid) {
         let inv = 1.0 / l;
-        for (var c = 0u; c < HEAD_DIM; c = c + 1u) { o[base + i * HEAD_DIM + c] = acc[c] * inv; }
+        let orow = row_at(p.lay_o, p.off.w, h, i);
+        for (var c = 0u; c < HEAD_DIM; c = c + 1u) { o[orow + c] = acc[c] * inv; }
         lse[h * p.seq + i] = m + log(l);
     }
 }
@@ -121,8 +143,9 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
 fn backward_prep(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let r = gid.x + gid.y * nwg.x * 64u;
     if (r >= p.heads * p.seq) { return; }
+    let orow = row_at(p.lay_o, p.off.w, r / p.seq, r % p.seq);
     var d = 0.0;
-    for (var c = 0u; c < HEAD_DIM; c = c + 1u) { d = fma(dout[r * HEAD_DIM + c], o[r * HEAD_DIM + c], d); }
+    for (var c = 0u; c < HEAD_DIM; c = c + 1u) { d = fma(dout[orow + c], o[orow + c], d); }
     delta[r] = d;
 }
 
@@ -133,16 +156,17 @@ fn backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     if (h >= p.heads) { return; }
     let i = wid.x * BQ + lid;
     let valid = i < p.seq;
-    let base = h * p.seq * HEAD_DIM;
     var qi: array<f32, MAX_D>;
     var doi: array<f32, MAX_D>;
     var acc: array<f32, MAX_D>;
     var lse_i = 0.0;
     var delta_i = 0.0;
     if (valid) {
+        let qr = row_at(p.lay_q, p.off.x, h, i);
+        let orow = row_at(p.lay_o, p.off.w, h, i);
         for (var c = 0u; c < HEAD_DIM; c = c + 1u) {
-            qi[c] = q[base + i * HEAD_DIM + c] * p.scale;
-            doi[c] = dout[base + i * HEAD_DIM + c];
+            qi[c] = q[qr + c] * p.scale;
+            doi[c] = dout[orow + c];
             acc[c] = 0.0;
         }
         lse_i = lse[h * p.seq + i];
@@ -150,11 +174,11 @@ fn backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     }
     for (var j0 = 0u; j0 < p.seq; j0 = j0 + BT) {
         for (var e = lid; e < BT * HEAD_DIM; e = e + BQ) {
-            let gj = j0 + e / HEAD_DIM;
-            let inside = gj < p.seq;
-            let src = base + gj * HEAD_DIM + e % HEAD_DIM;
-            tile_a[e] = select(0.0, k[min(src, arrayLength(&k) - 1u)], inside);
-            tile_b[e] = select(0.0, v[min(src, arrayLength(&v) - 1u)], inside);
+            let gj = min(j0 + e / HEAD_DIM, p.seq - 1u);
+            let inside = j0 + e / HEAD_DIM < p.seq;
+            let c = e % HEAD_DIM;
+            tile_a[e] = select(0.0, k[min(row_at(p.lay_k, p.off.y, h, gj) + c, arrayLength(&k) - 1u)], inside);
+            tile_b[e] = select(0.0, v[min(row_at(p.lay_v, p.off.z, h, gj) + c, arrayLength(&v) - 1u)], inside);
         }
         workgroupBarrier();
         if (valid) {
@@ -173,7 +197,8 @@ fn backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         workgroupBarrier();
     }
     if (valid) {
-        for (var c = 0u; c < HEAD_DIM; c = c + 1u) { dq[base + i * HEAD_DIM + c] = acc[c] * p.scale; }
+        let dr = row_at(p.lay_dq, p.off_grad.x, h, i);
+        for (var c = 0u; c < HEAD_DIM; c = c + 1u) { dq[dr + c] = acc[c] * p.scale; }
     }
 }
 
@@ -184,26 +209,27 @@ fn backward_dkdv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     if (h >= p.heads) { return; }
     let j = wid.x * BQ + lid;
     let valid = j < p.seq;
-    let base = h * p.seq * HEAD_DIM;
     var kj: array<f32, MAX_D>;
     var vj: array<f32, MAX_D>;
     var dk_acc: array<f32, MAX_D>;
     var dv_acc: array<f32, MAX_D>;
     if (valid) {
+        let kr = row_at(p.lay_k, p.off.y, h, j);
+        let vr = row_at(p.lay_v, p.off.z, h, j);
         for (var c = 0u; c < HEAD_DIM; c = c + 1u) {
-            kj[c] = k[base + j * HEAD_DIM + c];
-            vj[c] = v[base + j * HEAD_DIM + c];
+            kj[c] = k[kr + c];
+            vj[c] = v[vr + c];
             dk_acc[c] = 0.0;
             dv_acc[c] = 0.0;
         }
     }
     for (var i0 = 0u; i0 < p.seq; i0 = i0 + BT) {
         for (var e = lid; e < BT * HEAD_DIM; e = e + BQ) {
-            let gi = i0 + e / HEAD_DIM;
-            let inside = gi < p.seq;
-            let src = base + gi * HEAD_DIM + e % HEAD_DIM;
-            tile_a[e] = select(0.0, q[min(src, arrayLength(&q) - 1u)], inside) * p.scale;
-            tile_b[e] = select(0.0, dout[min(src, arrayLength(&dout) - 1u)], inside);
+            let gi = min(i0 + e / HEAD_DIM, p.seq - 1u);
+            let inside = i0 + e / HEAD_DIM < p.seq;
+            let c = e % HEAD_DIM;
+            tile_a[e] = select(0.0, q[min(row_at(p.lay_q, p.off.x, h, gi) + c, arrayLength(&q) - 1u)], inside) * p.scale;
+            tile_b[e] = select(0.0, dout[min(row_at(p.lay_o, p.off.w, h, gi) + c, arrayLength(&dout) - 1u)], inside);
         }
         if (lid < BT) {
             let gi = min(i0 + lid, p.seq - 1u);
@@ -232,9 +258,11 @@ fn backward_dkdv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
         workgroupBarrier();
     }
     if (valid) {
+        let kr = row_at(p.lay_dk, p.off_grad.y, h, j);
+        let vr = row_at(p.lay_dv, p.off_grad.z, h, j);
         for (var c = 0u; c < HEAD_DIM; c = c + 1u) {
-            dk[base + j * HEAD_DIM + c] = dk_acc[c];
-            dv[base + j * HEAD_DIM + c] = dv_acc[c];
+            dkv[kr + c] = dk_acc[c];
+            dkv[vr + c] = dv_acc[c];
         }
     }
 }

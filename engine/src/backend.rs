@@ -106,6 +106,51 @@ pub struct AttentionSpec {
     pub scale: f32,
 }
 
+/// Where the rows of every head live in a buffer: row `i` of head `h` starts at
+/// `(h / group) * sample_stride + (h % group) * head_stride + offset + i * row_stride` and holds
+/// `dim` values. It lets attention read the fused qkv projection `[N, T, 3, H, hd]` and write the
+/// merged heads `[N, T, H, hd]` directly, with no permutation or slicing copies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeadLayout {
+    /// Heads per sample (consecutive heads that share a sample block).
+    pub group: usize,
+    pub sample_stride: usize,
+    pub head_stride: usize,
+    pub row_stride: usize,
+    pub offset: usize,
+}
+
+impl HeadLayout {
+    /// `[heads, seq, dim]`, each head's rows contiguous.
+    pub fn contiguous(seq: usize, dim: usize) -> Self {
+        HeadLayout { group: 1, sample_stride: seq * dim, head_stride: 0, row_stride: dim, offset: 0 }
+    }
+
+    /// Part `which` (0 = q, 1 = k, 2 = v) of the fused projection `qkv: [N, seq, 3, heads, dim]`.
+    pub fn qkv(seq: usize, heads: usize, dim: usize, which: usize) -> Self {
+        let width = heads * dim;
+        HeadLayout {
+            group: heads,
+            sample_stride: seq * 3 * width,
+            head_stride: dim,
+            row_stride: 3 * width,
+            offset: which * width,
+        }
+    }
+
+    /// The merged heads `[N, seq, heads, dim]`, i.e. `[N, seq, heads * dim]`.
+    pub fn merged(seq: usize, heads: usize, dim: usize) -> Self {
+        let width = heads * dim;
+        HeadLayout { group: heads, sample_stride: seq * width, head_stride: dim, row_stride: width, offset: 0 }
+    }
+
+    /// Index of the first value of row `i` of head `h`.
+    #[inline]
+    pub fn row(&self, h: usize, i: usize) -> usize {
+        (h / self.group) * self.sample_stride + (h % self.group) * self.head_stride + self.offset + i * self.row_stride
+    }
+}
+
 /// Rows of `x: [batch, rows, width]` picked per sample: `out[n, i, :] = x[n, idx[n, i], :]`,
 /// `idx: [batch, picks]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -227,6 +272,21 @@ pub trait Backend {
         dout: &Storage,
         spec: &AttentionSpec,
     ) -> Result<(Storage, Storage, Storage)>;
+
+    /// Self-attention on the fused projection `qkv: [N, seq, 3, H, dim]` (`spec.heads = N * H`):
+    /// returns `(out: [N, seq, H, dim], lse: [N * H, seq])`, the heads already merged for the
+    /// output projection.
+    fn attention_qkv(&self, qkv: &Storage, num_heads: usize, spec: &AttentionSpec) -> Result<(Storage, Storage)>;
+    /// The gradient `dqkv: [N, seq, 3, H, dim]` of `attention_qkv`, `dout` in the layout of `out`.
+    fn attention_qkv_backward(
+        &self,
+        qkv: &Storage,
+        out: &Storage,
+        lse: &Storage,
+        dout: &Storage,
+        num_heads: usize,
+        spec: &AttentionSpec,
+    ) -> Result<Storage>;
 
     fn gather_rows(&self, x: &Storage, idx: &Indices, spec: &GatherSpec) -> Result<Storage>;
     /// The backward of `gather_rows`: `dx = zeros; dx[n, idx[n, i], :] += dy[n, i, :]`.

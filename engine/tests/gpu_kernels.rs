@@ -399,3 +399,21 @@ fn attention_with_a_head_dim_the_kernel_cannot_hold_is_a_clear_error() {
     let err = ops::attention(&q, &q, &q).unwrap_err().to_string();
     assert!(err.contains("head dim 256"), "{err}");
 }
+
+#[test]
+fn packed_qkv_attention_matches_reference() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::new(16);
+    for &(seq, heads, dim) in &[(1usize, 2usize, 16usize), (13, 4, 32), (17, 3, 16), (50, 4, 16), (197, 2, 64)] {
+        let n = 2;
+        let qkv = uniform_values(n * seq * 3 * heads * dim, -2.5, 2.5, &mut rng);
+        assert_devices_agree(
+            &gpu,
+            &[(qkv, vec![n, seq, 3 * heads * dim])],
+            &|t| ops::attention_qkv(&t[0], heads),
+            2e-4,
+            2e-3,
+            &format!("attention_qkv seq={seq} heads={heads} dim={dim}"),
+        );
+    }
+}

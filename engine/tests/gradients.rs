@@ -184,3 +184,47 @@ fn a_two_block_transformer_has_correct_gradients_end_to_end() {
         Ok(x)
     });
 }
+
+#[test]
+fn packed_qkv_attention_gradients_match_finite_differences() {
+    for (n, t, heads, hd) in [(2, 5, 2, 3), (1, 1, 1, 4), (2, 7, 3, 2)] {
+        check(&[rand(&[n, t, 3 * heads * hd], 36)], |x| ops::attention_qkv(&x[0], heads));
+    }
+}
+
+#[test]
+fn packed_qkv_attention_equals_reshape_permute_slice_attention() {
+    let (n, t, h, hd) = (2, 6, 3, 4);
+    let d = h * hd;
+    let qkv = rand(&[n, t, 3 * d], 37).with_grad();
+    let w = rand(&[n, t, d], 38);
+    // The tape is cleared by each backward, so each graph is built right before its own.
+    let fused = ops::attention_qkv(&qkv, h).unwrap();
+    let a = fused.to_vec().unwrap();
+    engine::backward(&fused.mul(&w).unwrap().sum().unwrap()).unwrap();
+    let g1 = qkv.grad().unwrap().to_vec().unwrap();
+    qkv.zero_grad();
+    let split = qkv
+        .reshape(&[n, t, 3, h, hd])
+        .unwrap()
+        .permute(&[2, 0, 3, 1, 4])
+        .unwrap()
+        .reshape(&[1, 3, n * h * t * hd])
+        .unwrap();
+    let part = |i| ops::slice_tokens(&split, i, 1).unwrap().reshape(&[n, h, t, hd]).unwrap();
+    let composed = ops::attention(&part(0), &part(1), &part(2))
+        .unwrap()
+        .permute(&[0, 2, 1, 3])
+        .unwrap()
+        .reshape(&[n, t, d])
+        .unwrap();
+    let b = composed.to_vec().unwrap();
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "{x} vs {y}");
+    }
+    engine::backward(&composed.mul(&w).unwrap().sum().unwrap()).unwrap();
+    let g2 = qkv.grad().unwrap().to_vec().unwrap();
+    for (x, y) in g1.iter().zip(&g2) {
+        assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "gradient {x} vs {y}");
+    }
+}

@@ -107,19 +107,12 @@ impl Block {
         })
     }
 
-    /// Multi-head self-attention: `x: [N, T, D] -> [N, T, D]`.
+    /// Multi-head self-attention: `x: [N, T, D] -> [N, T, D]`. The fused projection's output
+    /// `[N, T, 3D]` is read by the attention kernel as `[N, T, 3, H, hd]` (the official
+    /// `reshape(B, N, 3, H, hd)`), which writes the heads merged, `[N, T, H * hd]`.
     pub fn attention(&self, x: &Tensor) -> Result<Tensor> {
-        let (n, t, d) = (x.dim(0), x.dim(1), x.dim(2));
-        let h = self.num_heads;
-        let hd = d / h;
-        // qkv: [N, T, 3D] -> [N, T, 3, H, hd] -> [3, N, H, T, hd]
-        let qkv = self.qkv.forward(x)?.reshape(&[n, t, 3, h, hd])?.permute(&[2, 0, 3, 1, 4])?;
-        let qkv = qkv.reshape(&[1, 3, n * h * t * hd])?;
-        let part = |i: usize| -> Result<Tensor> { Ok(ops::slice_tokens(&qkv, i, 1)?.reshape(&[n, h, t, hd])?) };
-        let (q, k, v) = (part(0)?, part(1)?, part(2)?);
-        // out: [N, H, T, hd] -> [N, T, H, hd] -> [N, T, D]
-        let out = ops::attention(&q, &k, &v)?.permute(&[0, 2, 1, 3])?.reshape(&[n, t, d])?;
-        self.proj.forward(&out)
+        let qkv = self.qkv.forward(x)?;
+        self.proj.forward(&ops::attention_qkv(&qkv, self.num_heads)?)
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {

@@ -233,6 +233,37 @@ impl Backend for CpuBackend {
         Ok((new(dq)?, new(dk)?, new(dv)?))
     }
 
+    fn attention_qkv(&self, qkv: &Storage, num_heads: usize, spec: &AttentionSpec) -> Result<(Storage, Storage)> {
+        let _t = profile::scope("attention");
+        let qkv = qkv.cpu()?;
+        let n = spec.heads * spec.seq * spec.dim;
+        check_len("attention qkv", qkv.len(), 3 * n)?;
+        let (o, l) =
+            out2((n, spec.heads * spec.seq), |o, l| fast::attention::attention_qkv(&qkv, num_heads, spec, o, l));
+        Ok((new(o)?, new(l)?))
+    }
+
+    fn attention_qkv_backward(
+        &self,
+        qkv: &Storage,
+        out: &Storage,
+        lse: &Storage,
+        dout: &Storage,
+        num_heads: usize,
+        spec: &AttentionSpec,
+    ) -> Result<Storage> {
+        let _t = profile::scope("attention_backward");
+        let (qkv, out, lse, dout) = (qkv.cpu()?, out.cpu()?, lse.cpu()?, dout.cpu()?);
+        let n = spec.heads * spec.seq * spec.dim;
+        check_len("attention_backward qkv", qkv.len(), 3 * n)?;
+        for (what, x) in [("attention_backward out", &out), ("attention_backward dout", &dout)] {
+            check_len(what, x.len(), n)?;
+        }
+        check_len("attention_backward lse", lse.len(), spec.heads * spec.seq)?;
+        let d = out1(3 * n, |d| fast::attention::attention_qkv_backward(&qkv, &out, &lse, &dout, num_heads, spec, d));
+        new(d)
+    }
+
     fn gather_rows(&self, x: &Storage, idx: &Indices, spec: &GatherSpec) -> Result<Storage> {
         let _t = profile::scope("gather_rows");
         let x = x.cpu()?;

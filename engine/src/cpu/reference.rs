@@ -3,8 +3,8 @@
 //! reference is more exact than what it judges. Nothing here is clever, and nothing here may become so.
 
 use crate::backend::{
-    AdamWSpec, AttentionSpec, AxisSpec, BinaryOp, CopyRowsSpec, GatherSpec, MaeLossSpec, MatmulSpec, NORM_PIX_EPS,
-    UnaryOp,
+    AdamWSpec, AttentionSpec, AxisSpec, BinaryOp, CopyRowsSpec, GatherSpec, HeadLayout, MaeLossSpec, MatmulSpec,
+    NORM_PIX_EPS, UnaryOp,
 };
 
 /// `C[b] = op(A[b]) op(B[b]) + bias`.
@@ -249,6 +249,51 @@ pub fn attention_backward(
         }
     }
     (dq, dk, dv)
+}
+
+/// The heads of `buf` laid out as `layout`, copied to `[heads, seq, dim]`.
+pub fn gather_heads(buf: &[f32], layout: &HeadLayout, s: &AttentionSpec) -> Vec<f32> {
+    let mut out = Vec::with_capacity(s.heads * s.seq * s.dim);
+    for h in 0..s.heads {
+        for i in 0..s.seq {
+            let r = layout.row(h, i);
+            out.extend_from_slice(&buf[r..r + s.dim]);
+        }
+    }
+    out
+}
+
+/// The inverse of `gather_heads`: `[heads, seq, dim]` values written into `buf` as `layout`.
+pub fn scatter_heads(heads: &[f32], buf: &mut [f32], layout: &HeadLayout, s: &AttentionSpec) {
+    for h in 0..s.heads {
+        for i in 0..s.seq {
+            let (r, src) = (layout.row(h, i), (h * s.seq + i) * s.dim);
+            buf[r..r + s.dim].copy_from_slice(&heads[src..src + s.dim]);
+        }
+    }
+}
+
+/// Attention on the fused projection `qkv: [N, T, 3, H, d]`: the heads are copied out, attended
+/// as `attention` does, and merged back to `[N, T, H, d]`.
+pub fn attention_qkv(qkv: &[f32], num_heads: usize, s: &AttentionSpec) -> (Vec<f32>, Vec<f32>) {
+    let part = |w| gather_heads(qkv, &HeadLayout::qkv(s.seq, num_heads, s.dim, w), s);
+    let (o, lse) = attention(&part(0), &part(1), &part(2), s);
+    let mut out = vec![0.0f32; o.len()];
+    scatter_heads(&o, &mut out, &HeadLayout::merged(s.seq, num_heads, s.dim), s);
+    (out, lse)
+}
+
+/// The gradient `[N, T, 3, H, d]` of `attention_qkv`.
+pub fn attention_qkv_backward(qkv: &[f32], out: &[f32], dout: &[f32], num_heads: usize, s: &AttentionSpec) -> Vec<f32> {
+    let part = |w| gather_heads(qkv, &HeadLayout::qkv(s.seq, num_heads, s.dim, w), s);
+    let merged = HeadLayout::merged(s.seq, num_heads, s.dim);
+    let (o, d) = (gather_heads(out, &merged, s), gather_heads(dout, &merged, s));
+    let (dq, dk, dv) = attention_backward(&part(0), &part(1), &part(2), &o, &d, s);
+    let mut dqkv = vec![0.0f32; qkv.len()];
+    for (w, g) in [dq, dk, dv].iter().enumerate() {
+        scatter_heads(g, &mut dqkv, &HeadLayout::qkv(s.seq, num_heads, s.dim, w), s);
+    }
+    dqkv
 }
 
 pub fn gather_rows(x: &[f32], idx: &[u32], s: &GatherSpec) -> Vec<f32> {

@@ -177,6 +177,22 @@ impl Backend for Gpu {
         kernels::attention::backward(self, q, k, v, out, lse, dout, spec)
     }
 
+    fn attention_qkv(&self, qkv: &Storage, num_heads: usize, spec: &AttentionSpec) -> Result<(Storage, Storage)> {
+        kernels::attention::forward_qkv(self, qkv, num_heads, spec)
+    }
+
+    fn attention_qkv_backward(
+        &self,
+        qkv: &Storage,
+        out: &Storage,
+        lse: &Storage,
+        dout: &Storage,
+        num_heads: usize,
+        spec: &AttentionSpec,
+    ) -> Result<Storage> {
+        kernels::attention::backward_qkv(self, qkv, out, lse, dout, num_heads, spec)
+    }
+
     fn gather_rows(&self, x: &Storage, idx: &Indices, spec: &GatherSpec) -> Result<Storage> {
         kernels::gather::gather_rows(self, x, idx, spec)
     }

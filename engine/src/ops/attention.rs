@@ -43,3 +43,35 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
         ])
     }))
 }
+
+/// Multi-head self-attention straight from the fused qkv projection: `qkv: [N, T, 3 * D]` (viewed
+/// as `[N, T, 3, H, D / H]`, the official `qkv.reshape(B, N, 3, H, hd)`) to the merged heads
+/// `[N, T, D]` that the output projection takes. The same result as reshaping, permuting and
+/// slicing into `attention`, without those copies forward or backward.
+pub fn attention_qkv(qkv: &Tensor, num_heads: usize) -> Result<Tensor> {
+    if qkv.rank() != 3 || num_heads == 0 || !qkv.dim(2).is_multiple_of(3 * num_heads) {
+        return Err(Error::Shape(format!(
+            "attention_qkv: qkv must be [N, T, 3 * D] with D divisible by {num_heads} heads; got {:?}",
+            qkv.shape()
+        )));
+    }
+    let (n, seq, d) = (qkv.dim(0), qkv.dim(1), qkv.dim(2) / 3);
+    let dim = d / num_heads;
+    let spec = AttentionSpec { heads: n * num_heads, seq, dim, scale: 1.0 / (dim as f32).sqrt() };
+    let dev = qkv.device();
+    let (out, lse) = dev.backend().attention_qkv(qkv.storage(), num_heads, &spec)?;
+    let out_saved = Tensor::constant(out.clone(), vec![n, seq, d]);
+    let sqkv = qkv.clone();
+    Ok(Tensor::from_op(out, vec![n, seq, d], &[qkv], move |g| {
+        let dev = sqkv.device();
+        let dqkv = dev.backend().attention_qkv_backward(
+            sqkv.storage(),
+            out_saved.storage(),
+            &lse,
+            g.storage(),
+            num_heads,
+            &spec,
+        )?;
+        Ok(vec![Some(Tensor::constant(dqkv, sqkv.shape().to_vec()))])
+    }))
+}

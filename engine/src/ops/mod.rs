@@ -11,7 +11,7 @@ mod reduce;
 mod shape;
 mod softmax;
 
-pub use attention::attention;
+pub use attention::{attention, attention_qkv};
 pub use elementwise::{add_scalar, binary, gelu, scale, sqrt, square};
 pub use gather::{concat_tokens, gather_rows, slice_tokens};
 pub use layernorm::layer_norm;

@@ -18,7 +18,7 @@
 //! probabilities), so the products and the exp loops run on whole vectors. Each output value is
 //! computed by one thread in a fixed order, so the results do not depend on the thread count.
 
-use crate::backend::AttentionSpec;
+use crate::backend::{AttentionSpec, HeadLayout};
 use crate::cpu::parallel::{self, Out, units};
 
 use super::math::exp;
@@ -48,6 +48,10 @@ struct Scratch {
     inv: Vec<f32>,
     /// `dP`, then `dS`: `[seq, tp]` (backward only)
     ds: Vec<f32>,
+    /// One head's gradients, `[seq, dim]` each (backward only), copied to where they belong.
+    dq: Vec<f32>,
+    dk: Vec<f32>,
+    dv: Vec<f32>,
 }
 
 impl Scratch {
@@ -61,22 +65,25 @@ impl Scratch {
             p: vec![0.0; s.seq * tp],
             inv: vec![0.0; s.seq],
             ds: vec![0.0; b * s.seq * tp],
+            dq: vec![0.0; b * s.seq * s.dim],
+            dk: vec![0.0; b * s.seq * s.dim],
+            dv: vec![0.0; b * s.seq * s.dim],
         }
     }
 }
 
-/// `xt[c * tp + j] = x[j * d + c]`: a `[t, d]` block transposed; columns `t..tp` stay as they were
-/// (zero). Eight rows at a time, so that each column of the block is one 8-value store with its
-/// bounds checked once (value by value, the checks cost more than the copies).
+/// `xt[c * tp + j] = x[j * ld + c]`: a `[t, d]` block with row stride `ld` transposed; columns
+/// `t..tp` stay as they were (zero). Eight rows at a time, so that each column of the block is one
+/// 8-value store with its bounds checked once (value by value, the checks cost more than the copies).
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
-fn transpose_into(x: &[f32], t: usize, d: usize, xt: &mut [f32], tp: usize) {
-    let blocks = x[..t * d].chunks_exact(LANES * d);
-    let done = blocks.len() * LANES;
-    for (b, block) in blocks.enumerate() {
+fn transpose_into(x: &[f32], t: usize, d: usize, ld: usize, xt: &mut [f32], tp: usize) {
+    let full = t / LANES;
+    for b in 0..full {
         let mut rows: [&[f32]; LANES] = [&[]; LANES];
         for r in 0..LANES {
-            rows[r] = &block[r * d..(r + 1) * d];
+            let start = (b * LANES + r) * ld;
+            rows[r] = &x[start..start + d];
         }
         for c in 0..d {
             let col: &mut [f32; LANES] = (&mut xt[c * tp + b * LANES..c * tp + (b + 1) * LANES]).try_into().unwrap();
@@ -85,9 +92,9 @@ fn transpose_into(x: &[f32], t: usize, d: usize, xt: &mut [f32], tp: usize) {
             }
         }
     }
-    for (j, row) in x[done * d..t * d].chunks_exact(d).enumerate() {
-        for (c, &v) in row.iter().enumerate() {
-            xt[c * tp + done + j] = v;
+    for j in full * LANES..t {
+        for (c, &v) in x[j * ld..j * ld + d].iter().enumerate() {
+            xt[c * tp + j] = v;
         }
     }
 }
@@ -129,13 +136,21 @@ fn mask_padding(p: &mut [f32], t: usize, tp: usize) {
     }
 }
 
+/// The `t` rows of head `h` of `buf` laid out as `l`: the slice from its first row to the end of
+/// its last.
+#[inline(always)]
+fn head_rows<'a>(buf: &'a [f32], l: &HeadLayout, h: usize, t: usize, d: usize) -> &'a [f32] {
+    let start = l.row(h, 0);
+    &buf[start..start + (t - 1) * l.row_stride + d]
+}
+
 multiversion! {
-    /// Forward of the heads whose q, k, v, out (`[heads, t, d]` each) and lse (`[heads, t]`) are
-    /// given.
-    fn forward_heads<FMA>(
+    /// Forward of one head: `q`, `k`, `v` and `out` are its rows with row strides `ld[0..4]`.
+    fn forward_head<FMA>(
         q: &[f32],
         k: &[f32],
         v: &[f32],
+        ld: [usize; 4],
         s: &AttentionSpec,
         out: &mut [f32],
         lse: &mut [f32],
@@ -143,92 +158,173 @@ multiversion! {
     ) {
         let (t, d) = (s.seq, s.dim);
         let tp = scratch.tp;
-        let hs = t * d;
-        let heads = out.chunks_exact_mut(hs).zip(lse.chunks_exact_mut(t));
-        for (h, (out, lse)) in heads.enumerate() {
-            let (q, k, v) = (&q[h * hs..(h + 1) * hs], &k[h * hs..(h + 1) * hs], &v[h * hs..(h + 1) * hs]);
-            transpose_into(k, t, d, &mut scratch.kt, tp);
-            let p = &mut scratch.p;
-            gemm::<FMA>(t, tp, d, s.scale, q, RowMajor(d), &scratch.kt, tp, p, tp);
-            mask_padding(p, t, tp);
-            let inv = &mut scratch.inv;
-            for ((row, l), inv) in p.chunks_exact_mut(tp).zip(lse.iter_mut()).zip(inv.iter_mut()) {
-                (*l, *inv) = softmax_row::<FMA>(row);
-            }
-            // O = (exp(S - max) V) / sum: the normalisation costs t * d multiplies here rather
-            // than t * t on the probabilities.
-            gemm::<FMA>(t, d, t, 1.0, p, RowMajor(tp), v, d, out, d);
-            for (row, &inv) in out.chunks_exact_mut(d).zip(inv.iter()) {
-                for x in row.iter_mut() {
-                    *x *= inv;
-                }
+        transpose_into(k, t, d, ld[1], &mut scratch.kt, tp);
+        let p = &mut scratch.p;
+        gemm::<FMA>(t, tp, d, s.scale, q, RowMajor(ld[0]), &scratch.kt, tp, p, tp);
+        mask_padding(p, t, tp);
+        let inv = &mut scratch.inv;
+        for ((row, l), inv) in p.chunks_exact_mut(tp).zip(lse.iter_mut()).zip(inv.iter_mut()) {
+            (*l, *inv) = softmax_row::<FMA>(row);
+        }
+        // O = (exp(S - max) V) / sum: the normalisation costs t * d multiplies here rather than
+        // t * t on the probabilities.
+        gemm::<FMA>(t, d, t, 1.0, p, RowMajor(tp), v, ld[2], out, ld[3]);
+        for (i, &inv) in inv.iter().enumerate() {
+            for x in out[i * ld[3]..i * ld[3] + d].iter_mut() {
+                *x *= inv;
             }
         }
     }
 }
 
-/// `out = softmax(q k^T scale) v` per head, and the rows' log-sum-exp of the scaled scores.
-pub fn attention<'a>(q: &[f32], k: &[f32], v: &[f32], s: &AttentionSpec, out: impl Out<'a>, lse: impl Out<'a>) {
-    let n = s.heads * s.seq * s.dim;
-    assert!(q.len() >= n && k.len() >= n && v.len() >= n, "attention: inputs too short");
-    assert!(out.len() == n && lse.len() == s.heads * s.seq, "attention: outputs");
-    if n == 0 {
+/// `out = softmax(q k^T scale) v` per head, and the rows' log-sum-exp of the scaled scores, for
+/// q, k, v laid out as `layouts` and `out` as `out_layout`. Work is split over samples (groups of
+/// `out_layout.group` heads), whose output blocks are contiguous.
+pub fn attention_strided<'a>(
+    src: [&[f32]; 3],
+    layouts: [HeadLayout; 3],
+    s: &AttentionSpec,
+    out: impl Out<'a>,
+    out_layout: HeadLayout,
+    lse: impl Out<'a>,
+) {
+    let (t, d) = (s.seq, s.dim);
+    let group = out_layout.group.max(1);
+    assert!(s.heads.is_multiple_of(group), "attention: heads not a multiple of the group");
+    let samples = s.heads / group;
+    assert!(out.len() == samples * out_layout.sample_stride, "attention: output size");
+    assert!(lse.len() == s.heads * t, "attention: lse size");
+    if s.heads * t * d == 0 {
         // No dimensions: every score is 0, each row's softmax is uniform.
-        lse.init().fill((s.seq as f32).ln());
+        lse.init().fill((t as f32).ln());
         return;
     }
+    for (x, l) in src.iter().zip(&layouts) {
+        assert!(x.len() >= l.row(s.heads - 1, t - 1) + d, "attention: input too short");
+    }
     let isa = Isa::current();
-    let hs = s.seq * s.dim;
-    let outputs = (units(out, hs), units(lse, s.seq));
-    parallel::for_each_units(s.heads, ns_per_head(s, false), outputs, |range, (out, lse)| {
+    let outputs = (units(out, out_layout.sample_stride), units(lse, group * t));
+    parallel::for_each_units(samples, group as f64 * ns_per_head(s, false), outputs, |range, (out, lse)| {
         let mut scratch = Scratch::new(s, false);
-        let (a, b) = (range.start * hs, range.end * hs);
-        forward_heads(isa, &q[a..b], &k[a..b], &v[a..b], s, out.data.init(), lse.data.init(), &mut scratch);
+        let (out, lse) = (out.data.init(), lse.data.init());
+        let ld = [layouts[0].row_stride, layouts[1].row_stride, layouts[2].row_stride, out_layout.row_stride];
+        for (u, sample) in range.enumerate() {
+            for hh in 0..group {
+                let h = sample * group + hh;
+                let o = u * out_layout.sample_stride + hh * out_layout.head_stride + out_layout.offset;
+                let [q, k, v] = [0, 1, 2].map(|w| head_rows(src[w], &layouts[w], h, t, d));
+                let lse = &mut lse[(u * group + hh) * t..(u * group + hh + 1) * t];
+                let out = &mut out[o..o + (t - 1) * ld[3] + d];
+                forward_head(isa, q, k, v, ld, s, out, lse, &mut scratch);
+            }
+        }
     });
 }
 
+/// `out = softmax(q k^T scale) v` per head of `[heads, seq, dim]` tensors.
+pub fn attention<'a>(q: &[f32], k: &[f32], v: &[f32], s: &AttentionSpec, out: impl Out<'a>, lse: impl Out<'a>) {
+    let l = HeadLayout::contiguous(s.seq, s.dim);
+    attention_strided([q, k, v], [l; 3], s, out, l, lse);
+}
+
+/// Attention on the fused projection `qkv: [N, seq, 3, H, dim]`, writing the merged heads
+/// `out: [N, seq, H, dim]`.
+pub fn attention_qkv<'a>(qkv: &[f32], num_heads: usize, s: &AttentionSpec, out: impl Out<'a>, lse: impl Out<'a>) {
+    let l = |w| HeadLayout::qkv(s.seq, num_heads, s.dim, w);
+    attention_strided([qkv; 3], [l(0), l(1), l(2)], s, out, HeadLayout::merged(s.seq, num_heads, s.dim), lse);
+}
+
 multiversion! {
-    fn backward_heads<FMA>(
-        inputs: [&[f32]; 5],
-        lse: &[f32],
-        s: &AttentionSpec,
-        dq: &mut [f32],
-        dk: &mut [f32],
-        dv: &mut [f32],
-        scratch: &mut Scratch,
-    ) {
+    /// The gradients of one head into `scratch.dq`, `dk`, `dv` (`[seq, dim]` each): `inputs` are
+    /// the rows of q, k, v, out and dout with row strides `ld`.
+    fn backward_head<FMA>(inputs: [&[f32]; 5], ld: [usize; 5], lse: &[f32], s: &AttentionSpec, scratch: &mut Scratch) {
         let [q, k, v, o, dout] = inputs;
         let (t, d) = (s.seq, s.dim);
         let tp = scratch.tp;
-        let hs = t * d;
-        let grads = dq.chunks_exact_mut(hs).zip(dk.chunks_exact_mut(hs)).zip(dv.chunks_exact_mut(hs));
-        for (h, ((dq, dk), dv)) in grads.enumerate() {
-            let r = h * hs..(h + 1) * hs;
-            let (q, k, v, o, dout) = (&q[r.clone()], &k[r.clone()], &v[r.clone()], &o[r.clone()], &dout[r]);
-            let lse = &lse[h * t..(h + 1) * t];
-            transpose_into(k, t, d, &mut scratch.kt, tp);
-            transpose_into(v, t, d, &mut scratch.vt, tp);
-            let (p, ds) = (&mut scratch.p, &mut scratch.ds);
-            // P = exp(scale Q K^T - lse)
-            gemm::<FMA>(t, tp, d, s.scale, q, RowMajor(d), &scratch.kt, tp, p, tp);
-            mask_padding(p, t, tp);
-            for (row, &l) in p.chunks_exact_mut(tp).zip(lse) {
-                exp_row::<FMA>(row, l);
+        transpose_into(k, t, d, ld[1], &mut scratch.kt, tp);
+        transpose_into(v, t, d, ld[2], &mut scratch.vt, tp);
+        let (p, ds) = (&mut scratch.p, &mut scratch.ds);
+        // P = exp(scale Q K^T - lse)
+        gemm::<FMA>(t, tp, d, s.scale, q, RowMajor(ld[0]), &scratch.kt, tp, p, tp);
+        mask_padding(p, t, tp);
+        for (row, &l) in p.chunks_exact_mut(tp).zip(lse) {
+            exp_row::<FMA>(row, l);
+        }
+        // dS = P (dO V^T - delta)
+        gemm::<FMA>(t, tp, d, 1.0, dout, RowMajor(ld[4]), &scratch.vt, tp, ds, tp);
+        for (i, (ds_row, p_row)) in ds.chunks_exact_mut(tp).zip(p.chunks_exact(tp)).enumerate() {
+            let delta = simd::dot::<FMA>(&dout[i * ld[4]..i * ld[4] + d], &o[i * ld[3]..i * ld[3] + d]);
+            for (x, &pv) in ds_row.iter_mut().zip(p_row) {
+                *x = pv * (*x - delta);
             }
-            // dS = P (dO V^T - delta)
-            gemm::<FMA>(t, tp, d, 1.0, dout, RowMajor(d), &scratch.vt, tp, ds, tp);
-            for (i, (ds_row, p_row)) in ds.chunks_exact_mut(tp).zip(p.chunks_exact(tp)).enumerate() {
-                let delta = simd::dot::<FMA>(&dout[i * d..(i + 1) * d], &o[i * d..(i + 1) * d]);
-                for (x, &pv) in ds_row.iter_mut().zip(p_row) {
-                    *x = pv * (*x - delta);
-                }
-            }
-            // dV = P^T dO, dQ = scale dS K, dK = scale dS^T Q
-            gemm::<FMA>(t, d, t, 1.0, p, ColMajor(tp), dout, d, dv, d);
-            gemm::<FMA>(t, d, t, s.scale, ds, RowMajor(tp), k, d, dq, d);
-            gemm::<FMA>(t, d, t, s.scale, ds, ColMajor(tp), q, d, dk, d);
+        }
+        // dV = P^T dO, dQ = scale dS K, dK = scale dS^T Q
+        gemm::<FMA>(t, d, t, 1.0, p, ColMajor(tp), dout, ld[4], &mut scratch.dv, d);
+        gemm::<FMA>(t, d, t, s.scale, ds, RowMajor(tp), k, ld[1], &mut scratch.dq, d);
+        gemm::<FMA>(t, d, t, s.scale, ds, ColMajor(tp), q, ld[0], &mut scratch.dk, d);
+    }
+}
+
+/// Copies `[t, d]` rows into `dst` at `start` with row stride `ld`.
+#[inline(always)]
+fn put_rows(src: &[f32], t: usize, d: usize, dst: &mut [f32], start: usize, ld: usize) {
+    for i in 0..t {
+        dst[start + i * ld..start + i * ld + d].copy_from_slice(&src[i * d..(i + 1) * d]);
+    }
+}
+
+/// Runs `backward_head` for the heads of samples `range` and hands each head's gradients to
+/// `put(u, hh, [dq, dk, dv])` (`u` the sample's index within the range). `isa` is chosen by the
+/// calling thread: a worker thread does not see a test's forced instruction set.
+#[allow(clippy::too_many_arguments)]
+fn backward_samples(
+    src: [&[f32]; 3],
+    layouts: [HeadLayout; 3],
+    out: &[f32],
+    dout: &[f32],
+    out_layout: &HeadLayout,
+    lse: &[f32],
+    s: &AttentionSpec,
+    range: std::ops::Range<usize>,
+    isa: Isa,
+    mut put: impl FnMut(usize, usize, [&[f32]; 3]),
+) {
+    let (t, d) = (s.seq, s.dim);
+    let group = out_layout.group.max(1);
+    let mut scratch = Scratch::new(s, true);
+    let ld = [
+        layouts[0].row_stride,
+        layouts[1].row_stride,
+        layouts[2].row_stride,
+        out_layout.row_stride,
+        out_layout.row_stride,
+    ];
+    for (u, sample) in range.enumerate() {
+        for hh in 0..group {
+            let h = sample * group + hh;
+            let [q, k, v] = [0, 1, 2].map(|w| head_rows(src[w], &layouts[w], h, t, d));
+            let (o, g) = (head_rows(out, out_layout, h, t, d), head_rows(dout, out_layout, h, t, d));
+            backward_head(isa, [q, k, v, o, g], ld, &lse[h * t..(h + 1) * t], s, &mut scratch);
+            put(u, hh, [&scratch.dq, &scratch.dk, &scratch.dv]);
         }
     }
+}
+
+fn check_backward_inputs(
+    src: [&[f32]; 3],
+    layouts: &[HeadLayout; 3],
+    out: &[f32],
+    dout: &[f32],
+    ol: &HeadLayout,
+    lse: &[f32],
+    s: &AttentionSpec,
+) {
+    let (t, d) = (s.seq, s.dim);
+    for (x, l) in src.iter().zip(layouts) {
+        assert!(x.len() >= l.row(s.heads - 1, t - 1) + d, "attention_backward: input too short");
+    }
+    assert!(out.len() >= ol.row(s.heads - 1, t - 1) + d && dout.len() >= ol.row(s.heads - 1, t - 1) + d);
+    assert!(lse.len() >= s.heads * t, "attention_backward: lse too short");
 }
 
 /// The gradients `(dq, dk, dv)` of [`attention`], with `P` recomputed from `lse`.
@@ -245,23 +341,57 @@ pub fn attention_backward<'a>(
     dk: impl Out<'a>,
     dv: impl Out<'a>,
 ) {
-    let n = s.heads * s.seq * s.dim;
-    for x in [q, k, v, out, dout] {
-        assert!(x.len() >= n, "attention_backward: inputs too short");
-    }
-    assert!(lse.len() >= s.heads * s.seq, "attention_backward: lse too short");
+    let (t, d) = (s.seq, s.dim);
+    let n = s.heads * t * d;
     assert!(dq.len() == n && dk.len() == n && dv.len() == n, "attention_backward: outputs");
     if n == 0 {
         return;
     }
+    let l = HeadLayout::contiguous(t, d);
+    check_backward_inputs([q, k, v], &[l; 3], out, dout, &l, lse, s);
+    let hs = t * d;
     let isa = Isa::current();
-    let (hs, t) = (s.seq * s.dim, s.seq);
     let outputs = (units(dq, hs), units(dk, hs), units(dv, hs));
     parallel::for_each_units(s.heads, ns_per_head(s, true), outputs, |range, (dq, dk, dv)| {
-        let mut scratch = Scratch::new(s, true);
-        let (a, b) = (range.start * hs, range.end * hs);
-        let inputs = [&q[a..b], &k[a..b], &v[a..b], &out[a..b], &dout[a..b]];
-        let lse = &lse[range.start * t..range.end * t];
-        backward_heads(isa, inputs, lse, s, dq.data.init(), dk.data.init(), dv.data.init(), &mut scratch);
+        let mut grads = [dq.data.init(), dk.data.init(), dv.data.init()];
+        backward_samples([q, k, v], [l; 3], out, dout, &l, lse, s, range, isa, |u, _, g| {
+            for (dst, src) in grads.iter_mut().zip(g) {
+                dst[u * hs..(u + 1) * hs].copy_from_slice(src);
+            }
+        });
+    });
+}
+
+/// The gradient `dqkv: [N, seq, 3, H, dim]` of [`attention_qkv`], `dout` as `out`: `[N, seq, H, dim]`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_qkv_backward<'a>(
+    qkv: &[f32],
+    out: &[f32],
+    lse: &[f32],
+    dout: &[f32],
+    num_heads: usize,
+    s: &AttentionSpec,
+    dqkv: impl Out<'a>,
+) {
+    let (t, d) = (s.seq, s.dim);
+    let layouts = [0, 1, 2].map(|w| HeadLayout::qkv(t, num_heads, d, w));
+    let ol = HeadLayout::merged(t, num_heads, d);
+    let samples = s.heads / num_heads.max(1);
+    assert!(dqkv.len() == samples * layouts[0].sample_stride, "attention_qkv_backward: output size");
+    if s.heads * t * d == 0 {
+        let _ = dqkv.init();
+        return;
+    }
+    check_backward_inputs([qkv; 3], &layouts, out, dout, &ol, lse, s);
+    let ss = layouts[0].sample_stride;
+    let isa = Isa::current();
+    parallel::for_each_units(samples, num_heads as f64 * ns_per_head(s, true), units(dqkv, ss), |range, dqkv| {
+        let dqkv = dqkv.data.init();
+        backward_samples([qkv; 3], layouts, out, dout, &ol, lse, s, range, isa, |u, hh, g| {
+            for (w, src) in g.iter().enumerate() {
+                let l = &layouts[w];
+                put_rows(src, t, d, dqkv, u * ss + hh * l.head_stride + l.offset, l.row_stride);
+            }
+        });
     });
 }

@@ -3,7 +3,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::{grid_1d, grid_groups, u32_of};
-use crate::backend::AttentionSpec;
+use crate::backend::{AttentionSpec, CopyRowsSpec, HeadLayout};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::gpu::context::PipelineKey;
@@ -16,6 +16,15 @@ struct Params {
     seq: u32,
     dim: u32,
     scale: f32,
+    lay_q: [u32; 4],
+    lay_k: [u32; 4],
+    lay_v: [u32; 4],
+    lay_o: [u32; 4],
+    lay_dq: [u32; 4],
+    lay_dk: [u32; 4],
+    lay_dv: [u32; 4],
+    off: [u32; 4],
+    off_grad: [u32; 4],
 }
 
 /// The kernel keeps one query's row in registers of at most this many values.
@@ -23,7 +32,49 @@ pub const MAX_HEAD_DIM: usize = 128;
 const QUERIES_PER_GROUP: usize = 64;
 const TILE_ROWS: usize = 16;
 
-fn setup(g: &Gpu, s: &AttentionSpec) -> Result<(Params, [u32; 3])> {
+/// Where q, k, v, out (and dout), dq, dk and dv live.
+struct Layouts {
+    q: HeadLayout,
+    k: HeadLayout,
+    v: HeadLayout,
+    o: HeadLayout,
+    dq: HeadLayout,
+    dk: HeadLayout,
+    dv: HeadLayout,
+}
+
+impl Layouts {
+    fn separate(s: &AttentionSpec) -> Self {
+        let c = HeadLayout::contiguous(s.seq, s.dim);
+        // dk and dv share one buffer: dv in its second half.
+        let dv = HeadLayout { offset: s.heads * s.seq * s.dim, ..c };
+        Layouts { q: c, k: c, v: c, o: c, dq: c, dk: c, dv }
+    }
+
+    fn packed(s: &AttentionSpec, heads: usize) -> Self {
+        let part = |w| HeadLayout::qkv(s.seq, heads, s.dim, w);
+        Layouts {
+            q: part(0),
+            k: part(1),
+            v: part(2),
+            o: HeadLayout::merged(s.seq, heads, s.dim),
+            dq: part(0),
+            dk: part(1),
+            dv: part(2),
+        }
+    }
+}
+
+fn lay(l: &HeadLayout) -> Result<[u32; 4]> {
+    Ok([
+        u32_of(l.group.max(1), "head group")?,
+        u32_of(l.sample_stride, "sample stride")?,
+        u32_of(l.head_stride, "head stride")?,
+        u32_of(l.row_stride, "row stride")?,
+    ])
+}
+
+fn setup(g: &Gpu, s: &AttentionSpec, l: &Layouts) -> Result<(Params, [u32; 3])> {
     if s.dim == 0 || s.dim > MAX_HEAD_DIM {
         return Err(Error::Gpu(format!(
             "attention: head dim {} is outside the GPU kernel's 1..={MAX_HEAD_DIM}; \
@@ -40,7 +91,22 @@ fn setup(g: &Gpu, s: &AttentionSpec) -> Result<(Params, [u32; 3])> {
             s.dim
         )));
     }
-    let p = Params { heads: u32_of(s.heads, "heads")?, seq: u32_of(s.seq, "seq")?, dim: s.dim as u32, scale: s.scale };
+    let off = |l: &HeadLayout| u32_of(l.offset, "offset");
+    let p = Params {
+        heads: u32_of(s.heads, "heads")?,
+        seq: u32_of(s.seq, "seq")?,
+        dim: s.dim as u32,
+        scale: s.scale,
+        lay_q: lay(&l.q)?,
+        lay_k: lay(&l.k)?,
+        lay_v: lay(&l.v)?,
+        lay_o: lay(&l.o)?,
+        lay_dq: lay(&l.dq)?,
+        lay_dk: lay(&l.dk)?,
+        lay_dv: lay(&l.dv)?,
+        off: [off(&l.q)?, off(&l.k)?, off(&l.v)?, off(&l.o)?],
+        off_grad: [off(&l.dq)?, off(&l.dk)?, off(&l.dv)?, 0],
+    };
     let [y, z, _] = grid_groups(s.heads)?;
     Ok((p, [u32_of(s.seq.div_ceil(QUERIES_PER_GROUP), "query blocks")?, y, z]))
 }
@@ -49,20 +115,66 @@ fn key(entry: &'static str, dim: usize) -> PipelineKey {
     PipelineKey { shader: "attention", entry, constants: vec![("HEAD_DIM", dim as u32)] }
 }
 
-pub fn forward(g: &Gpu, q: &Storage, k: &Storage, v: &Storage, s: &AttentionSpec) -> Result<(Storage, Storage)> {
+fn run_forward(g: &Gpu, src: [&Storage; 3], l: &Layouts, s: &AttentionSpec) -> Result<(Storage, Storage)> {
     let n = s.heads * s.seq * s.dim;
     let (out, lse) = (g.alloc(n)?, g.alloc(s.heads * s.seq)?);
     if n == 0 {
         return Ok((out, lse));
     }
-    let (p, groups) = setup(g, s)?;
+    let (p, groups) = setup(g, s, l)?;
     g.ctx.dispatch(
         &key("forward", s.dim),
         bytemuck::bytes_of(&p),
-        &[(1, g.buf(q)?), (2, g.buf(k)?), (3, g.buf(v)?), (4, g.buf(&out)?), (5, g.buf(&lse)?)],
+        &[(1, g.buf(src[0])?), (2, g.buf(src[1])?), (3, g.buf(src[2])?), (4, g.buf(&out)?), (5, g.buf(&lse)?)],
         groups,
     )?;
     Ok((out, lse))
+}
+
+/// Runs the three backward kernels, writing dq into `dq` and dk, dv into `dkv` at their layouts.
+#[allow(clippy::too_many_arguments)]
+fn run_backward(
+    g: &Gpu,
+    src: [&Storage; 3],
+    out: &Storage,
+    lse: &Storage,
+    dout: &Storage,
+    l: &Layouts,
+    s: &AttentionSpec,
+    dq: &Storage,
+    dkv: &Storage,
+) -> Result<()> {
+    let (p, groups) = setup(g, s, l)?;
+    let params = bytemuck::bytes_of(&p);
+    let delta = g.alloc(s.heads * s.seq)?;
+    g.ctx.dispatch(
+        &key("backward_prep", s.dim),
+        params,
+        &[(4, g.buf(out)?), (6, g.buf(dout)?), (7, g.buf(&delta)?)],
+        grid_1d(s.heads * s.seq, 64)?,
+    )?;
+    let inputs = [
+        (1, g.buf(src[0])?),
+        (2, g.buf(src[1])?),
+        (3, g.buf(src[2])?),
+        (5, g.buf(lse)?),
+        (6, g.buf(dout)?),
+        (7, g.buf(&delta)?),
+    ];
+    let mut bindings = inputs.to_vec();
+    bindings.push((8, g.buf(dq)?));
+    g.ctx.dispatch(&key("backward_dq", s.dim), params, &bindings, groups)?;
+    let mut bindings = inputs.to_vec();
+    bindings.push((9, g.buf(dkv)?));
+    g.ctx.dispatch(&key("backward_dkdv", s.dim), params, &bindings, groups)
+}
+
+pub fn forward(g: &Gpu, q: &Storage, k: &Storage, v: &Storage, s: &AttentionSpec) -> Result<(Storage, Storage)> {
+    run_forward(g, [q, k, v], &Layouts::separate(s), s)
+}
+
+pub fn forward_qkv(g: &Gpu, qkv: &Storage, heads: usize, s: &AttentionSpec) -> Result<(Storage, Storage)> {
+    run_forward(g, [qkv, qkv, qkv], &Layouts::packed(s, heads), s)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -81,43 +193,33 @@ pub fn backward(
     if n == 0 {
         return Ok((dq, dk, dv));
     }
-    let (p, groups) = setup(g, s)?;
-    let params = bytemuck::bytes_of(&p);
-    let delta = g.alloc(s.heads * s.seq)?;
-    g.ctx.dispatch(
-        &key("backward_prep", s.dim),
-        params,
-        &[(4, g.buf(out)?), (6, g.buf(dout)?), (7, g.buf(&delta)?)],
-        grid_1d(s.heads * s.seq, 64)?,
-    )?;
-    g.ctx.dispatch(
-        &key("backward_dq", s.dim),
-        params,
-        &[
-            (1, g.buf(q)?),
-            (2, g.buf(k)?),
-            (3, g.buf(v)?),
-            (5, g.buf(lse)?),
-            (6, g.buf(dout)?),
-            (7, g.buf(&delta)?),
-            (8, g.buf(&dq)?),
-        ],
-        groups,
-    )?;
-    g.ctx.dispatch(
-        &key("backward_dkdv", s.dim),
-        params,
-        &[
-            (1, g.buf(q)?),
-            (2, g.buf(k)?),
-            (3, g.buf(v)?),
-            (5, g.buf(lse)?),
-            (6, g.buf(dout)?),
-            (7, g.buf(&delta)?),
-            (9, g.buf(&dk)?),
-            (10, g.buf(&dv)?),
-        ],
-        groups,
-    )?;
+    let dkv = g.alloc(2 * n)?;
+    run_backward(g, [q, k, v], out, lse, dout, &Layouts::separate(s), s, &dq, &dkv)?;
+    // dk and dv out of their shared buffer `[2, n]`.
+    for (half, dst) in [(0, &dk), (1, &dv)] {
+        let spec =
+            CopyRowsSpec { batch: 1, rows: 1, width: n, src_rows: 2, src_offset: half, dst_rows: 1, dst_offset: 0 };
+        super::gather::copy_rows_into(g, &dkv, dst, &spec)?;
+    }
     Ok((dq, dk, dv))
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn backward_qkv(
+    g: &Gpu,
+    qkv: &Storage,
+    out: &Storage,
+    lse: &Storage,
+    dout: &Storage,
+    heads: usize,
+    s: &AttentionSpec,
+) -> Result<Storage> {
+    let n = s.heads * s.seq * s.dim;
+    let dqkv = g.alloc(3 * n)?;
+    if n == 0 {
+        return Ok(dqkv);
+    }
+    // dq in one dispatch, dk and dv in another: never two writable bindings of one buffer at once.
+    run_backward(g, [qkv, qkv, qkv], out, lse, dout, &Layouts::packed(s, heads), s, &dqkv, &dqkv)?;
+    Ok(dqkv)
 }
