@@ -30,7 +30,8 @@ pub fn binary(op: BinaryOp, x: &Tensor, y: &Tensor) -> Result<Tensor> {
         let gs = g.storage();
         let dx = if sx.requires_grad() {
             let st = match op {
-                BinaryOp::Add | BinaryOp::Sub => be.copy(gs)?,
+                // Gradients are never written in place, so the incoming one can be shared.
+                BinaryOp::Add | BinaryOp::Sub => gs.clone(),
                 BinaryOp::Mul => be.binary(BinaryOp::Mul, gs, sy.storage(), nx, ny)?,
                 BinaryOp::Div => be.binary(BinaryOp::Div, gs, sy.storage(), nx, ny)?,
             };
@@ -41,7 +42,7 @@ pub fn binary(op: BinaryOp, x: &Tensor, y: &Tensor) -> Result<Tensor> {
         let dy = if sy.requires_grad() {
             // The per-element gradient with respect to the broadcast y, then summed over the repeats.
             let per: Storage = match op {
-                BinaryOp::Add => be.copy(gs)?,
+                BinaryOp::Add => gs.clone(),
                 BinaryOp::Sub => be.unary(UnaryOp::Scale(-1.0), gs, nx)?,
                 BinaryOp::Mul => be.binary(BinaryOp::Mul, gs, sx.storage(), nx, nx)?,
                 BinaryOp::Div => {
@@ -72,7 +73,7 @@ fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
         let gs = g.storage();
         let st = match op {
             UnaryOp::Scale(s) => be.unary(UnaryOp::Scale(s), gs, n)?,
-            UnaryOp::AddScalar(_) => be.copy(gs)?,
+            UnaryOp::AddScalar(_) => gs.clone(),
             UnaryOp::Gelu => be.gelu_backward(sx.storage(), gs, n)?,
             UnaryOp::Square => {
                 let t = be.binary(BinaryOp::Mul, gs, sx.storage(), n, n)?;
