@@ -27,24 +27,38 @@ use crate::source::DataSource;
 use crate::train::{Budget, TrainOptions, train};
 
 /// A kernel's amount of work.
-#[derive(Clone, Copy)]
-enum Work {
+#[derive(Clone, Copy, Debug)]
+pub enum Work {
     Flops(f64),
     Bytes(f64),
 }
 
-type Timed = Box<dyn FnMut() -> engine::Result<()>>;
+/// One call of a kernel on prepared inputs.
+pub type Timed = Box<dyn FnMut() -> engine::Result<()>>;
 /// Uploads a case's inputs to a device and returns the call to time.
 type Prepare = Box<dyn Fn(&Device) -> engine::Result<Timed>>;
 /// Makes a case's host inputs and returns the reference call to time.
 type PrepareReference = Box<dyn Fn() -> Box<dyn FnMut()>>;
 
-struct Case {
-    name: &'static str,
-    shape: String,
-    work: Work,
+/// A kernel on one of MAE's shapes, ready to time on any device.
+pub struct Case {
+    pub name: &'static str,
+    pub shape: String,
+    pub work: Work,
     prepare: Prepare,
     reference: Option<PrepareReference>,
+}
+
+impl Case {
+    /// Upload the inputs to `dev`; the returned closure runs the kernel once (not waiting for a GPU).
+    pub fn prepare(&self, dev: &Device) -> engine::Result<Timed> {
+        (self.prepare)(dev)
+    }
+
+    /// The CPU reference on host inputs, when the case has one.
+    pub fn reference(&self) -> Option<Box<dyn FnMut()>> {
+        self.reference.as_ref().map(|r| r())
+    }
 }
 
 fn values(n: usize, seed: u64) -> Vec<f32> {
@@ -236,8 +250,8 @@ fn adamw_case(n: usize) -> Case {
     }
 }
 
-/// The kernels of one training step of `mae_vit_micro_patch4_28` at batch 256.
-fn cases(batch: usize) -> Vec<Case> {
+/// The kernels of one training step of `mae_vit_micro_patch4_28` at `batch` (256 in the tables).
+pub fn cases(batch: usize) -> Vec<Case> {
     let (enc_rows, dec_rows) = (batch * 13, batch * 50);
     vec![
         linear_case("matmul qkv (encoder)", enc_rows, 128, 384, false),
