@@ -229,6 +229,13 @@ impl CheckpointDir {
 /// A model file from what the user gave: a `.safetensors` file, a checkpoint folder, or a run's
 /// output folder (its newest checkpoint).
 pub fn resolve_model_path(p: &Path) -> Result<PathBuf> {
+    // The `LATEST` pointer names a checkpoint; it is not one.
+    if p.is_file()
+        && p.file_name().is_some_and(|n| n == LATEST)
+        && let Some(d) = p.parent().and_then(Path::parent).and_then(|run| CheckpointDir::new(run).latest())
+    {
+        return Ok(d.join(MODEL_FILE));
+    }
     if p.is_file() {
         return Ok(p.to_path_buf());
     }

@@ -9,7 +9,7 @@ use crate::data::idx::Split;
 use crate::data::image_set::{ImageSet, Normalization};
 use crate::data::loader::make_batch;
 use crate::error::{Error, Result};
-use crate::features::{Pool, extract};
+use crate::features::{FeatureSpec, extract};
 use crate::model::MaskedAutoencoder;
 use crate::probe::{Features, ProbeOptions, ProbeScores, evaluate};
 use crate::source::DataSource;
@@ -50,10 +50,14 @@ fn labels(set: &ImageSet) -> Vec<u32> {
 }
 
 /// Frozen-encoder features of both splits.
-pub fn encoder_features(model: &MaskedAutoencoder, data: &ProbeData, pool: Pool) -> Result<(Features, Features)> {
-    let dim = pool.width(model.config.embed_dim);
-    let tr = extract(model, &data.train, &data.norm, pool, 256)?;
-    let te = extract(model, &data.test, &data.norm, pool, 256)?;
+pub fn encoder_features(
+    model: &MaskedAutoencoder,
+    data: &ProbeData,
+    spec: FeatureSpec,
+) -> Result<(Features, Features)> {
+    let dim = spec.width(model.config.embed_dim);
+    let tr = extract(model, &data.train, &data.norm, spec, 256)?;
+    let te = extract(model, &data.test, &data.norm, spec, 256)?;
     Ok((Features::new(tr, labels(&data.train), dim)?, Features::new(te, labels(&data.test), dim)?))
 }
 
@@ -78,22 +82,19 @@ pub struct ProbeRow {
 pub fn probe_with_baselines(
     model: &MaskedAutoencoder,
     data: &ProbeData,
-    pool: Pool,
+    spec: FeatureSpec,
     o: &ProbeOptions,
     dev: &Device,
 ) -> Result<Vec<ProbeRow>> {
     let mut rows = Vec::new();
-    let (tr, te) = encoder_features(model, data, pool)?;
-    rows.push(ProbeRow {
-        features: format!("MAE encoder ({pool:?})"),
-        scores: evaluate(tr, te, data.classes, o, dev)?,
-    });
+    let (tr, te) = encoder_features(model, data, spec)?;
+    rows.push(ProbeRow { features: format!("MAE encoder ({spec})"), scores: evaluate(tr, te, data.classes, o, dev)? });
     let (tr, te) = pixel_features(data, model.config.img_size)?;
     rows.push(ProbeRow { features: "raw pixels".into(), scores: evaluate(tr, te, data.classes, o, dev)? });
     let random = MaskedAutoencoder::new(&model.config, o.seed.wrapping_add(1), dev)?;
-    let (tr, te) = encoder_features(&random, data, pool)?;
+    let (tr, te) = encoder_features(&random, data, spec)?;
     rows.push(ProbeRow {
-        features: format!("random-init encoder ({pool:?})"),
+        features: format!("random-init encoder ({spec})"),
         scores: evaluate(tr, te, data.classes, o, dev)?,
     });
     Ok(rows)

@@ -1,6 +1,9 @@
 //! Frozen-encoder features: the encoder on every patch of unaugmented images, no masking, in
 //! no-grad mode; per image the cls token and the mean of the patch tokens (after the final norm,
-//! as the official linear probe reads them).
+//! as the official linear probe reads them). Optionally the same summary of each of the last few
+//! blocks, concatenated (as iGPT and BEiT probe several layers): the encoder's last blocks serve
+//! the pixel reconstruction when the decoder is small, so earlier ones can be more linear in the
+//! classes.
 
 use engine::{Tensor, no_grad, ops};
 
@@ -38,6 +41,36 @@ impl Pool {
     }
 }
 
+/// What a feature vector is made of: a token summary of each of the encoder's last `blocks`
+/// blocks (1: the encoder's output, the paper's probe).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FeatureSpec {
+    pub pool: Pool,
+    pub blocks: usize,
+}
+
+impl FeatureSpec {
+    /// The paper's probe features: the summary of the encoder's output only.
+    pub fn output(pool: Pool) -> Self {
+        FeatureSpec { pool, blocks: 1 }
+    }
+
+    pub fn width(self, dim: usize) -> usize {
+        self.pool.width(dim) * self.blocks
+    }
+}
+
+impl std::fmt::Display for FeatureSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pool = match self.pool {
+            Pool::Cls => "cls",
+            Pool::Mean => "mean",
+            Pool::Both => "cls+mean",
+        };
+        if self.blocks == 1 { write!(f, "{pool}") } else { write!(f, "{pool}, last {} blocks", self.blocks) }
+    }
+}
+
 /// Features of the encoder's output `[N, 1 + L, D]`: `[N, width]`.
 pub fn pool_tokens(tokens: &Tensor, pool: Pool) -> Result<Tensor> {
     let (n, t, d) = (tokens.dim(0), tokens.dim(1), tokens.dim(2));
@@ -58,21 +91,27 @@ pub fn extract(
     model: &MaskedAutoencoder,
     set: &ImageSet,
     norm: &Normalization,
-    pool: Pool,
+    spec: FeatureSpec,
     batch: usize,
 ) -> Result<Vec<f32>> {
     let cfg = &model.config;
-    let mut out = Vec::with_capacity(set.len() * pool.width(cfg.embed_dim));
+    let (n_blocks, width) = (spec.blocks, spec.pool.width(cfg.embed_dim));
+    let mut out = Vec::with_capacity(set.len() * spec.width(cfg.embed_dim));
     let mut rng = engine::Rng::new(0);
     let all: Vec<usize> = (0..set.len()).collect();
     for chunk in all.chunks(batch.max(1)) {
         let (images, _) = make_batch(set, chunk, cfg.img_size, &Augment::none(), norm, &mut rng);
-        let feats = no_grad(|| -> Result<Vec<f32>> {
+        let feats = no_grad(|| -> Result<Vec<Vec<f32>>> {
             let (patches, _) = model_inputs(cfg, &images, chunk.len(), &model.device)?;
-            let tokens = model.encode_all(&patches)?;
-            Ok(pool_tokens(&tokens, pool)?.to_vec()?)
+            let outputs = model.encode_all_blocks(&patches, n_blocks)?;
+            outputs.iter().map(|t| Ok(pool_tokens(t, spec.pool)?.to_vec()?)).collect::<Result<Vec<_>>>()
         })?;
-        out.extend(feats);
+        // Per image, the blocks side by side: [block 1 | block 2 | ...].
+        for i in 0..chunk.len() {
+            for f in &feats {
+                out.extend_from_slice(&f[i * width..(i + 1) * width]);
+            }
+        }
     }
     Ok(out)
 }

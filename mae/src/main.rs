@@ -14,7 +14,7 @@ use mae::checkpoint::{load_model, resolve_model_path};
 use mae::config::ModelConfig;
 use mae::data::idx::Split;
 use mae::data::image_set::Normalization;
-use mae::features::Pool;
+use mae::features::FeatureSpec;
 use mae::masking::MaskStrategy;
 use mae::source::DataSource;
 use mae::train::{Budget, TrainOptions, train};
@@ -84,9 +84,8 @@ struct ProbeArgs {
     data: Option<String>,
     #[arg(long)]
     model: Option<String>,
-    /// cls, mean or both (concatenated).
-    #[arg(long, default_value = "both")]
-    pool: String,
+    #[command(flatten)]
+    features: FeatureArgs,
     /// Use only the first N training images for the probe.
     #[arg(long)]
     train_limit: Option<usize>,
@@ -155,6 +154,8 @@ struct StudyArgs {
     /// Probe on the first N training images only (quicker).
     #[arg(long)]
     probe_train_limit: Option<usize>,
+    #[command(flatten)]
+    features: FeatureArgs,
     #[arg(long, default_value_t = 30)]
     probe_epochs: usize,
     #[arg(long, default_value = "study")]
@@ -329,9 +330,8 @@ struct EmbedArgs {
     /// train or test.
     #[arg(long, default_value = "test")]
     split: String,
-    /// cls, mean (of the patch tokens) or both.
-    #[arg(long, default_value = "both")]
-    pool: String,
+    #[command(flatten)]
+    features: FeatureArgs,
     #[arg(long, default_value_t = 256)]
     batch: usize,
     /// Features go here; labels, when the data has them, to the same name ending in .labels.npy.
@@ -339,6 +339,23 @@ struct EmbedArgs {
     out: PathBuf,
     #[command(flatten)]
     device: DeviceArgs,
+}
+
+/// What the frozen-encoder features are made of (`mae probe`, `mae embed`, `mae study`).
+#[derive(Args)]
+struct FeatureArgs {
+    /// cls, mean (of the patch tokens) or both (concatenated).
+    #[arg(long, default_value = "both")]
+    pool: String,
+    /// Concatenate that summary over the encoder's last N blocks (1: its output only, the paper's probe).
+    #[arg(long, default_value_t = 1)]
+    blocks: usize,
+}
+
+impl FeatureArgs {
+    fn spec(&self) -> Result<FeatureSpec> {
+        Ok(FeatureSpec { pool: self.pool.parse()?, blocks: self.blocks })
+    }
 }
 
 fn device(args: &DeviceArgs) -> Result<Device> {
@@ -463,7 +480,7 @@ fn cmd_reconstruct(a: ReconstructArgs) -> Result<()> {
 }
 
 fn cmd_embed(a: EmbedArgs) -> Result<()> {
-    let pool: Pool = a.pool.parse()?;
+    let spec = a.features.spec()?;
     let split = match a.split.as_str() {
         "train" => Split::Train,
         "test" => Split::Test,
@@ -473,10 +490,10 @@ fn cmd_embed(a: EmbedArgs) -> Result<()> {
     let l = load(&a.checkpoint, a.model.as_deref(), a.data.as_deref(), &dev)?;
     let set = l.data.load(split, &l.model.config, 0)?;
     let norm = l.norm.unwrap_or_else(|| l.data.normalization(&set));
-    let feats = mae::features::extract(&l.model, &set, &norm, pool, a.batch)?;
-    let width = pool.width(l.model.config.embed_dim);
+    let feats = mae::features::extract(&l.model, &set, &norm, spec, a.batch)?;
+    let width = spec.width(l.model.config.embed_dim);
     mae::io::npy::write_npy_f32(&a.out, &[set.len(), width], &feats)?;
-    eprintln!("wrote {} ({} x {width} features, {pool:?} pooling)", a.out.display(), set.len());
+    eprintln!("wrote {} ({} x {width} features: {spec})", a.out.display(), set.len());
     if let Some(labels) = &set.labels {
         let path = a.out.with_extension("labels.npy");
         let labels: Vec<i64> = labels.iter().map(|&v| v as i64).collect();
@@ -487,7 +504,7 @@ fn cmd_embed(a: EmbedArgs) -> Result<()> {
 }
 
 fn cmd_probe(a: ProbeArgs) -> Result<()> {
-    let pool: Pool = a.pool.parse()?;
+    let spec = a.features.spec()?;
     let dev = device(&a.device)?;
     let l = load(&a.checkpoint, a.model.as_deref(), a.data.as_deref(), &dev)?;
     let data = mae::evaluate::ProbeData::load(&l.data, &l.model.config, l.norm, a.train_limit, 0)?;
@@ -499,7 +516,7 @@ fn cmd_probe(a: ProbeArgs) -> Result<()> {
         data.classes
     );
     let o = mae::probe::ProbeOptions { epochs: a.epochs, seed: a.seed, ..Default::default() };
-    let rows = mae::evaluate::probe_with_baselines(&l.model, &data, pool, &o, &dev)?;
+    let rows = mae::evaluate::probe_with_baselines(&l.model, &data, spec, &o, &dev)?;
     let table = mae::evaluate::probe_table(&rows);
     println!("{table}");
     if let Some(out) = a.out {
@@ -572,7 +589,7 @@ fn cmd_study(a: StudyArgs) -> Result<()> {
         out_dir: a.out,
         probe: mae::probe::ProbeOptions { epochs: a.probe_epochs, seed: a.seed, ..Default::default() },
         probe_train_limit: a.probe_train_limit,
-        pool: Pool::Both,
+        features: a.features.spec()?,
     };
     let dev = device(&a.device)?;
     let r = mae::study::run_study(&o, &dev)?;

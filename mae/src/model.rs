@@ -209,13 +209,26 @@ impl MaskedAutoencoder {
 
     /// Prepend `cls_token + pos_embed[:, :1]` and run the blocks (and the final norm).
     fn encode_tokens(&self, x: &Tensor, final_norm: bool) -> Result<Tensor> {
+        let mut outputs = self.encode_tokens_keeping(x, 1, final_norm)?;
+        Ok(outputs.pop().expect("one output"))
+    }
+
+    /// As `encode_tokens`, returning the outputs of the last `keep` blocks, oldest first; the
+    /// final norm, when asked, applies to the last one only (as in the model).
+    fn encode_tokens_keeping(&self, x: &Tensor, keep: usize, final_norm: bool) -> Result<Vec<Tensor>> {
         let n = x.dim(0);
         let cls = self.cls_token.add(&ops::slice_tokens(&self.pos_embed, 0, 1)?)?;
         let mut x = ops::concat_tokens(&[&expand(&cls, n, 1)?, x])?;
-        for b in &self.blocks {
+        let depth = self.blocks.len();
+        let mut outputs = Vec::new();
+        for (i, b) in self.blocks.iter().enumerate() {
             x = b.forward(&x)?;
+            if i + keep >= depth && i + 1 < depth {
+                outputs.push(x.clone());
+            }
         }
-        if final_norm { self.norm.forward(&x) } else { Ok(x) }
+        outputs.push(if final_norm { self.norm.forward(&x)? } else { x });
+        Ok(outputs)
     }
 
     /// `forward_encoder`: the visible patches only. Returns the latent `[N, 1 + K, D]`.
@@ -227,6 +240,18 @@ impl MaskedAutoencoder {
     /// The encoder on every patch, no masking (features for probes): `[N, 1 + L, D]`.
     pub fn encode_all(&self, patches: &Tensor) -> Result<Tensor> {
         self.encode_tokens(&self.embed(patches)?, true)
+    }
+
+    /// The encoder on every patch, no masking, keeping the outputs of its last `blocks` blocks
+    /// (`1..=depth`; the last one after the final norm): `blocks` x `[N, 1 + L, D]`, oldest first.
+    pub fn encode_all_blocks(&self, patches: &Tensor, blocks: usize) -> Result<Vec<Tensor>> {
+        let depth = self.blocks.len();
+        if blocks == 0 || blocks > depth {
+            return Err(Error::Config(format!(
+                "features from the last {blocks} blocks: the encoder has {depth}; use 1 to {depth}"
+            )));
+        }
+        self.encode_tokens_keeping(&self.embed(patches)?, blocks, true)
     }
 
     /// The encoder on every patch without its final norm (fine-tuning with global pooling puts a

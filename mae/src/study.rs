@@ -20,7 +20,7 @@ use crate::checkpoint::{MODEL_FILE, load_model};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::evaluate::{ProbeData, encoder_features, pixel_features};
-use crate::features::Pool;
+use crate::features::FeatureSpec;
 use crate::io::png::{PALETTE, Series, line_plot, save_png};
 use crate::masking::MaskStrategy;
 use crate::probe::{ProbeOptions, evaluate};
@@ -43,7 +43,7 @@ pub struct StudyOptions {
     pub out_dir: PathBuf,
     pub probe: ProbeOptions,
     pub probe_train_limit: Option<usize>,
-    pub pool: Pool,
+    pub features: FeatureSpec,
 }
 
 /// One pre-training run of the study and its scores.
@@ -159,7 +159,7 @@ pub fn run_study(o: &StudyOptions, dev: &Device) -> Result<StudyReport> {
         t.resume = crate::checkpoint::CheckpointDir::new(&run_dir).latest().is_some();
         let report = train(&t, dev, None)?;
         let (trained, _) = load_model(&report.checkpoint.join(MODEL_FILE), Some(&model), dev)?;
-        let (tr, te) = encoder_features(&trained, &data, o.pool)?;
+        let (tr, te) = encoder_features(&trained, &data, o.features)?;
         let scores = evaluate(tr, te, data.classes, &o.probe, dev)?;
         let row = StudyRow {
             name: name.clone(),
@@ -187,7 +187,7 @@ pub fn run_study(o: &StudyOptions, dev: &Device) -> Result<StudyReport> {
     let s = evaluate(tr, te, data.classes, &o.probe, dev)?;
     baselines.push(("raw pixels".to_string(), s.linear, s.knn));
     let random = crate::model::MaskedAutoencoder::new(&o.model, o.seed.wrapping_add(1), dev)?;
-    let (tr, te) = encoder_features(&random, &data, o.pool)?;
+    let (tr, te) = encoder_features(&random, &data, o.features)?;
     let s = evaluate(tr, te, data.classes, &o.probe, dev)?;
     baselines.push(("random-init encoder".to_string(), s.linear, s.knn));
 
@@ -215,7 +215,7 @@ pub fn markdown(o: &StudyOptions, rows: &[StudyRow], baselines: &[(String, f32, 
         o.batch,
         o.base_lr,
         o.seed,
-        format!("{:?}", o.pool).to_lowercase(),
+        o.features,
         o.probe_train_limit.map(|n| n.to_string()).unwrap_or_else(|| "all".into())
     );
     s.push_str("| run | mask ratio | strategy | target | steps | final loss | linear probe | k-NN |\n");

@@ -137,3 +137,20 @@ fn a_plain_autoencoder_with_nothing_masked_has_a_finite_loss() {
     assert!(loss.is_finite() && loss > 0.0, "{loss}");
     engine::tape::clear_tape();
 }
+
+#[test]
+fn features_of_the_last_blocks_end_with_the_encoder_output() {
+    let c = ModelConfig { depth: 3, ..tiny() };
+    let model = MaskedAutoencoder::new(&c, 5, &Device::Cpu).unwrap();
+    let b = batch(&c, 2, 0.0, 1);
+    let patches = Tensor::from_slice(&b.patches, &[2, c.num_patches(), c.patch_dim()], &Device::Cpu).unwrap();
+    let output = model.encode_all(&patches).unwrap().to_vec().unwrap();
+    let blocks = model.encode_all_blocks(&patches, 3).unwrap();
+    assert_eq!(blocks.len(), 3);
+    assert_eq!(blocks[2].to_vec().unwrap(), output, "the last is the normed output");
+    assert_ne!(blocks[1].to_vec().unwrap(), output);
+    for bad in [0, 4] {
+        let e = model.encode_all_blocks(&patches, bad).unwrap_err().to_string();
+        assert!(e.contains("use 1 to 3"), "{e}");
+    }
+}

@@ -2,7 +2,7 @@
 
 use engine::{Device, Rng};
 use mae::config::ModelConfig;
-use mae::features::Pool;
+use mae::features::{FeatureSpec, Pool, extract};
 use mae::masking::MaskStrategy;
 use mae::probe::{Features, ProbeOptions, knn_accuracy, linear_probe, standardize};
 use mae::source::DataSource;
@@ -64,7 +64,7 @@ fn the_study_plans_one_plain_autoencoder_per_target() {
         out_dir: "unused".into(),
         probe: ProbeOptions::default(),
         probe_train_limit: None,
-        pool: Pool::Both,
+        features: FeatureSpec::output(Pool::Both),
     };
     let names: Vec<String> = plan(&o).into_iter().map(|p| p.0).collect();
     assert_eq!(names.len(), 2 * (1 + 2 * 2));
@@ -90,7 +90,7 @@ fn the_study_runs_end_to_end_on_a_tiny_budget() {
         out_dir: out.clone(),
         probe: ProbeOptions { epochs: 2, batch: 64, ..Default::default() },
         probe_train_limit: Some(200),
-        pool: Pool::Both,
+        features: FeatureSpec::output(Pool::Both),
     };
     let r = run_study(&o, &Device::Cpu).unwrap();
     assert_eq!(r.rows.len(), 3);
@@ -106,4 +106,24 @@ fn the_study_runs_end_to_end_on_a_tiny_budget() {
     let again = run_study(&o, &Device::Cpu).unwrap();
     assert_eq!(again.rows, r.rows);
     std::fs::remove_dir_all(out).unwrap();
+}
+
+#[test]
+fn features_of_several_blocks_put_each_images_blocks_side_by_side() {
+    let c = ModelConfig::by_name("mae_vit_nano_patch4_16").unwrap();
+    let model = mae::model::MaskedAutoencoder::new(&c, 3, &Device::Cpu).unwrap();
+    let set = mae::data::synthetic::generate(5, c.img_size, c.in_chans, 7);
+    let norm = set.channel_stats();
+    let one = FeatureSpec::output(Pool::Both);
+    let two = FeatureSpec { pool: Pool::Both, blocks: 2 };
+    let (w1, w2) = (one.width(c.embed_dim), two.width(c.embed_dim));
+    assert_eq!(w2, 2 * w1);
+    // A batch of 2 splits the 5 images unevenly: the layout must not depend on the batching.
+    let f1 = extract(&model, &set, &norm, one, 2).unwrap();
+    let f2 = extract(&model, &set, &norm, two, 2).unwrap();
+    assert_eq!((f1.len(), f2.len()), (5 * w1, 5 * w2));
+    for i in 0..5 {
+        assert_eq!(&f2[i * w2 + w1..(i + 1) * w2], &f1[i * w1..(i + 1) * w1], "image {i}: the output comes last");
+    }
+    assert_eq!(two.to_string(), "cls+mean, last 2 blocks");
 }

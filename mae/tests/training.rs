@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use engine::Device;
-use mae::checkpoint::{CheckpointDir, MODEL_FILE, load_model, save_model};
+use mae::checkpoint::{CheckpointDir, MODEL_FILE, load_model, resolve_model_path, save_model};
 use mae::config::ModelConfig;
 use mae::source::DataSource;
 use mae::train::{Budget, TrainOptions, read_log, train};
@@ -152,6 +152,17 @@ fn a_half_written_checkpoint_is_ignored_and_the_previous_one_resumes() {
     o.budget.steps = Some(4);
     o.resume = true;
     assert_eq!(train(&o, &Device::Cpu, None).unwrap().steps, 4);
+    std::fs::remove_dir_all(out).unwrap();
+}
+
+#[test]
+fn a_run_folder_and_its_latest_pointer_both_name_the_newest_model() {
+    let out = scratch("pointer");
+    train(&options(out.clone(), 2), &Device::Cpu, None).unwrap();
+    let newest = out.join("checkpoints").join("step-00000002").join(MODEL_FILE);
+    assert_eq!(resolve_model_path(&out).unwrap(), newest);
+    assert_eq!(resolve_model_path(&out.join("checkpoints").join("LATEST")).unwrap(), newest);
+    assert_eq!(resolve_model_path(&newest).unwrap(), newest);
     std::fs::remove_dir_all(out).unwrap();
 }
 
