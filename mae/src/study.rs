@@ -119,6 +119,14 @@ fn append_row(path: &Path, r: &StudyRow) -> Result<()> {
     .map_err(|e| Error::io(path, e))
 }
 
+/// The run's last loss: this process's, or, for a run resumed with no step left to do, the log's.
+fn final_loss(report: &crate::train::TrainReport) -> f32 {
+    report.losses.last().map(|l| l.1).unwrap_or_else(|| {
+        let text = std::fs::read_to_string(&report.log).unwrap_or_default();
+        text.lines().skip(1).last().and_then(|l| l.split(',').nth(2)).and_then(|v| v.parse().ok()).unwrap_or(f32::NAN)
+    })
+}
+
 pub struct StudyReport {
     pub rows: Vec<StudyRow>,
     /// `(name, linear, knn)` of the baselines.
@@ -167,7 +175,7 @@ pub fn run_study(o: &StudyOptions, dev: &Device) -> Result<StudyReport> {
             strategy: strategy.map(|s| s.name()).unwrap_or("none").into(),
             target: target_name(norm_pix).into(),
             steps: report.steps,
-            final_loss: report.losses.last().map(|l| l.1).unwrap_or(f32::NAN),
+            final_loss: final_loss(&report),
             linear: scores.linear,
             knn: scores.knn,
         };

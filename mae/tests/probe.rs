@@ -105,6 +105,18 @@ fn the_study_runs_end_to_end_on_a_tiny_budget() {
     // A second start finds every run done and only redraws the table.
     let again = run_study(&o, &Device::Cpu).unwrap();
     assert_eq!(again.rows, r.rows);
+    // Killed after a run's last checkpoint but before its row was written: the run has no step
+    // left, and its row still gets the loss it ended with.
+    let csv = out.join("results.csv");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let kept: Vec<&str> = text.lines().filter(|l| !l.starts_with("norm-pix-random-r0.75")).collect();
+    std::fs::write(&csv, kept.join("\n") + "\n").unwrap();
+    let third = run_study(&o, &Device::Cpu).unwrap();
+    let redone = third.rows.iter().find(|r| r.name == "norm-pix-random-r0.75").unwrap();
+    let first = r.rows.iter().find(|r| r.name == "norm-pix-random-r0.75").unwrap();
+    assert_eq!(redone.steps, first.steps);
+    // The log keeps 6 decimals.
+    assert!((redone.final_loss - first.final_loss).abs() <= 1e-5 * first.final_loss.abs(), "{redone:?}");
     std::fs::remove_dir_all(out).unwrap();
 }
 
