@@ -85,7 +85,7 @@ pub fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
 /// [`madd`] and to the `math.rs` functions). Everything the body calls in its hot loops must be
 /// `#[inline(always)]`, so that it is compiled into each copy with that copy's features.
 ///
-/// ```ignore
+/// ```text
 /// multiversion! {
 ///     /// Doc comment.
 ///     pub fn axpy<FMA>(a: f32, x: &[f32], y: &mut [f32]) {
