@@ -663,7 +663,7 @@ fn cmd_info(a: DeviceArgs) -> Result<()> {
     println!("model presets:");
     for c in ModelConfig::presets() {
         println!(
-            "  {:<26} {}x{}x{} patch {:>2}, encoder {}x{} ({} heads), decoder {}x{} ({} heads), {:.1} M parameters",
+            "  {:<26} {}x{}x{} patch {:>2}, encoder {}x{} ({} heads), decoder {}x{} ({} heads), {:.2} M parameters",
             c.name,
             c.img_size,
             c.img_size,
