@@ -517,10 +517,14 @@ fn cmd_probe(a: ProbeArgs) -> Result<()> {
     );
     let o = mae::probe::ProbeOptions { epochs: a.epochs, seed: a.seed, ..Default::default() };
     let rows = mae::evaluate::probe_with_baselines(&l.model, &data, spec, &o, &dev)?;
-    let table = mae::evaluate::probe_table(&rows);
-    println!("{table}");
-    if let Some(out) = a.out {
-        std::fs::write(&out, &table).map_err(|e| Error::io(&out, e))?;
+    print_and_save(&mae::evaluate::probe_table(&rows), a.out.as_deref())
+}
+
+/// Print a markdown report, and write it to `out` when asked.
+fn print_and_save(report: &str, out: Option<&std::path::Path>) -> Result<()> {
+    println!("{report}");
+    if let Some(out) = out {
+        std::fs::write(out, report).map_err(|e| Error::io(out, e))?;
         eprintln!("wrote {}", out.display());
     }
     Ok(())
@@ -625,12 +629,7 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             report.push('\n');
         }
     }
-    println!("{report}");
-    if let Some(out) = a.out {
-        std::fs::write(&out, &report).map_err(|e| Error::io(&out, e))?;
-        eprintln!("wrote {}", out.display());
-    }
-    Ok(())
+    print_and_save(&report, a.out.as_deref())
 }
 
 fn cmd_info(a: DeviceArgs) -> Result<()> {
