@@ -16,6 +16,9 @@
 //!   error naming the limit), out-of-memory is caught in an error scope, uncaptured errors and device
 //!   loss are recorded and returned by the next call, and waits have a timeout, so a lost device is
 //!   reported instead of hanging.
+//! - **Threads**: one context serves every thread of the process. Recording, submitting and freeing
+//!   share one lock, and a dispatch records its command in the same hold of it that reserves the
+//!   command's parameter slot (the invariant is spelled out on `State`); waits happen outside it.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -81,6 +84,23 @@ enum Command {
     Copy { src: wgpu::Buffer, dst: wgpu::Buffer, bytes: u64 },
 }
 
+/// Everything that recording, submitting and freeing share, behind one lock.
+///
+/// **The invariant.** A recorded, unsubmitted `Command` points at
+/// - its slot of the *current* arena, whose bytes (`arena_bytes`) are written to the GPU by the
+///   submit that sends the command, after which the arena is recycled for a later batch; and
+/// - storage buffers, which must not be handed out again (and so overwritten by an upload, which
+///   wgpu runs at the start of the *next* submit) before the command has been submitted.
+///
+/// So a dispatch reserves its arena slot, builds its bind group and pushes its command in **one**
+/// hold of this lock, and `submit` takes every command, writes the arena and empties the quarantine
+/// in one hold too. If a submit (another thread's read-back, say) could run between the reservation
+/// and the push, the slot's bytes would leave with the earlier batch, the recycled arena would get
+/// the next batch's parameters at the same offset, and the command would run with another kernel's
+/// parameters; and with the command list momentarily empty, a buffer freed meanwhile would skip the
+/// quarantine and could be overwritten before the command read it. Both happened (issue 10).
+/// A buffer released while `commands` is empty is safe to reuse at once: everything that may read
+/// it has been submitted, and wgpu orders later writes after earlier submissions.
 struct State {
     commands: Vec<Command>,
     dispatches: usize,
@@ -324,6 +344,11 @@ impl GpuContext {
             s.commands.push(Command::Copy { src: buf.clone(), dst: staging.clone(), bytes });
             self.submit(&mut s)?;
         }
+        self.map_read(&staging)
+    }
+
+    /// Map a `MAP_READ` buffer whose filling copy has been submitted, and return its bytes.
+    fn map_read(&self, staging: &wgpu::Buffer) -> Result<Vec<u8>> {
         let (tx, rx) = std::sync::mpsc::channel();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
@@ -411,9 +436,9 @@ impl GpuContext {
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Gpu(format!("compiling {}::{} failed: {e}", key.shader, key.entry)));
         }
-        let pipeline = Arc::new(pipeline);
-        self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), pipeline.clone());
-        Ok(pipeline)
+        // Two threads may have compiled the same key at once: the first to get here wins.
+        let mut cache = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(cache.entry(key.clone()).or_insert_with(|| Arc::new(pipeline)).clone())
     }
 
     /// Record one dispatch of `key` over `groups` workgroups. `params` (at most 256 bytes) is bound
@@ -438,6 +463,7 @@ impl GpuContext {
         }
         let pipeline = self.pipeline(key)?;
         let layout = pipeline.get_bind_group_layout(0);
+        // One lock hold from the slot reservation to the push: see `State` for why.
         let mut s = self.state();
         if !params.is_empty() && s.arena_bytes.len() as u64 + SLOT > SLOT * SLOTS {
             self.submit(&mut s)?;
@@ -479,9 +505,9 @@ impl GpuContext {
             layout: &layout,
             entries: &entries,
         });
-        drop(s);
+        // A bind group that failed validation is reported here rather than at submit. (The fault
+        // lock is only ever taken inside the state lock, never around it, so this cannot deadlock.)
         self.check_fault()?;
-        let mut s = self.state();
         s.commands.push(Command::Dispatch { name: key.entry, pipeline, bind_group, groups });
         s.dispatches += 1;
         if s.dispatches >= MAX_BATCH {
@@ -582,13 +608,18 @@ impl GpuContext {
         Ok(prof.map(|p| p.report()).unwrap_or_default())
     }
 
+    /// Read the timestamps of every submitted batch into the profiler's totals. The resolved
+    /// batches are taken out under the lock and read without it, so other threads keep recording.
     fn collect_profile(&self) -> Result<()> {
-        let mut prof = self.state().profiler.take();
-        if let Some(p) = prof.as_mut() {
-            p.collect(&self.device, self.wait_timeout)?;
-        }
-        if prof.is_some() {
-            self.state().profiler = prof;
+        let pending = match self.state().profiler.as_mut() {
+            Some(p) => p.take_pending(),
+            None => return Ok(()),
+        };
+        for (buf, names) in pending {
+            let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&self.map_read(&buf)?);
+            if let Some(p) = self.state().profiler.as_mut() {
+                p.add(&names, &ticks);
+            }
         }
         Ok(())
     }

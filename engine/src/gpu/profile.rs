@@ -3,9 +3,6 @@
 //! timestamps are read back and summed per kernel entry point.
 
 use std::collections::HashMap;
-use std::time::Duration;
-
-use crate::error::{Error, Result};
 
 /// Timestamp pairs per query set; a batch never holds more dispatches than this.
 const PAIRS: u32 = 256;
@@ -72,23 +69,20 @@ impl Profiler {
         self.pending.push((readback, names));
     }
 
-    /// Read every resolved batch (its submission must have completed) into the totals.
-    pub(crate) fn collect(&mut self, device: &wgpu::Device, timeout: Duration) -> Result<()> {
-        for (buf, names) in std::mem::take(&mut self.pending) {
-            buf.slice(..).map_async(wgpu::MapMode::Read, |_| {});
-            device
-                .poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(timeout) })
-                .map_err(|e| Error::Gpu(format!("reading timestamps: {e}")))?;
-            let view = buf.slice(..).get_mapped_range().map_err(|e| Error::Gpu(format!("timestamps: {e}")))?;
-            let ticks: &[u64] = bytemuck::cast_slice(&view);
-            for (i, name) in names.iter().enumerate() {
-                let dt = ticks[2 * i + 1].wrapping_sub(ticks[2 * i]) as f64 * self.period_ns;
-                let e = self.totals.entry(name).or_insert((0, 0.0));
-                e.0 += 1;
-                e.1 += dt;
-            }
+    /// The resolved batches not yet read: `(read-back buffer, kernel names)`, for the context to
+    /// read once their submissions have completed.
+    pub(crate) fn take_pending(&mut self) -> Vec<(wgpu::Buffer, Vec<&'static str>)> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Add one batch's timestamps (`ticks[2i]`, `ticks[2i + 1]` bracket dispatch `i`) to the totals.
+    pub(crate) fn add(&mut self, names: &[&'static str], ticks: &[u64]) {
+        for (i, name) in names.iter().enumerate() {
+            let dt = ticks[2 * i + 1].wrapping_sub(ticks[2 * i]) as f64 * self.period_ns;
+            let e = self.totals.entry(name).or_insert((0, 0.0));
+            e.0 += 1;
+            e.1 += dt;
         }
-        Ok(())
     }
 
     /// `(kernel, dispatches, total ns)`, the most expensive first.
