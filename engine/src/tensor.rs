@@ -16,6 +16,16 @@ use crate::tape;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// A tensor belongs to the thread that made it: it is neither `Send` nor `Sync` (its handle, its
+/// gradient slot and its GPU buffer handle are `Rc`/`RefCell`, and its place on the tape is in that
+/// thread's tape), so two threads can never race on one tensor. To hand values to another thread,
+/// send `to_vec()` and rebuild them there; the device itself (`Device`) is shared freely.
+///
+/// ```compile_fail
+/// fn needs_send<T: Send>(_: T) {}
+/// let t = engine::Tensor::zeros(&[2], &engine::Device::Cpu).unwrap();
+/// needs_send(t); // error: `Rc<..>` cannot be sent between threads safely
+/// ```
 #[derive(Clone)]
 pub struct Tensor(Rc<Inner>);
 
