@@ -12,6 +12,7 @@ pub mod allocator;
 pub mod fast;
 pub mod matmul;
 pub mod parallel;
+pub mod pool;
 pub mod profile;
 pub mod reference;
 

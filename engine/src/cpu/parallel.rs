@@ -1,29 +1,30 @@
-//! Splitting a kernel's work over the cores, the way the fast matmul does it: a call spawns its
-//! workers with `std::thread::scope` (the calling thread works as one of them), hands each a
-//! contiguous range of independent units (rows, heads, blocks of values) together with the parts of
-//! the outputs that those units write, and joins them before returning. No pool outlives a call,
-//! no lock or atomic is touched while the workers run, and no result depends on how the units were
+//! Splitting a kernel's work over the cores, the way the fast matmul does it: a call cuts its
+//! independent units (rows, heads, blocks of values) into contiguous ranges, one per thread, hands
+//! each range with the parts of the outputs that its units write to a task of the worker pool
+//! (`pool.rs`; the calling thread works too), and returns when all are done. No lock or atomic is
+//! touched while a task runs, and no result depends on how the units were
 //! split: every unit is computed by the same code whatever thread runs it, and reductions across
 //! units (column sums) go through per-block partial results of a fixed block size that are added
 //! up in block order afterwards. So the CPU backend gives the same bits whatever the thread count.
 //!
-//! # When to spawn
-//! On this 2-core VM a spawned thread starts 45 - 90 us after `spawn` when the other core is idle,
-//! and the join adds ~20 us (measured for the matmul, see `matmul/mod.rs`); when the other core is
-//! busy with another process, the worker may wait milliseconds for a time slice. So a kernel gets
-//! one thread per [`NS_PER_THREAD`] of estimated single-core work: under 2 x 150 us it stays on the
-//! calling thread. Each kernel estimates its work from a per-unit cost measured on this machine.
+//! # When to use a second thread
+//! Handing a task to a pool worker that is spinning for work costs a few microseconds; one that has
+//! parked (no kernel for a while) takes 50 - 100 us to wake on a VM, and when the other core is busy
+//! with another process, the worker may wait milliseconds for a time slice (the call then waits
+//! with it). So a kernel gets one thread per [`NS_PER_THREAD`] of estimated single-core work: under
+//! 2 x 40 us it stays on the calling thread. Each kernel estimates its work from a per-unit cost.
 //!
 //! Matmul's own splitting (equal contiguous ranges of row or column slivers, per-thread packing
-//! workspaces) is the same scheme; it could call [`for_each_units`] with its sliver count and a
-//! cost of `2 k MR n` flops per sliver, but keeps its own code for its thread-local workspaces.
+//! workspaces) is the same scheme on the same pool; it could call [`for_each_units`] with its
+//! sliver count and a cost of `2 k MR n` flops per sliver, but keeps its own code for its
+//! thread-local workspaces.
 
 use std::cell::Cell;
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
 /// Estimated single-core work worth one more thread, in nanoseconds (see the module comment).
-pub const NS_PER_THREAD: f64 = 150_000.0;
+pub const NS_PER_THREAD: f64 = 40_000.0;
 
 thread_local! {
     static FORCED_THREADS: Cell<Option<usize>> = const { Cell::new(None) };
@@ -187,16 +188,17 @@ pub fn for_each_units<S: Split>(units: usize, ns_per_unit: f64, outputs: S, f: i
         return;
     }
     let bound = |t: usize| units * t / workers;
-    std::thread::scope(|scope| {
-        let f = &f;
-        let (mine, mut rest) = outputs.split_at_unit(bound(1));
-        for t in 1..workers {
-            let (part, next) = rest.split_at_unit(bound(t + 1) - bound(t));
-            rest = next;
-            let range = bound(t)..bound(t + 1);
-            scope.spawn(move || f(range, part));
-        }
-        f(0..bound(1), mine);
+    // Each task takes its part of the outputs out of its own slot (an uncontended lock).
+    let mut parts = Vec::with_capacity(workers);
+    let mut rest = outputs;
+    for t in 0..workers {
+        let (part, next) = rest.split_at_unit(bound(t + 1) - bound(t));
+        parts.push(std::sync::Mutex::new(Some(part)));
+        rest = next;
+    }
+    super::pool::run(workers, &|t| {
+        let part = parts[t].lock().unwrap_or_else(|p| p.into_inner()).take().expect("each task runs once");
+        f(bound(t)..bound(t + 1), part);
     });
 }
 

@@ -70,26 +70,22 @@
 //!
 //! # Threads
 //!
-//! The machine has 2 cores. A call spawns its worker threads once (`std::thread::scope`; the
-//! calling thread works as one of them) and gives each an independent part of C: the work is
+//! A call splits C into one task per thread (the calling thread works on one of them) and gives
+//! each an independent part of C: the work is
 //! `batch x ceil(m / MR)` row slivers, or `batch x ceil(n / NR)` column slivers when n has more
 //! slivers than m, cut into equal contiguous ranges. So with a large batch (attention-like
 //! products) each thread gets whole batch items, and with one big product each gets half the
 //! rows (or columns). Each thread packs its own A blocks and B panels: there is no
-//! synchronisation inside a call, and no spawn per block. The price is that each thread packs all
+//! synchronisation inside a call. The price is that each thread packs all
 //! of the operand it does not split (B for a row split); we split along the dimension with more
 //! slivers, so that the duplicated operand is the smaller one, and packing is O(k (m + n))
 //! against O(m n k) of compute anyway.
 //!
-//! A spawned thread starts running 45 - 90 us after `spawn` on this VM when the other core is
-//! idle (the idle vCPU has to be woken), and the join adds ~20 us; when the other core is busy
-//! with another process, the new thread can wait for its time slice for milliseconds, and the
-//! call waits with it (measured: 1024 items of 13 x 13 x 32 went from ~15 to ~3 GFLOP/s on two
-//! threads while other processes were compiling). So [`matmul`] gives a thread to every `FLOPS_PER_THREAD` =
-//! 16 MFLOP (~0.2 ms of one core) of work: products under 32 MFLOP stay on the calling thread,
-//! and a 256^3 product (34 MFLOP) gains ~1.5x from the second core on a quiet machine, not 2x.
-//! (A pool of parked threads that claim work would not make the caller wait for a late worker,
-//! but would outlive the call; `std::thread::scope` keeps every call self-contained.)
+//! The threads are the CPU backend's worker pool (`cpu/pool.rs`): started once, spinning briefly
+//! between calls and parked after, so a call costs a few microseconds of hand-off rather than a
+//! spawn and a join per call. [`matmul`] gives a thread to every `FLOPS_PER_THREAD` = 4 MFLOP
+//! (~40 us of one core) of work; a worker that has parked, or whose core another process holds,
+//! can make a call wait for it, which is why small products stay on the calling thread.
 //!
 //! # Napkin math
 //!
@@ -120,10 +116,9 @@ const _: () = assert!(KC <= pack::KC_MAX);
 const MC: usize = 144;
 /// Columns of op(B) packed per panel; a multiple of NR.
 const NC: usize = 2048;
-/// The least work worth a thread of its own: about 0.2 ms on one core, against the 65 - 110 us
-/// that spawning and joining one costs on this VM when the other core is idle (see the module
-/// comment for when it is not).
-const FLOPS_PER_THREAD: f64 = 16e6;
+/// The least work worth a thread of its own: about 40 us on one core, well above the few
+/// microseconds of handing a task to a pool worker (see `parallel.rs` for when it costs more).
+const FLOPS_PER_THREAD: f64 = 4e6;
 
 /// The worker threads a large product uses: the available parallelism, read once.
 pub fn threads() -> usize {
@@ -180,8 +175,7 @@ pub fn matmul(a: &[f32], b: &[f32], bias: Option<&[f32]>, spec: &MatmulSpec, c: 
 }
 
 /// How many threads [`matmul`] uses for a product: one per `FLOPS_PER_THREAD` of work, at most
-/// [`threads`]. So products under 32 MFLOP (256 x 256 x 240, or 1024 items of 13 x 13 x 32)
-/// stay on the calling thread.
+/// [`threads`]. So products under 8 MFLOP (160^3) stay on the calling thread.
 pub fn auto_threads(spec: &MatmulSpec) -> usize {
     ((spec.flops() / FLOPS_PER_THREAD) as usize).clamp(1, threads())
 }
@@ -227,24 +221,13 @@ pub fn matmul_with(
     let units = batch * per_item;
     let workers = threads.clamp(1, units);
     let range = |t: usize| (units * t / workers)..(units * (t + 1) / workers);
-    // The packing buffers live with the calling thread and are reused from call to call, rather
-    // than allocated by each worker: buffers this big are mmapped, so a fresh one costs a page
-    // fault per 4 KiB touched and an munmap at the end, on every call.
-    let mut workspaces = WORKSPACES.take();
-    workspaces.resize_with(workspaces.len().max(workers), Workspace::default);
-    let (mine, others) = workspaces.split_first_mut().unwrap();
-    if workers == 1 {
-        problem.run_units(range(0), split_rows, per_item, mine);
-    } else {
-        std::thread::scope(|scope| {
-            let problem = &problem;
-            for (t, space) in (1..workers).zip(others) {
-                scope.spawn(move || problem.run_units(range(t), split_rows, per_item, space));
-            }
-            problem.run_units(range(0), split_rows, per_item, mine);
-        });
-    }
-    WORKSPACES.set(workspaces);
+    // Each thread packs into its own buffers, kept from call to call (`WORKSPACE`): buffers this
+    // big are mmapped, so a fresh one would cost a page fault per 4 KiB touched and an munmap.
+    super::pool::run(workers, &|t| {
+        let mut space = WORKSPACE.take();
+        problem.run_units(range(t), split_rows, per_item, &mut space);
+        WORKSPACE.set(space);
+    });
 }
 
 /// One worker's packing buffers: the A block and the B panel.
@@ -255,8 +238,8 @@ struct Workspace {
 }
 
 thread_local! {
-    /// The workspaces of the matmuls called from this thread, one per worker.
-    static WORKSPACES: std::cell::Cell<Vec<Workspace>> = const { std::cell::Cell::new(Vec::new()) };
+    /// This thread's packing buffers (the calling thread's, or a pool worker's).
+    static WORKSPACE: std::cell::Cell<Workspace> = std::cell::Cell::new(Workspace::default());
 }
 
 /// The base pointer of C, shared by the worker threads, each of which writes its own disjoint
