@@ -1,6 +1,7 @@
 //! The CPU matmul: the plain-loop reference (`engine::cpu::reference::matmul`) against the fast
 //! blocked kernel (`engine::cpu::matmul::matmul`, as the CPU backend calls it: best kernel, threads
-//! chosen by size), on square products and on the shapes of MAE training.
+//! chosen by size; and each SIMD micro-kernel the CPU has, `avx2fma` and `avx512`, on the same
+//! threads), on square products and on the shapes of MAE training.
 //!
 //! Throughput is declared as `Throughput::Elements(2 m n k batch)`, so the "elements" criterion
 //! reports per second are FLOPs: read `Gelem/s` as GFLOP/s.
@@ -16,6 +17,7 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use engine::Rng;
 use engine::backend::MatmulSpec;
+use engine::cpu::matmul::Kernel;
 use engine::cpu::{matmul, reference};
 
 /// Rows of the activations in MAE training: a batch of 256 images, 13 tokens each in the encoder
@@ -49,6 +51,16 @@ fn bench_cases(c: &mut Criterion, group_name: &str, cases: Vec<Case>) {
         group.bench_with_input(BenchmarkId::new("fast", &case.name), s, |bench, s| {
             bench.iter(|| matmul::matmul(black_box(&a), black_box(&b), bias.as_deref(), s, &mut c))
         });
+        // Every SIMD kernel this CPU has, on the threads `matmul` would use (`fast` is the best).
+        for kernel in [Kernel::Avx2Fma, Kernel::Avx512].into_iter().filter(|k| k.is_available()) {
+            let id = BenchmarkId::new(format!("{kernel:?}").to_lowercase(), &case.name);
+            group.bench_with_input(id, s, |bench, s| {
+                let threads = matmul::auto_threads(s);
+                bench.iter(|| {
+                    matmul::matmul_with(kernel, threads, black_box(&a), black_box(&b), bias.as_deref(), s, &mut c)
+                })
+            });
+        }
         if case.run_reference {
             group.bench_with_input(BenchmarkId::new("reference", &case.name), s, |bench, s| {
                 bench.iter(|| reference::matmul(black_box(&a), black_box(&b), bias.as_deref(), s))

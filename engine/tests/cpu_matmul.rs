@@ -106,7 +106,22 @@ fn the_simd_kernel_equals_the_reference_where_the_cpu_has_avx2_and_fma() {
     if Kernel::Avx2Fma.is_available() {
         every_transpose_and_bias_equals_the_reference(Kernel::Avx2Fma);
     } else {
-        eprintln!("this CPU lacks AVX2 or FMA: the SIMD kernel is not tested here");
+        eprintln!("SKIPPED: this CPU lacks AVX2 or FMA: the AVX2 kernel is not tested here");
+    }
+}
+
+#[test]
+fn the_avx512_kernel_equals_the_reference_where_the_cpu_has_avx512() {
+    if Kernel::Avx512.is_available() {
+        every_transpose_and_bias_equals_the_reference(Kernel::Avx512);
+        // Depths over its k block (128), cut into equal blocks, and tiles over the 12 x 32 edge.
+        for &(m, n, k) in &[(25, 33, 129), (13, 65, 300), (37, 31, 600)] {
+            for (trans_a, trans_b) in [(false, false), (true, true)] {
+                check_against_reference(Kernel::Avx512, 2, &spec(m, n, k, trans_a, trans_b), true, 9);
+            }
+        }
+    } else {
+        eprintln!("SKIPPED: this CPU lacks AVX-512F: the AVX-512 kernel is not tested here");
     }
 }
 

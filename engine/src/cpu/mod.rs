@@ -80,7 +80,7 @@ fn check_len(what: &str, have: usize, need: usize) -> Result<()> {
 
 impl Backend for CpuBackend {
     fn name(&self) -> String {
-        format!("cpu ({} threads)", matmul::threads())
+        format!("cpu ({} threads, {:?} matmul)", matmul::threads(), matmul::Kernel::best()).to_lowercase()
     }
 
     fn upload(&self, data: &[f32]) -> Result<Storage> {

@@ -46,7 +46,7 @@ pub type KernelFn = unsafe fn(a: &[f32], b: &[f32], tile: &Tile);
 /// # Safety
 /// As for [`KernelFn`].
 #[inline(always)]
-unsafe fn write_tile(acc: &[[f32; NR]; MR], tile: &Tile) {
+pub(super) unsafe fn write_tile<const R: usize, const C: usize>(acc: &[[f32; C]; R], tile: &Tile) {
     for (r, acc_row) in acc.iter().enumerate().take(tile.rows) {
         // SAFETY: the caller guarantees `rows x cols` writable floats with row stride `ldc`.
         let c_row = unsafe { std::slice::from_raw_parts_mut(tile.c.add(r * tile.ldc), tile.cols) };

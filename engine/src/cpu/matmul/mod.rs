@@ -101,6 +101,7 @@
 //! kernel, without FMA and with SSE2's 4 lanes, reaches 15 - 25.
 
 mod kernel;
+mod kernel_avx512;
 mod pack;
 
 use std::sync::OnceLock;
@@ -133,11 +134,14 @@ pub enum Kernel {
     Portable,
     /// `std::arch` AVX2 + FMA intrinsics: x86_64 CPUs that have both (checked at run time).
     Avx2Fma,
+    /// `std::arch` AVX-512F intrinsics, a 12 x 32 tile (`kernel_avx512.rs`): x86_64 CPUs with
+    /// AVX-512F (checked at run time).
+    Avx512,
 }
 
 impl Kernel {
     /// Every kernel, available on this CPU or not.
-    pub const ALL: [Kernel; 2] = [Kernel::Portable, Kernel::Avx2Fma];
+    pub const ALL: [Kernel; 3] = [Kernel::Portable, Kernel::Avx2Fma, Kernel::Avx512];
 
     /// Whether this CPU can run the kernel.
     pub fn is_available(self) -> bool {
@@ -145,15 +149,39 @@ impl Kernel {
             Kernel::Portable => true,
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2Fma => std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma"),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => std::is_x86_feature_detected!("avx512f"),
             #[cfg(not(target_arch = "x86_64"))]
-            Kernel::Avx2Fma => false,
+            Kernel::Avx2Fma | Kernel::Avx512 => false,
         }
     }
 
-    /// The fastest kernel this CPU can run, detected once.
+    /// The kernel for this CPU, chosen once: `MAE_CPU_KERNEL` (`portable`, `avx2fma`, `avx512`)
+    /// when set to one this CPU can run; else AVX-512 on Intel processors that have it, AVX2 + FMA
+    /// elsewhere when present, else the portable kernel. AMD's Zen 4 has AVX-512 but runs each
+    /// 512-bit FMA as two 256-bit halves: there the AVX-512 kernel measured no faster than the
+    /// AVX2 one (docs/benchmarks.md), and the AVX2 kernel's smaller tile wastes less on the
+    /// small products. The choice never changes during a run, so neither do the bits.
     pub fn best() -> Kernel {
         static BEST: OnceLock<Kernel> = OnceLock::new();
-        *BEST.get_or_init(|| if Kernel::Avx2Fma.is_available() { Kernel::Avx2Fma } else { Kernel::Portable })
+        *BEST.get_or_init(|| {
+            let forced = std::env::var("MAE_CPU_KERNEL").ok().and_then(|name| {
+                let k = Kernel::ALL.into_iter().find(|k| format!("{k:?}").eq_ignore_ascii_case(name.trim()));
+                if k.is_none_or(|k| !k.is_available()) {
+                    eprintln!("MAE_CPU_KERNEL={name}: not a kernel this CPU can run; choosing automatically");
+                }
+                k.filter(|k| k.is_available())
+            });
+            forced.unwrap_or_else(|| {
+                if Kernel::Avx512.is_available() && cpu_vendor_is_intel() {
+                    Kernel::Avx512
+                } else if Kernel::Avx2Fma.is_available() {
+                    Kernel::Avx2Fma
+                } else {
+                    Kernel::Portable
+                }
+            })
+        })
     }
 
     fn function(self) -> KernelFn {
@@ -162,10 +190,26 @@ impl Kernel {
             Kernel::Portable => kernel::portable,
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2Fma => kernel::avx2,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => kernel_avx512::avx512,
             #[cfg(not(target_arch = "x86_64"))]
-            Kernel::Avx2Fma => unreachable!(),
+            Kernel::Avx2Fma | Kernel::Avx512 => unreachable!(),
         }
     }
+}
+
+/// Whether CPUID says "GenuineIntel".
+fn cpu_vendor_is_intel() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: CPUID leaf 0 exists on every x86_64 processor (the call is safe from Rust 1.94).
+        #[allow(unused_unsafe)]
+        let id = unsafe { std::arch::x86_64::__cpuid(0) };
+        let vendor: Vec<u8> = [id.ebx, id.edx, id.ecx].iter().flat_map(|r| r.to_le_bytes()).collect();
+        vendor == b"GenuineIntel"
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// `C[b] = op(A[b]) . op(B[b]) (+ bias)` with the best kernel for this CPU, on all cores for large
@@ -193,7 +237,28 @@ pub fn matmul_with(
     spec: &MatmulSpec,
     c: &mut [f32],
 ) {
-    let kernel = kernel.function();
+    let f = kernel.function();
+    match kernel {
+        Kernel::Avx512 => {
+            use kernel_avx512 as t;
+            tiled::<{ t::MR }, { t::NR }>(f, t::KC, threads, a, b, bias, spec, c)
+        }
+        Kernel::Portable | Kernel::Avx2Fma => tiled::<MR, NR>(f, KC, threads, a, b, bias, spec, c),
+    }
+}
+
+/// [`matmul_with`] for a kernel of an `MR x NR` tile and a k block of at most `kc_max`.
+#[allow(clippy::too_many_arguments)]
+fn tiled<const MR: usize, const NR: usize>(
+    kernel: KernelFn,
+    kc_max: usize,
+    threads: usize,
+    a: &[f32],
+    b: &[f32],
+    bias: Option<&[f32]>,
+    spec: &MatmulSpec,
+    c: &mut [f32],
+) {
     let &MatmulSpec { batch, m, n, k, .. } = spec;
     assert_eq!(c.len(), batch * m * n, "matmul: C must hold batch * m * n");
     if batch == 0 || m == 0 || n == 0 {
@@ -214,7 +279,7 @@ pub fn matmul_with(
         return;
     }
 
-    let problem = Problem { a, b, bias, spec, c: SharedC(c.as_mut_ptr()), kernel };
+    let problem = Problem { a, b, bias, spec, c: SharedC(c.as_mut_ptr()), kernel, kc_max };
     // The unit of work split across threads: a row sliver or a column sliver of one batch item.
     let split_rows = m.div_ceil(MR) >= n.div_ceil(NR);
     let per_item = if split_rows { m.div_ceil(MR) } else { n.div_ceil(NR) };
@@ -225,7 +290,7 @@ pub fn matmul_with(
     // big are mmapped, so a fresh one would cost a page fault per 4 KiB touched and an munmap.
     super::pool::run(workers, &|t| {
         let mut space = WORKSPACE.take();
-        problem.run_units(range(t), split_rows, per_item, &mut space);
+        problem.run_units::<MR, NR>(range(t), split_rows, per_item, &mut space);
         WORKSPACE.set(space);
     });
 }
@@ -258,12 +323,20 @@ struct Problem<'a> {
     spec: &'a MatmulSpec,
     c: SharedC,
     kernel: KernelFn,
+    /// The longest k block of this kernel.
+    kc_max: usize,
 }
 
 impl Problem<'_> {
     /// Computes the units `units` (see `matmul_with`): for each batch item they touch, the
     /// corresponding rows (or columns) of C.
-    fn run_units(&self, units: std::ops::Range<usize>, split_rows: bool, per_item: usize, space: &mut Workspace) {
+    fn run_units<const MR: usize, const NR: usize>(
+        &self,
+        units: std::ops::Range<usize>,
+        split_rows: bool,
+        per_item: usize,
+        space: &mut Workspace,
+    ) {
         let &MatmulSpec { m, n, .. } = self.spec;
         if units.is_empty() {
             return;
@@ -277,12 +350,18 @@ impl Problem<'_> {
             } else {
                 (0..m, (lo * NR).min(n)..(hi * NR).min(n))
             };
-            self.gemm(item, rows, cols, space);
+            self.gemm::<MR, NR>(item, rows, cols, space);
         }
     }
 
     /// The five blocked loops of the module comment, for `C[item][rows, cols]`.
-    fn gemm(&self, item: usize, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>, space: &mut Workspace) {
+    fn gemm<const MR: usize, const NR: usize>(
+        &self,
+        item: usize,
+        rows: std::ops::Range<usize>,
+        cols: std::ops::Range<usize>,
+        space: &mut Workspace,
+    ) {
         let s = self.spec;
         let (m, n, k) = (s.m, s.n, s.k);
         let a = &self.a[item * s.a_batch_stride..];
@@ -293,7 +372,7 @@ impl Problem<'_> {
         // SAFETY: `item < batch`, so the item's C is inside the buffer of `batch * m * n` floats.
         let c = unsafe { self.c.0.add(item * m * n) };
 
-        let kc_step = k.div_ceil(k.div_ceil(KC));
+        let kc_step = k.div_ceil(k.div_ceil(self.kc_max));
         let mc_step = rows.len().div_ceil(rows.len().div_ceil(MC)).next_multiple_of(MR);
 
         for jc in cols.clone().step_by(NC) {

@@ -1,0 +1,114 @@
+//! The AVX-512 micro-kernel: `C[12 x 32] (+)= Apanel[12 x kc] . Bpanel[kc x 32]` on packed
+//! slivers, the same algorithm and packed layout as the 6 x 16 AVX2 kernel of `kernel.rs`, on
+//! 512-bit registers.
+//!
+//! # Why 12 x 32
+//!
+//! AVX-512 has 32 zmm registers of 16 floats. A 12 x 32 tile is 24 accumulators (12 rows x 2
+//! vectors), plus 2 registers for the B row and 1 for the broadcast A value: 27 of 32. Each k step
+//! does 24 FMAs (384 multiply-adds) for 2 vector loads and 12 broadcasts: 27 flops per loaded
+//! float against the AVX2 kernel's 12. It is BLIS's sgemm tile for Skylake-X (32 x 12 there, with
+//! C column-major; the same thing transposed). Enough independent accumulators (24) to cover the
+//! FMA latency (4 cycles) on two 512-bit pipes (8 needed).
+//!
+//! # Napkin math
+//!
+//! On a server core with two 512-bit FMA units (Skylake-SP, Ice Lake, Sapphire Rapids): 2 x 16
+//! lanes x 2 flops = 64 flops per cycle, twice the AVX2 kernel's 32. On Zen 4, which runs each
+//! 512-bit FMA as two 256-bit halves, the peak is the AVX2 kernel's; there the gain is in fewer
+//! instructions per flop and fewer loads, not in FMA width.
+//!
+//! # Blocking
+//!
+//! A B sliver is `kc x 32` floats, so the k block is shorter than the AVX2 kernel's: at
+//! `KC` = 128 a sliver is 16 KiB and stays in a 32 KiB L1d beside the A sliver being streamed
+//! (12 x 128 x 4 B = 6 KiB). The A block (`MC = 144` rows, 12 slivers) is 72 KiB, in L2.
+
+use super::kernel::Tile;
+#[cfg(target_arch = "x86_64")]
+use super::kernel::write_tile;
+
+/// Rows of the register tile (the height of a packed A sliver).
+pub const MR: usize = 12;
+/// Columns of the register tile: two 16-lane zmm vectors.
+pub const NR: usize = 32;
+/// The k block (see the module comment).
+pub const KC: usize = 128;
+
+/// The AVX-512 micro-kernel (a safe-to-take pointer for `KernelFn`; the caller checks the CPU,
+/// see `Kernel::is_available`).
+///
+/// # Safety
+/// As for `KernelFn`, and the CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+pub unsafe fn avx512(a: &[f32], b: &[f32], tile: &Tile) {
+    // SAFETY: forwarded from the caller, who checked AVX-512F.
+    unsafe { avx512_impl(a, b, tile) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn avx512_impl(a: &[f32], b: &[f32], tile: &Tile) {
+    use std::arch::x86_64::*;
+
+    let kc = a.len() / MR;
+    debug_assert_eq!(b.len(), kc * NR);
+    // Ask for the C tile now, so that its misses overlap the k loop (a tile row is 128 bytes).
+    for r in 0..tile.rows {
+        let row = tile.c.wrapping_add(r * tile.ldc);
+        _mm_prefetch::<_MM_HINT_T0>(row.cast());
+        _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(tile.cols - 1).cast());
+    }
+    // The 24 accumulators: `acc[r][h]` is row r, columns 16 h .. 16 h + 16. Every index below is a
+    // constant after unrolling, so LLVM keeps them all in registers.
+    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    let mut pa = a.as_ptr();
+    let mut pb = b.as_ptr();
+    for _ in 0..kc {
+        // SAFETY: p < kc, so `pa + 0..MR` and `pb + 0..NR` are inside the packed slivers.
+        unsafe {
+            let b0 = _mm512_loadu_ps(pb);
+            let b1 = _mm512_loadu_ps(pb.add(16));
+            for (r, acc_row) in acc.iter_mut().enumerate() {
+                let ar = _mm512_set1_ps(*pa.add(r));
+                acc_row[0] = _mm512_fmadd_ps(ar, b0, acc_row[0]);
+                acc_row[1] = _mm512_fmadd_ps(ar, b1, acc_row[1]);
+            }
+            pa = pa.add(MR);
+            pb = pb.add(NR);
+        }
+    }
+
+    if tile.rows == MR && tile.cols == NR {
+        // A full tile: vector write-back, bias fused in.
+        let (bias0, bias1) = match tile.bias {
+            // SAFETY: the caller guarantees `bias` holds at least `cols` = NR values.
+            Some(bias) if !tile.accumulate => unsafe {
+                (_mm512_loadu_ps(bias.as_ptr()), _mm512_loadu_ps(bias.as_ptr().add(16)))
+            },
+            _ => (_mm512_setzero_ps(), _mm512_setzero_ps()),
+        };
+        for (r, [v0, v1]) in acc.into_iter().enumerate() {
+            // SAFETY: the caller guarantees MR rows of NR writable floats, row stride `ldc`.
+            unsafe {
+                let c = tile.c.add(r * tile.ldc);
+                let (base0, base1) =
+                    if tile.accumulate { (_mm512_loadu_ps(c), _mm512_loadu_ps(c.add(16))) } else { (bias0, bias1) };
+                _mm512_storeu_ps(c, _mm512_add_ps(base0, v0));
+                _mm512_storeu_ps(c.add(16), _mm512_add_ps(base1, v1));
+            }
+        }
+    } else {
+        // An edge tile: spill the registers, write back the valid part only.
+        let mut spilled = [[0.0f32; NR]; MR];
+        for (row, [v0, v1]) in spilled.iter_mut().zip(acc) {
+            // SAFETY: each row of `spilled` holds NR = 32 floats.
+            unsafe {
+                _mm512_storeu_ps(row.as_mut_ptr(), v0);
+                _mm512_storeu_ps(row.as_mut_ptr().add(16), v1);
+            }
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { write_tile(&spilled, tile) }
+    }
+}
