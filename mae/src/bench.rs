@@ -9,7 +9,8 @@
 //! moved for memory-bound kernels.
 //!
 //! The training table times whole steps (forward, backward, AdamW) at mask ratios 0.75 and 0:
-//! images per second, and the speed-up from an encoder that sees only the visible patches.
+//! images per second, peak resident memory, and the speed-up from an encoder that sees only the
+//! visible patches; with `--compare-torch PYTHON`, PyTorch's figures beside ours (`bench_torch.rs`).
 
 use std::fmt::Write as _;
 use std::time::Instant;
@@ -366,22 +367,29 @@ pub fn kernel_table(gpu: Option<&Device>, with_reference: bool, batch: usize) ->
     Ok(s)
 }
 
-/// Images per second of training steps of `model` on `data` at mask ratios 0.75 and 0.
+/// Images per second of training steps of `model` on `data` at mask ratios 0.75 and 0, with the
+/// peak resident memory of each run; with `torch` (a Python interpreter that has PyTorch), PyTorch's
+/// figures for the same model, batch and ratio beside ours, each measured right after ours.
 pub fn training_table(
     model: &ModelConfig,
     data: &DataSource,
     batch: usize,
     steps: u64,
     dev: &Device,
+    torch: Option<&std::path::Path>,
 ) -> Result<String> {
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "| model | data | device | batch | mask ratio | images/s | step time |\n|---|---|---|---:|---:|---:|---:|"
-    );
+    let _ = write!(s, "| model | data | device | batch | mask ratio | images/s | step time | max RSS |");
+    if torch.is_some() {
+        let _ = write!(s, " PyTorch images/s | ours / PyTorch | PyTorch max RSS |");
+    }
+    let _ =
+        writeln!(s, "\n|---|---|---|---:|---:|---:|---:|---:|{}", if torch.is_some() { "---:|---:|---:|" } else { "" });
     // Load once so that data loading is not timed.
     data.load(Split::Train, model, 0)?;
     let mut speeds = Vec::new();
+    let mut torch_note = None;
+    let mib = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0} MiB"));
     for ratio in [0.75f32, 0.0] {
         let out = std::env::temp_dir().join(format!("mae-bench-{}-{ratio}", std::process::id()));
         let _ = std::fs::remove_dir_all(&out);
@@ -393,7 +401,9 @@ pub fn training_table(
         o.verbose = false;
         o.pictures = false;
         o.checkpoint_every_secs = f64::INFINITY;
+        crate::bench_torch::reset_peak_rss();
         train(&o, dev, None)?;
+        let rss = crate::bench_torch::peak_rss_mib();
         // The median of the per-step rates in the log, without the first two steps (allocation,
         // pipeline compilation).
         let log = out.join("log.csv");
@@ -405,19 +415,36 @@ pub fn training_table(
         let ips = rates.get(rates.len() / 2).copied().unwrap_or(f64::NAN);
         let per_step = batch as f64 / ips;
         speeds.push(ips);
-        let _ = writeln!(
+        let _ = write!(
             s,
-            "| {} | {} | {} | {batch} | {ratio:.2} | {ips:.0} | {:.1} ms |",
+            "| {} | {} | {} | {batch} | {ratio:.2} | {ips:.0} | {:.1} ms | {} |",
             model.name,
             data,
             dev.name(),
-            per_step * 1e3
+            per_step * 1e3,
+            mib(rss)
         );
+        if let Some(python) = torch {
+            let device = if dev.is_gpu() { "cuda" } else { "cpu" };
+            let threads = engine::cpu::matmul::threads();
+            let t = crate::bench_torch::torch_speed(python, model, batch, ratio, steps, device, threads)?;
+            let _ =
+                write!(s, " {:.0} | {:.2}x | {} |", t.images_per_sec, ips / t.images_per_sec, mib(Some(t.max_rss_mib)));
+            torch_note = Some(format!(
+                "PyTorch {} on {device} ({} threads), fp32, the official architecture on synthetic images, \
+                 median of {steps} steps after 2; measured right after ours at each ratio.",
+                t.version, t.threads
+            ));
+        }
+        s.push('\n');
     }
     let _ = writeln!(
         s,
         "\nEncoder on visible patches only (ratio 0.75) vs every patch (ratio 0): {:.2}x the images per second.",
         speeds[0] / speeds[1]
     );
+    if let Some(note) = torch_note {
+        let _ = writeln!(s, "{note}");
+    }
     Ok(s)
 }

@@ -5,6 +5,7 @@
 
 pub mod batch;
 pub mod bench;
+pub mod bench_torch;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

@@ -71,6 +71,10 @@ struct BenchArgs {
     /// Also write the tables here.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// A Python interpreter with PyTorch: time PyTorch on the same model, batch and ratios, right
+    /// after each of our runs, and print its images/s and memory beside ours.
+    #[arg(long, value_name = "PYTHON")]
+    compare_torch: Option<PathBuf>,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -625,7 +629,8 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             devices.push(dev.clone());
         }
         for d in &devices {
-            report.push_str(&mae::bench::training_table(&model, &data, a.batch, a.steps, d)?);
+            let torch = a.compare_torch.as_deref();
+            report.push_str(&mae::bench::training_table(&model, &data, a.batch, a.steps, d, torch)?);
             report.push('\n');
         }
     }
