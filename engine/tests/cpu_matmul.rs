@@ -212,3 +212,26 @@ fn small_products_stay_on_the_calling_thread_and_large_ones_use_every_core() {
     assert_eq!(matmul::auto_threads(&MatmulSpec::plain(128, 128, 128)), 1);
     assert_eq!(matmul::auto_threads(&MatmulSpec::plain(1024, 1024, 1024)), matmul::threads().min(134));
 }
+
+#[test]
+fn the_product_into_unzeroed_memory_writes_every_value() {
+    // `matmul_uninit` is what the CPU backend calls on a fresh buffer: garbage there (NaN here)
+    // must never reach the result, including where k = 0 and at every tile edge.
+    for &(m, n, k) in &[(45, 65, 33), (1, 137, 3), (7, 5, 0), (129, 257, 300)] {
+        for bias in [false, true] {
+            let s = spec(m, n, k, false, true);
+            let mut rng = Rng::new(11);
+            let a = wide_values(s.a_len(), &mut rng);
+            let b = wide_values(s.b_len(), &mut rng);
+            let bias = bias.then(|| wide_values(n, &mut rng));
+            let mut want = vec![0.0; m * n];
+            matmul::matmul(&a, &b, bias.as_deref(), &s, &mut want);
+            let mut got = vec![std::mem::MaybeUninit::new(f32::NAN); m * n];
+            matmul::matmul_uninit(&a, &b, bias.as_deref(), &s, &mut got);
+            // SAFETY: MaybeUninit<f32> has f32's layout; every value was initialised (to NaN)
+            // before the call and written by it.
+            let got: Vec<f32> = got.iter().map(|x| unsafe { x.assume_init() }).collect();
+            assert_eq!(got, want, "{m}x{n}x{k}");
+        }
+    }
+}

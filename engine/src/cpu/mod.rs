@@ -110,9 +110,12 @@ impl Backend for CpuBackend {
         check_len("matmul A", a.len(), spec.a_len())?;
         check_len("matmul B", b.len(), spec.b_len())?;
         let bias = bias.map(|s| s.cpu()).transpose()?;
-        // Zeroed on both cores (the matmul overwrites it, but takes initialised memory).
-        let mut c = out1(spec.batch * spec.m * spec.n, |c| fast::elementwise::fill(0.0, c));
-        matmul::matmul(&a, &b, bias.as_deref().map(|v| v.as_slice()), spec, &mut c);
+        // Not zeroed first: the product writes every value of C before it reads any.
+        let len = spec.batch * spec.m * spec.n;
+        let mut c: Vec<f32> = Vec::with_capacity(len);
+        matmul::matmul_uninit(&a, &b, bias.as_deref().map(|v| v.as_slice()), spec, &mut c.spare_capacity_mut()[..len]);
+        // SAFETY: `matmul_uninit` wrote all `len` values.
+        unsafe { c.set_len(len) };
         new(c)
     }
 

@@ -48,19 +48,22 @@ pub type KernelFn = unsafe fn(a: &[f32], b: &[f32], tile: &Tile);
 #[inline(always)]
 pub(super) unsafe fn write_tile<const R: usize, const C: usize>(acc: &[[f32; C]; R], tile: &Tile) {
     for (r, acc_row) in acc.iter().enumerate().take(tile.rows) {
-        // SAFETY: the caller guarantees `rows x cols` writable floats with row stride `ldc`.
-        let c_row = unsafe { std::slice::from_raw_parts_mut(tile.c.add(r * tile.ldc), tile.cols) };
-        let acc_row = &acc_row[..tile.cols];
-        if tile.accumulate {
-            for (c, &v) in c_row.iter_mut().zip(acc_row) {
-                *c += v;
+        // SAFETY: the caller guarantees `rows x cols` writable floats with row stride `ldc`. On the
+        // first k block they may be uninitialised, so they are only written, through the pointer.
+        let c_row = unsafe { tile.c.add(r * tile.ldc) };
+        for (j, &v) in acc_row[..tile.cols].iter().enumerate() {
+            // SAFETY: j < cols, inside the row (see above); read only on later k blocks, after
+            // the first one wrote it.
+            unsafe {
+                let c = c_row.add(j);
+                if tile.accumulate {
+                    *c += v;
+                } else if let Some(bias) = tile.bias {
+                    c.write(v + bias[j]);
+                } else {
+                    c.write(v);
+                }
             }
-        } else if let Some(bias) = tile.bias {
-            for ((c, &v), &b) in c_row.iter_mut().zip(acc_row).zip(&bias[..tile.cols]) {
-                *c = v + b;
-            }
-        } else {
-            c_row.copy_from_slice(acc_row);
         }
     }
 }

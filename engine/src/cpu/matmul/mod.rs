@@ -104,6 +104,7 @@ mod kernel;
 mod kernel_avx512;
 mod pack;
 
+use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
 use crate::backend::MatmulSpec;
@@ -237,6 +238,28 @@ pub fn matmul_with(
     spec: &MatmulSpec,
     c: &mut [f32],
 ) {
+    // SAFETY: viewing initialised floats as possibly-uninitialised ones is always sound; the
+    // product only ever writes valid floats into them.
+    let c = unsafe { &mut *(c as *mut [f32] as *mut [MaybeUninit<f32>]) };
+    matmul_into(kernel, threads, a, b, bias, spec, c);
+}
+
+/// [`matmul`] into memory that need not be initialised: every one of its `batch * m * n` values
+/// is written (C is never read before the product has written it), so the CPU backend can hand
+/// it a fresh buffer without zeroing it first, a pass over memory as large as C.
+pub fn matmul_uninit(a: &[f32], b: &[f32], bias: Option<&[f32]>, spec: &MatmulSpec, c: &mut [MaybeUninit<f32>]) {
+    matmul_into(Kernel::best(), auto_threads(spec), a, b, bias, spec, c);
+}
+
+fn matmul_into(
+    kernel: Kernel,
+    threads: usize,
+    a: &[f32],
+    b: &[f32],
+    bias: Option<&[f32]>,
+    spec: &MatmulSpec,
+    c: &mut [MaybeUninit<f32>],
+) {
     let f = kernel.function();
     match kernel {
         Kernel::Avx512 => {
@@ -257,7 +280,7 @@ fn tiled<const MR: usize, const NR: usize>(
     b: &[f32],
     bias: Option<&[f32]>,
     spec: &MatmulSpec,
-    c: &mut [f32],
+    c: &mut [MaybeUninit<f32>],
 ) {
     let &MatmulSpec { batch, m, n, k, .. } = spec;
     assert_eq!(c.len(), batch * m * n, "matmul: C must hold batch * m * n");
@@ -271,15 +294,14 @@ fn tiled<const MR: usize, const NR: usize>(
     }
     if k == 0 {
         for row in c.chunks_exact_mut(n) {
-            match bias {
-                Some(bias) => row.copy_from_slice(&bias[..n]),
-                None => row.fill(0.0),
+            for (j, x) in row.iter_mut().enumerate() {
+                x.write(bias.map_or(0.0, |bias| bias[j]));
             }
         }
         return;
     }
 
-    let problem = Problem { a, b, bias, spec, c: SharedC(c.as_mut_ptr()), kernel, kc_max };
+    let problem = Problem { a, b, bias, spec, c: SharedC(c.as_mut_ptr().cast()), kernel, kc_max };
     // The unit of work split across threads: a row sliver or a column sliver of one batch item.
     let split_rows = m.div_ceil(MR) >= n.div_ceil(NR);
     let per_item = if split_rows { m.div_ceil(MR) } else { n.div_ceil(NR) };
