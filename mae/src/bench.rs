@@ -367,8 +367,13 @@ pub fn kernel_table(gpu: Option<&Device>, with_reference: bool, batch: usize) ->
     Ok(s)
 }
 
+/// A rate with three significant digits at least (the base preset trains a few images a second).
+fn images_per_sec(v: f64) -> String {
+    if v >= 100.0 { format!("{v:.0}") } else { format!("{v:.3}").chars().take(5).collect() }
+}
+
 /// Images per second of training steps of `model` on `data` at mask ratios 0.75 and 0, with the
-/// peak resident memory of each run; with `torch` (a Python interpreter that has PyTorch), PyTorch's
+/// peak resident memory of each run (the whole process's, the loaded data set included); with `torch` (a Python interpreter that has PyTorch), PyTorch's
 /// figures for the same model, batch and ratio beside ours, each measured right after ours.
 pub fn training_table(
     model: &ModelConfig,
@@ -417,10 +422,11 @@ pub fn training_table(
         speeds.push(ips);
         let _ = write!(
             s,
-            "| {} | {} | {} | {batch} | {ratio:.2} | {ips:.0} | {:.1} ms | {} |",
+            "| {} | {} | {} | {batch} | {ratio:.2} | {} | {:.1} ms | {} |",
             model.name,
             data,
             dev.name(),
+            images_per_sec(ips),
             per_step * 1e3,
             mib(rss)
         );
@@ -428,8 +434,8 @@ pub fn training_table(
             let device = if dev.is_gpu() { "cuda" } else { "cpu" };
             let threads = engine::cpu::matmul::threads();
             let t = crate::bench_torch::torch_speed(python, model, batch, ratio, steps, device, threads)?;
-            let _ =
-                write!(s, " {:.0} | {:.2}x | {} |", t.images_per_sec, ips / t.images_per_sec, mib(Some(t.max_rss_mib)));
+            let (theirs, rss) = (images_per_sec(t.images_per_sec), mib(Some(t.max_rss_mib)));
+            let _ = write!(s, " {theirs} | {:.2}x | {rss} |", ips / t.images_per_sec);
             torch_note = Some(format!(
                 "PyTorch {} on {device} ({} threads), fp32, the official architecture on synthetic images, \
                  median of {steps} steps after 2; measured right after ours at each ratio.",

@@ -67,6 +67,19 @@ class MAE(nn.Module):
         return (loss * mask).sum() / mask.sum() if ratio > 0 else loss.mean()
 
 
+def peak_rss_mib():
+    """This process's peak resident memory. VmHWM where Linux has it: ru_maxrss would include the
+    peak of the parent that exec'd us (Linux carries it over exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux, bytes on macOS
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", required=True)
@@ -99,8 +112,8 @@ def main():
     for _ in range(a.steps):
         sync(); t = time.perf_counter(); step(); sync(); times.append(time.perf_counter() - t)
     times.sort(); dt = times[len(times) // 2]
-    rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    print(f"images/s {a.batch / dt:.1f} step_ms {dt * 1e3:.1f} max_rss_mib {rss_mib:.0f} "
+    rss_mib = peak_rss_mib()
+    print(f"images/s {a.batch / dt:.3f} step_ms {dt * 1e3:.1f} max_rss_mib {rss_mib:.0f} "
           f"torch {torch.__version__} threads {torch.get_num_threads()}", flush=True)
 
 

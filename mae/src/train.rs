@@ -320,7 +320,7 @@ pub fn train(o: &TrainOptions, device: &Device, stop: Option<Arc<AtomicBool>>) -
         window_images += imgs;
         window_time += dt;
         let epoch = step as f64 / steps_per_epoch;
-        writeln!(log, "{step},{epoch:.4},{loss:.6},{lr:.6e},{:.1},{elapsed:.2}", imgs as f64 / dt)
+        writeln!(log, "{step},{epoch:.4},{loss:.6},{lr:.6e},{:.3},{elapsed:.3}", imgs as f64 / dt)
             .map_err(|e| Error::io(&log_path, e))?;
         let done = progress(step, elapsed) >= 1.0;
         if o.verbose && (last_print.elapsed().as_secs_f64() >= 2.0 || done || step == start.step + 1) {
