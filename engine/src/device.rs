@@ -4,19 +4,28 @@
 //! llvmpipe) is used only when asked for (`MAE_DEVICE=gpu`, the tests), because on a CPU our own CPU
 //! backend is far faster than WGSL under a software rasteriser. `MAE_DEVICE=cpu|gpu|auto` overrides
 //! an automatic choice; `WGPU_BACKEND` and `WGPU_ADAPTER_NAME` narrow which adapter is used.
+//!
+//! Without the `gpu` feature there is no `Device::Gpu`: asking for a GPU is an error that says how
+//! to get one, and the automatic choice is the CPU, with a note saying why.
 
 use std::str::FromStr;
 
 use crate::backend::Backend;
 use crate::cpu::CpuBackend;
 use crate::error::{Error, Result};
+#[cfg(feature = "gpu")]
 use crate::gpu::Gpu;
 
 #[derive(Clone)]
 pub enum Device {
     Cpu,
+    #[cfg(feature = "gpu")]
     Gpu(Gpu),
 }
+
+/// What this build says when a GPU is asked for and it was built without one.
+#[cfg(not(feature = "gpu"))]
+pub const NO_GPU_BACKEND: &str = "this build has no GPU backend (built without the `gpu` feature, which is on by default): use the CPU, or rebuild with it";
 
 static CPU: CpuBackend = CpuBackend;
 
@@ -56,7 +65,10 @@ impl DeviceChoice {
 impl Device {
     /// Any GPU adapter, software included.
     pub fn gpu() -> Result<Device> {
-        Ok(Device::Gpu(Gpu::open(true)?))
+        #[cfg(feature = "gpu")]
+        return Ok(Device::Gpu(Gpu::open(true)?));
+        #[cfg(not(feature = "gpu"))]
+        Err(Error::Device(NO_GPU_BACKEND.into()))
     }
 
     /// The device for `choice` (after `MAE_DEVICE`), and a line that says what was chosen and why.
@@ -68,6 +80,7 @@ impl Device {
                 let note = format!("device: {}", d.name());
                 Ok((d, note))
             }
+            #[cfg(feature = "gpu")]
             DeviceChoice::Auto => match Gpu::open(false) {
                 Ok(g) => {
                     let d = Device::Gpu(g);
@@ -76,12 +89,15 @@ impl Device {
                 }
                 Err(e) => Ok((Device::Cpu, format!("device: {} (no GPU used: {e})", CPU.name()))),
             },
+            #[cfg(not(feature = "gpu"))]
+            DeviceChoice::Auto => Ok((Device::Cpu, format!("device: {} (this build has no GPU backend)", CPU.name()))),
         }
     }
 
     pub fn backend(&self) -> &dyn Backend {
         match self {
             Device::Cpu => &CPU,
+            #[cfg(feature = "gpu")]
             Device::Gpu(g) => g,
         }
     }
@@ -91,7 +107,7 @@ impl Device {
     }
 
     pub fn is_gpu(&self) -> bool {
-        matches!(self, Device::Gpu(_))
+        !self.is_cpu()
     }
 
     pub fn name(&self) -> String {
@@ -102,6 +118,7 @@ impl Device {
     pub fn synchronize(&self) -> Result<()> {
         match self {
             Device::Cpu => Ok(()),
+            #[cfg(feature = "gpu")]
             Device::Gpu(g) => g.context().synchronize(),
         }
     }
@@ -111,7 +128,9 @@ impl PartialEq for Device {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
             (Device::Cpu, Device::Cpu) => true,
+            #[cfg(feature = "gpu")]
             (Device::Gpu(a), Device::Gpu(b)) => a.same(b),
+            #[cfg(feature = "gpu")]
             _ => false,
         }
     }
@@ -123,6 +142,7 @@ impl std::fmt::Debug for Device {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Device::Cpu => write!(f, "Cpu"),
+            #[cfg(feature = "gpu")]
             Device::Gpu(g) => write!(f, "Gpu({})", g.context().adapter.name),
         }
     }

@@ -2,11 +2,14 @@
 //! labels for the cross-entropy. They are inputs, never differentiated, and are checked once here so
 //! that no kernel ever reads out of bounds.
 
+#[cfg(feature = "gpu")]
 use std::cell::RefCell;
 use std::rc::Rc;
+#[cfg(feature = "gpu")]
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+#[cfg(feature = "gpu")]
 use crate::gpu::{GpuBuffer, GpuContext};
 
 #[derive(Clone, Debug)]
@@ -17,6 +20,7 @@ struct IndicesInner {
     values: Vec<u32>,
     max: Option<u32>,
     /// The values uploaded to a GPU, kept so that a step's indices cross the bus once.
+    #[cfg(feature = "gpu")]
     gpu: RefCell<Option<Rc<GpuBuffer>>>,
 }
 
@@ -33,7 +37,13 @@ impl Indices {
             return Err(Error::Shape(format!("indices: {} values do not fill shape {:?}", values.len(), shape)));
         }
         let max = values.iter().copied().max();
-        Ok(Indices(Rc::new(IndicesInner { shape: shape.to_vec(), values, max, gpu: RefCell::new(None) })))
+        Ok(Indices(Rc::new(IndicesInner {
+            shape: shape.to_vec(),
+            values,
+            max,
+            #[cfg(feature = "gpu")]
+            gpu: RefCell::new(None),
+        })))
     }
 
     pub fn from_usize(values: &[usize], shape: &[usize]) -> Result<Self> {
@@ -71,6 +81,7 @@ impl Indices {
     }
 
     /// The values on the GPU of `ctx`, uploaded by `upload` on first use.
+    #[cfg(feature = "gpu")]
     pub(crate) fn gpu_buffer(
         &self,
         upload: impl FnOnce() -> Result<Rc<GpuBuffer>>,

@@ -6,6 +6,7 @@ pub mod backend;
 pub mod cpu;
 pub mod device;
 pub mod error;
+#[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod gradcheck;
 pub mod indices;

@@ -6,14 +6,17 @@ use std::rc::Rc;
 
 use crate::device::Device;
 use crate::error::{Error, Result};
+#[cfg(feature = "gpu")]
 use crate::gpu::{Gpu, GpuBuffer};
 
 #[derive(Clone)]
 pub enum Storage {
     Cpu(Rc<RefCell<Vec<f32>>>),
+    #[cfg(feature = "gpu")]
     Gpu(Rc<GpuBuffer>),
 }
 
+#[cfg(feature = "gpu")]
 fn on_gpu<T>() -> Result<T> {
     Err(Error::Device("the values live on the GPU; download them (to_vec) or move the tensor first".into()))
 }
@@ -26,6 +29,7 @@ impl Storage {
     pub fn device(&self) -> Device {
         match self {
             Storage::Cpu(_) => Device::Cpu,
+            #[cfg(feature = "gpu")]
             Storage::Gpu(b) => Device::Gpu(Gpu { ctx: b.context().clone() }),
         }
     }
@@ -34,6 +38,7 @@ impl Storage {
     pub fn len(&self) -> usize {
         match self {
             Storage::Cpu(v) => v.borrow().len(),
+            #[cfg(feature = "gpu")]
             Storage::Gpu(b) => b.len(),
         }
     }
@@ -46,6 +51,7 @@ impl Storage {
     pub fn cpu(&self) -> Result<Ref<'_, Vec<f32>>> {
         match self {
             Storage::Cpu(v) => Ok(v.borrow()),
+            #[cfg(feature = "gpu")]
             Storage::Gpu(_) => on_gpu(),
         }
     }
@@ -55,6 +61,7 @@ impl Storage {
             Storage::Cpu(v) => v
                 .try_borrow_mut()
                 .map_err(|_| Error::Invalid("a tensor's storage is borrowed while being written".into())),
+            #[cfg(feature = "gpu")]
             Storage::Gpu(_) => on_gpu(),
         }
     }
@@ -63,7 +70,9 @@ impl Storage {
     pub fn same_as(&self, other: &Storage) -> bool {
         match (self, other) {
             (Storage::Cpu(a), Storage::Cpu(b)) => Rc::ptr_eq(a, b),
+            #[cfg(feature = "gpu")]
             (Storage::Gpu(a), Storage::Gpu(b)) => Rc::ptr_eq(a, b),
+            #[cfg(feature = "gpu")]
             _ => false,
         }
     }

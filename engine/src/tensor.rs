@@ -89,6 +89,7 @@ impl Tensor {
         }
         let storage = match device {
             Device::Cpu => Storage::from_vec(values),
+            #[cfg(feature = "gpu")]
             Device::Gpu(_) => device.backend().upload(&values)?,
         };
         Ok(Tensor::make(storage, shape.to_vec(), false, true))

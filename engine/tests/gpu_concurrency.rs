@@ -186,6 +186,7 @@ fn run_everywhere_and_check(device: &Device, extra: impl FnOnce() + Send) {
     });
 }
 
+#[cfg(feature = "gpu")]
 #[test]
 fn threads_sharing_the_gpu_context_each_get_the_reference_results() {
     let Some(gpu) = engine::gpu::test_device() else { return };

@@ -1,5 +1,6 @@
 //! A lost GPU device is reported, never a hang. (Its own test binary: it destroys the shared
 //! context.)
+#![cfg(feature = "gpu")]
 
 use std::time::{Duration, Instant};
 

@@ -2,6 +2,7 @@
 //! of any tile size) and wide value ranges: `|gpu - cpu| <= atol + rtol * |cpu|`.
 //! CI runs these on lavapipe; with `CI` set a missing adapter fails them, elsewhere they are skipped
 //! with a message.
+#![cfg(feature = "gpu")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The buffer pool: a repeated step allocates nothing new. (Its own test binary, so that no other
 //! test shares the GPU context while memory is counted.)
+#![cfg(feature = "gpu")]
 
 use engine::Tensor;
 

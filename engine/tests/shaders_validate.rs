@@ -1,5 +1,6 @@
 //! Every WGSL file parses and validates with naga, with no GPU adapter needed, and is registered
 //! with the engine (so the binary embeds it and a launcher can find it).
+#![cfg(feature = "gpu")]
 
 use std::path::Path;
 

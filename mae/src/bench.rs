@@ -346,7 +346,8 @@ pub fn kernel_table(gpu: Option<&Device>, with_reference: bool, batch: usize) ->
             let sync = || dev.synchronize();
             let secs = time_it(f, &sync)?;
             let _ = write!(row, " {} |", rate(c.work, secs));
-            let kernel = match dev {
+            let kernel: String = match dev {
+                #[cfg(feature = "gpu")]
                 Device::Gpu(g) if g.context().has_timestamps() => {
                     let mut f = (c.prepare)(dev)?;
                     g.context().start_profiling()?;

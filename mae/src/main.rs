@@ -639,16 +639,24 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
 
 fn cmd_info(a: DeviceArgs) -> Result<()> {
     println!("GPU adapters:");
-    let adapters = engine::gpu::list_adapters();
-    if adapters.is_empty() {
-        println!("  none");
+    #[cfg(feature = "gpu")]
+    {
+        let adapters = engine::gpu::list_adapters();
+        if adapters.is_empty() {
+            println!("  none");
+        }
+        for ad in &adapters {
+            println!("  {ad}{}", if ad.is_software() { "  [software: used only with --device gpu]" } else { "" });
+        }
     }
-    for ad in &adapters {
-        println!("  {ad}{}", if ad.is_software() { "  [software: used only with --device gpu]" } else { "" });
-    }
+    #[cfg(not(feature = "gpu"))]
+    println!("  {}", engine::device::NO_GPU_BACKEND);
     match Device::select(a.device.parse()?) {
         Ok((dev, note)) => {
             println!("{note}");
+            #[cfg(not(feature = "gpu"))]
+            let _ = dev;
+            #[cfg(feature = "gpu")]
             if let Device::Gpu(g) = &dev {
                 let ctx = g.context();
                 let l = &ctx.limits;

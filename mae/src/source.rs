@@ -12,6 +12,7 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use crate::config::ModelConfig;
 use crate::data::idx::{FASHION_MNIST_DIR, Split, load_fashion_mnist, load_idx};
@@ -21,10 +22,25 @@ use crate::error::{Error, Result};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum DataSource {
-    Builtin { count: usize },
-    FashionMnist { dir: PathBuf },
-    Idx { images: PathBuf, labels: Option<PathBuf> },
-    Folder { dir: PathBuf },
+    Builtin {
+        count: usize,
+    },
+    FashionMnist {
+        dir: PathBuf,
+    },
+    Idx {
+        images: PathBuf,
+        labels: Option<PathBuf>,
+    },
+    Folder {
+        dir: PathBuf,
+    },
+    /// Images a program holds in memory (the library use; never parsed from a string): `train`
+    /// for training, `test` (or `train` when absent) for evaluation.
+    Memory {
+        train: Arc<ImageSet>,
+        test: Option<Arc<ImageSet>>,
+    },
 }
 
 pub const BUILTIN_DEFAULT_COUNT: usize = 20_000;
@@ -70,6 +86,7 @@ impl std::fmt::Display for DataSource {
             DataSource::Idx { images, labels: Some(l) } => write!(f, "idx:{},{}", images.display(), l.display()),
             DataSource::Idx { images, labels: None } => write!(f, "idx:{}", images.display()),
             DataSource::Folder { dir } => write!(f, "folder:{}", dir.display()),
+            DataSource::Memory { train, .. } => write!(f, "memory:{}", train.name),
         }
     }
 }
@@ -101,7 +118,18 @@ impl DataSource {
                 // `train/` and `test/` sub-folders when present, else the folder itself.
                 let dir = if sub.is_dir() { sub } else { dir.clone() };
                 let (set, report) = crate::data::folder::load_folder(&dir, model.in_chans, model.img_size)?;
-                if !report.skipped.is_empty() {
+                // Said once per folder: a run loads its folder again for the test split and the
+                // pictures when there is no `test/` sub-folder.
+                static WARNED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+                let first_time = || {
+                    let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
+                    let new = !warned.contains(&dir);
+                    if new {
+                        warned.push(dir.clone());
+                    }
+                    new
+                };
+                if !report.skipped.is_empty() && first_time() {
                     eprintln!(
                         "warning: skipped {} file(s) in {} that are not readable images (first: {})",
                         report.skipped.len(),
@@ -111,6 +139,10 @@ impl DataSource {
                 }
                 set
             }
+            DataSource::Memory { train, test } => match (split, test) {
+                (Split::Test, Some(test)) => test.as_ref().clone(),
+                _ => train.as_ref().clone(),
+            },
         };
         if set.is_empty() {
             return Err(Error::Data(format!("{self} holds no images")));

@@ -105,6 +105,7 @@ fn model_gradients_match_finite_differences() {
 }
 
 #[test]
+#[cfg(feature = "gpu")]
 fn the_model_gives_the_same_loss_and_gradients_on_cpu_and_gpu() {
     let Some(gpu) = engine::gpu::test_device() else { return };
     let c = ModelConfig { norm_pix_loss: true, ..ModelConfig::by_name("mae_vit_nano_patch4_16").unwrap() };

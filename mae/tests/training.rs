@@ -177,6 +177,7 @@ fn starting_over_an_existing_run_without_resume_is_refused() {
 }
 
 #[test]
+#[cfg(feature = "gpu")]
 fn training_on_the_gpu_follows_the_cpu() {
     let Some(gpu) = engine::gpu::test_device() else { return };
     let (a, b) = (scratch("gpu-a"), scratch("gpu-b"));

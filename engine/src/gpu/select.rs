@@ -18,13 +18,22 @@ fn rank(t: wgpu::DeviceType) -> u8 {
     }
 }
 
+/// The backends asked: `WGPU_BACKEND` when set, else the primary ones (Vulkan, Metal, DX12). GL is
+/// left out unless named: compute needs none of it, and probing it on a headless machine prints
+/// "XDG_RUNTIME_DIR is invalid or not set" on every command.
+fn backends() -> wgpu::Backends {
+    wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY)
+}
+
 fn instance() -> wgpu::Instance {
-    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.backends = backends();
+    wgpu::Instance::new(desc)
 }
 
 /// Every adapter wgpu can see (after `WGPU_BACKEND`), best first.
 pub fn list_adapters() -> Vec<AdapterSummary> {
-    let mut v: Vec<AdapterSummary> = pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()))
+    let mut v: Vec<AdapterSummary> = pollster::block_on(instance().enumerate_adapters(backends()))
         .iter()
         .map(|a| AdapterSummary::of(&a.get_info()))
         .collect();
@@ -33,9 +42,11 @@ pub fn list_adapters() -> Vec<AdapterSummary> {
 }
 
 fn pick(allow_software: bool) -> Result<wgpu::Adapter> {
-    let mut adapters = pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()));
+    let mut adapters = pollster::block_on(instance().enumerate_adapters(backends()));
     if adapters.is_empty() {
-        return Err(Error::Gpu("no GPU adapter found (no Vulkan, Metal, DX12 or GL driver answered)".into()));
+        return Err(Error::Gpu(
+            "no GPU adapter found (no Vulkan, Metal or DX12 driver answered; WGPU_BACKEND=gl tries OpenGL)".into(),
+        ));
     }
     if let Ok(name) = std::env::var("WGPU_ADAPTER_NAME") {
         let want = name.to_lowercase();

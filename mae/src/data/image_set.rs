@@ -24,6 +24,20 @@ pub struct ImageSet {
 }
 
 impl ImageSet {
+    /// A set from a program's own pixels, `[n, C, H, W]` bytes (planar, row-major), unlabelled.
+    /// Fails when the bytes are not a whole number of images of that size.
+    pub fn new(name: &str, channels: usize, height: usize, width: usize, pixels: Vec<u8>) -> Result<ImageSet> {
+        let len = channels * height * width;
+        if len == 0 || !pixels.len().is_multiple_of(len) {
+            return Err(Error::Data(format!(
+                "{name}: {} bytes are not a whole number of {channels} x {height} x {width} images",
+                pixels.len()
+            )));
+        }
+        let name = name.to_string();
+        Ok(ImageSet { name, channels, height, width, pixels, labels: None, classes: Vec::new() })
+    }
+
     /// Bytes per image: `C * H * W`.
     pub fn image_len(&self) -> usize {
         self.channels * self.height * self.width
