@@ -110,6 +110,11 @@ fn parse_meta<T: std::str::FromStr>(path: &Path, meta: &BTreeMap<String, String>
         .ok_or_else(|| Error::checkpoint(path, format!("the training state lacks a valid '{key}'")))
 }
 
+/// The metadata of a checkpoint file (model or training state) without reading its tensors.
+pub fn read_checkpoint_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
+    read_metadata(path)
+}
+
 /// Restore the optimizer's moments and step from `path`; returns the saved `TrainState`.
 pub fn load_train_state(path: &Path, opt: &mut AdamW) -> Result<TrainState> {
     let (tensors, mut meta) = read_safetensors(path)?;

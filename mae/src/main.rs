@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use engine::{Device, DeviceChoice};
 use mae::checkpoint::{load_model, resolve_model_path};
 use mae::config::ModelConfig;
@@ -393,7 +393,88 @@ fn timestamp() -> String {
     format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, rem / 60 % 60, rem % 60)
 }
 
-fn cmd_train(a: TrainArgs) -> Result<()> {
+/// With `--resume`, the run's own settings, from its newest checkpoint, replace the defaults of every
+/// flag not given on this command line; a flag that is given must agree with the checkpoint, except
+/// the budget (`--epochs`, `--steps`, `--minutes`: a longer run is the point of resuming), the
+/// checkpoint interval and the device, which may change from one part of a run to the next.
+fn adopt_checkpoint_settings(o: &mut TrainOptions, m: &clap::ArgMatches) -> Result<()> {
+    use clap::parser::ValueSource;
+    use mae::checkpoint::{CheckpointDir, MODEL_FILE, TRAIN_STATE_FILE, read_checkpoint_metadata};
+    let Some(dir) = CheckpointDir::new(&o.out_dir).latest() else {
+        return Ok(()); // `train` says there is nothing to resume
+    };
+    let saved = read_checkpoint_metadata(&dir.join(TRAIN_STATE_FILE))?;
+    let given = |id: &str| m.value_source(id) == Some(ValueSource::CommandLine);
+    let now = mae::train::settings(o);
+    let out = o.out_dir.display().to_string();
+    // The run's value of `key` when no flag of `flags` was given; an error when one was, and disagrees.
+    let take = |key: &str, flags: &[&str]| -> Result<Option<String>> {
+        let Some(value) = saved.get(key) else { return Ok(None) };
+        match flags.iter().find(|f| given(f)) {
+            None => Ok(Some(value.clone())),
+            Some(_) if now.get(key) == Some(value) => Ok(None),
+            Some(flag) => Err(Error::Config(format!(
+                "--{} {} contradicts the run in {out}, made with {key} = {value}: drop the flag to continue the \
+                 run as it was, or start a new --out",
+                flag.replace('_', "-"),
+                now.get(key).map(String::as_str).unwrap_or("?")
+            ))),
+        }
+    };
+    let bad = |key: &str, v: &str| Error::checkpoint(&dir, format!("its training state has an unreadable {key} = {v}"));
+    macro_rules! adopt {
+        ($key:literal, [$($flag:literal),*], |$v:ident| $set:expr) => {
+            if let Some($v) = take($key, &[$($flag),*])? {
+                $set;
+            }
+        };
+    }
+    adopt!("mae.data", ["data"], |v| o.data = v.parse()?);
+    adopt!("mae.seed", ["seed"], |v| o.seed = v.parse().map_err(|_| bad("mae.seed", &v))?);
+    adopt!("mae.batch_size", ["batch"], |v| o.batch_size = v.parse().map_err(|_| bad("mae.batch_size", &v))?);
+    adopt!("mae.accum_iter", ["accum"], |v| o.accum_iter = v.parse().map_err(|_| bad("mae.accum_iter", &v))?);
+    adopt!("mae.mask_ratio", ["mask_ratio"], |v| o.mask_ratio = v.parse().map_err(|_| bad("mae.mask_ratio", &v))?);
+    adopt!("mae.mask_strategy", ["mask_strategy"], |v| o.mask_strategy = v.parse()?);
+    adopt!("mae.augment", ["no_augment"], |v| o.augment = v == "true");
+    adopt!("mae.base_lr", ["base_lr"], |v| o.base_lr = v.parse().map_err(|_| bad("mae.base_lr", &v))?);
+    adopt!("mae.min_lr", [], |v| o.min_lr = v.parse().map_err(|_| bad("mae.min_lr", &v))?);
+    adopt!("mae.warmup", ["warmup"], |v| o.warmup_fraction = v.parse().map_err(|_| bad("mae.warmup", &v))?);
+    adopt!("mae.weight_decay", ["weight_decay"], |v| {
+        o.optimizer.weight_decay = v.parse().map_err(|_| bad("mae.weight_decay", &v))?
+    });
+    // The budget may change; without a budget flag the run keeps its own.
+    let budget_given = ["epochs", "steps", "minutes"].iter().any(|f| given(f));
+    if let Some(b) = saved.get("mae.budget").and_then(|s| mae::train::parse_budget(s)).filter(|_| !budget_given) {
+        o.budget = b;
+    }
+    // The model: its configuration is in the checkpoint's model file.
+    let model = load_model_config(&dir.join(MODEL_FILE))?;
+    let model_flags = ["model", "pixel_target", "img_size", "patch_size", "channels", "embed_dim", "depth", "heads"];
+    let model_flags = model_flags.iter().chain(["decoder_dim", "decoder_depth", "decoder_heads"].iter());
+    match model_flags.clone().find(|f| given(f)) {
+        Some(flag) if model != o.model => {
+            return Err(Error::Config(format!(
+                "--{} contradicts the run in {out}, a {} ({}): drop the model flags to continue it, or start a new --out",
+                flag.replace('_', "-"),
+                model.name,
+                model.to_metadata()
+            )));
+        }
+        _ => o.model = model,
+    }
+    Ok(())
+}
+
+/// The model configuration a checkpoint's model file names.
+fn load_model_config(path: &std::path::Path) -> Result<ModelConfig> {
+    let meta = mae::checkpoint::read_checkpoint_metadata(path)?;
+    let text = meta
+        .get(mae::checkpoint::META_CONFIG)
+        .ok_or_else(|| Error::checkpoint(path, "it names no model configuration"))?;
+    ModelConfig::from_metadata(text).map_err(|e| Error::checkpoint(path, e.to_string()))
+}
+
+fn cmd_train(a: TrainArgs, m: &clap::ArgMatches) -> Result<()> {
     let data: DataSource = a.data.parse()?;
     let mut model = ModelConfig::by_name(a.model.as_deref().unwrap_or(default_model(&data)))?;
     a.shape.apply(&mut model);
@@ -417,6 +498,9 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
     o.seed = a.seed;
     o.resume = a.resume;
     o.checkpoint_every_secs = a.checkpoint_every * 60.0;
+    if o.resume {
+        adopt_checkpoint_settings(&mut o, m)?;
+    }
     // Everything the run could refuse is refused before a device is opened or data is read.
     o.validate()?;
     let dev = device(&a.device)?;
@@ -697,9 +781,13 @@ fn main() -> ExitCode {
     // Training on the CPU allocates and frees every activation each step: keep the freed memory
     // for the next step instead of faulting it in again (30-40% of a CPU step otherwise).
     engine::cpu::allocator::keep_freed_memory();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let result = match cli.command {
-        Command::Train(a) => cmd_train(a),
+        Command::Train(a) => cmd_train(a, matches.subcommand_matches("train").expect("the train subcommand")),
         Command::Reconstruct(a) => cmd_reconstruct(a),
         Command::Embed(a) => cmd_embed(a),
         Command::Probe(a) => cmd_probe(a),

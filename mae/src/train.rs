@@ -152,9 +152,48 @@ pub fn stream(seed: u64, counter: u64, purpose: u64) -> Rng {
 const BATCH: u64 = 2;
 
 fn facts(o: &TrainOptions, norm: &Normalization) -> BTreeMap<String, String> {
+    let mut m = settings(o);
+    m.insert("mae.normalization".into(), norm.to_string());
+    m
+}
+
+/// A budget as one text: `epochs=E;steps=S;seconds=T`, absent limits left empty.
+pub fn budget_text(b: &Budget) -> String {
+    let f = |v: Option<String>| v.unwrap_or_default();
+    format!(
+        "epochs={};steps={};seconds={}",
+        f(b.epochs.map(|v| v.to_string())),
+        f(b.steps.map(|v| v.to_string())),
+        f(b.seconds.map(|v| v.to_string()))
+    )
+}
+
+/// The inverse of [`budget_text`].
+pub fn parse_budget(s: &str) -> Option<Budget> {
+    let mut b = Budget::default();
+    for kv in s.split(';') {
+        let (k, v) = kv.split_once('=')?;
+        match (k, v) {
+            (_, "") => {}
+            ("epochs", v) => b.epochs = Some(v.parse().ok()?),
+            ("steps", v) => b.steps = Some(v.parse().ok()?),
+            ("seconds", v) => b.seconds = Some(v.parse().ok()?),
+            _ => return None,
+        }
+    }
+    Some(b)
+}
+
+/// The run's settings as recorded in each checkpoint's training state (`mae.*` keys), in the form a
+/// resumed run compares its own with.
+pub fn settings(o: &TrainOptions) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
     m.insert("mae.data".into(), o.data.to_string());
-    m.insert("mae.normalization".into(), norm.to_string());
+    m.insert("mae.budget".into(), budget_text(&o.budget));
+    m.insert("mae.base_lr".into(), o.base_lr.to_string());
+    m.insert("mae.min_lr".into(), o.min_lr.to_string());
+    m.insert("mae.warmup".into(), o.warmup_fraction.to_string());
+    m.insert("mae.weight_decay".into(), o.optimizer.weight_decay.to_string());
     m.insert("mae.seed".into(), o.seed.to_string());
     m.insert("mae.batch_size".into(), o.batch_size.to_string());
     m.insert("mae.accum_iter".into(), o.accum_iter.to_string());

@@ -193,3 +193,30 @@ fn a_finished_run_can_be_reconstructed_embedded_and_probed() {
     assert!(table.contains("raw pixels") && table.contains("random-init encoder"), "{table}");
     std::fs::remove_dir_all(out).unwrap();
 }
+
+#[test]
+fn a_resume_takes_the_runs_settings_from_its_checkpoint_and_refuses_only_contradicting_flags() {
+    let out = scratch("resume-settings");
+    let o = out.to_str().unwrap();
+    // A run with flags far from the defaults.
+    let mut first = small_run(&out, "2");
+    first.extend(["--seed", "7", "--base-lr", "2e-3", "--mask-ratio", "0.5", "--no-augment"].map(String::from));
+    let r = mae().args(&first).output().unwrap();
+    assert!(r.status.success(), "{}", stderr(&r));
+    // Only the folder, --resume and a longer budget: it continues with the run's own settings.
+    let r = run(&["train", "--out", o, "--resume", "--steps", "4", "--checkpoint-every", "0"]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let log = mae::train::read_log(&out.join("log.csv")).unwrap();
+    assert_eq!(log.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3, 4]);
+    // The same setting given again is fine; a different one is refused, naming both.
+    let r = run(&["train", "--out", o, "--resume", "--steps", "5", "--seed", "7", "--batch", "32"]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let r = run(&["train", "--out", o, "--resume", "--steps", "6", "--batch", "64"]);
+    assert!(!r.status.success());
+    let e = stderr(&r);
+    assert!(e.contains("--batch 64") && e.contains("mae.batch_size = 32"), "{e}");
+    let r = run(&["train", "--out", o, "--resume", "--steps", "6", "--model", "mae_vit_micro_patch4_32"]);
+    assert!(!r.status.success());
+    assert!(stderr(&r).contains("--model contradicts"), "{}", stderr(&r));
+    let _ = std::fs::remove_dir_all(&out);
+}
