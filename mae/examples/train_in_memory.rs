@@ -1,5 +1,6 @@
 //! Embedding the trainer in a program: pre-train an MAE on images the program holds in memory,
-//! save a checkpoint, load it back, and turn new images into feature vectors.
+//! driving the training loop step by step, save a checkpoint, load it back, and turn new images
+//! into feature vectors.
 //!
 //! `cargo run --release -p mae --example train_in_memory -- [STEPS] [OUT_DIR]`
 //! (`mae/tests/examples.rs` runs it with 2 steps). Works without the GPU backend
@@ -12,7 +13,7 @@ use mae::config::ModelConfig;
 use mae::data::image_set::ImageSet;
 use mae::features::{FeatureSpec, Pool, extract};
 use mae::source::DataSource;
-use mae::train::{Budget, TrainOptions, train};
+use mae::train::{Budget, TrainOptions, Trainer};
 
 /// The program's own data: `n` grey `size x size` images of a bright disc somewhere on a dark
 /// gradient, as bytes `[n, 1, size, size]`.
@@ -50,21 +51,27 @@ pub fn run(steps: u64, out: std::path::PathBuf) -> mae::error::Result<Vec<f32>> 
     let images = Arc::new(ImageSet::new("discs", 1, 28, 28, discs(1024, 28, 1))?);
     let data = DataSource::Memory { train: images.clone(), test: None };
 
-    // 2. Configure and train (the CPU here; `engine::Device::select` picks a GPU when there is one).
+    // 2. Configure, then drive the training loop: step, watch the loss, stop when it suits us.
     let model = ModelConfig::by_name("mae_vit_micro_patch4_28")?;
-    let mut options = TrainOptions::new(model, data, out.clone());
+    let mut options = TrainOptions::new(model, data, out);
     options.budget = Budget { steps: Some(steps), ..Default::default() };
     options.batch_size = 64;
     options.base_lr = 1.5e-3;
     options.verbose = false;
     options.pictures = false;
-    let report = train(&options, &engine::Device::Cpu, None)?;
-    let (first, last) = (report.losses.first().unwrap().1, report.losses.last().unwrap().1);
-    println!(
-        "trained {} steps: loss {first:.4} -> {last:.4}; checkpoint {}",
-        report.steps,
-        report.checkpoint.display()
-    );
+    // The CPU here; `engine::Device::select(DeviceChoice::Auto)` picks a GPU when there is one.
+    let mut trainer = Trainer::new(&options, &engine::Device::Cpu)?;
+    while !trainer.is_done() {
+        let r = trainer.step()?;
+        if r.step % 25 == 0 || r.step == 1 {
+            println!("step {}: loss {:.4} ({:.0} images/s)", r.step, r.loss, r.images_per_sec);
+        }
+        if r.loss < 0.05 {
+            break; // a program's own stopping rule
+        }
+    }
+    let report = trainer.finish()?; // the final checkpoint
+    println!("trained {} steps; checkpoint {}", report.steps, report.checkpoint.display());
 
     // 3. Load the checkpoint (it names its own configuration) and embed images it has not seen.
     let (encoder, _meta) = load_model(&resolve_model_path(&report.checkpoint)?, None, &engine::Device::Cpu)?;

@@ -30,6 +30,7 @@ use crate::data::loader::{Batcher, BatcherState, make_batch};
 use crate::error::{Error, Result};
 use crate::masking::{MaskStrategy, check_ratio, make_masking};
 use crate::model::{DeviceMasking, MaskedAutoencoder};
+use crate::nn::Param;
 use crate::optim::{AdamW, AdamWConfig, learning_rate, scaled_lr};
 use crate::source::DataSource;
 
@@ -217,210 +218,335 @@ fn format_secs(s: f64) -> String {
     if s >= 3600 { format!("{}h{:02}m", s / 3600, s / 60 % 60) } else { format!("{}m{:02}s", s / 60, s % 60) }
 }
 
-/// Train on `device`. `stop`, when set by another thread (Ctrl-C), ends the run after the current
-/// step with a checkpoint.
-pub fn train(o: &TrainOptions, device: &Device, stop: Option<Arc<AtomicBool>>) -> Result<TrainReport> {
-    o.validate()?;
-    std::fs::create_dir_all(&o.out_dir).map_err(|e| Error::io(&o.out_dir, e))?;
-    let set = o.data.load(Split::Train, &o.model, o.seed)?;
-    let norm = o.data.normalization(&set);
-    let facts = facts(o, &norm);
-    let ckpts = CheckpointDir::new(&o.out_dir);
+/// What one optimizer step did.
+#[derive(Clone, Copy, Debug)]
+pub struct StepReport {
+    /// The optimizer steps done so far in the run (this one included).
+    pub step: u64,
+    pub epoch: f64,
+    /// The step's mean loss over its micro-batches.
+    pub loss: f32,
+    pub lr: f64,
+    pub images_per_sec: f64,
+    /// Training time of the whole run so far, resumed parts included.
+    pub elapsed_secs: f64,
+}
 
-    // The model and optimizer, fresh or from the newest checkpoint.
-    let (model, mut opt, start) = match (o.resume, ckpts.latest()) {
-        (true, Some(dir)) => {
-            let (model, _) = load_model(&dir.join(crate::checkpoint::MODEL_FILE), Some(&o.model), device)?;
-            let mut opt = AdamW::new(o.optimizer, &model.trainable(), device)?;
-            let state = load_train_state(&dir.join(crate::checkpoint::TRAIN_STATE_FILE), &mut opt)?;
-            for key in ["mae.data", "mae.seed", "mae.batch_size", "mae.accum_iter"] {
-                if state.facts.get(key) != facts.get(key) {
-                    return Err(Error::checkpoint(
-                        &dir,
-                        format!(
-                            "it was made with {key} = {}, this run has {}; resume with the same settings or start a new output folder",
-                            state.facts.get(key).map(String::as_str).unwrap_or("?"),
-                            facts.get(key).map(String::as_str).unwrap_or("?")
-                        ),
-                    ));
+/// A pre-training run that a program drives: [`Trainer::new`] (a fresh run, or the newest
+/// checkpoint of `out_dir` with `resume`), then [`Trainer::step`] until [`Trainer::is_done`],
+/// [`Trainer::checkpoint`] whenever it likes, and [`Trainer::finish`] for the final checkpoint, the
+/// pictures and the report. [`train`] is the loop that the `mae train` command runs.
+pub struct Trainer {
+    o: TrainOptions,
+    device: Device,
+    set: ImageSet,
+    norm: Normalization,
+    facts: BTreeMap<String, String>,
+    ckpts: CheckpointDir,
+    model: MaskedAutoencoder,
+    opt: AdamW,
+    params: Vec<Param>,
+    batcher: Batcher,
+    steps_per_epoch: f64,
+    total_steps: f64,
+    lr_peak: f64,
+    aug: Augment,
+    log: std::io::BufWriter<std::fs::File>,
+    log_path: PathBuf,
+    start_step: u64,
+    step: u64,
+    elapsed: f64,
+    losses: Vec<(u64, f32)>,
+    images_total: usize,
+    train_secs: f64,
+}
+
+impl Trainer {
+    /// Validates `o`, loads the data, and builds the model and optimizer: fresh, or from the newest
+    /// checkpoint in `o.out_dir` when `o.resume` (whose data, seed, batch and accumulation must be
+    /// `o`'s; a fresh run refuses a folder that already holds checkpoints).
+    pub fn new(o: &TrainOptions, device: &Device) -> Result<Trainer> {
+        o.validate()?;
+        std::fs::create_dir_all(&o.out_dir).map_err(|e| Error::io(&o.out_dir, e))?;
+        let set = o.data.load(Split::Train, &o.model, o.seed)?;
+        let norm = o.data.normalization(&set);
+        let facts = facts(o, &norm);
+        let ckpts = CheckpointDir::new(&o.out_dir);
+
+        // The model and optimizer, fresh or from the newest checkpoint.
+        let (model, opt, start) = match (o.resume, ckpts.latest()) {
+            (true, Some(dir)) => {
+                let (model, _) = load_model(&dir.join(crate::checkpoint::MODEL_FILE), Some(&o.model), device)?;
+                let mut opt = AdamW::new(o.optimizer, &model.trainable(), device)?;
+                let state = load_train_state(&dir.join(crate::checkpoint::TRAIN_STATE_FILE), &mut opt)?;
+                for key in ["mae.data", "mae.seed", "mae.batch_size", "mae.accum_iter"] {
+                    if state.facts.get(key) != facts.get(key) {
+                        return Err(Error::checkpoint(
+                            &dir,
+                            format!(
+                                "it was made with {key} = {}, this run has {}; resume with the same settings or start a new output folder",
+                                state.facts.get(key).map(String::as_str).unwrap_or("?"),
+                                facts.get(key).map(String::as_str).unwrap_or("?")
+                            ),
+                        ));
+                    }
                 }
+                if o.verbose {
+                    eprintln!("resuming from {} (step {})", dir.display(), state.step);
+                }
+                (model, opt, state)
             }
-            if o.verbose {
-                eprintln!("resuming from {} (step {})", dir.display(), state.step);
+            (true, None) => {
+                return Err(Error::checkpoint(&o.out_dir, "--resume: no checkpoint in this folder to resume from"));
             }
-            (model, opt, state)
-        }
-        (true, None) => {
-            return Err(Error::checkpoint(&o.out_dir, "--resume: no checkpoint in this folder to resume from"));
-        }
-        (false, _) => {
-            if ckpts.latest().is_some() {
-                return Err(Error::Config(format!(
-                    "{} already holds a run's checkpoints: pass --resume to continue it, or choose another --out",
-                    o.out_dir.display()
-                )));
+            (false, _) => {
+                if ckpts.latest().is_some() {
+                    return Err(Error::Config(format!(
+                        "{} already holds a run's checkpoints: pass --resume to continue it, or choose another --out",
+                        o.out_dir.display()
+                    )));
+                }
+                let model = MaskedAutoencoder::new(&o.model, o.seed, device)?;
+                let opt = AdamW::new(o.optimizer, &model.trainable(), device)?;
+                (model, opt, TrainState { step: 0, elapsed_secs: 0.0, facts: facts.clone() })
             }
-            let model = MaskedAutoencoder::new(&o.model, o.seed, device)?;
-            let opt = AdamW::new(o.optimizer, &model.trainable(), device)?;
-            (model, opt, TrainState { step: 0, elapsed_secs: 0.0, facts: facts.clone() })
-        }
-    };
+        };
 
-    let params = model.trainable();
-    // Whole batches only; the order continues exactly where the checkpoint left it.
-    let fresh = Batcher::new(set.len(), o.batch_size, o.seed, true)?;
-    let micro_per_epoch = fresh.batches_per_epoch() as u64;
-    let done = start.step * o.accum_iter as u64;
-    let mut batcher = Batcher::restore(
-        &BatcherState {
-            epoch: done / micro_per_epoch,
-            position: (done % micro_per_epoch) * o.batch_size as u64,
-            ..fresh.state()
-        },
-        set.len(),
-    )?;
-    let steps_per_epoch = micro_per_epoch as f64 / o.accum_iter as f64;
-    let total_steps = [o.budget.steps.map(|s| s as f64), o.budget.epochs.map(|e| (e * steps_per_epoch).ceil())]
-        .into_iter()
-        .flatten()
-        .fold(f64::INFINITY, f64::min);
-    let lr_peak = scaled_lr(o.base_lr, o.effective_batch());
-    let aug = if o.augment { Augment::mae() } else { Augment::none() };
-    let grid = o.model.grid_size();
-    let log_path = o.out_dir.join("log.csv");
-    let mut log = open_log(&log_path, start.step)?;
+        let params = model.trainable();
+        // Whole batches only; the order continues exactly where the checkpoint left it.
+        let fresh = Batcher::new(set.len(), o.batch_size, o.seed, true)?;
+        let micro_per_epoch = fresh.batches_per_epoch() as u64;
+        let done = start.step * o.accum_iter as u64;
+        let batcher = Batcher::restore(
+            &BatcherState {
+                epoch: done / micro_per_epoch,
+                position: (done % micro_per_epoch) * o.batch_size as u64,
+                ..fresh.state()
+            },
+            set.len(),
+        )?;
+        let steps_per_epoch = micro_per_epoch as f64 / o.accum_iter as f64;
+        let total_steps = [o.budget.steps.map(|s| s as f64), o.budget.epochs.map(|e| (e * steps_per_epoch).ceil())]
+            .into_iter()
+            .flatten()
+            .fold(f64::INFINITY, f64::min);
+        let log_path = o.out_dir.join("log.csv");
+        let log = open_log(&log_path, start.step)?;
+        Ok(Trainer {
+            lr_peak: scaled_lr(o.base_lr, o.effective_batch()),
+            aug: if o.augment { Augment::mae() } else { Augment::none() },
+            o: o.clone(),
+            device: device.clone(),
+            set,
+            norm,
+            facts,
+            ckpts,
+            model,
+            opt,
+            params,
+            batcher,
+            steps_per_epoch,
+            total_steps,
+            log,
+            log_path,
+            start_step: start.step,
+            step: start.step,
+            elapsed: start.elapsed_secs,
+            losses: Vec::new(),
+            images_total: 0,
+            train_secs: 0.0,
+        })
+    }
+
+    /// The fraction of the budget spent, by steps (or epochs) or by time, whichever is further.
+    pub fn progress(&self) -> f64 {
+        let by_steps = self.step as f64 / self.total_steps;
+        let by_time = self.o.budget.seconds.map(|s| self.elapsed / s).unwrap_or(0.0);
+        by_steps.max(by_time)
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.progress() >= 1.0
+    }
+
+    /// Optimizer steps done in the run (resumed parts included) and in this process.
+    pub fn steps(&self) -> (u64, u64) {
+        (self.step, self.step - self.start_step)
+    }
+
+    /// The step the budget ends at, when it is set in steps or epochs.
+    pub fn total_steps(&self) -> Option<u64> {
+        self.total_steps.is_finite().then_some(self.total_steps as u64)
+    }
+
+    pub fn model(&self) -> &MaskedAutoencoder {
+        &self.model
+    }
+
+    /// The training images and their normalisation.
+    pub fn data(&self) -> (&ImageSet, &Normalization) {
+        (&self.set, &self.norm)
+    }
+
+    /// The peak learning rate (`base_lr * effective batch / 256`).
+    pub fn peak_lr(&self) -> f64 {
+        self.lr_peak
+    }
+
+    /// One optimizer step (`accum_iter` micro-batches), logged in `log.csv`. A non-finite loss is
+    /// an error naming the step, returned before any parameter changes.
+    pub fn step(&mut self) -> Result<StepReport> {
+        let o = &self.o;
+        let t0 = Instant::now();
+        let lr = learning_rate(self.lr_peak, o.min_lr, o.warmup_fraction, 1.0, self.progress());
+        let grid = o.model.grid_size();
+        let mut loss_sum = 0.0f64;
+        for micro in 0..o.accum_iter as u64 {
+            let u = self.step * o.accum_iter as u64 + micro;
+            let mut rng = stream(o.seed, u, BATCH);
+            let idx = self.batcher.next_batch().to_vec();
+            let (images, _) = make_batch(&self.set, &idx, o.model.img_size, &self.aug, &self.norm, &mut rng);
+            let (patches, target) = model_inputs(&o.model, &images, idx.len(), &self.device)?;
+            let masking = make_masking(o.mask_strategy, idx.len(), grid, o.mask_ratio, &mut rng)?;
+            let dm = DeviceMasking::new(&masking, &self.device)?;
+            let out = self.model.forward(&patches, &target, &dm)?;
+            backward(&out.loss)?;
+            let loss = out.loss.item()?;
+            if !loss.is_finite() {
+                for p in &self.params {
+                    p.tensor.zero_grad();
+                }
+                return Err(Error::NonFinite { step: self.step + 1, loss });
+            }
+            loss_sum += loss as f64;
+        }
+        self.opt.step(&self.params, lr as f32, 1.0 / o.accum_iter as f32)?;
+        self.step += 1;
+        let loss = (loss_sum / o.accum_iter as f64) as f32;
+        self.losses.push((self.step, loss));
+        let dt = t0.elapsed().as_secs_f64();
+        self.elapsed += dt;
+        self.train_secs += dt;
+        let images = o.effective_batch();
+        self.images_total += images;
+        let r = StepReport {
+            step: self.step,
+            epoch: self.step as f64 / self.steps_per_epoch,
+            loss,
+            lr,
+            images_per_sec: images as f64 / dt,
+            elapsed_secs: self.elapsed,
+        };
+        writeln!(
+            self.log,
+            "{},{:.4},{loss:.6},{lr:.6e},{:.3},{:.3}",
+            r.step, r.epoch, r.images_per_sec, r.elapsed_secs
+        )
+        .map_err(|e| Error::io(&self.log_path, e))?;
+        Ok(r)
+    }
+
+    /// Save a checkpoint of the run as it stands (atomically; the log is flushed first).
+    pub fn checkpoint(&mut self) -> Result<PathBuf> {
+        self.log.flush().map_err(|e| Error::io(&self.log_path, e))?;
+        let state = TrainState { step: self.step, elapsed_secs: self.elapsed, facts: self.facts.clone() };
+        self.ckpts.save(&self.model, &self.facts, &self.opt, &state)
+    }
+
+    /// The final checkpoint, the loss plot and reconstructions (when `pictures`), and the report.
+    pub fn finish(mut self) -> Result<TrainReport> {
+        let checkpoint = self.checkpoint()?;
+        let o = &self.o;
+        let mut pictures = Vec::new();
+        if o.pictures {
+            pictures.push(crate::report::loss_plot(&self.log_path, &o.out_dir.join("loss.png"), &o.model.name)?);
+            let test = o.data.load(Split::Test, &o.model, o.seed).unwrap_or_else(|_| self.set.take(8));
+            let path = o.out_dir.join("reconstructions.png");
+            crate::reconstruct::save_reconstructions(
+                &self.model,
+                &test,
+                &self.norm,
+                o.mask_ratio,
+                o.mask_strategy,
+                o.seed,
+                8,
+                &path,
+            )?;
+            pictures.push(path);
+        }
+        Ok(TrainReport {
+            steps: self.step,
+            epochs: self.step as f64 / self.steps_per_epoch,
+            losses: self.losses,
+            images_per_sec: self.images_total as f64 / self.train_secs.max(1e-9),
+            seconds: self.train_secs,
+            checkpoint,
+            log: self.log_path,
+            pictures,
+            device: self.device.name(),
+        })
+    }
+}
+
+/// Train on `device` until the budget is spent: the `mae train` command's loop around [`Trainer`],
+/// with progress lines and a checkpoint every `checkpoint_every_secs`. `stop`, when set by another
+/// thread (Ctrl-C), ends the run after the current step with a checkpoint and `Error::Interrupted`.
+pub fn train(o: &TrainOptions, device: &Device, stop: Option<Arc<AtomicBool>>) -> Result<TrainReport> {
+    let mut t = Trainer::new(o, device)?;
     if o.verbose {
         eprintln!(
             "training {} ({:.2} M parameters) on {} ({} images), {device}; batch {} x {} accumulation, lr {:.2e}, mask {} {:.0}%",
             o.model.name,
             o.model.num_params() as f64 / 1e6,
             o.data,
-            set.len(),
+            t.data().0.len(),
             o.batch_size,
             o.accum_iter,
-            lr_peak,
+            t.peak_lr(),
             o.mask_strategy.name(),
             100.0 * o.mask_ratio
         );
     }
-
-    let mut step = start.step;
-    let mut elapsed = start.elapsed_secs;
-    let mut losses = Vec::new();
     let (mut window_images, mut window_time) = (0usize, 0.0f64);
     let mut last_print = Instant::now();
     let mut last_ckpt = Instant::now();
-    let mut images_total = 0usize;
-    let mut train_secs = 0.0f64;
-    let mut interrupted = false;
-    let progress = |step: u64, elapsed: f64| -> f64 {
-        let by_steps = step as f64 / total_steps;
-        let by_time = o.budget.seconds.map(|s| elapsed / s).unwrap_or(0.0);
-        by_steps.max(by_time)
-    };
-    while progress(step, elapsed) < 1.0 {
-        if stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed))
-            || o.stop_after_steps.is_some_and(|n| step - start.step >= n)
-        {
-            interrupted = true;
-            break;
-        }
-        let t0 = Instant::now();
-        let lr = learning_rate(lr_peak, o.min_lr, o.warmup_fraction, 1.0, progress(step, elapsed)) as f32;
-        let mut loss_sum = 0.0f64;
-        for micro in 0..o.accum_iter as u64 {
-            let u = step * o.accum_iter as u64 + micro;
-            let mut rng = stream(o.seed, u, BATCH);
-            let idx = batcher.next_batch().to_vec();
-            let (images, _) = make_batch(&set, &idx, o.model.img_size, &aug, &norm, &mut rng);
-            let (patches, target) = model_inputs(&o.model, &images, idx.len(), device)?;
-            let masking = make_masking(o.mask_strategy, idx.len(), grid, o.mask_ratio, &mut rng)?;
-            let dm = DeviceMasking::new(&masking, device)?;
-            let out = model.forward(&patches, &target, &dm)?;
-            backward(&out.loss)?;
-            let loss = out.loss.item()?;
-            if !loss.is_finite() {
-                for p in &params {
-                    p.tensor.zero_grad();
-                }
-                return Err(Error::NonFinite { step: step + 1, loss });
+    while !t.is_done() {
+        let stopped = stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed));
+        if stopped || o.stop_after_steps.is_some_and(|n| t.steps().1 >= n) {
+            let checkpoint = t.checkpoint()?;
+            if o.verbose {
+                eprintln!("stopped at step {}; checkpoint saved to {}", t.steps().0, checkpoint.display());
             }
-            loss_sum += loss as f64;
+            return Err(Error::Interrupted);
         }
-        opt.step(&params, lr, 1.0 / o.accum_iter as f32)?;
-        step += 1;
-        let loss = (loss_sum / o.accum_iter as f64) as f32;
-        losses.push((step, loss));
-        let dt = t0.elapsed().as_secs_f64();
-        elapsed += dt;
-        train_secs += dt;
-        let imgs = o.effective_batch();
-        images_total += imgs;
-        window_images += imgs;
-        window_time += dt;
-        let epoch = step as f64 / steps_per_epoch;
-        writeln!(log, "{step},{epoch:.4},{loss:.6},{lr:.6e},{:.3},{elapsed:.3}", imgs as f64 / dt)
-            .map_err(|e| Error::io(&log_path, e))?;
-        let done = progress(step, elapsed) >= 1.0;
-        if o.verbose && (last_print.elapsed().as_secs_f64() >= 2.0 || done || step == start.step + 1) {
+        let r = t.step()?;
+        window_images += o.effective_batch();
+        window_time += o.effective_batch() as f64 / r.images_per_sec;
+        let done = t.is_done();
+        if o.verbose && (last_print.elapsed().as_secs_f64() >= 2.0 || done || t.steps().1 == 1) {
             let speed = window_images as f64 / window_time.max(1e-9);
-            let remaining = if o.budget.seconds.is_some() && total_steps.is_infinite() {
-                o.budget.seconds.unwrap_or(0.0) - elapsed
-            } else {
-                let p = progress(step, elapsed).max(1e-9);
-                elapsed / p - elapsed
+            let remaining = match (o.budget.seconds, t.total_steps()) {
+                (Some(s), None) => s - r.elapsed_secs,
+                _ => r.elapsed_secs / t.progress().max(1e-9) - r.elapsed_secs,
             };
-            let of = if total_steps.is_finite() { format!("/{}", total_steps as u64) } else { String::new() };
+            let of = t.total_steps().map(|n| format!("/{n}")).unwrap_or_default();
             eprintln!(
-                "step {step}{of} | epoch {epoch:.2} | loss {loss:.4} | lr {lr:.2e} | {speed:.0} img/s | ETA {}",
+                "step {}{of} | epoch {:.2} | loss {:.4} | lr {:.2e} | {speed:.0} img/s | ETA {}",
+                r.step,
+                r.epoch,
+                r.loss,
+                r.lr,
                 format_secs(remaining)
             );
             last_print = Instant::now();
             (window_images, window_time) = (0, 0.0);
         }
         if (o.checkpoint_every_secs <= 0.0 || last_ckpt.elapsed().as_secs_f64() >= o.checkpoint_every_secs) && !done {
-            log.flush().map_err(|e| Error::io(&log_path, e))?;
-            ckpts.save(&model, &facts, &opt, &TrainState { step, elapsed_secs: elapsed, facts: facts.clone() })?;
+            t.checkpoint()?;
             last_ckpt = Instant::now();
         }
     }
-    log.flush().map_err(|e| Error::io(&log_path, e))?;
-    let checkpoint =
-        ckpts.save(&model, &facts, &opt, &TrainState { step, elapsed_secs: elapsed, facts: facts.clone() })?;
-    if interrupted {
-        if o.verbose {
-            eprintln!("stopped at step {step}; checkpoint saved to {}", checkpoint.display());
-        }
-        return Err(Error::Interrupted);
-    }
-    let mut pictures = Vec::new();
-    if o.pictures {
-        pictures.push(crate::report::loss_plot(&log_path, &o.out_dir.join("loss.png"), &o.model.name)?);
-        let test = o.data.load(Split::Test, &o.model, o.seed).unwrap_or_else(|_| set.take(8));
-        let path = o.out_dir.join("reconstructions.png");
-        crate::reconstruct::save_reconstructions(
-            &model,
-            &test,
-            &norm,
-            o.mask_ratio,
-            o.mask_strategy,
-            o.seed,
-            8,
-            &path,
-        )?;
-        pictures.push(path);
-    }
-    Ok(TrainReport {
-        steps: step,
-        epochs: step as f64 / steps_per_epoch,
-        losses,
-        images_per_sec: images_total as f64 / train_secs.max(1e-9),
-        seconds: train_secs,
-        checkpoint,
-        log: log_path,
-        pictures,
-        device: device.name(),
-    })
+    t.finish()
 }
 
 /// The CSV log, continued on resume: rows beyond the resumed step (written after the checkpoint
