@@ -16,6 +16,64 @@ use crate::error::{Error, Result};
 #[cfg(feature = "gpu")]
 use crate::gpu::Gpu;
 
+/// What a GPU context has done since it was opened: a running count of each kind of work, the same
+/// on a software adapter as on hardware. Subtract two readings for a span of work (a training step):
+/// `after - before`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GpuCounters {
+    /// Kernel launches recorded.
+    pub dispatches: u64,
+    /// Batches handed to the GPU queue.
+    pub submissions: u64,
+    /// Storage buffers created (the pool had none of that size free), and their bytes.
+    pub buffers_created: u64,
+    pub bytes_created: u64,
+    /// Host-to-device writes of tensor or index data, and their bytes.
+    pub uploads: u64,
+    pub bytes_uploaded: u64,
+    /// Device-to-host copies, and their bytes.
+    pub read_backs: u64,
+    pub bytes_read_back: u64,
+    /// Kernel parameters written to the uniform arena.
+    pub uniform_bytes: u64,
+}
+
+impl std::ops::Sub for GpuCounters {
+    type Output = GpuCounters;
+    fn sub(self, o: GpuCounters) -> GpuCounters {
+        GpuCounters {
+            dispatches: self.dispatches - o.dispatches,
+            submissions: self.submissions - o.submissions,
+            buffers_created: self.buffers_created - o.buffers_created,
+            bytes_created: self.bytes_created - o.bytes_created,
+            uploads: self.uploads - o.uploads,
+            bytes_uploaded: self.bytes_uploaded - o.bytes_uploaded,
+            read_backs: self.read_backs - o.read_backs,
+            bytes_read_back: self.bytes_read_back - o.bytes_read_back,
+            uniform_bytes: self.uniform_bytes - o.uniform_bytes,
+        }
+    }
+}
+
+impl std::fmt::Display for GpuCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kib = |b: u64| b as f64 / 1024.0;
+        write!(
+            f,
+            "{} dispatches, {} submissions, {} buffers created ({:.1} KiB), {} uploads ({:.1} KiB), {} read-backs ({} B), {:.1} KiB of kernel parameters",
+            self.dispatches,
+            self.submissions,
+            self.buffers_created,
+            kib(self.bytes_created),
+            self.uploads,
+            kib(self.bytes_uploaded),
+            self.read_backs,
+            self.bytes_read_back,
+            kib(self.uniform_bytes)
+        )
+    }
+}
+
 #[derive(Clone)]
 pub enum Device {
     Cpu,
@@ -112,6 +170,15 @@ impl Device {
 
     pub fn name(&self) -> String {
         self.backend().name()
+    }
+
+    /// The GPU context's counters (`None` on the CPU).
+    pub fn gpu_counters(&self) -> Option<GpuCounters> {
+        match self {
+            Device::Cpu => None,
+            #[cfg(feature = "gpu")]
+            Device::Gpu(g) => Some(g.context().counters()),
+        }
     }
 
     /// Wait until every kernel recorded so far has run (a no-op on the CPU).

@@ -16,7 +16,7 @@ pub mod storage;
 pub mod tape;
 pub mod tensor;
 
-pub use device::{Device, DeviceChoice};
+pub use device::{Device, DeviceChoice, GpuCounters};
 pub use error::{Error, Result};
 pub use indices::Indices;
 pub use rng::Rng;

@@ -25,7 +25,7 @@ use crate::data::idx::Split;
 use crate::error::Result;
 use crate::masking::MaskStrategy;
 use crate::source::DataSource;
-use crate::train::{Budget, TrainOptions, train};
+use crate::train::{Budget, TrainOptions, Trainer};
 
 /// A kernel's amount of work.
 #[derive(Clone, Copy, Debug)]
@@ -395,6 +395,7 @@ pub fn training_table(
     data.load(Split::Train, model, 0)?;
     let mut speeds = Vec::new();
     let mut torch_note = None;
+    let mut gpu_work = Vec::new();
     let mib = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0} MiB"));
     for ratio in [0.75f32, 0.0] {
         let out = std::env::temp_dir().join(format!("mae-bench-{}-{ratio}", std::process::id()));
@@ -408,15 +409,20 @@ pub fn training_table(
         o.pictures = false;
         o.checkpoint_every_secs = f64::INFINITY;
         crate::bench_torch::reset_peak_rss();
-        train(&o, dev, None)?;
+        // The median of the per-step rates, without the first two steps (allocation, pipeline
+        // compilation); on a GPU, what the last step asked of it.
+        let mut trainer = Trainer::new(&o, dev)?;
+        let mut rates = Vec::new();
+        while !trainer.is_done() {
+            rates.push(trainer.step()?.images_per_sec);
+        }
+        if let Some(c) = trainer.last_step_gpu_counters() {
+            gpu_work.push(format!("GPU work of one steady-state step at ratio {ratio:.2}: {c}."));
+        }
+        drop(trainer);
         let rss = crate::bench_torch::peak_rss_mib();
-        // The median of the per-step rates in the log, without the first two steps (allocation,
-        // pipeline compilation).
-        let log = out.join("log.csv");
-        let text = std::fs::read_to_string(&log).map_err(|e| crate::Error::io(&log, e))?;
-        let mut rates: Vec<f64> =
-            text.lines().skip(3).filter_map(|l| l.split(',').nth(4).and_then(|v| v.parse().ok())).collect();
         let _ = std::fs::remove_dir_all(&out);
+        let mut rates = rates.split_off(2.min(rates.len()));
         rates.sort_by(f64::total_cmp);
         let ips = rates.get(rates.len() / 2).copied().unwrap_or(f64::NAN);
         let per_step = batch as f64 / ips;
@@ -452,6 +458,9 @@ pub fn training_table(
     );
     if let Some(note) = torch_note {
         let _ = writeln!(s, "{note}");
+    }
+    for line in gpu_work {
+        let _ = writeln!(s, "{line}");
     }
     Ok(s)
 }

@@ -259,6 +259,7 @@ pub struct Trainer {
     losses: Vec<(u64, f32)>,
     images_total: usize,
     train_secs: f64,
+    last_step_gpu: Option<engine::GpuCounters>,
 }
 
 impl Trainer {
@@ -355,6 +356,7 @@ impl Trainer {
             losses: Vec::new(),
             images_total: 0,
             train_secs: 0.0,
+            last_step_gpu: None,
         })
     }
 
@@ -388,6 +390,13 @@ impl Trainer {
         (&self.set, &self.norm)
     }
 
+    /// On a GPU, what the last step asked of it: dispatches, submissions, buffers created, bytes
+    /// moved (`None` on the CPU or before the first step). A steady-state step creates no buffer
+    /// and reads back only the loss.
+    pub fn last_step_gpu_counters(&self) -> Option<engine::GpuCounters> {
+        self.last_step_gpu
+    }
+
     /// The peak learning rate (`base_lr * effective batch / 256`).
     pub fn peak_lr(&self) -> f64 {
         self.lr_peak
@@ -398,6 +407,7 @@ impl Trainer {
     pub fn step(&mut self) -> Result<StepReport> {
         let o = &self.o;
         let t0 = Instant::now();
+        let gpu_before = self.device.gpu_counters();
         let lr = learning_rate(self.lr_peak, o.min_lr, o.warmup_fraction, 1.0, self.progress());
         let grid = o.model.grid_size();
         let mut loss_sum = 0.0f64;
@@ -421,6 +431,7 @@ impl Trainer {
             loss_sum += loss as f64;
         }
         self.opt.step(&self.params, lr as f32, 1.0 / o.accum_iter as f32)?;
+        self.last_step_gpu = gpu_before.zip(self.device.gpu_counters()).map(|(before, after)| after - before);
         self.step += 1;
         let loss = (loss_sum / o.accum_iter as f64) as f32;
         self.losses.push((self.step, loss));

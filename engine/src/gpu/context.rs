@@ -113,6 +113,7 @@ struct State {
     live_bytes: u64,
     peak_bytes: u64,
     submissions: u64,
+    counters: crate::device::GpuCounters,
     profiler: Option<super::profile::Profiler>,
 }
 
@@ -206,6 +207,7 @@ impl GpuContext {
                 live_bytes: 0,
                 peak_bytes: 0,
                 submissions: 0,
+                counters: Default::default(),
                 profiler: None,
             }),
             pipelines: Mutex::new(HashMap::new()),
@@ -243,6 +245,12 @@ impl GpuContext {
         self.state().submissions
     }
 
+    /// Everything counted since the context was opened (see `GpuCounters`).
+    pub fn counters(&self) -> crate::device::GpuCounters {
+        let s = self.state();
+        crate::device::GpuCounters { submissions: s.submissions, ..s.counters }
+    }
+
     // ----- buffers -------------------------------------------------------------------------------
 
     /// A storage buffer of at least `len` f32 (or u32) values, from the pool when one of that size
@@ -268,6 +276,8 @@ impl GpuContext {
             s.pooled_bytes -= bytes;
             return Ok(buf);
         }
+        s.counters.buffers_created += 1;
+        s.counters.bytes_created += bytes;
         drop(s);
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
@@ -316,6 +326,10 @@ impl GpuContext {
     /// Write host values into a buffer (runs at the start of the next submit; see the quarantine).
     pub(crate) fn write(&self, buf: &wgpu::Buffer, data: &[u8]) {
         if !data.is_empty() {
+            let mut s = self.state();
+            s.counters.uploads += 1;
+            s.counters.bytes_uploaded += data.len() as u64;
+            drop(s);
             self.queue.write_buffer(buf, 0, data);
         }
     }
@@ -342,6 +356,8 @@ impl GpuContext {
         {
             let mut s = self.state();
             s.commands.push(Command::Copy { src: buf.clone(), dst: staging.clone(), bytes });
+            s.counters.read_backs += 1;
+            s.counters.bytes_read_back += bytes;
             self.submit(&mut s)?;
         }
         self.map_read(&staging)
@@ -510,6 +526,7 @@ impl GpuContext {
         self.check_fault()?;
         s.commands.push(Command::Dispatch { name: key.entry, pipeline, bind_group, groups });
         s.dispatches += 1;
+        s.counters.dispatches += 1;
         if s.dispatches >= MAX_BATCH {
             self.submit(&mut s)?;
         }
@@ -568,6 +585,7 @@ impl GpuContext {
         }
         s.profiler = profiler;
         if let Some(arena) = s.arena.take() {
+            s.counters.uniform_bytes += s.arena_bytes.len() as u64;
             self.queue.write_buffer(&arena, 0, &s.arena_bytes);
             s.spare_arenas.push(arena);
         }
