@@ -3,7 +3,7 @@
 //! per-kernel timer on, and prints the table.
 //!
 //! ```text
-//! cargo run --release -p mae --example cpu_step_profile -- [DATA] [BATCH] [STEPS]
+//! cargo run --release -p mae --example cpu_step_profile -- [DATA] [BATCH] [STEPS] [MODEL]
 //! ```
 //! `DATA` is a data source as `mae train --data` takes it (default `builtin:3000`, which selects
 //! `mae_vit_micro_patch4_32`; `fashion-mnist` selects `mae_vit_micro_patch4_28`), `BATCH` the batch
@@ -33,9 +33,10 @@ fn main() -> mae::Result<()> {
     let data: DataSource = args.first().map(String::as_str).unwrap_or("builtin:3000").parse()?;
     let batch: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(256);
     let steps: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(4);
-    let model_name = match data {
-        DataSource::FashionMnist { .. } | DataSource::Idx { .. } => "mae_vit_micro_patch4_28",
-        _ => "mae_vit_micro_patch4_32",
+    let model_name = match (args.get(3), &data) {
+        (Some(name), _) => name.as_str(),
+        (None, DataSource::FashionMnist { .. } | DataSource::Idx { .. }) => "mae_vit_micro_patch4_28",
+        (None, _) => "mae_vit_micro_patch4_32",
     };
     let cfg = ModelConfig::by_name(model_name)?;
     let dev = Device::Cpu;
