@@ -392,7 +392,8 @@ impl Trainer {
 
     /// On a GPU, what the last step asked of it: dispatches, submissions, buffers created, bytes
     /// moved (`None` on the CPU or before the first step). A steady-state step creates no buffer
-    /// and reads back only the loss.
+    /// and reads back only the loss. The GPU context counts for every thread, so this is the
+    /// step's own work only while no other thread uses the GPU.
     pub fn last_step_gpu_counters(&self) -> Option<engine::GpuCounters> {
         self.last_step_gpu
     }

@@ -245,7 +245,9 @@ impl GpuContext {
         self.state().submissions
     }
 
-    /// Everything counted since the context was opened (see `GpuCounters`).
+    /// Everything counted since the context was opened (see `GpuCounters`), by every thread that
+    /// uses the context: the difference over a span of work is that span's only when no other
+    /// thread uses the GPU meanwhile.
     pub fn counters(&self) -> crate::device::GpuCounters {
         let s = self.state();
         crate::device::GpuCounters { submissions: s.submissions, ..s.counters }
