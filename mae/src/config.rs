@@ -4,7 +4,8 @@
 use crate::error::{Error, Result};
 
 /// The shape of a masked autoencoder (the arguments of `MaskedAutoencoderViT` in the official code).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     pub name: String,
     pub img_size: usize,
@@ -145,47 +146,32 @@ impl ModelConfig {
             + (dd * self.patch_dim() + self.patch_dim())
     }
 
-    /// `key=value;...`, stored in checkpoint metadata.
+    /// The configuration as JSON (`{"name": ..., "img_size": 224, ...}`, the field names of this
+    /// struct and of `models_mae.py`'s constructor), stored in checkpoint metadata.
     pub fn to_metadata(&self) -> String {
-        format!(
-            "name={};img_size={};patch_size={};in_chans={};embed_dim={};depth={};num_heads={};\
-             decoder_embed_dim={};decoder_depth={};decoder_num_heads={};mlp_ratio={};norm_pix_loss={}",
-            self.name,
-            self.img_size,
-            self.patch_size,
-            self.in_chans,
-            self.embed_dim,
-            self.depth,
-            self.num_heads,
-            self.decoder_embed_dim,
-            self.decoder_depth,
-            self.decoder_num_heads,
-            self.mlp_ratio,
-            self.norm_pix_loss
-        )
+        serde_json::to_string(self).expect("a ModelConfig always serialises")
     }
 
+    /// The inverse of [`ModelConfig::to_metadata`]; also reads the `key=value;...` text of
+    /// checkpoints written before the JSON form, so that they still load.
     pub fn from_metadata(s: &str) -> Result<ModelConfig> {
-        let mut c = ModelConfig::preset("", 0, 0, 0, (0, 0, 0), (0, 0, 0));
-        for kv in s.split(';').filter(|kv| !kv.is_empty()) {
-            let (k, v) = kv.split_once('=').ok_or_else(|| Error::Config(format!("bad model entry '{kv}'")))?;
-            let num = || v.parse::<usize>().map_err(|_| Error::Config(format!("bad number for {k}: '{v}'")));
-            match k {
-                "name" => c.name = v.to_string(),
-                "img_size" => c.img_size = num()?,
-                "patch_size" => c.patch_size = num()?,
-                "in_chans" => c.in_chans = num()?,
-                "embed_dim" => c.embed_dim = num()?,
-                "depth" => c.depth = num()?,
-                "num_heads" => c.num_heads = num()?,
-                "decoder_embed_dim" => c.decoder_embed_dim = num()?,
-                "decoder_depth" => c.decoder_depth = num()?,
-                "decoder_num_heads" => c.decoder_num_heads = num()?,
-                "mlp_ratio" => c.mlp_ratio = num()?,
-                "norm_pix_loss" => c.norm_pix_loss = v == "true",
-                _ => return Err(Error::Config(format!("unknown model entry '{k}'"))),
+        let c: ModelConfig = if s.trim_start().starts_with('{') {
+            serde_json::from_str(s).map_err(|e| Error::Config(format!("the model configuration is unreadable: {e}")))?
+        } else {
+            use serde_json::Value;
+            let mut map = serde_json::Map::new();
+            for kv in s.split(';').filter(|kv| !kv.is_empty()) {
+                let (k, v) = kv.split_once('=').ok_or_else(|| Error::Config(format!("bad model entry '{kv}'")))?;
+                let value = match (v.parse::<u64>(), v) {
+                    (Ok(n), _) => Value::from(n),
+                    (_, "true" | "false") => Value::Bool(v == "true"),
+                    _ => Value::String(v.to_string()),
+                };
+                map.insert(k.to_string(), value);
             }
-        }
+            serde_json::from_value(Value::Object(map))
+                .map_err(|e| Error::Config(format!("the model configuration is unreadable: {e}")))?
+        };
         c.validate()?;
         Ok(c)
     }
@@ -201,6 +187,15 @@ mod tests {
             c.validate().unwrap();
             assert_eq!(ModelConfig::from_metadata(&c.to_metadata()).unwrap(), c);
         }
+    }
+
+    #[test]
+    fn the_key_value_text_of_older_checkpoints_still_reads() {
+        let old = "name=mae_vit_micro_patch4_28;img_size=28;patch_size=4;in_chans=1;embed_dim=128;depth=6;\
+                   num_heads=4;decoder_embed_dim=64;decoder_depth=2;decoder_num_heads=4;mlp_ratio=4;norm_pix_loss=true";
+        assert_eq!(ModelConfig::from_metadata(old).unwrap(), ModelConfig::by_name("mae_vit_micro_patch4_28").unwrap());
+        let err = ModelConfig::from_metadata(r#"{"name": "x", "colour": 3}"#).unwrap_err().to_string();
+        assert!(err.contains("unknown field `colour`"), "{err}");
     }
 
     #[test]

@@ -7,7 +7,6 @@
 //! file against the file's real length before allocating them.
 
 pub mod atomic;
-mod json;
 pub mod npy;
 pub mod png;
 pub mod safetensors;

@@ -20,8 +20,8 @@ use safetensors::SafeTensors;
 use safetensors::tensor::{Dtype, SafeTensorError, View};
 
 use super::atomic::write_atomically;
-use super::json::{self, Value, fmt_shape};
 use crate::error::{Error, Result};
+use serde_json::Value;
 
 /// The largest header the safetensors crate (and Python's reader) accepts, in bytes.
 const MAX_HEADER: usize = 100_000_000;
@@ -280,13 +280,52 @@ fn header_len(first: Option<&[u8]>, file_len: u64) -> std::result::Result<usize,
     Ok(n as usize)
 }
 
+/// The members of a JSON object in file order, duplicates kept (serde_json's own map would keep
+/// only the last of two equal names, and a header that names a tensor twice is corrupt).
+struct Members(Vec<(String, Value)>);
+
+impl<'de> serde::Deserialize<'de> for Members {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Members;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Members, A::Error> {
+                let mut members = Vec::new();
+                while let Some(pair) = map.next_entry::<String, Value>()? {
+                    members.push(pair);
+                }
+                Ok(Members(members))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+/// What a JSON value is, for messages.
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 fn parse_header(bytes: &[u8]) -> std::result::Result<Header, String> {
     let corrupt = "the file is corrupt or not a safetensors file";
     let text = std::str::from_utf8(bytes).map_err(|e| format!("the header is not valid UTF-8 ({e}): {corrupt}"))?;
-    let value = json::parse(text.as_bytes()).map_err(|e| format!("the header is not valid JSON ({e}): {corrupt}"))?;
-    let Value::Object(members) = value else {
-        return Err(format!("the header is {} instead of a JSON object: {corrupt}", value.kind()));
-    };
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| format!("the header is not valid JSON ({e}): {corrupt}"))?;
+    if !value.is_object() {
+        return Err(format!("the header is {} instead of a JSON object: {corrupt}", kind(&value)));
+    }
+    let Members(members) =
+        serde_json::from_str(text).map_err(|e| format!("the header is not valid JSON ({e}): {corrupt}"))?;
     let mut metadata = BTreeMap::new();
     let mut tensors = Vec::with_capacity(members.len());
     let mut seen = HashSet::new();
@@ -302,13 +341,13 @@ fn parse_header(bytes: &[u8]) -> std::result::Result<Header, String> {
                         let Value::String(s) = v else {
                             return Err(format!(
                                 "metadata entry `{k}` is {} but safetensors metadata values must be strings",
-                                v.kind()
+                                kind(&v)
                             ));
                         };
                         metadata.insert(k, s);
                     }
                 }
-                other => return Err(format!("`__metadata__` is {} instead of an object of strings", other.kind())),
+                other => return Err(format!("`__metadata__` is {} instead of an object of strings", kind(&other))),
             }
             continue;
         }
@@ -319,37 +358,24 @@ fn parse_header(bytes: &[u8]) -> std::result::Result<Header, String> {
 }
 
 fn parse_entry(name: String, v: Value) -> std::result::Result<Entry, String> {
-    let Value::Object(fields) = v else {
-        return Err(format!("tensor `{name}`: its header entry is {} instead of an object", v.kind()));
+    let Value::Object(mut fields) = v else {
+        return Err(format!("tensor `{name}`: its header entry is {} instead of an object", kind(&v)));
     };
-    let (mut dtype, mut shape, mut offsets) = (None, None, None);
-    for (k, v) in fields {
-        let slot = match k.as_str() {
-            "dtype" => &mut dtype,
-            "shape" => &mut shape,
-            "data_offsets" => &mut offsets,
-            _ => continue,
-        };
-        if slot.replace(v).is_some() {
-            return Err(format!("tensor `{name}`: field `{k}` appears twice"));
-        }
-    }
-    let Some(dtype) = dtype else { return Err(format!("tensor `{name}`: no `dtype` in the header")) };
-    let Some(shape) = shape else { return Err(format!("tensor `{name}`: no `shape` in the header")) };
-    let Some(offsets) = offsets else { return Err(format!("tensor `{name}`: no `data_offsets` in the header")) };
+    let mut field = |key: &str| fields.remove(key).ok_or_else(|| format!("tensor `{name}`: no `{key}` in the header"));
+    let (dtype, shape, offsets) = (field("dtype")?, field("shape")?, field("data_offsets")?);
     let dtype = match &dtype {
         Value::String(s) => parse_dtype(s).ok_or_else(|| format!("tensor `{name}`: unknown dtype \"{s}\""))?,
-        other => return Err(format!("tensor `{name}`: dtype is {} instead of a string", other.kind())),
+        other => return Err(format!("tensor `{name}`: dtype is {} instead of a string", kind(other))),
     };
     let ints = |v: &Value, what: &str| -> std::result::Result<Vec<usize>, String> {
         let Value::Array(items) = v else {
-            return Err(format!("tensor `{name}`: {what} is {} instead of an array of integers", v.kind()));
+            return Err(format!("tensor `{name}`: {what} is {} instead of an array of integers", kind(v)));
         };
         items
             .iter()
             .map(|i| {
-                i.as_usize().ok_or_else(|| {
-                    format!("tensor `{name}`: {what} holds {} that is not a non-negative integer", i.kind())
+                i.as_u64().and_then(|u| usize::try_from(u).ok()).ok_or_else(|| {
+                    format!("tensor `{name}`: {what} holds {} that is not a non-negative integer", kind(i))
                 })
             })
             .collect()
@@ -388,6 +414,11 @@ fn parse_dtype(s: &str) -> Option<Dtype> {
         "U64" => Dtype::U64,
         _ => return None,
     })
+}
+
+/// `[2, 3]`: a shape as messages write it.
+fn fmt_shape(shape: &[usize]) -> String {
+    format!("{shape:?}")
 }
 
 /// Offsets inside the data section, sizes matching shapes, tensors back to back covering it all.
