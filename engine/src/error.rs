@@ -30,9 +30,3 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 pub type Result<T> = std::result::Result<T, Error>;
-
-/// `shape_err!("matmul: {:?} x {:?}", a, b)` builds an `Err(Error::Shape(..))`.
-#[macro_export]
-macro_rules! shape_err {
-    ($($arg:tt)*) => { Err($crate::Error::Shape(format!($($arg)*))) };
-}

@@ -240,35 +240,6 @@ impl Tensor {
         Tensor::from_vec(self.to_vec()?, self.shape(), device)
     }
 
-    /// A deep copy of the values on the same device (a leaf).
-    pub fn deep_clone(&self) -> Result<Tensor> {
-        let s = self.device().backend().copy(&self.0.storage)?;
-        Tensor::from_storage(s, self.shape())
-    }
-
-    /// Overwrite the values of this tensor in place with those of `src` (same shape). Used to load
-    /// checkpoints into existing parameters; not recorded on the tape.
-    pub fn assign(&self, src: &Tensor) -> Result<()> {
-        if src.shape() != self.shape() {
-            return Err(Error::Shape(format!("assign: shape {:?} into {:?}", src.shape(), self.shape())));
-        }
-        let src = src.to_device(&self.device())?;
-        let n = self.numel();
-        let spec = crate::backend::CopyRowsSpec {
-            batch: 1,
-            rows: 1,
-            width: n,
-            src_rows: 1,
-            src_offset: 0,
-            dst_rows: 1,
-            dst_offset: 0,
-        };
-        if n == 0 {
-            return Ok(());
-        }
-        self.device().backend().copy_rows_into(src.storage(), self.storage(), &spec)
-    }
-
     /// Same values, new shape (free: the storage is shared).
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
         let shape = resolve_shape(shape, self.numel(), self.shape())?;

@@ -24,7 +24,7 @@ use mae::model::DeviceMasking;
 use mae::nn::Param;
 use mae::optim::{AdamW, AdamWConfig};
 use mae::source::DataSource;
-use mae::train::stream;
+use mae::streams::{self, stream};
 
 fn main() -> mae::Result<()> {
     // As `mae` does: keep freed activations' memory for the next step (see its docs).
@@ -52,7 +52,7 @@ fn main() -> mae::Result<()> {
     // One step; returns the loss and the seconds spent preparing the batch on the host.
     let mut run_step = |u: u64| -> mae::Result<(f32, f64)> {
         let t0 = Instant::now();
-        let mut rng = stream(0, u, 2);
+        let mut rng = stream(0, u, streams::TRAIN_BATCH);
         let idx = batcher.next_batch().to_vec();
         let (images, _) = make_batch(&set, &idx, cfg.img_size, &aug, &norm, &mut rng);
         let (patches, target) = model_inputs(&cfg, &images, idx.len(), &dev)?;

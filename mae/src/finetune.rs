@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::model::MaskedAutoencoder;
 use crate::nn::{LayerNorm, Linear, Param};
 use crate::optim::{AdamW, AdamWConfig, learning_rate, scaled_lr};
-use crate::train::stream;
+use crate::streams::{self, stream};
 
 #[derive(Clone, Debug)]
 pub struct FinetuneOptions {
@@ -110,7 +110,7 @@ pub fn finetune(
     }
     let classes = train.classes.len().max(1 + *train_y.iter().max().unwrap_or(&0) as usize);
     let cfg = &model.config;
-    let mut rng = Rng::new(o.seed ^ 0xF1AE);
+    let mut rng = Rng::new(o.seed ^ streams::FINETUNE_HEAD);
     let head = Linear {
         weight: Tensor::normal(&[classes, cfg.embed_dim], 0.0, 2e-5, &mut rng, dev)?.with_grad(),
         bias: Tensor::zeros(&[classes], dev)?.with_grad(),
@@ -134,7 +134,7 @@ pub fn finetune(
     while progress(step) < 1.0 {
         let lr = learning_rate(peak, 1e-6, o.warmup_fraction, 1.0, progress(step));
         let idx = batcher.next_batch().to_vec();
-        let mut srng = stream(o.seed, step, 21);
+        let mut srng = stream(o.seed, step, streams::FINETUNE_BATCH);
         let (images, labels) = make_batch(train, &idx, cfg.img_size, &aug, norm, &mut srng);
         let labels = Indices::new(labels.expect("labelled"), &[idx.len()])?;
         let (patches, _) = model_inputs(cfg, &images, idx.len(), dev)?;

@@ -24,6 +24,7 @@ pub mod probe;
 pub mod reconstruct;
 pub mod report;
 pub mod source;
+pub mod streams;
 pub mod study;
 pub mod train;
 

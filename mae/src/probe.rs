@@ -16,7 +16,7 @@ use engine::{Device, Indices, Tensor, backward, no_grad, ops};
 use crate::error::{Error, Result};
 use crate::nn::Param;
 use crate::optim::{AdamW, AdamWConfig, learning_rate};
-use crate::train::stream;
+use crate::streams::{self, stream};
 
 /// Features of one split: `x: [n, dim]` row-major, `y: [n]`.
 #[derive(Clone, Debug)]
@@ -100,7 +100,7 @@ pub fn linear_probe(train: &Features, test: &Features, classes: usize, o: &Probe
     let mut order: Vec<usize> = (0..train.len()).collect();
     let mut step = 0u64;
     for epoch in 0..o.epochs.max(1) {
-        stream(o.seed, epoch as u64, 11).shuffle(&mut order);
+        stream(o.seed, epoch as u64, streams::PROBE_ORDER).shuffle(&mut order);
         for chunk in order.chunks_exact(batch) {
             let mut xb = Vec::with_capacity(batch * d);
             for &i in chunk {

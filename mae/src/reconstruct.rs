@@ -18,9 +18,7 @@ use crate::io::png::{image_grid, save_png, to_rgb};
 use crate::masking::{MaskStrategy, make_masking};
 use crate::model::{DeviceMasking, MaskedAutoencoder};
 use crate::patch::{patchify, unpatchify};
-use crate::train::stream;
-
-const PICTURES: u64 = 3;
+use crate::streams::{self, stream};
 
 /// The four columns of the grid for each image, as `[C, H, W]` values in `0..1`.
 pub struct Reconstruction {
@@ -44,7 +42,7 @@ pub fn reconstruct(
     let dev: &Device = &model.device;
     let (n, c, s, p, l, pd) =
         (indices.len(), cfg.in_chans, cfg.img_size, cfg.patch_size, cfg.num_patches(), cfg.patch_dim());
-    let mut rng = stream(seed, 0, PICTURES);
+    let mut rng = stream(seed, 0, streams::PICTURES);
     let (images, _) = make_batch(set, indices, s, &Augment::none(), norm, &mut rng);
     let masking = make_masking(strategy, n, cfg.grid_size(), ratio, &mut rng)?;
     let pred = no_grad(|| -> Result<Vec<f32>> {
@@ -137,7 +135,7 @@ pub fn evaluate_loss(
     let mut total = 0.0f64;
     let mut count = 0usize;
     for (k, chunk) in (0..set.len()).collect::<Vec<_>>().chunks(batch).enumerate() {
-        let mut rng = stream(seed, k as u64, PICTURES + 1);
+        let mut rng = stream(seed, k as u64, streams::RECONSTRUCTION_LOSS);
         let (images, _) = make_batch(set, chunk, cfg.img_size, &Augment::none(), norm, &mut rng);
         let masking = make_masking(strategy, chunk.len(), cfg.grid_size(), ratio, &mut rng)?;
         let loss = no_grad(|| -> Result<f32> {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use engine::{Device, Rng, backward};
+use engine::{Device, backward};
 
 use crate::batch::model_inputs;
 use crate::checkpoint::{CheckpointDir, TrainState, load_model, load_train_state};
@@ -33,6 +33,7 @@ use crate::model::{DeviceMasking, MaskedAutoencoder};
 use crate::nn::Param;
 use crate::optim::{AdamW, AdamWConfig, learning_rate, scaled_lr};
 use crate::source::DataSource;
+use crate::streams::{self, stream};
 
 /// When to stop: whichever limit is reached first. At least one must be set.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -143,14 +144,6 @@ pub struct TrainReport {
     pub pictures: Vec<PathBuf>,
     pub device: String,
 }
-
-/// A 64-bit mix of the run's seed with a counter and a purpose, feeding `Rng::new` (which applies
-/// splitmix64): independent streams without any state to save.
-pub fn stream(seed: u64, counter: u64, purpose: u64) -> Rng {
-    Rng::new(seed ^ counter.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ purpose.wrapping_mul(0xD1B5_4A32_D192_ED03))
-}
-
-const BATCH: u64 = 2;
 
 fn facts(o: &TrainOptions, norm: &Normalization) -> BTreeMap<String, String> {
     let mut m = settings(o);
@@ -414,7 +407,7 @@ impl Trainer {
         let mut loss_sum = 0.0f64;
         for micro in 0..o.accum_iter as u64 {
             let u = self.step * o.accum_iter as u64 + micro;
-            let mut rng = stream(o.seed, u, BATCH);
+            let mut rng = stream(o.seed, u, streams::TRAIN_BATCH);
             let idx = self.batcher.next_batch().to_vec();
             let (images, _) = make_batch(&self.set, &idx, o.model.img_size, &self.aug, &self.norm, &mut rng);
             let (patches, target) = model_inputs(&o.model, &images, idx.len(), &self.device)?;
@@ -596,11 +589,4 @@ pub fn read_log(path: &Path) -> Result<Vec<(u64, f32)>> {
             Some((step, it.next()?.parse().ok()?))
         })
         .collect())
-}
-
-/// The training images of a run (for tools that need the same data and normalisation).
-pub fn load_training_set(o: &TrainOptions) -> Result<(ImageSet, Normalization)> {
-    let set = o.data.load(Split::Train, &o.model, o.seed)?;
-    let norm = o.data.normalization(&set);
-    Ok((set, norm))
 }

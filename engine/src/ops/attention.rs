@@ -7,6 +7,11 @@ use super::same_device;
 /// Multi-head scaled-dot-product self-attention as one op:
 /// `q, k, v: [.., seq, dim]` (e.g. `[N, heads, L, head_dim]`), `out = softmax(q k^T / sqrt(dim)) v`.
 /// The forward keeps only the per-row log-sum-exp; the backward recomputes the probabilities.
+///
+/// The model calls [`attention_qkv`], which reads q, k and v straight out of the fused projection;
+/// this form on separate tensors is kept as its readable counterpart: the tests compose it with the
+/// reshapes, permutations and slices that `attention_qkv` avoids and check that both give the same
+/// values and gradients (`engine/tests/gradients.rs`, `gpu_kernels.rs`).
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
     same_device("attention", &[q, k, v])?;
     if q.rank() < 2 || q.shape() != k.shape() || q.shape() != v.shape() {

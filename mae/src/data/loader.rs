@@ -131,7 +131,8 @@ impl Batcher {
 /// The permutation of epoch `epoch`: its own generator, seeded from `(seed, epoch)` through a
 /// mixing constant so that it does not reproduce other streams seeded with the same `seed`.
 fn epoch_order(len: usize, seed: u64, epoch: u64) -> Vec<usize> {
-    let mut rng = Rng::new((seed ^ 0xBA7C_4E50_0DE5_0000).wrapping_add(epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+    let mut rng =
+        Rng::new((seed ^ crate::streams::EPOCH_ORDER).wrapping_add(epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
     let mut order: Vec<usize> = (0..len).collect();
     rng.shuffle(&mut order);
     order
