@@ -21,7 +21,7 @@ use engine::storage::Storage;
 use engine::{Device, Indices, Rng};
 
 use crate::config::ModelConfig;
-use crate::data::idx::Split;
+use crate::data::Split;
 use crate::error::Result;
 use crate::masking::MaskStrategy;
 use crate::source::DataSource;

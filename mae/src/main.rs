@@ -12,7 +12,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use engine::{Device, DeviceChoice};
 use mae::checkpoint::{load_model, resolve_model_path};
 use mae::config::ModelConfig;
-use mae::data::idx::Split;
+use mae::data::Split;
 use mae::data::image_set::Normalization;
 use mae::features::FeatureSpec;
 use mae::masking::MaskStrategy;
@@ -595,7 +595,7 @@ fn cmd_probe(a: ProbeArgs) -> Result<()> {
     let spec = a.features.spec()?;
     let dev = device(&a.device)?;
     let l = load(&a.checkpoint, a.model.as_deref(), a.data.as_deref(), &dev)?;
-    let data = mae::evaluate::ProbeData::load(&l.data, &l.model.config, l.norm, a.train_limit, 0)?;
+    let data = mae::probe::ProbeData::load(&l.data, &l.model.config, l.norm, a.train_limit, 0)?;
     eprintln!(
         "probing on {} ({} training, {} test images, {} classes)",
         l.data,
@@ -603,9 +603,9 @@ fn cmd_probe(a: ProbeArgs) -> Result<()> {
         data.test.len(),
         data.classes
     );
-    let o = mae::probe::ProbeOptions { epochs: a.epochs, seed: a.seed, ..Default::default() };
-    let rows = mae::evaluate::probe_with_baselines(&l.model, &data, spec, &o, &dev)?;
-    print_and_save(&mae::evaluate::probe_table(&rows), a.out.as_deref())
+    let o = mae::classifiers::ProbeOptions { epochs: a.epochs, seed: a.seed, ..Default::default() };
+    let rows = mae::probe::probe_with_baselines(&l.model, &data, spec, &o, &dev)?;
+    print_and_save(&mae::probe::probe_table(&rows), a.out.as_deref())
 }
 
 /// Print a markdown report, and write it to `out` when asked.
@@ -679,7 +679,7 @@ fn cmd_study(a: StudyArgs) -> Result<()> {
         base_lr: a.base_lr.unwrap_or(1.5e-4),
         seed: a.seed,
         out_dir: a.out,
-        probe: mae::probe::ProbeOptions { epochs: a.probe_epochs, seed: a.seed, ..Default::default() },
+        probe: mae::classifiers::ProbeOptions { epochs: a.probe_epochs, seed: a.seed, ..Default::default() },
         probe_train_limit: a.probe_train_limit,
         features: a.features.spec()?,
     };

@@ -101,15 +101,17 @@ impl AdamW {
     }
 }
 
-/// The learning rate at fractional epoch `epoch` (`util/lr_sched.py`): linear warmup, then a
-/// half-cycle cosine to `min_lr`. Set per iteration.
-pub fn learning_rate(base: f64, min_lr: f64, warmup: f64, total: f64, epoch: f64) -> f64 {
-    if epoch < warmup {
-        base * epoch / warmup
+/// The learning rate at position `at` of a schedule that warms up until `warmup` and ends at
+/// `total` (`util/lr_sched.py`, where the unit is a fractional epoch; our callers pass the fraction
+/// of the budget spent, with `total = 1`): linear warmup, then a half-cycle cosine to `min_lr`.
+/// Set per iteration.
+pub fn learning_rate(base: f64, min_lr: f64, warmup: f64, total: f64, at: f64) -> f64 {
+    if at < warmup {
+        base * at / warmup
     } else if total <= warmup {
         base
     } else {
-        let progress = ((epoch - warmup) / (total - warmup)).min(1.0);
+        let progress = ((at - warmup) / (total - warmup)).min(1.0);
         min_lr + (base - min_lr) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
     }
 }

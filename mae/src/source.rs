@@ -15,7 +15,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use crate::config::ModelConfig;
-use crate::data::idx::{FASHION_MNIST_DIR, Split, load_fashion_mnist, load_idx};
+use crate::data::Split;
+use crate::data::idx::{FASHION_MNIST_DIR, load_fashion_mnist, load_idx};
 use crate::data::image_set::{ImageSet, Normalization};
 use crate::data::synthetic::generate;
 use crate::error::{Error, Result};

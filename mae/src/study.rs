@@ -17,13 +17,13 @@ use std::path::{Path, PathBuf};
 use engine::Device;
 
 use crate::checkpoint::{MODEL_FILE, load_model};
+use crate::classifiers::{ProbeOptions, score};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::evaluate::{ProbeData, encoder_features, pixel_features};
 use crate::features::FeatureSpec;
 use crate::io::png::{PALETTE, Series, line_plot, save_png};
 use crate::masking::MaskStrategy;
-use crate::probe::{ProbeOptions, evaluate};
+use crate::probe::{ProbeData, encoder_features, pixel_features};
 use crate::source::DataSource;
 use crate::train::{Budget, TrainOptions, train};
 
@@ -168,7 +168,7 @@ pub fn run_study(o: &StudyOptions, dev: &Device) -> Result<StudyReport> {
         let report = train(&t, dev, None)?;
         let (trained, _) = load_model(&report.checkpoint.join(MODEL_FILE), Some(&model), dev)?;
         let (tr, te) = encoder_features(&trained, &data, o.features)?;
-        let scores = evaluate(tr, te, data.classes, &o.probe, dev)?;
+        let scores = score(tr, te, data.classes, &o.probe, dev)?;
         let row = StudyRow {
             name: name.clone(),
             ratio,
@@ -192,11 +192,11 @@ pub fn run_study(o: &StudyOptions, dev: &Device) -> Result<StudyReport> {
     eprintln!("study: baselines");
     let mut baselines = Vec::new();
     let (tr, te) = pixel_features(&data, o.model.img_size)?;
-    let s = evaluate(tr, te, data.classes, &o.probe, dev)?;
+    let s = score(tr, te, data.classes, &o.probe, dev)?;
     baselines.push(("raw pixels".to_string(), s.linear, s.knn));
     let random = crate::model::MaskedAutoencoder::new(&o.model, o.seed.wrapping_add(1), dev)?;
     let (tr, te) = encoder_features(&random, &data, o.features)?;
-    let s = evaluate(tr, te, data.classes, &o.probe, dev)?;
+    let s = score(tr, te, data.classes, &o.probe, dev)?;
     baselines.push(("random-init encoder".to_string(), s.linear, s.knn));
 
     let table = o.out_dir.join("results.md");

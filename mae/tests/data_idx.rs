@@ -6,7 +6,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use engine::Rng;
-use mae::data::idx::{FASHION_MNIST_DIR, Split, load_fashion_mnist, load_idx, parse_idx_bytes};
+use mae::data::Split;
+use mae::data::idx::{FASHION_MNIST_DIR, load_fashion_mnist, load_idx, parse_idx_bytes};
 
 /// Records the largest single allocation made by the current thread, so a test can show that a
 /// hostile header did not make the parser allocate what it declared.

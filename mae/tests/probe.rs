@@ -1,10 +1,10 @@
 //! The evaluation tools on data whose answer is known, and the study end to end on a tiny budget.
 
 use engine::{Device, Rng};
+use mae::classifiers::{Features, ProbeOptions, knn_accuracy, linear_probe, standardize};
 use mae::config::ModelConfig;
 use mae::features::{FeatureSpec, Pool, extract};
 use mae::masking::MaskStrategy;
-use mae::probe::{Features, ProbeOptions, knn_accuracy, linear_probe, standardize};
 use mae::source::DataSource;
 use mae::study::{StudyOptions, plan, run_study};
 

@@ -10,6 +10,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use crate::data::Split;
 use crate::data::image_set::ImageSet;
 use crate::error::{Error, Result};
 
@@ -205,23 +206,6 @@ pub fn load_idx(images: &Path, labels: Option<&Path>) -> Result<ImageSet> {
     };
     let name = images.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| shown.to_string());
     Ok(ImageSet { name, channels: 1, height: rows, width: cols, pixels: img.data, labels, classes })
-}
-
-/// Which half of a data set.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Split {
-    Train,
-    Test,
-}
-
-impl Split {
-    /// The file-name prefix that (Fashion-)MNIST uses for this split.
-    pub fn prefix(self) -> &'static str {
-        match self {
-            Split::Train => "train",
-            Split::Test => "t10k",
-        }
-    }
 }
 
 /// Finds `stem.gz` or `stem` in `dir`.

@@ -28,7 +28,25 @@ pub mod synthetic;
 
 pub use augment::{Augment, augment_into};
 pub use folder::{LoadReport, load_folder};
-pub use idx::{IdxArray, Split, load_fashion_mnist, load_idx, parse_idx_bytes};
+pub use idx::{IdxArray, load_fashion_mnist, load_idx, parse_idx_bytes};
 pub use image_set::{ImageSet, Normalization};
 pub use loader::{Batcher, BatcherState, make_batch};
 pub use synthetic::{SYNTHETIC_CLASSES, generate};
+
+/// Which half of a data set: every source has both (the built-in generator draws the test images
+/// from another seed; a folder without `train/` and `test/` serves itself for both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    Train,
+    Test,
+}
+
+impl Split {
+    /// The file-name prefix that (Fashion-)MNIST uses for this split.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Test => "t10k",
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! Evaluation of frozen features: a linear probe (softmax regression trained with our engine) and
+//! k-nearest-neighbour classification (k = 20, cosine similarity).
+//!
+//! - Features are standardised with the training split's per-dimension mean and standard
+//!   deviation, which is what the paper's probe gets from a BatchNorm without affine parameters in
+//!   front of the linear head.
+//! - The probe is `softmax(x W^T + b)` trained with cross-entropy by AdamW over mini-batches, with
+//!   a linear warmup and a half-cosine learning-rate schedule; the result is top-1 accuracy on the
+//!   test split.
+//! - k-NN follows the weighted vote common in self-supervised evaluation (Wu et al. 2018, DINO):
+//!   the k most cosine-similar training features vote for their class with weight
+//!   `exp(similarity / 0.07)`.
+
+use engine::{Device, Indices, Tensor, backward, no_grad, ops};
+
+use crate::error::{Error, Result};
+use crate::nn::Param;
+use crate::optim::{AdamW, AdamWConfig, learning_rate};
+use crate::streams::{self, stream};
+
+/// Features of one split: `x: [n, dim]` row-major, `y: [n]`.
+#[derive(Clone, Debug)]
+pub struct Features {
+    pub x: Vec<f32>,
+    pub y: Vec<u32>,
+    pub dim: usize,
+}
+
+impl Features {
+    pub fn new(x: Vec<f32>, y: Vec<u32>, dim: usize) -> Result<Self> {
+        if dim == 0 || x.len() != y.len() * dim {
+            return Err(Error::Data(format!("{} feature values for {} labels of width {dim}", x.len(), y.len())));
+        }
+        Ok(Features { x, y, dim })
+    }
+
+    pub fn len(&self) -> usize {
+        self.y.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.y.is_empty()
+    }
+}
+
+/// Standardise both splits with the training split's statistics (a constant dimension is left
+/// centred, not divided by zero).
+pub fn standardize(train: &mut Features, test: &mut Features) {
+    let d = train.dim;
+    let n = train.len().max(1) as f64;
+    for j in 0..d {
+        let mean = (0..train.len()).map(|i| train.x[i * d + j] as f64).sum::<f64>() / n;
+        let var = (0..train.len()).map(|i| (train.x[i * d + j] as f64 - mean).powi(2)).sum::<f64>() / n;
+        let inv = if var > 1e-12 { 1.0 / var.sqrt() } else { 1.0 };
+        for f in [&mut *train, &mut *test] {
+            for i in 0..f.len() {
+                let v = &mut f.x[i * d + j];
+                *v = ((*v as f64 - mean) * inv) as f32;
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct ProbeOptions {
+    pub epochs: usize,
+    pub batch: usize,
+    pub lr: f64,
+    pub weight_decay: f32,
+    pub warmup_fraction: f64,
+    pub seed: u64,
+}
+
+impl Default for ProbeOptions {
+    fn default() -> Self {
+        ProbeOptions { epochs: 30, batch: 512, lr: 2e-3, weight_decay: 1e-4, warmup_fraction: 0.05, seed: 0 }
+    }
+}
+
+/// Train a linear classifier on `train` and return its top-1 accuracy on `test`.
+pub fn linear_probe(train: &Features, test: &Features, classes: usize, o: &ProbeOptions, dev: &Device) -> Result<f32> {
+    if train.is_empty() || test.is_empty() || classes < 2 {
+        return Err(Error::Data("the probe needs training and test features and at least two classes".into()));
+    }
+    if train.dim != test.dim {
+        return Err(Error::Data(format!("feature widths differ: {} and {}", train.dim, test.dim)));
+    }
+    let d = train.dim;
+    let w = Tensor::zeros(&[classes, d], dev)?.with_grad();
+    let b = Tensor::zeros(&[classes], dev)?.with_grad();
+    let params = vec![
+        Param { name: "head.weight".into(), tensor: w.clone() },
+        Param { name: "head.bias".into(), tensor: b.clone() },
+    ];
+    let cfg = AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: o.weight_decay };
+    let mut opt = AdamW::new(cfg, &params, dev)?;
+    let batch = o.batch.min(train.len()).max(1);
+    let per_epoch = train.len() / batch;
+    let total = (per_epoch * o.epochs.max(1)) as f64;
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    let mut step = 0u64;
+    for epoch in 0..o.epochs.max(1) {
+        stream(o.seed, epoch as u64, streams::PROBE_ORDER).shuffle(&mut order);
+        for chunk in order.chunks_exact(batch) {
+            let mut xb = Vec::with_capacity(batch * d);
+            for &i in chunk {
+                xb.extend_from_slice(&train.x[i * d..(i + 1) * d]);
+            }
+            let yb = Indices::new(chunk.iter().map(|&i| train.y[i]).collect(), &[batch])?;
+            let x = Tensor::from_vec(xb, &[batch, d], dev)?;
+            let loss = ops::cross_entropy(&ops::linear(&x, &w, Some(&b))?, &yb)?;
+            backward(&loss)?;
+            let lr = learning_rate(o.lr, 0.0, o.warmup_fraction, 1.0, step as f64 / total) as f32;
+            opt.step(&params, lr, 1.0)?;
+            step += 1;
+        }
+    }
+    accuracy(test, &w, &b, dev)
+}
+
+/// Top-1 accuracy of `x W^T + b` on `f`.
+fn accuracy(f: &Features, w: &Tensor, b: &Tensor, dev: &Device) -> Result<f32> {
+    let d = f.dim;
+    let classes = w.dim(0);
+    let mut correct = 0usize;
+    no_grad(|| -> Result<()> {
+        for (k, rows) in f.y.chunks(2048).enumerate() {
+            let start = k * 2048;
+            let x = Tensor::from_slice(&f.x[start * d..(start + rows.len()) * d], &[rows.len(), d], dev)?;
+            let logits = ops::linear(&x, w, Some(b))?.to_vec()?;
+            for (r, &label) in rows.iter().enumerate() {
+                let row = &logits[r * classes..(r + 1) * classes];
+                let best = (0..classes).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap_or(0);
+                correct += (best == label as usize) as usize;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(correct as f32 / f.len() as f32)
+}
+
+fn l2_normalized(f: &Features) -> Vec<f32> {
+    let d = f.dim;
+    let mut x = f.x.clone();
+    for row in x.chunks_mut(d) {
+        let norm = row.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt().max(1e-12) as f32;
+        row.iter_mut().for_each(|v| *v /= norm);
+    }
+    x
+}
+
+/// Weighted k-NN accuracy on `test` against `train` by cosine similarity.
+pub fn knn_accuracy(
+    train: &Features,
+    test: &Features,
+    classes: usize,
+    k: usize,
+    temperature: f32,
+    dev: &Device,
+) -> Result<f32> {
+    if train.is_empty() || test.is_empty() || train.dim != test.dim || k == 0 {
+        return Err(Error::Data("k-NN needs training and test features of one width and k > 0".into()));
+    }
+    let d = train.dim;
+    let k = k.min(train.len());
+    let bank = no_grad(|| Tensor::from_vec(l2_normalized(train), &[train.len(), d], dev))?;
+    let queries = l2_normalized(test);
+    let mut correct = 0usize;
+    let chunk = (1 << 24) / train.len().max(1);
+    let chunk = chunk.clamp(1, 1024);
+    for (c, labels) in test.y.chunks(chunk).enumerate() {
+        let start = c * chunk;
+        let sims = no_grad(|| -> Result<Vec<f32>> {
+            let q = Tensor::from_slice(&queries[start * d..(start + labels.len()) * d], &[labels.len(), d], dev)?;
+            Ok(ops::matmul_ex(&q, &bank, None, false, true)?.to_vec()?)
+        })?;
+        for (r, &label) in labels.iter().enumerate() {
+            let row = &sims[r * train.len()..(r + 1) * train.len()];
+            let mut idx: Vec<usize> = (0..row.len()).collect();
+            idx.select_nth_unstable_by(k - 1, |&a, &b| row[b].total_cmp(&row[a]));
+            let mut votes = vec![0.0f64; classes];
+            for &i in &idx[..k] {
+                votes[train.y[i] as usize] += ((row[i] / temperature) as f64).exp();
+            }
+            let best = (0..classes).max_by(|&a, &b| votes[a].total_cmp(&votes[b])).unwrap_or(0);
+            correct += (best == label as usize) as usize;
+        }
+    }
+    Ok(correct as f32 / test.len() as f32)
+}
+
+/// The k-NN settings used throughout.
+pub const KNN_K: usize = 20;
+pub const KNN_TEMPERATURE: f32 = 0.07;
+
+/// Linear-probe and k-NN accuracy of one feature set.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ProbeScores {
+    pub linear: f32,
+    pub knn: f32,
+}
+
+/// Standardise, then probe and k-NN. `train` and `test` are consumed (standardised in place).
+pub fn score(
+    mut train: Features,
+    mut test: Features,
+    classes: usize,
+    o: &ProbeOptions,
+    dev: &Device,
+) -> Result<ProbeScores> {
+    let knn = knn_accuracy(&train, &test, classes, KNN_K, KNN_TEMPERATURE, dev)?;
+    standardize(&mut train, &mut test);
+    let linear = linear_probe(&train, &test, classes, o, dev)?;
+    Ok(ProbeScores { linear, knn })
+}
