@@ -8,10 +8,9 @@
 //! up in block order afterwards. So the CPU backend gives the same bits whatever the thread count.
 //!
 //! # When to use a second thread
-//! Handing a task to a pool worker that is spinning for work costs a few microseconds; one that has
-//! parked (no kernel for a while) takes 50 - 100 us to wake on a VM, and when the other core is busy
-//! with another process, the worker may wait milliseconds for a time slice (the call then waits
-//! with it). So a kernel gets one thread per [`NS_PER_THREAD`] of estimated single-core work: under
+//! Handing a task to a pool worker that is spinning for work costs little; one that has parked (no
+//! kernel for a while) has to be woken, and when the other core is busy with another process, the
+//! worker may wait a whole time slice (the call then waits with it). So a kernel gets one thread per [`NS_PER_THREAD`] of estimated single-core work: under
 //! 2 x 40 us it stays on the calling thread. Each kernel estimates its work from a per-unit cost.
 //!
 //! Matmul's own splitting (equal contiguous ranges of row or column slivers, per-thread packing
@@ -64,7 +63,7 @@ pub fn threads_for(units: usize, ns_per_unit: f64) -> usize {
 /// uninitialised memory ([`Uninit`], the spare capacity of a fresh `Vec`), which is zero-filled
 /// where and when a worker takes it ([`Out::init`]) and then overwritten by the kernel. The backend
 /// uses the second: zeroing a fresh output with `vec![0.0; n]` is a pass over memory of its own, on
-/// one thread (measured at ~10% of a training step), whereas zeroing a piece right before writing
+/// one thread (a visible share of a training step: docs/benchmarks.md), whereas zeroing a piece right before writing
 /// it costs little (the piece is then in the cache).
 pub trait Out<'a>: Send + Sized {
     fn len(&self) -> usize;

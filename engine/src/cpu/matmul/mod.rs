@@ -23,9 +23,9 @@
 //! works: the rows (or columns) that a sliver gathers are short strided streams which the
 //! hardware prefetchers catch late, and a sliver's worth of misses then overlaps a kernel call
 //! (~1500 cycles) instead of stalling the packing loop. It matters for the tall operands of
-//! training (a [3328, 512] activation does not stay in this VM's share of L3 from one call to
-//! the next): with the packing loops of `pack.rs`, it made such products (fc2, the input
-//! gradient) ~1.3x faster on one core than block-at-a-time packing.
+//! training (a [3328, 512] activation does not stay in a shared L3 from one call to
+//! the next): with the packing loops of `pack.rs`, such products (fc2, the input gradient) ran
+//! faster on one core than with block-at-a-time packing.
 //!
 //! # The micro-kernel: MR x NR = 6 x 16
 //!
@@ -89,16 +89,13 @@
 //!
 //! # Napkin math
 //!
-//! One Zen 3 core: 2 FMA pipes x 8 lanes x 2 flops = 32 flops per cycle; at 2.45 - 3.5 GHz that is
-//! 78 - 112 GFLOP/s per core, 157 - 224 GFLOP/s for the 2 cores (a loop of independent FMAs
-//! measures ~85 GFLOP/s per core here, both cores busy). 1024^3 is 2.1 GFLOP: 21 ms at 100
-//! GFLOP/s. Per k step the kernel reads (6 + 16) x 4 B from L1/L2 for 192 flops, and from memory
-//! each call reads A and B about once and C once per k block: for the qkv product of training
-//! ([3328, 128] x [128, 384], 327 MFLOP, ~3 ms) that is 7 MB, ~2.5 GB/s, well under the ~9 GB/s
-//! one core streams from DRAM here. So the kernel, not memory, is the limit, and the aim is to
-//! keep it fed: one core reaches 60 - 83 GFLOP/s on the large training shapes (up to ~90% of the
-//! FMA loop), two cores 90 - 145 when nothing else runs (see `docs/benchmarks.md`). The portable
-//! kernel, without FMA and with SSE2's 4 lanes, reaches 15 - 25.
+//! One core with two 256-bit FMA pipes: 2 x 8 lanes x 2 flops = 32 flops per cycle, ~100 GFLOP/s
+//! at 3 GHz; the 1024^3 product is 2.1 GFLOP, ~21 ms on one such core. Per k step the kernel
+//! reads (6 + 16) x 4 B from L1/L2 for 192 flops, and from memory each call reads A and B about
+//! once and C once per k block: for the qkv product of training ([3328, 128] x [128, 384], 327
+//! MFLOP) that is 7 MB, a few GB/s at the kernel's speed, well under what one core streams from
+//! DRAM. So the kernel, not memory, is the limit, and the aim is to keep it fed. What it reaches
+//! on the MAE's shapes, one and two cores, AVX2 and AVX-512, is in `docs/benchmarks.md`.
 
 mod kernel;
 mod kernel_avx512;
