@@ -1,5 +1,9 @@
-//! Every WGSL kernel against the CPU reference, forward and backward, on uneven shapes (not multiples
-//! of any tile size) and wide value ranges: `|gpu - cpu| <= atol + rtol * |cpu|`.
+//! Every WGSL kernel against the CPU backend, forward and backward, on uneven shapes (not multiples
+//! of any tile size) and wide value ranges: `|gpu - cpu| <= atol + rtol * |cpu|`. The CPU side is
+//! `Device::Cpu`, i.e. the fast CPU kernels, each of which is held to `cpu::reference` (plain loops,
+//! f64 sums) on the same kinds of shapes by `cpu_fast.rs` and `cpu_matmul.rs`; so the WGSL kernels
+//! meet the reference through them, within both tolerances. `gpu_concurrency.rs` compares the GPU
+//! with `cpu::reference` directly.
 //! CI runs these on lavapipe; with `CI` set a missing adapter fails them, elsewhere they are skipped
 //! with a message.
 #![cfg(feature = "gpu")]

@@ -53,7 +53,8 @@ pub fn run_on(device: &Device, inputs: &[(Vec<f32>, Vec<usize>)], f: &dyn Fn(&[T
     }
 }
 
-/// The same computation on the CPU reference and on `gpu`: outputs and every gradient must agree.
+/// The same computation on the CPU backend (the fast kernels, themselves tested against
+/// `cpu::reference`) and on `gpu`: outputs and every gradient must agree.
 pub fn assert_devices_agree(
     gpu: &Device,
     inputs: &[(Vec<f32>, Vec<usize>)],
