@@ -14,7 +14,7 @@ use mae::checkpoint::{load_model, resolve_model_path};
 use mae::config::ModelConfig;
 use mae::data::Split;
 use mae::data::image_set::Normalization;
-use mae::features::FeatureSpec;
+use mae::features::{FeatureSpec, Pool};
 use mae::masking::MaskStrategy;
 use mae::source::DataSource;
 use mae::train::{Budget, TrainOptions, train};
@@ -81,13 +81,8 @@ struct BenchArgs {
 
 #[derive(Args)]
 struct ProbeArgs {
-    #[arg(long)]
-    checkpoint: PathBuf,
-    /// Labelled images (default: the data the model was trained on).
-    #[arg(long)]
-    data: Option<String>,
-    #[arg(long)]
-    model: Option<String>,
+    #[command(flatten)]
+    source: CheckpointArgs,
     #[command(flatten)]
     features: FeatureArgs,
     /// Use only the first N training images for the probe.
@@ -106,12 +101,8 @@ struct ProbeArgs {
 
 #[derive(Args)]
 struct FinetuneArgs {
-    #[arg(long)]
-    checkpoint: PathBuf,
-    #[arg(long)]
-    data: Option<String>,
-    #[arg(long)]
-    model: Option<String>,
+    #[command(flatten)]
+    source: CheckpointArgs,
     #[arg(long)]
     epochs: Option<f64>,
     #[arg(long)]
@@ -137,14 +128,14 @@ struct StudyArgs {
     #[arg(long)]
     model: Option<String>,
     /// Mask ratios, comma-separated.
-    #[arg(long, default_value = "0,0.25,0.5,0.75,0.9")]
-    ratios: String,
-    /// Strategies, comma-separated (random, block, grid).
-    #[arg(long, default_value = "random,block,grid")]
-    strategies: String,
-    /// Targets, comma-separated (norm-pix, pixels).
-    #[arg(long, default_value = "norm-pix,pixels")]
-    targets: String,
+    #[arg(long, default_value = "0,0.25,0.5,0.75,0.9", value_delimiter = ',', allow_hyphen_values = true)]
+    ratios: Vec<f32>,
+    /// Strategies, comma-separated.
+    #[arg(long, default_value = "random,block,grid", value_delimiter = ',', value_parser = one_of::<MaskStrategy>(STRATEGIES))]
+    strategies: Vec<MaskStrategy>,
+    /// Targets, comma-separated.
+    #[arg(long, default_value = "norm-pix,pixels", value_delimiter = ',', value_enum)]
+    targets: Vec<TargetArg>,
     /// Pre-training budget of each run.
     #[arg(long, default_value_t = 2.0)]
     minutes_per_run: f64,
@@ -174,8 +165,8 @@ struct StudyArgs {
 struct DeviceArgs {
     /// auto (a hardware GPU if any, else the CPU), cpu, or gpu (any adapter, software included).
     /// MAE_DEVICE overrides auto.
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[arg(long, default_value = "auto", value_parser = one_of::<DeviceChoice>(&["auto", "cpu", "gpu"]))]
+    device: DeviceChoice,
 }
 
 #[derive(Args)]
@@ -212,9 +203,8 @@ struct TrainArgs {
     warmup: f64,
     #[arg(long, default_value_t = 0.75, allow_hyphen_values = true)]
     mask_ratio: f32,
-    /// random, block or grid.
-    #[arg(long, default_value = "random")]
-    mask_strategy: String,
+    #[arg(long, default_value = "random", value_parser = one_of::<MaskStrategy>(STRATEGIES))]
+    mask_strategy: MaskStrategy,
     /// Reconstruct raw pixels instead of per-patch normalised ones.
     #[arg(long)]
     pixel_target: bool,
@@ -299,21 +289,14 @@ impl ShapeArgs {
 
 #[derive(Args)]
 struct ReconstructArgs {
-    /// A model .safetensors file, a checkpoint folder, or a training run's output folder.
-    #[arg(long)]
-    checkpoint: PathBuf,
-    /// Images to reconstruct (default: the test split of the data the model was trained on).
-    #[arg(long)]
-    data: Option<String>,
-    /// The preset, for weights without our metadata (official ones).
-    #[arg(long)]
-    model: Option<String>,
+    #[command(flatten)]
+    source: CheckpointArgs,
     #[arg(long, default_value_t = 8)]
     count: usize,
     #[arg(long, default_value_t = 0.75, allow_hyphen_values = true)]
     mask_ratio: f32,
-    #[arg(long, default_value = "random")]
-    mask_strategy: String,
+    #[arg(long, default_value = "random", value_parser = one_of::<MaskStrategy>(STRATEGIES))]
+    mask_strategy: MaskStrategy,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     #[arg(long, default_value = "reconstructions.png")]
@@ -322,18 +305,28 @@ struct ReconstructArgs {
     device: DeviceArgs,
 }
 
+/// `--split`: which half of the data.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SplitArg {
+    Train,
+    Test,
+}
+
+/// `--targets`: what the decoder reconstructs.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum TargetArg {
+    /// Pixels normalised per patch (the paper's default).
+    NormPix,
+    /// Raw pixels.
+    Pixels,
+}
+
 #[derive(Args)]
 struct EmbedArgs {
-    #[arg(long)]
-    checkpoint: PathBuf,
-    /// Images to embed (default: the data the model was trained on).
-    #[arg(long)]
-    data: Option<String>,
-    #[arg(long)]
-    model: Option<String>,
-    /// train or test.
-    #[arg(long, default_value = "test")]
-    split: String,
+    #[command(flatten)]
+    source: CheckpointArgs,
+    #[arg(long, default_value = "test", value_enum)]
+    split: SplitArg,
     #[command(flatten)]
     features: FeatureArgs,
     #[arg(long, default_value_t = 256)]
@@ -345,26 +338,59 @@ struct EmbedArgs {
     device: DeviceArgs,
 }
 
+/// A trained model and the images to use it on (`reconstruct`, `embed`, `probe`, `finetune`).
+#[derive(Args)]
+struct CheckpointArgs {
+    /// A model .safetensors file, a checkpoint folder, or a training run's output folder.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// The images (default: the data the model was trained on, as its checkpoint records it).
+    #[arg(long)]
+    data: Option<String>,
+    /// The preset, for weights without our metadata (official ones).
+    #[arg(long)]
+    model: Option<String>,
+}
+
+impl CheckpointArgs {
+    fn load(&self, dev: &Device) -> Result<Loaded> {
+        load(&self.checkpoint, self.model.as_deref(), self.data.as_deref(), dev)
+    }
+}
+
+/// A parser for a flag that takes one of `values` (listed in `--help`, anything else refused by
+/// clap with the list), turned into `T` by its `FromStr`.
+fn one_of<T>(values: &'static [&'static str]) -> impl clap::builder::TypedValueParser<Value = T>
+where
+    T: std::str::FromStr + Clone + Send + Sync + 'static,
+{
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(values)
+        .map(|s| s.parse::<T>().unwrap_or_else(|_| unreachable!("`{s}` is one of the listed values")))
+}
+
+/// The mask strategies, as flags name them.
+const STRATEGIES: &[&str] = &["random", "block", "grid"];
+
 /// What the frozen-encoder features are made of (`mae probe`, `mae embed`, `mae study`).
 #[derive(Args)]
 struct FeatureArgs {
     /// cls, mean (of the patch tokens) or both (concatenated).
-    #[arg(long, default_value = "both")]
-    pool: String,
+    #[arg(long, default_value = "both", value_parser = one_of::<Pool>(&["cls", "mean", "both"]))]
+    pool: Pool,
     /// Concatenate that summary over the encoder's last N blocks (1: its output only, the paper's probe).
     #[arg(long, default_value_t = 1)]
     blocks: usize,
 }
 
 impl FeatureArgs {
-    fn spec(&self) -> Result<FeatureSpec> {
-        Ok(FeatureSpec { pool: self.pool.parse()?, blocks: self.blocks })
+    fn spec(&self) -> FeatureSpec {
+        FeatureSpec { pool: self.pool, blocks: self.blocks }
     }
 }
 
 fn device(args: &DeviceArgs) -> Result<Device> {
-    let choice: DeviceChoice = args.device.parse()?;
-    let (dev, note) = Device::select(choice)?;
+    let (dev, note) = Device::select(args.device)?;
     eprintln!("{note}");
     Ok(dev)
 }
@@ -493,7 +519,7 @@ fn cmd_train(a: TrainArgs, m: &clap::ArgMatches) -> Result<()> {
     o.optimizer.weight_decay = a.weight_decay;
     o.warmup_fraction = a.warmup;
     o.mask_ratio = a.mask_ratio;
-    o.mask_strategy = a.mask_strategy.parse()?;
+    o.mask_strategy = a.mask_strategy;
     o.augment = !a.no_augment;
     o.seed = a.seed;
     o.resume = a.resume;
@@ -555,10 +581,10 @@ fn load(checkpoint: &std::path::Path, preset: Option<&str>, data: Option<&str>, 
 }
 
 fn cmd_reconstruct(a: ReconstructArgs) -> Result<()> {
-    let strategy: MaskStrategy = a.mask_strategy.parse()?;
+    let strategy = a.mask_strategy;
     mae::masking::check_ratio(a.mask_ratio)?;
     let dev = device(&a.device)?;
-    let l = load(&a.checkpoint, a.model.as_deref(), a.data.as_deref(), &dev)?;
+    let l = a.source.load(&dev)?;
     let set =
         l.data.load(Split::Test, &l.model.config, 0).or_else(|_| l.data.load(Split::Train, &l.model.config, 0))?;
     let norm = l.norm.unwrap_or_else(|| l.data.normalization(&set));
@@ -568,14 +594,13 @@ fn cmd_reconstruct(a: ReconstructArgs) -> Result<()> {
 }
 
 fn cmd_embed(a: EmbedArgs) -> Result<()> {
-    let spec = a.features.spec()?;
-    let split = match a.split.as_str() {
-        "train" => Split::Train,
-        "test" => Split::Test,
-        s => return Err(Error::Config(format!("unknown split '{s}': use train or test"))),
+    let spec = a.features.spec();
+    let split = match a.split {
+        SplitArg::Train => Split::Train,
+        SplitArg::Test => Split::Test,
     };
     let dev = device(&a.device)?;
-    let l = load(&a.checkpoint, a.model.as_deref(), a.data.as_deref(), &dev)?;
+    let l = a.source.load(&dev)?;
     let set = l.data.load(split, &l.model.config, 0)?;
     let norm = l.norm.unwrap_or_else(|| l.data.normalization(&set));
     let feats = mae::features::extract(&l.model, &set, &norm, spec, a.batch)?;
@@ -592,9 +617,9 @@ fn cmd_embed(a: EmbedArgs) -> Result<()> {
 }
 
 fn cmd_probe(a: ProbeArgs) -> Result<()> {
-    let spec = a.features.spec()?;
+    let spec = a.features.spec();
     let dev = device(&a.device)?;
-    let l = load(&a.checkpoint, a.model.as_deref(), a.data.as_deref(), &dev)?;
+    let l = a.source.load(&dev)?;
     let data = mae::probe::ProbeData::load(&l.data, &l.model.config, l.norm, a.train_limit, 0)?;
     eprintln!(
         "probing on {} ({} training, {} test images, {} classes)",
@@ -620,7 +645,7 @@ fn print_and_save(report: &str, out: Option<&std::path::Path>) -> Result<()> {
 
 fn cmd_finetune(a: FinetuneArgs) -> Result<()> {
     let dev = device(&a.device)?;
-    let l = load(&a.checkpoint, a.model.as_deref(), a.data.as_deref(), &dev)?;
+    let l = a.source.load(&dev)?;
     let train_set = l.data.load(Split::Train, &l.model.config, 0)?;
     let test_set = l.data.load(Split::Test, &l.model.config, 0)?;
     let norm = l.norm.unwrap_or_else(|| l.data.normalization(&train_set));
@@ -646,32 +671,15 @@ fn cmd_finetune(a: FinetuneArgs) -> Result<()> {
     Ok(())
 }
 
-fn split_list<T: std::str::FromStr<Err = Error>>(s: &str) -> Result<Vec<T>> {
-    s.split(',').filter(|p| !p.trim().is_empty()).map(|p| p.trim().parse()).collect()
-}
-
 fn cmd_study(a: StudyArgs) -> Result<()> {
     let data: DataSource = a.data.parse()?;
     let model = ModelConfig::by_name(a.model.as_deref().unwrap_or(default_model(&data)))?;
-    let ratios = a
-        .ratios
-        .split(',')
-        .map(|r| r.trim().parse::<f32>().map_err(|_| Error::Config(format!("bad mask ratio '{r}'"))))
-        .collect::<Result<Vec<_>>>()?;
-    let targets = a
-        .targets
-        .split(',')
-        .map(|t| match t.trim() {
-            "norm-pix" => Ok(true),
-            "pixels" => Ok(false),
-            other => Err(Error::Config(format!("unknown target '{other}': use norm-pix or pixels"))),
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let targets = a.targets.iter().map(|t| matches!(t, TargetArg::NormPix)).collect();
     let o = mae::study::StudyOptions {
         data,
         model,
-        ratios,
-        strategies: split_list(&a.strategies)?,
+        ratios: a.ratios,
+        strategies: a.strategies,
         targets,
         seconds_per_run: if a.steps_per_run.is_some() { None } else { Some(a.minutes_per_run * 60.0) },
         steps_per_run: a.steps_per_run,
@@ -681,7 +689,7 @@ fn cmd_study(a: StudyArgs) -> Result<()> {
         out_dir: a.out,
         probe: mae::classifiers::ProbeOptions { epochs: a.probe_epochs, seed: a.seed, ..Default::default() },
         probe_train_limit: a.probe_train_limit,
-        features: a.features.spec()?,
+        features: a.features.spec(),
     };
     let dev = device(&a.device)?;
     let r = mae::study::run_study(&o, &dev)?;
@@ -735,7 +743,7 @@ fn cmd_info(a: DeviceArgs) -> Result<()> {
     }
     #[cfg(not(feature = "gpu"))]
     println!("  {}", engine::device::NO_GPU_BACKEND);
-    match Device::select(a.device.parse()?) {
+    match Device::select(a.device) {
         Ok((dev, note)) => {
             println!("{note}");
             #[cfg(not(feature = "gpu"))]

@@ -75,7 +75,7 @@ fn impossible_settings_are_refused_before_any_work() {
         (vec!["--patch-size", "5"], "does not divide the image size 32"),
         (vec!["--heads", "3"], "heads do not divide"),
         (vec!["--model", "vit_giant"], "choose one of"),
-        (vec!["--mask-strategy", "spiral"], "random, block or grid"),
+        (vec!["--mask-strategy", "spiral"], "[possible values: random, block, grid]"),
         (vec!["--data", "nowhere-at-all"], "unknown data source"),
     ] {
         let mut full = vec!["train", "--out", out.to_str().unwrap()];
