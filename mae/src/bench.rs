@@ -269,8 +269,130 @@ pub fn cases(batch: usize) -> Vec<Case> {
         gelu_case(enc_rows * 512),
         add_case(enc_rows * 128, 128),
         gather_case(batch, 49, 12, 128),
+        scatter_case(batch, 50, 50, 64),
+        concat_case(batch, 49, 64),
+        permute_case(batch, 50, 4, 16),
+        bias_grad_case(dec_rows, 192),
+        loss_case(batch * 49, 16, false),
+        loss_case(batch * 49, 16, true),
         adamw_case(1_300_000),
     ]
+}
+
+fn scatter_case(batch: usize, rows: usize, picks: usize, width: usize) -> Case {
+    // The backward of the decoder's unshuffle: every token's gradient to its place.
+    let spec = GatherSpec { batch, rows, picks, width };
+    let idx: Vec<u32> = (0..batch * picks).map(|i| ((i * 7) % rows) as u32).collect();
+    let idx2 = idx.clone();
+    let n = batch * picks * width;
+    Case {
+        name: "unshuffle backward (scatter-add)",
+        shape: format!("[{batch},{picks},{width}] -> {rows}"),
+        work: Work::Bytes(8.0 * n as f64),
+        prepare: Box::new(move |dev| {
+            let dy = up(dev, &values(n, 15))?;
+            let ids = Indices::new(idx.clone(), &[batch, picks])?;
+            let dev = dev.clone();
+            Ok(Box::new(move || dev.backend().scatter_add_rows(&dy, &ids, &spec).map(drop)))
+        }),
+        reference: Some(Box::new(move || {
+            let (dy, idx) = (values(n, 15), idx2.clone());
+            Box::new(move || drop(reference::scatter_add_rows(&dy, &idx, &spec)))
+        })),
+    }
+}
+
+fn concat_case(batch: usize, rows: usize, width: usize) -> Case {
+    // The decoder's tokens after its cls token: [N, 49, 64] into rows 1.. of [N, 50, 64].
+    let spec = CopyRowsSpec { batch, rows, width, src_rows: rows, src_offset: 0, dst_rows: rows + 1, dst_offset: 1 };
+    let (ns, nd) = (batch * rows * width, batch * (rows + 1) * width);
+    Case {
+        name: "concat tokens (copy rows)",
+        shape: format!("[{batch},{rows},{width}] -> [{batch},{},{width}]", rows + 1),
+        work: Work::Bytes(8.0 * ns as f64),
+        prepare: Box::new(move |dev| {
+            let (src, dst) = (up(dev, &values(ns, 16))?, up(dev, &vec![0.0; nd])?);
+            let dev = dev.clone();
+            Ok(Box::new(move || dev.backend().copy_rows_into(&src, &dst, &spec)))
+        }),
+        reference: Some(Box::new(move || {
+            let (src, mut dst) = (values(ns, 16), vec![0.0; nd]);
+            Box::new(move || reference::copy_rows_into(&src, &mut dst, &spec))
+        })),
+    }
+}
+
+fn permute_case(batch: usize, seq: usize, heads: usize, dim: usize) -> Case {
+    // The head split of the separate-q/k/v attention: [N, T, 3, H, d] -> [3, N, H, T, d].
+    let shape = [batch, seq, 3, heads, dim];
+    let perm = [2, 0, 3, 1, 4];
+    let n: usize = shape.iter().product();
+    Case {
+        name: "permute (head split)",
+        shape: format!("{shape:?} by {perm:?}"),
+        work: Work::Bytes(8.0 * n as f64),
+        prepare: Box::new(move |dev| {
+            let x = up(dev, &values(n, 17))?;
+            let dev = dev.clone();
+            Ok(Box::new(move || dev.backend().permute(&x, &shape, &perm).map(drop)))
+        }),
+        reference: Some(Box::new(move || {
+            let x = values(n, 17);
+            Box::new(move || drop(reference::permute(&x, &shape, &perm)))
+        })),
+    }
+}
+
+fn bias_grad_case(rows: usize, cols: usize) -> Case {
+    // A bias gradient: the column sums of dy.
+    let spec = AxisSpec { outer: 1, axis: rows, inner: cols };
+    Case {
+        name: "bias gradient (column sums)",
+        shape: format!("[{rows},{cols}] -> [{cols}]"),
+        work: Work::Bytes(4.0 * (rows * cols) as f64),
+        prepare: Box::new(move |dev| {
+            let x = up(dev, &values(rows * cols, 18))?;
+            let dev = dev.clone();
+            Ok(Box::new(move || dev.backend().sum_axis(&x, &spec).map(drop)))
+        }),
+        reference: Some(Box::new(move || {
+            let x = values(rows * cols, 18);
+            Box::new(move || drop(reference::sum_axis(&x, &spec)))
+        })),
+    }
+}
+
+fn loss_case(rows: usize, patch: usize, backward: bool) -> Case {
+    // The norm-pix loss over every patch of the batch, and its gradient.
+    let spec = MaeLossSpec { rows, patch, norm_pix: true };
+    let n = rows * patch;
+    let mask: Vec<f32> = (0..rows).map(|r| if r % 4 == 0 { 0.0 } else { 1.0 }).collect();
+    let mask2 = mask.clone();
+    Case {
+        name: if backward { "mae loss bwd" } else { "mae loss fwd" },
+        shape: format!("[{rows},{patch}]"),
+        work: Work::Bytes(if backward { 12.0 } else { 8.0 } * n as f64),
+        prepare: Box::new(move |dev| {
+            let (p, t, m) = (up(dev, &values(n, 19))?, up(dev, &values(n, 20))?, up(dev, &mask)?);
+            let d = up(dev, &vec![1.0; rows])?;
+            let dev = dev.clone();
+            Ok(Box::new(move || {
+                let b = dev.backend();
+                if backward { b.mae_loss_backward(&p, &t, &m, &d, &spec) } else { b.mae_loss_rows(&p, &t, &m, &spec) }
+                    .map(drop)
+            }))
+        }),
+        reference: Some(Box::new(move || {
+            let (p, t, m, d) = (values(n, 19), values(n, 20), mask2.clone(), vec![1.0; rows]);
+            Box::new(move || {
+                if backward {
+                    drop(reference::mae_loss_backward(&p, &t, &m, &d, &spec))
+                } else {
+                    drop(reference::mae_loss_rows(&p, &t, &m, &spec))
+                }
+            })
+        })),
+    }
 }
 
 /// Median seconds per call: batches of calls (doubling until one takes 50 ms), synchronised.

@@ -1,26 +1,33 @@
-//! Every kernel of a training step on MAE's shapes (`mae::bench::cases`: the Fashion-MNIST preset
-//! at batch 256) on the CPU reference, the fast CPU backend and the GPU, under criterion. GPU iterations end with a
-//! synchronisation, so the time is wall time for the work submitted; `mae bench` prints the same
-//! cases with the GPU's own timestamp time beside it.
+//! Every kernel of a training step on MAE's shapes under criterion: the cases are
+//! `mae::bench::cases` (the Fashion-MNIST preset at batch 256), the same ones `mae bench` prints,
+//! so there is one definition of what is measured and two runners.
 //!
-//! `cargo bench --bench gpu_kernels`. The GPU is the best adapter wgpu finds, software ones
-//! included (lavapipe's figures show that the plumbing works, not GPU speed); without one, only
-//! the CPU rows run. Throughput: criterion's `Gelem/s` are GFLOP/s for products and attention.
+//! Each case runs on the CPU reference (plain loops, f64 sums), the fast CPU backend (threads
+//! chosen by size), the fast CPU backend on one thread (what the second core adds; the matmul keeps
+//! its own thread choice), and the GPU when this build has one and wgpu finds an adapter (software
+//! ones included: lavapipe's figures show that the plumbing works, not GPU speed). GPU iterations
+//! end with a synchronisation, so the time is wall time for the work submitted. Throughput:
+//! criterion's `Gelem/s` are GFLOP/s for products and attention, `GiB/s` bytes moved otherwise.
+//!
+//! `cargo bench --bench kernels` (a filter such as `-- attention` runs a part).
 
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use engine::Device;
+use engine::cpu::parallel::with_threads;
 use mae::bench::{Work, cases};
 
 fn kernels(c: &mut Criterion) {
+    // As the trainer: freed output buffers are reused rather than faulted in again.
+    engine::cpu::allocator::keep_freed_memory();
     let mut devices = vec![("cpu", Device::Cpu)];
     match Device::gpu() {
         Ok(g) => {
             eprintln!("GPU: {}", g.name());
             devices.push(("gpu", g));
         }
-        Err(e) => eprintln!("no GPU adapter ({e}): GPU rows skipped"),
+        Err(e) => eprintln!("no GPU ({e}): GPU rows skipped"),
     }
     for case in cases(256) {
         let mut g = c.benchmark_group(case.name);
@@ -44,6 +51,9 @@ fn kernels(c: &mut Criterion) {
                     t.elapsed()
                 })
             });
+            if dev.is_cpu() {
+                g.bench_function("cpu 1 thread", |b| b.iter(|| with_threads(1, || f().expect("kernel runs"))));
+            }
         }
         g.finish();
     }
