@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::Result;
-use crate::io::png::{Series, line_plot, save_png};
+use crate::io::plot::{Series, line_plot};
+use crate::io::png::save_png;
 use crate::train::read_log;
 
 /// Draw the loss of every step in the CSV log at `log` (raw, and a running mean over ~1% of the

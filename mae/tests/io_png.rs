@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use image::{Rgb, RgbImage};
-use mae::io::png::{PALETTE, text_width};
+use mae::io::font::text_width;
+use mae::io::plot::PALETTE;
 use mae::io::{Series, draw_text, image_grid, line_plot, save_png, to_rgb};
 
 fn scratch(test: &str) -> PathBuf {

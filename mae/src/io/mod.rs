@@ -7,13 +7,17 @@
 //! file against the file's real length before allocating them.
 
 pub mod atomic;
+pub mod font;
 pub mod npy;
+pub mod plot;
 pub mod png;
 pub mod safetensors;
 
 pub use atomic::write_atomically;
+pub use font::draw_text;
 pub use npy::{read_npy_f32, write_npy_f32, write_npy_i64, write_npy_u32};
-pub use png::{Series, draw_text, image_grid, line_plot, save_png, to_rgb};
+pub use plot::{Series, image_grid, line_plot};
+pub use png::{save_png, to_rgb};
 pub use safetensors::{
     NamedTensor, check_state_dict, parse_safetensors_bytes, read_metadata, read_safetensors, write_safetensors,
 };
