@@ -330,8 +330,8 @@ thread_local! {
 /// set of (batch item, rows, columns) rectangles.
 #[derive(Clone, Copy)]
 struct SharedC(*mut f32);
-// SAFETY: the threads write disjoint parts of C (see `matmul_with`), and `thread::scope` joins
-// them before the `&mut [f32]` that the pointer comes from is usable again.
+// SAFETY: the tasks write disjoint parts of C (see `tiled`), and `pool::run` returns only when
+// every task has finished, before the `&mut` slice that the pointer comes from is usable again.
 unsafe impl Send for SharedC {}
 unsafe impl Sync for SharedC {}
 
