@@ -15,13 +15,21 @@ use crate::storage::Storage;
 /// A batch stride of 0 broadcasts that operand over the batch (a shared weight).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MatmulSpec {
+    /// Number of products.
     pub batch: usize,
+    /// Rows of `op(A)` and of `C`.
     pub m: usize,
+    /// Columns of `op(B)` and of `C`.
     pub n: usize,
+    /// The inner dimension that the product sums over.
     pub k: usize,
+    /// `A` is stored transposed, as `[k, m]`.
     pub trans_a: bool,
+    /// `B` is stored transposed, as `[n, k]`.
     pub trans_b: bool,
+    /// Elements between the starts of consecutive batches of `A` (0 shares one `A`).
     pub a_batch_stride: usize,
+    /// Elements between the starts of consecutive batches of `B` (0 shares one `B`).
     pub b_batch_stride: usize,
 }
 
@@ -31,6 +39,7 @@ impl MatmulSpec {
         MatmulSpec { batch: 1, m, n, k, trans_a: false, trans_b: false, a_batch_stride: m * k, b_batch_stride: k * n }
     }
 
+    /// Floating-point operations of the product, `2 * batch * m * n * k` (the bias not counted).
     pub fn flops(&self) -> f64 {
         2.0 * self.batch as f64 * self.m as f64 * self.n as f64 * self.k as f64
     }
@@ -51,6 +60,7 @@ impl MatmulSpec {
     pub fn a_len(&self) -> usize {
         (self.batch - 1) * self.a_batch_stride + self.m * self.k
     }
+    /// Elements `B` must hold for this spec.
     pub fn b_len(&self) -> usize {
         (self.batch - 1) * self.b_batch_stride + self.k * self.n
     }
@@ -60,13 +70,18 @@ impl MatmulSpec {
 /// position table, a scalar).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BinaryOp {
+    /// `x + y`
     Add,
+    /// `x - y`
     Sub,
+    /// `x * y`
     Mul,
+    /// `x / y`
     Div,
 }
 
 impl BinaryOp {
+    /// `a (op) b` for one pair of values.
     #[inline]
     pub fn apply(self, a: f32, b: f32) -> f32 {
         match self {
@@ -76,6 +91,7 @@ impl BinaryOp {
             BinaryOp::Div => a / b,
         }
     }
+    /// The op's number in the WGSL kernels' parameters (its discriminant, 0 to 3).
     pub fn code(self) -> u32 {
         self as u32
     }
@@ -100,9 +116,13 @@ pub enum UnaryOp {
 /// sequences: `q, k, v, out: [heads, seq, dim]`, `out = softmax(q k^T * scale) v`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AttentionSpec {
+    /// Independent sequences, `batch * num_heads`.
     pub heads: usize,
+    /// Tokens per sequence.
     pub seq: usize,
+    /// Values per head and token.
     pub dim: usize,
+    /// Multiplier of the scores `q k^T` before the softmax (`1 / sqrt(dim)` in the model).
     pub scale: f32,
 }
 
@@ -114,9 +134,13 @@ pub struct AttentionSpec {
 pub struct HeadLayout {
     /// Heads per sample (consecutive heads that share a sample block).
     pub group: usize,
+    /// Values between the starts of consecutive samples.
     pub sample_stride: usize,
+    /// Values between the starts of consecutive heads within one sample.
     pub head_stride: usize,
+    /// Values between the starts of consecutive rows of one head.
     pub row_stride: usize,
+    /// Values before the first row of the first head of each sample.
     pub offset: usize,
 }
 
@@ -155,9 +179,13 @@ impl HeadLayout {
 /// `idx: [batch, picks]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GatherSpec {
+    /// Samples.
     pub batch: usize,
+    /// Rows of `x` per sample.
     pub rows: usize,
+    /// Rows picked per sample (the second axis of `idx`).
     pub picks: usize,
+    /// Values per row.
     pub width: usize,
 }
 
@@ -166,20 +194,30 @@ pub struct GatherSpec {
 /// Concatenation along the token axis is two of these; its backward, a slice, is one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CopyRowsSpec {
+    /// Samples.
     pub batch: usize,
+    /// Rows copied per sample.
     pub rows: usize,
+    /// Values per row.
     pub width: usize,
+    /// Rows per sample in `src`.
     pub src_rows: usize,
+    /// First row copied from each sample of `src`.
     pub src_offset: usize,
+    /// Rows per sample in `dst`.
     pub dst_rows: usize,
+    /// First row written in each sample of `dst`.
     pub dst_offset: usize,
 }
 
 /// `x` viewed as `[outer, axis, inner]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AxisSpec {
+    /// Product of the axes before `axis`.
     pub outer: usize,
+    /// Length of the axis summed over or broadcast along.
     pub axis: usize,
+    /// Product of the axes after `axis`.
     pub inner: usize,
 }
 
@@ -188,8 +226,11 @@ pub struct AxisSpec {
 /// target, normalised per patch by its mean and unbiased variance (`+ 1e-6`) when `norm_pix`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MaeLossSpec {
+    /// Number of patches: rows of `pred`, `target` and `mask`.
     pub rows: usize,
+    /// Values per patch.
     pub patch: usize,
+    /// Normalise each target patch by its own mean and variance first.
     pub norm_pix: bool,
 }
 
@@ -201,30 +242,45 @@ pub const NORM_PIX_EPS: f32 = 1e-6;
 /// `p = p (1 - lr wd) - lr (m / bc1) / (sqrt(v / bc2) + eps)` (PyTorch's AdamW).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamWSpec {
+    /// Learning rate.
     pub lr: f32,
+    /// Decay rate of the first moment `m`.
     pub beta1: f32,
+    /// Decay rate of the second moment `v`.
     pub beta2: f32,
+    /// Added to the denominator so that it is never zero.
     pub eps: f32,
+    /// Decoupled weight decay, applied as `p * (1 - lr * weight_decay)`.
     pub weight_decay: f32,
+    /// `1 - beta1^t` at step `t`.
     pub bias_correction1: f32,
+    /// `1 - beta2^t` at step `t`.
     pub bias_correction2: f32,
+    /// Multiplies the gradient before anything else (1 / accumulation steps in training).
     pub grad_scale: f32,
 }
 
 /// The kernels. Every method allocates its output on the same device as its inputs; in-place
 /// methods say so in their names.
 pub trait Backend {
+    /// A one-line description of the device, for logs.
     fn name(&self) -> String;
 
+    /// A new storage holding a copy of `data`.
     fn upload(&self, data: &[f32]) -> Result<Storage>;
+    /// All values of `s`, copied to the host (waits for the device).
     fn download(&self, s: &Storage) -> Result<Vec<f32>>;
+    /// A new storage of `len` values, every one `value`.
     fn full(&self, len: usize, value: f32) -> Result<Storage>;
     /// A new storage holding a copy of `s`.
     fn copy(&self, s: &Storage) -> Result<Storage>;
 
+    /// `C = op(A) · op(B) (+ bias)` as `spec` describes (see `MatmulSpec`).
     fn matmul(&self, a: &Storage, b: &Storage, bias: Option<&Storage>, spec: &MatmulSpec) -> Result<Storage>;
 
+    /// `out[i] = x[i] (op) y[i % len_y]` for `i` in `0..len_x` (see `BinaryOp`).
     fn binary(&self, op: BinaryOp, x: &Storage, y: &Storage, len_x: usize, len_y: usize) -> Result<Storage>;
+    /// `op` applied to each of the `len` values of `x`.
     fn unary(&self, op: UnaryOp, x: &Storage, len: usize) -> Result<Storage>;
     /// `dx = dy * gelu'(x)`.
     fn gelu_backward(&self, x: &Storage, dy: &Storage, len: usize) -> Result<Storage>;
@@ -288,6 +344,7 @@ pub trait Backend {
         spec: &AttentionSpec,
     ) -> Result<Storage>;
 
+    /// `out[n, i, :] = x[n, idx[n, i], :]` (see `GatherSpec`).
     fn gather_rows(&self, x: &Storage, idx: &Indices, spec: &GatherSpec) -> Result<Storage>;
     /// The backward of `gather_rows`: `dx = zeros; dx[n, idx[n, i], :] += dy[n, i, :]`.
     fn scatter_add_rows(&self, dy: &Storage, idx: &Indices, spec: &GatherSpec) -> Result<Storage>;

@@ -27,12 +27,15 @@ pub struct GpuCounters {
     pub submissions: u64,
     /// Storage buffers created (the pool had none of that size free), and their bytes.
     pub buffers_created: u64,
+    /// Bytes of those buffers.
     pub bytes_created: u64,
     /// Host-to-device writes of tensor or index data, and their bytes.
     pub uploads: u64,
+    /// Bytes of those writes.
     pub bytes_uploaded: u64,
     /// Device-to-host copies, and their bytes.
     pub read_backs: u64,
+    /// Bytes of those copies.
     pub bytes_read_back: u64,
     /// Kernel parameters written to the uniform arena.
     pub uniform_bytes: u64,
@@ -74,9 +77,13 @@ impl std::fmt::Display for GpuCounters {
     }
 }
 
+/// Where tensors live and kernels run. Cheap to clone; two GPU devices are equal when they
+/// share one context.
 #[derive(Clone)]
 pub enum Device {
+    /// The CPU backend.
     Cpu,
+    /// A GPU context running our WGSL kernels.
     #[cfg(feature = "gpu")]
     Gpu(Gpu),
 }
@@ -93,6 +100,7 @@ pub enum DeviceChoice {
     /// A hardware GPU if there is one, else the CPU.
     #[default]
     Auto,
+    /// The CPU, even when a GPU is present.
     Cpu,
     /// Any GPU adapter, software ones included; an error when there is none.
     Gpu,
@@ -152,6 +160,7 @@ impl Device {
         }
     }
 
+    /// The kernels of this device.
     pub fn backend(&self) -> &dyn Backend {
         match self {
             Device::Cpu => &CPU,
@@ -160,14 +169,18 @@ impl Device {
         }
     }
 
+    /// True for `Device::Cpu`.
     pub fn is_cpu(&self) -> bool {
         matches!(self, Device::Cpu)
     }
 
+    /// True for a GPU device.
     pub fn is_gpu(&self) -> bool {
         !self.is_cpu()
     }
 
+    /// A one-line description of the backend (for the CPU, its threads and matmul kernel; for a
+    /// GPU, its adapter).
     pub fn name(&self) -> String {
         self.backend().name()
     }

@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+/// Every failure the engine reports: the variant says what kind, the message what happened.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Error {
     /// Shapes that do not fit the op; the message names the op and both shapes.
@@ -29,4 +30,5 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// `std::result::Result` with the engine's `Error`.
 pub type Result<T> = std::result::Result<T, Error>;

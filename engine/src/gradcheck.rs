@@ -11,13 +11,18 @@ use crate::rng::Rng;
 use crate::tape::{self, no_grad};
 use crate::tensor::Tensor;
 
+/// A finite-difference gradient check: its step, tolerances and sampling (see the module docs).
 #[derive(Clone, Copy, Debug)]
 pub struct GradCheck {
+    /// The finite-difference step.
     pub eps: f32,
+    /// Absolute tolerance.
     pub atol: f32,
+    /// Relative tolerance, a multiple of the numeric gradient's magnitude.
     pub rtol: f32,
     /// Check at most this many elements per input (a seeded random subset beyond it).
     pub max_elements: usize,
+    /// Seed of the output weighting and of the element subset.
     pub seed: u64,
 }
 

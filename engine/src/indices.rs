@@ -12,6 +12,8 @@ use crate::error::{Error, Result};
 #[cfg(feature = "gpu")]
 use crate::gpu::{GpuBuffer, GpuContext};
 
+/// A shared, immutable tensor of `u32` indices, cheap to clone. Its largest value is found once,
+/// when it is made, so that bounds checks cost nothing later.
 #[derive(Clone, Debug)]
 pub struct Indices(Rc<IndicesInner>);
 
@@ -31,6 +33,7 @@ impl std::fmt::Debug for IndicesInner {
 }
 
 impl Indices {
+    /// Indices of `shape` from row-major `values`; fails unless they fill the shape exactly.
     pub fn new(values: Vec<u32>, shape: &[usize]) -> Result<Self> {
         let n: usize = shape.iter().product();
         if n != values.len() {
@@ -46,6 +49,7 @@ impl Indices {
         })))
     }
 
+    /// As `new`, from `usize` values; fails on any that does not fit in `u32`.
     pub fn from_usize(values: &[usize], shape: &[usize]) -> Result<Self> {
         let v = values
             .iter()
@@ -54,18 +58,22 @@ impl Indices {
         Self::new(v, shape)
     }
 
+    /// The length of each axis.
     pub fn shape(&self) -> &[usize] {
         &self.0.shape
     }
 
+    /// The values, row-major.
     pub fn values(&self) -> &[u32] {
         &self.0.values
     }
 
+    /// Number of indices.
     pub fn len(&self) -> usize {
         self.0.values.len()
     }
 
+    /// True when there are no indices.
     pub fn is_empty(&self) -> bool {
         self.0.values.is_empty()
     }

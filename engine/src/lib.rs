@@ -2,6 +2,8 @@
 //! autograd, a readable CPU reference backend (with a fast matmul beside it) and a GPU backend of
 //! our own WGSL kernels on wgpu. See `docs/architecture.md` for the whole picture.
 
+#![warn(missing_docs)]
+
 pub mod backend;
 pub mod cpu;
 pub mod device;

@@ -1,6 +1,7 @@
 //! A small, seeded, reproducible PRNG of our own (xoshiro256**, seeded through splitmix64), so that
 //! the same seed gives the same weights, masks and batches on every machine and every run.
 
+/// The engine's PRNG: xoshiro256** seeded through splitmix64. A clone repeats the same stream.
 #[derive(Clone, Debug)]
 pub struct Rng {
     s: [u64; 4],
@@ -15,6 +16,7 @@ fn splitmix64(state: &mut u64) -> u64 {
 }
 
 impl Rng {
+    /// A generator seeded from `seed`; the same seed gives the same stream everywhere.
     pub fn new(seed: u64) -> Self {
         let mut sm = seed;
         let s = [splitmix64(&mut sm), splitmix64(&mut sm), splitmix64(&mut sm), splitmix64(&mut sm)];
@@ -26,6 +28,7 @@ impl Rng {
         self.s
     }
 
+    /// A generator that resumes from a `state` reading.
     pub fn from_state(s: [u64; 4]) -> Self {
         Rng { s }
     }
@@ -35,6 +38,7 @@ impl Rng {
         Rng::new(self.next_u64())
     }
 
+    /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         let result = self.s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
         let t = self.s[1] << 17;

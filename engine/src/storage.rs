@@ -9,9 +9,12 @@ use crate::error::{Error, Result};
 #[cfg(feature = "gpu")]
 use crate::gpu::{Gpu, GpuBuffer};
 
+/// A tensor's values: a host `Vec` or a GPU buffer. Clones share the memory.
 #[derive(Clone)]
 pub enum Storage {
+    /// Values in host memory.
     Cpu(Rc<RefCell<Vec<f32>>>),
+    /// Values in a buffer on a GPU.
     #[cfg(feature = "gpu")]
     Gpu(Rc<GpuBuffer>),
 }
@@ -22,10 +25,12 @@ fn on_gpu<T>() -> Result<T> {
 }
 
 impl Storage {
+    /// A CPU storage holding `v`.
     pub fn from_vec(v: Vec<f32>) -> Self {
         Storage::Cpu(Rc::new(RefCell::new(v)))
     }
 
+    /// The device the values live on.
     pub fn device(&self) -> Device {
         match self {
             Storage::Cpu(_) => Device::Cpu,
@@ -43,6 +48,7 @@ impl Storage {
         }
     }
 
+    /// True when it holds no values.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -56,6 +62,8 @@ impl Storage {
         }
     }
 
+    /// Borrow the values of a CPU storage mutably; fails if they are borrowed already or live on a
+    /// GPU.
     pub fn cpu_mut(&self) -> Result<RefMut<'_, Vec<f32>>> {
         match self {
             Storage::Cpu(v) => v

@@ -28,6 +28,7 @@ thread_local! {
     static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
 }
 
+/// Whether ops on this thread record onto the tape (false inside `no_grad`).
 pub fn is_grad_enabled() -> bool {
     GRAD_ENABLED.with(|g| g.get())
 }
@@ -38,6 +39,8 @@ pub struct NoGradGuard {
 }
 
 impl NoGradGuard {
+    /// Switches recording off on this thread until the guard is dropped, which restores the previous
+    /// setting.
     pub fn new() -> Self {
         let previous = GRAD_ENABLED.with(|g| g.replace(false));
         NoGradGuard { previous }

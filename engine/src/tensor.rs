@@ -39,6 +39,7 @@ struct Inner {
     grad: RefCell<Option<Tensor>>,
 }
 
+/// Number of values of a tensor of `shape` (1 for the scalar shape `[]`).
 pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }
@@ -83,6 +84,8 @@ impl Tensor {
         Tensor::make(storage, shape, false, true)
     }
 
+    /// A leaf tensor of `shape` on `device` from row-major `values` (moved in on the CPU, uploaded to
+    /// a GPU); fails unless they fill the shape.
     pub fn from_vec(values: Vec<f32>, shape: &[usize], device: &Device) -> Result<Tensor> {
         if values.len() != numel(shape) {
             return Err(Error::Shape(format!("{} values do not fill shape {:?}", values.len(), shape)));
@@ -95,6 +98,7 @@ impl Tensor {
         Ok(Tensor::make(storage, shape.to_vec(), false, true))
     }
 
+    /// As `from_vec`, copying from a slice.
     pub fn from_slice(values: &[f32], shape: &[usize], device: &Device) -> Result<Tensor> {
         if values.len() != numel(shape) {
             return Err(Error::Shape(format!("{} values do not fill shape {:?}", values.len(), shape)));
@@ -103,15 +107,18 @@ impl Tensor {
         Ok(Tensor::make(storage, shape.to_vec(), false, true))
     }
 
+    /// A leaf tensor of `shape` with every value `value`.
     pub fn full(shape: &[usize], value: f32, device: &Device) -> Result<Tensor> {
         let storage = device.backend().full(numel(shape), value)?;
         Ok(Tensor::make(storage, shape.to_vec(), false, true))
     }
 
+    /// A leaf tensor of `shape` filled with 0.
     pub fn zeros(shape: &[usize], device: &Device) -> Result<Tensor> {
         Tensor::full(shape, 0.0, device)
     }
 
+    /// A leaf tensor of `shape` filled with 1.
     pub fn ones(shape: &[usize], device: &Device) -> Result<Tensor> {
         Tensor::full(shape, 1.0, device)
     }
@@ -127,6 +134,7 @@ impl Tensor {
         Tensor::from_vec(v, shape, device)
     }
 
+    /// Normal with mean `mean` and standard deviation `std`, drawn from `rng` on the host.
     pub fn normal(shape: &[usize], mean: f32, std: f32, rng: &mut Rng, device: &Device) -> Result<Tensor> {
         let v = (0..numel(shape)).map(|_| mean + std * rng.normal()).collect();
         Tensor::from_vec(v, shape, device)
@@ -145,14 +153,17 @@ impl Tensor {
         Tensor::uniform(shape, -a, a, rng, device)
     }
 
+    /// A process-wide unique id; the tape knows tensors by it.
     pub fn id(&self) -> u64 {
         self.0.id
     }
 
+    /// The length of each axis.
     pub fn shape(&self) -> &[usize] {
         &self.0.shape
     }
 
+    /// Number of axes.
     pub fn rank(&self) -> usize {
         self.0.shape.len()
     }
@@ -164,22 +175,27 @@ impl Tensor {
         self.0.shape[j as usize]
     }
 
+    /// Number of values.
     pub fn numel(&self) -> usize {
         numel(&self.0.shape)
     }
 
+    /// Where the values live.
     pub fn storage(&self) -> &Storage {
         &self.0.storage
     }
 
+    /// The device that holds the values.
     pub fn device(&self) -> Device {
         self.0.storage.device()
     }
 
+    /// Whether gradients flow to or through this tensor.
     pub fn requires_grad(&self) -> bool {
         self.0.requires_grad.get()
     }
 
+    /// True for tensors made by the user (data, parameters), false for the results of ops.
     pub fn is_leaf(&self) -> bool {
         self.0.leaf
     }
@@ -190,6 +206,7 @@ impl Tensor {
         self
     }
 
+    /// Switch gradient tracking of a leaf on or off. Panics on a tensor that is not a leaf.
     pub fn set_requires_grad(&self, on: bool) {
         assert!(self.is_leaf(), "requires_grad can only be set on leaf tensors");
         self.0.requires_grad.set(on);
@@ -200,6 +217,7 @@ impl Tensor {
         self.0.grad.borrow().clone()
     }
 
+    /// Forget the accumulated gradient.
     pub fn zero_grad(&self) {
         *self.0.grad.borrow_mut() = None;
     }
@@ -251,27 +269,35 @@ impl Tensor {
     pub fn add(&self, other: &Tensor) -> Result<Tensor> {
         crate::ops::binary(BinaryOp::Add, self, other)
     }
+    /// `self - other`, with `other` broadcast over leading axes (see `ops::binary`).
     pub fn sub(&self, other: &Tensor) -> Result<Tensor> {
         crate::ops::binary(BinaryOp::Sub, self, other)
     }
+    /// `self * other`, with `other` broadcast over leading axes (see `ops::binary`).
     pub fn mul(&self, other: &Tensor) -> Result<Tensor> {
         crate::ops::binary(BinaryOp::Mul, self, other)
     }
+    /// `self / other`, with `other` broadcast over leading axes (see `ops::binary`).
     pub fn div(&self, other: &Tensor) -> Result<Tensor> {
         crate::ops::binary(BinaryOp::Div, self, other)
     }
+    /// `s * self`.
     pub fn scale(&self, s: f32) -> Result<Tensor> {
         crate::ops::scale(self, s)
     }
+    /// `self · other` for `self: [.., m, k]` and `other: [k, n]` or `[.., k, n]`.
     pub fn matmul(&self, other: &Tensor) -> Result<Tensor> {
         crate::ops::matmul(self, other)
     }
+    /// Reorder axes: `out.shape[i] = self.shape[perm[i]]` (a real copy).
     pub fn permute(&self, perm: &[usize]) -> Result<Tensor> {
         crate::ops::permute(self, perm)
     }
+    /// The sum of all values, shape `[]`.
     pub fn sum(&self) -> Result<Tensor> {
         crate::ops::sum(self)
     }
+    /// The mean of all values, shape `[]`.
     pub fn mean(&self) -> Result<Tensor> {
         crate::ops::mean(self)
     }

@@ -22,6 +22,8 @@ use crate::indices::Indices;
 use crate::storage::Storage;
 use parallel::Uninit;
 
+/// The CPU backend, the `Backend` of `Device::Cpu`. It has no state of its own: one static
+/// value serves every CPU tensor.
 pub struct CpuBackend;
 
 fn binary_name(op: BinaryOp) -> &'static str {

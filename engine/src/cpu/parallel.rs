@@ -66,10 +66,13 @@ pub fn threads_for(units: usize, ns_per_unit: f64) -> usize {
 /// one thread (a visible share of a training step: docs/benchmarks.md), whereas zeroing a piece right before writing
 /// it costs little (the piece is then in the cache).
 pub trait Out<'a>: Send + Sized {
+    /// Number of values.
     fn len(&self) -> usize;
+    /// True when there are no values.
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// The first `at` values and the rest.
     fn split_at(self, at: usize) -> (Self, Self);
     /// The values, initialised (uninitialised memory is zero-filled first).
     fn init(self) -> &'a mut [f32];
@@ -137,7 +140,9 @@ pub trait Split: Send + Sized {
 
 /// An output seen as consecutive units of `per_unit` values (the last one may be shorter).
 pub struct Units<O> {
+    /// The output values.
     pub data: O,
+    /// Values per unit.
     pub per_unit: usize,
 }
 

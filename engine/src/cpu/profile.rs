@@ -29,8 +29,11 @@ static TABLE: Mutex<Vec<(&'static str, u64, u128)>> = Mutex::new(Vec::new());
 /// One kernel's accumulated time.
 #[derive(Clone, Debug, PartialEq)]
 pub struct KernelTime {
+    /// The kernel's scope name.
     pub name: &'static str,
+    /// Calls recorded.
     pub calls: u64,
+    /// Total wall-clock time of those calls, in seconds.
     pub seconds: f64,
 }
 

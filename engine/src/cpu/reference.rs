@@ -30,6 +30,7 @@ pub fn matmul(a: &[f32], b: &[f32], bias: Option<&[f32]>, s: &MatmulSpec) -> Vec
     c
 }
 
+/// `out[i] = x[i] (op) y[i % len(y)]`.
 pub fn binary(op: BinaryOp, x: &[f32], y: &[f32]) -> Vec<f32> {
     (0..x.len()).map(|i| op.apply(x[i], y[i % y.len()])).collect()
 }
@@ -45,6 +46,7 @@ pub fn erf(x: f64) -> f64 {
     sign * (1.0 - poly * (-x * x).exp())
 }
 
+/// Exact GELU of one value, `0.5 x (1 + erf(x / sqrt 2))`, evaluated in f64.
 pub fn gelu(x: f32) -> f32 {
     let x = x as f64;
     (0.5 * x * (1.0 + erf(x / std::f64::consts::SQRT_2))) as f32
@@ -58,6 +60,7 @@ pub fn gelu_grad(x: f32) -> f32 {
     (cdf + x * pdf) as f32
 }
 
+/// `op` applied to each value.
 pub fn unary(op: UnaryOp, x: &[f32]) -> Vec<f32> {
     x.iter()
         .map(|&v| match op {
@@ -70,10 +73,12 @@ pub fn unary(op: UnaryOp, x: &[f32]) -> Vec<f32> {
         .collect()
 }
 
+/// `dx = dy * gelu'(x)`.
 pub fn gelu_backward(x: &[f32], dy: &[f32]) -> Vec<f32> {
     x.iter().zip(dy).map(|(&x, &d)| d * gelu_grad(x)).collect()
 }
 
+/// Softmax over the last axis of `[rows, cols]`, the row maximum subtracted first.
 pub fn softmax(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut y = vec![0.0f32; rows * cols];
     for r in 0..rows {
@@ -87,6 +92,7 @@ pub fn softmax(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     y
 }
 
+/// `dx = y * (dy - sum(dy * y))` per row.
 pub fn softmax_backward(y: &[f32], dy: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut dx = vec![0.0f32; rows * cols];
     for r in 0..rows {
@@ -296,6 +302,7 @@ pub fn attention_qkv_backward(qkv: &[f32], out: &[f32], dout: &[f32], num_heads:
     dqkv
 }
 
+/// `out[n, i, :] = x[n, idx[n, i], :]`.
 pub fn gather_rows(x: &[f32], idx: &[u32], s: &GatherSpec) -> Vec<f32> {
     let mut out = vec![0.0f32; s.batch * s.picks * s.width];
     for n in 0..s.batch {
@@ -308,6 +315,7 @@ pub fn gather_rows(x: &[f32], idx: &[u32], s: &GatherSpec) -> Vec<f32> {
     out
 }
 
+/// The backward of `gather_rows`: `dx = zeros; dx[n, idx[n, i], :] += dy[n, i, :]`.
 pub fn scatter_add_rows(dy: &[f32], idx: &[u32], s: &GatherSpec) -> Vec<f32> {
     let mut dx = vec![0.0f32; s.batch * s.rows * s.width];
     for n in 0..s.batch {
@@ -322,6 +330,7 @@ pub fn scatter_add_rows(dy: &[f32], idx: &[u32], s: &GatherSpec) -> Vec<f32> {
     dx
 }
 
+/// Copies `s.rows` rows per sample from `src` into `dst`, in place (see `CopyRowsSpec`).
 pub fn copy_rows_into(src: &[f32], dst: &mut [f32], s: &CopyRowsSpec) {
     for n in 0..s.batch {
         for r in 0..s.rows {
@@ -332,6 +341,7 @@ pub fn copy_rows_into(src: &[f32], dst: &mut [f32], s: &CopyRowsSpec) {
     }
 }
 
+/// Sum over the middle axis: `[outer, axis, inner] -> [outer, inner]`.
 pub fn sum_axis(x: &[f32], s: &AxisSpec) -> Vec<f32> {
     let mut out = vec![0.0f32; s.outer * s.inner];
     for o in 0..s.outer {
@@ -343,6 +353,7 @@ pub fn sum_axis(x: &[f32], s: &AxisSpec) -> Vec<f32> {
     out
 }
 
+/// Repeat along a new middle axis: `[outer, inner] -> [outer, axis, inner]`.
 pub fn broadcast_axis(x: &[f32], s: &AxisSpec) -> Vec<f32> {
     let mut out = vec![0.0f32; s.outer * s.axis * s.inner];
     for o in 0..s.outer {
@@ -398,6 +409,7 @@ pub fn loss_target(t: &[f32], norm_pix: bool) -> Vec<f64> {
     t.iter().map(|&v| (v as f64 - mean) * inv).collect()
 }
 
+/// Per-patch masked loss, `[rows]` (see `MaeLossSpec`).
 pub fn mae_loss_rows(pred: &[f32], target: &[f32], mask: &[f32], s: &MaeLossSpec) -> Vec<f32> {
     let p = s.patch;
     (0..s.rows)
@@ -409,6 +421,7 @@ pub fn mae_loss_rows(pred: &[f32], target: &[f32], mask: &[f32], s: &MaeLossSpec
         .collect()
 }
 
+/// `dpred[r, p] = drow[r] * mask[r] * 2 (pred[r, p] - t[r, p]) / patch`.
 pub fn mae_loss_backward(pred: &[f32], target: &[f32], mask: &[f32], drow: &[f32], s: &MaeLossSpec) -> Vec<f32> {
     let p = s.patch;
     let mut d = vec![0.0f32; s.rows * p];
@@ -436,6 +449,7 @@ pub fn cross_entropy(logits: &[f32], labels: &[u32], rows: usize, classes: usize
     (loss, probs)
 }
 
+/// `dlogits[r, c] = drow[r] * (p[r, c] - [c == label[r]])`.
 pub fn cross_entropy_backward(probs: &[f32], labels: &[u32], drow: &[f32], rows: usize, classes: usize) -> Vec<f32> {
     let mut d = vec![0.0f32; rows * classes];
     for r in 0..rows {
@@ -447,6 +461,7 @@ pub fn cross_entropy_backward(probs: &[f32], labels: &[u32], drow: &[f32], rows:
     d
 }
 
+/// One AdamW step on `p` with moments `m`, `v`, all updated in place (see `AdamWSpec`).
 pub fn adamw_step(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: &AdamWSpec) {
     for i in 0..p.len() {
         let gi = g[i] * s.grad_scale;

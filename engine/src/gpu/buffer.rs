@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::context::GpuContext;
 
+/// A GPU storage buffer of f32 values; it goes back to its context's pool when dropped.
 pub struct GpuBuffer {
     buf: Option<wgpu::Buffer>,
     len: usize,
@@ -16,6 +17,7 @@ impl GpuBuffer {
         GpuBuffer { buf: Some(buf), len, ctx }
     }
 
+    /// The underlying wgpu buffer.
     pub fn raw(&self) -> &wgpu::Buffer {
         self.buf.as_ref().expect("buffer present until drop")
     }
@@ -25,10 +27,12 @@ impl GpuBuffer {
         self.len
     }
 
+    /// True when it holds no values.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    /// The context that owns the buffer.
     pub fn context(&self) -> &Arc<GpuContext> {
         &self.ctx
     }

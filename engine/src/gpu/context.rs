@@ -39,9 +39,13 @@ const POOL_KEEP_BYTES: u64 = 2 << 30;
 /// What wgpu reports about the chosen adapter.
 #[derive(Clone, Debug)]
 pub struct AdapterSummary {
+    /// The adapter's name.
     pub name: String,
+    /// The wgpu backend it runs on (Vulkan, Metal, ...), as text.
     pub backend: String,
+    /// Discrete, integrated, virtual, software (`Cpu`) or other.
     pub device_type: wgpu::DeviceType,
+    /// The driver's name and details; empty when the adapter gives none.
     pub driver: String,
 }
 
@@ -117,11 +121,17 @@ struct State {
     profiler: Option<super::profile::Profiler>,
 }
 
+/// One wgpu adapter, device and queue, shared by every thread, with the buffer pool, the
+/// dispatch recorder and the pipeline cache (see the module docs).
 pub struct GpuContext {
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
+    /// What wgpu reports about the adapter.
     pub adapter: AdapterSummary,
+    /// The device's limits: the adapter's own, not wgpu's defaults.
     pub limits: wgpu::Limits,
+    /// The optional features enabled: those of timestamp queries, f16 and subgroups that the
+    /// adapter has.
     pub features: wgpu::Features,
     state: Mutex<State>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
@@ -231,6 +241,7 @@ impl GpuContext {
         }
     }
 
+    /// Whether the device has timestamp queries, which timing each dispatch needs.
     pub fn has_timestamps(&self) -> bool {
         self.features.contains(wgpu::Features::TIMESTAMP_QUERY)
     }
@@ -241,6 +252,7 @@ impl GpuContext {
         (s.live_bytes, s.peak_bytes)
     }
 
+    /// Batches submitted to the queue since the context was opened.
     pub fn submissions(&self) -> u64 {
         self.state().submissions
     }

@@ -34,10 +34,12 @@ impl Gpu {
         Ok(Gpu { ctx: select::context(allow_software)? })
     }
 
+    /// The shared context behind this handle.
     pub fn context(&self) -> &Arc<GpuContext> {
         &self.ctx
     }
 
+    /// True when both handles share one context (and so one device).
     pub fn same(&self, other: &Gpu) -> bool {
         Arc::ptr_eq(&self.ctx, &other.ctx)
     }

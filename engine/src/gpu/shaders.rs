@@ -12,6 +12,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("reduce", include_str!("../../../shaders/reduce.wgsl")),
 ];
 
+/// The WGSL source of kernel family `name`, if there is one.
 pub fn source(name: &str) -> Option<&'static str> {
     SHADERS.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
 }

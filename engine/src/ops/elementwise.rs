@@ -104,10 +104,12 @@ pub fn gelu(x: &Tensor) -> Result<Tensor> {
     unary(UnaryOp::Gelu, x)
 }
 
+/// `x * x`.
 pub fn square(x: &Tensor) -> Result<Tensor> {
     unary(UnaryOp::Square, x)
 }
 
+/// `sqrt(x)`, element-wise.
 pub fn sqrt(x: &Tensor) -> Result<Tensor> {
     unary(UnaryOp::Sqrt, x)
 }

@@ -11,7 +11,7 @@
 //! of a sum of `ROW_BLOCK` terms plus a pairwise sum of `rows / ROW_BLOCK` partials, about
 //! `(ROW_BLOCK + log2(blocks)) u sum|x|` at worst and its square root in practice.
 //!
-//! A sum along a contiguous run (`inner == 1`) uses `simd::sum` on pieces of [`RUN_BLOCK`] values
+//! A sum along a contiguous run (`inner == 1`) uses `simd::sum` on pieces of `RUN_BLOCK` values
 //! and the same pairwise tree over the pieces.
 
 use crate::backend::AxisSpec;

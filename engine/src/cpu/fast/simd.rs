@@ -3,7 +3,7 @@
 //!
 //! Each kernel is written once, in plain Rust that LLVM can vectorise: loops over `chunks_exact`
 //! of [`LANES`] values or fixed-size arrays, no bounds checks inside the hot loops, branch-free
-//! math (see `math.rs`). [`multiversion!`] then compiles that body twice: as it is, for the
+//! math (see `math.rs`). `multiversion!` then compiles that body twice: as it is, for the
 //! target's baseline (SSE2 on x86_64: 4 lanes, no FMA), and inside a `#[target_feature(enable =
 //! "avx2,fma")]` function, where the same loops become 8-lane AVX2 code and [`madd`] becomes one
 //! fused multiply-add. Which copy runs is decided per call by an [`Isa`] value: the best one this
