@@ -30,7 +30,9 @@ use crate::train::{Budget, TrainOptions, Trainer};
 /// A kernel's amount of work.
 #[derive(Clone, Copy, Debug)]
 pub enum Work {
+    /// Floating-point operations per call (products and attention).
     Flops(f64),
+    /// Bytes moved per call (memory-bound kernels).
     Bytes(f64),
 }
 
@@ -43,8 +45,11 @@ type PrepareReference = Box<dyn Fn() -> Box<dyn FnMut()>>;
 
 /// A kernel on one of MAE's shapes, ready to time on any device.
 pub struct Case {
+    /// The kernel's name, as the table shows it.
     pub name: &'static str,
+    /// The shapes it runs on, e.g. `[m,k] x [n,k]^T`.
     pub shape: String,
+    /// What one call does, to turn a time into a rate.
     pub work: Work,
     prepare: Prepare,
     reference: Option<PrepareReference>,

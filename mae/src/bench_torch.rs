@@ -15,12 +15,15 @@ const SCRIPT: &str = include_str!("bench_torch.py");
 /// What PyTorch measured.
 #[derive(Clone, Debug)]
 pub struct TorchSpeed {
+    /// Training throughput, from the median step.
     pub images_per_sec: f64,
+    /// The median step, in milliseconds.
     pub step_ms: f64,
     /// The child process's peak resident memory.
     pub max_rss_mib: f64,
     /// PyTorch's version and thread count, as it reports them.
     pub version: String,
+    /// Intra-op threads PyTorch used.
     pub threads: usize,
 }
 

@@ -19,15 +19,20 @@ use crate::io::safetensors::{NamedTensor, check_state_dict, read_metadata, read_
 use crate::model::MaskedAutoencoder;
 use crate::optim::AdamW;
 
+/// The model's state dict inside a checkpoint folder.
 pub const MODEL_FILE: &str = "model.safetensors";
+/// The training state (AdamW moments, step, elapsed time) beside it.
 pub const TRAIN_STATE_FILE: &str = "train_state.safetensors";
+/// The folder of a run's checkpoints, under its output folder.
 pub const CHECKPOINTS_DIR: &str = "checkpoints";
 const LATEST: &str = "LATEST";
 const KEEP: usize = 2;
 
-/// Metadata keys we write.
+/// Metadata key of the format tag (`pt`).
 pub const META_FORMAT: &str = "format";
+/// Metadata key of the model configuration, in `ModelConfig::to_metadata` form.
 pub const META_CONFIG: &str = "mae.config";
+/// Metadata key of the optimizer steps done when the checkpoint was taken.
 pub const META_STEP: &str = "mae.step";
 
 fn to_named(name: &str, t: &Tensor) -> Result<NamedTensor> {
@@ -149,6 +154,7 @@ pub struct CheckpointDir {
 }
 
 impl CheckpointDir {
+    /// The checkpoints of the run whose output folder is `out_dir`.
     pub fn new(out_dir: &Path) -> Self {
         CheckpointDir { root: out_dir.join(CHECKPOINTS_DIR) }
     }

@@ -21,12 +21,16 @@ use crate::streams::{self, stream};
 /// Features of one split: `x: [n, dim]` row-major, `y: [n]`.
 #[derive(Clone, Debug)]
 pub struct Features {
+    /// `[n, dim]`, row-major.
     pub x: Vec<f32>,
+    /// `[n]`, one class label per row.
     pub y: Vec<u32>,
+    /// Values per feature vector.
     pub dim: usize,
 }
 
 impl Features {
+    /// Checks that `x` holds `y.len()` rows of `dim > 0` values.
     pub fn new(x: Vec<f32>, y: Vec<u32>, dim: usize) -> Result<Self> {
         if dim == 0 || x.len() != y.len() * dim {
             return Err(Error::Data(format!("{} feature values for {} labels of width {dim}", x.len(), y.len())));
@@ -34,10 +38,12 @@ impl Features {
         Ok(Features { x, y, dim })
     }
 
+    /// The number of feature vectors, `n`.
     pub fn len(&self) -> usize {
         self.y.len()
     }
 
+    /// Whether there are no feature vectors.
     pub fn is_empty(&self) -> bool {
         self.y.is_empty()
     }
@@ -61,13 +67,20 @@ pub fn standardize(train: &mut Features, test: &mut Features) {
     }
 }
 
+/// Settings of the linear probe.
 #[derive(Clone, Copy, Debug)]
 pub struct ProbeOptions {
+    /// Passes over the training features (at least 1).
     pub epochs: usize,
+    /// Mini-batch size (capped at the number of training features); short last batches are dropped.
     pub batch: usize,
+    /// Peak learning rate, reached after the warmup, then a half cosine down to 0.
     pub lr: f64,
+    /// AdamW weight decay on the weights (not the bias).
     pub weight_decay: f32,
+    /// Fraction of the steps spent warming up linearly.
     pub warmup_fraction: f64,
+    /// Seed of the per-epoch shuffles.
     pub seed: u64,
 }
 
@@ -189,14 +202,17 @@ pub fn knn_accuracy(
     Ok(correct as f32 / test.len() as f32)
 }
 
-/// The k-NN settings used throughout.
+/// The number of neighbours that vote in k-NN, used throughout.
 pub const KNN_K: usize = 20;
+/// Temperature of the k-NN vote: each neighbour weighs `exp(similarity / 0.07)`.
 pub const KNN_TEMPERATURE: f32 = 0.07;
 
 /// Linear-probe and k-NN accuracy of one feature set.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ProbeScores {
+    /// Top-1 accuracy of the linear probe, in `0..1`.
     pub linear: f32,
+    /// Top-1 accuracy of k-NN, in `0..1`.
     pub knn: f32,
 }
 

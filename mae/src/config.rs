@@ -7,17 +7,29 @@ use crate::error::{Error, Result};
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
+    /// The preset's name (`mae_vit_base_patch16`...), or the user's own.
     pub name: String,
+    /// Side of the square input image, in pixels.
     pub img_size: usize,
+    /// Side of a square patch, in pixels; divides `img_size`.
     pub patch_size: usize,
+    /// Input channels `C` (1 grey, 3 RGB).
     pub in_chans: usize,
+    /// Encoder width `D`.
     pub embed_dim: usize,
+    /// Transformer blocks in the encoder.
     pub depth: usize,
+    /// Attention heads per encoder block; divides `embed_dim`.
     pub num_heads: usize,
+    /// Decoder width `Dd`.
     pub decoder_embed_dim: usize,
+    /// Transformer blocks in the decoder.
     pub decoder_depth: usize,
+    /// Attention heads per decoder block; divides `decoder_embed_dim`.
     pub decoder_num_heads: usize,
+    /// Hidden width of each MLP as a multiple of its block's width (4 in every preset).
     pub mlp_ratio: usize,
+    /// Predict each patch normalised by its own mean and variance (on in every preset).
     pub norm_pix_loss: bool,
 }
 
@@ -65,6 +77,7 @@ impl ModelConfig {
         ]
     }
 
+    /// The preset called `name`; the error lists every preset.
     pub fn by_name(name: &str) -> Result<ModelConfig> {
         Self::presets().into_iter().find(|c| c.name == name).ok_or_else(|| {
             let names: Vec<String> = Self::presets().into_iter().map(|c| c.name).collect();

@@ -3,37 +3,47 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+/// Everything that can go wrong in this crate.
 #[derive(Debug)]
 pub enum Error {
     /// A file could not be read or written.
     Io {
+        /// The file or folder.
         path: PathBuf,
+        /// The operating system's error.
         source: std::io::Error,
     },
     /// A data file or folder is missing, empty or malformed.
     Data(String),
     /// A checkpoint is unreadable, truncated, or does not fit the model.
     Checkpoint {
+        /// The checkpoint file or folder.
         path: PathBuf,
+        /// What is wrong with it.
         message: String,
     },
     /// An impossible configuration, rejected before any work.
     Config(String),
     /// The loss became NaN or infinite.
     NonFinite {
+        /// The optimizer step whose loss it was (1-based).
         step: u64,
+        /// The loss value.
         loss: f32,
     },
     /// The run was interrupted (Ctrl-C) after saving a checkpoint.
     Interrupted,
+    /// An error of the tensor engine.
     Engine(engine::Error),
 }
 
 impl Error {
+    /// An `Io` error for `path`.
     pub fn io(path: &Path, source: std::io::Error) -> Self {
         Error::Io { path: path.to_path_buf(), source }
     }
 
+    /// A `Checkpoint` error for `path`.
     pub fn checkpoint(path: &Path, message: impl Into<String>) -> Self {
         Error::Checkpoint { path: path.to_path_buf(), message: message.into() }
     }
@@ -73,4 +83,5 @@ impl From<engine::Error> for Error {
     }
 }
 
+/// This crate's result type.
 pub type Result<T> = std::result::Result<T, Error>;

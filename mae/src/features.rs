@@ -17,7 +17,9 @@ use crate::model::MaskedAutoencoder;
 /// Which token summary to take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pool {
+    /// The cls token.
     Cls,
+    /// The mean of the patch tokens.
     Mean,
     /// `[cls | mean]`, twice the width.
     Both,
@@ -36,6 +38,7 @@ impl std::str::FromStr for Pool {
 }
 
 impl Pool {
+    /// Values per summary for tokens of width `dim`: `2 * dim` for `Both`.
     pub fn width(self, dim: usize) -> usize {
         if self == Pool::Both { 2 * dim } else { dim }
     }
@@ -45,7 +48,9 @@ impl Pool {
 /// blocks (1: the encoder's output, the paper's probe).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FeatureSpec {
+    /// The token summary of each block.
     pub pool: Pool,
+    /// How many of the encoder's last blocks are summarised (1: its output).
     pub blocks: usize,
 }
 
@@ -55,6 +60,7 @@ impl FeatureSpec {
         FeatureSpec { pool, blocks: 1 }
     }
 
+    /// Values per feature vector for an encoder of width `dim`: the pool width times `blocks`.
     pub fn width(self, dim: usize) -> usize {
         self.pool.width(dim) * self.blocks
     }

@@ -23,16 +23,26 @@ use crate::nn::{LayerNorm, Linear, Param};
 use crate::optim::{AdamW, AdamWConfig, learning_rate, scaled_lr};
 use crate::streams::{self, stream};
 
+/// Settings of a fine-tuning run; the defaults suit the small presets.
 #[derive(Clone, Debug)]
 pub struct FinetuneOptions {
+    /// Budget in passes over the training set; with `seconds`, whichever ends first.
     pub epochs: Option<f64>,
+    /// Budget in seconds of wall time; with `epochs`, whichever ends first.
     pub seconds: Option<f64>,
+    /// Images per step; short last batches are dropped.
     pub batch: usize,
+    /// Learning rate per 256 images: the peak is `base_lr * batch / 256`.
     pub base_lr: f64,
+    /// Layer-wise lr decay: layer `i` of `top` gets `layer_decay^(top - i)` of the lr.
     pub layer_decay: f64,
+    /// AdamW weight decay, except on biases, 1-D parameters, the cls token and the position table.
     pub weight_decay: f32,
+    /// Fraction of the budget spent warming up linearly.
     pub warmup_fraction: f64,
+    /// Seed of the head's initialisation, the batch order and the augmentation.
     pub seed: u64,
+    /// Print a progress line every 50 steps.
     pub verbose: bool,
 }
 
@@ -52,9 +62,13 @@ impl Default for FinetuneOptions {
     }
 }
 
+/// The pre-trained encoder with a classification head: mean of the patch tokens, `fc_norm`, `head`.
 pub struct Classifier<'a> {
+    /// The encoder, fine-tuned in place (its tensors are shared, not copied).
     pub encoder: &'a MaskedAutoencoder,
+    /// LayerNorm of the pooled features (`fc_norm`).
     pub fc_norm: LayerNorm,
+    /// The linear head: weight `[classes, D]`, bias `[classes]`.
     pub head: Linear,
 }
 
@@ -86,10 +100,15 @@ fn layer_id(name: &str, depth: usize) -> usize {
     }
 }
 
+/// What a fine-tuning run gives.
 pub struct FinetuneReport {
+    /// Top-1 accuracy on the test split, in `0..1`.
     pub test_accuracy: f32,
+    /// Mean training loss of the last steps: since the last progress line with `verbose`, else of all.
     pub train_loss: f32,
+    /// Optimizer steps done.
     pub steps: u64,
+    /// Wall time of the run, evaluation included.
     pub seconds: f64,
 }
 

@@ -3,6 +3,8 @@
 //! patches, a light decoder with mask tokens, the loss on masked patches; data, training,
 //! checkpoints, evaluation and pictures.
 
+#![warn(missing_docs)]
+
 pub mod batch;
 pub mod bench;
 pub mod bench_torch;

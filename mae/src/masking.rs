@@ -24,14 +24,19 @@ use engine::Rng;
 
 use crate::error::{Error, Result};
 
+/// How the patches to remove are chosen (see the module's comment).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MaskStrategy {
+    /// Uniformly at random per sample, the paper's default.
     Random,
+    /// Random rectangles of patches (BEiT-style block-wise).
     Block,
+    /// One patch kept per cell of a regular grid (grid-wise).
     Grid,
 }
 
 impl MaskStrategy {
+    /// The strategy's name on the command line and in reports.
     pub fn name(self) -> &'static str {
         match self {
             MaskStrategy::Random => "random",
@@ -71,8 +76,11 @@ pub fn len_keep(num_patches: usize, ratio: f32) -> usize {
 /// The masks of one batch.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Masking {
+    /// `N`, samples in the batch.
     pub batch: usize,
+    /// `L`, patches per sample.
     pub num_patches: usize,
+    /// Visible patches per sample, `floor(L * (1 - ratio))`.
     pub len_keep: usize,
     /// `[N, L]`
     pub ids_shuffle: Vec<u32>,

@@ -19,25 +19,35 @@ use crate::masking::Masking;
 use crate::nn::{Block, LayerNorm, Linear, Param, expand};
 use crate::pos_embed::sincos_2d;
 
+/// The masked autoencoder: encoder, decoder and their parameters, under the official names.
 pub struct MaskedAutoencoder {
+    /// The shape it was built with.
     pub config: ModelConfig,
+    /// Where its tensors live.
     pub device: Device,
     /// `patch_embed.proj`: weight `[D, C, p, p]` (a convolution in the official code), bias `[D]`.
     pub patch_embed_weight: Tensor,
+    /// `patch_embed.proj.bias`, `[D]`.
     pub patch_embed_bias: Tensor,
     /// `[1, 1, D]`
     pub cls_token: Tensor,
     /// `[1, 1 + L, D]`, fixed sin-cos.
     pub pos_embed: Tensor,
+    /// The encoder's transformer blocks, `blocks.{i}`.
     pub blocks: Vec<Block>,
+    /// The encoder's final `norm`.
     pub norm: LayerNorm,
+    /// `decoder_embed`: the latent `[N, 1+K, D]` to the decoder's width `[N, 1+K, Dd]`.
     pub decoder_embed: Linear,
     /// `[1, 1, Dd]`
     pub mask_token: Tensor,
     /// `[1, 1 + L, Dd]`, fixed sin-cos.
     pub decoder_pos_embed: Tensor,
+    /// The decoder's transformer blocks, `decoder_blocks.{i}`.
     pub decoder_blocks: Vec<Block>,
+    /// The decoder's final `decoder_norm`.
     pub decoder_norm: LayerNorm,
+    /// `decoder_pred`: each token `[Dd]` to its patch's `P` values.
     pub decoder_pred: Linear,
 }
 
@@ -51,14 +61,18 @@ pub struct Output {
 
 /// The masks of a batch, on the device.
 pub struct DeviceMasking {
+    /// `ids_shuffle[:, :len_keep]`, `[N, K]`: the visible patches, in the order the encoder sees them.
     pub ids_keep: Indices,
+    /// `[N, L]`: unshuffles `[kept tokens | mask tokens]` back to raster order.
     pub ids_restore: Indices,
     /// `[N, L]`, 1 = removed.
     pub mask: Tensor,
+    /// `K`, visible patches per sample.
     pub len_keep: usize,
 }
 
 impl DeviceMasking {
+    /// Uploads the host masks `m` to `dev`.
     pub fn new(m: &Masking, dev: &Device) -> Result<Self> {
         Ok(DeviceMasking {
             ids_keep: Indices::new(m.ids_keep(), &[m.batch, m.len_keep])?,

@@ -10,7 +10,9 @@ use crate::error::Result;
 /// A named parameter as the state dict holds it.
 #[derive(Clone, Debug)]
 pub struct Param {
+    /// The official name, e.g. `blocks.0.attn.qkv.weight`.
     pub name: String,
+    /// The tensor, shared with the model (not a copy).
     pub tensor: Tensor,
 }
 
@@ -26,6 +28,7 @@ fn push(params: &mut Vec<Param>, name: String, t: &Tensor) {
     params.push(Param { name, tensor: t.clone() });
 }
 
+/// A fully connected layer, `y = x W^T + b`.
 pub struct Linear {
     /// `[out, in]`
     pub weight: Tensor,
@@ -47,54 +50,70 @@ impl Linear {
         Ok(ops::linear(x, &self.weight, Some(&self.bias))?)
     }
 
+    /// Appends `{prefix}.weight` and `{prefix}.bias` to `out`.
     pub fn params(&self, prefix: &str, out: &mut Vec<Param>) {
         push(out, format!("{prefix}.weight"), &self.weight);
         push(out, format!("{prefix}.bias"), &self.bias);
     }
 
+    /// Weight and bias, in the order of `params`.
     pub fn tensors_mut(&mut self) -> [&mut Tensor; 2] {
         [&mut self.weight, &mut self.bias]
     }
 }
 
+/// Layer normalisation over the last axis, with `eps = LN_EPS`.
 pub struct LayerNorm {
+    /// Scale `gamma`, `[dim]`.
     pub weight: Tensor,
+    /// Shift `beta`, `[dim]`.
     pub bias: Tensor,
 }
 
 impl LayerNorm {
+    /// Weight 1, bias 0, as PyTorch initialises it.
     pub fn new(dim: usize, dev: &Device) -> Result<LayerNorm> {
         Ok(LayerNorm { weight: Tensor::ones(&[dim], dev)?.with_grad(), bias: Tensor::zeros(&[dim], dev)?.with_grad() })
     }
 
+    /// `x: [.., dim] -> [.., dim]`
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(ops::layer_norm(x, &self.weight, &self.bias, LN_EPS)?)
     }
 
+    /// Appends `{prefix}.weight` and `{prefix}.bias` to `out`.
     pub fn params(&self, prefix: &str, out: &mut Vec<Param>) {
         push(out, format!("{prefix}.weight"), &self.weight);
         push(out, format!("{prefix}.bias"), &self.bias);
     }
 
+    /// Weight and bias, in the order of `params`.
     pub fn tensors_mut(&mut self) -> [&mut Tensor; 2] {
         [&mut self.weight, &mut self.bias]
     }
 }
 
+/// A pre-norm transformer block (timm's `Block`): attention, then the MLP, each with a residual.
 pub struct Block {
+    /// `norm1`, before the attention.
     pub norm1: LayerNorm,
     /// `attn.qkv`: `[3D, D]`, rows ordered q, k, v, each split into heads.
     pub qkv: Linear,
     /// `attn.proj`
     pub proj: Linear,
+    /// `norm2`, before the MLP.
     pub norm2: LayerNorm,
-    /// `mlp.fc1`, `mlp.fc2`
+    /// `mlp.fc1`: `[mlp_ratio * D, D]`.
     pub fc1: Linear,
+    /// `mlp.fc2`: `[D, mlp_ratio * D]`.
     pub fc2: Linear,
+    /// Attention heads; divides `D`.
     pub num_heads: usize,
 }
 
 impl Block {
+    /// A block of width `dim` with an MLP of `mlp_ratio * dim` hidden units, initialised as
+    /// `Linear::new` and `LayerNorm::new` do.
     pub fn new(dim: usize, num_heads: usize, mlp_ratio: usize, rng: &mut Rng, dev: &Device) -> Result<Block> {
         Ok(Block {
             norm1: LayerNorm::new(dim, dev)?,
@@ -115,12 +134,14 @@ impl Block {
         self.proj.forward(&ops::attention_qkv(&qkv, self.num_heads)?)
     }
 
+    /// `x: [N, T, D] -> [N, T, D]`
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let x = x.add(&self.attention(&self.norm1.forward(x)?)?)?;
         let hidden = ops::gelu(&self.fc1.forward(&self.norm2.forward(&x)?)?)?;
         Ok(x.add(&self.fc2.forward(&hidden)?)?)
     }
 
+    /// Appends the block's parameters to `out` under `{prefix}.norm1.weight` and so on.
     pub fn params(&self, prefix: &str, out: &mut Vec<Param>) {
         self.norm1.params(&format!("{prefix}.norm1"), out);
         self.qkv.params(&format!("{prefix}.attn.qkv"), out);

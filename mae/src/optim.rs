@@ -8,11 +8,16 @@ use engine::{Device, Tensor};
 use crate::error::{Error, Result};
 use crate::nn::Param;
 
+/// AdamW's hyper-parameters; the default is `main_pretrain.py`'s.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamWConfig {
+    /// Decay of the first moment (0.9).
     pub beta1: f32,
+    /// Decay of the second moment (0.95 by default).
     pub beta2: f32,
+    /// Added to the denominator, against division by zero.
     pub eps: f32,
+    /// Decoupled weight decay, for parameters that `Param::decays`.
     pub weight_decay: f32,
 }
 
@@ -24,19 +29,27 @@ impl Default for AdamWConfig {
 
 /// The moments of one parameter.
 pub struct Moments {
+    /// The parameter's name, as in the state dict.
     pub name: String,
+    /// First moment, the parameter's shape.
     pub m: Tensor,
+    /// Second moment, the parameter's shape.
     pub v: Tensor,
 }
 
+/// The optimizer: its settings, step count and one pair of moments per parameter.
 pub struct AdamW {
+    /// The hyper-parameters.
     pub config: AdamWConfig,
     /// Updates done so far (the `t` of the bias corrections).
     pub step: u64,
+    /// One per parameter, in the order of the `params` given to `new` (and to every step).
     pub moments: Vec<Moments>,
 }
 
 impl AdamW {
+    /// Zero moments for `params`, on `device`; every step must get the same parameters in the
+    /// same order.
     pub fn new(config: AdamWConfig, params: &[Param], device: &Device) -> Result<AdamW> {
         let moments = params
             .iter()

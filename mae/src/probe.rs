@@ -16,13 +16,19 @@ use crate::source::DataSource;
 
 /// The labelled train and test images a probe uses (optionally fewer training images).
 pub struct ProbeData {
+    /// The labelled training images (the first `train_limit` when given).
     pub train: ImageSet,
+    /// The labelled test images.
     pub test: ImageSet,
+    /// The normalisation of the inputs: the model's, or measured on the training images.
     pub norm: Normalization,
+    /// The number of classes: the class names' count, or the largest label + 1 when larger.
     pub classes: usize,
 }
 
 impl ProbeData {
+    /// Loads both splits of `source` for `model`; fails when either is unlabelled. `norm` is the
+    /// model's (from its checkpoint), else the source's normalisation of the training images.
     pub fn load(
         source: &DataSource,
         model: &crate::config::ModelConfig,
@@ -74,7 +80,9 @@ pub fn pixel_features(data: &ProbeData, size: usize) -> Result<(Features, Featur
 /// One row of the probe table.
 #[derive(Clone, Debug)]
 pub struct ProbeRow {
+    /// What the features are, e.g. `raw pixels`.
     pub features: String,
+    /// Their linear-probe and k-NN accuracy.
     pub scores: ProbeScores,
 }
 

@@ -23,9 +23,13 @@ use crate::streams::{self, stream};
 
 /// The four columns of the grid for each image, as `[C, H, W]` values in `0..1`.
 pub struct Reconstruction {
+    /// The input image.
     pub original: Vec<f32>,
+    /// The input with the removed patches grey.
     pub masked: Vec<f32>,
+    /// The model's prediction for every patch.
     pub reconstruction: Vec<f32>,
+    /// The prediction with the visible patches replaced by the originals.
     pub pasted: Vec<f32>,
 }
 

@@ -21,29 +21,42 @@ use crate::data::image_set::{ImageSet, Normalization};
 use crate::data::synthetic::generate;
 use crate::error::{Error, Result};
 
+/// A source of training and test images, parsed from the command line (see the module's comment).
 #[derive(Clone, Debug, PartialEq)]
 pub enum DataSource {
+    /// The built-in generator: `builtin:N`.
     Builtin {
+        /// Training images to generate (the test split has a sixth as many, at least 100).
         count: usize,
     },
+    /// (Fashion-)MNIST's four IDX files in a folder: `fashion-mnist:DIR`.
     FashionMnist {
+        /// The folder holding `train-images-idx3-ubyte` and the rest, gzipped or not.
         dir: PathBuf,
     },
+    /// An IDX image file and optionally its labels: `idx:IMAGES[,LABELS]`, the same for both splits.
     Idx {
+        /// The images, `[n, rows, cols]`.
         images: PathBuf,
+        /// The labels, `[n]`.
         labels: Option<PathBuf>,
     },
+    /// A folder of PNG/JPEG images: `folder:DIR` or a folder's path.
     Folder {
+        /// The folder; a `train/` or `test/` sub-folder in it serves that split, else the folder itself.
         dir: PathBuf,
     },
     /// Images a program holds in memory (the library use; never parsed from a string): `train`
     /// for training, `test` (or `train` when absent) for evaluation.
     Memory {
+        /// The training images.
         train: Arc<ImageSet>,
+        /// The test images, when separate.
         test: Option<Arc<ImageSet>>,
     },
 }
 
+/// The image count of a plain `builtin`.
 pub const BUILTIN_DEFAULT_COUNT: usize = 20_000;
 /// The built-in test split draws from another seed so that it never repeats a training image.
 const BUILTIN_TEST_SEED_OFFSET: u64 = 0x07E5_75E7;
@@ -94,7 +107,9 @@ impl std::fmt::Display for DataSource {
 
 /// Images ready for training or evaluation.
 pub struct Loaded {
+    /// The images.
     pub set: ImageSet,
+    /// Their normalisation.
     pub norm: Normalization,
 }
 

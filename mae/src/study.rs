@@ -28,35 +28,57 @@ use crate::probe::{ProbeData, encoder_features, pixel_features};
 use crate::source::DataSource;
 use crate::train::{Budget, TrainOptions, train};
 
+/// What a study compares, and with what budget.
 #[derive(Clone, Debug)]
 pub struct StudyOptions {
+    /// The images to pre-train and probe on.
     pub data: DataSource,
+    /// The model; each run sets its own `norm_pix_loss` from `targets`.
     pub model: ModelConfig,
+    /// Mask ratios to try, each in `[0, 1)`; 0 is a plain autoencoder.
     pub ratios: Vec<f32>,
+    /// Masking strategies to try at each ratio above 0.
     pub strategies: Vec<MaskStrategy>,
     /// `true` = norm-pix target, `false` = raw pixels.
     pub targets: Vec<bool>,
+    /// Pre-training time per run, in seconds; with `steps_per_run`, whichever ends first.
     pub seconds_per_run: Option<f64>,
+    /// Pre-training steps per run.
     pub steps_per_run: Option<u64>,
+    /// Images per pre-training step.
     pub batch: usize,
+    /// Learning rate per 256 images.
     pub base_lr: f64,
+    /// Seed of every run (the same for all).
     pub seed: u64,
+    /// The study folder (see the module's comment).
     pub out_dir: PathBuf,
+    /// Settings of the linear probe.
     pub probe: ProbeOptions,
+    /// Training images the probes use at most (all when `None`).
     pub probe_train_limit: Option<usize>,
+    /// Which encoder features are probed.
     pub features: FeatureSpec,
 }
 
 /// One pre-training run of the study and its scores.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StudyRow {
+    /// The run's name, e.g. `norm-pix-random-r0.75`.
     pub name: String,
+    /// Mask ratio.
     pub ratio: f32,
+    /// The masking strategy's name (`none` at ratio 0).
     pub strategy: String,
+    /// Target: `norm-pix` or `pixels`.
     pub target: String,
+    /// Optimizer steps the run did.
     pub steps: u64,
+    /// The last step's loss.
     pub final_loss: f32,
+    /// Linear-probe accuracy, in `0..1`.
     pub linear: f32,
+    /// k-NN accuracy, in `0..1`.
     pub knn: f32,
 }
 
@@ -128,14 +150,20 @@ fn final_loss(report: &crate::train::TrainReport) -> f32 {
     })
 }
 
+/// What a study gives: its runs, the baselines, and where the table and the plot are.
 pub struct StudyReport {
+    /// One row per run, in the order of `results.csv`.
     pub rows: Vec<StudyRow>,
     /// `(name, linear, knn)` of the baselines.
     pub baselines: Vec<(String, f32, f32)>,
+    /// `results.md`.
     pub table: PathBuf,
+    /// `probe_vs_ratio.png`.
     pub plot: PathBuf,
 }
 
+/// Pre-trains and probes every run of `plan(o)` not already in `results.csv`, then the
+/// baselines; writes the table and the plot.
 pub fn run_study(o: &StudyOptions, dev: &Device) -> Result<StudyReport> {
     if o.ratios.is_empty() || o.targets.is_empty() || (o.strategies.is_empty() && o.ratios.iter().any(|&r| r > 0.0)) {
         return Err(Error::Config("the study needs at least one ratio, target and strategy".into()));

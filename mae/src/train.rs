@@ -38,30 +38,48 @@ use crate::streams::{self, stream};
 /// When to stop: whichever limit is reached first. At least one must be set.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Budget {
+    /// Passes over the training set.
     pub epochs: Option<f64>,
+    /// Optimizer steps.
     pub steps: Option<u64>,
+    /// Training time in seconds, resumed parts included.
     pub seconds: Option<f64>,
 }
 
+/// Everything a pre-training run needs; `TrainOptions::new` gives the paper's recipe.
 #[derive(Clone, Debug)]
 pub struct TrainOptions {
+    /// The model's shape.
     pub model: ModelConfig,
+    /// The training images.
     pub data: DataSource,
+    /// When to stop.
     pub budget: Budget,
+    /// Images per micro-batch.
     pub batch_size: usize,
     /// Micro-batches per optimizer step (`accum_iter`).
     pub accum_iter: usize,
+    /// Learning rate per 256 images: the peak is `base_lr * effective_batch / 256`.
     pub base_lr: f64,
+    /// The learning rate at the end of the half cosine.
     pub min_lr: f64,
     /// Fraction of the budget spent warming up (the paper: 40 of 800 epochs = 0.05).
     pub warmup_fraction: f64,
+    /// AdamW's hyper-parameters.
     pub optimizer: AdamWConfig,
+    /// Fraction of the patches removed, in `[0, 1)`; 0.75 in the paper.
     pub mask_ratio: f32,
+    /// How the removed patches are chosen.
     pub mask_strategy: MaskStrategy,
+    /// The paper's augmentation, RandomResizedCrop and flips (otherwise the whole image).
     pub augment: bool,
+    /// Seed of the initialisation, data order, augmentation and masks.
     pub seed: u64,
+    /// The run's folder: checkpoints, `log.csv`, pictures.
     pub out_dir: PathBuf,
+    /// Seconds between checkpoints in `train` (0 or less: after every step).
     pub checkpoint_every_secs: f64,
+    /// Continue from the newest checkpoint in `out_dir` (otherwise the folder must hold none).
     pub resume: bool,
     /// Print progress lines.
     pub verbose: bool,
@@ -125,6 +143,7 @@ impl TrainOptions {
         Ok(())
     }
 
+    /// Images per optimizer step: `batch_size * accum_iter`.
     pub fn effective_batch(&self) -> usize {
         self.batch_size * self.accum_iter
     }
@@ -133,15 +152,23 @@ impl TrainOptions {
 /// What a finished run reports.
 #[derive(Clone, Debug)]
 pub struct TrainReport {
+    /// Optimizer steps done in the run, resumed parts included.
     pub steps: u64,
+    /// Epochs done in the run, resumed parts included.
     pub epochs: f64,
     /// `(step, mean loss of the step)` for every step of this process.
     pub losses: Vec<(u64, f32)>,
+    /// Mean throughput of this process's steps.
     pub images_per_sec: f64,
+    /// Training time of this process's steps, in seconds.
     pub seconds: f64,
+    /// The final checkpoint's folder.
     pub checkpoint: PathBuf,
+    /// The run's `log.csv`.
     pub log: PathBuf,
+    /// The loss plot and reconstructions written (none without `pictures`).
     pub pictures: Vec<PathBuf>,
+    /// The device's name.
     pub device: String,
 }
 
@@ -216,10 +243,13 @@ fn format_secs(s: f64) -> String {
 pub struct StepReport {
     /// The optimizer steps done so far in the run (this one included).
     pub step: u64,
+    /// Epochs done in the run so far.
     pub epoch: f64,
     /// The step's mean loss over its micro-batches.
     pub loss: f32,
+    /// The learning rate of this step.
     pub lr: f64,
+    /// Throughput of this step.
     pub images_per_sec: f64,
     /// Training time of the whole run so far, resumed parts included.
     pub elapsed_secs: f64,
@@ -360,6 +390,7 @@ impl Trainer {
         by_steps.max(by_time)
     }
 
+    /// Whether the budget is spent.
     pub fn is_done(&self) -> bool {
         self.progress() >= 1.0
     }
@@ -374,6 +405,7 @@ impl Trainer {
         self.total_steps.is_finite().then_some(self.total_steps as u64)
     }
 
+    /// The model as trained so far.
     pub fn model(&self) -> &MaskedAutoencoder {
         &self.model
     }

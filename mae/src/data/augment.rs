@@ -38,9 +38,13 @@ impl Augment {
 /// A crop box: top, left, height, width, in pixels, inside the image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CropBox {
+    /// First row of the crop.
     pub top: usize,
+    /// First column of the crop.
     pub left: usize,
+    /// Rows in the crop.
     pub height: usize,
+    /// Columns in the crop.
     pub width: usize,
 }
 

@@ -29,6 +29,7 @@ const TYPE_U8: u8 = 0x08;
 /// A parsed IDX file of unsigned bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdxArray {
+    /// The dimensions: `[n]` for labels, `[n, rows, cols]` for images.
     pub dims: Vec<usize>,
     /// `dims.iter().product()` bytes, row-major.
     pub data: Vec<u8>,

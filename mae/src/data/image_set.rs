@@ -12,8 +12,11 @@ use crate::error::{Error, Result};
 pub struct ImageSet {
     /// Where the set came from (a folder name, "fashion-mnist/train", "synthetic"), for messages.
     pub name: String,
+    /// `C`, channels per image (1 grey, 3 RGB).
     pub channels: usize,
+    /// `H`, rows per image.
     pub height: usize,
+    /// `W`, columns per image.
     pub width: usize,
     /// `[n, C, H, W]`, planar, row-major.
     pub pixels: Vec<u8>,
@@ -43,6 +46,7 @@ impl ImageSet {
         self.channels * self.height * self.width
     }
 
+    /// The number of images, `n`.
     pub fn len(&self) -> usize {
         match self.image_len() {
             0 => 0,
@@ -50,6 +54,7 @@ impl ImageSet {
         }
     }
 
+    /// Whether the set holds no images.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -60,6 +65,7 @@ impl ImageSet {
         &self.pixels[i * l..(i + 1) * l]
     }
 
+    /// Image `i`'s label, or `None` for an unlabelled set. Panics when `i >= len()` in a labelled set.
     pub fn label(&self, i: usize) -> Option<u32> {
         self.labels.as_ref().map(|l| l[i])
     }
@@ -133,9 +139,11 @@ const MIN_STD: f32 = 1.0 / 255.0;
 /// Fashion-MNIST training set (60000 images), measured with `channel_stats` and independently
 /// with numpy: mean 0.28604060, std 0.35302424. The test split gives 0.28684928 / 0.35244415.
 pub const FASHION_MNIST_MEAN: [f32; 1] = [0.2860];
+/// The Fashion-MNIST training set's standard deviation (see `FASHION_MNIST_MEAN`).
 pub const FASHION_MNIST_STD: [f32; 1] = [0.3530];
 /// The ImageNet statistics used by torchvision and by the MAE reference code.
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+/// The ImageNet standard deviations, as torchvision and the MAE reference code use them.
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 /// Per-channel normalisation `(pixel / 255 - mean[c]) / std[c]`. A model is only meaningful with
@@ -143,7 +151,9 @@ pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 /// (`mean=0.286;std=0.353`, channels separated by commas) and read it back with `parse`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Normalization {
+    /// Per-channel mean of `pixel / 255`.
     pub mean: Vec<f32>,
+    /// Per-channel standard deviation of `pixel / 255`, positive.
     pub std: Vec<f32>,
 }
 
@@ -155,10 +165,12 @@ impl Normalization {
         Ok(n)
     }
 
+    /// Fashion-MNIST's training-set statistics, one grey channel.
     pub fn fashion_mnist() -> Self {
         Normalization { mean: FASHION_MNIST_MEAN.to_vec(), std: FASHION_MNIST_STD.to_vec() }
     }
 
+    /// The ImageNet statistics, three RGB channels.
     pub fn imagenet() -> Self {
         Normalization { mean: IMAGENET_MEAN.to_vec(), std: IMAGENET_STD.to_vec() }
     }
@@ -168,6 +180,7 @@ impl Normalization {
         Normalization { mean: vec![0.0; channels], std: vec![1.0; channels] }
     }
 
+    /// The number of channels it normalises.
     pub fn channels(&self) -> usize {
         self.mean.len()
     }

@@ -11,10 +11,15 @@ use crate::error::{Error, Result};
 /// The order of an epoch is a function of `(seed, epoch)`, so nothing else is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BatcherState {
+    /// Images in the data set.
     pub len: u64,
+    /// Images per batch.
     pub batch: u64,
+    /// Seed of the per-epoch orders.
     pub seed: u64,
+    /// Whether an epoch's short final batch is skipped.
     pub drop_last: bool,
+    /// The epoch of the batch last handed out.
     pub epoch: u64,
     /// Images of this epoch already handed out.
     pub position: u64,
@@ -35,6 +40,8 @@ pub struct Batcher {
 }
 
 impl Batcher {
+    /// A batcher at the start of epoch 0. Fails on an empty set, a batch of 0, or (with
+    /// `drop_last`) a batch larger than the set.
     pub fn new(len: usize, batch: usize, seed: u64, drop_last: bool) -> Result<Self> {
         if len == 0 {
             return Err(Error::Config("cannot make batches of an empty data set".into()));
@@ -61,14 +68,17 @@ impl Batcher {
         self.position
     }
 
+    /// Images in the data set.
     pub fn len(&self) -> usize {
         self.len
     }
 
+    /// Whether the data set is empty.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    /// Images per batch (the last of an epoch may hold fewer without `drop_last`).
     pub fn batch_size(&self) -> usize {
         self.batch
     }
@@ -91,6 +101,7 @@ impl Batcher {
         &self.order[start..self.position]
     }
 
+    /// Where the batcher is, for a checkpoint; `Batcher::restore` continues from it.
     pub fn state(&self) -> BatcherState {
         BatcherState {
             len: self.len as u64,

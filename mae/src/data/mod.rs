@@ -37,7 +37,9 @@ pub use synthetic::{SYNTHETIC_CLASSES, generate};
 /// from another seed; a folder without `train/` and `test/` serves itself for both).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Split {
+    /// The training images.
     Train,
+    /// The held-out images, for evaluation.
     Test,
 }
 

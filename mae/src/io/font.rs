@@ -3,11 +3,13 @@
 
 use image::{Rgb, RgbImage};
 
-/// Glyph size of the built-in font, in pixels at scale 1.
+/// Glyph width of the built-in font, in pixels at scale 1.
 pub const GLYPH_W: u32 = 5;
+/// Glyph height of the built-in font, in pixels at scale 1.
 pub const GLYPH_H: u32 = 7;
-/// Horizontal advance per character and vertical advance per line, at scale 1.
+/// Horizontal advance per character, at scale 1.
 pub const ADVANCE: u32 = 6;
+/// Vertical advance per line, at scale 1.
 pub const LINE_H: u32 = 9;
 
 /// The classic 5x7 font for ASCII 32..=126: five column bytes per glyph, bit 0 the top row.

@@ -41,8 +41,11 @@ fn rect_outline(img: &mut RgbImage, x0: i64, y0: i64, w: i64, h: i64, color: [u8
 /// One line of a plot: its legend name, its (x, y) points in drawing order, its colour.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
+    /// The legend's name for it.
     pub name: String,
+    /// `(x, y)` points, in drawing order.
     pub points: Vec<(f64, f64)>,
+    /// RGB colour of the line.
     pub color: [u8; 3],
 }
 

@@ -36,12 +36,16 @@ const MEMORY: &str = "<in-memory bytes>";
 /// One tensor of a checkpoint, in row-major order (`data.len()` is the product of `shape`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NamedTensor {
+    /// The tensor's name in the state dict.
     pub name: String,
+    /// Its dimensions.
     pub shape: Vec<usize>,
+    /// `shape.iter().product()` values, row-major.
     pub data: Vec<f32>,
 }
 
 impl NamedTensor {
+    /// A tensor from its parts; `write_safetensors` checks that they fit.
     pub fn new(name: impl Into<String>, shape: Vec<usize>, data: Vec<f32>) -> Self {
         NamedTensor { name: name.into(), shape, data }
     }
