@@ -323,13 +323,11 @@ fn kind(v: &Value) -> &'static str {
 fn parse_header(bytes: &[u8]) -> std::result::Result<Header, String> {
     let corrupt = "the file is corrupt or not a safetensors file";
     let text = std::str::from_utf8(bytes).map_err(|e| format!("the header is not valid UTF-8 ({e}): {corrupt}"))?;
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| format!("the header is not valid JSON ({e}): {corrupt}"))?;
-    if !value.is_object() {
-        return Err(format!("the header is {} instead of a JSON object: {corrupt}", kind(&value)));
-    }
-    let Members(members) =
-        serde_json::from_str(text).map_err(|e| format!("the header is not valid JSON ({e}): {corrupt}"))?;
+    // One parse; only when it fails is the text looked at again, to say what it is instead.
+    let Members(members) = serde_json::from_str(text).map_err(|e| match serde_json::from_str::<Value>(text) {
+        Ok(other) => format!("the header is {} instead of a JSON object: {corrupt}", kind(&other)),
+        Err(_) => format!("the header is not valid JSON ({e}): {corrupt}"),
+    })?;
     let mut metadata = BTreeMap::new();
     let mut tensors = Vec::with_capacity(members.len());
     let mut seen = HashSet::new();
