@@ -76,6 +76,31 @@ fn up(dev: &Device, v: &[f32]) -> engine::Result<Storage> {
     dev.backend().upload(v)
 }
 
+/// A case of one kernel on one input `x`: `kernel` on a device, `reference` on the host.
+fn one_input_case(
+    name: &'static str,
+    shape: String,
+    work: Work,
+    x: Vec<f32>,
+    kernel: impl Fn(&dyn Backend, &Storage) -> engine::Result<Storage> + Clone + 'static,
+    reference: impl Fn(&[f32]) + Clone + 'static,
+) -> Case {
+    let host = x.clone();
+    Case {
+        name,
+        shape,
+        work,
+        prepare: Box::new(move |dev| {
+            let (x, dev, kernel) = (up(dev, &host)?, dev.clone(), kernel.clone());
+            Ok(Box::new(move || kernel(dev.backend(), &x).map(drop)))
+        }),
+        reference: Some(Box::new(move || {
+            let (x, reference) = (x.clone(), reference.clone());
+            Box::new(move || reference(&x))
+        })),
+    }
+}
+
 fn linear_case(name: &'static str, m: usize, k: usize, n: usize, weight_grad: bool) -> Case {
     // Forward: y[m, n] = x[m, k] w[n, k]^T. Weight gradient: dw[n, k] = dy[m, n]^T x[m, k].
     let spec = if weight_grad {
@@ -173,20 +198,14 @@ fn layernorm_case(name: &'static str, rows: usize, cols: usize, backward: bool) 
 }
 
 fn gelu_case(n: usize) -> Case {
-    Case {
-        name: "gelu",
-        shape: format!("[{n}]"),
-        work: Work::Bytes(8.0 * n as f64),
-        prepare: Box::new(move |dev| {
-            let x = up(dev, &values(n, 9))?;
-            let dev = dev.clone();
-            Ok(Box::new(move || dev.backend().unary(UnaryOp::Gelu, &x, n).map(drop)))
-        }),
-        reference: Some(Box::new(move || {
-            let x = values(n, 9);
-            Box::new(move || drop(reference::unary(UnaryOp::Gelu, &x)))
-        })),
-    }
+    one_input_case(
+        "gelu",
+        format!("[{n}]"),
+        Work::Bytes(8.0 * n as f64),
+        values(n, 9),
+        move |b, x| b.unary(UnaryOp::Gelu, x, n),
+        |x| drop(reference::unary(UnaryOp::Gelu, x)),
+    )
 }
 
 fn add_case(n: usize, row: usize) -> Case {
@@ -332,39 +351,27 @@ fn permute_case(batch: usize, seq: usize, heads: usize, dim: usize) -> Case {
     let shape = [batch, seq, 3, heads, dim];
     let perm = [2, 0, 3, 1, 4];
     let n: usize = shape.iter().product();
-    Case {
-        name: "permute (head split)",
-        shape: format!("{shape:?} by {perm:?}"),
-        work: Work::Bytes(8.0 * n as f64),
-        prepare: Box::new(move |dev| {
-            let x = up(dev, &values(n, 17))?;
-            let dev = dev.clone();
-            Ok(Box::new(move || dev.backend().permute(&x, &shape, &perm).map(drop)))
-        }),
-        reference: Some(Box::new(move || {
-            let x = values(n, 17);
-            Box::new(move || drop(reference::permute(&x, &shape, &perm)))
-        })),
-    }
+    one_input_case(
+        "permute (head split)",
+        format!("{shape:?} by {perm:?}"),
+        Work::Bytes(8.0 * n as f64),
+        values(n, 17),
+        move |b, x| b.permute(x, &shape, &perm),
+        move |x| drop(reference::permute(x, &shape, &perm)),
+    )
 }
 
 fn bias_grad_case(rows: usize, cols: usize) -> Case {
     // A bias gradient: the column sums of dy.
     let spec = AxisSpec { outer: 1, axis: rows, inner: cols };
-    Case {
-        name: "bias gradient (column sums)",
-        shape: format!("[{rows},{cols}] -> [{cols}]"),
-        work: Work::Bytes(4.0 * (rows * cols) as f64),
-        prepare: Box::new(move |dev| {
-            let x = up(dev, &values(rows * cols, 18))?;
-            let dev = dev.clone();
-            Ok(Box::new(move || dev.backend().sum_axis(&x, &spec).map(drop)))
-        }),
-        reference: Some(Box::new(move || {
-            let x = values(rows * cols, 18);
-            Box::new(move || drop(reference::sum_axis(&x, &spec)))
-        })),
-    }
+    one_input_case(
+        "bias gradient (column sums)",
+        format!("[{rows},{cols}] -> [{cols}]"),
+        Work::Bytes(4.0 * (rows * cols) as f64),
+        values(rows * cols, 18),
+        move |b, x| b.sum_axis(x, &spec),
+        move |x| drop(reference::sum_axis(x, &spec)),
+    )
 }
 
 fn loss_case(rows: usize, patch: usize, backward: bool) -> Case {
