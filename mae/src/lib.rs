@@ -23,6 +23,7 @@ pub mod optim;
 pub mod patch;
 pub mod pos_embed;
 pub mod probe;
+pub mod recipe;
 pub mod reconstruct;
 pub mod report;
 pub mod source;

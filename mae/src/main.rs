@@ -16,6 +16,7 @@ use mae::data::Split;
 use mae::data::image_set::Normalization;
 use mae::features::{FeatureSpec, Pool};
 use mae::masking::MaskStrategy;
+use mae::recipe::{Recipe, RecipeName};
 use mae::source::DataSource;
 use mae::train::{Budget, TrainOptions, train};
 use mae::{Error, Result};
@@ -95,6 +96,10 @@ struct ProbeArgs {
     out: Option<PathBuf>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Probe each snapshot of the run in --checkpoint (a run trained with snapshots) and draw the
+    /// linear probe against pre-training steps, raw pixels as a flat line (RUN/probe_vs_steps.png).
+    #[arg(long)]
+    over_steps: bool,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -142,10 +147,24 @@ struct StudyArgs {
     /// Or a fixed number of steps per run (deterministic).
     #[arg(long)]
     steps_per_run: Option<u64>,
-    #[arg(long, default_value_t = 256)]
-    batch: usize,
-    #[arg(long)]
+    /// Where each run's batch, learning rate, warmup, weight decay and crop scale come from (as
+    /// `mae train --recipe`); --batch and --base-lr override.
+    #[arg(long, default_value = "tuned", value_parser = one_of::<RecipeName>(&["tuned", "paper"]))]
+    recipe: RecipeName,
+    #[arg(long, help = recipe_default("Images per step", |r| r.batch.to_string()))]
+    batch: Option<usize>,
+    #[arg(long, help = recipe_default("lr = base_lr * batch / 256", |r| format!("{:e}", r.base_lr)))]
     base_lr: Option<f64>,
+    /// More seeds for ratio 0.75 random and ratio 0 (norm-pix), comma-separated: seed noise.
+    #[arg(long, value_delimiter = ',')]
+    extra_seeds: Vec<u64>,
+    /// Decoder depths to try besides the preset's, at ratio 0.75 random, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    decoder_depths: Vec<usize>,
+    /// Keep N snapshots per run and draw the linear probe against steps for ratio 0.75 and ratio
+    /// 0 (probe_vs_steps.png; needs --steps-per-run).
+    #[arg(long, default_value_t = 0)]
+    snapshots: u64,
     /// Probe on the first N training images only (quicker).
     #[arg(long)]
     probe_train_limit: Option<usize>,
@@ -188,19 +207,24 @@ struct TrainArgs {
     /// ...or this many minutes (1.5 when no budget is given). The first limit reached ends the run.
     #[arg(long)]
     minutes: Option<f64>,
-    #[arg(long, default_value_t = 256)]
-    batch: usize,
+    /// Where batch, learning rate, warmup, weight decay and crop scale come from: `tuned` (measured
+    /// for the small presets and short budgets, docs/results.md) or `paper` (main_pretrain.py's).
+    /// The flags below override single settings.
+    #[arg(long, default_value = "tuned", value_parser = one_of::<RecipeName>(&["tuned", "paper"]))]
+    recipe: RecipeName,
+    #[arg(long, help = recipe_default("Images per micro-batch", |r| r.batch.to_string()))]
+    batch: Option<usize>,
     /// Micro-batches per optimizer step (gradient accumulation).
     #[arg(long, default_value_t = 1)]
     accum: usize,
-    /// lr = base_lr * batch * accum / 256.
-    #[arg(long)]
+    #[arg(long, help = recipe_default("lr = base_lr * batch * accum / 256", |r| format!("{:e}", r.base_lr)))]
     base_lr: Option<f64>,
-    #[arg(long, default_value_t = 0.05)]
-    weight_decay: f32,
-    /// Fraction of the budget spent on linear warmup.
-    #[arg(long, default_value_t = 0.05)]
-    warmup: f64,
+    #[arg(long, help = recipe_default("AdamW weight decay", |r| r.weight_decay.to_string()))]
+    weight_decay: Option<f32>,
+    #[arg(long, help = recipe_default("Fraction of the budget spent on linear warmup", |r| r.warmup_fraction.to_string()))]
+    warmup: Option<f64>,
+    #[arg(long, help = recipe_default("RandomResizedCrop's smallest crop, a share of the image's area", |r| r.crop_min_scale.to_string()))]
+    crop_min_scale: Option<f32>,
     #[arg(long, default_value_t = 0.75, allow_hyphen_values = true)]
     mask_ratio: f32,
     #[arg(long, default_value = "random", value_parser = one_of::<MaskStrategy>(STRATEGIES))]
@@ -222,6 +246,9 @@ struct TrainArgs {
     /// Minutes between checkpoints.
     #[arg(long, default_value_t = 5.0)]
     checkpoint_every: f64,
+    /// Also keep the model every N steps in snapshots/, for `mae probe --over-steps`.
+    #[arg(long)]
+    snapshot_every: Option<u64>,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -396,6 +423,19 @@ fn device(args: &DeviceArgs) -> Result<Device> {
 }
 
 /// The preset that fits a data source when none is named.
+/// A flag's help with the default each recipe gives it, e.g. `[default: from the recipe: 64
+/// (tuned, mae_vit_micro_patch4_28), 256 (paper; tuned elsewhere)]`.
+fn recipe_default(what: &str, value: impl Fn(&Recipe) -> String) -> String {
+    let micro = ModelConfig::by_name("mae_vit_micro_patch4_28").expect("a preset");
+    let tuned = value(&Recipe::for_model(RecipeName::Tuned, &micro));
+    let paper = value(&Recipe::paper());
+    if tuned == paper {
+        format!("{what} [default: {paper}, from the recipe]")
+    } else {
+        format!("{what} [default: from the recipe: {tuned} (tuned, {}), {paper} (paper; tuned elsewhere)]", micro.name)
+    }
+}
+
 fn default_model(data: &DataSource) -> &'static str {
     match data {
         DataSource::FashionMnist { .. } | DataSource::Idx { .. } => "mae_vit_micro_patch4_28",
@@ -462,6 +502,9 @@ fn adopt_checkpoint_settings(o: &mut TrainOptions, m: &clap::ArgMatches) -> Resu
     adopt!("mae.mask_ratio", ["mask_ratio"], |v| o.mask_ratio = v.parse().map_err(|_| bad("mae.mask_ratio", &v))?);
     adopt!("mae.mask_strategy", ["mask_strategy"], |v| o.mask_strategy = v.parse()?);
     adopt!("mae.augment", ["no_augment"], |v| o.augment = v == "true");
+    adopt!("mae.crop_min_scale", ["crop_min_scale"], |v| {
+        o.crop_min_scale = v.parse().map_err(|_| bad("mae.crop_min_scale", &v))?
+    });
     adopt!("mae.base_lr", ["base_lr"], |v| o.base_lr = v.parse().map_err(|_| bad("mae.base_lr", &v))?);
     adopt!("mae.min_lr", [], |v| o.min_lr = v.parse().map_err(|_| bad("mae.min_lr", &v))?);
     adopt!("mae.warmup", ["warmup"], |v| o.warmup_fraction = v.parse().map_err(|_| bad("mae.warmup", &v))?);
@@ -511,19 +554,34 @@ fn cmd_train(a: TrainArgs, m: &clap::ArgMatches) -> Result<()> {
     if a.epochs.is_none() && a.steps.is_none() && a.minutes.is_none() {
         o.budget.seconds = Some(90.0);
     }
-    o.batch_size = a.batch;
-    o.accum_iter = a.accum;
-    if let Some(lr) = a.base_lr {
-        o.base_lr = lr;
+    let recipe = Recipe::for_model(a.recipe, &o.model);
+    o.apply_recipe(&recipe);
+    if !a.resume {
+        eprintln!("recipe {recipe} (flags override single settings)");
     }
-    o.optimizer.weight_decay = a.weight_decay;
-    o.warmup_fraction = a.warmup;
+    o.accum_iter = a.accum;
+    if let Some(v) = a.batch {
+        o.batch_size = v;
+    }
+    if let Some(v) = a.base_lr {
+        o.base_lr = v;
+    }
+    if let Some(v) = a.weight_decay {
+        o.optimizer.weight_decay = v;
+    }
+    if let Some(v) = a.warmup {
+        o.warmup_fraction = v;
+    }
+    if let Some(v) = a.crop_min_scale {
+        o.crop_min_scale = v;
+    }
     o.mask_ratio = a.mask_ratio;
     o.mask_strategy = a.mask_strategy;
     o.augment = !a.no_augment;
     o.seed = a.seed;
     o.resume = a.resume;
     o.checkpoint_every_secs = a.checkpoint_every * 60.0;
+    o.snapshot_every = a.snapshot_every;
     if o.resume {
         adopt_checkpoint_settings(&mut o, m)?;
     }
@@ -629,6 +687,29 @@ fn cmd_probe(a: ProbeArgs) -> Result<()> {
         data.classes
     );
     let o = mae::classifiers::ProbeOptions { epochs: a.epochs, seed: a.seed, ..Default::default() };
+    if a.over_steps {
+        let run = &a.source.checkpoint;
+        if !run.join(mae::checkpoint::CHECKPOINTS_DIR).is_dir() {
+            return Err(Error::Config(format!(
+                "--over-steps needs a training run's folder (with checkpoints/ and snapshots/), not {}",
+                run.display()
+            )));
+        }
+        let curve = mae::probe::probe_over_steps(run, &data, spec, &o, &dev)?;
+        let (tr, te) = mae::probe::pixel_features(&data, l.model.config.img_size)?;
+        let pixels = mae::classifiers::score(tr, te, data.classes, &o, &dev)?;
+        let plot = run.join("probe_vs_steps.png");
+        let baselines = [("raw pixels".to_string(), pixels.linear)];
+        mae::io::png::save_png(&plot, &mae::probe::probe_steps_plot(std::slice::from_ref(&curve), &baselines))?;
+        eprintln!("plot: {}", plot.display());
+        let table = format!(
+            "{}\nraw pixels: linear probe {:.2}%, k-NN {:.2}%\n",
+            mae::probe::curve_table(&[curve]),
+            100.0 * pixels.linear,
+            100.0 * pixels.knn
+        );
+        return print_and_save(&table, a.out.as_deref());
+    }
     let rows = mae::probe::probe_with_baselines(&l.model, &data, spec, &o, &dev)?;
     print_and_save(&mae::probe::probe_table(&rows), a.out.as_deref())
 }
@@ -675,6 +756,9 @@ fn cmd_study(a: StudyArgs) -> Result<()> {
     let data: DataSource = a.data.parse()?;
     let model = ModelConfig::by_name(a.model.as_deref().unwrap_or(default_model(&data)))?;
     let targets = a.targets.iter().map(|t| matches!(t, TargetArg::NormPix)).collect();
+    let mut recipe = Recipe::for_model(a.recipe, &model);
+    recipe.batch = a.batch.unwrap_or(recipe.batch);
+    recipe.base_lr = a.base_lr.unwrap_or(recipe.base_lr);
     let o = mae::study::StudyOptions {
         data,
         model,
@@ -683,9 +767,11 @@ fn cmd_study(a: StudyArgs) -> Result<()> {
         targets,
         seconds_per_run: if a.steps_per_run.is_some() { None } else { Some(a.minutes_per_run * 60.0) },
         steps_per_run: a.steps_per_run,
-        batch: a.batch,
-        base_lr: a.base_lr.unwrap_or(1.5e-4),
+        recipe,
         seed: a.seed,
+        extra_seeds: a.extra_seeds,
+        decoder_depths: a.decoder_depths,
+        snapshots: a.snapshots,
         out_dir: a.out,
         probe: mae::classifiers::ProbeOptions { epochs: a.probe_epochs, seed: a.seed, ..Default::default() },
         probe_train_limit: a.probe_train_limit,
@@ -695,6 +781,9 @@ fn cmd_study(a: StudyArgs) -> Result<()> {
     let r = mae::study::run_study(&o, &dev)?;
     println!("{}", std::fs::read_to_string(&r.table).map_err(|e| Error::io(&r.table, e))?);
     eprintln!("table: {}\nplot:  {}", r.table.display(), r.plot.display());
+    if let Some(p) = &r.steps_plot {
+        eprintln!("plot:  {}", p.display());
+    }
     Ok(())
 }
 
@@ -782,6 +871,11 @@ fn cmd_info(a: DeviceArgs) -> Result<()> {
             c.num_params() as f64 / 1e6
         );
     }
+    println!("training recipes (`mae train --recipe`; flags override single settings):");
+    for c in ModelConfig::presets() {
+        println!("  {:<26} {}", c.name, Recipe::for_model(RecipeName::Tuned, &c));
+    }
+    println!("  {:<26} {}", "any preset, --recipe paper", Recipe::paper());
     Ok(())
 }
 

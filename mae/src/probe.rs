@@ -116,3 +116,117 @@ pub fn probe_table(rows: &[ProbeRow]) -> String {
     }
     s
 }
+
+/// A run's probe scores at each of its snapshots: `(step, scores)` by step.
+#[derive(Clone, Debug)]
+pub struct ProbeCurve {
+    /// The run's name (its folder's name, or the study's run name).
+    pub name: String,
+    /// `(step, scores)`, by step.
+    pub points: Vec<(u64, ProbeScores)>,
+}
+
+const CURVE_FILE: &str = "probe_vs_steps.csv";
+
+/// Probes every snapshot of the run in `run_dir` (`TrainOptions::snapshot_every`) and its newest
+/// checkpoint. Scores are kept in `run_dir/probe_vs_steps.csv` as they come, with what they were
+/// measured on, so a second call (an interrupted study, another plot) probes only what is new.
+pub fn probe_over_steps(
+    run_dir: &std::path::Path,
+    data: &ProbeData,
+    spec: FeatureSpec,
+    o: &ProbeOptions,
+    dev: &Device,
+) -> Result<ProbeCurve> {
+    use crate::checkpoint::{CheckpointDir, MODEL_FILE, load_model};
+    let mut models = crate::train::list_snapshots(run_dir);
+    if let Some((step, dir)) = CheckpointDir::new(run_dir).list().pop()
+        && !models.iter().any(|(s, _)| *s == step)
+    {
+        models.push((step, dir.join(MODEL_FILE)));
+    }
+    if models.is_empty() {
+        return Err(Error::Config(format!(
+            "{} holds no snapshots or checkpoints: train with snapshots (`mae study --snapshots N`) first",
+            run_dir.display()
+        )));
+    }
+    // What the scores depend on besides the step: the features and the probe's training images.
+    let key = format!("{spec};train={};epochs={};seed={}", data.train.len(), o.epochs, o.seed).replace(',', ";");
+    let csv = run_dir.join(CURVE_FILE);
+    let mut known: Vec<(u64, ProbeScores)> = std::fs::read_to_string(&csv)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f.len() == 4 && f[0] == key).then_some(())?;
+            Some((f[1].parse().ok()?, ProbeScores { linear: f[2].parse().ok()?, knn: f[3].parse().ok()? }))
+        })
+        .collect();
+    for (step, path) in models {
+        if known.iter().any(|(s, _)| *s == step) {
+            continue;
+        }
+        let (model, _) = load_model(&path, None, dev)?;
+        let (tr, te) = encoder_features(&model, data, spec)?;
+        let s = score(tr, te, data.classes, o, dev)?;
+        eprintln!("  step {step}: linear probe {:.2}%, k-NN {:.2}%", 100.0 * s.linear, 100.0 * s.knn);
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&csv).map_err(|e| Error::io(&csv, e))?;
+        writeln!(f, "{key},{step},{},{}", s.linear, s.knn).map_err(|e| Error::io(&csv, e))?;
+        known.push((step, s));
+    }
+    known.sort_by_key(|(s, _)| *s);
+    let name = run_dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    Ok(ProbeCurve { name, points: known })
+}
+
+/// Linear-probe accuracy against pre-training steps, a line per run, the baselines (`(name,
+/// linear accuracy)`) flat across.
+pub fn probe_steps_plot(curves: &[ProbeCurve], baselines: &[(String, f32)]) -> image::RgbImage {
+    use crate::io::plot::{PALETTE, Series, line_plot};
+    let last = curves.iter().flat_map(|c| c.points.iter().map(|p| p.0)).max().unwrap_or(1) as f64;
+    let mut series: Vec<Series> = curves
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Series {
+            name: c.name.clone(),
+            points: c.points.iter().map(|(s, p)| (*s as f64, 100.0 * p.linear as f64)).collect(),
+            color: PALETTE[i % PALETTE.len()],
+        })
+        .collect();
+    for (i, (name, lin)) in baselines.iter().enumerate() {
+        let y = 100.0 * *lin as f64;
+        series.push(Series {
+            name: format!("baseline: {name}"),
+            points: vec![(0.0, y), (last, y)],
+            color: [150 + 40 * i as u8, 150, 150],
+        });
+    }
+    line_plot(&series, "linear probe accuracy vs pre-training steps", "step", "accuracy (%)", 900, 540, false)
+}
+
+/// A markdown table of probe curves: a row per step, a linear / k-NN column pair per run.
+pub fn curve_table(curves: &[ProbeCurve]) -> String {
+    let mut steps: Vec<u64> = curves.iter().flat_map(|c| c.points.iter().map(|p| p.0)).collect();
+    steps.sort();
+    steps.dedup();
+    let mut s = String::from("| step |");
+    for c in curves {
+        s.push_str(&format!(" {} linear | {} k-NN |", c.name, c.name));
+    }
+    s.push_str("\n|---:|");
+    s.push_str(&"---:|---:|".repeat(curves.len()));
+    s.push('\n');
+    for step in steps {
+        s.push_str(&format!("| {step} |"));
+        for c in curves {
+            match c.points.iter().find(|p| p.0 == step) {
+                Some((_, p)) => s.push_str(&format!(" {:.2}% | {:.2}% |", 100.0 * p.linear, 100.0 * p.knn)),
+                None => s.push_str(" | |"),
+            }
+        }
+        s.push('\n');
+    }
+    s
+}

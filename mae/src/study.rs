@@ -24,7 +24,8 @@ use crate::features::FeatureSpec;
 use crate::io::plot::{PALETTE, Series, line_plot};
 use crate::io::png::save_png;
 use crate::masking::MaskStrategy;
-use crate::probe::{ProbeData, encoder_features, pixel_features};
+use crate::probe::{ProbeData, curve_table, encoder_features, pixel_features, probe_over_steps, probe_steps_plot};
+use crate::recipe::Recipe;
 use crate::source::DataSource;
 use crate::train::{Budget, TrainOptions, train};
 
@@ -45,12 +46,19 @@ pub struct StudyOptions {
     pub seconds_per_run: Option<f64>,
     /// Pre-training steps per run.
     pub steps_per_run: Option<u64>,
-    /// Images per pre-training step.
-    pub batch: usize,
-    /// Learning rate per 256 images.
-    pub base_lr: f64,
-    /// Seed of every run (the same for all).
+    /// Batch, learning rate, warmup, weight decay and crop scale of every run.
+    pub recipe: Recipe,
+    /// Seed of every run of the grid.
     pub seed: u64,
+    /// More seeds for the two runs the study's argument rests on (ratio 0.75 random and ratio 0,
+    /// norm-pix), so that the table shows how large seed noise is.
+    pub extra_seeds: Vec<u64>,
+    /// Decoder depths to try besides the preset's, at ratio 0.75 random, norm-pix (the paper's
+    /// Table 1a: a deeper decoder leaves the encoder's last blocks more abstract).
+    pub decoder_depths: Vec<usize>,
+    /// Keep this many evenly spaced snapshots per run and probe those of the ratio-0 and
+    /// ratio-0.75 random runs: `probe_vs_steps.png` (0: none; needs `steps_per_run`).
+    pub snapshots: u64,
     /// The study folder (see the module's comment).
     pub out_dir: PathBuf,
     /// Settings of the linear probe.
@@ -72,6 +80,10 @@ pub struct StudyRow {
     pub strategy: String,
     /// Target: `norm-pix` or `pixels`.
     pub target: String,
+    /// Transformer blocks in the decoder.
+    pub decoder_depth: usize,
+    /// The run's seed.
+    pub seed: u64,
     /// Optimizer steps the run did.
     pub steps: u64,
     /// The last step's loss.
@@ -86,32 +98,72 @@ fn target_name(norm_pix: bool) -> &'static str {
     if norm_pix { "norm-pix" } else { "pixels" }
 }
 
-/// The runs of a study, in order.
-pub fn plan(o: &StudyOptions) -> Vec<(String, f32, Option<MaskStrategy>, bool)> {
+/// One pre-training run of a study.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunSpec {
+    /// Its name, e.g. `norm-pix-random-r0.75`, `norm-pix-random-r0.75-dec4`, `norm-pix-none-r0.00-s1`.
+    pub name: String,
+    /// Mask ratio (0: a plain autoencoder).
+    pub ratio: f32,
+    /// The masking strategy (`None` at ratio 0).
+    pub strategy: Option<MaskStrategy>,
+    /// Norm-pix target (else raw pixels).
+    pub norm_pix: bool,
+    /// Decoder blocks.
+    pub decoder_depth: usize,
+    /// Seed of the run.
+    pub seed: u64,
+}
+
+/// The runs of a study, in order: the grid (targets x ratios x strategies, one plain autoencoder
+/// per target), then the other decoder depths, then the extra seeds.
+pub fn plan(o: &StudyOptions) -> Vec<RunSpec> {
+    let depth = o.model.decoder_depth;
+    let run = |name: String, ratio: f32, strategy: Option<MaskStrategy>, norm_pix: bool| RunSpec {
+        name,
+        ratio,
+        strategy,
+        norm_pix,
+        decoder_depth: depth,
+        seed: o.seed,
+    };
     let mut runs = Vec::new();
     for &norm_pix in &o.targets {
         for &ratio in &o.ratios {
             if ratio == 0.0 {
-                runs.push((format!("{}-none-r0.00", target_name(norm_pix)), 0.0, None, norm_pix));
+                runs.push(run(format!("{}-none-r0.00", target_name(norm_pix)), 0.0, None, norm_pix));
                 continue;
             }
             for &s in &o.strategies {
-                runs.push((format!("{}-{}-r{ratio:.2}", target_name(norm_pix), s.name()), ratio, Some(s), norm_pix));
+                let name = format!("{}-{}-r{ratio:.2}", target_name(norm_pix), s.name());
+                runs.push(run(name, ratio, Some(s), norm_pix));
             }
+        }
+    }
+    let main = run("norm-pix-random-r0.75".into(), 0.75, Some(MaskStrategy::Random), true);
+    for &d in o.decoder_depths.iter().filter(|&&d| d != depth) {
+        runs.push(RunSpec { name: format!("{}-dec{d}", main.name), decoder_depth: d, ..main.clone() });
+    }
+    let plain = run("norm-pix-none-r0.00".into(), 0.0, None, true);
+    for &seed in o.extra_seeds.iter().filter(|&&s| s != o.seed) {
+        for r in [&main, &plain] {
+            runs.push(RunSpec { name: format!("{}-s{seed}", r.name), seed, ..r.clone() });
         }
     }
     runs
 }
 
-const CSV_HEADER: &str = "name,ratio,strategy,target,steps,final_loss,linear_probe,knn";
+const CSV_HEADER: &str = "name,ratio,strategy,target,steps,final_loss,linear_probe,knn,decoder_depth,seed";
 
-fn read_rows(path: &Path) -> Vec<StudyRow> {
+/// The rows of `results.csv`; rows of studies from before the decoder and seed columns take the
+/// study's own (`depth`, `seed`).
+fn read_rows(path: &Path, depth: usize, seed: u64) -> Vec<StudyRow> {
     let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
     text.lines()
         .skip(1)
         .filter_map(|l| {
             let f: Vec<&str> = l.split(',').collect();
-            (f.len() == 8).then(|| -> Option<StudyRow> {
+            (f.len() == 8 || f.len() == 10).then(|| -> Option<StudyRow> {
                 Some(StudyRow {
                     name: f[0].into(),
                     ratio: f[1].parse().ok()?,
@@ -121,6 +173,8 @@ fn read_rows(path: &Path) -> Vec<StudyRow> {
                     final_loss: f[5].parse().ok()?,
                     linear: f[6].parse().ok()?,
                     knn: f[7].parse().ok()?,
+                    decoder_depth: f.get(8).map_or(Some(depth), |v| v.parse().ok())?,
+                    seed: f.get(9).map_or(Some(seed), |v| v.parse().ok())?,
                 })
             })?
         })
@@ -136,8 +190,8 @@ fn append_row(path: &Path, r: &StudyRow) -> Result<()> {
     }
     writeln!(
         f,
-        "{},{},{},{},{},{},{},{}",
-        r.name, r.ratio, r.strategy, r.target, r.steps, r.final_loss, r.linear, r.knn
+        "{},{},{},{},{},{},{},{},{},{}",
+        r.name, r.ratio, r.strategy, r.target, r.steps, r.final_loss, r.linear, r.knn, r.decoder_depth, r.seed
     )
     .map_err(|e| Error::io(path, e))
 }
@@ -160,6 +214,8 @@ pub struct StudyReport {
     pub table: PathBuf,
     /// `probe_vs_ratio.png`.
     pub plot: PathBuf,
+    /// `probe_vs_steps.png`, when the study kept snapshots.
+    pub steps_plot: Option<PathBuf>,
 }
 
 /// Pre-trains and probes every run of `plan(o)` not already in `results.csv`, then the
@@ -172,10 +228,14 @@ pub fn run_study(o: &StudyOptions, dev: &Device) -> Result<StudyReport> {
         crate::masking::check_ratio(r)?;
     }
     std::fs::create_dir_all(&o.out_dir).map_err(|e| Error::io(&o.out_dir, e))?;
+    if o.snapshots > 0 && o.steps_per_run.is_none() {
+        return Err(Error::Config("snapshots need a budget in steps: give --steps-per-run".into()));
+    }
     let csv = o.out_dir.join("results.csv");
-    let mut rows = read_rows(&csv);
+    let mut rows = read_rows(&csv, o.model.decoder_depth, o.seed);
     let data = ProbeData::load(&o.data, &o.model, None, o.probe_train_limit, o.seed)?;
-    for (name, ratio, strategy, norm_pix) in plan(o) {
+    for spec in plan(o) {
+        let name = spec.name.clone();
         if rows.iter().any(|r| r.name == name) {
             eprintln!("study: {name} already done, skipping");
             continue;
@@ -183,15 +243,16 @@ pub fn run_study(o: &StudyOptions, dev: &Device) -> Result<StudyReport> {
         eprintln!("study: pre-training {name}");
         let run_dir = o.out_dir.join("runs").join(&name);
         let mut model = o.model.clone();
-        model.norm_pix_loss = norm_pix;
+        model.norm_pix_loss = spec.norm_pix;
+        model.decoder_depth = spec.decoder_depth;
         let mut t = TrainOptions::new(model.clone(), o.data.clone(), run_dir.clone());
+        t.apply_recipe(&o.recipe);
         t.budget = Budget { epochs: None, steps: o.steps_per_run, seconds: o.seconds_per_run };
-        t.batch_size = o.batch;
-        t.base_lr = o.base_lr;
-        t.mask_ratio = ratio;
-        t.mask_strategy = strategy.unwrap_or(MaskStrategy::Random);
-        t.seed = o.seed;
+        t.mask_ratio = spec.ratio;
+        t.mask_strategy = spec.strategy.unwrap_or(MaskStrategy::Random);
+        t.seed = spec.seed;
         t.verbose = false;
+        t.snapshot_every = o.steps_per_run.filter(|_| o.snapshots > 0).map(|n| (n / o.snapshots).max(1));
         // A run killed half-way is resumed from its checkpoint rather than started over.
         t.resume = crate::checkpoint::CheckpointDir::new(&run_dir).latest().is_some();
         let report = train(&t, dev, None)?;
@@ -200,9 +261,11 @@ pub fn run_study(o: &StudyOptions, dev: &Device) -> Result<StudyReport> {
         let scores = score(tr, te, data.classes, &o.probe, dev)?;
         let row = StudyRow {
             name: name.clone(),
-            ratio,
-            strategy: strategy.map(|s| s.name()).unwrap_or("none").into(),
-            target: target_name(norm_pix).into(),
+            ratio: spec.ratio,
+            strategy: spec.strategy.map(|s| s.name()).unwrap_or("none").into(),
+            target: target_name(spec.norm_pix).into(),
+            decoder_depth: spec.decoder_depth,
+            seed: spec.seed,
             steps: report.steps,
             final_loss: final_loss(&report),
             linear: scores.linear,
@@ -228,11 +291,35 @@ pub fn run_study(o: &StudyOptions, dev: &Device) -> Result<StudyReport> {
     let s = score(tr, te, data.classes, &o.probe, dev)?;
     baselines.push(("random-init encoder".to_string(), s.linear, s.knn));
 
+    // The probe against pre-training time, for the masked model and the plain autoencoder.
+    let mut curves = Vec::new();
+    if o.snapshots > 0 {
+        for name in ["norm-pix-random-r0.75", "norm-pix-none-r0.00"] {
+            let run_dir = o.out_dir.join("runs").join(name);
+            if rows.iter().any(|r| r.name == name) {
+                eprintln!("study: probing the snapshots of {name}");
+                curves.push(probe_over_steps(&run_dir, &data, o.features, &o.probe, dev)?);
+            }
+        }
+    }
+    let steps_plot = (!curves.is_empty()).then(|| o.out_dir.join("probe_vs_steps.png"));
+    if let Some(path) = &steps_plot {
+        let flat: Vec<(String, f32)> = baselines.iter().map(|(n, l, _)| (n.clone(), *l)).collect();
+        save_png(path, &probe_steps_plot(&curves, &flat))?;
+    }
+
     let table = o.out_dir.join("results.md");
-    std::fs::write(&table, markdown(o, &rows, &baselines)).map_err(|e| Error::io(&table, e))?;
+    let mut md = markdown(o, &rows, &baselines);
+    if !curves.is_empty() {
+        md.push_str("\nLinear probe and k-NN against pre-training steps:\n\n");
+        md.push_str(&curve_table(&curves));
+    }
+    std::fs::write(&table, md).map_err(|e| Error::io(&table, e))?;
     let plot = o.out_dir.join("probe_vs_ratio.png");
-    save_png(&plot, &probe_plot(&rows, &baselines))?;
-    Ok(StudyReport { rows, baselines, table, plot })
+    let main: Vec<StudyRow> =
+        rows.iter().filter(|r| r.decoder_depth == o.model.decoder_depth && r.seed == o.seed).cloned().collect();
+    save_png(&plot, &probe_plot(&main, &baselines))?;
+    Ok(StudyReport { rows, baselines, table, plot, steps_plot })
 }
 
 /// The study's table in markdown.
@@ -245,26 +332,29 @@ pub fn markdown(o: &StudyOptions, rows: &[StudyRow], baselines: &[(String, f32, 
     };
     let _ = writeln!(
         s,
-        "Model `{}` on `{}`, {budget} of pre-training per run (batch {}, base lr {:.1e}, seed {}); probes on {} features \
+        "Model `{}` on `{}`, {budget} of pre-training per run (recipe {}, seed {}); probes on {} features \
          ({} training images), linear probe = standardised features + softmax regression, k-NN = k 20, cosine.\n",
         o.model.name,
         o.data,
-        o.batch,
-        o.base_lr,
+        o.recipe,
         o.seed,
         o.features,
         o.probe_train_limit.map(|n| n.to_string()).unwrap_or_else(|| "all".into())
     );
-    s.push_str("| run | mask ratio | strategy | target | steps | final loss | linear probe | k-NN |\n");
-    s.push_str("|---|---:|---|---|---:|---:|---:|---:|\n");
+    s.push_str(
+        "| run | mask ratio | strategy | target | decoder depth | seed | steps | final loss | linear probe | k-NN |\n",
+    );
+    s.push_str("|---|---:|---|---|---:|---:|---:|---:|---:|---:|\n");
     for r in rows {
         let _ = writeln!(
             s,
-            "| {} | {:.2} | {} | {} | {} | {:.4} | {:.2}% | {:.2}% |",
+            "| {} | {:.2} | {} | {} | {} | {} | {} | {:.4} | {:.2}% | {:.2}% |",
             r.name,
             r.ratio,
             r.strategy,
             r.target,
+            r.decoder_depth,
+            r.seed,
             r.steps,
             r.final_loss,
             100.0 * r.linear,
@@ -272,7 +362,7 @@ pub fn markdown(o: &StudyOptions, rows: &[StudyRow], baselines: &[(String, f32, 
         );
     }
     for (name, lin, knn) in baselines {
-        let _ = writeln!(s, "| baseline: {name} | | | | | | {:.2}% | {:.2}% |", 100.0 * lin, 100.0 * knn);
+        let _ = writeln!(s, "| baseline: {name} | | | | | | | | {:.2}% | {:.2}% |", 100.0 * lin, 100.0 * knn);
     }
     s
 }

@@ -73,6 +73,9 @@ pub struct TrainOptions {
     pub mask_strategy: MaskStrategy,
     /// The paper's augmentation, RandomResizedCrop and flips (otherwise the whole image).
     pub augment: bool,
+    /// The smallest crop RandomResizedCrop takes, as a fraction of the image's area (0.2 in the
+    /// paper).
+    pub crop_min_scale: f32,
     /// Seed of the initialisation, data order, augmentation and masks.
     pub seed: u64,
     /// The run's folder: checkpoints, `log.csv`, pictures.
@@ -85,6 +88,9 @@ pub struct TrainOptions {
     pub verbose: bool,
     /// Write the loss plot and reconstructions at the end.
     pub pictures: bool,
+    /// Also keep the model every this many steps in `snapshots/step-NNNNNNN.safetensors` (model
+    /// only, never pruned): what `mae probe --over-steps` reads to draw a probe against time.
+    pub snapshot_every: Option<u64>,
     /// Stop as Ctrl-C does (checkpoint, `Error::Interrupted`) after this many steps of this
     /// process: a pre-emption at a known point, for tests and for splitting a long run into jobs.
     pub stop_after_steps: Option<u64>,
@@ -106,12 +112,14 @@ impl TrainOptions {
             mask_ratio: 0.75,
             mask_strategy: MaskStrategy::Random,
             augment: true,
+            crop_min_scale: 0.2,
             seed: 0,
             out_dir,
             checkpoint_every_secs: 300.0,
             resume: false,
             verbose: true,
             pictures: true,
+            snapshot_every: None,
             stop_after_steps: None,
         }
     }
@@ -137,10 +145,30 @@ impl TrainOptions {
         if !positive(self.base_lr) || self.min_lr < 0.0 {
             return Err(Error::Config(format!("learning rate {} is not a positive number", self.base_lr)));
         }
+        if !(self.crop_min_scale > 0.0 && self.crop_min_scale <= 1.0) {
+            return Err(Error::Config(format!(
+                "crop scale {} is not in (0, 1]: it is the smallest crop's share of the image's area",
+                self.crop_min_scale
+            )));
+        }
         if !(0.0..1.0).contains(&self.warmup_fraction) {
             return Err(Error::Config("the warmup fraction must be in [0, 1)".into()));
         }
         Ok(())
+    }
+
+    /// Takes the batch, learning rate, warmup, weight decay and crop scale of `r`.
+    pub fn apply_recipe(&mut self, r: &crate::recipe::Recipe) {
+        self.batch_size = r.batch;
+        self.base_lr = r.base_lr;
+        self.warmup_fraction = r.warmup_fraction;
+        self.optimizer.weight_decay = r.weight_decay;
+        self.crop_min_scale = r.crop_min_scale;
+    }
+
+    /// The augmentation of each training image.
+    pub fn augmentation(&self) -> Augment {
+        if self.augment { Augment { scale: (self.crop_min_scale, 1.0), ..Augment::mae() } } else { Augment::none() }
     }
 
     /// Images per optimizer step: `batch_size * accum_iter`.
@@ -221,11 +249,13 @@ pub fn settings(o: &TrainOptions) -> BTreeMap<String, String> {
     m.insert("mae.mask_ratio".into(), o.mask_ratio.to_string());
     m.insert("mae.mask_strategy".into(), o.mask_strategy.name().into());
     m.insert("mae.augment".into(), o.augment.to_string());
+    m.insert("mae.crop_min_scale".into(), o.crop_min_scale.to_string());
+    let crop = format!("RandomResizedCrop(scale {}-1, ratio 3/4-4/3) + horizontal flip", o.crop_min_scale);
     m.insert(
         "mae.preprocessing".into(),
         format!(
             "{} then resize to {}x{}, normalise per channel",
-            if o.augment { "RandomResizedCrop(scale 0.2-1, ratio 3/4-4/3) + horizontal flip" } else { "whole image" },
+            if o.augment { crop.as_str() } else { "whole image" },
             o.model.img_size,
             o.model.img_size
         ),
@@ -358,7 +388,7 @@ impl Trainer {
         let log = open_log(&log_path, start.step)?;
         Ok(Trainer {
             lr_peak: scaled_lr(o.base_lr, o.effective_batch()),
-            aug: if o.augment { Augment::mae() } else { Augment::none() },
+            aug: o.augmentation(),
             o: o.clone(),
             device: device.clone(),
             set,
@@ -480,6 +510,14 @@ impl Trainer {
             r.step, r.epoch, r.images_per_sec, r.elapsed_secs
         )
         .map_err(|e| Error::io(&self.log_path, e))?;
+        if o.snapshot_every.is_some_and(|every| every > 0 && self.step.is_multiple_of(every)) {
+            let mut meta = self.facts.clone();
+            meta.insert(crate::checkpoint::META_STEP.into(), self.step.to_string());
+            let path = snapshot_path(&o.out_dir, self.step);
+            let dir = path.parent().expect("a snapshot lies in a folder");
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            crate::checkpoint::save_model(&path, &self.model, &meta)?;
+        }
         Ok(r)
     }
 
@@ -584,6 +622,29 @@ pub fn train(o: &TrainOptions, device: &Device, stop: Option<Arc<AtomicBool>>) -
         }
     }
     t.finish()
+}
+
+/// Folder of a run's model snapshots (`TrainOptions::snapshot_every`).
+pub const SNAPSHOTS_DIR: &str = "snapshots";
+
+/// Where the snapshot of `step` of the run in `out_dir` is kept.
+pub fn snapshot_path(out_dir: &Path, step: u64) -> PathBuf {
+    out_dir.join(SNAPSHOTS_DIR).join(format!("step-{step:07}.safetensors"))
+}
+
+/// The snapshots of the run in `out_dir`, `(step, file)` by step.
+pub fn list_snapshots(out_dir: &Path) -> Vec<(u64, PathBuf)> {
+    let Ok(rd) = std::fs::read_dir(out_dir.join(SNAPSHOTS_DIR)) else { return Vec::new() };
+    let mut v: Vec<(u64, PathBuf)> = rd
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let step = name.strip_prefix("step-")?.strip_suffix(".safetensors")?.parse().ok()?;
+            Some((step, e.path()))
+        })
+        .collect();
+    v.sort();
+    v
 }
 
 /// The CSV log, continued on resume: rows beyond the resumed step (written after the checkpoint

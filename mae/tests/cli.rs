@@ -200,7 +200,8 @@ fn a_resume_takes_the_runs_settings_from_its_checkpoint_and_refuses_only_contrad
     let o = out.to_str().unwrap();
     // A run with flags far from the defaults.
     let mut first = small_run(&out, "2");
-    first.extend(["--seed", "7", "--base-lr", "2e-3", "--mask-ratio", "0.5", "--no-augment"].map(String::from));
+    let flags = ["--seed", "7", "--base-lr", "2e-3", "--mask-ratio", "0.5", "--crop-min-scale", "0.5", "--no-augment"];
+    first.extend(flags.map(String::from));
     let r = mae().args(&first).output().unwrap();
     assert!(r.status.success(), "{}", stderr(&r));
     // Only the folder, --resume and a longer budget: it continues with the run's own settings.
@@ -218,5 +219,27 @@ fn a_resume_takes_the_runs_settings_from_its_checkpoint_and_refuses_only_contrad
     let r = run(&["train", "--out", o, "--resume", "--steps", "6", "--model", "mae_vit_micro_patch4_32"]);
     assert!(!r.status.success());
     assert!(stderr(&r).contains("--model contradicts"), "{}", stderr(&r));
+    let r = run(&["train", "--out", o, "--resume", "--steps", "6", "--crop-min-scale", "0.3"]);
+    assert!(!r.status.success());
+    assert!(stderr(&r).contains("mae.crop_min_scale = 0.5"), "{}", stderr(&r));
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn the_training_defaults_come_from_the_recipe_and_the_help_says_which() {
+    let help = run(&["train", "--help"]);
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("--recipe") && text.contains("64 (tuned, mae_vit_micro_patch4_28), 256 (paper"), "{text}");
+    let info = run(&["info", "--device", "cpu"]);
+    let text = String::from_utf8_lossy(&info.stdout);
+    assert!(text.contains("mae_vit_micro_patch4_28    tuned: batch 64"), "{text}");
+    assert!(text.contains("mae_vit_base_patch16       paper: batch 256, base lr 1.5e-4"), "{text}");
+    // The recipe in force is said at the start of a run; a flag overrides one setting of it.
+    let out = scratch("recipe");
+    let mut args = small_run(&out, "1");
+    args.extend(["--recipe", "paper"].map(String::from));
+    let r = mae().args(&args).output().unwrap();
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert!(stderr(&r).contains("recipe paper: batch 256, base lr 1.5e-4"), "{}", stderr(&r));
     let _ = std::fs::remove_dir_all(&out);
 }

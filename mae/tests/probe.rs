@@ -5,6 +5,7 @@ use mae::classifiers::{Features, ProbeOptions, knn_accuracy, linear_probe, stand
 use mae::config::ModelConfig;
 use mae::features::{FeatureSpec, Pool, extract};
 use mae::masking::MaskStrategy;
+use mae::recipe::Recipe;
 use mae::source::DataSource;
 use mae::study::{StudyOptions, plan, run_study};
 
@@ -58,18 +59,23 @@ fn the_study_plans_one_plain_autoencoder_per_target() {
         targets: vec![true, false],
         seconds_per_run: None,
         steps_per_run: Some(1),
-        batch: 8,
-        base_lr: 1e-3,
+        recipe: Recipe { batch: 8, base_lr: 1e-3, ..Recipe::paper() },
         seed: 0,
+        extra_seeds: vec![1],
+        decoder_depths: vec![1, 3],
+        snapshots: 0,
         out_dir: "unused".into(),
         probe: ProbeOptions::default(),
         probe_train_limit: None,
         features: FeatureSpec::output(Pool::Both),
     };
-    let names: Vec<String> = plan(&o).into_iter().map(|p| p.0).collect();
-    assert_eq!(names.len(), 2 * (1 + 2 * 2));
-    assert!(names.contains(&"norm-pix-none-r0.00".to_string()));
-    assert!(names.contains(&"pixels-grid-r0.75".to_string()));
+    let names: Vec<String> = plan(&o).into_iter().map(|p| p.name).collect();
+    // The grid; decoder depth 3 besides the preset's 1; seed 1 for the two runs that matter most.
+    assert_eq!(names.len(), 2 * (1 + 2 * 2) + 1 + 2);
+    for name in ["norm-pix-none-r0.00", "pixels-grid-r0.75", "norm-pix-random-r0.75-dec3", "norm-pix-none-r0.00-s1"] {
+        assert!(names.contains(&name.to_string()), "{name} in {names:?}");
+    }
+    assert!(!names.contains(&"norm-pix-random-r0.75-dec1".to_string()), "the preset's depth is the main run");
 }
 
 #[test]
@@ -84,9 +90,11 @@ fn the_study_runs_end_to_end_on_a_tiny_budget() {
         targets: vec![true],
         seconds_per_run: None,
         steps_per_run: Some(3),
-        batch: 32,
-        base_lr: 1e-3,
+        recipe: Recipe { batch: 32, base_lr: 1e-3, ..Recipe::paper() },
         seed: 0,
+        extra_seeds: vec![],
+        decoder_depths: vec![],
+        snapshots: 3,
         out_dir: out.clone(),
         probe: ProbeOptions { epochs: 2, batch: 64, ..Default::default() },
         probe_train_limit: Some(200),
@@ -102,6 +110,11 @@ fn the_study_runs_end_to_end_on_a_tiny_budget() {
     let table = std::fs::read_to_string(&r.table).unwrap();
     assert!(table.contains("norm-pix-block-r0.75") && table.contains("raw pixels"), "{table}");
     assert!(r.plot.is_file());
+    // Three snapshots a run; the masked and the plain runs probed at each, on one plot.
+    let snaps = mae::train::list_snapshots(&out.join("runs").join("norm-pix-random-r0.75"));
+    assert_eq!(snaps.iter().map(|s| s.0).collect::<Vec<_>>(), [1, 2, 3]);
+    assert!(r.steps_plot.as_ref().is_some_and(|p| p.is_file()));
+    assert!(table.contains("against pre-training steps") && table.contains("norm-pix-none-r0.00 linear"), "{table}");
     // A second start finds every run done and only redraws the table.
     let again = run_study(&o, &Device::Cpu).unwrap();
     assert_eq!(again.rows, r.rows);
