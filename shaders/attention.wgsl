@@ -28,6 +28,9 @@
 // 0.16 GFLOP. Work per invocation grows with seq * dim, so at ViT-B scale (197 tokens, dim 64) this
 // is compute-bound at a few TFLOP/s; tensor-core flash attention would be the next step.
 //
+// Bounds: checked. The head layouts (strides, groups, offsets into the fused qkv buffer) are not
+// yet proved in bounds here; wgpu's runtime checks stay on.
+//
 // Launcher: engine/src/gpu/kernels/attention.rs. Reference: engine/src/cpu/reference.rs.
 
 struct Params {

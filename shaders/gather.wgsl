@@ -13,6 +13,9 @@
 // All are one invocation per output element, 256 per workgroup, folded over y past 65535 groups.
 // Napkin math: pure bandwidth; unshuffling [256, 50, 64] f32 reads and writes 3.3 MB each.
 //
+// Bounds: checked. Indices are values read from a buffer, so a bad one must not read outside;
+// wgpu's runtime checks stay on.
+//
 // Launcher: engine/src/gpu/kernels/gather.rs. Reference: engine/src/cpu/reference.rs.
 
 struct Params {

@@ -24,6 +24,14 @@
 // encoder's qkv product at batch 256 ([3328, 128] x [128, 384]) is 0.33 GFLOP over 2.1 MB of
 // operands: compute-bound; at a plausible 15-25 TFLOP/s for this design on an H100 it takes ~20 us.
 //
+// Bounds: unchecked. Every global read is guarded by gm < M, gn < N, gk < K, so it lands inside
+// batch b's [M, K] (or [N, K]) matrix, which ends at (batch - 1) * stride + M K <= the operand's
+// length (the launcher checks A, B >= that, bias >= N, and that all of it fits u32, so no index
+// wraps). A vec4 load starts at a multiple of 4 (the launcher picks matmul_vec4 only when the
+// contiguous axis and the batch strides are multiples of 4) with its 4 elements in one row, so it
+// ends inside the same matrix. Workgroup tiles are indexed by lane and loop counters below their
+// sizes (kk < 16, m, n < 64); C is written only at gm < M, gn < N of batch b < batch.
+//
 // Launcher: engine/src/gpu/kernels/matmul.rs. Reference: engine/src/cpu/reference.rs (matmul).
 
 struct Params {

@@ -422,3 +422,25 @@ fn packed_qkv_attention_matches_reference() {
         );
     }
 }
+
+#[test]
+fn kernels_proved_in_bounds_run_unchecked_unless_the_switch_turns_checks_back_on() {
+    let Some(gpu) = gpu() else { return };
+    let Device::Gpu(g) = &gpu else { unreachable!() };
+    let forced = engine::gpu::shaders::bounds_checks_forced();
+    eprintln!("MAE_GPU_BOUNDS_CHECKS forces checks: {forced}");
+    for (name, _) in engine::gpu::shaders::SHADERS {
+        let unchecked = engine::gpu::shaders::provably_in_bounds(name) && !forced;
+        assert_eq!(g.context().runs_unchecked(name), unchecked, "{name}");
+    }
+    // The sizes the proofs rest on are checked before any dispatch: a bias one value short, a
+    // second operand shorter than the product needs, are errors, not reads past the end.
+    let spec = engine::backend::MatmulSpec::plain(3, 5, 4);
+    let a = Tensor::zeros(&[3, 4], &gpu).unwrap();
+    let b = Tensor::zeros(&[4, 5], &gpu).unwrap();
+    let short = Tensor::zeros(&[4], &gpu).unwrap();
+    let be = gpu.backend();
+    assert!(be.matmul(a.storage(), b.storage(), Some(short.storage()), &spec).is_err());
+    assert!(be.matmul(a.storage(), short.storage(), None, &spec).is_err());
+    assert!(be.binary(BinaryOp::Add, short.storage(), b.storage(), 20, 5).is_err());
+}

@@ -49,3 +49,26 @@ fn every_wgsl_file_starts_with_a_header_that_names_its_launcher() {
         assert!(header.to_lowercase().contains("napkin math"), "{name}.wgsl: the header should give napkin math");
     }
 }
+
+#[test]
+fn every_wgsl_header_says_whether_its_indexing_is_proved_in_bounds_and_why() {
+    use engine::gpu::shaders::{bounds_line, provably_in_bounds};
+    for (name, source) in engine::gpu::shaders::SHADERS {
+        let line = bounds_line(source).unwrap_or_else(|| panic!("{name}.wgsl: the header needs a `Bounds:` line"));
+        assert!(
+            line.starts_with("checked.") || line.starts_with("unchecked."),
+            "{name}.wgsl: `Bounds: checked.` or `Bounds: unchecked.`, then why; got {line:?}"
+        );
+        // The reason: at least a sentence after the verdict.
+        let header: String = source.lines().take_while(|l| l.starts_with("//")).collect::<Vec<_>>().join("\n");
+        let after = &header[header.find("Bounds:").unwrap()..];
+        assert!(after.len() > 80, "{name}.wgsl: say why the indexing is (or is not) proved in bounds");
+        assert_eq!(provably_in_bounds(name), line.starts_with("unchecked."), "{name}");
+    }
+    // The kernels that carry the training step's FLOPs and its per-parameter passes are proved.
+    for name in ["matmul", "elementwise", "adamw"] {
+        assert!(provably_in_bounds(name), "{name}");
+    }
+    assert!(!provably_in_bounds("gather"), "gather indexes with values read from a buffer");
+    assert!(!provably_in_bounds("no such shader"));
+}

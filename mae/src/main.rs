@@ -849,6 +849,12 @@ fn cmd_info(a: DeviceArgs) -> Result<()> {
                 println!("  max_workgroups_per_dimension     {}", l.max_compute_workgroups_per_dimension);
                 println!("  max_storage_buffers_per_stage    {}", l.max_storage_buffers_per_shader_stage);
                 println!("features: {:?}", ctx.features);
+                let unchecked: Vec<&str> =
+                    engine::gpu::shaders::SHADERS.iter().map(|s| s.0).filter(|n| ctx.runs_unchecked(n)).collect();
+                println!(
+                    "shaders without runtime bounds checks: {} (MAE_GPU_BOUNDS_CHECKS=1 checks all)",
+                    if unchecked.is_empty() { "none".to_string() } else { unchecked.join(", ") }
+                );
             }
         }
         Err(e) => println!("no device: {e}"),

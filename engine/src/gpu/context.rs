@@ -136,6 +136,8 @@ pub struct GpuContext {
     state: Mutex<State>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    /// `MAE_GPU_BOUNDS_CHECKS` was set when the context opened: every shader keeps wgpu's checks.
+    bounds_checks_forced: bool,
     /// An uncaptured wgpu error (returned once, by the next call) or a device loss (sticky: every
     /// later call fails with it).
     fault: Arc<Mutex<Option<Fault>>>,
@@ -222,9 +224,16 @@ impl GpuContext {
             }),
             pipelines: Mutex::new(HashMap::new()),
             modules: Mutex::new(HashMap::new()),
+            bounds_checks_forced: super::shaders::bounds_checks_forced(),
             fault,
             wait_timeout,
         }))
+    }
+
+    /// Whether shader `name` runs without wgpu's runtime bounds checks: its header proves its
+    /// indexing in bounds and `MAE_GPU_BOUNDS_CHECKS` did not ask for them when the context opened.
+    pub fn runs_unchecked(&self, name: &str) -> bool {
+        !self.bounds_checks_forced && super::shaders::provably_in_bounds(name)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -443,10 +452,20 @@ impl GpuContext {
         let module = modules
             .entry(key.shader)
             .or_insert_with(|| {
-                self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                let desc = wgpu::ShaderModuleDescriptor {
                     label: Some(key.shader),
                     source: wgpu::ShaderSource::Wgsl(Cow::Borrowed(source)),
-                })
+                };
+                if self.runs_unchecked(key.shader) {
+                    let checks =
+                        wgpu::ShaderRuntimeChecks { bounds_checks: false, ..wgpu::ShaderRuntimeChecks::checked() };
+                    // SAFETY: the shader's header proves every index it computes inside its buffers,
+                    // given the sizes its launcher checks (see `shaders.rs`); only the bounds checks
+                    // are dropped, the other runtime checks stay.
+                    unsafe { self.device.create_shader_module_trusted(desc, checks) }
+                } else {
+                    self.device.create_shader_module(desc)
+                }
             })
             .clone();
         drop(modules);

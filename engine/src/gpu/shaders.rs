@@ -1,4 +1,14 @@
 //! The WGSL sources, compiled into the binary so that it needs no files at run time.
+//!
+//! # Bounds checks
+//!
+//! wgpu makes every storage-buffer access of a shader safe by clamping or checking its index at
+//! run time, unless the module is created as trusted. Each shader's header has a `Bounds:` line:
+//! `Bounds: unchecked` when every index it computes is provably inside its buffers (the header says
+//! why, and the launcher checks the buffer sizes that the proof rests on), `Bounds: checked`
+//! otherwise. Unchecked shaders are created without wgpu's runtime bounds checks (the other
+//! runtime checks stay), unless `MAE_GPU_BOUNDS_CHECKS=1` turns them all back on; CI runs the GPU
+//! kernel tests in both modes.
 
 /// `(name, source)` of every kernel family in `shaders/`.
 pub const SHADERS: &[(&str, &str)] = &[
@@ -15,4 +25,27 @@ pub const SHADERS: &[(&str, &str)] = &[
 /// The WGSL source of kernel family `name`, if there is one.
 pub fn source(name: &str) -> Option<&'static str> {
     SHADERS.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
+}
+
+/// Whether the header of shader `name` proves its indexing in bounds (`// Bounds: unchecked`), so
+/// that it may run without wgpu's runtime bounds checks. Unknown names are `false`.
+pub fn provably_in_bounds(name: &str) -> bool {
+    source(name).is_some_and(|src| bounds_line(src).is_some_and(|l| l.starts_with("unchecked")))
+}
+
+/// The text after `Bounds:` in a shader's header comment, if it has one.
+pub fn bounds_line(source: &str) -> Option<&str> {
+    source
+        .lines()
+        .take_while(|l| l.starts_with("//"))
+        .find_map(|l| l.trim_start_matches('/').trim().strip_prefix("Bounds:"))
+        .map(str::trim)
+}
+
+/// Whether `MAE_GPU_BOUNDS_CHECKS` asks for wgpu's runtime bounds checks on every shader (`1`,
+/// `true`, `yes`, `on`); read when a GPU context opens.
+pub fn bounds_checks_forced() -> bool {
+    std::env::var("MAE_GPU_BOUNDS_CHECKS")
+        .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+        .unwrap_or(false)
 }

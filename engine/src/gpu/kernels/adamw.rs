@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{grid_1d, key, u32_of};
+use super::{grid_1d, holds, key, u32_of};
 use crate::backend::AdamWSpec;
 use crate::error::Result;
 use crate::gpu::Gpu;
@@ -31,6 +31,9 @@ pub fn step(
     len: usize,
     s: &AdamWSpec,
 ) -> Result<()> {
+    for (buf, what) in [(param, "AdamW parameter"), (grad, "AdamW gradient"), (m, "AdamW m"), (v, "AdamW v")] {
+        holds(buf, len, what)?;
+    }
     let p = Params {
         n: u32_of(len, "parameter size")?,
         lr: s.lr,

@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{grid_1d, key, u32_of};
+use super::{grid_1d, holds, key, u32_of};
 use crate::backend::{BinaryOp, UnaryOp};
 use crate::error::Result;
 use crate::gpu::Gpu;
@@ -25,6 +25,8 @@ pub fn fill(g: &Gpu, len: usize, value: f32) -> Result<Storage> {
 }
 
 pub fn binary(g: &Gpu, op: BinaryOp, x: &Storage, y: &Storage, len_x: usize, len_y: usize) -> Result<Storage> {
+    holds(x, len_x, "binary x")?;
+    holds(y, if len_x > 0 { len_y.max(1) } else { 0 }, "binary y")?;
     let out = g.alloc(len_x)?;
     let p = Params {
         n: u32_of(len_x, "binary length")?,
@@ -42,6 +44,7 @@ pub fn binary(g: &Gpu, op: BinaryOp, x: &Storage, y: &Storage, len_x: usize, len
 }
 
 pub fn unary(g: &Gpu, op: UnaryOp, x: &Storage, len: usize) -> Result<Storage> {
+    holds(x, len, "unary x")?;
     let out = g.alloc(len)?;
     let (code, s) = match op {
         UnaryOp::Scale(s) => (0, s),
@@ -61,6 +64,8 @@ pub fn unary(g: &Gpu, op: UnaryOp, x: &Storage, len: usize) -> Result<Storage> {
 }
 
 pub fn gelu_backward(g: &Gpu, x: &Storage, dy: &Storage, len: usize) -> Result<Storage> {
+    holds(x, len, "gelu_backward x")?;
+    holds(dy, len, "gelu_backward dy")?;
     let out = g.alloc(len)?;
     let p = Params { n: u32_of(len, "gelu length")?, n_y: 1, op: 0, s: 0.0 };
     g.ctx.dispatch(

@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::u32_of;
+use super::{holds, u32_of};
 use crate::backend::MatmulSpec;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -32,12 +32,19 @@ fn vec4_ok(s: &MatmulSpec) -> bool {
 }
 
 pub fn matmul(g: &Gpu, a: &Storage, b: &Storage, bias: Option<&Storage>, s: &MatmulSpec) -> Result<Storage> {
-    if a.len() < s.a_len() || b.len() < s.b_len() {
-        return Err(Error::Shape(format!("matmul: operands of {} and {} values for {s:?}", a.len(), b.len())));
-    }
     let out = g.alloc(s.batch * s.m * s.n)?;
     if s.batch * s.m * s.n == 0 {
         return Ok(out);
+    }
+    // The sizes the shader's in-bounds proof rests on (its header's `Bounds:` line).
+    if a.len() < s.a_len() || b.len() < s.b_len() {
+        return Err(Error::Shape(format!("matmul: operands of {} and {} values for {s:?}", a.len(), b.len())));
+    }
+    if let Some(bias) = bias {
+        holds(bias, s.n, "matmul bias")?;
+    }
+    for (len, what) in [(s.a_len(), "A"), (s.b_len(), "B"), (s.batch * s.m * s.n, "C")] {
+        u32_of(len, what)?;
     }
     let p = Params {
         m: u32_of(s.m, "M")?,

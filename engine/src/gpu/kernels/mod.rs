@@ -42,3 +42,12 @@ pub(crate) fn grid_groups(groups: usize) -> Result<[u32; 3]> {
 pub(crate) fn u32_of(n: usize, what: &str) -> Result<u32> {
     u32::try_from(n).map_err(|_| Error::Gpu(format!("{what} = {n} does not fit the kernels' 32-bit indices")))
 }
+
+/// Fails unless `s` holds at least `n` values: the size that a kernel's in-bounds proof (its
+/// header's `Bounds:` line) rests on.
+pub(crate) fn holds(s: &crate::storage::Storage, n: usize, what: &str) -> Result<()> {
+    if s.len() < n {
+        return Err(Error::Shape(format!("{what}: a buffer of {} values where {n} are needed", s.len())));
+    }
+    Ok(())
+}
