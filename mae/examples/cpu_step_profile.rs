@@ -8,6 +8,8 @@
 //! `DATA` is a data source as `mae train --data` takes it (default `builtin:3000`, which selects
 //! `mae_vit_micro_patch4_32`; `fashion-mnist` selects `mae_vit_micro_patch4_28`), `BATCH` the batch
 //! size (default 256), `STEPS` the number of timed steps (default 4), after one untimed warm-up step.
+//! With `MAE_PROFILE_SHAPES=1` each matmul shape gets its own row (`matmul BxMxNxK` and the
+//! transposes of A and B), with its GFLOP/s.
 
 use std::time::Instant;
 
@@ -68,7 +70,12 @@ fn main() -> mae::Result<()> {
 
     run_step(0)?;
     let mut host_secs = 0.0;
-    profile::start();
+    let shapes = std::env::var("MAE_PROFILE_SHAPES").is_ok_and(|v| v == "1");
+    if shapes {
+        profile::start_detailed()
+    } else {
+        profile::start()
+    }
     let t0 = Instant::now();
     for u in 1..=steps as u64 {
         let s = Instant::now();
@@ -87,5 +94,13 @@ fn main() -> mae::Result<()> {
         100.0 * host_secs / wall
     );
     print!("{}", profile::format_table(&rows));
+    if shapes {
+        println!("\nmatmul shapes, GFLOP/s:");
+        for r in rows.iter().filter(|r| r.name.starts_with("matmul ")) {
+            let dims: Vec<f64> = r.name[7..].split([' ', 'x']).take(4).filter_map(|v| v.parse().ok()).collect();
+            let flops = 2.0 * dims.iter().product::<f64>() * r.calls as f64;
+            println!("{:<36} {:>7.1}", r.name, flops / r.seconds / 1e9);
+        }
+    }
     Ok(())
 }

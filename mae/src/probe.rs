@@ -151,8 +151,7 @@ pub fn probe_over_steps(
             run_dir.display()
         )));
     }
-    // What the scores depend on besides the step: the features and the probe's training images.
-    let key = format!("{spec};train={};epochs={};seed={}", data.train.len(), o.epochs, o.seed).replace(',', ";");
+    let key = curve_key(data, spec, o);
     let csv = run_dir.join(CURVE_FILE);
     let mut known: Vec<(u64, ProbeScores)> = std::fs::read_to_string(&csv)
         .unwrap_or_default()
@@ -171,14 +170,33 @@ pub fn probe_over_steps(
         let (tr, te) = encoder_features(&model, data, spec)?;
         let s = score(tr, te, data.classes, o, dev)?;
         eprintln!("  step {step}: linear probe {:.2}%, k-NN {:.2}%", 100.0 * s.linear, 100.0 * s.knn);
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&csv).map_err(|e| Error::io(&csv, e))?;
-        writeln!(f, "{key},{step},{},{}", s.linear, s.knn).map_err(|e| Error::io(&csv, e))?;
+        record_curve_point(run_dir, data, spec, o, step, s)?;
         known.push((step, s));
     }
     known.sort_by_key(|(s, _)| *s);
     let name = run_dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     Ok(ProbeCurve { name, points: known })
+}
+
+/// What probe scores depend on besides the model: the features and the probe's training.
+fn curve_key(data: &ProbeData, spec: FeatureSpec, o: &ProbeOptions) -> String {
+    format!("{spec};train={};epochs={};seed={}", data.train.len(), o.epochs, o.seed).replace(',', ";")
+}
+
+/// Keeps the scores of the run's model at `step` in its `probe_vs_steps.csv`, where
+/// [`probe_over_steps`] finds them instead of probing that model again.
+pub fn record_curve_point(
+    run_dir: &std::path::Path,
+    data: &ProbeData,
+    spec: FeatureSpec,
+    o: &ProbeOptions,
+    step: u64,
+    s: ProbeScores,
+) -> Result<()> {
+    use std::io::Write;
+    let csv = run_dir.join(CURVE_FILE);
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&csv).map_err(|e| Error::io(&csv, e))?;
+    writeln!(f, "{},{step},{},{}", curve_key(data, spec, o), s.linear, s.knn).map_err(|e| Error::io(&csv, e))
 }
 
 /// Linear-probe accuracy against pre-training steps, a line per run, the baselines (`(name,

@@ -24,7 +24,9 @@ use crate::features::FeatureSpec;
 use crate::io::plot::{PALETTE, Series, line_plot};
 use crate::io::png::save_png;
 use crate::masking::MaskStrategy;
-use crate::probe::{ProbeData, curve_table, encoder_features, pixel_features, probe_over_steps, probe_steps_plot};
+use crate::probe::{
+    ProbeData, curve_table, encoder_features, pixel_features, probe_over_steps, probe_steps_plot, record_curve_point,
+};
 use crate::recipe::Recipe;
 use crate::source::DataSource;
 use crate::train::{Budget, TrainOptions, train};
@@ -259,6 +261,10 @@ pub fn run_study(o: &StudyOptions, dev: &Device) -> Result<StudyReport> {
         let (trained, _) = load_model(&report.checkpoint.join(MODEL_FILE), Some(&model), dev)?;
         let (tr, te) = encoder_features(&trained, &data, o.features)?;
         let scores = score(tr, te, data.classes, &o.probe, dev)?;
+        if o.snapshots > 0 {
+            // The last point of the run's probe curve is this probe of its final model.
+            record_curve_point(&run_dir, &data, o.features, &o.probe, report.steps, scores)?;
+        }
         let row = StudyRow {
             name: name.clone(),
             ratio: spec.ratio,

@@ -107,7 +107,10 @@ impl Backend for CpuBackend {
     }
 
     fn matmul(&self, a: &Storage, b: &Storage, bias: Option<&Storage>, spec: &MatmulSpec) -> Result<Storage> {
-        let _t = profile::scope("matmul");
+        let _t = profile::scope_with("matmul", || {
+            let t = |on: bool| if on { "T" } else { "N" };
+            format!("matmul {}x{}x{}x{} {}{}", spec.batch, spec.m, spec.n, spec.k, t(spec.trans_a), t(spec.trans_b))
+        });
         let (a, b) = (a.cpu()?, b.cpu()?);
         check_len("matmul A", a.len(), spec.a_len())?;
         check_len("matmul B", b.len(), spec.b_len())?;

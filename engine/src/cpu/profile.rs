@@ -24,7 +24,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
+static DETAILED: AtomicBool = AtomicBool::new(false);
 static TABLE: Mutex<Vec<(&'static str, u64, u128)>> = Mutex::new(Vec::new());
+/// The names of detailed scopes, each kept once for the life of the process.
+static NAMES: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
 
 /// One kernel's accumulated time.
 #[derive(Clone, Debug, PartialEq)]
@@ -43,9 +46,17 @@ pub fn start() {
     ENABLED.store(true, Ordering::SeqCst);
 }
 
+/// [`start`], with kernels that have a detailed name ([`scope_with`]: a matmul's shape) recorded
+/// under it, one row per shape.
+pub fn start_detailed() {
+    start();
+    DETAILED.store(true, Ordering::SeqCst);
+}
+
 /// Stops recording and returns the table, the most expensive kernel first.
 pub fn stop() -> Vec<KernelTime> {
     ENABLED.store(false, Ordering::SeqCst);
+    DETAILED.store(false, Ordering::SeqCst);
     let rows = std::mem::take(&mut *TABLE.lock().unwrap_or_else(|e| e.into_inner()));
     let mut out: Vec<KernelTime> =
         rows.into_iter().map(|(name, calls, nanos)| KernelTime { name, calls, seconds: nanos as f64 * 1e-9 }).collect();
@@ -67,6 +78,30 @@ pub struct Scope {
 #[inline]
 pub fn scope(name: &'static str) -> Scope {
     if ENABLED.load(Ordering::Relaxed) { Scope { open: Some((name, Instant::now())) } } else { Scope { open: None } }
+}
+
+/// [`scope`], named by `detail()` while detailed profiling is on ([`start_detailed`]).
+#[inline]
+pub fn scope_with(name: &'static str, detail: impl FnOnce() -> String) -> Scope {
+    if !ENABLED.load(Ordering::Relaxed) {
+        return Scope { open: None };
+    }
+    let name = if DETAILED.load(Ordering::Relaxed) { intern(detail()) } else { name };
+    Scope { open: Some((name, Instant::now())) }
+}
+
+/// `name` as a `&'static str`, leaked once per distinct name (a profile has a few dozen).
+#[cold]
+fn intern(name: String) -> &'static str {
+    let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    match names.iter().find(|n| **n == name) {
+        Some(n) => n,
+        None => {
+            let n: &'static str = Box::leak(name.into_boxed_str());
+            names.push(n);
+            n
+        }
+    }
 }
 
 impl Drop for Scope {
