@@ -546,6 +546,8 @@ fn load_model_config(path: &std::path::Path) -> Result<ModelConfig> {
 fn cmd_train(a: TrainArgs, m: &clap::ArgMatches) -> Result<()> {
     let data: DataSource = a.data.parse()?;
     let mut model = ModelConfig::by_name(a.model.as_deref().unwrap_or(default_model(&data)))?;
+    // The recipe of the preset chosen, also when shape flags change (and rename) it.
+    let recipe = Recipe::for_model(a.recipe, &model);
     a.shape.apply(&mut model);
     model.norm_pix_loss = !a.pixel_target;
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{}", model.name, timestamp())));
@@ -554,7 +556,6 @@ fn cmd_train(a: TrainArgs, m: &clap::ArgMatches) -> Result<()> {
     if a.epochs.is_none() && a.steps.is_none() && a.minutes.is_none() {
         o.budget.seconds = Some(90.0);
     }
-    let recipe = Recipe::for_model(a.recipe, &o.model);
     o.apply_recipe(&recipe);
     if !a.resume {
         eprintln!("recipe {recipe} (flags override single settings)");

@@ -242,4 +242,14 @@ fn the_training_defaults_come_from_the_recipe_and_the_help_says_which() {
     assert!(r.status.success(), "{}", stderr(&r));
     assert!(stderr(&r).contains("recipe paper: batch 256, base lr 1.5e-4"), "{}", stderr(&r));
     let _ = std::fs::remove_dir_all(&out);
+    // Shape flags rename the model; the recipe is still the chosen preset's.
+    if !std::path::Path::new(mae::data::idx::FASHION_MNIST_DIR).is_dir() {
+        eprintln!("SKIPPED (part): Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)");
+        return;
+    }
+    let o = out.to_str().unwrap();
+    let r = run(&["train", "--data", "fashion-mnist", "--decoder-depth", "1", "--steps", "1", "--out", o]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert!(stderr(&r).contains("recipe tuned: batch 64"), "{}", stderr(&r));
+    let _ = std::fs::remove_dir_all(&out);
 }
