@@ -368,7 +368,9 @@ struct EmbedArgs {
 /// A trained model and the images to use it on (`reconstruct`, `embed`, `probe`, `finetune`).
 #[derive(Args)]
 struct CheckpointArgs {
-    /// A model .safetensors file, a checkpoint folder, or a training run's output folder.
+    /// A model .safetensors file, a checkpoint folder, or a training run's output folder; or
+    /// `random`, a fresh model of --model (with --data): e.g. supervised training from scratch
+    /// with `mae finetune`.
     #[arg(long)]
     checkpoint: PathBuf,
     /// The images (default: the data the model was trained on, as its checkpoint records it).
@@ -621,7 +623,22 @@ struct Loaded {
     norm: Option<Normalization>,
 }
 
+/// The `--checkpoint` value that asks for a freshly initialised model of `--model` instead (the
+/// supervised baseline of `mae finetune`, the random-encoder row of a probe).
+const RANDOM_INIT: &str = "random";
+
 fn load(checkpoint: &std::path::Path, preset: Option<&str>, data: Option<&str>, dev: &Device) -> Result<Loaded> {
+    if checkpoint.as_os_str() == RANDOM_INIT && !checkpoint.exists() {
+        let (Some(preset), Some(data)) = (preset, data) else {
+            return Err(Error::Config(
+                "--checkpoint random needs --model (the preset to initialise) and --data".into(),
+            ));
+        };
+        let config = ModelConfig::by_name(preset)?;
+        // The official initialisation, from the seed the probes use for their random encoder.
+        let model = mae::MaskedAutoencoder::new(&config, 1, dev)?;
+        return Ok(Loaded { model, data: data.parse()?, norm: None });
+    }
     let path = resolve_model_path(checkpoint)?;
     let preset = preset.map(ModelConfig::by_name).transpose()?;
     let (model, meta) = load_model(&path, preset.as_ref(), dev)?;

@@ -253,3 +253,13 @@ fn the_training_defaults_come_from_the_recipe_and_the_help_says_which() {
     assert!(stderr(&r).contains("recipe tuned: batch 64"), "{}", stderr(&r));
     let _ = std::fs::remove_dir_all(&out);
 }
+
+#[test]
+fn finetuning_a_random_encoder_is_the_supervised_baseline_and_needs_a_preset() {
+    let r = run(&["finetune", "--checkpoint", "random", "--model", "mae_vit_nano_patch4_16", "--data", "builtin:128"]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert!(String::from_utf8_lossy(&r.stdout).contains("test accuracy"));
+    let r = run(&["finetune", "--checkpoint", "random", "--data", "builtin:128"]);
+    assert!(!r.status.success());
+    assert!(stderr(&r).contains("--checkpoint random needs --model"), "{}", stderr(&r));
+}
