@@ -198,6 +198,9 @@ struct TrainArgs {
     model: Option<String>,
     #[command(flatten)]
     shape: ShapeArgs,
+    /// Pre-train on the first N training images only.
+    #[arg(long)]
+    train_limit: Option<usize>,
     /// Train for this many epochs...
     #[arg(long)]
     epochs: Option<f64>,
@@ -499,6 +502,9 @@ fn adopt_checkpoint_settings(o: &mut TrainOptions, m: &clap::ArgMatches) -> Resu
     }
     adopt!("mae.data", ["data"], |v| o.data = v.parse()?);
     adopt!("mae.seed", ["seed"], |v| o.seed = v.parse().map_err(|_| bad("mae.seed", &v))?);
+    adopt!("mae.train_limit", ["train_limit"], |v| {
+        o.train_limit = Some(v.parse().map_err(|_| bad("mae.train_limit", &v))?)
+    });
     adopt!("mae.batch_size", ["batch"], |v| o.batch_size = v.parse().map_err(|_| bad("mae.batch_size", &v))?);
     adopt!("mae.accum_iter", ["accum"], |v| o.accum_iter = v.parse().map_err(|_| bad("mae.accum_iter", &v))?);
     adopt!("mae.mask_ratio", ["mask_ratio"], |v| o.mask_ratio = v.parse().map_err(|_| bad("mae.mask_ratio", &v))?);
@@ -554,6 +560,7 @@ fn cmd_train(a: TrainArgs, m: &clap::ArgMatches) -> Result<()> {
     model.norm_pix_loss = !a.pixel_target;
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{}", model.name, timestamp())));
     let mut o = TrainOptions::new(model, data, out);
+    o.train_limit = a.train_limit;
     o.budget = Budget { epochs: a.epochs, steps: a.steps, seconds: a.minutes.map(|m| m * 60.0) };
     if a.epochs.is_none() && a.steps.is_none() && a.minutes.is_none() {
         o.budget.seconds = Some(90.0);

@@ -53,6 +53,8 @@ pub struct TrainOptions {
     pub model: ModelConfig,
     /// The training images.
     pub data: DataSource,
+    /// Pre-train on the first this many training images only (the data-scale axis of the study).
+    pub train_limit: Option<usize>,
     /// When to stop.
     pub budget: Budget,
     /// Images per micro-batch.
@@ -102,6 +104,7 @@ impl TrainOptions {
         TrainOptions {
             model,
             data,
+            train_limit: None,
             budget: Budget { epochs: Some(1.0), ..Default::default() },
             batch_size: 256,
             accum_iter: 1,
@@ -128,6 +131,9 @@ impl TrainOptions {
     pub fn validate(&self) -> Result<()> {
         self.model.validate()?;
         check_ratio(self.mask_ratio)?;
+        if self.train_limit == Some(0) {
+            return Err(Error::Config("--train-limit 0 leaves no image to train on".into()));
+        }
         if self.batch_size == 0 {
             return Err(Error::Config("batch size 0: use a positive batch, e.g. --batch 256".into()));
         }
@@ -238,6 +244,9 @@ pub fn parse_budget(s: &str) -> Option<Budget> {
 pub fn settings(o: &TrainOptions) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
     m.insert("mae.data".into(), o.data.to_string());
+    if let Some(n) = o.train_limit {
+        m.insert("mae.train_limit".into(), n.to_string());
+    }
     m.insert("mae.budget".into(), budget_text(&o.budget));
     m.insert("mae.base_lr".into(), o.base_lr.to_string());
     m.insert("mae.min_lr".into(), o.min_lr.to_string());
@@ -322,7 +331,10 @@ impl Trainer {
     pub fn new(o: &TrainOptions, device: &Device) -> Result<Trainer> {
         o.validate()?;
         std::fs::create_dir_all(&o.out_dir).map_err(|e| Error::io(&o.out_dir, e))?;
-        let set = o.data.load(Split::Train, &o.model, o.seed)?;
+        let mut set = o.data.load(Split::Train, &o.model, o.seed)?;
+        if let Some(n) = o.train_limit {
+            set = set.take(n);
+        }
         let norm = o.data.normalization(&set);
         let facts = facts(o, &norm);
         let ckpts = CheckpointDir::new(&o.out_dir);

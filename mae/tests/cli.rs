@@ -200,7 +200,19 @@ fn a_resume_takes_the_runs_settings_from_its_checkpoint_and_refuses_only_contrad
     let o = out.to_str().unwrap();
     // A run with flags far from the defaults.
     let mut first = small_run(&out, "2");
-    let flags = ["--seed", "7", "--base-lr", "2e-3", "--mask-ratio", "0.5", "--crop-min-scale", "0.5", "--no-augment"];
+    let flags = [
+        "--seed",
+        "7",
+        "--base-lr",
+        "2e-3",
+        "--mask-ratio",
+        "0.5",
+        "--crop-min-scale",
+        "0.5",
+        "--no-augment",
+        "--train-limit",
+        "300",
+    ];
     first.extend(flags.map(String::from));
     let r = mae().args(&first).output().unwrap();
     assert!(r.status.success(), "{}", stderr(&r));
@@ -222,6 +234,9 @@ fn a_resume_takes_the_runs_settings_from_its_checkpoint_and_refuses_only_contrad
     let r = run(&["train", "--out", o, "--resume", "--steps", "6", "--crop-min-scale", "0.3"]);
     assert!(!r.status.success());
     assert!(stderr(&r).contains("mae.crop_min_scale = 0.5"), "{}", stderr(&r));
+    let r = run(&["train", "--out", o, "--resume", "--steps", "6", "--train-limit", "200"]);
+    assert!(!r.status.success());
+    assert!(stderr(&r).contains("mae.train_limit = 300"), "{}", stderr(&r));
     let _ = std::fs::remove_dir_all(&out);
 }
 
