@@ -84,8 +84,9 @@ impl Recipe {
     }
 
     /// The measured recipe (docs/results.md, "Choosing the defaults"), for the Fashion-MNIST preset
-    /// only: a 10-minute budget on two CPU cores is a few epochs, where smaller batches (more
-    /// updates) at a 10x larger base lr give better features than the paper's setting.
+    /// only: a 10-minute budget on two CPU cores is about 8 epochs, where batch 64 (4x the updates)
+    /// at a 10x larger base lr gives better features than the paper's setting, and crops of at
+    /// least half the image (of a 28-pixel garment) better than the paper's 0.2.
     fn tuned(model: &ModelConfig) -> Option<Recipe> {
         (model.name == "mae_vit_micro_patch4_28").then_some(Recipe {
             name: RecipeName::Tuned,
@@ -93,7 +94,7 @@ impl Recipe {
             base_lr: 1.5e-3,
             warmup_fraction: 0.05,
             weight_decay: 0.05,
-            crop_min_scale: 0.2,
+            crop_min_scale: 0.5,
         })
     }
 }
