@@ -161,6 +161,16 @@ struct StudyArgs {
     /// Decoder depths to try besides the preset's, at ratio 0.75 random, comma-separated.
     #[arg(long, value_delimiter = ',')]
     decoder_depths: Vec<usize>,
+    /// Also a run at ratio 0.75 random without augmentation.
+    #[arg(long)]
+    no_augment_run: bool,
+    /// Also runs at ratio 0.75 random on the first N training images, comma-separated (data scale).
+    #[arg(long, value_delimiter = ',')]
+    train_limits: Vec<usize>,
+    /// Also runs at ratio 0.75 random with other encoders, WIDTHxDEPTH comma-separated (model
+    /// scale), e.g. 192x8,64x4.
+    #[arg(long, value_delimiter = ',', value_parser = parse_shape)]
+    encoders: Vec<(usize, usize)>,
     /// Keep N snapshots per run and draw the linear probe against steps for ratio 0.75 and ratio
     /// 0 (probe_vs_steps.png; needs --steps-per-run).
     #[arg(long, default_value_t = 0)]
@@ -399,6 +409,13 @@ where
     use clap::builder::TypedValueParser;
     clap::builder::PossibleValuesParser::new(values)
         .map(|s| s.parse::<T>().unwrap_or_else(|_| unreachable!("`{s}` is one of the listed values")))
+}
+
+/// `WIDTHxDEPTH`, e.g. `192x8`.
+fn parse_shape(s: &str) -> std::result::Result<(usize, usize), String> {
+    let bad = || format!("'{s}' is not WIDTHxDEPTH (e.g. 192x8)");
+    let (w, d) = s.split_once('x').ok_or_else(bad)?;
+    Ok((w.trim().parse().map_err(|_| bad())?, d.trim().parse().map_err(|_| bad())?))
 }
 
 /// The mask strategies, as flags name them.
@@ -796,6 +813,9 @@ fn cmd_study(a: StudyArgs) -> Result<()> {
         seed: a.seed,
         extra_seeds: a.extra_seeds,
         decoder_depths: a.decoder_depths,
+        no_augment_run: a.no_augment_run,
+        train_limits: a.train_limits,
+        encoders: a.encoders,
         snapshots: a.snapshots,
         out_dir: a.out,
         probe: mae::classifiers::ProbeOptions { epochs: a.probe_epochs, seed: a.seed, ..Default::default() },

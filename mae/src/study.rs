@@ -58,6 +58,14 @@ pub struct StudyOptions {
     /// Decoder depths to try besides the preset's, at ratio 0.75 random, norm-pix (the paper's
     /// Table 1a: a deeper decoder leaves the encoder's last blocks more abstract).
     pub decoder_depths: Vec<usize>,
+    /// Also pre-train at ratio 0.75 random without augmentation (the whole image, no flips).
+    pub no_augment_run: bool,
+    /// Also pre-train at ratio 0.75 random on the first N training images only, for each N (the
+    /// scale of the data).
+    pub train_limits: Vec<usize>,
+    /// Also pre-train at ratio 0.75 random with these encoders, `(width, depth)`, heads of the
+    /// preset's head width (the scale of the model).
+    pub encoders: Vec<(usize, usize)>,
     /// Keep this many evenly spaced snapshots per run and probe those of the ratio-0 and
     /// ratio-0.75 random runs: `probe_vs_steps.png` (0: none; needs `steps_per_run`).
     pub snapshots: u64,
@@ -115,6 +123,12 @@ pub struct RunSpec {
     pub decoder_depth: usize,
     /// Seed of the run.
     pub seed: u64,
+    /// RandomResizedCrop and flips (the recipe's), else the whole image.
+    pub augment: bool,
+    /// Pre-train on the first N training images only.
+    pub train_limit: Option<usize>,
+    /// The encoder's `(width, depth)` when not the preset's.
+    pub encoder: Option<(usize, usize)>,
 }
 
 /// The runs of a study, in order: the grid (targets x ratios x strategies, one plain autoencoder
@@ -128,6 +142,9 @@ pub fn plan(o: &StudyOptions) -> Vec<RunSpec> {
         norm_pix,
         decoder_depth: depth,
         seed: o.seed,
+        augment: true,
+        train_limit: None,
+        encoder: None,
     };
     let mut runs = Vec::new();
     for &norm_pix in &o.targets {
@@ -145,6 +162,15 @@ pub fn plan(o: &StudyOptions) -> Vec<RunSpec> {
     let main = run("norm-pix-random-r0.75".into(), 0.75, Some(MaskStrategy::Random), true);
     for &d in o.decoder_depths.iter().filter(|&&d| d != depth) {
         runs.push(RunSpec { name: format!("{}-dec{d}", main.name), decoder_depth: d, ..main.clone() });
+    }
+    if o.no_augment_run {
+        runs.push(RunSpec { name: format!("{}-noaug", main.name), augment: false, ..main.clone() });
+    }
+    for &n in &o.train_limits {
+        runs.push(RunSpec { name: format!("{}-n{n}", main.name), train_limit: Some(n), ..main.clone() });
+    }
+    for &(w, d) in &o.encoders {
+        runs.push(RunSpec { name: format!("{}-enc{w}x{d}", main.name), encoder: Some((w, d)), ..main.clone() });
     }
     let plain = run("norm-pix-none-r0.00".into(), 0.0, None, true);
     for &seed in o.extra_seeds.iter().filter(|&&s| s != o.seed) {
@@ -247,12 +273,19 @@ pub fn run_study(o: &StudyOptions, dev: &Device) -> Result<StudyReport> {
         let mut model = o.model.clone();
         model.norm_pix_loss = spec.norm_pix;
         model.decoder_depth = spec.decoder_depth;
+        if let Some((width, depth)) = spec.encoder {
+            let head_width = o.model.embed_dim / o.model.num_heads;
+            (model.embed_dim, model.depth, model.num_heads) = (width, depth, (width / head_width).max(1));
+            model.name = format!("{}-enc{width}x{depth}", o.model.name);
+        }
         let mut t = TrainOptions::new(model.clone(), o.data.clone(), run_dir.clone());
         t.apply_recipe(&o.recipe);
         t.budget = Budget { epochs: None, steps: o.steps_per_run, seconds: o.seconds_per_run };
         t.mask_ratio = spec.ratio;
         t.mask_strategy = spec.strategy.unwrap_or(MaskStrategy::Random);
         t.seed = spec.seed;
+        t.augment = spec.augment;
+        t.train_limit = spec.train_limit;
         t.verbose = false;
         t.snapshot_every = o.steps_per_run.filter(|_| o.snapshots > 0).map(|n| (n / o.snapshots).max(1));
         // A run killed half-way is resumed from its checkpoint rather than started over.

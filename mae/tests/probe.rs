@@ -63,6 +63,9 @@ fn the_study_plans_one_plain_autoencoder_per_target() {
         seed: 0,
         extra_seeds: vec![1],
         decoder_depths: vec![1, 3],
+        no_augment_run: true,
+        train_limits: vec![50],
+        encoders: vec![(64, 3)],
         snapshots: 0,
         out_dir: "unused".into(),
         probe: ProbeOptions::default(),
@@ -70,9 +73,18 @@ fn the_study_plans_one_plain_autoencoder_per_target() {
         features: FeatureSpec::output(Pool::Both),
     };
     let names: Vec<String> = plan(&o).into_iter().map(|p| p.name).collect();
-    // The grid; decoder depth 3 besides the preset's 1; seed 1 for the two runs that matter most.
-    assert_eq!(names.len(), 2 * (1 + 2 * 2) + 1 + 2);
-    for name in ["norm-pix-none-r0.00", "pixels-grid-r0.75", "norm-pix-random-r0.75-dec3", "norm-pix-none-r0.00-s1"] {
+    // The grid; decoder depth 3 besides the preset's 1; no augmentation; 50 images; a 64 x 3
+    // encoder; seed 1 for the two runs that matter most.
+    assert_eq!(names.len(), 2 * (1 + 2 * 2) + 1 + 3 + 2);
+    for name in [
+        "norm-pix-none-r0.00",
+        "pixels-grid-r0.75",
+        "norm-pix-random-r0.75-dec3",
+        "norm-pix-random-r0.75-noaug",
+        "norm-pix-random-r0.75-n50",
+        "norm-pix-random-r0.75-enc64x3",
+        "norm-pix-none-r0.00-s1",
+    ] {
         assert!(names.contains(&name.to_string()), "{name} in {names:?}");
     }
     assert!(!names.contains(&"norm-pix-random-r0.75-dec1".to_string()), "the preset's depth is the main run");
@@ -94,6 +106,9 @@ fn the_study_runs_end_to_end_on_a_tiny_budget() {
         seed: 0,
         extra_seeds: vec![],
         decoder_depths: vec![],
+        no_augment_run: true,
+        train_limits: vec![100],
+        encoders: vec![(16, 1)],
         snapshots: 3,
         out_dir: out.clone(),
         probe: ProbeOptions { epochs: 2, batch: 64, ..Default::default() },
@@ -101,7 +116,8 @@ fn the_study_runs_end_to_end_on_a_tiny_budget() {
         features: FeatureSpec::output(Pool::Both),
     };
     let r = run_study(&o, &Device::Cpu).unwrap();
-    assert_eq!(r.rows.len(), 3);
+    // The grid's three, then no augmentation, 100 images, a 16 x 1 encoder.
+    assert_eq!(r.rows.len(), 6);
     assert_eq!(r.baselines.len(), 2);
     for row in &r.rows {
         assert!((0.0..=1.0).contains(&row.linear) && (0.0..=1.0).contains(&row.knn), "{row:?}");
@@ -122,7 +138,7 @@ fn the_study_runs_end_to_end_on_a_tiny_budget() {
     // left, and its row still gets the loss it ended with.
     let csv = out.join("results.csv");
     let text = std::fs::read_to_string(&csv).unwrap();
-    let kept: Vec<&str> = text.lines().filter(|l| !l.starts_with("norm-pix-random-r0.75")).collect();
+    let kept: Vec<&str> = text.lines().filter(|l| !l.starts_with("norm-pix-random-r0.75,")).collect();
     std::fs::write(&csv, kept.join("\n") + "\n").unwrap();
     let third = run_study(&o, &Device::Cpu).unwrap();
     let redone = third.rows.iter().find(|r| r.name == "norm-pix-random-r0.75").unwrap();
