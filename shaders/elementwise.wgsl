@@ -12,6 +12,8 @@
 // y[i % n_y] (n_y >= 1); the launchers check that x, dy and out hold n values and y n_y.
 //
 // Launcher: engine/src/gpu/kernels/elementwise.rs. Reference: engine/src/cpu/reference.rs.
+// gelu() and gelu_grad() come from shaders/lib/gelu.wgsl, appended to this source by
+// engine/src/gpu/shaders.rs (WGSL has no includes).
 
 struct Params {
     n: u32,
@@ -29,26 +31,6 @@ const WG: u32 = 256u;
 
 fn flat_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
-}
-
-// erf by Abramowitz & Stegun 7.1.26 (absolute error < 1.5e-7); WGSL has no erf of its own.
-fn erf_approx(v: f32) -> f32 {
-    let a = abs(v);
-    let t = 1.0 / (1.0 + 0.3275911 * a);
-    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
-    let r = 1.0 - poly * exp(-a * a);
-    return select(r, -r, v < 0.0);
-}
-
-fn gelu(v: f32) -> f32 {
-    return 0.5 * v * (1.0 + erf_approx(v * 0.70710678118654752));
-}
-
-// d gelu / dv = Phi(v) + v phi(v)
-fn gelu_grad(v: f32) -> f32 {
-    let cdf = 0.5 * (1.0 + erf_approx(v * 0.70710678118654752));
-    let pdf = exp(-0.5 * v * v) * 0.39894228040143268;
-    return cdf + v * pdf;
 }
 
 @compute @workgroup_size(256)

@@ -1,5 +1,7 @@
 // Batched matrix product with optional transposes and a fused bias epilogue:
 //   C[b] = op(A[b]) * op(B[b]) (+ bias),  op(A): [M, K], op(B): [K, N], C: [batch, M, N]
+// and, with the override GELU, also Y = gelu(C) (an MLP's fc1 and its activation in one dispatch;
+// C is kept for the backward). gelu() comes from shaders/lib/gelu.wgsl, appended by shaders.rs.
 // It serves the forward of every linear layer and both backward products (dA = dC * op(B)^T,
 // dB = op(A)^T * dC) through the transpose switches.
 //
@@ -30,7 +32,8 @@
 // wraps). A vec4 load starts at a multiple of 4 (the launcher picks matmul_vec4 only when the
 // contiguous axis and the batch strides are multiples of 4) with its 4 elements in one row, so it
 // ends inside the same matrix. Workgroup tiles are indexed by lane and loop counters below their
-// sizes (kk < 16, m, n < 64); C is written only at gm < M, gn < N of batch b < batch.
+// sizes (kk < 16, m, n < 64); C (and Y, which the launcher sizes as C) is written only at gm < M,
+// gn < N of batch b < batch.
 //
 // Launcher: engine/src/gpu/kernels/matmul.rs. Reference: engine/src/cpu/reference.rs (matmul).
 
@@ -52,9 +55,12 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 @group(0) @binding(5) var<storage, read> a4: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read> b4: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> y: array<f32>;
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
+// Also write y = gelu(c) (binding 7).
+override GELU: bool = false;
 
 const BM: u32 = 64u;
 const BN: u32 = 64u;
@@ -91,6 +97,7 @@ fn store_tile(batch: u32, row0: u32, col0: u32, lx: u32, ly: u32, acc: ptr<funct
             var v = (*acc)[i][j];
             if (p.has_bias != 0u) { v = v + bias[gn]; }
             c[c_off + gm * p.n + gn] = v;
+            if (GELU) { y[c_off + gm * p.n + gn] = gelu(v); }
         }
     }
 }

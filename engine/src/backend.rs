@@ -278,6 +278,22 @@ pub trait Backend {
     /// `C = op(A) · op(B) (+ bias)` as `spec` describes (see `MatmulSpec`).
     fn matmul(&self, a: &Storage, b: &Storage, bias: Option<&Storage>, spec: &MatmulSpec) -> Result<Storage>;
 
+    /// `h = op(A) · op(B) + bias` and `y = gelu(h)`, returned as `(h, y)`: an MLP's first layer
+    /// and its activation (`h` is what the backward needs). This default runs the two kernels;
+    /// a backend may fuse them so that `h` is turned into `y` while it is still in cache (CPU) or
+    /// in registers (GPU), one pass and one dispatch fewer.
+    fn matmul_gelu(
+        &self,
+        a: &Storage,
+        b: &Storage,
+        bias: Option<&Storage>,
+        spec: &MatmulSpec,
+    ) -> Result<(Storage, Storage)> {
+        let h = self.matmul(a, b, bias, spec)?;
+        let y = self.unary(UnaryOp::Gelu, &h, spec.batch * spec.m * spec.n)?;
+        Ok((h, y))
+    }
+
     /// `out[i] = x[i] (op) y[i % len_y]` for `i` in `0..len_x` (see `BinaryOp`).
     fn binary(&self, op: BinaryOp, x: &Storage, y: &Storage, len_x: usize, len_y: usize) -> Result<Storage>;
     /// `op` applied to each of the `len` values of `x`.

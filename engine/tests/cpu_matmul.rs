@@ -235,3 +235,51 @@ fn the_product_into_unzeroed_memory_writes_every_value() {
         }
     }
 }
+
+/// `matmul_gelu_uninit` into fresh vectors: `(C, gelu(C))`.
+fn fused(a: &[f32], b: &[f32], bias: Option<&[f32]>, s: &MatmulSpec) -> (Vec<f32>, Vec<f32>) {
+    let len = s.batch * s.m * s.n;
+    let (mut c, mut y) = (Vec::with_capacity(len), Vec::with_capacity(len));
+    matmul::matmul_gelu_uninit(a, b, bias, s, &mut c.spare_capacity_mut()[..len], &mut y.spare_capacity_mut()[..len]);
+    // SAFETY: every value of both was written.
+    unsafe {
+        c.set_len(len);
+        y.set_len(len);
+    }
+    (c, y)
+}
+
+#[test]
+fn the_fused_gelu_epilogue_equals_the_product_then_gelu_bit_for_bit_on_uneven_shapes() {
+    let mut rng = Rng::new(41);
+    // Odd shapes, several k blocks, products large enough to run on every thread, a batch.
+    let shapes =
+        [(1, 137, 3, 1), (45, 65, 33, 1), (300, 200, 700, 1), (129, 517, 260, 1), (13, 50, 50, 5), (4, 9, 0, 1)];
+    for &(m, n, k, batch) in &shapes {
+        for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+            let s = MatmulSpec {
+                batch,
+                a_batch_stride: if batch > 1 { m * k } else { 0 },
+                b_batch_stride: if batch > 1 { k * n } else { 0 },
+                ..spec(m, n, k, ta, tb)
+            };
+            // Values around GELU's bend: a product of N(0, 1)-ish values, scaled.
+            let a: Vec<f32> = (0..s.a_len()).map(|_| rng.uniform_range(-1.0, 1.0)).collect();
+            let b: Vec<f32> =
+                (0..s.b_len()).map(|_| rng.uniform_range(-1.0, 1.0) / (k as f32).sqrt().max(1.0)).collect();
+            let bias: Vec<f32> = (0..n).map(|_| rng.uniform_range(-2.0, 2.0)).collect();
+            let (c, y) = fused(&a, &b, Some(&bias), &s);
+            let mut plain = vec![0.0; c.len()];
+            matmul::matmul(&a, &b, Some(&bias), &s, &mut plain);
+            assert_eq!(c, plain, "C of {batch}x{m}x{n}x{k} ta={ta} tb={tb}");
+            let mut gelu = vec![0.0; c.len()];
+            engine::cpu::fast::elementwise::unary(engine::backend::UnaryOp::Gelu, &plain, gelu.as_mut_slice());
+            assert_eq!(y, gelu, "gelu(C) of {batch}x{m}x{n}x{k} ta={ta} tb={tb}");
+            // And within the GELU tolerance of the reference on the same C.
+            let want = reference::unary(engine::backend::UnaryOp::Gelu, &c);
+            for (i, (&g, &w)) in y.iter().zip(&want).enumerate() {
+                assert!((g - w).abs() <= 1e-6 + 1e-5 * w.abs(), "{batch}x{m}x{n}x{k} at {i}: {g} vs {w}");
+            }
+        }
+    }
+}

@@ -444,3 +444,44 @@ fn kernels_proved_in_bounds_run_unchecked_unless_the_switch_turns_checks_back_on
     assert!(be.matmul(a.storage(), short.storage(), None, &spec).is_err());
     assert!(be.binary(BinaryOp::Add, short.storage(), b.storage(), 20, 5).is_err());
 }
+
+#[test]
+fn fused_linear_gelu_matches_reference_forward_and_backward_on_uneven_shapes() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::new(17);
+    // Rows x in x out: not multiples of the 64 x 64 tile, one with the vec4 path (in % 4 == 0).
+    for &(rows, inp, out) in &[(1, 3, 137), (45, 33, 65), (130, 64, 96), (7, 5, 1)] {
+        for with_bias in [true, false] {
+            let x = uniform_values(rows * inp, -2.0, 2.0, &mut rng);
+            let w = uniform_values(out * inp, -1.0, 1.0, &mut rng);
+            let b = uniform_values(out, -1.0, 1.0, &mut rng);
+            let mut inputs = vec![(x, vec![rows, inp]), (w, vec![out, inp])];
+            if with_bias {
+                inputs.push((b, vec![out]));
+            }
+            let atol = 2e-5 * (inp as f32).sqrt();
+            assert_devices_agree(
+                &gpu,
+                &inputs,
+                &|t| ops::linear_gelu(&t[0], &t[1], t.get(2)),
+                atol,
+                1e-4,
+                &format!("linear_gelu {rows}x{inp}->{out} bias={with_bias}"),
+            );
+        }
+    }
+    // One dispatch for the product and its GELU, where the unfused pair takes two.
+    let Device::Gpu(g) = &gpu else { unreachable!() };
+    let x = Tensor::from_vec(uniform_values(45 * 33, -2.0, 2.0, &mut rng), &[45, 33], &gpu).unwrap();
+    let w = Tensor::from_vec(uniform_values(65 * 33, -1.0, 1.0, &mut rng), &[65, 33], &gpu).unwrap();
+    let count = |f: &dyn Fn() -> Tensor| {
+        g.context().synchronize().unwrap();
+        let before = g.context().counters().dispatches;
+        let y = f();
+        let n = g.context().counters().dispatches - before;
+        drop(y);
+        n
+    };
+    assert_eq!(count(&|| ops::linear_gelu(&x, &w, None).unwrap()), 1);
+    assert_eq!(count(&|| ops::gelu(&ops::linear(&x, &w, None).unwrap()).unwrap()), 2);
+}

@@ -46,6 +46,27 @@ fn linear_gradients_match_finite_differences() {
 }
 
 #[test]
+fn fused_linear_gelu_gradients_match_finite_differences_and_the_unfused_pair() {
+    let inputs = [rand(&[2, 3, 5], 9), rand(&[7, 5], 10), rand(&[7], 11)];
+    check(&inputs, |x| ops::linear_gelu(&x[0], &x[1], Some(&x[2])));
+    check(&inputs[..2], |x| ops::linear_gelu(&x[0], &x[1], None));
+    // The same values and gradients as linear then gelu, bit for bit (the same kernels' arithmetic).
+    let run = |fused: bool| {
+        let x: Vec<Tensor> = inputs.iter().map(|t| t.detach().with_grad()).collect();
+        let y = if fused {
+            ops::linear_gelu(&x[0], &x[1], Some(&x[2])).unwrap()
+        } else {
+            ops::gelu(&ops::linear(&x[0], &x[1], Some(&x[2])).unwrap()).unwrap()
+        };
+        engine::backward(&ops::sum(&ops::square(&y).unwrap()).unwrap()).unwrap();
+        let mut out = vec![y.to_vec().unwrap()];
+        out.extend(x.iter().map(|t| t.grad().unwrap().to_vec().unwrap()));
+        out
+    };
+    assert_eq!(run(true), run(false));
+}
+
+#[test]
 fn broadcast_binary_gradients_match_finite_differences() {
     use engine::backend::BinaryOp::*;
     for op in [Add, Sub, Mul, Div] {

@@ -137,7 +137,8 @@ impl Block {
     /// `x: [N, T, D] -> [N, T, D]`
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let x = x.add(&self.attention(&self.norm1.forward(x)?)?)?;
-        let hidden = ops::gelu(&self.fc1.forward(&self.norm2.forward(&x)?)?)?;
+        // fc1 and GELU in one backend call (fused where the backend can).
+        let hidden = ops::linear_gelu(&self.norm2.forward(&x)?, &self.fc1.weight, Some(&self.fc1.bias))?;
         Ok(x.add(&self.fc2.forward(&hidden)?)?)
     }
 

@@ -124,6 +124,36 @@ impl Backend for CpuBackend {
         new(c)
     }
 
+    fn matmul_gelu(
+        &self,
+        a: &Storage,
+        b: &Storage,
+        bias: Option<&Storage>,
+        spec: &MatmulSpec,
+    ) -> Result<(Storage, Storage)> {
+        let _t = profile::scope("matmul_gelu");
+        let (a, b) = (a.cpu()?, b.cpu()?);
+        check_len("matmul A", a.len(), spec.a_len())?;
+        check_len("matmul B", b.len(), spec.b_len())?;
+        let bias = bias.map(|s| s.cpu()).transpose()?;
+        let len = spec.batch * spec.m * spec.n;
+        let (mut h, mut y): (Vec<f32>, Vec<f32>) = (Vec::with_capacity(len), Vec::with_capacity(len));
+        matmul::matmul_gelu_uninit(
+            &a,
+            &b,
+            bias.as_deref().map(|v| v.as_slice()),
+            spec,
+            &mut h.spare_capacity_mut()[..len],
+            &mut y.spare_capacity_mut()[..len],
+        );
+        // SAFETY: `matmul_gelu_uninit` wrote all `len` values of both.
+        unsafe {
+            h.set_len(len);
+            y.set_len(len);
+        }
+        Ok((new(h)?, new(y)?))
+    }
+
     fn binary(&self, op: BinaryOp, x: &Storage, y: &Storage, len_x: usize, len_y: usize) -> Result<Storage> {
         let _t = profile::scope(binary_name(op));
         let (x, y) = (x.cpu()?, y.cpu()?);

@@ -121,6 +121,16 @@ impl Backend for Gpu {
         kernels::elementwise::binary(self, op, x, y, len_x, len_y)
     }
 
+    fn matmul_gelu(
+        &self,
+        a: &Storage,
+        b: &Storage,
+        bias: Option<&Storage>,
+        spec: &MatmulSpec,
+    ) -> Result<(Storage, Storage)> {
+        kernels::matmul::matmul_gelu(self, a, b, bias, spec)
+    }
+
     fn unary(&self, op: UnaryOp, x: &Storage, len: usize) -> Result<Storage> {
         kernels::elementwise::unary(self, op, x, len)
     }

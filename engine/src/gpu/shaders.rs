@@ -10,15 +10,26 @@
 //! runtime checks stay), unless `MAE_GPU_BOUNDS_CHECKS=1` turns them all back on; CI runs the GPU
 //! kernel tests in both modes.
 
-/// `(name, source)` of every kernel family in `shaders/`.
+/// `(name, source)` of every kernel family in `shaders/`. WGSL has no includes: functions that
+/// several kernels share live in `shaders/lib/` and are appended to the sources that call them.
 pub const SHADERS: &[(&str, &str)] = &[
     ("adamw", include_str!("../../../shaders/adamw.wgsl")),
     ("attention", include_str!("../../../shaders/attention.wgsl")),
-    ("elementwise", include_str!("../../../shaders/elementwise.wgsl")),
+    (
+        "elementwise",
+        concat!(
+            include_str!("../../../shaders/elementwise.wgsl"),
+            "\n",
+            include_str!("../../../shaders/lib/gelu.wgsl")
+        ),
+    ),
     ("gather", include_str!("../../../shaders/gather.wgsl")),
     ("layernorm", include_str!("../../../shaders/layernorm.wgsl")),
     ("loss", include_str!("../../../shaders/loss.wgsl")),
-    ("matmul", include_str!("../../../shaders/matmul.wgsl")),
+    (
+        "matmul",
+        concat!(include_str!("../../../shaders/matmul.wgsl"), "\n", include_str!("../../../shaders/lib/gelu.wgsl")),
+    ),
     ("reduce", include_str!("../../../shaders/reduce.wgsl")),
 ];
 

@@ -31,6 +31,52 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
 /// `op(a) · op(b) + bias`, `op` a transpose of the last two axes where asked. Leading (batch) axes
 /// must match, or one operand is a plain matrix shared over the other's batch.
 pub fn matmul_ex(a: &Tensor, b: &Tensor, bias: Option<&Tensor>, trans_a: bool, trans_b: bool) -> Result<Tensor> {
+    let (ins, spec, shape) = plan(a, b, bias, trans_a, trans_b)?;
+    let dev = a.device();
+    let c = dev.backend().matmul(a.storage(), b.storage(), bias.map(|t| t.storage()), &spec)?;
+    let (sa, sb) = (a.clone(), b.clone());
+    let has_bias = bias.is_some();
+    Ok(Tensor::from_op(c, shape, &ins, move |g| grads(&sa, &sb, &spec, has_bias, g.storage())))
+}
+
+/// A linear layer followed by exact GELU, `gelu(x w^T + b)` (an MLP's `fc1` and `act`), as one
+/// backend call (`Backend::matmul_gelu`, fused where the backend can): `x: [.., in]`, `w: [out, in]`.
+/// The backward is GELU's (`dh = dy gelu'(h)`) then the linear layer's.
+pub fn linear_gelu(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    if x.rank() < 1 || w.rank() != 2 {
+        return Err(Error::Shape(format!(
+            "linear_gelu: x {:?}, w {:?} (want [.., in] and [out, in])",
+            x.shape(),
+            w.shape()
+        )));
+    }
+    let lead: Vec<usize> = x.shape()[..x.rank() - 1].to_vec();
+    let x2 = x.reshape(&[numel(&lead), x.dim(-1)])?;
+    let (ins, spec, _) = plan(&x2, w, b, false, true)?;
+    let dev = x.device();
+    let (h, y) = dev.backend().matmul_gelu(x2.storage(), w.storage(), b.map(|t| t.storage()), &spec)?;
+    let mut shape = lead;
+    shape.push(w.dim(0));
+    let (sx, sw) = (x2.clone(), w.clone());
+    let has_bias = b.is_some();
+    let n = spec.m * spec.n;
+    let y = Tensor::from_op(y, vec![spec.m, spec.n], &ins, move |g| {
+        let dev = sx.device();
+        let dh = dev.backend().gelu_backward(&h, g.storage(), n)?;
+        grads(&sx, &sw, &spec, has_bias, &dh)
+    });
+    y.reshape(&shape)
+}
+
+/// Checks the operands and says what product they make: the inputs (for the tape), the spec and the
+/// result's shape.
+fn plan<'t>(
+    a: &'t Tensor,
+    b: &'t Tensor,
+    bias: Option<&'t Tensor>,
+    trans_a: bool,
+    trans_b: bool,
+) -> Result<(Vec<&'t Tensor>, MatmulSpec, Vec<usize>)> {
     let mut ins = vec![a, b];
     if let Some(bias) = bias {
         ins.push(bias);
@@ -86,88 +132,86 @@ pub fn matmul_ex(a: &Tensor, b: &Tensor, bias: Option<&Tensor>, trans_a: bool, t
     } else {
         return Err(Error::Shape(format!("matmul: batch axes differ: {:?} and {:?}", a.shape(), b.shape())));
     };
-    let dev = a.device();
-    let be = dev.backend();
-    let c = be.matmul(a.storage(), b.storage(), bias.map(|t| t.storage()), &spec)?;
     let mut shape = batch_shape;
     shape.extend([m, n]);
-    let (sa, sb) = (a.clone(), b.clone());
-    let has_bias = bias.is_some();
-    Ok(Tensor::from_op(c, shape, &ins, move |g| {
-        let dev = sa.device();
-        let be = dev.backend();
-        let dc = g.storage();
-        let s = spec;
-        let shared_sum = |st: Storage, per: usize| -> Result<Storage> {
-            be.sum_axis(&st, &AxisSpec { outer: 1, axis: s.batch, inner: per })
-        };
-        let da = if sa.requires_grad() {
-            let st = if !s.trans_a {
-                let sp = MatmulSpec {
-                    batch: s.batch,
-                    m: s.m,
-                    n: s.k,
-                    k: s.n,
-                    trans_a: false,
-                    trans_b: !s.trans_b,
-                    a_batch_stride: s.m * s.n,
-                    b_batch_stride: s.b_batch_stride,
-                };
-                be.matmul(dc, sb.storage(), None, &sp)?
-            } else {
-                let sp = MatmulSpec {
-                    batch: s.batch,
-                    m: s.k,
-                    n: s.m,
-                    k: s.n,
-                    trans_a: s.trans_b,
-                    trans_b: true,
-                    a_batch_stride: s.b_batch_stride,
-                    b_batch_stride: s.m * s.n,
-                };
-                be.matmul(sb.storage(), dc, None, &sp)?
+    Ok((ins, spec, shape))
+}
+
+/// The gradients of `op(a) · op(b) (+ bias)` for the incoming gradient `dc` of the product: `[da,
+/// db]` (each `None` where it needs none), then the bias's.
+fn grads(sa: &Tensor, sb: &Tensor, s: &MatmulSpec, has_bias: bool, dc: &Storage) -> Result<Vec<Option<Tensor>>> {
+    let s = *s;
+    let dev = sa.device();
+    let be = dev.backend();
+    let shared_sum = |st: Storage, per: usize| -> Result<Storage> {
+        be.sum_axis(&st, &AxisSpec { outer: 1, axis: s.batch, inner: per })
+    };
+    let da = if sa.requires_grad() {
+        let st = if !s.trans_a {
+            let sp = MatmulSpec {
+                batch: s.batch,
+                m: s.m,
+                n: s.k,
+                k: s.n,
+                trans_a: false,
+                trans_b: !s.trans_b,
+                a_batch_stride: s.m * s.n,
+                b_batch_stride: s.b_batch_stride,
             };
-            let st = if s.a_batch_stride == 0 && s.batch > 1 { shared_sum(st, s.m * s.k)? } else { st };
-            Some(Tensor::constant(st, sa.shape().to_vec()))
+            be.matmul(dc, sb.storage(), None, &sp)?
         } else {
-            None
-        };
-        let db = if sb.requires_grad() {
-            let st = if !s.trans_b {
-                let sp = MatmulSpec {
-                    batch: s.batch,
-                    m: s.k,
-                    n: s.n,
-                    k: s.m,
-                    trans_a: !s.trans_a,
-                    trans_b: false,
-                    a_batch_stride: s.a_batch_stride,
-                    b_batch_stride: s.m * s.n,
-                };
-                be.matmul(sa.storage(), dc, None, &sp)?
-            } else {
-                let sp = MatmulSpec {
-                    batch: s.batch,
-                    m: s.n,
-                    n: s.k,
-                    k: s.m,
-                    trans_a: true,
-                    trans_b: s.trans_a,
-                    a_batch_stride: s.m * s.n,
-                    b_batch_stride: s.a_batch_stride,
-                };
-                be.matmul(dc, sa.storage(), None, &sp)?
+            let sp = MatmulSpec {
+                batch: s.batch,
+                m: s.k,
+                n: s.m,
+                k: s.n,
+                trans_a: s.trans_b,
+                trans_b: true,
+                a_batch_stride: s.b_batch_stride,
+                b_batch_stride: s.m * s.n,
             };
-            let st = if s.b_batch_stride == 0 && s.batch > 1 { shared_sum(st, s.k * s.n)? } else { st };
-            Some(Tensor::constant(st, sb.shape().to_vec()))
-        } else {
-            None
+            be.matmul(sb.storage(), dc, None, &sp)?
         };
-        let mut grads = vec![da, db];
-        if has_bias {
-            let st = be.sum_axis(dc, &AxisSpec { outer: 1, axis: s.batch * s.m, inner: s.n })?;
-            grads.push(Some(Tensor::constant(st, vec![s.n])));
-        }
-        Ok(grads)
-    }))
+        let st = if s.a_batch_stride == 0 && s.batch > 1 { shared_sum(st, s.m * s.k)? } else { st };
+        Some(Tensor::constant(st, sa.shape().to_vec()))
+    } else {
+        None
+    };
+    let db = if sb.requires_grad() {
+        let st = if !s.trans_b {
+            let sp = MatmulSpec {
+                batch: s.batch,
+                m: s.k,
+                n: s.n,
+                k: s.m,
+                trans_a: !s.trans_a,
+                trans_b: false,
+                a_batch_stride: s.a_batch_stride,
+                b_batch_stride: s.m * s.n,
+            };
+            be.matmul(sa.storage(), dc, None, &sp)?
+        } else {
+            let sp = MatmulSpec {
+                batch: s.batch,
+                m: s.n,
+                n: s.k,
+                k: s.m,
+                trans_a: true,
+                trans_b: s.trans_a,
+                a_batch_stride: s.m * s.n,
+                b_batch_stride: s.a_batch_stride,
+            };
+            be.matmul(dc, sa.storage(), None, &sp)?
+        };
+        let st = if s.b_batch_stride == 0 && s.batch > 1 { shared_sum(st, s.k * s.n)? } else { st };
+        Some(Tensor::constant(st, sb.shape().to_vec()))
+    } else {
+        None
+    };
+    let mut grads = vec![da, db];
+    if has_bias {
+        let st = be.sum_axis(dc, &AxisSpec { outer: 1, axis: s.batch * s.m, inner: s.n })?;
+        grads.push(Some(Tensor::constant(st, vec![s.n])));
+    }
+    Ok(grads)
 }

@@ -93,6 +93,12 @@ multiversion! {
     }
 }
 
+/// `out[i] = gelu(x[i])` on the calling thread, with `isa`: the fused matmul epilogue's GELU, the
+/// same arithmetic as `unary`'s (so the fused and unfused pair agree bit for bit).
+pub(crate) fn gelu_serial(isa: Isa, x: &[f32], out: &mut [f32]) {
+    unary_part(isa, UnaryOp::Gelu, x, out)
+}
+
 /// `out[i] = op(x[i])`.
 pub fn unary<'a>(op: UnaryOp, x: &[f32], out: impl Out<'a>) {
     assert_eq!(out.len(), x.len(), "unary: sizes");

@@ -248,6 +248,31 @@ pub fn matmul_uninit(a: &[f32], b: &[f32], bias: Option<&[f32]>, spec: &MatmulSp
     matmul_into(Kernel::best(), auto_threads(spec), a, b, bias, spec, c);
 }
 
+/// [`matmul_uninit`] that also writes `y = gelu(C)` (an MLP's first layer and its activation):
+/// each tile of C gets its GELU right after its last k block, while it is still in L1, instead of
+/// in a second pass over C. `y` holds `batch * m * n` values too; both are fully written.
+pub fn matmul_gelu_uninit(
+    a: &[f32],
+    b: &[f32],
+    bias: Option<&[f32]>,
+    spec: &MatmulSpec,
+    c: &mut [MaybeUninit<f32>],
+    y: &mut [MaybeUninit<f32>],
+) {
+    assert_eq!(y.len(), c.len(), "matmul_gelu: y must hold batch * m * n");
+    let epilogue = Some(Gelu { y: SharedC(y.as_mut_ptr().cast()), isa: crate::cpu::fast::simd::Isa::current() });
+    let kernel = Kernel::best();
+    let f = kernel.function();
+    let threads = auto_threads(spec);
+    match kernel {
+        Kernel::Avx512 => {
+            use kernel_avx512 as t;
+            tiled::<{ t::MR }, { t::NR }>(f, t::KC, threads, a, b, bias, spec, c, epilogue)
+        }
+        Kernel::Portable | Kernel::Avx2Fma => tiled::<MR, NR>(f, KC, threads, a, b, bias, spec, c, epilogue),
+    }
+}
+
 fn matmul_into(
     kernel: Kernel,
     threads: usize,
@@ -261,13 +286,39 @@ fn matmul_into(
     match kernel {
         Kernel::Avx512 => {
             use kernel_avx512 as t;
-            tiled::<{ t::MR }, { t::NR }>(f, t::KC, threads, a, b, bias, spec, c)
+            tiled::<{ t::MR }, { t::NR }>(f, t::KC, threads, a, b, bias, spec, c, None)
         }
-        Kernel::Portable | Kernel::Avx2Fma => tiled::<MR, NR>(f, KC, threads, a, b, bias, spec, c),
+        Kernel::Portable | Kernel::Avx2Fma => tiled::<MR, NR>(f, KC, threads, a, b, bias, spec, c, None),
     }
 }
 
-/// [`matmul_with`] for a kernel of an `MR x NR` tile and a k block of at most `kc_max`.
+/// The fused epilogue: where `gelu(C)` goes, and the instruction set to compute it with (the
+/// caller's, as `unary` would use).
+#[derive(Clone, Copy)]
+struct Gelu {
+    y: SharedC,
+    isa: crate::cpu::fast::simd::Isa,
+}
+
+impl Gelu {
+    /// `y = gelu(c)` over the `rows x cols` block at `(i, j)` of an `ldc`-wide matrix.
+    ///
+    /// # Safety
+    /// The block lies inside C and Y, has been fully written in C, and only this thread touches it.
+    unsafe fn apply(&self, c: *const f32, i: usize, j: usize, rows: usize, cols: usize, ldc: usize) {
+        for r in 0..rows {
+            let at = (i + r) * ldc + j;
+            // SAFETY: as the caller promises.
+            let (src, dst) = unsafe {
+                (std::slice::from_raw_parts(c.add(at), cols), std::slice::from_raw_parts_mut(self.y.0.add(at), cols))
+            };
+            crate::cpu::fast::elementwise::gelu_serial(self.isa, src, dst);
+        }
+    }
+}
+
+/// [`matmul_with`] for a kernel of an `MR x NR` tile and a k block of at most `kc_max`, with the
+/// GELU epilogue when asked.
 #[allow(clippy::too_many_arguments)]
 fn tiled<const MR: usize, const NR: usize>(
     kernel: KernelFn,
@@ -278,6 +329,7 @@ fn tiled<const MR: usize, const NR: usize>(
     bias: Option<&[f32]>,
     spec: &MatmulSpec,
     c: &mut [MaybeUninit<f32>],
+    gelu: Option<Gelu>,
 ) {
     let &MatmulSpec { batch, m, n, k, .. } = spec;
     assert_eq!(c.len(), batch * m * n, "matmul: C must hold batch * m * n");
@@ -295,10 +347,14 @@ fn tiled<const MR: usize, const NR: usize>(
                 x.write(bias.map_or(0.0, |bias| bias[j]));
             }
         }
+        if let Some(g) = gelu {
+            // SAFETY: C is fully written just above; the whole of C and Y is this thread's.
+            unsafe { g.apply(c.as_ptr().cast(), 0, 0, batch * m, n, n) };
+        }
         return;
     }
 
-    let problem = Problem { a, b, bias, spec, c: SharedC(c.as_mut_ptr().cast()), kernel, kc_max };
+    let problem = Problem { a, b, bias, spec, c: SharedC(c.as_mut_ptr().cast()), kernel, kc_max, gelu };
     // The unit of work split across threads: a row sliver or a column sliver of one batch item.
     let split_rows = m.div_ceil(MR) >= n.div_ceil(NR);
     let per_item = if split_rows { m.div_ceil(MR) } else { n.div_ceil(NR) };
@@ -344,6 +400,8 @@ struct Problem<'a> {
     kernel: KernelFn,
     /// The longest k block of this kernel.
     kc_max: usize,
+    /// `y = gelu(C)`, tile by tile after the last k block.
+    gelu: Option<Gelu>,
 }
 
 impl Problem<'_> {
@@ -446,6 +504,16 @@ impl Problem<'_> {
                             // SAFETY: the tile lies in C[item][rows, cols], which only this
                             // thread writes; the kernel was checked available by `function`.
                             unsafe { (self.kernel)(a_sliver, b_sliver, &tile) };
+                            if let Some(g) = &self.gelu
+                                && pc + kc == k
+                            {
+                                // SAFETY: the tile's last k block has just been stored; Y's tile
+                                // is at the same place in this item's Y, written only here.
+                                unsafe {
+                                    let y = Gelu { y: SharedC(g.y.0.add(item * m * n)), ..*g };
+                                    y.apply(c, i, j, tile_rows, tile_cols, n)
+                                };
+                            }
                         }
                     }
                 }

@@ -32,9 +32,34 @@ fn vec4_ok(s: &MatmulSpec) -> bool {
 }
 
 pub fn matmul(g: &Gpu, a: &Storage, b: &Storage, bias: Option<&Storage>, s: &MatmulSpec) -> Result<Storage> {
-    let out = g.alloc(s.batch * s.m * s.n)?;
-    if s.batch * s.m * s.n == 0 {
-        return Ok(out);
+    Ok(launch(g, a, b, bias, s, false)?.0)
+}
+
+/// `(C, gelu(C))` in one dispatch: the store of each C tile also writes its GELU.
+pub fn matmul_gelu(
+    g: &Gpu,
+    a: &Storage,
+    b: &Storage,
+    bias: Option<&Storage>,
+    s: &MatmulSpec,
+) -> Result<(Storage, Storage)> {
+    let (c, y) = launch(g, a, b, bias, s, true)?;
+    Ok((c, y.expect("asked for gelu")))
+}
+
+fn launch(
+    g: &Gpu,
+    a: &Storage,
+    b: &Storage,
+    bias: Option<&Storage>,
+    s: &MatmulSpec,
+    gelu: bool,
+) -> Result<(Storage, Option<Storage>)> {
+    let len = s.batch * s.m * s.n;
+    let out = g.alloc(len)?;
+    let y = if gelu { Some(g.alloc(len)?) } else { None };
+    if len == 0 {
+        return Ok((out, y));
     }
     // The sizes the shader's in-bounds proof rests on (its header's `Bounds:` line).
     if a.len() < s.a_len() || b.len() < s.b_len() {
@@ -43,7 +68,7 @@ pub fn matmul(g: &Gpu, a: &Storage, b: &Storage, bias: Option<&Storage>, s: &Mat
     if let Some(bias) = bias {
         holds(bias, s.n, "matmul bias")?;
     }
-    for (len, what) in [(s.a_len(), "A"), (s.b_len(), "B"), (s.batch * s.m * s.n, "C")] {
+    for (len, what) in [(s.a_len(), "A"), (s.b_len(), "B"), (len, "C")] {
         u32_of(len, what)?;
     }
     let p = Params {
@@ -56,28 +81,25 @@ pub fn matmul(g: &Gpu, a: &Storage, b: &Storage, bias: Option<&Storage>, s: &Mat
         has_bias: bias.is_some() as u32,
         _pad: 0,
     };
-    // Without a bias the kernel still binds one; any small buffer will do.
-    let dummy;
-    let bias_buf = match bias {
-        Some(bb) => g.buf(bb)?,
-        None => {
-            dummy = g.alloc(1)?;
-            g.buf(&dummy)?
-        }
-    };
+    // Without a bias (or a GELU output) the kernel still binds one; any small buffer will do, one
+    // each (a buffer bound read-only and read-write in one dispatch is refused).
+    let no_bias = if bias.is_none() { Some(g.alloc(1)?) } else { None };
+    let no_y = if y.is_none() { Some(g.alloc(1)?) } else { None };
+    let bias_buf = g.buf(bias.or(no_bias.as_ref()).expect("a bias or its stand-in"))?;
+    let y_buf = g.buf(y.as_ref().or(no_y.as_ref()).expect("a GELU output or its stand-in"))?;
     let vec4 = vec4_ok(s);
     let key = PipelineKey {
         shader: "matmul",
         entry: if vec4 { "matmul_vec4" } else { "matmul" },
-        constants: vec![("TRANS_A", s.trans_a as u32), ("TRANS_B", s.trans_b as u32)],
+        constants: vec![("TRANS_A", s.trans_a as u32), ("TRANS_B", s.trans_b as u32), ("GELU", gelu as u32)],
     };
     let (ab, bb) = (g.buf(a)?, g.buf(b)?);
     let bindings: Vec<(u32, &wgpu::Buffer)> = if vec4 {
-        vec![(3, bias_buf), (4, g.buf(&out)?), (5, ab), (6, bb)]
+        vec![(3, bias_buf), (4, g.buf(&out)?), (5, ab), (6, bb), (7, y_buf)]
     } else {
-        vec![(1, ab), (2, bb), (3, bias_buf), (4, g.buf(&out)?)]
+        vec![(1, ab), (2, bb), (3, bias_buf), (4, g.buf(&out)?), (7, y_buf)]
     };
     let groups = [u32_of(s.n.div_ceil(TILE), "column tiles")?, u32_of(s.m.div_ceil(TILE), "row tiles")?, p.batch];
     g.ctx.dispatch(&key, bytemuck::bytes_of(&p), &bindings, groups)?;
-    Ok(out)
+    Ok((out, y))
 }
