@@ -125,6 +125,35 @@ fn linear_case(name: &'static str, m: usize, k: usize, n: usize, weight_grad: bo
     }
 }
 
+/// fc1 and its GELU, `gelu(x w^T + b)`: the fused backend call, or the unfused pair it replaces
+/// (the product with its bias, then the element-wise GELU), to be read side by side.
+fn linear_gelu_case(name: &'static str, m: usize, k: usize, n: usize, fused: bool) -> Case {
+    let spec = MatmulSpec { batch: 1, m, n, k, trans_a: false, trans_b: true, a_batch_stride: 0, b_batch_stride: 0 };
+    let (la, lb) = (spec.a_len(), spec.b_len());
+    Case {
+        name,
+        shape: format!("gelu([{m},{k}] x [{n},{k}]^T + [{n}])"),
+        work: Work::Flops(spec.flops()),
+        prepare: Box::new(move |dev| {
+            let (a, b, bias) = (up(dev, &values(la, 1))?, up(dev, &values(lb, 2))?, up(dev, &values(n, 3))?);
+            let dev = dev.clone();
+            Ok(Box::new(move || {
+                let be = dev.backend();
+                if fused {
+                    be.matmul_gelu(&a, &b, Some(&bias), &spec).map(drop)
+                } else {
+                    let h = be.matmul(&a, &b, Some(&bias), &spec)?;
+                    be.unary(UnaryOp::Gelu, &h, m * n).map(drop)
+                }
+            }))
+        }),
+        reference: Some(Box::new(move || {
+            let (a, b, bias) = (values(la, 1), values(lb, 2), values(n, 3));
+            Box::new(move || drop(reference::unary(UnaryOp::Gelu, &reference::matmul(&a, &b, Some(&bias), &spec))))
+        })),
+    }
+}
+
 fn attention_case(name: &'static str, heads: usize, seq: usize, dim: usize, backward: bool) -> Case {
     let spec = AttentionSpec { heads, seq, dim, scale: 1.0 / (dim as f32).sqrt() };
     let n = heads * seq * dim;
@@ -281,6 +310,8 @@ pub fn cases(batch: usize) -> Vec<Case> {
     vec![
         linear_case("matmul qkv (encoder)", enc_rows, 128, 384, false),
         linear_case("matmul fc1 (encoder)", enc_rows, 128, 512, false),
+        linear_gelu_case("fc1 + gelu, unfused (encoder)", enc_rows, 128, 512, false),
+        linear_gelu_case("fc1 + gelu, fused (encoder)", enc_rows, 128, 512, true),
         linear_case("matmul fc2 (encoder)", enc_rows, 512, 128, false),
         linear_case("matmul fc1 weight grad", enc_rows, 128, 512, true),
         linear_case("matmul qkv (decoder)", dec_rows, 64, 192, false),
