@@ -249,8 +249,9 @@ pub fn matmul_uninit(a: &[f32], b: &[f32], bias: Option<&[f32]>, spec: &MatmulSp
 }
 
 /// [`matmul_uninit`] that also writes `y = gelu(C)` (an MLP's first layer and its activation):
-/// each tile of C gets its GELU right after its last k block, while it is still in L1, instead of
-/// in a second pass over C. `y` holds `batch * m * n` values too; both are fully written.
+/// each packed block of C rows (at most MC x NC) gets its GELU right after its last k block, while
+/// it is still in L2, instead of in a second pass over C from memory. `y` holds `batch * m * n`
+/// values too; both are fully written.
 pub fn matmul_gelu_uninit(
     a: &[f32],
     b: &[f32],
@@ -504,17 +505,20 @@ impl Problem<'_> {
                             // SAFETY: the tile lies in C[item][rows, cols], which only this
                             // thread writes; the kernel was checked available by `function`.
                             unsafe { (self.kernel)(a_sliver, b_sliver, &tile) };
-                            if let Some(g) = &self.gelu
-                                && pc + kc == k
-                            {
-                                // SAFETY: the tile's last k block has just been stored; Y's tile
-                                // is at the same place in this item's Y, written only here.
-                                unsafe {
-                                    let y = Gelu { y: SharedC(g.y.0.add(item * m * n)), ..*g };
-                                    y.apply(c, i, j, tile_rows, tile_cols, n)
-                                };
-                            }
                         }
+                    }
+                    // The block's rows of this panel are final after the last k block: GELU them
+                    // now, row by row, while they are still in L2 (per tile, the rows would be
+                    // too short to vectorise well).
+                    if let Some(g) = &self.gelu
+                        && pc + kc == k
+                    {
+                        // SAFETY: C[item][ic..ic + mc, jc..jc + nc] is final and only this thread
+                        // writes it and the same place of this item's Y.
+                        unsafe {
+                            let y = Gelu { y: SharedC(g.y.0.add(item * m * n)), ..*g };
+                            y.apply(c, ic, jc, mc, nc, n)
+                        };
                     }
                 }
             }
