@@ -13,17 +13,21 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// A linear layer with PyTorch's weight layout: `x: [.., in]`, `w: [out, in]`, `b: [out]`,
 /// `y = x w^T + b`.
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    on_rows("linear", x, w, |x2| matmul_ex(x2, w, b, false, true))
+}
+
+/// `x: [.., in]` as the rows of `[N, in]`, through `f`, and the result's rows `[N, out]` back
+/// into `[.., out]`: the shape handling of a linear layer with `w: [out, in]`.
+fn on_rows(what: &str, x: &Tensor, w: &Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
     if x.rank() < 1 || w.rank() != 2 {
         return Err(Error::Shape(format!(
-            "linear: x {:?}, w {:?} (want [.., in] and [out, in])",
+            "{what}: x {:?}, w {:?} (want [.., in] and [out, in])",
             x.shape(),
             w.shape()
         )));
     }
-    let lead: Vec<usize> = x.shape()[..x.rank() - 1].to_vec();
-    let x2 = x.reshape(&[numel(&lead), x.dim(-1)])?;
-    let y = matmul_ex(&x2, w, b, false, true)?;
-    let mut shape = lead;
+    let mut shape: Vec<usize> = x.shape()[..x.rank() - 1].to_vec();
+    let y = f(&x.reshape(&[numel(&shape), x.dim(-1)])?)?;
     shape.push(w.dim(0));
     y.reshape(&shape)
 }
@@ -43,29 +47,19 @@ pub fn matmul_ex(a: &Tensor, b: &Tensor, bias: Option<&Tensor>, trans_a: bool, t
 /// backend call (`Backend::matmul_gelu`, fused where the backend can): `x: [.., in]`, `w: [out, in]`.
 /// The backward is GELU's (`dh = dy gelu'(h)`) then the linear layer's.
 pub fn linear_gelu(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
-    if x.rank() < 1 || w.rank() != 2 {
-        return Err(Error::Shape(format!(
-            "linear_gelu: x {:?}, w {:?} (want [.., in] and [out, in])",
-            x.shape(),
-            w.shape()
-        )));
-    }
-    let lead: Vec<usize> = x.shape()[..x.rank() - 1].to_vec();
-    let x2 = x.reshape(&[numel(&lead), x.dim(-1)])?;
-    let (ins, spec, _) = plan(&x2, w, b, false, true)?;
-    let dev = x.device();
-    let (h, y) = dev.backend().matmul_gelu(x2.storage(), w.storage(), b.map(|t| t.storage()), &spec)?;
-    let mut shape = lead;
-    shape.push(w.dim(0));
-    let (sx, sw) = (x2.clone(), w.clone());
-    let has_bias = b.is_some();
-    let n = spec.m * spec.n;
-    let y = Tensor::from_op(y, vec![spec.m, spec.n], &ins, move |g| {
-        let dev = sx.device();
-        let dh = dev.backend().gelu_backward(&h, g.storage(), n)?;
-        grads(&sx, &sw, &spec, has_bias, &dh)
-    });
-    y.reshape(&shape)
+    on_rows("linear_gelu", x, w, |x2| {
+        let (ins, spec, shape) = plan(x2, w, b, false, true)?;
+        let dev = x2.device();
+        let (h, y) = dev.backend().matmul_gelu(x2.storage(), w.storage(), b.map(|t| t.storage()), &spec)?;
+        let (sx, sw) = (x2.clone(), w.clone());
+        let has_bias = b.is_some();
+        let n = spec.m * spec.n;
+        Ok(Tensor::from_op(y, shape, &ins, move |g| {
+            let dev = sx.device();
+            let dh = dev.backend().gelu_backward(&h, g.storage(), n)?;
+            grads(&sx, &sw, &spec, has_bias, &dh)
+        }))
+    })
 }
 
 /// Checks the operands and says what product they make: the inputs (for the tape), the spec and the
