@@ -5,7 +5,7 @@
 //!
 //! Layout convention everywhere: row-major, contiguous, the last axis fastest.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::indices::Indices;
 use crate::storage::Storage;
 
@@ -260,6 +260,63 @@ pub struct AdamWSpec {
     pub grad_scale: f32,
 }
 
+/// Values per chunk of a packed AdamW step: the unit in which `packed_adamw_layout` numbers the
+/// chunks of each parameter (a GPU workgroup updates one chunk).
+pub const ADAMW_CHUNK: usize = 256;
+
+/// The layout of a packed AdamW step (`Backend::adamw_step_packed`) over parameters at `(offset,
+/// len)` in the packed buffers: `[segments, 3]` of (offset, len, first chunk), where a segment's
+/// chunks (`ADAMW_CHUNK` values each) follow the previous segment's.
+pub fn packed_adamw_layout(segments: &[(usize, usize)]) -> Result<Indices> {
+    let mut values = Vec::with_capacity(3 * segments.len());
+    let mut chunk = 0usize;
+    for &(offset, len) in segments {
+        for (x, what) in [(offset, "offset"), (len, "length"), (chunk, "chunk")] {
+            values.push(u32::try_from(x).map_err(|_| Error::Shape(format!("packed AdamW: {what} {x} over 32 bits")))?);
+        }
+        chunk += len.div_ceil(ADAMW_CHUNK);
+    }
+    Indices::new(values, &[segments.len(), 3])
+}
+
+/// The segments `(offset, len, first chunk)` of a packed AdamW `layout`, checked: each lies inside
+/// every one of `buffers` (`(len, name)`), none overlaps another, the chunks follow each other as
+/// `packed_adamw_layout` numbers them, and `hyper` holds two values per segment. The GPU kernel's
+/// in-bounds proof rests on these checks.
+pub(crate) fn packed_adamw_segments(
+    layout: &Indices,
+    hyper: usize,
+    buffers: &[(usize, &str)],
+) -> Result<Vec<(usize, usize, usize)>> {
+    let bad = |why: String| Err(Error::Shape(format!("packed AdamW: {why}")));
+    if layout.shape().len() != 2 || layout.shape()[1] != 3 {
+        return bad(format!("a layout of shape {:?} where [segments, 3] belongs", layout.shape()));
+    }
+    let segs: Vec<(usize, usize, usize)> =
+        layout.values().chunks(3).map(|c| (c[0] as usize, c[1] as usize, c[2] as usize)).collect();
+    if hyper < 2 * segs.len() {
+        return bad(format!("{hyper} hyper-parameter values for {} segments (two each)", segs.len()));
+    }
+    let mut chunk = 0;
+    for &(offset, len, first) in &segs {
+        if first != chunk {
+            return bad(format!("a segment's first chunk is {first} where {chunk} follows the previous ones"));
+        }
+        chunk += len.div_ceil(ADAMW_CHUNK);
+        for &(n, what) in buffers {
+            if offset + len > n {
+                return bad(format!("values {offset}..{} of a {what} buffer of {n}", offset + len));
+            }
+        }
+    }
+    let mut sorted = segs.clone();
+    sorted.sort_unstable();
+    if sorted.windows(2).any(|w| w[0].0 + w[0].1 > w[1].0) {
+        return bad("two segments overlap".into());
+    }
+    Ok(segs)
+}
+
 /// The kernels. Every method allocates its output on the same device as its inputs; in-place
 /// methods say so in their names.
 pub trait Backend {
@@ -418,8 +475,90 @@ pub trait Backend {
         spec: &AdamWSpec,
     ) -> Result<()>;
 
+    /// One AdamW step over several parameters packed in the buffers `param`, `grad`, `m` and `v`
+    /// (one kernel launch for all): segment `i` of `layout` (`packed_adamw_layout`) is updated as
+    /// `adamw_step` would update it alone, with `lr = spec.lr * hyper[i, 0]` and weight decay
+    /// `hyper[i, 1]`; values outside the segments are left alone.
+    #[allow(clippy::too_many_arguments)]
+    fn adamw_step_packed(
+        &self,
+        param: &Storage,
+        grad: &Storage,
+        m: &Storage,
+        v: &Storage,
+        layout: &Indices,
+        hyper: &Storage,
+        spec: &AdamWSpec,
+    ) -> Result<()>;
+
+    /// Copy the first `len` values of `src` into `dst`, in place (a device-side copy, no kernel).
+    fn copy_into(&self, src: &Storage, dst: &Storage, len: usize) -> Result<()>;
+
     /// Make sure every recorded kernel has been handed to the device (a no-op on the CPU).
     fn flush(&self) -> Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::reference;
+    use crate::device::Device;
+
+    fn spec() -> AdamWSpec {
+        AdamWSpec {
+            lr: 0.1,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            bias_correction1: 0.1,
+            bias_correction2: 0.05,
+            grad_scale: 1.0,
+        }
+    }
+
+    #[test]
+    fn packed_adamw_on_the_cpu_is_the_per_tensor_step_on_each_segment() {
+        let cpu = Device::Cpu;
+        let b = cpu.backend();
+        let segments = [(0usize, 3usize), (5, 300), (400, 1)];
+        let n = 401;
+        let values: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+        let grads: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
+        let (p, g) = (Storage::from_vec(values.clone()), Storage::from_vec(grads.clone()));
+        let (m, v) = (Storage::from_vec(vec![0.0; n]), Storage::from_vec(vec![0.0; n]));
+        let hyper = Storage::from_vec(vec![1.0, 0.05, 0.5, 0.0, 2.0, 0.1]);
+        let layout = packed_adamw_layout(&segments).unwrap();
+        b.adamw_step_packed(&p, &g, &m, &v, &layout, &hyper, &spec()).unwrap();
+        let got = p.cpu().unwrap().clone();
+        let h = hyper.cpu().unwrap().clone();
+        for (i, &(o, len)) in segments.iter().enumerate() {
+            let mut want = values[o..o + len].to_vec();
+            let (mut mm, mut vv) = (vec![0.0; len], vec![0.0; len]);
+            let s = AdamWSpec { lr: 0.1 * h[2 * i], weight_decay: h[2 * i + 1], ..spec() };
+            reference::adamw_step(&mut want, &grads[o..o + len], &mut mm, &mut vv, &s);
+            for (a, w) in got[o..o + len].iter().zip(&want) {
+                assert!((a - w).abs() <= 1e-6 + 1e-5 * w.abs(), "segment {i}: {a} vs {w}");
+            }
+        }
+        assert_eq!(got[3..5], values[3..5], "values between segments are left alone");
+    }
+
+    #[test]
+    fn a_packed_adamw_layout_that_overlaps_or_overruns_is_refused() {
+        let b = Device::Cpu.backend();
+        let s = |n: usize| Storage::from_vec(vec![0.0; n]);
+        let hyper = s(4);
+        let run = |segments: &[(usize, usize)], n: usize| {
+            let layout = packed_adamw_layout(segments).unwrap();
+            b.adamw_step_packed(&s(n), &s(n), &s(n), &s(n), &layout, &hyper, &spec()).unwrap_err().to_string()
+        };
+        assert!(run(&[(0, 10), (5, 10)], 20).contains("overlap"));
+        assert!(run(&[(0, 10), (15, 10)], 20).contains("values 15..25"));
+        let bad_chunks = Indices::new(vec![0, 10, 0, 10, 10, 0], &[2, 3]).unwrap();
+        let err = b.adamw_step_packed(&s(20), &s(20), &s(20), &s(20), &bad_chunks, &hyper, &spec()).unwrap_err();
+        assert!(err.to_string().contains("first chunk"), "{err}");
     }
 }

@@ -39,6 +39,10 @@ pub struct GpuCounters {
     pub bytes_read_back: u64,
     /// Kernel parameters written to the uniform arena.
     pub uniform_bytes: u64,
+    /// Device-side buffer-to-buffer copies recorded (commands, but not dispatches), and their bytes.
+    pub copies: u64,
+    /// Bytes of those copies.
+    pub bytes_copied: u64,
 }
 
 impl std::ops::Sub for GpuCounters {
@@ -54,6 +58,8 @@ impl std::ops::Sub for GpuCounters {
             read_backs: self.read_backs - o.read_backs,
             bytes_read_back: self.bytes_read_back - o.bytes_read_back,
             uniform_bytes: self.uniform_bytes - o.uniform_bytes,
+            copies: self.copies - o.copies,
+            bytes_copied: self.bytes_copied - o.bytes_copied,
         }
     }
 }
@@ -63,8 +69,10 @@ impl std::fmt::Display for GpuCounters {
         let kib = |b: u64| b as f64 / 1024.0;
         write!(
             f,
-            "{} dispatches, {} submissions, {} buffers created ({:.1} KiB), {} uploads ({:.1} KiB), {} read-backs ({} B), {:.1} KiB of kernel parameters",
+            "{} dispatches, {} copies ({:.1} KiB), {} submissions, {} buffers created ({:.1} KiB), {} uploads ({:.1} KiB), {} read-backs ({} B), {:.1} KiB of kernel parameters",
             self.dispatches,
+            self.copies,
+            kib(self.bytes_copied),
             self.submissions,
             self.buffers_created,
             kib(self.bytes_created),

@@ -13,6 +13,7 @@ pub mod gpu;
 pub mod gradcheck;
 pub mod indices;
 pub mod ops;
+pub mod packing;
 pub mod rng;
 pub mod storage;
 pub mod tape;

@@ -1,5 +1,5 @@
 //! Where a tensor's values live. Storage is shared (`Rc`) so that a reshape is free; it is mutable in
-//! place only through the optimizer and `copy_rows_into`, never behind an op's back.
+//! place only through the optimizer, `copy_rows_into` and `copy_into`, never behind an op's back.
 
 use std::cell::{Ref, RefCell, RefMut};
 use std::rc::Rc;

@@ -1,6 +1,6 @@
 //! `Tensor`: a cheap handle (an `Rc`) to a shape, a device storage and, when gradients are wanted,
-//! a place on the tape. Values are f32, contiguous and row-major; views are not supported, so a
-//! permutation is a real copy and a reshape is free.
+//! a place on the tape. Values are f32, contiguous and row-major; the only views are the ranges of
+//! a packed buffer (`packing`), so a permutation is a real copy and a reshape is free.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -256,6 +256,20 @@ impl Tensor {
             return Ok(self.detach());
         }
         Tensor::from_vec(self.to_vec()?, self.shape(), device)
+    }
+
+    /// Overwrite the values in place with `src`'s (same shape, moved to this tensor's device
+    /// first): a packed tensor stays packed, and every handle to it sees the new values.
+    pub fn assign(&self, src: &Tensor) -> Result<()> {
+        if src.shape() != self.shape() {
+            return Err(Error::Shape(format!("assign: values of shape {:?} into {:?}", src.shape(), self.shape())));
+        }
+        if src.storage().same_as(self.storage()) {
+            return Ok(());
+        }
+        let dev = self.device();
+        let src = src.to_device(&dev)?;
+        dev.backend().copy_into(src.storage(), self.storage(), self.numel())
     }
 
     /// Same values, new shape (free: the storage is shared).

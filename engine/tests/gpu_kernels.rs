@@ -485,3 +485,111 @@ fn fused_linear_gelu_matches_reference_forward_and_backward_on_uneven_shapes() {
     assert_eq!(count(&|| ops::linear_gelu(&x, &w, None).unwrap()), 1);
     assert_eq!(count(&|| ops::gelu(&ops::linear(&x, &w, None).unwrap()).unwrap()), 2);
 }
+
+#[test]
+fn packed_tensors_bind_at_their_offsets_in_kernels_copies_and_gradients() {
+    let Some(gpu) = gpu() else { return };
+    use engine::packing::{Packed, pack};
+    let mut rng = Rng::new(21);
+    let (x, w, b) = (
+        uniform_values(5 * 7, -2.0, 2.0, &mut rng),
+        uniform_values(9 * 7, -1.0, 1.0, &mut rng),
+        uniform_values(9, -1.0, 1.0, &mut rng),
+    );
+    let leaves = |dev: &Device| -> Vec<Tensor> {
+        vec![
+            Tensor::from_slice(&b, &[9], dev).unwrap().with_grad(),
+            Tensor::from_slice(&w, &[9, 7], dev).unwrap().with_grad(),
+        ]
+    };
+    let packed = pack(&leaves(&gpu), &gpu).unwrap();
+    let layout = Packed::of(&packed).expect("packed on a GPU").segments;
+    assert!(layout[1].0 > 0, "the second tensor is a view at an offset: {layout:?}");
+    assert_eq!(packed[1].to_vec().unwrap(), w, "a view reads back its own range");
+    assert!(packed.iter().all(Tensor::requires_grad));
+    let run = |p: &[Tensor], dev: &Device| {
+        let xt = Tensor::from_slice(&x, &[5, 7], dev).unwrap();
+        let y = ops::gelu(&ops::linear(&xt, &p[1], Some(&p[0])).unwrap()).unwrap();
+        engine::backward(&y.sum().unwrap()).unwrap();
+        let grads = [p[0].grad().unwrap().to_vec().unwrap(), p[1].grad().unwrap().to_vec().unwrap()];
+        (y.to_vec().unwrap(), grads)
+    };
+    let (y_cpu, g_cpu) = run(&leaves(&Device::Cpu), &Device::Cpu);
+    let (y_gpu, g_gpu) = run(&packed, &gpu);
+    assert_close(&y_gpu, &y_cpu, 1e-5, 1e-4, "linear + gelu over packed views");
+    assert_close(&g_gpu[0], &g_cpu[0], 1e-5, 1e-4, "bias gradient of a packed view");
+    assert_close(&g_gpu[1], &g_cpu[1], 1e-5, 1e-4, "weight gradient of a packed view");
+    // Writing one view in place leaves its neighbour alone.
+    packed[0].assign(&Tensor::zeros(&[9], &Device::Cpu).unwrap()).unwrap();
+    assert_eq!(packed[0].to_vec().unwrap(), vec![0.0; 9]);
+    assert_eq!(packed[1].to_vec().unwrap(), w);
+    assert!(
+        pack(&leaves(&Device::Cpu), &Device::Cpu).map(|t| Packed::of(&t).is_none()).unwrap(),
+        "nothing to pack on the CPU"
+    );
+}
+
+#[test]
+fn packed_adamw_updates_each_segment_as_the_per_tensor_reference_and_skips_the_rest() {
+    let Some(gpu) = gpu() else { return };
+    use engine::backend::{AdamWSpec, packed_adamw_layout};
+    use engine::cpu::reference;
+    use engine::packing::{Packed, pack};
+    let mut rng = Rng::new(22);
+    let lens = [1usize, 137, 300, 256, 1000, 3, 257];
+    let skipped = 2; // a parameter without a gradient this step: values and moments stay
+    let hyper = [(1.0f32, 0.05f32), (0.5, 0.0), (9.0, 9.0), (0.25, 0.05), (1.0, 0.1), (0.75, 0.0), (0.125, 0.3)];
+    let p0: Vec<Vec<f32>> = lens.iter().map(|&n| uniform_values(n, -1.0, 1.0, &mut rng)).collect();
+    let grads: Vec<Vec<Vec<f32>>> =
+        (0..3).map(|_| lens.iter().map(|&n| wide_values(n, -4.0, 1.0, &mut rng)).collect()).collect();
+    let spec = |t: i32, lr: f32, wd: f32| AdamWSpec {
+        lr,
+        beta1: 0.9,
+        beta2: 0.95,
+        eps: 1e-8,
+        weight_decay: wd,
+        bias_correction1: 1.0 - 0.9f32.powi(t),
+        bias_correction2: 1.0 - 0.95f32.powi(t),
+        grad_scale: 0.5,
+    };
+    // The reference: one tensor at a time.
+    let mut want = p0.clone();
+    let mut moments: Vec<(Vec<f32>, Vec<f32>)> = lens.iter().map(|&n| (vec![0.0; n], vec![0.0; n])).collect();
+    for (t, g) in grads.iter().enumerate() {
+        for i in (0..lens.len()).filter(|&i| i != skipped) {
+            let (m, v) = &mut moments[i];
+            reference::adamw_step(&mut want[i], &g[i], m, v, &spec(t as i32 + 1, 2e-2 * hyper[i].0, hyper[i].1));
+        }
+    }
+    // Packed on the GPU, one dispatch a step.
+    let params: Vec<Tensor> =
+        lens.iter().zip(&p0).map(|(&n, v)| Tensor::from_slice(v, &[n], &Device::Cpu).unwrap()).collect();
+    let params = pack(&params, &gpu).unwrap();
+    let pk = Packed::of(&params).unwrap();
+    let ((m, _), (v, _), (g, g_views)) = (pk.zeros_like().unwrap(), pk.zeros_like().unwrap(), pk.zeros_like().unwrap());
+    let active: Vec<usize> = (0..lens.len()).filter(|&i| i != skipped).collect();
+    let layout = packed_adamw_layout(&active.iter().map(|&i| pk.segments[i]).collect::<Vec<_>>()).unwrap();
+    let table: Vec<f32> = active.iter().flat_map(|&i| [hyper[i].0, hyper[i].1]).collect();
+    let table = Tensor::from_slice(&table, &[table.len()], &gpu).unwrap();
+    let Device::Gpu(handle) = &gpu else { unreachable!() };
+    for (t, step_grads) in grads.iter().enumerate() {
+        for (i, values) in step_grads.iter().enumerate() {
+            let view = Tensor::from_storage(g_views[i].clone(), &[lens[i]]).unwrap();
+            view.assign(&Tensor::from_slice(values, &[lens[i]], &Device::Cpu).unwrap()).unwrap();
+        }
+        let before = handle.context().counters();
+        gpu.backend()
+            .adamw_step_packed(&pk.buffer, &g, &m, &v, &layout, table.storage(), &spec(t as i32 + 1, 2e-2, 0.0))
+            .unwrap();
+        gpu.backend().flush().unwrap();
+        assert_eq!((handle.context().counters() - before).dispatches, 1, "one dispatch for every parameter");
+    }
+    for i in 0..lens.len() {
+        let got = params[i].to_vec().unwrap();
+        if i == skipped {
+            assert_eq!(got, p0[i], "a parameter outside the layout is left alone");
+        } else {
+            assert_close(&got, &want[i], 1e-6, 1e-5, &format!("packed adamw, segment {i} of {} values", lens[i]));
+        }
+    }
+}

@@ -132,11 +132,11 @@ pub fn load_train_state(path: &Path, opt: &mut AdamW) -> Result<TrainState> {
         .collect();
     check_state_dict(path, &tensors, &expected)?;
     let mut by_name: BTreeMap<String, NamedTensor> = tensors.into_iter().map(|t| (t.name.clone(), t)).collect();
-    for mo in &mut opt.moments {
-        let dev = mo.m.device();
-        for (prefix, slot) in [("m", &mut mo.m), ("v", &mut mo.v)] {
+    // In place: the moments may be views of the optimizer's packed buffers.
+    for mo in &opt.moments {
+        for (prefix, slot) in [("m", &mo.m), ("v", &mo.v)] {
             let t = by_name.remove(&format!("{prefix}.{}", mo.name)).expect("checked above");
-            *slot = Tensor::from_vec(t.data, &t.shape, &dev)?;
+            slot.assign(&Tensor::from_vec(t.data, &t.shape, &engine::Device::Cpu)?)?;
         }
     }
     opt.step = parse_meta(path, &meta, "mae.optimizer_step")?;

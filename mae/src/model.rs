@@ -193,6 +193,15 @@ impl MaskedAutoencoder {
         Ok(())
     }
 
+    /// Move every state-dict tensor into one buffer on the model's device (`engine::packing`; a
+    /// no-op on the CPU), so that the optimizer updates all of them with one kernel launch.
+    pub fn pack(&mut self) -> Result<()> {
+        let dev = self.cls_token.device();
+        let tensors: Vec<Tensor> = self.state_dict().into_iter().map(|p| p.tensor).collect();
+        let packed = engine::packing::pack(&tensors, &dev)?;
+        self.set_state(packed)
+    }
+
     /// The parameters the optimizer updates (the position tables are fixed).
     pub fn trainable(&self) -> Vec<Param> {
         self.state_dict().into_iter().filter(|p| p.tensor.requires_grad()).collect()

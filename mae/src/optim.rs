@@ -1,9 +1,12 @@
 //! AdamW as `main_pretrain.py` sets it up: betas (0.9, 0.95), weight decay 0.05 on weights but not
 //! on biases and 1-D parameters, bias-corrected moments, decoupled decay (PyTorch's AdamW). The
-//! update runs on the parameters' device, one fused kernel per tensor.
+//! update runs on the parameters' device: one kernel for all of them when they are packed in one
+//! buffer (`engine::packing`, as the trainer leaves a model on the GPU), else one per tensor.
 
-use engine::backend::AdamWSpec;
-use engine::{Device, Tensor};
+use engine::backend::{AdamWSpec, packed_adamw_layout};
+use engine::packing::Packed;
+use engine::storage::Storage;
+use engine::{Device, Indices, Tensor};
 
 use crate::error::{Error, Result};
 use crate::nn::Param;
@@ -45,12 +48,48 @@ pub struct AdamW {
     pub step: u64,
     /// One per parameter, in the order of the `params` given to `new` (and to every step).
     pub moments: Vec<Moments>,
+    /// For packed parameters: the moments and gradients packed alike, and the one-launch update.
+    packed: Option<PackedState>,
+}
+
+/// The buffers of a packed update: the parameters' buffer, gradients copied into one buffer laid
+/// out like it, the moments' buffers (`moments` holds views of them), and the kernel's tables,
+/// kept while they do not change (no upload per step).
+struct PackedState {
+    params: Packed,
+    grads: Storage,
+    grad_views: Vec<Storage>,
+    m: Storage,
+    v: Storage,
+    /// The segments updated last time (the parameters that had gradients) and their layout.
+    layout: Option<(Vec<usize>, Indices)>,
+    /// Per segment (lr scale, weight decay) as uploaded last time.
+    hyper: Option<(Vec<f32>, Storage)>,
 }
 
 impl AdamW {
     /// Zero moments for `params`, on `device`; every step must get the same parameters in the
     /// same order.
     pub fn new(config: AdamWConfig, params: &[Param], device: &Device) -> Result<AdamW> {
+        let tensors: Vec<Tensor> = params.iter().map(|p| p.tensor.clone()).collect();
+        if let Some(pk) = Packed::of(&tensors) {
+            let (m, m_views) = pk.zeros_like()?;
+            let (v, v_views) = pk.zeros_like()?;
+            let (grads, grad_views) = pk.zeros_like()?;
+            let moments = params
+                .iter()
+                .zip(m_views.into_iter().zip(v_views))
+                .map(|(p, (m, v))| {
+                    Ok(Moments {
+                        name: p.name.clone(),
+                        m: Tensor::from_storage(m, p.tensor.shape())?,
+                        v: Tensor::from_storage(v, p.tensor.shape())?,
+                    })
+                })
+                .collect::<Result<_>>()?;
+            let packed = PackedState { params: pk, grads, grad_views, m, v, layout: None, hyper: None };
+            return Ok(AdamW { config, step: 0, moments, packed: Some(packed) });
+        }
         let moments = params
             .iter()
             .map(|p| {
@@ -61,7 +100,12 @@ impl AdamW {
                 })
             })
             .collect::<Result<_>>()?;
-        Ok(AdamW { config, step: 0, moments })
+        Ok(AdamW { config, step: 0, moments, packed: None })
+    }
+
+    /// True when one kernel launch updates every parameter (they are packed in one buffer).
+    pub fn is_packed(&self) -> bool {
+        self.packed.is_some()
     }
 
     /// One update of every parameter that has a gradient, then the gradients are cleared.
@@ -85,20 +129,24 @@ impl AdamW {
         self.step += 1;
         let t = self.step as i32;
         let c = self.config;
+        let spec_for = |lr: f32, weight_decay: f32| AdamWSpec {
+            lr,
+            beta1: c.beta1,
+            beta2: c.beta2,
+            eps: c.eps,
+            weight_decay,
+            bias_correction1: 1.0 - c.beta1.powi(t),
+            bias_correction2: 1.0 - c.beta2.powi(t),
+            grad_scale,
+        };
+        if let Some(pk) = &mut self.packed {
+            return pk.step(params, hyper, spec_for);
+        }
         for (p, mo) in params.iter().zip(&self.moments) {
             debug_assert_eq!(p.name, mo.name);
             let Some(g) = p.tensor.grad() else { continue };
             let (lr, weight_decay) = hyper(p);
-            let spec = AdamWSpec {
-                lr,
-                beta1: c.beta1,
-                beta2: c.beta2,
-                eps: c.eps,
-                weight_decay,
-                bias_correction1: 1.0 - c.beta1.powi(t),
-                bias_correction2: 1.0 - c.beta2.powi(t),
-                grad_scale,
-            };
+            let spec = spec_for(lr, weight_decay);
             let dev = p.tensor.device();
             dev.backend().adamw_step(
                 p.tensor.storage(),
@@ -109,6 +157,60 @@ impl AdamW {
                 &spec,
             )?;
             p.tensor.zero_grad();
+        }
+        Ok(())
+    }
+}
+
+impl PackedState {
+    /// Gradients copied into their packed buffer (copies, not kernels), then one launch updates
+    /// every parameter that has a gradient. The learning rates go in as one factor (the largest)
+    /// times a per-segment scale, so that the table stays the same from step to step and is not
+    /// uploaded again (with one learning rate for all, the scale is exactly 1 and the update is
+    /// bit for bit the per-tensor one).
+    fn step(
+        &mut self,
+        params: &[Param],
+        hyper: impl Fn(&Param) -> (f32, f32),
+        spec_for: impl Fn(f32, f32) -> AdamWSpec,
+    ) -> Result<()> {
+        let Some(p0) = params.first() else { return Ok(()) };
+        let dev = p0.tensor.device();
+        let backend = dev.backend();
+        let mut active = Vec::with_capacity(params.len());
+        let mut rates = Vec::with_capacity(params.len());
+        for (i, p) in params.iter().enumerate() {
+            let Some(g) = p.tensor.grad() else { continue };
+            backend.copy_into(g.storage(), &self.grad_views[i], p.tensor.numel())?;
+            active.push(i);
+            rates.push(hyper(p));
+        }
+        if active.is_empty() {
+            return Ok(());
+        }
+        if self.layout.as_ref().is_none_or(|(a, _)| a != &active) {
+            let segments: Vec<(usize, usize)> = active.iter().map(|&i| self.params.segments[i]).collect();
+            self.layout = Some((active.clone(), packed_adamw_layout(&segments)?));
+        }
+        let lr = rates.iter().map(|r| r.0).fold(0.0f32, f32::max);
+        let table: Vec<f32> = rates.iter().flat_map(|&(r, wd)| [if lr > 0.0 { r / lr } else { 1.0 }, wd]).collect();
+        if self.hyper.as_ref().is_none_or(|(h, _)| h != &table) {
+            let storage = Tensor::from_slice(&table, &[table.len()], &dev)?.storage().clone();
+            self.hyper = Some((table, storage));
+        }
+        let (_, layout) = self.layout.as_ref().expect("set above");
+        let (_, hyper) = self.hyper.as_ref().expect("set above");
+        backend.adamw_step_packed(
+            &self.params.buffer,
+            &self.grads,
+            &self.m,
+            &self.v,
+            layout,
+            hyper,
+            &spec_for(lr, 0.0),
+        )?;
+        for &i in &active {
+            params[i].tensor.zero_grad();
         }
         Ok(())
     }

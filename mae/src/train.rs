@@ -342,7 +342,8 @@ impl Trainer {
         // The model and optimizer, fresh or from the newest checkpoint.
         let (model, opt, start) = match (o.resume, ckpts.latest()) {
             (true, Some(dir)) => {
-                let (model, _) = load_model(&dir.join(crate::checkpoint::MODEL_FILE), Some(&o.model), device)?;
+                let (mut model, _) = load_model(&dir.join(crate::checkpoint::MODEL_FILE), Some(&o.model), device)?;
+                model.pack()?;
                 let mut opt = AdamW::new(o.optimizer, &model.trainable(), device)?;
                 let state = load_train_state(&dir.join(crate::checkpoint::TRAIN_STATE_FILE), &mut opt)?;
                 for key in ["mae.data", "mae.seed", "mae.batch_size", "mae.accum_iter"] {
@@ -372,7 +373,8 @@ impl Trainer {
                         o.out_dir.display()
                     )));
                 }
-                let model = MaskedAutoencoder::new(&o.model, o.seed, device)?;
+                let mut model = MaskedAutoencoder::new(&o.model, o.seed, device)?;
+                model.pack()?;
                 let opt = AdamW::new(o.optimizer, &model.trainable(), device)?;
                 (model, opt, TrainState { step: 0, elapsed_secs: 0.0, facts: facts.clone() })
             }

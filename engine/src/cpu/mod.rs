@@ -429,4 +429,38 @@ impl Backend for CpuBackend {
         fast::adamw::adamw_step(&mut p[..len], &g[..len], &mut m[..len], &mut v[..len], spec);
         Ok(())
     }
+
+    fn adamw_step_packed(
+        &self,
+        param: &Storage,
+        grad: &Storage,
+        m: &Storage,
+        v: &Storage,
+        layout: &Indices,
+        hyper: &Storage,
+        spec: &AdamWSpec,
+    ) -> Result<()> {
+        let _t = profile::scope("adamw_step");
+        let lens = [(param.len(), "parameter"), (grad.len(), "gradient"), (m.len(), "m"), (v.len(), "v")];
+        let segments = packed_adamw_segments(layout, hyper.len(), &lens)?;
+        let (h, g) = (hyper.cpu()?, grad.cpu()?);
+        let (mut p, mut m, mut v) = (param.cpu_mut()?, m.cpu_mut()?, v.cpu_mut()?);
+        for (i, &(o, n, _)) in segments.iter().enumerate() {
+            let s = AdamWSpec { lr: spec.lr * h[2 * i], weight_decay: h[2 * i + 1], ..*spec };
+            let r = o..o + n;
+            fast::adamw::adamw_step(&mut p[r.clone()], &g[r.clone()], &mut m[r.clone()], &mut v[r], &s);
+        }
+        Ok(())
+    }
+
+    fn copy_into(&self, src: &Storage, dst: &Storage, len: usize) -> Result<()> {
+        if src.same_as(dst) {
+            return Err(Error::Invalid("copy_into: source and destination are the same storage".into()));
+        }
+        let (src, mut dst) = (src.cpu()?, dst.cpu_mut()?);
+        check_len("copy_into src", src.len(), len)?;
+        check_len("copy_into dst", dst.len(), len)?;
+        dst[..len].copy_from_slice(&src[..len]);
+        Ok(())
+    }
 }

@@ -85,7 +85,7 @@ pub(crate) struct PipelineKey {
 
 enum Command {
     Dispatch { name: &'static str, pipeline: Arc<wgpu::ComputePipeline>, bind_group: wgpu::BindGroup, groups: [u32; 3] },
-    Copy { src: wgpu::Buffer, dst: wgpu::Buffer, bytes: u64 },
+    Copy { src: wgpu::Buffer, src_offset: u64, dst: wgpu::Buffer, dst_offset: u64, bytes: u64 },
 }
 
 /// Everything that recording, submitting and freeing share, behind one lock.
@@ -230,6 +230,11 @@ impl GpuContext {
         }))
     }
 
+    /// The largest buffer one storage binding can cover on this device, in bytes.
+    pub fn max_binding_bytes(&self) -> u64 {
+        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
+    }
+
     /// Whether shader `name` runs without wgpu's runtime bounds checks: its header proves its
     /// indexing in bounds and `MAE_GPU_BOUNDS_CHECKS` did not ask for them when the context opened.
     pub fn runs_unchecked(&self, name: &str) -> bool {
@@ -347,25 +352,44 @@ impl GpuContext {
     }
 
     /// Write host values into a buffer (runs at the start of the next submit; see the quarantine).
-    pub(crate) fn write(&self, buf: &wgpu::Buffer, data: &[u8]) {
+    pub(crate) fn write(&self, buf: &wgpu::BufferBinding, data: &[u8]) {
         if !data.is_empty() {
             let mut s = self.state();
             s.counters.uploads += 1;
             s.counters.bytes_uploaded += data.len() as u64;
             drop(s);
-            self.queue.write_buffer(buf, 0, data);
+            self.queue.write_buffer(buf.buffer, buf.offset, data);
         }
     }
 
     /// A buffer holding `data` (for u32 indices and the like).
     pub(crate) fn upload_bytes(&self, data: &[u8]) -> Result<wgpu::Buffer> {
         let buf = self.alloc(data.len().div_ceil(4))?;
-        self.write(&buf, data);
+        self.write(&buf.as_entire_buffer_binding(), data);
         Ok(buf)
     }
 
+    /// Record a device-side copy of `bytes` between two bindings' ranges (no dispatch).
+    pub(crate) fn copy(&self, src: &wgpu::BufferBinding, dst: &wgpu::BufferBinding, bytes: u64) -> Result<()> {
+        self.check_fault()?;
+        if bytes == 0 {
+            return Ok(());
+        }
+        let mut s = self.state();
+        s.commands.push(Command::Copy {
+            src: src.buffer.clone(),
+            src_offset: src.offset,
+            dst: dst.buffer.clone(),
+            dst_offset: dst.offset,
+            bytes,
+        });
+        s.counters.copies += 1;
+        s.counters.bytes_copied += bytes;
+        Ok(())
+    }
+
     /// Copy `bytes` from `buf` back to the host, waiting for every recorded command first.
-    pub(crate) fn read(&self, buf: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+    pub(crate) fn read(&self, buf: &wgpu::BufferBinding, bytes: u64) -> Result<Vec<u8>> {
         self.check_fault()?;
         if bytes == 0 {
             return Ok(Vec::new());
@@ -378,7 +402,13 @@ impl GpuContext {
         });
         {
             let mut s = self.state();
-            s.commands.push(Command::Copy { src: buf.clone(), dst: staging.clone(), bytes });
+            s.commands.push(Command::Copy {
+                src: buf.buffer.clone(),
+                src_offset: buf.offset,
+                dst: staging.clone(),
+                dst_offset: 0,
+                bytes,
+            });
             s.counters.read_backs += 1;
             s.counters.bytes_read_back += bytes;
             self.submit(&mut s)?;
@@ -496,7 +526,7 @@ impl GpuContext {
         &self,
         key: &PipelineKey,
         params: &[u8],
-        buffers: &[(u32, &wgpu::Buffer)],
+        buffers: &[(u32, wgpu::BufferBinding)],
         groups: [u32; 3],
     ) -> Result<()> {
         self.check_fault()?;
@@ -546,8 +576,9 @@ impl GpuContext {
                 }),
             });
         }
-        for &(binding, buf) in buffers {
-            entries.push(wgpu::BindGroupEntry { binding, resource: buf.as_entire_binding() });
+        for (binding, buf) in buffers {
+            entries
+                .push(wgpu::BindGroupEntry { binding: *binding, resource: wgpu::BindingResource::Buffer(buf.clone()) });
         }
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(key.entry),
@@ -606,9 +637,9 @@ impl GpuContext {
                     p.set_bind_group(0, bind_group, &[]);
                     p.dispatch_workgroups(groups[0], groups[1], groups[2]);
                 }
-                Command::Copy { src, dst, bytes } => {
+                Command::Copy { src, src_offset, dst, dst_offset, bytes } => {
                     drop(pass.take());
-                    encoder.copy_buffer_to_buffer(src, 0, dst, 0, *bytes);
+                    encoder.copy_buffer_to_buffer(src, *src_offset, dst, *dst_offset, *bytes);
                 }
             }
         }

@@ -50,10 +50,31 @@ impl Gpu {
         Ok(Storage::Gpu(Rc::new(GpuBuffer::new(buf, len, self.ctx.clone()))))
     }
 
+    /// Zeroed storage for tensors of `lens` values packed one after another in one buffer: the
+    /// buffer, and a view of it per tensor (each starting on a 1 KiB boundary, so that it binds
+    /// at its offset on any device).
+    pub(crate) fn alloc_packed(&self, lens: &[usize]) -> Result<(Storage, Vec<Storage>)> {
+        let starts = packed_starts(lens);
+        let total = *starts.last().expect("one start past the end");
+        let segments: Vec<(usize, usize)> = starts.iter().copied().zip(lens.iter().copied()).collect();
+        self.alloc_views(total, &segments)
+    }
+
+    /// A zeroed buffer of `total` values with a view at each `(start, len)`.
+    pub(crate) fn alloc_views(&self, total: usize, segments: &[(usize, usize)]) -> Result<(Storage, Vec<Storage>)> {
+        let parent = match kernels::elementwise::fill(self, total, 0.0)? {
+            Storage::Gpu(b) => b,
+            Storage::Cpu(_) => unreachable!("a GPU kernel's output lives on the GPU"),
+        };
+        let views =
+            segments.iter().map(|&(start, len)| Storage::Gpu(Rc::new(GpuBuffer::view(&parent, start, len)))).collect();
+        Ok((Storage::Gpu(parent), views))
+    }
+
     /// The raw buffer of a storage that must live on this GPU.
-    pub(crate) fn buf<'a>(&self, s: &'a Storage) -> Result<&'a wgpu::Buffer> {
+    pub(crate) fn buf<'a>(&self, s: &'a Storage) -> Result<wgpu::BufferBinding<'a>> {
         match s {
-            Storage::Gpu(b) if Arc::ptr_eq(b.context(), &self.ctx) => Ok(b.raw()),
+            Storage::Gpu(b) if Arc::ptr_eq(b.context(), &self.ctx) => Ok(b.binding()),
             Storage::Gpu(_) => Err(Error::Device("a tensor from another GPU context".into())),
             Storage::Cpu(_) => Err(Error::Device("a CPU tensor was passed to a GPU kernel".into())),
         }
@@ -89,6 +110,20 @@ pub fn test_device() -> Option<Device> {
     }
 }
 
+/// Where each of tensors of `lens` values starts when packed 256 values (1 KiB) apart, and the
+/// total length last. 1 KiB is above every device's storage-offset alignment (at most 256 bytes)
+/// and a multiple of the packed AdamW's chunk.
+pub(crate) fn packed_starts(lens: &[usize]) -> Vec<usize> {
+    let mut starts = Vec::with_capacity(lens.len() + 1);
+    let mut at = 0;
+    for &len in lens {
+        starts.push(at);
+        at += len.max(1).next_multiple_of(256);
+    }
+    starts.push(at);
+    starts
+}
+
 impl Backend for Gpu {
     fn name(&self) -> String {
         format!("gpu: {}", self.ctx.adapter)
@@ -96,12 +131,12 @@ impl Backend for Gpu {
 
     fn upload(&self, data: &[f32]) -> Result<Storage> {
         let s = self.alloc(data.len())?;
-        self.ctx.write(self.buf(&s)?, bytemuck::cast_slice(data));
+        self.ctx.write(&self.buf(&s)?, bytemuck::cast_slice(data));
         Ok(s)
     }
 
     fn download(&self, s: &Storage) -> Result<Vec<f32>> {
-        let bytes = self.ctx.read(self.buf(s)?, s.len() as u64 * 4)?;
+        let bytes = self.ctx.read(&self.buf(s)?, s.len() as u64 * 4)?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 
@@ -278,6 +313,32 @@ impl Backend for Gpu {
         spec: &AdamWSpec,
     ) -> Result<()> {
         kernels::adamw::step(self, param, grad, m, v, len, spec)
+    }
+
+    fn adamw_step_packed(
+        &self,
+        param: &Storage,
+        grad: &Storage,
+        m: &Storage,
+        v: &Storage,
+        layout: &Indices,
+        hyper: &Storage,
+        spec: &AdamWSpec,
+    ) -> Result<()> {
+        kernels::adamw::step_packed(self, param, grad, m, v, layout, hyper, spec)
+    }
+
+    fn copy_into(&self, src: &Storage, dst: &Storage, len: usize) -> Result<()> {
+        let root = |s: &Storage| match s {
+            Storage::Gpu(b) => Some(b.parent().map_or(Rc::as_ptr(b), Rc::as_ptr)),
+            Storage::Cpu(_) => None,
+        };
+        if root(src) == root(dst) {
+            return Err(Error::Invalid("copy_into: source and destination share one buffer".into()));
+        }
+        kernels::holds(src, len, "copy_into source")?;
+        kernels::holds(dst, len, "copy_into destination")?;
+        self.ctx.copy(&self.buf(src)?, &self.buf(dst)?, len as u64 * 4)
     }
 
     fn flush(&self) -> Result<()> {

@@ -47,7 +47,7 @@ pub fn gather_rows(g: &Gpu, x: &Storage, idx: &Indices, s: &GatherSpec) -> Resul
     g.ctx.dispatch(
         &key("gather", "gather_rows"),
         bytemuck::bytes_of(&gather_params(s, n)?),
-        &[(1, g.buf(x)?), (2, ib.raw()), (3, g.buf(&out)?)],
+        &[(1, g.buf(x)?), (2, ib.binding()), (3, g.buf(&out)?)],
         grid_1d(n, 256)?,
     )?;
     Ok(out)
@@ -60,7 +60,7 @@ pub fn scatter_add_rows(g: &Gpu, dy: &Storage, idx: &Indices, s: &GatherSpec) ->
     g.ctx.dispatch(
         &key("gather", "scatter_add_rows"),
         bytemuck::bytes_of(&gather_params(s, n)?),
-        &[(1, g.buf(dy)?), (2, ib.raw()), (3, g.buf(&out)?)],
+        &[(1, g.buf(dy)?), (2, ib.binding()), (3, g.buf(&out)?)],
         grid_1d(n, 256)?,
     )?;
     Ok(out)

@@ -68,7 +68,7 @@ pub fn cross_entropy(
     g.ctx.dispatch(
         &key("loss", "cross_entropy"),
         bytemuck::bytes_of(&params(rows, classes, false)?),
-        &[(1, g.buf(logits)?), (5, lb.raw()), (6, g.buf(&probs)?), (7, g.buf(&loss)?)],
+        &[(1, g.buf(logits)?), (5, lb.binding()), (6, g.buf(&probs)?), (7, g.buf(&loss)?)],
         grid_groups(rows)?,
     )?;
     Ok((loss, probs))
@@ -87,7 +87,7 @@ pub fn cross_entropy_backward(
     g.ctx.dispatch(
         &key("loss", "cross_entropy_backward"),
         bytemuck::bytes_of(&params(rows, classes, false)?),
-        &[(1, g.buf(probs)?), (4, g.buf(drow)?), (5, lb.raw()), (6, g.buf(&out)?)],
+        &[(1, g.buf(probs)?), (4, g.buf(drow)?), (5, lb.binding()), (6, g.buf(&out)?)],
         grid_1d(rows * classes, 256)?,
     )?;
     Ok(out)

@@ -94,7 +94,7 @@ fn launch(
         constants: vec![("TRANS_A", s.trans_a as u32), ("TRANS_B", s.trans_b as u32), ("GELU", gelu as u32)],
     };
     let (ab, bb) = (g.buf(a)?, g.buf(b)?);
-    let bindings: Vec<(u32, &wgpu::Buffer)> = if vec4 {
+    let bindings: Vec<(u32, wgpu::BufferBinding)> = if vec4 {
         vec![(3, bias_buf), (4, g.buf(&out)?), (5, ab), (6, bb), (7, y_buf)]
     } else {
         vec![(1, ab), (2, bb), (3, bias_buf), (4, g.buf(&out)?), (7, y_buf)]
