@@ -95,6 +95,25 @@ fn a_resumed_run_gives_exactly_the_losses_of_an_uninterrupted_one() {
 }
 
 #[test]
+#[cfg(feature = "gpu")]
+fn a_resumed_gpu_run_restores_the_packed_moments_and_continues_exactly() {
+    let Some(gpu) = engine::gpu::test_device() else { return };
+    let (whole, split) = (scratch("gpu-whole"), scratch("gpu-split"));
+    let uninterrupted = losses(&train(&options(whole.clone(), 5), &gpu, None).unwrap());
+    let mut first = options(split.clone(), 5);
+    first.stop_after_steps = Some(2);
+    assert!(matches!(train(&first, &gpu, None), Err(Error::Interrupted)));
+    let mut second = first.clone();
+    (second.stop_after_steps, second.resume) = (None, true);
+    let resumed = losses(&train(&second, &gpu, None).unwrap());
+    // The moments come back into the optimizer's packed buffers (were they left at zero, step 3
+    // would move the weights by a whole learning rate and the losses would part).
+    assert_eq!(resumed, uninterrupted[2..], "the same kernels on the same values");
+    std::fs::remove_dir_all(whole).unwrap();
+    std::fs::remove_dir_all(split).unwrap();
+}
+
+#[test]
 fn a_checkpoint_round_trips_bit_exactly() {
     let dir = scratch("roundtrip");
     std::fs::create_dir_all(&dir).unwrap();
