@@ -6,6 +6,9 @@
 // Algorithms:
 // - forward: one workgroup of 64 per row; mean by a tree reduction, then the variance as the mean of
 //   squared deviations (two passes over the row: exact where E[x^2] - E[x]^2 would cancel).
+// - add_forward: the residual add before it fused in, s = x + res written in the first pass (each
+//   invocation reads back only the values it wrote), then the forward over s: one dispatch and one
+//   read of x instead of an add kernel and a second read.
 // - backward_dx: one workgroup per row; with xhat = (x - mean) * rstd and g = dy * gamma,
 //   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)).
 // - backward_params: dgamma = sum_rows dy * xhat, dbeta = sum_rows dy. Workgroups of 64 x 4 take 64
@@ -37,6 +40,8 @@ struct Params {
 @group(0) @binding(8) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(9) var<storage, read_write> partial_gamma: array<f32>;
 @group(0) @binding(10) var<storage, read_write> partial_beta: array<f32>;
+@group(0) @binding(11) var<storage, read> res: array<f32>;
+@group(0) @binding(12) var<storage, read_write> s: array<f32>;
 
 const WG: u32 = 64u;
 var<workgroup> red: array<f32, 64>;
@@ -91,6 +96,35 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let rs = inverseSqrt(workgroup_sum(q, lid) / n + p.eps);
     for (var c = lid; c < p.cols; c = c + WG) {
         y[base + c] = (x[base + c] - mu) * rs * gamma[c] + beta[c];
+    }
+    if (lid == 0u) {
+        mean[r] = mu;
+        rstd[r] = rs;
+    }
+}
+
+@compute @workgroup_size(64)
+fn add_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let r = wid.x + wid.y * nwg.x;
+    if (r >= p.rows) { return; }
+    let base = r * p.cols;
+    let n = f32(p.cols);
+    var t = 0.0;
+    for (var c = lid; c < p.cols; c = c + WG) {
+        let v = x[base + c] + res[base + c];
+        s[base + c] = v;
+        t = t + v;
+    }
+    let mu = workgroup_sum(t, lid) / n;
+    var q = 0.0;
+    for (var c = lid; c < p.cols; c = c + WG) {
+        let d = s[base + c] - mu;
+        q = q + d * d;
+    }
+    let rs = inverseSqrt(workgroup_sum(q, lid) / n + p.eps);
+    for (var c = lid; c < p.cols; c = c + WG) {
+        y[base + c] = (s[base + c] - mu) * rs * gamma[c] + beta[c];
     }
     if (lid == 0u) {
         mean[r] = mu;

@@ -373,6 +373,23 @@ pub trait Backend {
         cols: usize,
         eps: f32,
     ) -> Result<(Storage, Storage, Storage)>;
+    /// A residual add and the LayerNorm after it, `s = x + res` then LayerNorm of `s`, in one pass:
+    /// returns `(s, y, mean, rstd)`. The default is the two kernels.
+    #[allow(clippy::too_many_arguments)]
+    fn add_layernorm(
+        &self,
+        x: &Storage,
+        res: &Storage,
+        gamma: &Storage,
+        beta: &Storage,
+        rows: usize,
+        cols: usize,
+        eps: f32,
+    ) -> Result<(Storage, Storage, Storage, Storage)> {
+        let s = self.binary(BinaryOp::Add, x, res, rows * cols, rows * cols)?;
+        let (y, mean, rstd) = self.layernorm(&s, gamma, beta, rows, cols, eps)?;
+        Ok((s, y, mean, rstd))
+    }
     /// Returns `(dx, dgamma, dbeta)`.
     #[allow(clippy::too_many_arguments)]
     fn layernorm_backward(

@@ -394,6 +394,40 @@ fn layernorm_matches_the_reference() {
 }
 
 #[test]
+fn add_layernorm_is_the_add_then_the_layernorm_bit_for_bit_and_matches_the_reference() {
+    let mut rng = Rng::new(18);
+    let eps = 1e-6;
+    for (rows, cols) in LN_SHAPES {
+        let x = ln_inputs(rows, cols, &mut rng);
+        let res = ln_inputs(rows, cols, &mut rng);
+        let gamma = wide_values(cols, -2.0, 1.0, &mut rng);
+        let beta = wide_values(cols, -2.0, 1.0, &mut rng);
+        let (s_ref, y_ref, _, _) = reference::add_layernorm(&x, &res, &gamma, &beta, rows, cols, eps);
+        for (isa, (s, y, m, r)) in run_everywhere("add_layernorm", || {
+            let n = rows * cols;
+            let (mut s, mut y, mut m, mut r) =
+                (vec![f32::NAN; n], vec![f32::NAN; n], vec![f32::NAN; rows], vec![f32::NAN; rows]);
+            layernorm::add_layernorm(&x, &res, &gamma, &beta, eps, &mut s[..], &mut y[..], &mut m[..], &mut r[..]);
+            (s, y, m, r)
+        }) {
+            let what = format!("add_layernorm {rows}x{cols} ({isa:?})");
+            let sum: Vec<f32> = x.iter().zip(&res).map(|(a, b)| a + b).collect();
+            let (mut y2, mut m2, mut r2) = (vec![0.0; rows * cols], vec![0.0; rows], vec![0.0; rows]);
+            with_isa(isa, || layernorm::layernorm(&sum, &gamma, &beta, eps, &mut y2[..], &mut m2[..], &mut r2[..]));
+            assert_eq!(s, sum, "{what}: s");
+            assert_eq!(s, s_ref, "{what}: s against the reference");
+            assert!(
+                y.iter().zip(&y2).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{what}: y differs from the unfused pair"
+            );
+            assert!(m == m2 && r == r2, "{what}: mean / rstd differ from the unfused pair");
+            let scale = |i: usize| (y_ref[i].abs() + beta[i % cols].abs() + gamma[i % cols].abs()) as f64;
+            assert_within(&y, &y_ref, |i| 1e-3 * scale(i), 0.0, &format!("{what}: y against the reference"));
+        }
+    }
+}
+
+#[test]
 fn layernorm_backward_matches_the_reference() {
     let mut rng = Rng::new(9);
     let eps = 1e-6;

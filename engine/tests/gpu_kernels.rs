@@ -167,6 +167,29 @@ fn layernorm_matches_reference_forward_and_backward() {
 }
 
 #[test]
+fn fused_add_layernorm_matches_reference_forward_and_backward() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::new(16);
+    for (rows, cols) in [(1, 137), (45, 65), (129, 257), (300, 16)] {
+        let x: Vec<f32> = (0..rows * cols).map(|_| 100.0 + 10.0 * rng.normal()).collect();
+        let r = wide_values(rows * cols, -3.0, 1.0, &mut rng);
+        let g = uniform_values(cols, 0.5, 1.5, &mut rng);
+        let b = uniform_values(cols, -1.0, 1.0, &mut rng);
+        assert_devices_agree(
+            &gpu,
+            &[(x, vec![rows, cols]), (r, vec![rows, cols]), (g, vec![cols]), (b, vec![cols])],
+            &|t| {
+                let (s, y) = ops::add_layer_norm(&t[0], &t[1], &t[2], &t[3], 1e-6)?;
+                s.scale(1e-2)?.add(&y)
+            },
+            2e-4,
+            2e-4,
+            &format!("add + layernorm {rows}x{cols}"),
+        );
+    }
+}
+
+#[test]
 fn attention_matches_reference_for_mae_sequence_lengths_and_head_dims() {
     let Some(gpu) = gpu() else { return };
     let mut rng = Rng::new(7);

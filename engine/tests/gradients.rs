@@ -117,6 +117,16 @@ fn layer_norm_gradients_match_finite_differences() {
 }
 
 #[test]
+fn add_layer_norm_gradients_reach_both_inputs_through_both_outputs() {
+    let (x, r, g, b) = (rand(&[5, 7], 40), rand(&[5, 7], 41), rand(&[7], 42), rand(&[7], 43));
+    // Both outputs feed the loss, as in a block: the residual stream s and the normalised y.
+    check(&[x, r, g, b], |t| {
+        let (s, y) = ops::add_layer_norm(&t[0], &t[1], &t[2], &t[3], 1e-6)?;
+        s.scale(0.7)?.add(&y)
+    });
+}
+
+#[test]
 fn attention_gradients_match_finite_differences() {
     for (seq, dim) in [(1, 4), (5, 3), (7, 8)] {
         let shape = [2, 2, seq, dim];

@@ -226,6 +226,35 @@ fn layernorm_case(name: &'static str, rows: usize, cols: usize, backward: bool) 
     }
 }
 
+/// A block's residual add and the LayerNorm after it, `s = x + r; layernorm(s)`: the fused backend
+/// call, or the unfused pair it replaces (same bytes counted for both: x, r in; s, y out).
+fn add_layernorm_case(name: &'static str, rows: usize, cols: usize, fused: bool) -> Case {
+    let n = rows * cols;
+    Case {
+        name,
+        shape: format!("[{rows},{cols}] + [{rows},{cols}]"),
+        work: Work::Bytes(16.0 * n as f64),
+        prepare: Box::new(move |dev| {
+            let (x, r) = (up(dev, &values(n, 7))?, up(dev, &values(n, 9))?);
+            let (g, b) = (up(dev, &vec![1.0; cols])?, up(dev, &vec![0.0; cols])?);
+            let dev = dev.clone();
+            Ok(Box::new(move || {
+                let be = dev.backend();
+                if fused {
+                    be.add_layernorm(&x, &r, &g, &b, rows, cols, 1e-6).map(drop)
+                } else {
+                    let s = be.binary(BinaryOp::Add, &x, &r, n, n)?;
+                    be.layernorm(&s, &g, &b, rows, cols, 1e-6).map(drop)
+                }
+            }))
+        }),
+        reference: Some(Box::new(move || {
+            let (x, r, g, b) = (values(n, 7), values(n, 9), vec![1.0; cols], vec![0.0; cols]);
+            Box::new(move || drop(reference::add_layernorm(&x, &r, &g, &b, rows, cols, 1e-6)))
+        })),
+    }
+}
+
 fn gelu_case(n: usize) -> Case {
     one_input_case(
         "gelu",
@@ -304,6 +333,76 @@ fn adamw_case(n: usize) -> Case {
     }
 }
 
+/// AdamW over every parameter tensor of a model (`lens`): one call per tensor, or one packed call
+/// for all (`Backend::adamw_step_packed`, what the trainer does on the GPU). The same values move
+/// either way; the difference is the launches.
+fn adamw_model_case(name: &'static str, lens: Vec<usize>, packed: bool) -> Case {
+    let spec = AdamWSpec {
+        lr: 1e-4,
+        beta1: 0.9,
+        beta2: 0.95,
+        eps: 1e-8,
+        weight_decay: 0.05,
+        bias_correction1: 0.5,
+        bias_correction2: 0.5,
+        grad_scale: 1.0,
+    };
+    let total: usize = lens.iter().sum();
+    Case {
+        name,
+        shape: format!("{} tensors, {:.2} M parameters", lens.len(), total as f64 / 1e6),
+        work: Work::Bytes(28.0 * total as f64),
+        prepare: Box::new(move |dev| {
+            let dev = dev.clone();
+            if packed {
+                let mut segments = Vec::with_capacity(lens.len());
+                let mut at = 0;
+                for &n in &lens {
+                    segments.push((at, n));
+                    at += n.next_multiple_of(ADAMW_CHUNK);
+                }
+                let layout = packed_adamw_layout(&segments)?;
+                let hyper = up(&dev, &lens.iter().flat_map(|_| [1.0, 0.05]).collect::<Vec<f32>>())?;
+                let (p, g, m, v) = (
+                    up(&dev, &values(at, 13))?,
+                    up(&dev, &values(at, 14))?,
+                    up(&dev, &vec![0.0; at])?,
+                    up(&dev, &vec![0.0; at])?,
+                );
+                Ok(Box::new(move || dev.backend().adamw_step_packed(&p, &g, &m, &v, &layout, &hyper, &spec)))
+            } else {
+                let tensors = lens
+                    .iter()
+                    .map(|&n| {
+                        Ok((
+                            up(&dev, &values(n, 13))?,
+                            up(&dev, &values(n, 14))?,
+                            up(&dev, &vec![0.0; n])?,
+                            up(&dev, &vec![0.0; n])?,
+                            n,
+                        ))
+                    })
+                    .collect::<engine::Result<Vec<_>>>()?;
+                Ok(Box::new(move || {
+                    let be = dev.backend();
+                    tensors.iter().try_for_each(|(p, g, m, v, n)| be.adamw_step(p, g, m, v, *n, &spec))
+                }))
+            }
+        }),
+        reference: Some(Box::new(move || {
+            let (mut p, g, mut m, mut v) = (values(total, 13), values(total, 14), vec![0.0; total], vec![0.0; total]);
+            Box::new(move || reference::adamw_step(&mut p, &g, &mut m, &mut v, &spec))
+        })),
+    }
+}
+
+/// The sizes of a preset's trainable tensors, in the optimizer's order.
+fn parameter_sizes(preset: &str) -> Vec<usize> {
+    let config = ModelConfig::by_name(preset).expect("a built-in preset");
+    let model = crate::model::MaskedAutoencoder::new(&config, 0, &Device::Cpu).expect("a CPU model");
+    model.trainable().iter().map(|p| p.tensor.numel()).collect()
+}
+
 /// The kernels of one training step of `mae_vit_micro_patch4_28` at `batch` (256 in the tables).
 pub fn cases(batch: usize) -> Vec<Case> {
     let (enc_rows, dec_rows) = (batch * 13, batch * 50);
@@ -321,6 +420,8 @@ pub fn cases(batch: usize) -> Vec<Case> {
         attention_case("attention bwd (decoder)", batch * 4, 50, 16, true),
         layernorm_case("layernorm fwd", enc_rows, 128, false),
         layernorm_case("layernorm bwd", enc_rows, 128, true),
+        add_layernorm_case("residual + layernorm, unfused", enc_rows, 128, false),
+        add_layernorm_case("residual + layernorm, fused", enc_rows, 128, true),
         gelu_case(enc_rows * 512),
         add_case(enc_rows * 128, 128),
         gather_case(batch, 49, 12, 128),
@@ -331,6 +432,8 @@ pub fn cases(batch: usize) -> Vec<Case> {
         loss_case(batch * 49, 16, false),
         loss_case(batch * 49, 16, true),
         adamw_case(1_300_000),
+        adamw_model_case("adamw, per tensor (model)", parameter_sizes("mae_vit_micro_patch4_28"), false),
+        adamw_model_case("adamw, packed (model)", parameter_sizes("mae_vit_micro_patch4_28"), true),
     ]
 }
 

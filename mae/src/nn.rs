@@ -136,9 +136,16 @@ impl Block {
 
     /// `x: [N, T, D] -> [N, T, D]`
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x = x.add(&self.attention(&self.norm1.forward(x)?)?)?;
-        // fc1 and GELU in one backend call (fused where the backend can).
-        let hidden = ops::linear_gelu(&self.norm2.forward(&x)?, &self.fc1.weight, Some(&self.fc1.bias))?;
+        // The residual add and norm2 in one pass; fc1 and GELU in one backend call (both fused
+        // where the backend can).
+        let (x, normed) = ops::add_layer_norm(
+            x,
+            &self.attention(&self.norm1.forward(x)?)?,
+            &self.norm2.weight,
+            &self.norm2.bias,
+            LN_EPS,
+        )?;
+        let hidden = ops::linear_gelu(&normed, &self.fc1.weight, Some(&self.fc1.bias))?;
         Ok(x.add(&self.fc2.forward(&hidden)?)?)
     }
 

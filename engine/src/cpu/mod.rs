@@ -207,6 +207,31 @@ impl Backend for CpuBackend {
         Ok((new(y)?, new(m)?, new(r)?))
     }
 
+    fn add_layernorm(
+        &self,
+        x: &Storage,
+        res: &Storage,
+        gamma: &Storage,
+        beta: &Storage,
+        rows: usize,
+        cols: usize,
+        eps: f32,
+    ) -> Result<(Storage, Storage, Storage, Storage)> {
+        let _t = profile::scope("add_layernorm");
+        let (x, res, gamma, beta) = (x.cpu()?, res.cpu()?, gamma.cpu()?, beta.cpu()?);
+        check_len("add_layernorm x", x.len(), rows * cols)?;
+        check_len("add_layernorm res", res.len(), rows * cols)?;
+        check_len("add_layernorm gamma", gamma.len(), cols)?;
+        check_len("add_layernorm beta", beta.len(), cols)?;
+        let mut sum = Vec::new();
+        let (y, m, r) = out3((rows * cols, rows, rows), |y, m, r| {
+            sum = out1(rows * cols, |s| {
+                fast::layernorm::add_layernorm(&x, &res, &gamma[..cols], &beta[..cols], eps, s, y, m, r)
+            })
+        });
+        Ok((new(sum)?, new(y)?, new(m)?, new(r)?))
+    }
+
     fn layernorm_backward(
         &self,
         x: &Storage,

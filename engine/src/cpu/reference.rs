@@ -129,6 +129,22 @@ pub fn layernorm(
     (y, mean, rstd)
 }
 
+/// The residual add and the LayerNorm after it: `s = x + res`, then `layernorm(s)`; returns
+/// `(s, y, mean, rstd)`.
+pub fn add_layernorm(
+    x: &[f32],
+    res: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    rows: usize,
+    cols: usize,
+    eps: f32,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let s: Vec<f32> = x[..rows * cols].iter().zip(res).map(|(a, b)| a + b).collect();
+    let (y, mean, rstd) = layernorm(&s, gamma, beta, rows, cols, eps);
+    (s, y, mean, rstd)
+}
+
 /// Returns `(dx, dgamma, dbeta)`, with `xhat = (x - mean) rstd`:
 /// `dx = rstd (g dy - mean(g dy) - xhat mean(g dy xhat))`, `dgamma = sum_rows dy xhat`, `dbeta = sum_rows dy`.
 pub fn layernorm_backward(

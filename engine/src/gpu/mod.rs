@@ -194,6 +194,19 @@ impl Backend for Gpu {
         kernels::layernorm::forward(self, x, gamma, beta, rows, cols, eps)
     }
 
+    fn add_layernorm(
+        &self,
+        x: &Storage,
+        res: &Storage,
+        gamma: &Storage,
+        beta: &Storage,
+        rows: usize,
+        cols: usize,
+        eps: f32,
+    ) -> Result<(Storage, Storage, Storage, Storage)> {
+        kernels::layernorm::add_forward(self, x, res, gamma, beta, rows, cols, eps)
+    }
+
     fn layernorm_backward(
         &self,
         x: &Storage,

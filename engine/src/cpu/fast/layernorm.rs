@@ -18,6 +18,19 @@ use super::simd::{self, Isa, madd, multiversion};
 const NS_FORWARD: f64 = 1.0;
 const NS_BACKWARD: f64 = 2.0;
 
+/// One row: `y = (x - mean) rstd gamma + beta`; returns `(mean, rstd)`.
+#[inline(always)]
+fn normalize_row<const FMA: bool>(xr: &[f32], gamma: &[f32], beta: &[f32], eps: f32, yr: &mut [f32]) -> (f32, f32) {
+    let cols = gamma.len();
+    let mu = simd::sum(xr) / cols as f32;
+    let var = simd::sum_by(xr, |v| (v - mu) * (v - mu)) / cols as f32;
+    let rs = 1.0 / (var + eps).sqrt();
+    for (((o, &v), &g), &b) in yr.iter_mut().zip(xr).zip(gamma).zip(beta) {
+        *o = madd::<FMA>((v - mu) * rs, g, b);
+    }
+    (mu, rs)
+}
+
 multiversion! {
     fn forward_rows<FMA>(
         x: &[f32],
@@ -32,16 +45,81 @@ multiversion! {
         let (gamma, beta) = (&gamma[..cols], &beta[..cols]);
         let rows = x.chunks_exact(cols).zip(y.chunks_exact_mut(cols));
         for ((xr, yr), (m, r)) in rows.zip(mean.iter_mut().zip(rstd.iter_mut())) {
-            let mu = simd::sum(xr) / cols as f32;
-            let var = simd::sum_by(xr, |v| (v - mu) * (v - mu)) / cols as f32;
-            let rs = 1.0 / (var + eps).sqrt();
-            for (((o, &v), &g), &b) in yr.iter_mut().zip(xr).zip(gamma).zip(beta) {
-                *o = madd::<FMA>((v - mu) * rs, g, b);
-            }
-            *m = mu;
-            *r = rs;
+            (*m, *r) = normalize_row::<FMA>(xr, gamma, beta, eps, yr);
         }
     }
+}
+
+multiversion! {
+    /// `s = x + res` row by row, each row normalised right after it is written (while in L1).
+    fn add_forward_rows<FMA>(
+        x: &[f32],
+        res: &[f32],
+        gamma: &[f32],
+        beta: &[f32],
+        eps: f32,
+        s: &mut [f32],
+        y: &mut [f32],
+        mean: &mut [f32],
+        rstd: &mut [f32],
+    ) {
+        let cols = gamma.len();
+        let (gamma, beta) = (&gamma[..cols], &beta[..cols]);
+        let inputs = x.chunks_exact(cols).zip(res.chunks_exact(cols));
+        let outputs = s.chunks_exact_mut(cols).zip(y.chunks_exact_mut(cols));
+        for (((xr, rr), (sr, yr)), (m, r)) in inputs.zip(outputs).zip(mean.iter_mut().zip(rstd.iter_mut())) {
+            for ((o, &a), &b) in sr.iter_mut().zip(xr).zip(rr) {
+                *o = a + b;
+            }
+            (*m, *r) = normalize_row::<FMA>(sr, gamma, beta, eps, yr);
+        }
+    }
+}
+
+/// The residual add and the LayerNorm after it in one pass: writes `s = x + res` and `y`, `mean`,
+/// `rstd` of `s` (bit-identical to the add, then `layernorm` of its result).
+#[allow(clippy::too_many_arguments)]
+pub fn add_layernorm<'a>(
+    x: &[f32],
+    res: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+    s: impl Out<'a>,
+    y: impl Out<'a>,
+    mean: impl Out<'a>,
+    rstd: impl Out<'a>,
+) {
+    let (rows, cols) = (mean.len(), gamma.len());
+    assert!(
+        x.len() >= rows * cols
+            && res.len() >= rows * cols
+            && s.len() == rows * cols
+            && y.len() == rows * cols
+            && rstd.len() == rows
+            && beta.len() == cols,
+        "add_layernorm: sizes"
+    );
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    let isa = Isa::current();
+    let outputs = ((units(s, cols), units(y, cols)), units(mean, 1), units(rstd, 1));
+    parallel::for_each_units(rows, (NS_FORWARD + 0.3) * cols as f64, outputs, |range, ((s, y), mean, rstd)| {
+        let span = range.start * cols..range.end * cols;
+        add_forward_rows(
+            isa,
+            &x[span.clone()],
+            &res[span],
+            gamma,
+            beta,
+            eps,
+            s.data.init(),
+            y.data.init(),
+            mean.data.init(),
+            rstd.data.init(),
+        )
+    });
 }
 
 /// Returns nothing; writes `y: [rows, cols]`, `mean`, `rstd: [rows]`.

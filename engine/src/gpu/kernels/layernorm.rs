@@ -58,6 +58,36 @@ pub fn forward(
 }
 
 #[allow(clippy::too_many_arguments)]
+pub fn add_forward(
+    g: &Gpu,
+    x: &Storage,
+    res: &Storage,
+    gamma: &Storage,
+    beta: &Storage,
+    rows: usize,
+    cols: usize,
+    eps: f32,
+) -> Result<(Storage, Storage, Storage, Storage)> {
+    let (s, y, mean, rstd) = (g.alloc(rows * cols)?, g.alloc(rows * cols)?, g.alloc(rows)?, g.alloc(rows)?);
+    g.ctx.dispatch(
+        &key("layernorm", "add_forward"),
+        bytemuck::bytes_of(&params(rows, cols, eps)?),
+        &[
+            (1, g.buf(x)?),
+            (2, g.buf(gamma)?),
+            (3, g.buf(beta)?),
+            (4, g.buf(&y)?),
+            (5, g.buf(&mean)?),
+            (6, g.buf(&rstd)?),
+            (11, g.buf(res)?),
+            (12, g.buf(&s)?),
+        ],
+        grid_groups(rows)?,
+    )?;
+    Ok((s, y, mean, rstd))
+}
+
+#[allow(clippy::too_many_arguments)]
 pub fn backward(
     g: &Gpu,
     x: &Storage,
