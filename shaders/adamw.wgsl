@@ -8,19 +8,19 @@
 // a model in one dispatch, the parameters, gradients and moments each packed in one buffer.
 //
 // Layout: flat f32 arrays; one invocation per element, 256 per workgroup. `step_packed` reads a
-// table of segments, `segments: [n, 3]` = (offset, len, first chunk) and `hyper: [n,
-// 2]` = (lr scale, weight decay); workgroup w updates chunk w, 256 values of the segment whose
-// chunks hold it (a binary search over the first chunks, log2(segments) steps: 7 for the MAE's
-// ~110 parameters).
+// table `segments`: n rows of (offset, len, first chunk), then the owning segment of each chunk
+// of 256 values; and `hyper: [n, 2]` = (lr scale, weight decay). Workgroup w updates chunk w: one
+// load finds its segment (a search per invocation, or one per workgroup behind a barrier, cost
+// lavapipe 2.3x and 1.5x the time of the per-tensor kernels).
 // Napkin math: 16 bytes read and 12 written per parameter; the 2.2 M-parameter Fashion-MNIST MAE
 // moves 62 MB per step: ~20 us at H100 bandwidth, less than the launch overhead of the ~110
 // per-tensor dispatches that `step_packed` replaces.
 //
 // Bounds: unchecked. `step` touches only element i < n of the four arrays, and the launcher
 // checks that each holds n values. `step_packed`: the launcher dispatches exactly the chunks of the
-// layout and checks (backend::packed_adamw_segments) that the table holds 3 x n and 2 x n values,
-// that the first chunks are the prefix sums of the segments' chunk counts, and that every segment
-// lies inside all four buffers; so the search index stays below n, j < len and offset + j is inside.
+// layout and checks (backend::packed_adamw_segments) that the table holds 3 x n values and one
+// owner per chunk, each the segment whose chunks hold it, that hyper holds 2 x n, and that every
+// segment lies inside all four buffers; so seg < n, j < len and offset + j is inside.
 //
 // Launcher: engine/src/gpu/kernels/adamw.rs. Reference: engine/src/cpu/reference.rs (adamw_step).
 
@@ -68,14 +68,8 @@ fn step_packed(
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     let chunk = wid.x + wid.y * nwg.x;
-    // The last segment whose first chunk is <= chunk (segment 0 starts at chunk 0).
-    var lo = 0u;
-    var hi = p.n;
-    while (hi - lo > 1u) {
-        let mid = (lo + hi) / 2u;
-        if (segments[3u * mid + 2u] <= chunk) { lo = mid; } else { hi = mid; }
-    }
-    let j = (chunk - segments[3u * lo + 2u]) * 256u + li;
-    if (j >= segments[3u * lo + 1u]) { return; }
-    update(segments[3u * lo] + j, p.lr * hyper[2u * lo], hyper[2u * lo + 1u]);
+    let seg = segments[3u * p.n + chunk];
+    let j = (chunk - segments[3u * seg + 2u]) * 256u + li;
+    if (j >= segments[3u * seg + 1u]) { return; }
+    update(segments[3u * seg] + j, p.lr * hyper[2u * seg], hyper[2u * seg + 1u]);
 }

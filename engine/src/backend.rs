@@ -265,35 +265,41 @@ pub struct AdamWSpec {
 pub const ADAMW_CHUNK: usize = 256;
 
 /// The layout of a packed AdamW step (`Backend::adamw_step_packed`) over parameters at `(offset,
-/// len)` in the packed buffers: `[segments, 3]` of (offset, len, first chunk), where a segment's
-/// chunks (`ADAMW_CHUNK` values each) follow the previous segment's.
+/// len)` in the packed buffers, one flat table: `3 x segments` values (offset, len, first chunk),
+/// then, for each chunk of `ADAMW_CHUNK` values, the segment it belongs to. A segment's chunks
+/// follow the previous segment's; the chunk table lets a GPU workgroup find its segment with one
+/// load instead of a search.
 pub fn packed_adamw_layout(segments: &[(usize, usize)]) -> Result<Indices> {
     let mut values = Vec::with_capacity(3 * segments.len());
-    let mut chunk = 0usize;
-    for &(offset, len) in segments {
-        for (x, what) in [(offset, "offset"), (len, "length"), (chunk, "chunk")] {
+    let mut owners = Vec::new();
+    for (i, &(offset, len)) in segments.iter().enumerate() {
+        for (x, what) in [(offset, "offset"), (len, "length"), (owners.len(), "chunk")] {
             values.push(u32::try_from(x).map_err(|_| Error::Shape(format!("packed AdamW: {what} {x} over 32 bits")))?);
         }
-        chunk += len.div_ceil(ADAMW_CHUNK);
+        owners.extend(std::iter::repeat_n(i as u32, len.div_ceil(ADAMW_CHUNK)));
     }
-    Indices::new(values, &[segments.len(), 3])
+    values.extend(owners);
+    let n = values.len();
+    Indices::new(values, &[n])
 }
 
-/// The segments `(offset, len, first chunk)` of a packed AdamW `layout`, checked: each lies inside
-/// every one of `buffers` (`(len, name)`), none overlaps another, the chunks follow each other as
-/// `packed_adamw_layout` numbers them, and `hyper` holds two values per segment. The GPU kernel's
-/// in-bounds proof rests on these checks.
+/// The segments `(offset, len, first chunk)` of a packed AdamW `layout` of `segments` entries,
+/// checked: each lies inside every one of `buffers` (`(len, name)`), none overlaps another, the
+/// chunks and the chunk table follow `packed_adamw_layout`, and `hyper` holds two values per
+/// segment. The GPU kernel's in-bounds proof rests on these checks.
 pub(crate) fn packed_adamw_segments(
     layout: &Indices,
+    segments: usize,
     hyper: usize,
     buffers: &[(usize, &str)],
 ) -> Result<Vec<(usize, usize, usize)>> {
     let bad = |why: String| Err(Error::Shape(format!("packed AdamW: {why}")));
-    if layout.shape().len() != 2 || layout.shape()[1] != 3 {
-        return bad(format!("a layout of shape {:?} where [segments, 3] belongs", layout.shape()));
+    let v = layout.values();
+    if v.len() < 3 * segments {
+        return bad(format!("a layout of {} values for {segments} segments", v.len()));
     }
     let segs: Vec<(usize, usize, usize)> =
-        layout.values().chunks(3).map(|c| (c[0] as usize, c[1] as usize, c[2] as usize)).collect();
+        v[..3 * segments].chunks(3).map(|c| (c[0] as usize, c[1] as usize, c[2] as usize)).collect();
     if hyper < 2 * segs.len() {
         return bad(format!("{hyper} hyper-parameter values for {} segments (two each)", segs.len()));
     }
@@ -308,6 +314,11 @@ pub(crate) fn packed_adamw_segments(
                 return bad(format!("values {offset}..{} of a {what} buffer of {n}", offset + len));
             }
         }
+    }
+    let owners = &v[3 * segments..];
+    let expected = segs.iter().enumerate().flat_map(|(i, s)| std::iter::repeat_n(i as u32, s.1.div_ceil(ADAMW_CHUNK)));
+    if owners.len() != chunk || !owners.iter().copied().eq(expected) {
+        return bad("the chunk table does not match the segments".into());
     }
     let mut sorted = segs.clone();
     sorted.sort_unstable();
@@ -493,9 +504,10 @@ pub trait Backend {
     ) -> Result<()>;
 
     /// One AdamW step over several parameters packed in the buffers `param`, `grad`, `m` and `v`
-    /// (one kernel launch for all): segment `i` of `layout` (`packed_adamw_layout`) is updated as
-    /// `adamw_step` would update it alone, with `lr = spec.lr * hyper[i, 0]` and weight decay
-    /// `hyper[i, 1]`; values outside the segments are left alone.
+    /// (one kernel launch for all): segment `i` of the `segments` in `layout`
+    /// (`packed_adamw_layout`) is updated as `adamw_step` would update it alone, with
+    /// `lr = spec.lr * hyper[i, 0]` and weight decay `hyper[i, 1]`; values outside the segments are
+    /// left alone.
     #[allow(clippy::too_many_arguments)]
     fn adamw_step_packed(
         &self,
@@ -504,6 +516,7 @@ pub trait Backend {
         m: &Storage,
         v: &Storage,
         layout: &Indices,
+        segments: usize,
         hyper: &Storage,
         spec: &AdamWSpec,
     ) -> Result<()>;
@@ -548,7 +561,7 @@ mod tests {
         let (m, v) = (Storage::from_vec(vec![0.0; n]), Storage::from_vec(vec![0.0; n]));
         let hyper = Storage::from_vec(vec![1.0, 0.05, 0.5, 0.0, 2.0, 0.1]);
         let layout = packed_adamw_layout(&segments).unwrap();
-        b.adamw_step_packed(&p, &g, &m, &v, &layout, &hyper, &spec()).unwrap();
+        b.adamw_step_packed(&p, &g, &m, &v, &layout, 3, &hyper, &spec()).unwrap();
         let got = p.cpu().unwrap().clone();
         let h = hyper.cpu().unwrap().clone();
         for (i, &(o, len)) in segments.iter().enumerate() {
@@ -570,12 +583,15 @@ mod tests {
         let hyper = s(4);
         let run = |segments: &[(usize, usize)], n: usize| {
             let layout = packed_adamw_layout(segments).unwrap();
-            b.adamw_step_packed(&s(n), &s(n), &s(n), &s(n), &layout, &hyper, &spec()).unwrap_err().to_string()
+            b.adamw_step_packed(&s(n), &s(n), &s(n), &s(n), &layout, 2, &hyper, &spec()).unwrap_err().to_string()
         };
         assert!(run(&[(0, 10), (5, 10)], 20).contains("overlap"));
         assert!(run(&[(0, 10), (15, 10)], 20).contains("values 15..25"));
-        let bad_chunks = Indices::new(vec![0, 10, 0, 10, 10, 0], &[2, 3]).unwrap();
-        let err = b.adamw_step_packed(&s(20), &s(20), &s(20), &s(20), &bad_chunks, &hyper, &spec()).unwrap_err();
+        let bad_chunks = Indices::new(vec![0, 10, 0, 10, 10, 0, 0, 1], &[8]).unwrap();
+        let err = b.adamw_step_packed(&s(20), &s(20), &s(20), &s(20), &bad_chunks, 2, &hyper, &spec()).unwrap_err();
         assert!(err.to_string().contains("first chunk"), "{err}");
+        let bad_owners = Indices::new(vec![0, 10, 0, 10, 10, 1, 1, 1], &[8]).unwrap();
+        let err = b.adamw_step_packed(&s(20), &s(20), &s(20), &s(20), &bad_owners, 2, &hyper, &spec()).unwrap_err();
+        assert!(err.to_string().contains("chunk table"), "{err}");
     }
 }

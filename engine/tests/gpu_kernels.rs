@@ -602,7 +602,16 @@ fn packed_adamw_updates_each_segment_as_the_per_tensor_reference_and_skips_the_r
         }
         let before = handle.context().counters();
         gpu.backend()
-            .adamw_step_packed(&pk.buffer, &g, &m, &v, &layout, table.storage(), &spec(t as i32 + 1, 2e-2, 0.0))
+            .adamw_step_packed(
+                &pk.buffer,
+                &g,
+                &m,
+                &v,
+                &layout,
+                active.len(),
+                table.storage(),
+                &spec(t as i32 + 1, 2e-2, 0.0),
+            )
             .unwrap();
         gpu.backend().flush().unwrap();
         assert_eq!((handle.context().counters() - before).dispatches, 1, "one dispatch for every parameter");

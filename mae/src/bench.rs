@@ -369,7 +369,8 @@ fn adamw_model_case(name: &'static str, lens: Vec<usize>, packed: bool) -> Case 
                     up(&dev, &vec![0.0; at])?,
                     up(&dev, &vec![0.0; at])?,
                 );
-                Ok(Box::new(move || dev.backend().adamw_step_packed(&p, &g, &m, &v, &layout, &hyper, &spec)))
+                let n = lens.len();
+                Ok(Box::new(move || dev.backend().adamw_step_packed(&p, &g, &m, &v, &layout, n, &hyper, &spec)))
             } else {
                 let tensors = lens
                     .iter()

@@ -16,7 +16,7 @@ use engine::{Device, Indices, Rng, Tensor, ops};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::masking::Masking;
-use crate::nn::{Block, LayerNorm, Linear, Param, expand};
+use crate::nn::{Block, LayerNorm, Linear, Param, expand, run_blocks};
 use crate::pos_embed::sincos_2d;
 
 /// The masked autoencoder: encoder, decoder and their parameters, under the official names.
@@ -241,17 +241,18 @@ impl MaskedAutoencoder {
     fn encode_tokens_keeping(&self, x: &Tensor, keep: usize, final_norm: bool) -> Result<Vec<Tensor>> {
         let n = x.dim(0);
         let cls = self.cls_token.add(&ops::slice_tokens(&self.pos_embed, 0, 1)?)?;
-        let mut x = ops::concat_tokens(&[&expand(&cls, n, 1)?, x])?;
-        let depth = self.blocks.len();
-        let mut outputs = Vec::new();
-        for (i, b) in self.blocks.iter().enumerate() {
-            x = b.forward(&x)?;
-            if i + keep >= depth && i + 1 < depth {
-                outputs.push(x.clone());
-            }
+        let x = ops::concat_tokens(&[&expand(&cls, n, 1)?, x])?;
+        let (mut outputs, normed) = run_blocks(&self.blocks, &x, final_norm.then_some(&self.norm))?;
+        let last = match normed {
+            Some(y) => y,
+            None => outputs.pop().unwrap_or(x),
+        };
+        if final_norm {
+            outputs.pop();
         }
-        outputs.push(if final_norm { self.norm.forward(&x)? } else { x });
-        Ok(outputs)
+        let mut kept: Vec<Tensor> = outputs.split_off(outputs.len().saturating_sub(keep.saturating_sub(1)));
+        kept.push(last);
+        Ok(kept)
     }
 
     /// `forward_encoder`: the visible patches only. Returns the latent `[N, 1 + K, D]`.
@@ -296,11 +297,9 @@ impl MaskedAutoencoder {
         };
         let x_ = ops::gather_rows(&x_, &masking.ids_restore)?;
         let x = ops::concat_tokens(&[&ops::slice_tokens(&x, 0, 1)?, &x_])?;
-        let mut x = x.add(&self.decoder_pos_embed.reshape(&[l + 1, dd])?)?;
-        for b in &self.decoder_blocks {
-            x = b.forward(&x)?;
-        }
-        let pred = self.decoder_pred.forward(&self.decoder_norm.forward(&x)?)?;
+        let x = x.add(&self.decoder_pos_embed.reshape(&[l + 1, dd])?)?;
+        let (_, normed) = run_blocks(&self.decoder_blocks, &x, Some(&self.decoder_norm))?;
+        let pred = self.decoder_pred.forward(&normed.expect("a final norm"))?;
         Ok(ops::slice_tokens(&pred, 1, l)?)
     }
 

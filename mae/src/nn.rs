@@ -136,17 +136,31 @@ impl Block {
 
     /// `x: [N, T, D] -> [N, T, D]`
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        // The residual add and norm2 in one pass; fc1 and GELU in one backend call (both fused
-        // where the backend can).
-        let (x, normed) = ops::add_layer_norm(
-            x,
-            &self.attention(&self.norm1.forward(x)?)?,
-            &self.norm2.weight,
-            &self.norm2.bias,
-            LN_EPS,
-        )?;
-        let hidden = ops::linear_gelu(&normed, &self.fc1.weight, Some(&self.fc1.bias))?;
-        Ok(x.add(&self.fc2.forward(&hidden)?)?)
+        Ok(self.forward_chained(x, &self.norm1.forward(x)?, None)?.0)
+    }
+
+    /// The block on `x`, given `normed = norm1(x)` (which the block before computed with its last
+    /// residual add). Each residual add is fused with the LayerNorm after it: the first with
+    /// `norm2`, the last with `next` when given (the next block's `norm1` or the final norm), whose
+    /// output comes back beside the block's.
+    pub fn forward_chained(
+        &self,
+        x: &Tensor,
+        normed: &Tensor,
+        next: Option<&LayerNorm>,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let (x, normed2) =
+            ops::add_layer_norm(x, &self.attention(normed)?, &self.norm2.weight, &self.norm2.bias, LN_EPS)?;
+        // fc1 and GELU in one backend call (fused where the backend can).
+        let hidden = ops::linear_gelu(&normed2, &self.fc1.weight, Some(&self.fc1.bias))?;
+        let mlp = self.fc2.forward(&hidden)?;
+        match next {
+            Some(n) => {
+                let (x, y) = ops::add_layer_norm(&x, &mlp, &n.weight, &n.bias, LN_EPS)?;
+                Ok((x, Some(y)))
+            }
+            None => Ok((x.add(&mlp)?, None)),
+        }
     }
 
     /// Appends the block's parameters to `out` under `{prefix}.norm1.weight` and so on.
@@ -170,6 +184,32 @@ impl Block {
         v.extend(self.fc2.tensors_mut());
         v
     }
+}
+
+/// `blocks` in turn on `x`, then `final_norm` (when given) on the last output, each residual add
+/// fused with the LayerNorm that follows it. Returns every block's output (`outputs[i]` after block
+/// `i`) and the normalised last one.
+pub fn run_blocks(
+    blocks: &[Block],
+    x: &Tensor,
+    final_norm: Option<&LayerNorm>,
+) -> Result<(Vec<Tensor>, Option<Tensor>)> {
+    let Some(first) = blocks.first() else {
+        return Ok((Vec::new(), final_norm.map(|n| n.forward(x)).transpose()?));
+    };
+    let mut outputs = Vec::with_capacity(blocks.len());
+    let (mut x, mut normed) = (x.clone(), first.norm1.forward(x)?);
+    for (i, b) in blocks.iter().enumerate() {
+        let next = blocks.get(i + 1).map(|n| &n.norm1).or(final_norm);
+        let (out, out_normed) = b.forward_chained(&x, &normed, next)?;
+        outputs.push(out.clone());
+        x = out;
+        match out_normed {
+            Some(y) if i + 1 < blocks.len() => normed = y,
+            last => return Ok((outputs, last)),
+        }
+    }
+    Ok((outputs, None))
 }
 
 /// `t: [1, 1, D]` or `[1, rows, D]` repeated to `[n, rows, D]` (gradients sum back into `t`):

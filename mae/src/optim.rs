@@ -206,6 +206,7 @@ impl PackedState {
             &self.m,
             &self.v,
             layout,
+            active.len(),
             hyper,
             &spec_for(lr, 0.0),
         )?;

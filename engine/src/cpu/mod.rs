@@ -462,12 +462,13 @@ impl Backend for CpuBackend {
         m: &Storage,
         v: &Storage,
         layout: &Indices,
+        segments: usize,
         hyper: &Storage,
         spec: &AdamWSpec,
     ) -> Result<()> {
         let _t = profile::scope("adamw_step");
         let lens = [(param.len(), "parameter"), (grad.len(), "gradient"), (m.len(), "m"), (v.len(), "v")];
-        let segments = packed_adamw_segments(layout, hyper.len(), &lens)?;
+        let segments = packed_adamw_segments(layout, segments, hyper.len(), &lens)?;
         let (h, g) = (hyper.cpu()?, grad.cpu()?);
         let (mut p, mut m, mut v) = (param.cpu_mut()?, m.cpu_mut()?, v.cpu_mut()?);
         for (i, &(o, n, _)) in segments.iter().enumerate() {

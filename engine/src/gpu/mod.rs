@@ -335,10 +335,11 @@ impl Backend for Gpu {
         m: &Storage,
         v: &Storage,
         layout: &Indices,
+        segments: usize,
         hyper: &Storage,
         spec: &AdamWSpec,
     ) -> Result<()> {
-        kernels::adamw::step_packed(self, param, grad, m, v, layout, hyper, spec)
+        kernels::adamw::step_packed(self, param, grad, m, v, layout, segments, hyper, spec)
     }
 
     fn copy_into(&self, src: &Storage, dst: &Storage, len: usize) -> Result<()> {

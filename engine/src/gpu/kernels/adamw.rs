@@ -67,11 +67,12 @@ pub fn step_packed(
     m: &Storage,
     v: &Storage,
     layout: &Indices,
+    segments: usize,
     hyper: &Storage,
     s: &AdamWSpec,
 ) -> Result<()> {
     let lens = [(param.len(), "parameter"), (grad.len(), "gradient"), (m.len(), "m"), (v.len(), "v")];
-    let segments = packed_adamw_segments(layout, hyper.len(), &lens)?;
+    let segments = packed_adamw_segments(layout, segments, hyper.len(), &lens)?;
     let Some(&(_, len, first)) = segments.last() else { return Ok(()) };
     for &(n, what) in &lens {
         u32_of(n, what)?;
