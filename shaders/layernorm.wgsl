@@ -10,7 +10,8 @@
 //   invocation reads back only the values it wrote), then the forward over s: one dispatch and one
 //   read of x instead of an add kernel and a second read.
 // - backward_dx: one workgroup per row; with xhat = (x - mean) * rstd and g = dy * gamma,
-//   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)).
+//   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)); backward_dx_acc adds the gradient already
+//   accumulated for x (its other uses: the residual stream) in the same pass.
 // - backward_params: dgamma = sum_rows dy * xhat, dbeta = sum_rows dy. Workgroups of 64 x 4 take 64
 //   adjacent columns (coalesced) and a chunk of rows, writing partial sums [chunks, cols] that the
 //   launcher then sums with reduce.wgsl: enough workgroups for a big GPU, deterministic order.
@@ -132,26 +133,47 @@ fn add_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     }
 }
 
-@compute @workgroup_size(64)
-fn backward_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_index) lid: u32) {
-    let r = wid.x + wid.y * nwg.x;
-    if (r >= p.rows) { return; }
+// mean(g) and mean(g * xhat) of row r, g = dy * gamma (every invocation of the workgroup gets them).
+fn dx_sums(r: u32, lid: u32) -> vec2<f32> {
     let base = r * p.cols;
-    let mu = mean[r];
-    let rs = rstd[r];
     var sg = 0.0;
     var sgx = 0.0;
     for (var c = lid; c < p.cols; c = c + WG) {
         let g = dy[base + c] * gamma[c];
         sg = sg + g;
-        sgx = sgx + g * (x[base + c] - mu) * rs;
+        sgx = sgx + g * (x[base + c] - mean[r]) * rstd[r];
     }
-    let sums = workgroup_sum2(sg, sgx, lid) / f32(p.cols);
+    return workgroup_sum2(sg, sgx, lid) / f32(p.cols);
+}
+
+fn dx_value(r: u32, c: u32, sums: vec2<f32>) -> f32 {
+    let i = r * p.cols + c;
+    let xhat = (x[i] - mean[r]) * rstd[r];
+    return rstd[r] * (dy[i] * gamma[c] - sums.x - xhat * sums.y);
+}
+
+@compute @workgroup_size(64)
+fn backward_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let r = wid.x + wid.y * nwg.x;
+    if (r >= p.rows) { return; }
+    let sums = dx_sums(r, lid);
     for (var c = lid; c < p.cols; c = c + WG) {
-        let g = dy[base + c] * gamma[c];
-        let xhat = (x[base + c] - mu) * rs;
-        dx[base + c] = rs * (g - sums.x - xhat * sums.y);
+        dx[r * p.cols + c] = dx_value(r, c, sums);
+    }
+}
+
+// As backward_dx, adding the gradient already accumulated for x (bound at `res`): one pass instead
+// of backward_dx and an add.
+@compute @workgroup_size(64)
+fn backward_dx_acc(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let r = wid.x + wid.y * nwg.x;
+    if (r >= p.rows) { return; }
+    let sums = dx_sums(r, lid);
+    for (var c = lid; c < p.cols; c = c + WG) {
+        let i = r * p.cols + c;
+        dx[i] = res[i] + dx_value(r, c, sums);
     }
 }
 

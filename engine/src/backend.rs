@@ -401,7 +401,8 @@ pub trait Backend {
         let (y, mean, rstd) = self.layernorm(&s, gamma, beta, rows, cols, eps)?;
         Ok((s, y, mean, rstd))
     }
-    /// Returns `(dx, dgamma, dbeta)`.
+    /// Returns `(dx, dgamma, dbeta)`; with `acc` (the gradient already accumulated for `x` from its
+    /// other uses, e.g. the residual stream) `dx` is `acc + dx`, one pass instead of a separate add.
     #[allow(clippy::too_many_arguments)]
     fn layernorm_backward(
         &self,
@@ -410,6 +411,7 @@ pub trait Backend {
         mean: &Storage,
         rstd: &Storage,
         dy: &Storage,
+        acc: Option<&Storage>,
         rows: usize,
         cols: usize,
     ) -> Result<(Storage, Storage, Storage)>;

@@ -17,10 +17,21 @@ use crate::tensor::Tensor;
 /// none), in the order the inputs were recorded.
 pub(crate) type BackwardFn = Box<dyn FnOnce(&Tensor) -> Result<Vec<Option<Tensor>>>>;
 
+/// A rule that also takes the gradient accumulated so far for its first input (from the uses of
+/// that input recorded later, already walked) and returns its own gradient for it *plus* that one:
+/// a kernel that can add while it writes saves the separate add. It must return `Some` for the
+/// first input whenever it is handed a gradient.
+pub(crate) type AccumulatingFn = Box<dyn FnOnce(&Tensor, Option<Tensor>) -> Result<Vec<Option<Tensor>>>>;
+
+enum Rule {
+    Plain(BackwardFn),
+    AccumulatesFirstInput(AccumulatingFn),
+}
+
 struct Entry {
     output: u64,
     inputs: Vec<Tensor>,
-    backward: BackwardFn,
+    backward: Rule,
 }
 
 thread_local! {
@@ -66,7 +77,11 @@ pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
 }
 
 pub(crate) fn record(output: u64, inputs: Vec<Tensor>, backward: BackwardFn) {
-    TAPE.with(|t| t.borrow_mut().push(Entry { output, inputs, backward }));
+    TAPE.with(|t| t.borrow_mut().push(Entry { output, inputs, backward: Rule::Plain(backward) }));
+}
+
+pub(crate) fn record_accumulating(output: u64, inputs: Vec<Tensor>, backward: AccumulatingFn) {
+    TAPE.with(|t| t.borrow_mut().push(Entry { output, inputs, backward: Rule::AccumulatesFirstInput(backward) }));
 }
 
 /// Number of ops recorded since the last `backward` or `clear_tape`.
@@ -117,7 +132,19 @@ pub fn backward_with(output: &Tensor, grad: &Tensor) -> Result<()> {
         let Some(g) = grads.remove(&entry.output) else {
             continue;
         };
-        let input_grads = (entry.backward)(&g)?;
+        let input_grads = match entry.backward {
+            Rule::Plain(rule) => rule(&g)?,
+            Rule::AccumulatesFirstInput(rule) => {
+                let first = &entry.inputs[0];
+                let pending = if first.requires_grad() && !first.is_leaf() { grads.remove(&first.id()) } else { None };
+                let handed = pending.is_some();
+                let input_grads = rule(&g, pending)?;
+                if handed && input_grads.first().is_none_or(Option::is_none) {
+                    return Err(Error::Invalid("backward: a rule dropped the gradient it was handed".into()));
+                }
+                input_grads
+            }
+        };
         debug_assert_eq!(input_grads.len(), entry.inputs.len());
         for (input, ig) in entry.inputs.iter().zip(input_grads) {
             let Some(ig) = ig else { continue };

@@ -79,6 +79,26 @@ impl Tensor {
         out
     }
 
+    /// As `from_op`, with a rule that adds its gradient for the first input to the one already
+    /// accumulated there (see `tape::AccumulatingFn`).
+    pub(crate) fn from_op_accumulating<F>(
+        storage: Storage,
+        shape: Vec<usize>,
+        inputs: &[&Tensor],
+        backward: F,
+    ) -> Tensor
+    where
+        F: FnOnce(&Tensor, Option<Tensor>) -> Result<Vec<Option<Tensor>>> + 'static,
+    {
+        debug_assert_eq!(storage.len(), numel(&shape), "op output does not fill its shape");
+        let track = tape::is_grad_enabled() && inputs.iter().any(|t| t.requires_grad());
+        let out = Tensor::make(storage, shape, track, false);
+        if track {
+            tape::record_accumulating(out.id(), inputs.iter().map(|t| (*t).clone()).collect(), Box::new(backward));
+        }
+        out
+    }
+
     /// A result that no gradient flows through (kernel outputs used inside backward rules).
     pub(crate) fn constant(storage: Storage, shape: Vec<usize>) -> Tensor {
         Tensor::make(storage, shape, false, true)

@@ -428,6 +428,44 @@ fn add_layernorm_is_the_add_then_the_layernorm_bit_for_bit_and_matches_the_refer
 }
 
 #[test]
+fn layernorm_backward_adds_the_accumulated_gradient_as_a_separate_add_would() {
+    let mut rng = Rng::new(19);
+    for (rows, cols) in LN_SHAPES {
+        let x = ln_inputs(rows, cols, &mut rng);
+        let gamma = wide_values(cols, -2.0, 1.0, &mut rng);
+        let dy = wide_values(rows * cols, -3.0, 3.0, &mut rng);
+        let acc = wide_values(rows * cols, -3.0, 3.0, &mut rng);
+        let (_, mean, rstd) = reference::layernorm(&x, &gamma, &vec![0.0; cols], rows, cols, 1e-6);
+        for (isa, (dx, dx_acc, dg, dg_acc)) in run_everywhere("layernorm_backward with acc", || {
+            let n = rows * cols;
+            let (mut dx, mut dx_acc) = (vec![f32::NAN; n], vec![f32::NAN; n]);
+            let (mut dg, mut db, mut dg_acc, mut db_acc) =
+                (vec![0.0; cols], vec![0.0; cols], vec![0.0; cols], vec![0.0; cols]);
+            layernorm::layernorm_backward(&x, &gamma, &mean, &rstd, &dy, None, &mut dx[..], &mut dg, &mut db);
+            layernorm::layernorm_backward(
+                &x,
+                &gamma,
+                &mean,
+                &rstd,
+                &dy,
+                Some(&acc),
+                &mut dx_acc[..],
+                &mut dg_acc,
+                &mut db_acc,
+            );
+            (dx, dx_acc, dg, dg_acc)
+        }) {
+            let added: Vec<f32> = acc.iter().zip(&dx).map(|(a, d)| a + d).collect();
+            assert!(
+                dx_acc.iter().zip(&added).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "layernorm_backward {rows}x{cols} ({isa:?}): acc + dx differs from the separate add"
+            );
+            assert_eq!(dg, dg_acc, "the parameter gradients do not depend on acc");
+        }
+    }
+}
+
+#[test]
 fn layernorm_backward_matches_the_reference() {
     let mut rng = Rng::new(9);
     let eps = 1e-6;
@@ -440,7 +478,7 @@ fn layernorm_backward_matches_the_reference() {
         let (dx, dgamma, dbeta) = reference::layernorm_backward(&x, &gamma, &mean, &rstd, &dy, rows, cols);
         for (isa, got) in run_everywhere("layernorm_backward", || {
             let (mut dx, mut dg, mut db) = (vec![f32::NAN; rows * cols], vec![f32::NAN; cols], vec![f32::NAN; cols]);
-            layernorm::layernorm_backward(&x, &gamma, &mean, &rstd, &dy, &mut dx[..], &mut dg, &mut db);
+            layernorm::layernorm_backward(&x, &gamma, &mean, &rstd, &dy, None, &mut dx[..], &mut dg, &mut db);
             (dx, dg, db)
         }) {
             let what = format!("layernorm_backward {rows}x{cols} ({isa:?})");

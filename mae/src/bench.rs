@@ -206,7 +206,7 @@ fn layernorm_case(name: &'static str, rows: usize, cols: usize, backward: bool) 
             Ok(Box::new(move || {
                 let be = dev.backend();
                 if backward {
-                    be.layernorm_backward(&x, &g, &mean, &rstd, &dy, rows, cols).map(drop)
+                    be.layernorm_backward(&x, &g, &mean, &rstd, &dy, None, rows, cols).map(drop)
                 } else {
                     be.layernorm(&x, &g, &b, rows, cols, 1e-6).map(drop)
                 }

@@ -239,20 +239,26 @@ impl Backend for CpuBackend {
         mean: &Storage,
         rstd: &Storage,
         dy: &Storage,
+        acc: Option<&Storage>,
         rows: usize,
         cols: usize,
     ) -> Result<(Storage, Storage, Storage)> {
         let _t = profile::scope("layernorm_backward");
         let (x, gamma, mean, rstd, dy) = (x.cpu()?, gamma.cpu()?, mean.cpu()?, rstd.cpu()?, dy.cpu()?);
+        let acc = acc.map(Storage::cpu).transpose()?;
         check_len("layernorm_backward x", x.len(), rows * cols)?;
         check_len("layernorm_backward dy", dy.len(), rows * cols)?;
+        if let Some(a) = &acc {
+            check_len("layernorm_backward acc", a.len(), rows * cols)?;
+        }
         check_len("layernorm_backward gamma", gamma.len(), cols)?;
         check_len("layernorm_backward mean", mean.len(), rows)?;
         check_len("layernorm_backward rstd", rstd.len(), rows)?;
         let (mut dg, mut db) = (vec![0.0; cols], vec![0.0; cols]);
         let dx = out1(rows * cols, |dx| {
             let (mean, rstd) = (&mean[..rows], &rstd[..rows]);
-            fast::layernorm::layernorm_backward(&x, &gamma[..cols], mean, rstd, &dy, dx, &mut dg, &mut db)
+            let acc = acc.as_ref().map(|a| &a[..rows * cols]);
+            fast::layernorm::layernorm_backward(&x, &gamma[..cols], mean, rstd, &dy, acc, dx, &mut dg, &mut db)
         });
         Ok((new(dx)?, new(dg)?, new(db)?))
     }

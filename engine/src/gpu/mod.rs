@@ -214,10 +214,11 @@ impl Backend for Gpu {
         mean: &Storage,
         rstd: &Storage,
         dy: &Storage,
+        acc: Option<&Storage>,
         rows: usize,
         cols: usize,
     ) -> Result<(Storage, Storage, Storage)> {
-        kernels::layernorm::backward(self, x, gamma, mean, rstd, dy, rows, cols)
+        kernels::layernorm::backward(self, x, gamma, mean, rstd, dy, acc, rows, cols)
     }
 
     fn attention(&self, q: &Storage, k: &Storage, v: &Storage, spec: &AttentionSpec) -> Result<(Storage, Storage)> {

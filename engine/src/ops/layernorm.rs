@@ -52,15 +52,17 @@ fn rows_cols(what: &str, x: &Tensor, gamma: &Tensor, beta: &Tensor) -> Result<(u
     Ok((x.numel() / cols.max(1), cols))
 }
 
-/// `y = layer_norm(x)` on the tape, its backward from the saved `mean` and `rstd`.
+/// `y = layer_norm(x)` on the tape, its backward from the saved `mean` and `rstd`. The gradient
+/// of `x` is added to what `x`'s other uses (a residual stream) gave it in the same kernel.
 fn record(x: &Tensor, gamma: &Tensor, beta: &Tensor, y: Storage, mean: Storage, rstd: Storage) -> Tensor {
     let cols = gamma.numel();
     let rows = x.numel() / cols.max(1);
     let (sx, sg) = (x.clone(), gamma.clone());
-    Tensor::from_op(y, x.shape().to_vec(), &[x, gamma, beta], move |g| {
+    Tensor::from_op_accumulating(y, x.shape().to_vec(), &[x, gamma, beta], move |g, pending| {
         let dev = sx.device();
+        let acc = pending.as_ref().map(Tensor::storage);
         let (dx, dgamma, dbeta) =
-            dev.backend().layernorm_backward(sx.storage(), sg.storage(), &mean, &rstd, g.storage(), rows, cols)?;
+            dev.backend().layernorm_backward(sx.storage(), sg.storage(), &mean, &rstd, g.storage(), acc, rows, cols)?;
         Ok(vec![
             Some(Tensor::constant(dx, sx.shape().to_vec())),
             Some(Tensor::constant(dgamma, vec![cols])),

@@ -149,13 +149,15 @@ pub fn layernorm<'a>(
 }
 
 multiversion! {
-    /// One block of rows: `dx` rows, and the block's partial `dgamma`, `dbeta` rows.
+    /// One block of rows: `dx` rows (plus `acc`'s rows, when not empty), and the block's partial
+    /// `dgamma`, `dbeta` rows.
     fn backward_block<FMA>(
         x: &[f32],
         gamma: &[f32],
         mean: &[f32],
         rstd: &[f32],
         dy: &[f32],
+        acc: &[f32],
         dx: &mut [f32],
         dgamma: &mut [f32],
         dbeta: &mut [f32],
@@ -179,10 +181,17 @@ multiversion! {
                 *db += d;
             }
         }
+        if !acc.is_empty() {
+            // Added last, as the tape's separate add would (bit-identical to it).
+            for (o, &a) in dx.iter_mut().zip(acc) {
+                *o += a; // a + o: IEEE addition commutes, so bit-identical
+            }
+        }
     }
 }
 
-/// Writes `dx: [rows, cols]`, `dgamma`, `dbeta: [cols]`.
+/// Writes `dx: [rows, cols]` (plus `acc`, the gradient already accumulated for `x`, when given),
+/// `dgamma`, `dbeta: [cols]`.
 #[allow(clippy::too_many_arguments)]
 pub fn layernorm_backward<'a>(
     x: &[f32],
@@ -190,6 +199,7 @@ pub fn layernorm_backward<'a>(
     mean: &[f32],
     rstd: &[f32],
     dy: &[f32],
+    acc: Option<&[f32]>,
     dx: impl Out<'a>,
     dgamma: &mut [f32],
     dbeta: &mut [f32],
@@ -198,6 +208,7 @@ pub fn layernorm_backward<'a>(
     assert!(
         x.len() >= rows * cols
             && dy.len() >= rows * cols
+            && acc.is_none_or(|a| a.len() >= rows * cols)
             && dx.len() == rows * cols
             && rstd.len() == rows
             && dgamma.len() == cols
@@ -227,7 +238,8 @@ pub fn layernorm_backward<'a>(
         for (b, ((dx, pg), pb)) in range.zip(parts) {
             let (r0, r1) = (b * ROW_BLOCK, (b * ROW_BLOCK + ROW_BLOCK).min(rows));
             let (xs, dys) = (&x[r0 * cols..r1 * cols], &dy[r0 * cols..r1 * cols]);
-            backward_block(isa, xs, gamma, &mean[r0..r1], &rstd[r0..r1], dys, dx, pg, pb);
+            let accs = acc.map_or(&[][..], |a| &a[r0 * cols..r1 * cols]);
+            backward_block(isa, xs, gamma, &mean[r0..r1], &rstd[r0..r1], dys, accs, dx, pg, pb);
         }
     });
     add_up_blocks(isa, &mut pg, blocks, cols);

@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{grid_groups, key, u32_of};
+use super::{grid_groups, holds, key, u32_of};
 use crate::backend::AxisSpec;
 use crate::error::Result;
 use crate::gpu::Gpu;
@@ -95,17 +95,26 @@ pub fn backward(
     mean: &Storage,
     rstd: &Storage,
     dy: &Storage,
+    acc: Option<&Storage>,
     rows: usize,
     cols: usize,
 ) -> Result<(Storage, Storage, Storage)> {
     let p = params(rows, cols, 0.0)?;
     let dx = g.alloc(rows * cols)?;
-    g.ctx.dispatch(
-        &key("layernorm", "backward_dx"),
-        bytemuck::bytes_of(&p),
-        &[(1, g.buf(x)?), (2, g.buf(gamma)?), (5, g.buf(mean)?), (6, g.buf(rstd)?), (7, g.buf(dy)?), (8, g.buf(&dx)?)],
-        grid_groups(rows)?,
-    )?;
+    let mut bindings = vec![
+        (1, g.buf(x)?),
+        (2, g.buf(gamma)?),
+        (5, g.buf(mean)?),
+        (6, g.buf(rstd)?),
+        (7, g.buf(dy)?),
+        (8, g.buf(&dx)?),
+    ];
+    if let Some(acc) = acc {
+        holds(acc, rows * cols, "layernorm backward: accumulated gradient")?;
+        bindings.push((11, g.buf(acc)?));
+    }
+    let entry = if acc.is_some() { "backward_dx_acc" } else { "backward_dx" };
+    g.ctx.dispatch(&key("layernorm", entry), bytemuck::bytes_of(&p), &bindings, grid_groups(rows)?)?;
     let chunks = p.chunks as usize;
     let (pg, pb) = (g.alloc(chunks * cols)?, g.alloc(chunks * cols)?);
     let [y, z, _] = grid_groups(chunks)?;
