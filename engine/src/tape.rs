@@ -6,6 +6,10 @@
 //! of its output, and accumulates what the rule returns into the inputs: into a map for
 //! intermediate tensors, into `Tensor::grad` for leaves (parameters). The tape is then cleared, which
 //! frees everything the forward pass saved. In no-grad mode nothing is recorded at all.
+//!
+//! One refinement: a rule may ask for the gradient accumulated so far for its first input and add
+//! its own to it in the same kernel (`AccumulatingFn`; the LayerNorm does, since its input is also
+//! the residual stream), instead of the walk adding the two with a separate kernel.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
