@@ -18,7 +18,12 @@
 // Napkin math: [3328, 128] (the Fashion-MNIST encoder at batch 256) is 1.7 MB in, 1.7 MB out:
 // bandwidth-bound, about a microsecond of traffic on an H100; launches dominate.
 //
-// Bounds: checked. Not yet audited for running without wgpu's runtime checks.
+// Bounds: unchecked. Every row index r < rows (checked first) and column c < cols (the loops'
+// bound), so x, res, s, y, dy, dx are read and written at r * cols + c < rows * cols, gamma and beta
+// at c, mean and rstd at r; backward_params reads rows start..min(start + chunk, rows) and writes
+// partial sums at chunk * cols + c with chunk < chunks and c < cols; workgroup arrays at lid < 64 and
+// lid + s with lid < s <= 32. The launchers check that every input holds those sizes and that
+// rows * cols fits u32 (and allocate the outputs at exactly them).
 //
 // Launcher: engine/src/gpu/kernels/layernorm.rs. Reference: engine/src/cpu/reference.rs.
 

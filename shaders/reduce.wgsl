@@ -14,7 +14,13 @@
 // Napkin math: the bias gradient of a [3328, 384] output reads 5.1 MB and adds 1.3 M values:
 // bandwidth-bound, a few microseconds on an H100 (3.3 TB/s), launch overhead included.
 //
-// Bounds: checked. Not yet audited for running without wgpu's runtime checks.
+// Bounds: unchecked. sum_rows / sum_cols: slice oc < outer * chunks, axis rows a < min(start +
+// chunk, axis), columns i < inner (guarded), so x is read below outer * axis * inner and out is
+// written below outer * chunks * inner, the size the launcher allocates. broadcast_axis: j < n =
+// outer * axis * inner, reading x below outer * inner. softmax and its backward: row r < outer and
+// c < inner. Workgroup memory: red[lid + s] with lid < s <= size / 2 and size at most the workgroup
+// size; red4 at lid. The launchers check each input's length against those sizes, and `params`
+// that outer * axis * inner fits u32.
 //
 // Launcher: engine/src/gpu/kernels/reduce.rs. Reference: engine/src/cpu/reference.rs.
 

@@ -466,6 +466,15 @@ fn kernels_proved_in_bounds_run_unchecked_unless_the_switch_turns_checks_back_on
     assert!(be.matmul(a.storage(), b.storage(), Some(short.storage()), &spec).is_err());
     assert!(be.matmul(a.storage(), short.storage(), None, &spec).is_err());
     assert!(be.binary(BinaryOp::Add, short.storage(), b.storage(), 20, 5).is_err());
+    let ones = Tensor::ones(&[5], &gpu).unwrap();
+    assert!(be.layernorm(b.storage(), short.storage(), ones.storage(), 4, 5, 1e-6).is_err(), "gamma one short");
+    assert!(
+        be.add_layernorm(b.storage(), a.storage(), ones.storage(), ones.storage(), 4, 5, 1e-6).is_err(),
+        "residual short"
+    );
+    let axis = engine::backend::AxisSpec { outer: 2, axis: 3, inner: 4 };
+    assert!(be.sum_axis(b.storage(), &axis).is_err(), "20 values for a [2, 3, 4] sum");
+    assert!(be.softmax(short.storage(), 2, 3).is_err());
 }
 
 #[test]
@@ -594,13 +603,11 @@ fn packed_adamw_updates_each_segment_as_the_per_tensor_reference_and_skips_the_r
     let layout = packed_adamw_layout(&active.iter().map(|&i| pk.segments[i]).collect::<Vec<_>>()).unwrap();
     let table: Vec<f32> = active.iter().flat_map(|&i| [hyper[i].0, hyper[i].1]).collect();
     let table = Tensor::from_slice(&table, &[table.len()], &gpu).unwrap();
-    let Device::Gpu(handle) = &gpu else { unreachable!() };
     for (t, step_grads) in grads.iter().enumerate() {
         for (i, values) in step_grads.iter().enumerate() {
             let view = Tensor::from_storage(g_views[i].clone(), &[lens[i]]).unwrap();
             view.assign(&Tensor::from_slice(values, &[lens[i]], &Device::Cpu).unwrap()).unwrap();
         }
-        let before = handle.context().counters();
         gpu.backend()
             .adamw_step_packed(
                 &pk.buffer,
@@ -613,9 +620,9 @@ fn packed_adamw_updates_each_segment_as_the_per_tensor_reference_and_skips_the_r
                 &spec(t as i32 + 1, 2e-2, 0.0),
             )
             .unwrap();
-        gpu.backend().flush().unwrap();
-        assert_eq!((handle.context().counters() - before).dispatches, 1, "one dispatch for every parameter");
     }
+    // (That it is one dispatch per step is held in mae/tests/gpu_steady_state.rs, whose binary has
+    // the GPU to itself: the counters here would count the other tests' work too.)
     for i in 0..lens.len() {
         let got = params[i].to_vec().unwrap();
         if i == skipped {

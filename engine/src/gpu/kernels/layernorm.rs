@@ -21,6 +21,16 @@ struct Params {
 /// Rows per workgroup in the parameter-gradient pass.
 const CHUNK: usize = 64;
 
+/// The sizes the shader's in-bounds proof rests on (its header's `Bounds:` line): each `(buffer,
+/// values)` holds at least that many, and every index fits u32.
+fn check(rows: usize, cols: usize, buffers: &[(&Storage, usize, &str)]) -> Result<()> {
+    u32_of(rows * cols, "layernorm rows x cols")?;
+    for &(buf, n, what) in buffers {
+        holds(buf, n, what)?;
+    }
+    Ok(())
+}
+
 fn params(rows: usize, cols: usize, eps: f32) -> Result<Params> {
     Ok(Params {
         rows: u32_of(rows, "rows")?,
@@ -40,6 +50,11 @@ pub fn forward(
     cols: usize,
     eps: f32,
 ) -> Result<(Storage, Storage, Storage)> {
+    check(
+        rows,
+        cols,
+        &[(x, rows * cols, "layernorm x"), (gamma, cols, "layernorm gamma"), (beta, cols, "layernorm beta")],
+    )?;
     let (y, mean, rstd) = (g.alloc(rows * cols)?, g.alloc(rows)?, g.alloc(rows)?);
     g.ctx.dispatch(
         &key("layernorm", "forward"),
@@ -68,6 +83,16 @@ pub fn add_forward(
     cols: usize,
     eps: f32,
 ) -> Result<(Storage, Storage, Storage, Storage)> {
+    check(
+        rows,
+        cols,
+        &[
+            (x, rows * cols, "layernorm x"),
+            (res, rows * cols, "layernorm residual"),
+            (gamma, cols, "layernorm gamma"),
+            (beta, cols, "layernorm beta"),
+        ],
+    )?;
     let (s, y, mean, rstd) = (g.alloc(rows * cols)?, g.alloc(rows * cols)?, g.alloc(rows)?, g.alloc(rows)?);
     g.ctx.dispatch(
         &key("layernorm", "add_forward"),
@@ -99,6 +124,17 @@ pub fn backward(
     rows: usize,
     cols: usize,
 ) -> Result<(Storage, Storage, Storage)> {
+    check(
+        rows,
+        cols,
+        &[
+            (x, rows * cols, "layernorm x"),
+            (dy, rows * cols, "layernorm dy"),
+            (gamma, cols, "layernorm gamma"),
+            (mean, rows, "layernorm mean"),
+            (rstd, rows, "layernorm rstd"),
+        ],
+    )?;
     let p = params(rows, cols, 0.0)?;
     let dx = g.alloc(rows * cols)?;
     let mut bindings = vec![

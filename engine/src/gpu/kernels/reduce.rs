@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{grid_1d, grid_groups, key, u32_of};
+use super::{grid_1d, grid_groups, holds, key, u32_of};
 use crate::backend::AxisSpec;
 use crate::error::Result;
 use crate::gpu::Gpu;
@@ -37,6 +37,7 @@ fn params(s: &AxisSpec, chunk: usize) -> Result<Params> {
 
 /// One pass of sums over slices of `chunk` rows: `[outer, axis, inner] -> [outer, chunks, inner]`.
 fn sum_pass(g: &Gpu, x: &Storage, s: &AxisSpec, chunk: usize) -> Result<Storage> {
+    holds(x, s.outer * s.axis * s.inner, "sum_axis input")?;
     let p = params(s, chunk)?;
     let slices = s.outer * p.chunks as usize;
     let out = g.alloc(slices * s.inner)?;
@@ -64,6 +65,7 @@ pub fn sum_axis(g: &Gpu, x: &Storage, s: &AxisSpec) -> Result<Storage> {
 
 pub fn broadcast_axis(g: &Gpu, x: &Storage, s: &AxisSpec) -> Result<Storage> {
     let n = s.outer * s.axis * s.inner;
+    holds(x, s.outer * s.inner, "broadcast_axis input")?;
     let out = g.alloc(n)?;
     let p = params(s, 1)?;
     g.ctx.dispatch(
@@ -76,6 +78,7 @@ pub fn broadcast_axis(g: &Gpu, x: &Storage, s: &AxisSpec) -> Result<Storage> {
 }
 
 pub fn softmax(g: &Gpu, x: &Storage, rows: usize, cols: usize) -> Result<Storage> {
+    holds(x, rows * cols, "softmax input")?;
     let out = g.alloc(rows * cols)?;
     let p = params(&AxisSpec { outer: rows, axis: 1, inner: cols }, 1)?;
     g.ctx.dispatch(
@@ -88,6 +91,8 @@ pub fn softmax(g: &Gpu, x: &Storage, rows: usize, cols: usize) -> Result<Storage
 }
 
 pub fn softmax_backward(g: &Gpu, y: &Storage, dy: &Storage, rows: usize, cols: usize) -> Result<Storage> {
+    holds(y, rows * cols, "softmax_backward y")?;
+    holds(dy, rows * cols, "softmax_backward dy")?;
     let out = g.alloc(rows * cols)?;
     let p = params(&AxisSpec { outer: rows, axis: 1, inner: cols }, 1)?;
     g.ctx.dispatch(
