@@ -14,7 +14,12 @@
 // the cross-entropy gradient is one invocation per element.
 // Napkin math: the loss of [256, 49, 16] reads 2 x 0.8 MB: microseconds; it is never the bottleneck.
 //
-// Bounds: checked. Not yet audited for running without wgpu's runtime checks.
+// Bounds: unchecked. Row r < rows (checked first, or r = j / cols with j < n = rows * cols) and
+// column c < cols (the loops' bound), so pred, target, out and dlogits are indexed below rows * cols
+// and mask, drow, labels, the row losses below rows; the one value read through an index,
+// pred[base + labels[r]], has labels[r] < classes. The launchers check every input's length, that
+// every label is below the class count, and that rows * cols fits u32. Workgroup memory at lid < 64
+// and lid + s with lid < s <= 32.
 //
 // Launcher: engine/src/gpu/kernels/loss.rs. Reference: engine/src/cpu/reference.rs.
 

@@ -475,6 +475,9 @@ fn kernels_proved_in_bounds_run_unchecked_unless_the_switch_turns_checks_back_on
     let axis = engine::backend::AxisSpec { outer: 2, axis: 3, inner: 4 };
     assert!(be.sum_axis(b.storage(), &axis).is_err(), "20 values for a [2, 3, 4] sum");
     assert!(be.softmax(short.storage(), 2, 3).is_err());
+    let logits = Tensor::zeros(&[2, 3], &gpu).unwrap();
+    let label_3 = Indices::new(vec![0, 3], &[2]).unwrap();
+    assert!(be.cross_entropy(logits.storage(), &label_3, 2, 3).is_err(), "a label past the classes");
 }
 
 #[test]

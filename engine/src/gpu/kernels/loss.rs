@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{grid_1d, grid_groups, key, u32_of};
+use super::{grid_1d, grid_groups, holds, key, u32_of};
 use crate::backend::MaeLossSpec;
 use crate::error::Result;
 use crate::gpu::Gpu;
@@ -27,7 +27,14 @@ fn params(rows: usize, cols: usize, norm_pix: bool) -> Result<Params> {
     })
 }
 
+/// The sizes the shader's in-bounds proof rests on (its header's `Bounds:` line).
+fn check(buffers: &[(&Storage, usize, &str)]) -> Result<()> {
+    buffers.iter().try_for_each(|&(buf, n, what)| holds(buf, n, what))
+}
+
 pub fn mae_loss_rows(g: &Gpu, pred: &Storage, target: &Storage, mask: &Storage, s: &MaeLossSpec) -> Result<Storage> {
+    let n = s.rows * s.patch;
+    check(&[(pred, n, "mae loss pred"), (target, n, "mae loss target"), (mask, s.rows, "mae loss mask")])?;
     let out = g.alloc(s.rows)?;
     g.ctx.dispatch(
         &key("loss", "mae_loss_rows"),
@@ -46,6 +53,13 @@ pub fn mae_loss_backward(
     drow: &Storage,
     s: &MaeLossSpec,
 ) -> Result<Storage> {
+    let n = s.rows * s.patch;
+    check(&[
+        (pred, n, "mae loss pred"),
+        (target, n, "mae loss target"),
+        (mask, s.rows, "mae loss mask"),
+        (drow, s.rows, "mae loss row gradient"),
+    ])?;
     let out = g.alloc(s.rows * s.patch)?;
     g.ctx.dispatch(
         &key("loss", "mae_loss_backward"),
@@ -63,6 +77,8 @@ pub fn cross_entropy(
     rows: usize,
     classes: usize,
 ) -> Result<(Storage, Storage)> {
+    check(&[(logits, rows * classes, "cross-entropy logits")])?;
+    check_labels(labels, rows, classes)?;
     let (probs, loss) = (g.alloc(rows * classes)?, g.alloc(rows)?);
     let lb = g.indices(labels)?;
     g.ctx.dispatch(
@@ -82,6 +98,8 @@ pub fn cross_entropy_backward(
     rows: usize,
     classes: usize,
 ) -> Result<Storage> {
+    check(&[(probs, rows * classes, "cross-entropy probabilities"), (drow, rows, "cross-entropy row gradient")])?;
+    check_labels(labels, rows, classes)?;
     let out = g.alloc(rows * classes)?;
     let lb = g.indices(labels)?;
     g.ctx.dispatch(
@@ -91,4 +109,12 @@ pub fn cross_entropy_backward(
         grid_1d(rows * classes, 256)?,
     )?;
     Ok(out)
+}
+
+/// One label per row, each a class.
+fn check_labels(labels: &Indices, rows: usize, classes: usize) -> Result<()> {
+    if labels.len() < rows {
+        return Err(crate::error::Error::Shape(format!("{} labels for {rows} rows", labels.len())));
+    }
+    labels.check_below(classes, "cross-entropy labels")
 }
