@@ -13,8 +13,13 @@
 // All are one invocation per output element, 256 per workgroup, folded over y past 65535 groups.
 // Napkin math: pure bandwidth; unshuffling [256, 50, 64] f32 reads and writes 3.3 MB each.
 //
-// Bounds: checked. Indices are values read from a buffer, so a bad one must not read outside;
-// wgpu's runtime checks stay on.
+// Bounds: unchecked. Each invocation's j < n, the output's size. gather_rows reads idx below
+// batch x picks and x at row idx[..] < rows: the one indirect read, after the launcher checks on
+// the host (the values are uploaded from there) that every index is below rows. scatter_add_rows
+// only compares indices and reads dy below batch x picks x width. copy_rows: r < the copied rows and
+// the launcher checks offset + rows <= each side's rows. permute: the launcher checks that perm is
+// a permutation, so the source index is the same element's place in x, below n. The launchers
+// check every buffer's length against these sizes and that the largest index fits u32.
 //
 // Launcher: engine/src/gpu/kernels/gather.rs. Reference: engine/src/cpu/reference.rs.
 

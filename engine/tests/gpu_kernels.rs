@@ -478,6 +478,9 @@ fn kernels_proved_in_bounds_run_unchecked_unless_the_switch_turns_checks_back_on
     let logits = Tensor::zeros(&[2, 3], &gpu).unwrap();
     let label_3 = Indices::new(vec![0, 3], &[2]).unwrap();
     assert!(be.cross_entropy(logits.storage(), &label_3, 2, 3).is_err(), "a label past the classes");
+    let gather = engine::backend::GatherSpec { batch: 1, rows: 3, picks: 2, width: 2 };
+    assert!(be.gather_rows(a.storage(), &label_3, &gather).is_err(), "a row index past the rows");
+    assert!(be.permute(a.storage(), &[3, 4], &[0, 0]).is_err(), "not a permutation");
 }
 
 #[test]

@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{grid_1d, key, u32_of};
+use super::{grid_1d, holds, key, u32_of};
 use crate::backend::{CopyRowsSpec, GatherSpec};
 use crate::cpu::reference::strides;
 use crate::error::{Error, Result};
@@ -40,7 +40,20 @@ fn gather_params(s: &GatherSpec, n: usize) -> Result<Params> {
     })
 }
 
+/// What gather_rows and scatter_add_rows' in-bounds proof rests on: `idx` holds `batch x picks`
+/// indices, each below `rows`, and `rows_in x width` values per sample fit u32.
+fn check_gather(idx: &Indices, s: &GatherSpec) -> Result<()> {
+    if idx.len() < s.batch * s.picks {
+        return Err(Error::Shape(format!("{} indices where {} x {} are needed", idx.len(), s.batch, s.picks)));
+    }
+    idx.check_below(s.rows, "gather index")?;
+    u32_of(s.batch * s.rows.max(s.picks) * s.width, "gather size")?;
+    Ok(())
+}
+
 pub fn gather_rows(g: &Gpu, x: &Storage, idx: &Indices, s: &GatherSpec) -> Result<Storage> {
+    check_gather(idx, s)?;
+    holds(x, s.batch * s.rows * s.width, "gather_rows x")?;
     let n = s.batch * s.picks * s.width;
     let out = g.alloc(n)?;
     let ib = g.indices(idx)?;
@@ -54,6 +67,8 @@ pub fn gather_rows(g: &Gpu, x: &Storage, idx: &Indices, s: &GatherSpec) -> Resul
 }
 
 pub fn scatter_add_rows(g: &Gpu, dy: &Storage, idx: &Indices, s: &GatherSpec) -> Result<Storage> {
+    check_gather(idx, s)?;
+    holds(dy, s.batch * s.picks * s.width, "scatter_add_rows dy")?;
     let n = s.batch * s.rows * s.width;
     let out = g.alloc(n)?;
     let ib = g.indices(idx)?;
@@ -67,6 +82,12 @@ pub fn scatter_add_rows(g: &Gpu, dy: &Storage, idx: &Indices, s: &GatherSpec) ->
 }
 
 pub fn copy_rows_into(g: &Gpu, src: &Storage, dst: &Storage, s: &CopyRowsSpec) -> Result<()> {
+    if s.src_offset + s.rows > s.src_rows || s.dst_offset + s.rows > s.dst_rows {
+        return Err(Error::Shape(format!("copy_rows_into: {s:?} reads or writes past a sample's rows")));
+    }
+    holds(src, s.batch * s.src_rows * s.width, "copy_rows_into source")?;
+    holds(dst, s.batch * s.dst_rows * s.width, "copy_rows_into destination")?;
+    u32_of(s.batch * s.src_rows.max(s.dst_rows) * s.width, "copy size")?;
     let n = s.batch * s.rows * s.width;
     let p = Params {
         batch: u32_of(s.batch, "batch")?,
@@ -92,6 +113,12 @@ pub fn permute(g: &Gpu, x: &Storage, shape: &[usize], perm: &[usize]) -> Result<
         return Err(Error::Shape(format!("permute: rank {} is above the kernel's 8", shape.len())));
     }
     let n: usize = shape.iter().product();
+    let mut sorted = perm.to_vec();
+    sorted.sort_unstable();
+    if perm.len() != shape.len() || sorted.iter().enumerate().any(|(i, &a)| i != a) {
+        return Err(Error::Shape(format!("permute: {perm:?} is not a permutation of the {} axes", shape.len())));
+    }
+    holds(x, n, "permute input")?;
     let out = g.alloc(n)?;
     let in_strides = strides(shape);
     let mut p = Params { n: u32_of(n, "size")?, rank: shape.len() as u32, ..Default::default() };
