@@ -28,8 +28,13 @@
 // 0.16 GFLOP. Work per invocation grows with seq * dim, so at ViT-B scale (197 tokens, dim 64) this
 // is compute-bound at a few TFLOP/s; tensor-core flash attention would be the next step.
 //
-// Bounds: checked. The head layouts (strides, groups, offsets into the fused qkv buffer) are not
-// yet proved in bounds here; wgpu's runtime checks stay on.
+// Bounds: unchecked. Every entry returns for h >= heads and touches rows only for i (or j) < seq
+// (`valid`; the streamed tiles clamp their row to seq - 1 and their index to the buffer's end), and
+// columns c < HEAD_DIM = dim <= MAX_D, so each global index is at most row_at(h, seq - 1) + dim - 1
+// under its layout; the launcher checks that every buffer holds its layout's extent (the farthest
+// head's last row, `extent` in the launcher) and that it fits u32, and that lse holds heads x seq.
+// Workgroup and private arrays: tile index e < BT x HEAD_DIM, row_lse / s at jj, lid < BT, private
+// rows at c < HEAD_DIM <= MAX_D.
 //
 // Launcher: engine/src/gpu/kernels/attention.rs. Reference: engine/src/cpu/reference.rs.
 

@@ -481,6 +481,10 @@ fn kernels_proved_in_bounds_run_unchecked_unless_the_switch_turns_checks_back_on
     let gather = engine::backend::GatherSpec { batch: 1, rows: 3, picks: 2, width: 2 };
     assert!(be.gather_rows(a.storage(), &label_3, &gather).is_err(), "a row index past the rows");
     assert!(be.permute(a.storage(), &[3, 4], &[0, 0]).is_err(), "not a permutation");
+    let att = engine::backend::AttentionSpec { heads: 2, seq: 3, dim: 4, scale: 0.5 };
+    let full = Tensor::zeros(&[2, 3, 4], &gpu).unwrap();
+    let short_k = Tensor::zeros(&[2, 3, 3], &gpu).unwrap();
+    assert!(be.attention(full.storage(), short_k.storage(), full.storage(), &att).is_err(), "k one column short");
 }
 
 #[test]

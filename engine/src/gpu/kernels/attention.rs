@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{grid_1d, grid_groups, u32_of};
+use super::{grid_1d, grid_groups, holds, u32_of};
 use crate::backend::{AttentionSpec, CopyRowsSpec, HeadLayout};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -74,6 +74,30 @@ fn lay(l: &HeadLayout) -> Result<[u32; 4]> {
     ])
 }
 
+/// One past the largest index a kernel touches through layout `l`: the last column of the last row
+/// of the farthest head (`(h / group)` and `(h % group)` each at their largest).
+fn extent(l: &HeadLayout, s: &AttentionSpec) -> usize {
+    if s.heads == 0 || s.seq == 0 {
+        return 0;
+    }
+    let group = l.group.max(1);
+    ((s.heads - 1) / group) * l.sample_stride
+        + (group - 1).min(s.heads - 1) * l.head_stride
+        + l.offset
+        + (s.seq - 1) * l.row_stride
+        + s.dim
+}
+
+/// What the shader's in-bounds proof rests on (its header's `Bounds:` line): every buffer holds
+/// its layout's extent, and every extent fits u32.
+fn check(buffers: &[(&Storage, usize, &str)]) -> Result<()> {
+    for &(buf, n, what) in buffers {
+        u32_of(n, what)?;
+        holds(buf, n, what)?;
+    }
+    Ok(())
+}
+
 fn setup(g: &Gpu, s: &AttentionSpec, l: &Layouts) -> Result<(Params, [u32; 3])> {
     if s.dim == 0 || s.dim > MAX_HEAD_DIM {
         return Err(Error::Gpu(format!(
@@ -122,6 +146,12 @@ fn run_forward(g: &Gpu, src: [&Storage; 3], l: &Layouts, s: &AttentionSpec) -> R
         return Ok((out, lse));
     }
     let (p, groups) = setup(g, s, l)?;
+    check(&[
+        (src[0], extent(&l.q, s), "attention q"),
+        (src[1], extent(&l.k, s), "attention k"),
+        (src[2], extent(&l.v, s), "attention v"),
+        (&out, extent(&l.o, s), "attention output"),
+    ])?;
     g.ctx.dispatch(
         &key("forward", s.dim),
         bytemuck::bytes_of(&p),
@@ -145,6 +175,16 @@ fn run_backward(
     dkv: &Storage,
 ) -> Result<()> {
     let (p, groups) = setup(g, s, l)?;
+    check(&[
+        (src[0], extent(&l.q, s), "attention q"),
+        (src[1], extent(&l.k, s), "attention k"),
+        (src[2], extent(&l.v, s), "attention v"),
+        (out, extent(&l.o, s), "attention output"),
+        (dout, extent(&l.o, s), "attention output gradient"),
+        (lse, s.heads * s.seq, "attention log-sum-exp"),
+        (dq, extent(&l.dq, s), "attention dq"),
+        (dkv, extent(&l.dk, s).max(extent(&l.dv, s)), "attention dk, dv"),
+    ])?;
     let params = bytemuck::bytes_of(&p);
     let delta = g.alloc(s.heads * s.seq)?;
     g.ctx.dispatch(
