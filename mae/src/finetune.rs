@@ -112,9 +112,27 @@ pub struct FinetuneReport {
     pub seconds: f64,
 }
 
-/// Fine-tune `model`'s encoder (in place) with a new head on `train`; accuracy on `test`.
+/// The model, `fc_norm` and the head moved into one buffer on a GPU (`engine::packing`; as they are
+/// on the CPU), so that AdamW updates every trained tensor with one launch.
+fn pack_with_model(
+    model: &mut MaskedAutoencoder,
+    fc_norm: LayerNorm,
+    head: Linear,
+    dev: &Device,
+) -> Result<(LayerNorm, Linear)> {
+    let mut tensors: Vec<Tensor> = model.state_dict().into_iter().map(|p| p.tensor).collect();
+    let in_model = tensors.len();
+    tensors.extend([fc_norm.weight, fc_norm.bias, head.weight, head.bias]);
+    let mut packed = engine::packing::pack(&tensors, dev)?;
+    let [w, b, hw, hb]: [Tensor; 4] = packed.split_off(in_model).try_into().expect("four tensors");
+    model.set_state(packed)?;
+    Ok((LayerNorm { weight: w, bias: b }, Linear { weight: hw, bias: hb }))
+}
+
+/// Fine-tune `model`'s encoder (in place; on a GPU its tensors are repacked with the head's) with a
+/// new head on `train`; accuracy on `test`.
 pub fn finetune(
-    model: &MaskedAutoencoder,
+    model: &mut MaskedAutoencoder,
     train: &ImageSet,
     test: &ImageSet,
     norm: &Normalization,
@@ -128,13 +146,15 @@ pub fn finetune(
         return Err(Error::Config("fine-tuning needs a budget: epochs or a time limit".into()));
     }
     let classes = train.classes.len().max(1 + *train_y.iter().max().unwrap_or(&0) as usize);
-    let cfg = &model.config;
+    let config = model.config.clone();
+    let cfg = &config;
     let mut rng = Rng::new(o.seed ^ streams::FINETUNE_HEAD);
     let head = Linear {
         weight: Tensor::normal(&[classes, cfg.embed_dim], 0.0, 2e-5, &mut rng, dev)?.with_grad(),
         bias: Tensor::zeros(&[classes], dev)?.with_grad(),
     };
-    let clf = Classifier { encoder: model, fc_norm: LayerNorm::new(cfg.embed_dim, dev)?, head };
+    let (fc_norm, head) = pack_with_model(model, LayerNorm::new(cfg.embed_dim, dev)?, head, dev)?;
+    let clf = Classifier { encoder: model, fc_norm, head };
     let params = clf.params();
     let opt_cfg = AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: o.weight_decay };
     let mut opt = AdamW::new(opt_cfg, &params, dev)?;

@@ -783,7 +783,8 @@ fn cmd_finetune(a: FinetuneArgs) -> Result<()> {
         o.epochs = a.epochs;
         o.seconds = a.minutes.map(|m| m * 60.0);
     }
-    let r = mae::finetune::finetune(&l.model, &train_set, &test_set, &norm, &o, &dev)?;
+    let mut model = l.model;
+    let r = mae::finetune::finetune(&mut model, &train_set, &test_set, &norm, &o, &dev)?;
     println!(
         "fine-tuned {} steps in {:.0} s: test accuracy {:.2}% (final training loss {:.4})",
         r.steps,

@@ -278,3 +278,36 @@ fn finetuning_a_random_encoder_is_the_supervised_baseline_and_needs_a_preset() {
     assert!(!r.status.success());
     assert!(stderr(&r).contains("--checkpoint random needs --model"), "{}", stderr(&r));
 }
+
+#[test]
+#[cfg(feature = "gpu")]
+fn finetuning_on_the_gpu_with_packed_encoder_and_head_follows_the_cpu() {
+    if engine::gpu::test_device().is_none() {
+        return;
+    }
+    let line = |device: &str| {
+        let r = run(&[
+            "finetune",
+            "--checkpoint",
+            "random",
+            "--model",
+            "mae_vit_nano_patch4_16",
+            "--data",
+            "builtin:128",
+            "--epochs",
+            "2",
+            "--batch",
+            "32",
+            "--device",
+            device,
+        ]);
+        assert!(r.status.success(), "{}", stderr(&r));
+        let out = String::from_utf8_lossy(&r.stdout).into_owned();
+        let loss = out.rsplit("final training loss ").next().unwrap().trim_end_matches(|c: char| !c.is_ascii_digit());
+        let accuracy = out.split("test accuracy ").nth(1).unwrap().split('%').next().unwrap().to_string();
+        (accuracy, loss.parse::<f32>().unwrap())
+    };
+    let (cpu, gpu) = (line("cpu"), line("gpu"));
+    assert_eq!(cpu.0, gpu.0, "test accuracy");
+    assert!((cpu.1 - gpu.1).abs() < 1e-3, "final training loss: cpu {} gpu {}", cpu.1, gpu.1);
+}
