@@ -70,11 +70,9 @@ impl Tensor {
     where
         F: FnOnce(&Tensor) -> Result<Vec<Option<Tensor>>> + 'static,
     {
-        debug_assert_eq!(storage.len(), numel(&shape), "op output does not fill its shape");
-        let track = tape::is_grad_enabled() && inputs.iter().any(|t| t.requires_grad());
-        let out = Tensor::make(storage, shape, track, false);
-        if track {
-            tape::record(out.id(), inputs.iter().map(|t| (*t).clone()).collect(), Box::new(backward));
+        let (out, inputs) = Tensor::op_output(storage, shape, inputs);
+        if let Some(inputs) = inputs {
+            tape::record(out.id(), inputs, Box::new(backward));
         }
         out
     }
@@ -90,13 +88,20 @@ impl Tensor {
     where
         F: FnOnce(&Tensor, Option<Tensor>) -> Result<Vec<Option<Tensor>>> + 'static,
     {
+        let (out, inputs) = Tensor::op_output(storage, shape, inputs);
+        if let Some(inputs) = inputs {
+            tape::record_accumulating(out.id(), inputs, Box::new(backward));
+        }
+        out
+    }
+
+    /// An op's output, and the inputs to record with it when it is tracked (grad mode on and an
+    /// input that requires gradients).
+    fn op_output(storage: Storage, shape: Vec<usize>, inputs: &[&Tensor]) -> (Tensor, Option<Vec<Tensor>>) {
         debug_assert_eq!(storage.len(), numel(&shape), "op output does not fill its shape");
         let track = tape::is_grad_enabled() && inputs.iter().any(|t| t.requires_grad());
         let out = Tensor::make(storage, shape, track, false);
-        if track {
-            tape::record_accumulating(out.id(), inputs.iter().map(|t| (*t).clone()).collect(), Box::new(backward));
-        }
-        out
+        (out, track.then(|| inputs.iter().map(|t| (*t).clone()).collect()))
     }
 
     /// A result that no gradient flows through (kernel outputs used inside backward rules).

@@ -305,8 +305,9 @@ fn gather_case(batch: usize, rows: usize, picks: usize, width: usize) -> Case {
     }
 }
 
-fn adamw_case(n: usize) -> Case {
-    let spec = AdamWSpec {
+/// The AdamW settings of the kernel-table cases (mid-training bias corrections).
+fn bench_adamw_spec() -> AdamWSpec {
+    AdamWSpec {
         lr: 1e-4,
         beta1: 0.9,
         beta2: 0.95,
@@ -315,7 +316,11 @@ fn adamw_case(n: usize) -> Case {
         bias_correction1: 0.5,
         bias_correction2: 0.5,
         grad_scale: 1.0,
-    };
+    }
+}
+
+fn adamw_case(n: usize) -> Case {
+    let spec = bench_adamw_spec();
     Case {
         name: "adamw",
         shape: format!("{:.2} M parameters", n as f64 / 1e6),
@@ -337,16 +342,7 @@ fn adamw_case(n: usize) -> Case {
 /// for all (`Backend::adamw_step_packed`, what the trainer does on the GPU). The same values move
 /// either way; the difference is the launches.
 fn adamw_model_case(name: &'static str, lens: Vec<usize>, packed: bool) -> Case {
-    let spec = AdamWSpec {
-        lr: 1e-4,
-        beta1: 0.9,
-        beta2: 0.95,
-        eps: 1e-8,
-        weight_decay: 0.05,
-        bias_correction1: 0.5,
-        bias_correction2: 0.5,
-        grad_scale: 1.0,
-    };
+    let spec = bench_adamw_spec();
     let total: usize = lens.iter().sum();
     Case {
         name,

@@ -50,25 +50,7 @@ pub fn forward(
     cols: usize,
     eps: f32,
 ) -> Result<(Storage, Storage, Storage)> {
-    check(
-        rows,
-        cols,
-        &[(x, rows * cols, "layernorm x"), (gamma, cols, "layernorm gamma"), (beta, cols, "layernorm beta")],
-    )?;
-    let (y, mean, rstd) = (g.alloc(rows * cols)?, g.alloc(rows)?, g.alloc(rows)?);
-    g.ctx.dispatch(
-        &key("layernorm", "forward"),
-        bytemuck::bytes_of(&params(rows, cols, eps)?),
-        &[
-            (1, g.buf(x)?),
-            (2, g.buf(gamma)?),
-            (3, g.buf(beta)?),
-            (4, g.buf(&y)?),
-            (5, g.buf(&mean)?),
-            (6, g.buf(&rstd)?),
-        ],
-        grid_groups(rows)?,
-    )?;
+    let (_, y, mean, rstd) = launch_forward(g, x, None, gamma, beta, rows, cols, eps)?;
     Ok((y, mean, rstd))
 }
 
@@ -83,30 +65,44 @@ pub fn add_forward(
     cols: usize,
     eps: f32,
 ) -> Result<(Storage, Storage, Storage, Storage)> {
-    check(
-        rows,
-        cols,
-        &[
-            (x, rows * cols, "layernorm x"),
-            (res, rows * cols, "layernorm residual"),
-            (gamma, cols, "layernorm gamma"),
-            (beta, cols, "layernorm beta"),
-        ],
-    )?;
-    let (s, y, mean, rstd) = (g.alloc(rows * cols)?, g.alloc(rows * cols)?, g.alloc(rows)?, g.alloc(rows)?);
+    let (s, y, mean, rstd) = launch_forward(g, x, Some(res), gamma, beta, rows, cols, eps)?;
+    Ok((s.expect("the sum of an add_forward"), y, mean, rstd))
+}
+
+/// `forward`, or with a residual `add_forward`, which also returns `s = x + res`.
+#[allow(clippy::too_many_arguments)]
+fn launch_forward(
+    g: &Gpu,
+    x: &Storage,
+    res: Option<&Storage>,
+    gamma: &Storage,
+    beta: &Storage,
+    rows: usize,
+    cols: usize,
+    eps: f32,
+) -> Result<(Option<Storage>, Storage, Storage, Storage)> {
+    let mut inputs =
+        vec![(x, rows * cols, "layernorm x"), (gamma, cols, "layernorm gamma"), (beta, cols, "layernorm beta")];
+    inputs.extend(res.map(|r| (r, rows * cols, "layernorm residual")));
+    check(rows, cols, &inputs)?;
+    let (y, mean, rstd) = (g.alloc(rows * cols)?, g.alloc(rows)?, g.alloc(rows)?);
+    let s = res.map(|_| g.alloc(rows * cols)).transpose()?;
+    let mut bindings = vec![
+        (1, g.buf(x)?),
+        (2, g.buf(gamma)?),
+        (3, g.buf(beta)?),
+        (4, g.buf(&y)?),
+        (5, g.buf(&mean)?),
+        (6, g.buf(&rstd)?),
+    ];
+    if let (Some(res), Some(s)) = (res, &s) {
+        bindings.extend([(11, g.buf(res)?), (12, g.buf(s)?)]);
+    }
+    let entry = if res.is_some() { "add_forward" } else { "forward" };
     g.ctx.dispatch(
-        &key("layernorm", "add_forward"),
+        &key("layernorm", entry),
         bytemuck::bytes_of(&params(rows, cols, eps)?),
-        &[
-            (1, g.buf(x)?),
-            (2, g.buf(gamma)?),
-            (3, g.buf(beta)?),
-            (4, g.buf(&y)?),
-            (5, g.buf(&mean)?),
-            (6, g.buf(&rstd)?),
-            (11, g.buf(res)?),
-            (12, g.buf(&s)?),
-        ],
+        &bindings,
         grid_groups(rows)?,
     )?;
     Ok((s, y, mean, rstd))
