@@ -13,15 +13,16 @@
 //   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)); backward_dx_acc adds the gradient already
 //   accumulated for x (its other uses: the residual stream) in the same pass.
 // - backward_params: dgamma = sum_rows dy * xhat, dbeta = sum_rows dy. Workgroups of 64 x 4 take 64
-//   adjacent columns (coalesced) and a chunk of rows, writing partial sums [chunks, cols] that the
-//   launcher then sums with reduce.wgsl: enough workgroups for a big GPU, deterministic order.
+//   adjacent columns (coalesced) and a chunk of rows, writing partial sums [chunks, 2, cols_pad]
+//   (dgamma's, then dbeta's, each row padded to 64 values) that the launcher sums with one
+//   reduce.wgsl pass: enough workgroups for a big GPU, deterministic order.
 // Napkin math: [3328, 128] (the Fashion-MNIST encoder at batch 256) is 1.7 MB in, 1.7 MB out:
 // bandwidth-bound, about a microsecond of traffic on an H100; launches dominate.
 //
 // Bounds: unchecked. Every row index r < rows (checked first) and column c < cols (the loops'
 // bound), so x, res, s, y, dy, dx are read and written at r * cols + c < rows * cols, gamma and beta
 // at c, mean and rstd at r; backward_params reads rows start..min(start + chunk, rows) and writes
-// partial sums at chunk * cols + c with chunk < chunks and c < cols; workgroup arrays at lid < 64 and
+// partial sums at chunk * 2 * cols_pad + c (and + cols_pad) with chunk < chunks, c < cols <= cols_pad; workgroup arrays at lid < 64 and
 // lid + s with lid < s <= 32. The launchers check that every input holds those sizes and that
 // rows * cols fits u32 (and allocate the outputs at exactly them).
 //
@@ -33,6 +34,7 @@ struct Params {
     eps: f32,
     chunk: u32,
     chunks: u32,
+    cols_pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -44,8 +46,7 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> rstd: array<f32>;
 @group(0) @binding(7) var<storage, read> dy: array<f32>;
 @group(0) @binding(8) var<storage, read_write> dx: array<f32>;
-@group(0) @binding(9) var<storage, read_write> partial_gamma: array<f32>;
-@group(0) @binding(10) var<storage, read_write> partial_beta: array<f32>;
+@group(0) @binding(9) var<storage, read_write> partial: array<f32>;
 @group(0) @binding(11) var<storage, read> res: array<f32>;
 @group(0) @binding(12) var<storage, read_write> s: array<f32>;
 
@@ -203,7 +204,8 @@ fn backward_params(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     cols4b[lid.y][lid.x] = sb;
     workgroupBarrier();
     if (lid.y == 0u && c < p.cols) {
-        partial_gamma[chunk * p.cols + c] = cols4[0][lid.x] + cols4[1][lid.x] + cols4[2][lid.x] + cols4[3][lid.x];
-        partial_beta[chunk * p.cols + c] = cols4b[0][lid.x] + cols4b[1][lid.x] + cols4b[2][lid.x] + cols4b[3][lid.x];
+        let at = chunk * 2u * p.cols_pad + c;
+        partial[at] = cols4[0][lid.x] + cols4[1][lid.x] + cols4[2][lid.x] + cols4[3][lid.x];
+        partial[at + p.cols_pad] = cols4b[0][lid.x] + cols4b[1][lid.x] + cols4b[2][lid.x] + cols4b[3][lid.x];
     }
 }

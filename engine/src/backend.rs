@@ -340,6 +340,11 @@ pub trait Backend {
     fn download(&self, s: &Storage) -> Result<Vec<f32>>;
     /// A new storage of `len` values, every one `value`.
     fn full(&self, len: usize, value: f32) -> Result<Storage>;
+    /// A new storage of `len` values that the caller overwrites entirely before reading any (no
+    /// fill kernel on the GPU; zeros on the CPU, whose storage is always initialised).
+    fn empty(&self, len: usize) -> Result<Storage> {
+        self.full(len, 0.0)
+    }
     /// A new storage holding a copy of `s`.
     fn copy(&self, s: &Storage) -> Result<Storage>;
 

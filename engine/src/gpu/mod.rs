@@ -144,6 +144,10 @@ impl Backend for Gpu {
         kernels::elementwise::fill(self, len, value)
     }
 
+    fn empty(&self, len: usize) -> Result<Storage> {
+        self.alloc(len)
+    }
+
     fn copy(&self, s: &Storage) -> Result<Storage> {
         kernels::elementwise::unary(self, UnaryOp::Scale(1.0), s, s.len())
     }

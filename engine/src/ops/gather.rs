@@ -51,7 +51,8 @@ pub fn concat_tokens(parts: &[&Tensor]) -> Result<Tensor> {
     let total: usize = lens.iter().sum();
     let dev = first.device();
     let be = dev.backend();
-    let out = be.full(n * total * d, 0.0)?;
+    // The parts cover every row of the output (and of each part's gradient below): no fill.
+    let out = be.empty(n * total * d)?;
     let mut offset = 0;
     for (p, &len) in parts.iter().zip(&lens) {
         if len * n * d > 0 {
@@ -65,7 +66,7 @@ pub fn concat_tokens(parts: &[&Tensor]) -> Result<Tensor> {
         let mut grads = Vec::with_capacity(lens.len());
         let mut offset = 0;
         for &len in &lens {
-            let part = be.full(n * len * d, 0.0)?;
+            let part = be.empty(n * len * d)?;
             if len * n * d > 0 {
                 be.copy_rows_into(g.storage(), &part, &copy_spec(n, len, d, (total, offset), (len, 0)))?;
             }
@@ -84,12 +85,13 @@ pub fn slice_tokens(x: &Tensor, start: usize, len: usize) -> Result<Tensor> {
     let (n, t, d) = (x.dim(0), x.dim(1), x.dim(2));
     let dev = x.device();
     let be = dev.backend();
-    let out = be.full(n * len * d, 0.0)?;
+    let out = be.empty(n * len * d)?;
     if n * len * d > 0 {
         be.copy_rows_into(x.storage(), &out, &copy_spec(n, len, d, (t, start), (len, 0)))?;
     }
     Ok(Tensor::from_op(out, vec![n, len, d], &[x], move |g| {
         let be = dev.backend();
+        // Zero outside the slice's rows.
         let dx = be.full(n * t * d, 0.0)?;
         if n * len * d > 0 {
             be.copy_rows_into(g.storage(), &dx, &copy_spec(n, len, d, (len, 0), (t, start)))?;

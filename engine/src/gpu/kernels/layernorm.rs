@@ -5,7 +5,9 @@ use bytemuck::{Pod, Zeroable};
 use super::{grid_groups, holds, key, u32_of};
 use crate::backend::AxisSpec;
 use crate::error::Result;
-use crate::gpu::Gpu;
+use std::rc::Rc;
+
+use crate::gpu::{Gpu, GpuBuffer};
 use crate::storage::Storage;
 
 #[repr(C)]
@@ -16,6 +18,9 @@ struct Params {
     eps: f32,
     chunk: u32,
     chunks: u32,
+    /// dgamma's and dbeta's partial rows start this far apart (cols rounded up to 64 values, so
+    /// that dbeta's half binds at its offset).
+    cols_pad: u32,
 }
 
 /// Rows per workgroup in the parameter-gradient pass.
@@ -38,6 +43,7 @@ fn params(rows: usize, cols: usize, eps: f32) -> Result<Params> {
         eps,
         chunk: CHUNK as u32,
         chunks: u32_of(rows.div_ceil(CHUNK).max(1), "chunks")?,
+        cols_pad: u32_of(cols.next_multiple_of(64), "cols")?,
     })
 }
 
@@ -147,17 +153,22 @@ pub fn backward(
     }
     let entry = if acc.is_some() { "backward_dx_acc" } else { "backward_dx" };
     g.ctx.dispatch(&key("layernorm", entry), bytemuck::bytes_of(&p), &bindings, grid_groups(rows)?)?;
-    let chunks = p.chunks as usize;
-    let (pg, pb) = (g.alloc(chunks * cols)?, g.alloc(chunks * cols)?);
+    let (chunks, cols_pad) = (p.chunks as usize, p.cols_pad as usize);
+    u32_of(chunks * 2 * cols_pad, "partial sums")?;
+    let partial = g.alloc(chunks * 2 * cols_pad)?;
     let [y, z, _] = grid_groups(chunks)?;
     g.ctx.dispatch(
         &key("layernorm", "backward_params"),
         bytemuck::bytes_of(&p),
-        &[(1, g.buf(x)?), (5, g.buf(mean)?), (6, g.buf(rstd)?), (7, g.buf(dy)?), (9, g.buf(&pg)?), (10, g.buf(&pb)?)],
+        &[(1, g.buf(x)?), (5, g.buf(mean)?), (6, g.buf(rstd)?), (7, g.buf(dy)?), (9, g.buf(&partial)?)],
         [u32_of(cols.div_ceil(64), "column blocks")?, y, z],
     )?;
-    let over_chunks = AxisSpec { outer: 1, axis: chunks, inner: cols };
-    let dgamma = super::reduce::sum_axis(g, &pg, &over_chunks)?;
-    let dbeta = super::reduce::sum_axis(g, &pb, &over_chunks)?;
+    // Both parameter gradients in one reduction pass, then a view of each half.
+    let over_chunks = AxisSpec { outer: 1, axis: chunks, inner: 2 * cols_pad };
+    let Storage::Gpu(sums) = super::reduce::sum_axis(g, &partial, &over_chunks)? else {
+        unreachable!("a GPU kernel's output lives on the GPU")
+    };
+    let half = |start| Storage::Gpu(Rc::new(GpuBuffer::view(&sums, start, cols)));
+    let (dgamma, dbeta) = (half(0), half(cols_pad));
     Ok((dx, dgamma, dbeta))
 }

@@ -1,0 +1,76 @@
+//! What a training step asks of the GPU, kernel by kernel: runs `mae train`'s steps (the trainer
+//! itself: packing, masking, forward, backward, the packed AdamW) on any GPU adapter, software ones
+//! included, with timestamp queries around every dispatch after the warm-up steps, and prints each
+//! kernel's dispatches per step and its share of the kernel time.
+//!
+//! ```text
+//! cargo run --release -p mae --example gpu_step_profile -- [DATA] [BATCH] [STEPS] [MODEL]
+//! ```
+//! `DATA` as `mae train --data` takes it (default `fashion-mnist`), `BATCH` (default 32), `STEPS`
+//! the profiled steps (default 2, after two warm-up steps), `MODEL` a preset (default: the data's).
+//! The dispatch counts are the same on every adapter; the times mean something on hardware only.
+
+#[cfg(feature = "gpu")]
+fn main() -> mae::Result<()> {
+    use engine::Device;
+    use mae::config::ModelConfig;
+    use mae::source::DataSource;
+    use mae::train::{Budget, TrainOptions, Trainer};
+
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let data: DataSource = args.first().map(String::as_str).unwrap_or("fashion-mnist").parse()?;
+    let batch: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(32);
+    let steps: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2);
+    let model = ModelConfig::by_name(match (args.get(3), &data) {
+        (Some(name), _) => name.as_str(),
+        (None, DataSource::FashionMnist { .. } | DataSource::Idx { .. }) => "mae_vit_micro_patch4_28",
+        (None, _) => "mae_vit_micro_patch4_32",
+    })?;
+    let dev = Device::gpu()?;
+    let Device::Gpu(gpu) = &dev else { unreachable!("Device::gpu gives a GPU") };
+    let ctx = gpu.context();
+    if !ctx.has_timestamps() {
+        eprintln!("note: this adapter has no timestamp queries; counting dispatches only");
+    }
+    let out = std::env::temp_dir().join(format!("mae-gpu-step-profile-{}", std::process::id()));
+    let mut o = TrainOptions::new(model.clone(), data.clone(), out.clone());
+    o.budget = Budget { steps: Some(2 + steps), ..Default::default() };
+    (o.batch_size, o.verbose, o.pictures) = (batch, false, false);
+    let mut t = Trainer::new(&o, &dev)?;
+    println!("{} on {data}, batch {batch}, {}", model.name, dev.name());
+    t.step()?;
+    t.step()?;
+    let before = ctx.counters();
+    if ctx.has_timestamps() {
+        ctx.start_profiling()?;
+    }
+    for _ in 0..steps {
+        t.step()?;
+    }
+    dev.synchronize()?;
+    let work = ctx.counters() - before;
+    let kernels = if ctx.has_timestamps() { ctx.stop_profiling()? } else { Vec::new() };
+    let _ = std::fs::remove_dir_all(&out);
+
+    let per_step = |n: f64| n / steps as f64;
+    println!("\nall {steps} profiled steps: {work}\n");
+    let total_ns: f64 = kernels.iter().map(|k| k.2).sum();
+    let mut rows = kernels;
+    rows.sort_by(|a, b| b.1.cmp(&a.1).then(b.2.total_cmp(&a.2)));
+    println!("| kernel | dispatches per step | kernel time per step | share |");
+    println!("|---|---:|---:|---:|");
+    for (name, count, ns) in &rows {
+        println!(
+            "| {name} | {:.0} | {:.3} ms | {:.1}% |",
+            per_step(*count as f64),
+            per_step(*ns) * 1e-6,
+            100.0 * ns / total_ns.max(1.0)
+        );
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "gpu"))]
+fn main() {
+    eprintln!("{}", engine::device::NO_GPU_BACKEND);
+}
