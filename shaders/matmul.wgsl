@@ -15,21 +15,26 @@
 // - per step of BK = 16 along K, the workgroup stages a 64 x 16 tile of op(A) and a 16 x 64 tile of
 //   op(B) in workgroup memory (As[k][m], Bs[k][n]: 8 KiB), zero-padded at the edges so any M, N, K
 //   works; the loads are coalesced along whichever axis is contiguous in memory;
-// - each invocation accumulates a 4 x 4 block of C in registers: rows ly + 16 i, columns lx + 16 j
-//   (strided, so the 16 lanes of a row read 16 consecutive Bs entries: no bank conflicts, and the
-//   stores to C are coalesced);
-// - `matmul_vec4` is the same with 128-bit loads: one vec4 of A and one of B per invocation per step.
-//   The launcher picks it when the contiguous axis of each operand (and its batch stride) is a multiple
-//   of 4, which holds for every MAE shape.
+// - each invocation accumulates a 4 x 4 block of C in four named vec4 registers c0..c3: row ly + 16 i
+//   in c_i, columns lx + 16 j in its lane j (strided, so the 16 lanes of a row read 16 consecutive Bs
+//   entries: no bank conflicts, and the stores to C are coalesced). Named vectors, not an indexed
+//   array behind a pointer: the first version kept `array<array<f32, 4>, 4>` and passed it to helper
+//   functions, which NVIDIA's Vulkan compiler left in local memory (36x slower steps on an H200,
+//   docs/benchmarks.md); no private array here is indexed at all;
+// - with the override VEC4 the tiles are staged with 128-bit loads, one vec4 of A and one of B per
+//   invocation per step. The launcher sets it when the contiguous axis of each operand (and its batch
+//   stride) is a multiple of 4, which holds for every MAE shape.
 // Napkin math: per BK step an invocation does 8 workgroup-memory reads for 16 FMAs; one tile step moves
 // 8 KiB from global memory for 2 x 64 x 64 x 16 = 131 kFLOP, 16 FLOP/byte of global traffic. The
 // encoder's qkv product at batch 256 ([3328, 128] x [128, 384]) is 0.33 GFLOP over 2.1 MB of
-// operands: compute-bound; at a plausible 15-25 TFLOP/s for this design on an H100 it takes ~20 us.
+// operands: compute-bound. A weight gradient ([3328, 128]^T x [3328, 512]) has K = 3328 but only
+// 2 x 8 workgroups: 16 of a large GPU's 100+ cores, each walking 208 K steps; such products want the
+// K range split over more workgroups (split-K).
 //
 // Bounds: unchecked. Every global read is guarded by gm < M, gn < N, gk < K, so it lands inside
 // batch b's [M, K] (or [N, K]) matrix, which ends at (batch - 1) * stride + M K <= the operand's
 // length (the launcher checks A, B >= that, bias >= N, and that all of it fits u32, so no index
-// wraps). A vec4 load starts at a multiple of 4 (the launcher picks matmul_vec4 only when the
+// wraps). A vec4 load starts at a multiple of 4 (the launcher sets VEC4 only when the
 // contiguous axis and the batch strides are multiples of 4) with its 4 elements in one row, so it
 // ends inside the same matrix. Workgroup tiles are indexed by lane and loop counters below their
 // sizes (kk < 16, m, n < 64); C (and Y, which the launcher sizes as C) is written only at gm < M,
@@ -69,52 +74,58 @@ const BK: u32 = 16u;
 var<workgroup> As: array<array<f32, 64>, 16>;
 var<workgroup> Bs: array<array<f32, 64>, 16>;
 
-// acc[i][j] += As[kk][ly + 16 i] * Bs[kk][lx + 16 j] over the staged BK slice.
-fn multiply_tile(lx: u32, ly: u32, acc: ptr<function, array<array<f32, 4>, 4>>) {
-    for (var kk = 0u; kk < BK; kk = kk + 1u) {
-        var ar: array<f32, 4>;
-        var br: array<f32, 4>;
-        for (var i = 0u; i < 4u; i = i + 1u) {
-            ar[i] = As[kk][ly + 16u * i];
-            br[i] = Bs[kk][lx + 16u * i];
-        }
-        for (var i = 0u; i < 4u; i = i + 1u) {
-            for (var j = 0u; j < 4u; j = j + 1u) {
-                (*acc)[i][j] = fma(ar[i], br[j], (*acc)[i][j]);
-            }
-        }
-    }
-}
+// Also stage the operands as vec4 (bindings 5 and 6 instead of 1 and 2): the launcher sets it when
+// the contiguous axis of each operand and its batch stride are multiples of 4.
+override VEC4: bool = false;
 
-fn store_tile(batch: u32, row0: u32, col0: u32, lx: u32, ly: u32, acc: ptr<function, array<array<f32, 4>, 4>>) {
-    let c_off = batch * p.m * p.n;
-    for (var i = 0u; i < 4u; i = i + 1u) {
-        let gm = row0 + ly + 16u * i;
-        if (gm >= p.m) { continue; }
-        for (var j = 0u; j < 4u; j = j + 1u) {
-            let gn = col0 + lx + 16u * j;
-            if (gn >= p.n) { continue; }
-            var v = (*acc)[i][j];
-            if (p.has_bias != 0u) { v = v + bias[gn]; }
-            c[c_off + gm * p.n + gn] = v;
-            if (GELU) { y[c_off + gm * p.n + gn] = gelu(v); }
+// Stage op(A)[row0.., k0..] into As[kk][m] and op(B)[k0.., col0..] into Bs[kk][n] (zero outside
+// the matrices); t is the invocation's index in the workgroup (0..256).
+fn load_tiles(t: u32, row0: u32, col0: u32, k0: u32, a_off: u32, b_off: u32) {
+    let zero = vec4<f32>(0.0);
+    if (VEC4) {
+        // One vec4 of op(A) and one of op(B) per invocation, along memory's contiguous axis.
+        if (TRANS_A) {
+            let kk = t / 16u;
+            let mq = (t % 16u) * 4u;
+            var v = zero;
+            if (k0 + kk < p.k && row0 + mq < p.m) { v = a4[(a_off + (k0 + kk) * p.m + row0 + mq) / 4u]; }
+            As[kk][mq] = v.x;
+            As[kk][mq + 1u] = v.y;
+            As[kk][mq + 2u] = v.z;
+            As[kk][mq + 3u] = v.w;
+        } else {
+            let m = t / 4u;
+            let kq = (t % 4u) * 4u;
+            var v = zero;
+            if (row0 + m < p.m && k0 + kq < p.k) { v = a4[(a_off + (row0 + m) * p.k + k0 + kq) / 4u]; }
+            As[kq][m] = v.x;
+            As[kq + 1u][m] = v.y;
+            As[kq + 2u][m] = v.z;
+            As[kq + 3u][m] = v.w;
         }
-    }
-}
-
-@compute @workgroup_size(16, 16)
-fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let batch = wid.z;
-    let row0 = wid.y * BM;
-    let col0 = wid.x * BN;
-    let a_off = batch * p.a_stride;
-    let b_off = batch * p.b_stride;
-    let t = lid.y * 16u + lid.x;
-    var acc: array<array<f32, 4>, 4>;
-    for (var k0 = 0u; k0 < p.k; k0 = k0 + BK) {
+        if (TRANS_B) {
+            let n = t / 4u;
+            let kq = (t % 4u) * 4u;
+            var v = zero;
+            if (col0 + n < p.n && k0 + kq < p.k) { v = b4[(b_off + (col0 + n) * p.k + k0 + kq) / 4u]; }
+            Bs[kq][n] = v.x;
+            Bs[kq + 1u][n] = v.y;
+            Bs[kq + 2u][n] = v.z;
+            Bs[kq + 3u][n] = v.w;
+        } else {
+            let kk = t / 16u;
+            let nq = (t % 16u) * 4u;
+            var v = zero;
+            if (k0 + kk < p.k && col0 + nq < p.n) { v = b4[(b_off + (k0 + kk) * p.n + col0 + nq) / 4u]; }
+            Bs[kk][nq] = v.x;
+            Bs[kk][nq + 1u] = v.y;
+            Bs[kk][nq + 2u] = v.z;
+            Bs[kk][nq + 3u] = v.w;
+        }
+    } else {
         for (var i = 0u; i < 4u; i = i + 1u) {
             let e = t + 256u * i;
-            // op(A) tile element (m, kk); walk memory's contiguous axis with consecutive lanes.
+            // op(A) tile element (m, kk); consecutive lanes walk memory's contiguous axis.
             var m: u32;
             var kk: u32;
             if (TRANS_A) { kk = e / BM; m = e % BM; } else { m = e / BK; kk = e % BK; }
@@ -137,74 +148,57 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
             }
             Bs[kb][n] = vb;
         }
-        workgroupBarrier();
-        multiply_tile(lid.x, lid.y, &acc);
-        workgroupBarrier();
     }
-    store_tile(batch, row0, col0, lid.x, lid.y, &acc);
+}
+
+// C[row + gn] = x (+ bias[gn]), and Y = gelu of it, when gn < N.
+fn store_one(row: u32, gn: u32, x: f32) {
+    if (gn >= p.n) { return; }
+    var v = x;
+    if (p.has_bias != 0u) { v = v + bias[gn]; }
+    c[row + gn] = v;
+    if (GELU) { y[row + gn] = gelu(v); }
+}
+
+// Row gm of batch b's C at columns gn0 + 16 j from lane j of v.
+fn store_row(batch: u32, gm: u32, gn0: u32, v: vec4<f32>) {
+    if (gm >= p.m) { return; }
+    let row = batch * p.m * p.n + gm * p.n;
+    store_one(row, gn0, v.x);
+    store_one(row, gn0 + 16u, v.y);
+    store_one(row, gn0 + 32u, v.z);
+    store_one(row, gn0 + 48u, v.w);
 }
 
 @compute @workgroup_size(16, 16)
-fn matmul_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let batch = wid.z;
     let row0 = wid.y * BM;
     let col0 = wid.x * BN;
     let a_off = batch * p.a_stride;
     let b_off = batch * p.b_stride;
-    let t = lid.y * 16u + lid.x;
-    var acc: array<array<f32, 4>, 4>;
-    let zero = vec4<f32>(0.0);
+    let lx = lid.x;
+    let ly = lid.y;
+    // Accumulators: c_i holds C's row ly + 16 i at columns lx + 16 j in lane j. Four named vectors,
+    // not an indexed array, so that no compiler is tempted to keep them in (slow) local memory.
+    var c0 = vec4<f32>(0.0);
+    var c1 = vec4<f32>(0.0);
+    var c2 = vec4<f32>(0.0);
+    var c3 = vec4<f32>(0.0);
     for (var k0 = 0u; k0 < p.k; k0 = k0 + BK) {
-        // One vec4 of op(A) per invocation: 4 consecutive elements along memory's contiguous axis.
-        if (TRANS_A) {
-            let kk = t / 16u;
-            let mq = (t % 16u) * 4u;
-            let gk = k0 + kk;
-            let gm = row0 + mq;
-            var v = zero;
-            if (gk < p.k && gm < p.m) { v = a4[(a_off + gk * p.m + gm) / 4u]; }
-            As[kk][mq] = v.x;
-            As[kk][mq + 1u] = v.y;
-            As[kk][mq + 2u] = v.z;
-            As[kk][mq + 3u] = v.w;
-        } else {
-            let m = t / 4u;
-            let kq = (t % 4u) * 4u;
-            let gm = row0 + m;
-            let gk = k0 + kq;
-            var v = zero;
-            if (gm < p.m && gk < p.k) { v = a4[(a_off + gm * p.k + gk) / 4u]; }
-            As[kq][m] = v.x;
-            As[kq + 1u][m] = v.y;
-            As[kq + 2u][m] = v.z;
-            As[kq + 3u][m] = v.w;
-        }
-        if (TRANS_B) {
-            let n = t / 4u;
-            let kq = (t % 4u) * 4u;
-            let gn = col0 + n;
-            let gk = k0 + kq;
-            var v = zero;
-            if (gn < p.n && gk < p.k) { v = b4[(b_off + gn * p.k + gk) / 4u]; }
-            Bs[kq][n] = v.x;
-            Bs[kq + 1u][n] = v.y;
-            Bs[kq + 2u][n] = v.z;
-            Bs[kq + 3u][n] = v.w;
-        } else {
-            let kk = t / 16u;
-            let nq = (t % 16u) * 4u;
-            let gk = k0 + kk;
-            let gn = col0 + nq;
-            var v = zero;
-            if (gk < p.k && gn < p.n) { v = b4[(b_off + gk * p.n + gn) / 4u]; }
-            Bs[kk][nq] = v.x;
-            Bs[kk][nq + 1u] = v.y;
-            Bs[kk][nq + 2u] = v.z;
-            Bs[kk][nq + 3u] = v.w;
-        }
+        load_tiles(ly * 16u + lx, row0, col0, k0, a_off, b_off);
         workgroupBarrier();
-        multiply_tile(lid.x, lid.y, &acc);
+        for (var kk = 0u; kk < BK; kk = kk + 1u) {
+            let bv = vec4<f32>(Bs[kk][lx], Bs[kk][lx + 16u], Bs[kk][lx + 32u], Bs[kk][lx + 48u]);
+            c0 = fma(vec4<f32>(As[kk][ly]), bv, c0);
+            c1 = fma(vec4<f32>(As[kk][ly + 16u]), bv, c1);
+            c2 = fma(vec4<f32>(As[kk][ly + 32u]), bv, c2);
+            c3 = fma(vec4<f32>(As[kk][ly + 48u]), bv, c3);
+        }
         workgroupBarrier();
     }
-    store_tile(batch, row0, col0, lid.x, lid.y, &acc);
+    store_row(batch, row0 + ly, col0 + lx, c0);
+    store_row(batch, row0 + ly + 16u, col0 + lx, c1);
+    store_row(batch, row0 + ly + 32u, col0 + lx, c2);
+    store_row(batch, row0 + ly + 48u, col0 + lx, c3);
 }

@@ -412,6 +412,28 @@ fn a_two_block_transformer_gives_the_same_forward_and_gradients_on_both_devices(
 }
 
 #[test]
+fn profiling_by_shape_gives_one_row_per_product_with_its_constants_and_grid() {
+    let Some(gpu) = gpu() else { return };
+    let Device::Gpu(g) = &gpu else { unreachable!() };
+    let ctx = g.context();
+    if !ctx.has_timestamps() {
+        eprintln!("SKIPPED: {} has no timestamp queries", ctx.adapter.name);
+        return;
+    }
+    let a = Tensor::from_vec(vec![1.0; 70 * 8], &[70, 8], &gpu).unwrap();
+    let b = Tensor::from_vec(vec![1.0; 8 * 130], &[8, 130], &gpu).unwrap();
+    ctx.start_profiling_by_shape().unwrap();
+    for _ in 0..2 {
+        drop(ops::matmul(&a, &b).unwrap());
+    }
+    drop(ops::matmul_ex(&a, &a, None, true, false).unwrap());
+    let rows = ctx.stop_profiling().unwrap();
+    let count = |name: &str| rows.iter().find(|r| r.0 == name).map(|r| r.1);
+    assert_eq!(count("matmul [TRANS_A=0,TRANS_B=0,GELU=0,VEC4=0] grid 3x2x1"), Some(2), "{rows:?}");
+    assert_eq!(count("matmul [TRANS_A=1,TRANS_B=0,GELU=0,VEC4=1] grid 1x1x1"), Some(1), "{rows:?}");
+}
+
+#[test]
 fn a_tensor_over_the_binding_limit_gets_an_error_that_names_the_limit() {
     let Some(gpu) = gpu() else { return };
     let Device::Gpu(g) = &gpu else { unreachable!() };

@@ -4,8 +4,10 @@
 //! kernel's dispatches per step and its share of the kernel time.
 //!
 //! ```text
-//! cargo run --release -p mae --example gpu_step_profile -- [DATA] [BATCH] [STEPS] [MODEL]
+//! cargo run --release -p mae --example gpu_step_profile -- [DATA] [BATCH] [STEPS] [MODEL] [--by-shape]
 //! ```
+//! `--by-shape` gives one row per entry point, override constants and workgroup grid (each distinct
+//! product of a step) instead of one per entry point.
 //! `DATA` as `mae train --data` takes it (default `fashion-mnist`), `BATCH` (default 32), `STEPS`
 //! the profiled steps (default 2, after two warm-up steps), `MODEL` a preset (default: the data's).
 //! The dispatch counts are the same on every adapter; the times mean something on hardware only.
@@ -17,7 +19,9 @@ fn main() -> mae::Result<()> {
     use mae::source::DataSource;
     use mae::train::{Budget, TrainOptions, Trainer};
 
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let all: Vec<String> = std::env::args().skip(1).collect();
+    let by_shape = all.iter().any(|a| a == "--by-shape");
+    let args: Vec<String> = all.into_iter().filter(|a| a != "--by-shape").collect();
     let data: DataSource = args.first().map(String::as_str).unwrap_or("fashion-mnist").parse()?;
     let batch: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(32);
     let steps: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2);
@@ -34,15 +38,24 @@ fn main() -> mae::Result<()> {
     }
     let out = std::env::temp_dir().join(format!("mae-gpu-step-profile-{}", std::process::id()));
     let mut o = TrainOptions::new(model.clone(), data.clone(), out.clone());
-    o.budget = Budget { steps: Some(2 + steps), ..Default::default() };
+    o.budget = Budget { steps: Some(2 + 2 * steps), ..Default::default() };
     (o.batch_size, o.verbose, o.pictures) = (batch, false, false);
     let mut t = Trainer::new(&o, &dev)?;
     println!("{} on {data}, batch {batch}, {}", model.name, dev.name());
     t.step()?;
     t.step()?;
+    // Wall-clock images/s over the same number of steps, before any timestamp query slows them.
+    dev.synchronize()?;
+    let clock = std::time::Instant::now();
+    for _ in 0..steps {
+        t.step()?;
+    }
+    dev.synchronize()?;
+    let secs = clock.elapsed().as_secs_f64() / steps as f64;
+    println!("wall clock, unprofiled: {:.1} ms per step, {:.0} images/s", secs * 1e3, batch as f64 / secs);
     let before = ctx.counters();
     if ctx.has_timestamps() {
-        ctx.start_profiling()?;
+        if by_shape { ctx.start_profiling_by_shape()? } else { ctx.start_profiling()? }
     }
     for _ in 0..steps {
         t.step()?;

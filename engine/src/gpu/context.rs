@@ -84,8 +84,21 @@ pub(crate) struct PipelineKey {
 }
 
 enum Command {
-    Dispatch { name: &'static str, pipeline: Arc<wgpu::ComputePipeline>, bind_group: wgpu::BindGroup, groups: [u32; 3] },
-    Copy { src: wgpu::Buffer, src_offset: u64, dst: wgpu::Buffer, dst_offset: u64, bytes: u64 },
+    Dispatch {
+        name: &'static str,
+        /// While profiling by shape: entry point, override constants and grid.
+        shape: Option<String>,
+        pipeline: Arc<wgpu::ComputePipeline>,
+        bind_group: wgpu::BindGroup,
+        groups: [u32; 3],
+    },
+    Copy {
+        src: wgpu::Buffer,
+        src_offset: u64,
+        dst: wgpu::Buffer,
+        dst_offset: u64,
+        bytes: u64,
+    },
 }
 
 /// Everything that recording, submitting and freeing share, behind one lock.
@@ -588,7 +601,15 @@ impl GpuContext {
         // A bind group that failed validation is reported here rather than at submit. (The fault
         // lock is only ever taken inside the state lock, never around it, so this cannot deadlock.)
         self.check_fault()?;
-        s.commands.push(Command::Dispatch { name: key.entry, pipeline, bind_group, groups });
+        let shape = match &s.profiler {
+            Some(p) if p.by_shape => {
+                let consts: Vec<String> = key.constants.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let [x, y, z] = groups;
+                Some(format!("{} [{}] grid {x}x{y}x{z}", key.entry, consts.join(",")))
+            }
+            _ => None,
+        };
+        s.commands.push(Command::Dispatch { name: key.entry, shape, pipeline, bind_group, groups });
         s.dispatches += 1;
         s.counters.dispatches += 1;
         if s.dispatches >= MAX_BATCH {
@@ -614,11 +635,11 @@ impl GpuContext {
         let mut pass: Option<wgpu::ComputePass<'static>> = None;
         for cmd in &commands {
             match cmd {
-                Command::Dispatch { name, pipeline, bind_group, groups } => {
+                Command::Dispatch { name, shape, pipeline, bind_group, groups } => {
                     if let Some(prof) = profiler.as_mut() {
                         // One pass per dispatch, bracketed by timestamps.
                         drop(pass.take());
-                        let writes = prof.next_writes(name, &self.device);
+                        let writes = prof.next_writes(shape.clone().unwrap_or_else(|| name.to_string()), &self.device);
                         let mut p = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                             label: Some(name),
                             timestamp_writes: writes,
@@ -675,11 +696,22 @@ impl GpuContext {
 
     /// Time every dispatch with timestamp queries from now on (needs `TIMESTAMP_QUERY`).
     pub fn start_profiling(&self) -> Result<()> {
+        self.start_profiling_as(false)
+    }
+
+    /// Like [`start_profiling`](Self::start_profiling), with the times summed per entry point,
+    /// override constants and workgroup grid (`matmul [TRANS_A=1,..] grid 2x6x1`): one row per
+    /// distinct product of a training step, to find which shapes a kernel is slow on.
+    pub fn start_profiling_by_shape(&self) -> Result<()> {
+        self.start_profiling_as(true)
+    }
+
+    fn start_profiling_as(&self, by_shape: bool) -> Result<()> {
         if !self.has_timestamps() {
             return Err(Error::Gpu(format!("{} has no timestamp queries", self.adapter.name)));
         }
         self.flush()?;
-        self.state().profiler = Some(super::profile::Profiler::new(self.queue.get_timestamp_period()));
+        self.state().profiler = Some(super::profile::Profiler::new(self.queue.get_timestamp_period(), by_shape));
         Ok(())
     }
 

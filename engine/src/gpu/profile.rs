@@ -1,6 +1,7 @@
 //! Per-kernel GPU time from timestamp queries: while profiling, every dispatch runs in its own
 //! compute pass whose beginning and end write a timestamp; at each synchronisation the resolved
-//! timestamps are read back and summed per kernel entry point.
+//! timestamps are read back and summed per kernel entry point (or, by shape, per entry point, override
+//! constants and workgroup grid: one row per distinct matrix product of a step).
 
 use std::collections::HashMap;
 
@@ -9,20 +10,22 @@ const PAIRS: u32 = 256;
 
 pub(crate) struct Profiler {
     period_ns: f64,
-    current: Option<(wgpu::QuerySet, Vec<&'static str>)>,
-    pending: Vec<(wgpu::Buffer, Vec<&'static str>)>,
-    totals: HashMap<&'static str, (u64, f64)>,
+    current: Option<(wgpu::QuerySet, Vec<String>)>,
+    pending: Vec<(wgpu::Buffer, Vec<String>)>,
+    totals: HashMap<String, (u64, f64)>,
+    /// Key the totals by entry point, constants and grid rather than by entry point alone.
+    pub(crate) by_shape: bool,
 }
 
 impl Profiler {
-    pub(crate) fn new(period_ns: f32) -> Self {
-        Profiler { period_ns: period_ns as f64, current: None, pending: Vec::new(), totals: HashMap::new() }
+    pub(crate) fn new(period_ns: f32, by_shape: bool) -> Self {
+        Profiler { period_ns: period_ns as f64, current: None, pending: Vec::new(), totals: HashMap::new(), by_shape }
     }
 
     /// Timestamp writes for the next dispatch, named `name`.
     pub(crate) fn next_writes(
         &mut self,
-        name: &'static str,
+        name: String,
         device: &wgpu::Device,
     ) -> Option<wgpu::ComputePassTimestampWrites<'_>> {
         let (set, names) = self.current.get_or_insert_with(|| {
@@ -71,15 +74,15 @@ impl Profiler {
 
     /// The resolved batches not yet read: `(read-back buffer, kernel names)`, for the context to
     /// read once their submissions have completed.
-    pub(crate) fn take_pending(&mut self) -> Vec<(wgpu::Buffer, Vec<&'static str>)> {
+    pub(crate) fn take_pending(&mut self) -> Vec<(wgpu::Buffer, Vec<String>)> {
         std::mem::take(&mut self.pending)
     }
 
     /// Add one batch's timestamps (`ticks[2i]`, `ticks[2i + 1]` bracket dispatch `i`) to the totals.
-    pub(crate) fn add(&mut self, names: &[&'static str], ticks: &[u64]) {
+    pub(crate) fn add(&mut self, names: &[String], ticks: &[u64]) {
         for (i, name) in names.iter().enumerate() {
             let dt = ticks[2 * i + 1].wrapping_sub(ticks[2 * i]) as f64 * self.period_ns;
-            let e = self.totals.entry(name).or_insert((0, 0.0));
+            let e = self.totals.entry(name.clone()).or_insert((0, 0.0));
             e.0 += 1;
             e.1 += dt;
         }
@@ -87,7 +90,7 @@ impl Profiler {
 
     /// `(kernel, dispatches, total ns)`, the most expensive first.
     pub(crate) fn report(&self) -> Vec<(String, u64, f64)> {
-        let mut v: Vec<_> = self.totals.iter().map(|(k, &(n, t))| (k.to_string(), n, t)).collect();
+        let mut v: Vec<_> = self.totals.iter().map(|(k, &(n, t))| (k.clone(), n, t)).collect();
         v.sort_by(|a, b| b.2.total_cmp(&a.2));
         v
     }

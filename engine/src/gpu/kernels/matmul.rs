@@ -24,7 +24,7 @@ struct Params {
 
 const TILE: usize = 64;
 
-/// True when every 4-element group the vec4 kernel loads is aligned and inside one row.
+/// True when every 4-element group the vec4 loads read is aligned and inside one row.
 fn vec4_ok(s: &MatmulSpec) -> bool {
     let a_contig = if s.trans_a { s.m } else { s.k };
     let b_contig = if s.trans_b { s.k } else { s.n };
@@ -90,15 +90,19 @@ fn launch(
     let vec4 = vec4_ok(s);
     let key = PipelineKey {
         shader: "matmul",
-        entry: if vec4 { "matmul_vec4" } else { "matmul" },
-        constants: vec![("TRANS_A", s.trans_a as u32), ("TRANS_B", s.trans_b as u32), ("GELU", gelu as u32)],
+        entry: "matmul",
+        constants: vec![
+            ("TRANS_A", s.trans_a as u32),
+            ("TRANS_B", s.trans_b as u32),
+            ("GELU", gelu as u32),
+            ("VEC4", vec4 as u32),
+        ],
     };
     let (ab, bb) = (g.buf(a)?, g.buf(b)?);
-    let bindings: Vec<(u32, wgpu::BufferBinding)> = if vec4 {
-        vec![(3, bias_buf), (4, g.buf(&out)?), (5, ab), (6, bb), (7, y_buf)]
-    } else {
-        vec![(1, ab), (2, bb), (3, bias_buf), (4, g.buf(&out)?), (7, y_buf)]
-    };
+    // The shader names both views of each operand (scalar and vec4; its VEC4 branch is chosen at
+    // pipeline creation, after the bind group layout is fixed), so both are bound, to the same buffer.
+    let bindings: Vec<(u32, wgpu::BufferBinding)> =
+        vec![(1, ab.clone()), (2, bb.clone()), (3, bias_buf), (4, g.buf(&out)?), (5, ab), (6, bb), (7, y_buf)];
     let groups = [u32_of(s.n.div_ceil(TILE), "column tiles")?, u32_of(s.m.div_ceil(TILE), "row tiles")?, p.batch];
     g.ctx.dispatch(&key, bytemuck::bytes_of(&p), &bindings, groups)?;
     Ok((out, y))
