@@ -2,7 +2,11 @@
 //! through.
 //!
 //! - **Buffers** come from a pool keyed by exact byte size: a training step allocates the same shapes
-//!   every step, so after the first step nothing is allocated at all. A buffer freed while commands
+//!   every step, so after the first step nothing is allocated at all. The pool keeps every buffer
+//!   freed (a caching allocator, as PyTorch's CUDA one): a cap would make a step whose buffers
+//!   exceed it create the excess anew every step (a 2 GiB cap did so for ~530 buffers, 9.4 GB, a
+//!   base-preset step on an H200). When the driver runs out of memory, `alloc` empties the pool and
+//!   tries once more; `release_cached` hands the pool back on request. A buffer freed while commands
 //!   that may use it are still unsubmitted waits in a quarantine until that batch is submitted, so a
 //!   later `write_buffer` (which wgpu runs at the start of the next submit) can never overwrite data
 //!   an earlier command still needs.
@@ -33,8 +37,6 @@ const SLOT: u64 = 256;
 const SLOTS: u64 = 256;
 /// Dispatches per submit at most, so long forward passes start running on the GPU early.
 const MAX_BATCH: usize = 192;
-/// Bytes of free buffers the pool may keep before it starts releasing them to the driver.
-const POOL_KEEP_BYTES: u64 = 2 << 30;
 
 /// What wgpu reports about the chosen adapter.
 #[derive(Clone, Debug)]
@@ -273,6 +275,19 @@ impl GpuContext {
         self.features.contains(wgpu::Features::TIMESTAMP_QUERY)
     }
 
+    /// Hand every free buffer of the pool back to the driver (as `torch.cuda.empty_cache()`), e.g.
+    /// after a large model is dropped; the next steps create what they need again.
+    pub fn release_cached(&self) {
+        let mut s = self.state();
+        s.pool.clear();
+        s.pooled_bytes = 0;
+    }
+
+    /// Bytes of free buffers the pool holds for reuse.
+    pub fn cached_bytes(&self) -> u64 {
+        self.state().pooled_bytes
+    }
+
     /// Bytes held by live tensors now, and the most ever held at once.
     pub fn memory(&self) -> (u64, u64) {
         let s = self.state();
@@ -320,27 +335,34 @@ impl GpuContext {
         s.counters.buffers_created += 1;
         s.counters.bytes_created += bytes;
         drop(s);
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: None,
-            size: bytes,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        if let Some(e) = pollster::block_on(scope.pop()) {
+        let create = || {
+            let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+            let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size: bytes,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            pollster::block_on(scope.pop()).map_or(Ok(buf), Err)
+        };
+        let e = match create() {
+            Ok(buf) => return Ok(buf),
+            Err(e) => e,
+        };
+        // Give the driver back what the pool holds (the free buffers of other sizes) and try once
+        // more before giving up.
+        self.release_cached();
+        self.wait()?;
+        create().map_err(|_| {
             let mut s = self.state();
             s.live_bytes -= bytes;
-            // Give the driver back what the pool holds and try once more before giving up.
-            s.pool.clear();
-            s.pooled_bytes = 0;
-            return Err(Error::Gpu(format!(
+            Error::Gpu(format!(
                 "out of GPU memory allocating {:.1} MiB ({} MiB live on {}): {e}",
                 bytes as f64 / (1 << 20) as f64,
                 s.live_bytes >> 20,
                 self.adapter.name
-            )));
-        }
-        Ok(buf)
+            ))
+        })
     }
 
     /// Return a buffer to the pool (through the quarantine while unsubmitted work may use it).
@@ -357,9 +379,6 @@ impl GpuContext {
 
     fn pool_put(s: &mut State, buf: wgpu::Buffer) {
         let bytes = buf.size();
-        if s.pooled_bytes + bytes > POOL_KEEP_BYTES {
-            return; // dropped: wgpu frees it once the GPU is done with it
-        }
         s.pooled_bytes += bytes;
         s.pool.entry(bytes).or_default().push(buf);
     }
