@@ -21,6 +21,10 @@
 //   array behind a pointer: the first version kept `array<array<f32, 4>, 4>` and passed it to helper
 //   functions, which NVIDIA's Vulkan compiler left in local memory (36x slower steps on an H200,
 //   docs/benchmarks.md); no private array here is indexed at all;
+// - split-K: a product with few output tiles and a long K (a weight gradient: [3328, 128]^T x
+//   [3328, 512] is 2 x 8 tiles) would leave most of a large GPU idle, so the launcher gives each of
+//   S z-slices k_chunk values of K (a multiple of BK), writes S partial products [S, M, N] and sums
+//   them with reduce.wgsl's sum_cols (a fixed order: deterministic);
 // - with the override VEC4 the tiles are staged with 128-bit loads, one vec4 of A and one of B per
 //   invocation per step. The launcher sets it when the contiguous axis of each operand (and its batch
 //   stride) is a multiple of 4, which holds for every MAE shape.
@@ -28,17 +32,19 @@
 // 8 KiB from global memory for 2 x 64 x 64 x 16 = 131 kFLOP, 16 FLOP/byte of global traffic. The
 // encoder's qkv product at batch 256 ([3328, 128] x [128, 384]) is 0.33 GFLOP over 2.1 MB of
 // operands: compute-bound. A weight gradient ([3328, 128]^T x [3328, 512]) has K = 3328 but only
-// 2 x 8 workgroups: 16 of a large GPU's 100+ cores, each walking 208 K steps; such products want the
-// K range split over more workgroups (split-K).
+// 2 x 8 workgroups: 16 of a large GPU's 100+ cores, each walking 208 K steps; split 16 ways it is
+// 256 workgroups of 13 K steps, plus a 4 MB pass adding the partials.
 //
-// Bounds: unchecked. Every global read is guarded by gm < M, gn < N, gk < K, so it lands inside
+// Bounds: unchecked. Every global read is guarded by gm < M, gn < N, gk < k_hi <= K, so it lands inside
 // batch b's [M, K] (or [N, K]) matrix, which ends at (batch - 1) * stride + M K <= the operand's
 // length (the launcher checks A, B >= that, bias >= N, and that all of it fits u32, so no index
 // wraps). A vec4 load starts at a multiple of 4 (the launcher sets VEC4 only when the
 // contiguous axis and the batch strides are multiples of 4) with its 4 elements in one row, so it
 // ends inside the same matrix. Workgroup tiles are indexed by lane and loop counters below their
 // sizes (kk < 16, m, n < 64); C (and Y, which the launcher sizes as C) is written only at gm < M,
-// gn < N of batch b < batch.
+// gn < N of batch b < batch. Under split-K, batch is the slice count S with strides 0 (every slice
+// reads the one matrix) and C is the [S, M, N] partials the launcher allocates; k_hi is K or a
+// multiple of 16, so a vec4 group along K never straddles it.
 //
 // Launcher: engine/src/gpu/kernels/matmul.rs. Reference: engine/src/cpu/reference.rs (matmul).
 
@@ -50,7 +56,9 @@ struct Params {
     a_stride: u32,
     b_stride: u32,
     has_bias: u32,
-    _pad: u32,
+    // K values each z-slice sums: K itself, or (split-K) a multiple of BK below it, when z indexes
+    // K slices instead of batches (batch 1, strides 0, C holding one partial product per slice).
+    k_chunk: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -80,7 +88,7 @@ override VEC4: bool = false;
 
 // Stage op(A)[row0.., k0..] into As[kk][m] and op(B)[k0.., col0..] into Bs[kk][n] (zero outside
 // the matrices); t is the invocation's index in the workgroup (0..256).
-fn load_tiles(t: u32, row0: u32, col0: u32, k0: u32, a_off: u32, b_off: u32) {
+fn load_tiles(t: u32, row0: u32, col0: u32, k0: u32, k_hi: u32, a_off: u32, b_off: u32) {
     let zero = vec4<f32>(0.0);
     if (VEC4) {
         // One vec4 of op(A) and one of op(B) per invocation, along memory's contiguous axis.
@@ -88,7 +96,7 @@ fn load_tiles(t: u32, row0: u32, col0: u32, k0: u32, a_off: u32, b_off: u32) {
             let kk = t / 16u;
             let mq = (t % 16u) * 4u;
             var v = zero;
-            if (k0 + kk < p.k && row0 + mq < p.m) { v = a4[(a_off + (k0 + kk) * p.m + row0 + mq) / 4u]; }
+            if (k0 + kk < k_hi && row0 + mq < p.m) { v = a4[(a_off + (k0 + kk) * p.m + row0 + mq) / 4u]; }
             As[kk][mq] = v.x;
             As[kk][mq + 1u] = v.y;
             As[kk][mq + 2u] = v.z;
@@ -97,7 +105,7 @@ fn load_tiles(t: u32, row0: u32, col0: u32, k0: u32, a_off: u32, b_off: u32) {
             let m = t / 4u;
             let kq = (t % 4u) * 4u;
             var v = zero;
-            if (row0 + m < p.m && k0 + kq < p.k) { v = a4[(a_off + (row0 + m) * p.k + k0 + kq) / 4u]; }
+            if (row0 + m < p.m && k0 + kq < k_hi) { v = a4[(a_off + (row0 + m) * p.k + k0 + kq) / 4u]; }
             As[kq][m] = v.x;
             As[kq + 1u][m] = v.y;
             As[kq + 2u][m] = v.z;
@@ -107,7 +115,7 @@ fn load_tiles(t: u32, row0: u32, col0: u32, k0: u32, a_off: u32, b_off: u32) {
             let n = t / 4u;
             let kq = (t % 4u) * 4u;
             var v = zero;
-            if (col0 + n < p.n && k0 + kq < p.k) { v = b4[(b_off + (col0 + n) * p.k + k0 + kq) / 4u]; }
+            if (col0 + n < p.n && k0 + kq < k_hi) { v = b4[(b_off + (col0 + n) * p.k + k0 + kq) / 4u]; }
             Bs[kq][n] = v.x;
             Bs[kq + 1u][n] = v.y;
             Bs[kq + 2u][n] = v.z;
@@ -116,7 +124,7 @@ fn load_tiles(t: u32, row0: u32, col0: u32, k0: u32, a_off: u32, b_off: u32) {
             let kk = t / 16u;
             let nq = (t % 16u) * 4u;
             var v = zero;
-            if (k0 + kk < p.k && col0 + nq < p.n) { v = b4[(b_off + (k0 + kk) * p.n + col0 + nq) / 4u]; }
+            if (k0 + kk < k_hi && col0 + nq < p.n) { v = b4[(b_off + (k0 + kk) * p.n + col0 + nq) / 4u]; }
             Bs[kk][nq] = v.x;
             Bs[kk][nq + 1u] = v.y;
             Bs[kk][nq + 2u] = v.z;
@@ -132,7 +140,7 @@ fn load_tiles(t: u32, row0: u32, col0: u32, k0: u32, a_off: u32, b_off: u32) {
             let gm = row0 + m;
             let gk = k0 + kk;
             var va = 0.0;
-            if (gm < p.m && gk < p.k) {
+            if (gm < p.m && gk < k_hi) {
                 if (TRANS_A) { va = a[a_off + gk * p.m + gm]; } else { va = a[a_off + gm * p.k + gk]; }
             }
             As[kk][m] = va;
@@ -143,7 +151,7 @@ fn load_tiles(t: u32, row0: u32, col0: u32, k0: u32, a_off: u32, b_off: u32) {
             let gn = col0 + n;
             let gkb = k0 + kb;
             var vb = 0.0;
-            if (gn < p.n && gkb < p.k) {
+            if (gn < p.n && gkb < k_hi) {
                 if (TRANS_B) { vb = b[b_off + gn * p.k + gkb]; } else { vb = b[b_off + gkb * p.n + gn]; }
             }
             Bs[kb][n] = vb;
@@ -185,8 +193,11 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     var c1 = vec4<f32>(0.0);
     var c2 = vec4<f32>(0.0);
     var c3 = vec4<f32>(0.0);
-    for (var k0 = 0u; k0 < p.k; k0 = k0 + BK) {
-        load_tiles(ly * 16u + lx, row0, col0, k0, a_off, b_off);
+    // This workgroup's K range: all of it, or its slice under split-K.
+    let k_lo = select(0u, wid.z * p.k_chunk, p.k_chunk < p.k);
+    let k_hi = min(p.k, k_lo + p.k_chunk);
+    for (var k0 = k_lo; k0 < k_hi; k0 = k0 + BK) {
+        load_tiles(ly * 16u + lx, row0, col0, k0, k_hi, a_off, b_off);
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk = kk + 1u) {
             let bv = vec4<f32>(Bs[kk][lx], Bs[kk][lx + 16u], Bs[kk][lx + 32u], Bs[kk][lx + 48u]);

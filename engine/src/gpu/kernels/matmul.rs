@@ -3,7 +3,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::{holds, u32_of};
-use crate::backend::MatmulSpec;
+use crate::backend::{AxisSpec, MatmulSpec};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::gpu::context::PipelineKey;
@@ -19,10 +19,41 @@ struct Params {
     a_stride: u32,
     b_stride: u32,
     has_bias: u32,
-    _pad: u32,
+    k_chunk: u32,
 }
 
 const TILE: usize = 64;
+/// K step of the kernel's loop: split-K slices are multiples of it.
+const BK: usize = 16;
+/// Split-K is for products of fewer output tiles than this (an eighth of a 256-workgroup wave) ...
+const SPLIT_MAX_TILES: usize = 32;
+/// ... and aims for about this many workgroups (two per core on a 100+ core GPU) ...
+const SPLIT_TARGET_GROUPS: usize = 256;
+/// ... giving each slice at least this many values of K ...
+const SPLIT_MIN_K: usize = 256;
+/// ... in at least this many slices (fewer would not pay for the second pass) and at most this many.
+const SPLIT_MIN: usize = 4;
+const SPLIT_MAX: usize = 64;
+
+/// `(slices, k_chunk)` for split-K: a batch-1 product without bias or GELU whose output has too few
+/// 64 x 64 tiles to fill a large GPU and whose K is long (the micro preset's weight gradients:
+/// [3328, 128]^T x [3328, 512] is 16 tiles) runs its K range as slices of `k_chunk` (a multiple of
+/// `BK`) in parallel, one partial product each, summed after. `None` when one pass is better: many
+/// tiles already, or too short a K to repay the pass that adds the partials. On an H200 the micro
+/// step's weight gradients (1 - 16 workgroups each) were 72% of its kernel time in one pass.
+fn split_k(s: &MatmulSpec, epilogue: bool) -> Option<(usize, usize)> {
+    let tiles = s.m.div_ceil(TILE) * s.n.div_ceil(TILE);
+    if s.batch != 1 || epilogue || tiles >= SPLIT_MAX_TILES {
+        return None;
+    }
+    let want = (s.k / SPLIT_MIN_K).min(SPLIT_TARGET_GROUPS.div_ceil(tiles)).min(SPLIT_MAX);
+    if want < SPLIT_MIN {
+        return None;
+    }
+    let k_chunk = s.k.div_ceil(want).next_multiple_of(BK);
+    let slices = s.k.div_ceil(k_chunk);
+    (slices >= 2).then_some((slices, k_chunk))
+}
 
 /// True when every 4-element group the vec4 loads read is aligned and inside one row.
 fn vec4_ok(s: &MatmulSpec) -> bool {
@@ -56,10 +87,9 @@ fn launch(
     gelu: bool,
 ) -> Result<(Storage, Option<Storage>)> {
     let len = s.batch * s.m * s.n;
-    let out = g.alloc(len)?;
     let y = if gelu { Some(g.alloc(len)?) } else { None };
     if len == 0 {
-        return Ok((out, y));
+        return Ok((g.alloc(0)?, y));
     }
     // The sizes the shader's in-bounds proof rests on (its header's `Bounds:` line).
     if a.len() < s.a_len() || b.len() < s.b_len() {
@@ -71,16 +101,23 @@ fn launch(
     for (len, what) in [(s.a_len(), "A"), (s.b_len(), "B"), (len, "C")] {
         u32_of(len, what)?;
     }
+    let split = split_k(s, bias.is_some() || gelu);
+    let (slices, k_chunk) = split.unwrap_or((s.batch, s.k));
+    if split.is_some() {
+        u32_of(slices * s.m * s.n, "split-K partials")?;
+    }
     let p = Params {
         m: u32_of(s.m, "M")?,
         n: u32_of(s.n, "N")?,
         k: u32_of(s.k, "K")?,
-        batch: u32_of(s.batch, "batch")?,
-        a_stride: u32_of(s.a_batch_stride, "batch stride")?,
-        b_stride: u32_of(s.b_batch_stride, "batch stride")?,
+        batch: u32_of(slices, "batch")?,
+        a_stride: u32_of(if split.is_some() { 0 } else { s.a_batch_stride }, "batch stride")?,
+        b_stride: u32_of(if split.is_some() { 0 } else { s.b_batch_stride }, "batch stride")?,
         has_bias: bias.is_some() as u32,
-        _pad: 0,
+        k_chunk: u32_of(k_chunk, "K")?,
     };
+    // C, or under split-K the slices' partial products, summed into C after.
+    let out = g.alloc(slices * s.m * s.n)?;
     // Without a bias (or a GELU output) the kernel still binds one; any small buffer will do, one
     // each (a buffer bound read-only and read-write in one dispatch is refused).
     let no_bias = if bias.is_none() { Some(g.alloc(1)?) } else { None };
@@ -105,5 +142,9 @@ fn launch(
         vec![(1, ab.clone()), (2, bb.clone()), (3, bias_buf), (4, g.buf(&out)?), (5, ab), (6, bb), (7, y_buf)];
     let groups = [u32_of(s.n.div_ceil(TILE), "column tiles")?, u32_of(s.m.div_ceil(TILE), "row tiles")?, p.batch];
     g.ctx.dispatch(&key, bytemuck::bytes_of(&p), &bindings, groups)?;
+    if split.is_some() {
+        let sum = super::reduce::sum_axis(g, &out, &AxisSpec { outer: 1, axis: slices, inner: s.m * s.n })?;
+        return Ok((sum, y));
+    }
     Ok((out, y))
 }

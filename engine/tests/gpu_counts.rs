@@ -1,0 +1,81 @@
+//! Tests that count what the one GPU context of the process did (dispatches, profiles): their own
+//! binary, one at a time, so that no other test's kernels land in the counts.
+#![cfg(feature = "gpu")]
+
+mod common;
+
+use common::*;
+use engine::{Device, Rng, Tensor, ops};
+
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn gpu() -> Option<Device> {
+    engine::gpu::test_device()
+}
+
+#[test]
+fn fused_linear_gelu_is_one_dispatch_where_the_pair_is_two() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::new(17);
+    let Device::Gpu(g) = &gpu else { unreachable!() };
+    let x = Tensor::from_vec(uniform_values(45 * 33, -2.0, 2.0, &mut rng), &[45, 33], &gpu).unwrap();
+    let w = Tensor::from_vec(uniform_values(65 * 33, -1.0, 1.0, &mut rng), &[65, 33], &gpu).unwrap();
+    let count = |f: &dyn Fn() -> Tensor| {
+        g.context().synchronize().unwrap();
+        let before = g.context().counters().dispatches;
+        let y = f();
+        let n = g.context().counters().dispatches - before;
+        drop(y);
+        n
+    };
+    assert_eq!(count(&|| ops::linear_gelu(&x, &w, None).unwrap()), 1);
+    assert_eq!(count(&|| ops::gelu(&ops::linear(&x, &w, None).unwrap()).unwrap()), 2);
+}
+
+#[test]
+fn a_long_k_product_with_few_tiles_is_split_and_summed_in_two_dispatches() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(gpu) = gpu() else { return };
+    let Device::Gpu(g) = &gpu else { unreachable!() };
+    let ctx = g.context();
+    let mut rng = Rng::new(3);
+    // A weight gradient's shape: [K, M]^T x [K, N] with K = 3000, M x N one tile.
+    let a = Tensor::from_vec(uniform_values(3000 * 40, -1.0, 1.0, &mut rng), &[3000, 40], &gpu).unwrap();
+    let b = Tensor::from_vec(uniform_values(3000 * 24, -1.0, 1.0, &mut rng), &[3000, 24], &gpu).unwrap();
+    if !ctx.has_timestamps() {
+        eprintln!("SKIPPED: {} has no timestamp queries", ctx.adapter.name);
+        return;
+    }
+    ctx.start_profiling_by_shape().unwrap();
+    drop(ops::matmul_ex(&a, &b, None, true, false).unwrap());
+    let rows = ctx.stop_profiling().unwrap();
+    // 3000 / 256 = 11 slices wanted: chunks of 288 (a multiple of 16), 11 slices.
+    let names: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(rows.len(), 2, "{names:?}");
+    assert!(names.contains(&"matmul [TRANS_A=1,TRANS_B=0,GELU=0,VEC4=1] grid 1x1x11"), "{names:?}");
+    assert!(names.iter().any(|n| n.starts_with("sum_cols")), "{names:?}");
+}
+
+#[test]
+fn profiling_by_shape_gives_one_row_per_product_with_its_constants_and_grid() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(gpu) = gpu() else { return };
+    let Device::Gpu(g) = &gpu else { unreachable!() };
+    let ctx = g.context();
+    if !ctx.has_timestamps() {
+        eprintln!("SKIPPED: {} has no timestamp queries", ctx.adapter.name);
+        return;
+    }
+    let a = Tensor::from_vec(vec![1.0; 70 * 8], &[70, 8], &gpu).unwrap();
+    let b = Tensor::from_vec(vec![1.0; 8 * 130], &[8, 130], &gpu).unwrap();
+    ctx.start_profiling_by_shape().unwrap();
+    for _ in 0..2 {
+        drop(ops::matmul(&a, &b).unwrap());
+    }
+    drop(ops::matmul_ex(&a, &a, None, true, false).unwrap());
+    let rows = ctx.stop_profiling().unwrap();
+    let count = |name: &str| rows.iter().find(|r| r.0 == name).map(|r| r.1);
+    assert_eq!(count("matmul [TRANS_A=0,TRANS_B=0,GELU=0,VEC4=0] grid 3x2x1"), Some(2), "{rows:?}");
+    assert_eq!(count("matmul [TRANS_A=1,TRANS_B=0,GELU=0,VEC4=1] grid 1x1x1"), Some(1), "{rows:?}");
+}
