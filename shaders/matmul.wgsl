@@ -25,6 +25,9 @@
 //   [3328, 512] is 2 x 8 tiles) would leave most of a large GPU idle, so the launcher gives each of
 //   S z-slices k_chunk values of K (a multiple of BK), writes S partial products [S, M, N] and sums
 //   them with reduce.wgsl's sum_cols (a fixed order: deterministic);
+// - with the override A_SUMS (TRANS_A: A is a linear layer's output gradient dY stored [K, M]) the
+//   workgroups of the first column also add up the A tiles they stage, so the product's dispatch
+//   also yields the bias gradient sum_k dY[k, m], written after C (at sums_at of each slice);
 // - with the override VEC4 the tiles are staged with 128-bit loads, one vec4 of A and one of B per
 //   invocation per step. The launcher sets it when the contiguous axis of each operand (and its batch
 //   stride) is a multiple of 4, which holds for every MAE shape.
@@ -44,7 +47,10 @@
 // sizes (kk < 16, m, n < 64); C (and Y, which the launcher sizes as C) is written only at gm < M,
 // gn < N of batch b < batch. Under split-K, batch is the slice count S with strides 0 (every slice
 // reads the one matrix) and C is the [S, M, N] partials the launcher allocates; k_hi is K or a
-// multiple of 16, so a vec4 group along K never straddles it.
+// multiple of 16, so a vec4 group along K never straddles it. Slice z's C starts at z * c_stride
+// with c_stride >= M N, and with A_SUMS c_stride >= sums_at + M, sums_at >= M N: the sums, written at
+// gm = row0 + t < M, land after that slice's C and before the next slice's (the launcher allocates
+// batch * c_stride).
 //
 // Launcher: engine/src/gpu/kernels/matmul.rs. Reference: engine/src/cpu/reference.rs (matmul).
 
@@ -59,6 +65,12 @@ struct Params {
     // K values each z-slice sums: K itself, or (split-K) a multiple of BK below it, when z indexes
     // K slices instead of batches (batch 1, strides 0, C holding one partial product per slice).
     k_chunk: u32,
+    // Values from one z-slice's C to the next: M N, or more when A_SUMS puts the sums after each.
+    c_stride: u32,
+    // With A_SUMS: where in a slice the M sums of op(A)'s rows start (past C, 64-aligned).
+    sums_at: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -85,6 +97,10 @@ var<workgroup> Bs: array<array<f32, 64>, 16>;
 // Also stage the operands as vec4 (bindings 5 and 6 instead of 1 and 2): the launcher sets it when
 // the contiguous axis of each operand and its batch stride are multiples of 4.
 override VEC4: bool = false;
+// Also sum op(A)'s rows over K (TRANS_A only: A stored [K, M], a linear layer's output gradient,
+// whose row sums are its bias gradient): the first column of workgroups adds the A tiles it stages
+// anyway and writes the M sums into c at sums_at (one dispatch and one read of dY fewer).
+override A_SUMS: bool = false;
 
 // Stage op(A)[row0.., k0..] into As[kk][m] and op(B)[k0.., col0..] into Bs[kk][n] (zero outside
 // the matrices); t is the invocation's index in the workgroup (0..256).
@@ -171,7 +187,7 @@ fn store_one(row: u32, gn: u32, x: f32) {
 // Row gm of batch b's C at columns gn0 + 16 j from lane j of v.
 fn store_row(batch: u32, gm: u32, gn0: u32, v: vec4<f32>) {
     if (gm >= p.m) { return; }
-    let row = batch * p.m * p.n + gm * p.n;
+    let row = batch * p.c_stride + gm * p.n;
     store_one(row, gn0, v.x);
     store_one(row, gn0 + 16u, v.y);
     store_one(row, gn0 + 32u, v.z);
@@ -196,9 +212,17 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     // This workgroup's K range: all of it, or its slice under split-K.
     let k_lo = select(0u, wid.z * p.k_chunk, p.k_chunk < p.k);
     let k_hi = min(p.k, k_lo + p.k_chunk);
+    let t = ly * 16u + lx;
+    let summing = A_SUMS && wid.x == 0u && t < BM;
+    var a_sum = 0.0;
     for (var k0 = k_lo; k0 < k_hi; k0 = k0 + BK) {
-        load_tiles(ly * 16u + lx, row0, col0, k0, k_hi, a_off, b_off);
+        load_tiles(t, row0, col0, k0, k_hi, a_off, b_off);
         workgroupBarrier();
+        if (summing) {
+            for (var kk = 0u; kk < BK; kk = kk + 1u) {
+                a_sum = a_sum + As[kk][t];
+            }
+        }
         for (var kk = 0u; kk < BK; kk = kk + 1u) {
             let bv = vec4<f32>(Bs[kk][lx], Bs[kk][lx + 16u], Bs[kk][lx + 32u], Bs[kk][lx + 48u]);
             c0 = fma(vec4<f32>(As[kk][ly]), bv, c0);
@@ -212,4 +236,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     store_row(batch, row0 + ly + 16u, col0 + lx, c1);
     store_row(batch, row0 + ly + 32u, col0 + lx, c2);
     store_row(batch, row0 + ly + 48u, col0 + lx, c3);
+    if (summing && row0 + t < p.m) {
+        c[batch * p.c_stride + p.sums_at + row0 + t] = a_sum;
+    }
 }

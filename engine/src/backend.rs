@@ -367,6 +367,17 @@ pub trait Backend {
         Ok((h, y))
     }
 
+    /// A linear layer's weight and bias gradients from one read of its output gradient:
+    /// `(op(A) · op(B), sum_k A[k, m])` for `A = dY` stored `[K, M]` (`spec.trans_a`, batch 1) and
+    /// `B` the layer's input, so `dW = dY^T X` and `db[m] = sum_k dY[k, m]`. This default runs the
+    /// product and a column sum; the GPU makes the sums from the tiles of `dY` its product stages
+    /// anyway (one dispatch fewer per linear layer).
+    fn matmul_with_a_sums(&self, a: &Storage, b: &Storage, spec: &MatmulSpec) -> Result<(Storage, Storage)> {
+        let c = self.matmul(a, b, None, spec)?;
+        let sums = self.sum_axis(a, &AxisSpec { outer: 1, axis: spec.k, inner: spec.m })?;
+        Ok((c, sums))
+    }
+
     /// `out[i] = x[i] (op) y[i % len_y]` for `i` in `0..len_x` (see `BinaryOp`).
     fn binary(&self, op: BinaryOp, x: &Storage, y: &Storage, len_x: usize, len_y: usize) -> Result<Storage>;
     /// `op` applied to each of the `len` values of `x`.

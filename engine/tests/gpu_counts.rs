@@ -53,7 +53,7 @@ fn a_long_k_product_with_few_tiles_is_split_and_summed_in_two_dispatches() {
     // 3000 / 256 = 11 slices wanted: chunks of 288 (a multiple of 16), 11 slices.
     let names: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
     assert_eq!(rows.len(), 2, "{names:?}");
-    assert!(names.contains(&"matmul [TRANS_A=1,TRANS_B=0,GELU=0,VEC4=1] grid 1x1x11"), "{names:?}");
+    assert!(names.contains(&"matmul [TRANS_A=1,TRANS_B=0,GELU=0,VEC4=1,A_SUMS=0] grid 1x1x11"), "{names:?}");
     assert!(names.iter().any(|n| n.starts_with("sum_cols")), "{names:?}");
 }
 
@@ -76,6 +76,29 @@ fn profiling_by_shape_gives_one_row_per_product_with_its_constants_and_grid() {
     drop(ops::matmul_ex(&a, &a, None, true, false).unwrap());
     let rows = ctx.stop_profiling().unwrap();
     let count = |name: &str| rows.iter().find(|r| r.0 == name).map(|r| r.1);
-    assert_eq!(count("matmul [TRANS_A=0,TRANS_B=0,GELU=0,VEC4=0] grid 3x2x1"), Some(2), "{rows:?}");
-    assert_eq!(count("matmul [TRANS_A=1,TRANS_B=0,GELU=0,VEC4=1] grid 1x1x1"), Some(1), "{rows:?}");
+    assert_eq!(count("matmul [TRANS_A=0,TRANS_B=0,GELU=0,VEC4=0,A_SUMS=0] grid 3x2x1"), Some(2), "{rows:?}");
+    assert_eq!(count("matmul [TRANS_A=1,TRANS_B=0,GELU=0,VEC4=1,A_SUMS=0] grid 1x1x1"), Some(1), "{rows:?}");
+}
+
+#[test]
+fn a_linear_layers_weight_and_bias_gradients_take_one_dispatch() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(gpu) = gpu() else { return };
+    let Device::Gpu(g) = &gpu else { unreachable!() };
+    let ctx = g.context();
+    let mut rng = Rng::new(5);
+    let x = Tensor::from_vec(uniform_values(300 * 40, -1.0, 1.0, &mut rng), &[300, 40], &gpu).unwrap();
+    let w = Tensor::from_vec(uniform_values(24 * 40, -1.0, 1.0, &mut rng), &[24, 40], &gpu).unwrap().with_grad();
+    let b = Tensor::zeros(&[24], &gpu).unwrap().with_grad();
+    let y = ops::linear(&x, &w, Some(&b)).unwrap();
+    let loss = y.sum().unwrap();
+    gpu.synchronize().unwrap();
+    let before = ctx.counters().dispatches;
+    engine::backward(&loss).unwrap();
+    gpu.synchronize().unwrap();
+    // The seed gradient (a fill), the sum's backward (a broadcast) and the product dY^T X that also
+    // sums dY's columns; no gradient for x (a constant), no separate bias reduction.
+    assert_eq!(ctx.counters().dispatches - before, 3);
+    let db = b.grad().unwrap().to_vec().unwrap();
+    assert!(db.iter().all(|&v| v == 300.0), "{db:?}");
 }

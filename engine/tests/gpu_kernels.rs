@@ -426,6 +426,29 @@ fn a_two_block_transformer_gives_the_same_forward_and_gradients_on_both_devices(
 }
 
 #[test]
+fn linear_weight_and_bias_gradients_match_reference_in_one_pass_and_split_over_k() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::new(23);
+    // Rows x in -> out. The weight gradient dY^T X is [out, in] over K = rows: the last three split
+    // K (few tiles, a long K), the last one with vec4 loads; the bias gradient comes with it.
+    for &(rows, inp, out) in &[(37, 5, 3), (70, 64, 64), (1100, 33, 65), (3000, 8, 130), (2048, 16, 64)] {
+        let x = wide_values(rows * inp, -2.0, 2.0, &mut rng);
+        let w = uniform_values(out * inp, -1.0, 1.0, &mut rng);
+        let b = uniform_values(out, -1.0, 1.0, &mut rng);
+        let inputs = vec![(x, vec![rows, inp]), (w, vec![out, inp]), (b, vec![out])];
+        let atol = 2e-5 * (rows as f32).sqrt() * 100.0;
+        assert_devices_agree(
+            &gpu,
+            &inputs,
+            &|t| ops::linear(&t[0], &t[1], Some(&t[2])),
+            atol,
+            1e-4,
+            &format!("linear {rows}x{inp}->{out}"),
+        );
+    }
+}
+
+#[test]
 fn a_tensor_over_the_binding_limit_gets_an_error_that_names_the_limit() {
     let Some(gpu) = gpu() else { return };
     let Device::Gpu(g) = &gpu else { unreachable!() };

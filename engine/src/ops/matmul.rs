@@ -171,6 +171,8 @@ fn grads(sa: &Tensor, sb: &Tensor, s: &MatmulSpec, has_bias: bool, dc: &Storage)
     } else {
         None
     };
+    // A linear layer's bias gradient comes with its weight gradient (both from one read of dc).
+    let mut bias_grad = None;
     let db = if sb.requires_grad() {
         let st = if !s.trans_b {
             let sp = MatmulSpec {
@@ -195,7 +197,13 @@ fn grads(sa: &Tensor, sb: &Tensor, s: &MatmulSpec, has_bias: bool, dc: &Storage)
                 a_batch_stride: s.m * s.n,
                 b_batch_stride: s.a_batch_stride,
             };
-            be.matmul(dc, sa.storage(), None, &sp)?
+            if has_bias && s.batch == 1 {
+                let (dw, dbias) = be.matmul_with_a_sums(dc, sa.storage(), &sp)?;
+                bias_grad = Some(dbias);
+                dw
+            } else {
+                be.matmul(dc, sa.storage(), None, &sp)?
+            }
         };
         let st = if s.b_batch_stride == 0 && s.batch > 1 { shared_sum(st, s.k * s.n)? } else { st };
         Some(Tensor::constant(st, sb.shape().to_vec()))
@@ -204,7 +212,10 @@ fn grads(sa: &Tensor, sb: &Tensor, s: &MatmulSpec, has_bias: bool, dc: &Storage)
     };
     let mut grads = vec![da, db];
     if has_bias {
-        let st = be.sum_axis(dc, &AxisSpec { outer: 1, axis: s.batch * s.m, inner: s.n })?;
+        let st = match bias_grad {
+            Some(st) => st,
+            None => be.sum_axis(dc, &AxisSpec { outer: 1, axis: s.batch * s.m, inner: s.n })?,
+        };
         grads.push(Some(Tensor::constant(st, vec![s.n])));
     }
     Ok(grads)

@@ -5,9 +5,10 @@ use bytemuck::{Pod, Zeroable};
 use super::{holds, u32_of};
 use crate::backend::{AxisSpec, MatmulSpec};
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
 use crate::gpu::context::PipelineKey;
+use crate::gpu::{Gpu, GpuBuffer};
 use crate::storage::Storage;
+use std::rc::Rc;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -20,6 +21,9 @@ struct Params {
     b_stride: u32,
     has_bias: u32,
     k_chunk: u32,
+    c_stride: u32,
+    sums_at: u32,
+    _pad: [u32; 2],
 }
 
 const TILE: usize = 64;
@@ -63,7 +67,7 @@ fn vec4_ok(s: &MatmulSpec) -> bool {
 }
 
 pub fn matmul(g: &Gpu, a: &Storage, b: &Storage, bias: Option<&Storage>, s: &MatmulSpec) -> Result<Storage> {
-    Ok(launch(g, a, b, bias, s, false)?.0)
+    Ok(launch(g, a, b, bias, s, Extra::None)?.0)
 }
 
 /// `(C, gelu(C))` in one dispatch: the store of each C tile also writes its GELU.
@@ -74,8 +78,34 @@ pub fn matmul_gelu(
     bias: Option<&Storage>,
     s: &MatmulSpec,
 ) -> Result<(Storage, Storage)> {
-    let (c, y) = launch(g, a, b, bias, s, true)?;
+    let (c, y) = launch(g, a, b, bias, s, Extra::Gelu)?;
     Ok((c, y.expect("asked for gelu")))
+}
+
+/// `(op(A) op(B), sum_k A[k, :])` for `A` stored `[K, M]` (`trans_a`, batch 1): a linear layer's
+/// weight gradient `dY^T X` and its bias gradient, the sums made from the tiles of `dY` the product
+/// stages anyway. One dispatch (two under split-K: the product's partials and the sums' share one
+/// reduction) where the pair takes two or three.
+pub fn matmul_with_a_sums(g: &Gpu, a: &Storage, b: &Storage, s: &MatmulSpec) -> Result<(Storage, Storage)> {
+    assert!(s.trans_a && s.batch == 1, "row sums of op(A) are for A stored [K, M], batch 1: {s:?}");
+    let (c, sums) = launch(g, a, b, None, s, Extra::ASums)?;
+    Ok((c, sums.expect("asked for sums")))
+}
+
+/// What a launch writes besides C.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Extra {
+    None,
+    /// `gelu(C)`, as large as C.
+    Gelu,
+    /// The M sums of op(A)'s rows over K, after C in one buffer (returned as views).
+    ASums,
+}
+
+/// Where a slice's sums start past its `m n` values of C: a multiple of 64 values (256 bytes), so
+/// that a view there binds at an offset any device accepts.
+fn sums_at(m: usize, n: usize) -> usize {
+    (m * n).next_multiple_of(64)
 }
 
 fn launch(
@@ -84,11 +114,13 @@ fn launch(
     b: &Storage,
     bias: Option<&Storage>,
     s: &MatmulSpec,
-    gelu: bool,
+    extra: Extra,
 ) -> Result<(Storage, Option<Storage>)> {
     let len = s.batch * s.m * s.n;
+    let gelu = extra == Extra::Gelu;
     let y = if gelu { Some(g.alloc(len)?) } else { None };
     if len == 0 {
+        assert!(extra != Extra::ASums, "row sums of an empty product: the caller sums directly");
         return Ok((g.alloc(0)?, y));
     }
     // The sizes the shader's in-bounds proof rests on (its header's `Bounds:` line).
@@ -103,9 +135,10 @@ fn launch(
     }
     let split = split_k(s, bias.is_some() || gelu);
     let (slices, k_chunk) = split.unwrap_or((s.batch, s.k));
-    if split.is_some() {
-        u32_of(slices * s.m * s.n, "split-K partials")?;
-    }
+    let a_sums = extra == Extra::ASums;
+    // Per slice: C, then (with the sums) padding to a 64-value boundary and the M sums (room for at
+    // least 4, the smallest binding).
+    let c_stride = if a_sums { sums_at(s.m, s.n) + s.m.max(4) } else { s.m * s.n };
     let p = Params {
         m: u32_of(s.m, "M")?,
         n: u32_of(s.n, "N")?,
@@ -115,9 +148,12 @@ fn launch(
         b_stride: u32_of(if split.is_some() { 0 } else { s.b_batch_stride }, "batch stride")?,
         has_bias: bias.is_some() as u32,
         k_chunk: u32_of(k_chunk, "K")?,
+        c_stride: u32_of(c_stride, "C stride")?,
+        sums_at: u32_of(sums_at(s.m, s.n), "C")?,
+        _pad: [0; 2],
     };
-    // C, or under split-K the slices' partial products, summed into C after.
-    let out = g.alloc(slices * s.m * s.n)?;
+    // C (with the sums after it), or under split-K each slice's partial C (and sums), summed after.
+    let out = g.alloc(u32_of(slices * c_stride, "C")? as usize)?;
     // Without a bias (or a GELU output) the kernel still binds one; any small buffer will do, one
     // each (a buffer bound read-only and read-write in one dispatch is refused).
     let no_bias = if bias.is_none() { Some(g.alloc(1)?) } else { None };
@@ -133,6 +169,7 @@ fn launch(
             ("TRANS_B", s.trans_b as u32),
             ("GELU", gelu as u32),
             ("VEC4", vec4 as u32),
+            ("A_SUMS", a_sums as u32),
         ],
     };
     let (ab, bb) = (g.buf(a)?, g.buf(b)?);
@@ -142,9 +179,15 @@ fn launch(
         vec![(1, ab.clone()), (2, bb.clone()), (3, bias_buf), (4, g.buf(&out)?), (5, ab), (6, bb), (7, y_buf)];
     let groups = [u32_of(s.n.div_ceil(TILE), "column tiles")?, u32_of(s.m.div_ceil(TILE), "row tiles")?, p.batch];
     g.ctx.dispatch(&key, bytemuck::bytes_of(&p), &bindings, groups)?;
-    if split.is_some() {
-        let sum = super::reduce::sum_axis(g, &out, &AxisSpec { outer: 1, axis: slices, inner: s.m * s.n })?;
-        return Ok((sum, y));
+    let out = if split.is_some() {
+        super::reduce::sum_axis(g, &out, &AxisSpec { outer: 1, axis: slices, inner: c_stride })?
+    } else {
+        out
+    };
+    if !a_sums {
+        return Ok((out, y));
     }
-    Ok((out, y))
+    let Storage::Gpu(both) = out else { unreachable!("a GPU kernel's output lives on the GPU") };
+    let view = |start, len| Storage::Gpu(Rc::new(GpuBuffer::view(&both, start, len)));
+    Ok((view(0, s.m * s.n), Some(view(sums_at(s.m, s.n), s.m))))
 }
