@@ -173,7 +173,7 @@ impl Backend for Gpu {
     fn matmul_with_a_sums(&self, a: &Storage, b: &Storage, spec: &MatmulSpec) -> Result<(Storage, Storage)> {
         if !spec.trans_a || spec.batch != 1 || spec.m * spec.n == 0 {
             let c = self.matmul(a, b, None, spec)?;
-            let sums = self.sum_axis(a, &AxisSpec { outer: 1, axis: spec.k * spec.batch, inner: spec.m })?;
+            let sums = self.sum_axis(a, &AxisSpec { outer: 1, axis: spec.k, inner: spec.m })?;
             return Ok((c, sums));
         }
         kernels::matmul::matmul_with_a_sums(self, a, b, spec)
