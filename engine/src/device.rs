@@ -202,6 +202,17 @@ impl Device {
         }
     }
 
+    /// Hand the GPU's cached free buffers back to the driver (a no-op on the CPU): between jobs of
+    /// different shapes in one process (the study's runs, say), so that the cache holds one job's
+    /// buffers rather than the union of all of them.
+    pub fn release_cached(&self) {
+        match self {
+            Device::Cpu => {}
+            #[cfg(feature = "gpu")]
+            Device::Gpu(g) => g.context().release_cached(),
+        }
+    }
+
     /// Wait until every kernel recorded so far has run (a no-op on the CPU).
     pub fn synchronize(&self) -> Result<()> {
         match self {

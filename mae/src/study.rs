@@ -269,6 +269,9 @@ pub fn run_study(o: &StudyOptions, dev: &Device) -> Result<StudyReport> {
             continue;
         }
         eprintln!("study: pre-training {name}");
+        // Each run has its own shapes: the GPU's buffer cache starts over (the last run's tensors
+        // are gone by now).
+        dev.release_cached();
         let run_dir = o.out_dir.join("runs").join(&name);
         let mut model = o.model.clone();
         model.norm_pix_loss = spec.norm_pix;
