@@ -4,52 +4,61 @@
 
 mod common;
 
+use std::sync::{Mutex, MutexGuard};
+
 use common::*;
 use engine::{Device, Rng, Tensor, ops};
 
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-fn gpu() -> Option<Device> {
-    engine::gpu::test_device()
+/// The GPU for a counting test, with this binary's lock held while the guard lives.
+fn counting_gpu() -> Option<(MutexGuard<'static, ()>, Device)> {
+    let one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    Some((one, engine::gpu::test_device()?))
+}
+
+/// Dispatches recorded while `f` runs, once the work recorded before it has finished.
+fn dispatches(gpu: &Device, f: impl FnOnce()) -> u64 {
+    gpu.synchronize().unwrap();
+    let before = gpu.gpu_counters().unwrap().dispatches;
+    f();
+    gpu.gpu_counters().unwrap().dispatches - before
+}
+
+/// `(entry [constants] grid, dispatches, ns)` for what `f` dispatches, or `None` (and SKIPPED) on
+/// an adapter without timestamp queries.
+fn profile_by_shape(gpu: &Device, f: impl FnOnce()) -> Option<Vec<(String, u64, f64)>> {
+    let Device::Gpu(g) = gpu else { unreachable!() };
+    let ctx = g.context();
+    if !ctx.has_timestamps() {
+        eprintln!("SKIPPED: {} has no timestamp queries", ctx.adapter.name);
+        return None;
+    }
+    ctx.start_profiling_by_shape().unwrap();
+    f();
+    Some(ctx.stop_profiling().unwrap())
 }
 
 #[test]
 fn fused_linear_gelu_is_one_dispatch_where_the_pair_is_two() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(gpu) = gpu() else { return };
+    let Some((_one, gpu)) = counting_gpu() else { return };
     let mut rng = Rng::new(17);
-    let Device::Gpu(g) = &gpu else { unreachable!() };
     let x = Tensor::from_vec(uniform_values(45 * 33, -2.0, 2.0, &mut rng), &[45, 33], &gpu).unwrap();
     let w = Tensor::from_vec(uniform_values(65 * 33, -1.0, 1.0, &mut rng), &[65, 33], &gpu).unwrap();
-    let count = |f: &dyn Fn() -> Tensor| {
-        g.context().synchronize().unwrap();
-        let before = g.context().counters().dispatches;
-        let y = f();
-        let n = g.context().counters().dispatches - before;
-        drop(y);
-        n
-    };
-    assert_eq!(count(&|| ops::linear_gelu(&x, &w, None).unwrap()), 1);
-    assert_eq!(count(&|| ops::gelu(&ops::linear(&x, &w, None).unwrap()).unwrap()), 2);
+    assert_eq!(dispatches(&gpu, || drop(ops::linear_gelu(&x, &w, None).unwrap())), 1);
+    assert_eq!(dispatches(&gpu, || drop(ops::gelu(&ops::linear(&x, &w, None).unwrap()).unwrap())), 2);
 }
 
 #[test]
 fn a_long_k_product_with_few_tiles_is_split_and_summed_in_two_dispatches() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(gpu) = gpu() else { return };
-    let Device::Gpu(g) = &gpu else { unreachable!() };
-    let ctx = g.context();
+    let Some((_one, gpu)) = counting_gpu() else { return };
     let mut rng = Rng::new(3);
     // A weight gradient's shape: [K, M]^T x [K, N] with K = 3000, M x N one tile.
     let a = Tensor::from_vec(uniform_values(3000 * 40, -1.0, 1.0, &mut rng), &[3000, 40], &gpu).unwrap();
     let b = Tensor::from_vec(uniform_values(3000 * 24, -1.0, 1.0, &mut rng), &[3000, 24], &gpu).unwrap();
-    if !ctx.has_timestamps() {
-        eprintln!("SKIPPED: {} has no timestamp queries", ctx.adapter.name);
+    let Some(rows) = profile_by_shape(&gpu, || drop(ops::matmul_ex(&a, &b, None, true, false).unwrap())) else {
         return;
-    }
-    ctx.start_profiling_by_shape().unwrap();
-    drop(ops::matmul_ex(&a, &b, None, true, false).unwrap());
-    let rows = ctx.stop_profiling().unwrap();
+    };
     // 3000 / 256 = 11 slices wanted: chunks of 288 (a multiple of 16), 11 slices.
     let names: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
     assert_eq!(rows.len(), 2, "{names:?}");
@@ -59,22 +68,17 @@ fn a_long_k_product_with_few_tiles_is_split_and_summed_in_two_dispatches() {
 
 #[test]
 fn profiling_by_shape_gives_one_row_per_product_with_its_constants_and_grid() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(gpu) = gpu() else { return };
-    let Device::Gpu(g) = &gpu else { unreachable!() };
-    let ctx = g.context();
-    if !ctx.has_timestamps() {
-        eprintln!("SKIPPED: {} has no timestamp queries", ctx.adapter.name);
-        return;
-    }
+    let Some((_one, gpu)) = counting_gpu() else { return };
     let a = Tensor::from_vec(vec![1.0; 70 * 8], &[70, 8], &gpu).unwrap();
     let b = Tensor::from_vec(vec![1.0; 8 * 130], &[8, 130], &gpu).unwrap();
-    ctx.start_profiling_by_shape().unwrap();
-    for _ in 0..2 {
-        drop(ops::matmul(&a, &b).unwrap());
-    }
-    drop(ops::matmul_ex(&a, &a, None, true, false).unwrap());
-    let rows = ctx.stop_profiling().unwrap();
+    let Some(rows) = profile_by_shape(&gpu, || {
+        for _ in 0..2 {
+            drop(ops::matmul(&a, &b).unwrap());
+        }
+        drop(ops::matmul_ex(&a, &a, None, true, false).unwrap());
+    }) else {
+        return;
+    };
     let count = |name: &str| rows.iter().find(|r| r.0 == name).map(|r| r.1);
     assert_eq!(count("matmul [TRANS_A=0,TRANS_B=0,GELU=0,VEC4=0,A_SUMS=0] grid 3x2x1"), Some(2), "{rows:?}");
     assert_eq!(count("matmul [TRANS_A=1,TRANS_B=0,GELU=0,VEC4=1,A_SUMS=0] grid 1x1x1"), Some(1), "{rows:?}");
@@ -82,23 +86,15 @@ fn profiling_by_shape_gives_one_row_per_product_with_its_constants_and_grid() {
 
 #[test]
 fn a_linear_layers_weight_and_bias_gradients_take_one_dispatch() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(gpu) = gpu() else { return };
-    let Device::Gpu(g) = &gpu else { unreachable!() };
-    let ctx = g.context();
+    let Some((_one, gpu)) = counting_gpu() else { return };
     let mut rng = Rng::new(5);
     let x = Tensor::from_vec(uniform_values(300 * 40, -1.0, 1.0, &mut rng), &[300, 40], &gpu).unwrap();
     let w = Tensor::from_vec(uniform_values(24 * 40, -1.0, 1.0, &mut rng), &[24, 40], &gpu).unwrap().with_grad();
     let b = Tensor::zeros(&[24], &gpu).unwrap().with_grad();
-    let y = ops::linear(&x, &w, Some(&b)).unwrap();
-    let loss = y.sum().unwrap();
-    gpu.synchronize().unwrap();
-    let before = ctx.counters().dispatches;
-    engine::backward(&loss).unwrap();
-    gpu.synchronize().unwrap();
+    let loss = ops::linear(&x, &w, Some(&b)).unwrap().sum().unwrap();
     // The seed gradient (a fill), the sum's backward (a broadcast) and the product dY^T X that also
     // sums dY's columns; no gradient for x (a constant), no separate bias reduction.
-    assert_eq!(ctx.counters().dispatches - before, 3);
+    assert_eq!(dispatches(&gpu, || engine::backward(&loss).unwrap()), 3);
     let db = b.grad().unwrap().to_vec().unwrap();
     assert!(db.iter().all(|&v| v == 300.0), "{db:?}");
 }

@@ -352,17 +352,19 @@ impl GpuContext {
         // Give the driver back what the pool holds (the free buffers of other sizes) and try once
         // more before giving up.
         self.release_cached();
-        self.wait()?;
-        create().map_err(|_| {
-            let mut s = self.state();
-            s.live_bytes -= bytes;
-            Error::Gpu(format!(
+        let retry = self.wait().map(|()| create());
+        let failure = match retry {
+            Ok(Ok(buf)) => return Ok(buf),
+            Ok(Err(_)) => Error::Gpu(format!(
                 "out of GPU memory allocating {:.1} MiB ({} MiB live on {}): {e}",
                 bytes as f64 / (1 << 20) as f64,
-                s.live_bytes >> 20,
+                self.state().live_bytes.saturating_sub(bytes) >> 20,
                 self.adapter.name
-            ))
-        })
+            )),
+            Err(lost) => lost, // the wait found the device lost or hung: say that
+        };
+        self.state().live_bytes -= bytes;
+        Err(failure)
     }
 
     /// Return a buffer to the pool (through the quarantine while unsubmitted work may use it).

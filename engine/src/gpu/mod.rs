@@ -172,9 +172,7 @@ impl Backend for Gpu {
 
     fn matmul_with_a_sums(&self, a: &Storage, b: &Storage, spec: &MatmulSpec) -> Result<(Storage, Storage)> {
         if !spec.trans_a || spec.batch != 1 || spec.m * spec.n == 0 {
-            let c = self.matmul(a, b, None, spec)?;
-            let sums = self.sum_axis(a, &AxisSpec { outer: 1, axis: spec.k, inner: spec.m })?;
-            return Ok((c, sums));
+            return crate::backend::matmul_then_a_sums(self, a, b, spec);
         }
         kernels::matmul::matmul_with_a_sums(self, a, b, spec)
     }

@@ -153,7 +153,8 @@ fn launch(
         _pad: [0; 2],
     };
     // C (with the sums after it), or under split-K each slice's partial C (and sums), summed after.
-    let out = g.alloc(u32_of(slices * c_stride, "C")? as usize)?;
+    u32_of(slices * c_stride, "C")?;
+    let out = g.alloc(slices * c_stride)?;
     // Without a bias (or a GELU output) the kernel still binds one; any small buffer will do, one
     // each (a buffer bound read-only and read-write in one dispatch is refused).
     let no_bias = if bias.is_none() { Some(g.alloc(1)?) } else { None };
