@@ -546,6 +546,19 @@ pub trait Backend {
     }
 }
 
+/// `Backend::matmul_with_a_sums` as two calls, the product then a column sum: the default, and what
+/// a backend that fuses them falls back to on the shapes it does not fuse.
+pub fn matmul_then_a_sums<B: Backend + ?Sized>(
+    be: &B,
+    a: &Storage,
+    b: &Storage,
+    spec: &MatmulSpec,
+) -> Result<(Storage, Storage)> {
+    let c = be.matmul(a, b, None, spec)?;
+    let sums = be.sum_axis(a, &AxisSpec { outer: 1, axis: spec.k, inner: spec.m })?;
+    Ok((c, sums))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -610,17 +623,4 @@ mod tests {
         let err = b.adamw_step_packed(&s(20), &s(20), &s(20), &s(20), &bad_owners, 2, &hyper, &spec()).unwrap_err();
         assert!(err.to_string().contains("chunk table"), "{err}");
     }
-}
-
-/// `Backend::matmul_with_a_sums` as two calls, the product then a column sum: the default, and what
-/// a backend that fuses them falls back to on the shapes it does not fuse.
-pub fn matmul_then_a_sums<B: Backend + ?Sized>(
-    be: &B,
-    a: &Storage,
-    b: &Storage,
-    spec: &MatmulSpec,
-) -> Result<(Storage, Storage)> {
-    let c = be.matmul(a, b, None, spec)?;
-    let sums = be.sum_axis(a, &AxisSpec { outer: 1, axis: spec.k, inner: spec.m })?;
-    Ok((c, sums))
 }
