@@ -5,7 +5,9 @@
 //! Each case runs on the CPU reference (plain loops, f64 sums), the fast CPU backend (threads
 //! chosen by size), the fast CPU backend on one thread (what the second core adds; the matmul keeps
 //! its own thread choice), and the GPU when this build has one and wgpu finds an adapter (software
-//! ones included: lavapipe's figures show that the plumbing works, not GPU speed). GPU iterations
+//! ones included: lavapipe's figures show that the plumbing works, not GPU speed). On a CPU with
+//! AVX-512, `cpu avx2fma` is the fast backend with its AVX2 copies of the non-matmul kernels, beside
+//! `cpu` with the AVX-512 ones (and the other way round where AVX2 is the best). GPU iterations
 //! end with a synchronisation, so the time is wall time for the work submitted. Throughput:
 //! criterion's `Gelem/s` are GFLOP/s for products and attention, `GiB/s` bytes moved otherwise.
 //!
@@ -15,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use engine::Device;
+use engine::cpu::fast::simd::{Isa, with_isa};
 use engine::cpu::parallel::with_threads;
 use mae::bench::{Work, cases};
 
@@ -53,6 +56,12 @@ fn kernels(c: &mut Criterion) {
             });
             if dev.is_cpu() {
                 g.bench_function("cpu 1 thread", |b| b.iter(|| with_threads(1, || f().expect("kernel runs"))));
+                // The other vectorised copies of the non-matmul kernels this CPU can run (`cpu`
+                // above is `Isa::best()`'s; the matmul keeps its own kernel).
+                for isa in [Isa::Avx2Fma, Isa::Avx512].into_iter().filter(|&i| i.is_available() && i != Isa::best()) {
+                    let id = format!("cpu {}", format!("{isa:?}").to_lowercase());
+                    g.bench_function(id, |b| b.iter(|| with_isa(isa, || f().expect("kernel runs"))));
+                }
             }
         }
         g.finish();

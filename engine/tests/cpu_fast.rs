@@ -40,15 +40,28 @@ use engine::cpu::reference;
 
 const U: f64 = f32::EPSILON as f64 / 2.0;
 
-/// The instruction sets to test on this CPU.
+/// The instruction sets to test on this CPU (each test says which it skipped).
 fn isas() -> Vec<Isa> {
+    for isa in Isa::ALL.into_iter().filter(|i| !i.is_available()) {
+        eprintln!("SKIPPED: this CPU cannot run the {isa:?} copies of the kernels: they are not tested here");
+    }
     Isa::ALL.into_iter().filter(|i| i.is_available()).collect()
 }
 
 /// Runs `f` with each available instruction set, and for each on 1, 2 and 3 threads and twice on
-/// 2 threads: asserts that all these runs of one instruction set give the same bits, and returns
-/// one result per instruction set.
+/// 2 threads: asserts that all these runs of one instruction set give the same bits, and that the
+/// AVX-512 copy gives the AVX2 copy's bits (the same operations in the same order, only wider),
+/// and returns one result per instruction set.
 fn run_everywhere<T: PartialEq + std::fmt::Debug>(what: &str, f: impl Fn() -> T) -> Vec<(Isa, T)> {
+    let results = per_isa(what, f);
+    let of = |isa| results.iter().find(|(i, _)| *i == isa).map(|(_, r)| r);
+    if let (Some(avx2), Some(avx512)) = (of(Isa::Avx2Fma), of(Isa::Avx512)) {
+        assert!(avx2 == avx512, "{what}: the AVX-512 copy differs from the AVX2 copy");
+    }
+    results
+}
+
+fn per_isa<T: PartialEq + std::fmt::Debug>(what: &str, f: impl Fn() -> T) -> Vec<(Isa, T)> {
     isas()
         .into_iter()
         .map(|isa| {

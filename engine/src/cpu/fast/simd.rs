@@ -3,14 +3,18 @@
 //!
 //! Each kernel is written once, in plain Rust that LLVM can vectorise: loops over `chunks_exact`
 //! of [`LANES`] values or fixed-size arrays, no bounds checks inside the hot loops, branch-free
-//! math (see `math.rs`). `multiversion!` then compiles that body twice: as it is, for the
-//! target's baseline (SSE2 on x86_64: 4 lanes, no FMA), and inside a `#[target_feature(enable =
+//! math (see `math.rs`). `multiversion!` then compiles that body three times: as it is, for the
+//! target's baseline (SSE2 on x86_64: 4 lanes, no FMA); inside a `#[target_feature(enable =
 //! "avx2,fma")]` function, where the same loops become 8-lane AVX2 code and [`madd`] becomes one
-//! fused multiply-add. Which copy runs is decided per call by an [`Isa`] value: the best one this
-//! CPU has (detected once and cached), unless a test forces the portable one with [`with_isa`].
+//! fused multiply-add; and with AVX-512 enabled as well, where loops over slices become 16-lane
+//! code and the 16-value partial sums one register. Which copy runs is decided per call by an
+//! [`Isa`] value: the best one for this CPU (detected once and cached), unless a test forces
+//! another with [`with_isa`].
 //!
-//! The two copies round differently where [`madd`] is used (a fused multiply-add rounds once); on
-//! one machine a kernel always takes the same copy, so results are still the same from run to run.
+//! The baseline copy rounds differently where [`madd`] is used (a fused multiply-add rounds once);
+//! the AVX2 and AVX-512 copies compute the same operations in the same order and give the same
+//! bits (the tests check it). On one machine a kernel always takes the same copy, so results are
+//! the same from run to run.
 
 use std::cell::Cell;
 use std::sync::OnceLock;
@@ -25,6 +29,11 @@ pub enum Isa {
     Portable,
     /// AVX2 and FMA (x86_64 CPUs since Haswell / Zen), checked at run time.
     Avx2Fma,
+    /// AVX-512 (F, VL, BW, DQ) besides AVX2 and FMA, checked at run time: the same body compiled
+    /// with 32 registers of 16 lanes. Every reduction of the kernels is an explicit array of
+    /// partial sums added in a fixed order, which the compiler may not reassociate, so this copy
+    /// gives the AVX2 copy's bits; it only does the work in fewer, wider instructions.
+    Avx512,
 }
 
 thread_local! {
@@ -33,7 +42,7 @@ thread_local! {
 
 impl Isa {
     /// Every variant, available on this CPU or not.
-    pub const ALL: [Isa; 2] = [Isa::Portable, Isa::Avx2Fma];
+    pub const ALL: [Isa; 3] = [Isa::Portable, Isa::Avx2Fma, Isa::Avx512];
 
     /// Whether this CPU can run code compiled for `self`.
     pub fn is_available(self) -> bool {
@@ -41,15 +50,33 @@ impl Isa {
             Isa::Portable => true,
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2Fma => std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma"),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => {
+                Isa::Avx2Fma.is_available()
+                    && std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx512vl")
+                    && std::is_x86_feature_detected!("avx512bw")
+                    && std::is_x86_feature_detected!("avx512dq")
+            }
             #[cfg(not(target_arch = "x86_64"))]
-            Isa::Avx2Fma => false,
+            Isa::Avx2Fma | Isa::Avx512 => false,
         }
     }
 
-    /// The best this CPU has, detected once.
+    /// The best for this CPU, detected once: AVX-512 where the matmul also chose its AVX-512
+    /// kernel (Intel processors with two 512-bit FMA units; on AMD's Zen 4, which splits 512-bit
+    /// operations in two, it was not measured faster), else AVX2 + FMA when present, else the
+    /// baseline. `MAE_CPU_KERNEL=avx2fma` (or `portable`) caps both choices.
     pub fn best() -> Isa {
         static BEST: OnceLock<Isa> = OnceLock::new();
-        *BEST.get_or_init(|| if Isa::Avx2Fma.is_available() { Isa::Avx2Fma } else { Isa::Portable })
+        *BEST.get_or_init(|| {
+            use crate::cpu::matmul::Kernel;
+            match Kernel::best() {
+                Kernel::Avx512 if Isa::Avx512.is_available() => Isa::Avx512,
+                Kernel::Avx512 | Kernel::Avx2Fma if Isa::Avx2Fma.is_available() => Isa::Avx2Fma,
+                _ => Isa::Portable,
+            }
+        })
     }
 
     /// What a kernel called from this thread uses: [`Isa::best`], or what [`with_isa`] forces.
@@ -79,8 +106,8 @@ pub fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
     if FMA { a.mul_add(b, c) } else { a * b + c }
 }
 
-/// Defines `fn name(isa: Isa, args..) -> ret` whose body is compiled twice, once for the baseline
-/// and once with AVX2 + FMA enabled, and which runs the copy that `isa` names. Inside the body, the
+/// Defines `fn name(isa: Isa, args..) -> ret` whose body is compiled three times, for the baseline,
+/// with AVX2 + FMA and with AVX-512 enabled, and which runs the copy that `isa` names. Inside the body, the
 /// identifier given in angle brackets is a `const bool`, true in the FMA copy (pass it on to
 /// [`madd`] and to the `math.rs` functions). Everything the body calls in its hot loops must be
 /// `#[inline(always)]`, so that it is compiled into each copy with that copy's features.
@@ -113,11 +140,21 @@ macro_rules! multiversion {
                 body::<true>($($arg),*)
             }
 
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512bw,avx512dq")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
+                body::<true>($($arg),*)
+            }
+
             match isa {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: an `Isa::Avx2Fma` is only handed out (`Isa::best`, `with_isa`) on CPUs
                 // that have both features.
                 $crate::cpu::fast::simd::Isa::Avx2Fma => unsafe { avx2_fma($($arg),*) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: likewise for `Isa::Avx512` and its features.
+                $crate::cpu::fast::simd::Isa::Avx512 => unsafe { avx512($($arg),*) },
                 _ => body::<false>($($arg),*),
             }
         }
