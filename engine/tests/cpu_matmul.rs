@@ -114,8 +114,10 @@ fn the_simd_kernel_equals_the_reference_where_the_cpu_has_avx2_and_fma() {
 fn the_avx512_kernel_equals_the_reference_where_the_cpu_has_avx512() {
     if Kernel::Avx512.is_available() {
         every_transpose_and_bias_equals_the_reference(Kernel::Avx512);
-        // Depths over its k block (128), cut into equal blocks, and tiles over the 12 x 32 edge.
-        for &(m, n, k) in &[(25, 33, 129), (13, 65, 300), (37, 31, 600)] {
+        // Depths over its k block (256), cut into equal blocks, tiles over the 12 x 32 edge, and
+        // (150, 790, 260) over all three of its blocks at once: two A blocks (mc 144), two B
+        // panels (nc 768), two k blocks.
+        for &(m, n, k) in &[(25, 33, 129), (13, 65, 300), (37, 31, 600), (150, 790, 260)] {
             for (trans_a, trans_b) in [(false, false), (true, true)] {
                 check_against_reference(Kernel::Avx512, 2, &spec(m, n, k, trans_a, trans_b), true, 9);
             }

@@ -49,6 +49,11 @@
 //! - NC: the packed B panel (KC x NC = 256 x 2048 x 4 B = 2 MiB per thread) lives in L3. The
 //!   training shapes have n <= 1024, so in practice the jc loop runs once.
 //!
+//! These are the AVX2 kernel's (`BLOCKING`). The AVX-512 kernel's 12 x 32 tile has its own
+//! (`kernel_avx512::BLOCKING`: KC = 256, NC = 768, and the two innermost loops the other way
+//! round, `for ir { for jr }`, so that an A sliver stays in L1 and the B panel streams from L2);
+//! see `kernel_avx512.rs` for why and what it measured.
+//!
 //! k is cut into equal blocks (k = 384 gives 2 x 192, not 256 + 128), and so is each thread's
 //! row range into MC blocks, so that no block is a sliver of leftovers.
 //!
@@ -108,13 +113,33 @@ use crate::backend::MatmulSpec;
 use kernel::{KernelFn, MR, NR, Tile};
 use pack::PackBuf;
 
-/// Depth of a k block (see the module comment).
-const KC: usize = 256;
-const _: () = assert!(KC <= pack::KC_MAX);
-/// Rows of op(A) packed per block; a multiple of MR.
-const MC: usize = 144;
-/// Columns of op(B) packed per panel; a multiple of NR.
-const NC: usize = 2048;
+/// The cache blocking of a kernel: how deep a k block is, how many rows of op(A) and columns of
+/// op(B) are packed at a time, and which of the two slivers a kernel call reads stays in L1.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Blocking {
+    /// Depth of a k block, at most `pack::KC_MAX`.
+    kc: usize,
+    /// Rows of op(A) packed per block; a multiple of the kernel's MR.
+    mc: usize,
+    /// Columns of op(B) packed per panel; a multiple of the kernel's NR.
+    nc: usize,
+    order: LoopOrder,
+}
+
+/// The order of the two innermost loops (see the module comment).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LoopOrder {
+    /// `for jr { for ir { kernel } }`: a B sliver stays in L1 while the A block streams from L2
+    /// (GotoBLAS's order; the AVX2 kernel's, measured on Zen 3 and Zen 4).
+    BSliverInL1,
+    /// `for ir { for jr { kernel } }`: an A sliver stays in L1 while the B panel streams from L2
+    /// (the AVX-512 kernel's: see `kernel_avx512.rs`).
+    ASliverInL1,
+}
+
+/// The AVX2 and portable kernels' blocking (see the module comment).
+const BLOCKING: Blocking = Blocking { kc: 256, mc: 144, nc: 2048, order: LoopOrder::BSliverInL1 };
+const _: () = assert!(BLOCKING.kc <= pack::KC_MAX && kernel_avx512::BLOCKING.kc <= pack::KC_MAX);
 /// The least work worth a thread of its own: about 40 us on one core, well above the few
 /// microseconds of handing a task to a pool worker (see `parallel.rs` for when it costs more).
 const FLOPS_PER_THREAD: f64 = 4e6;
@@ -268,9 +293,9 @@ pub fn matmul_gelu_uninit(
     match kernel {
         Kernel::Avx512 => {
             use kernel_avx512 as t;
-            tiled::<{ t::MR }, { t::NR }>(f, t::KC, threads, a, b, bias, spec, c, epilogue)
+            tiled::<{ t::MR }, { t::NR }>(f, t::BLOCKING, threads, a, b, bias, spec, c, epilogue)
         }
-        Kernel::Portable | Kernel::Avx2Fma => tiled::<MR, NR>(f, KC, threads, a, b, bias, spec, c, epilogue),
+        Kernel::Portable | Kernel::Avx2Fma => tiled::<MR, NR>(f, BLOCKING, threads, a, b, bias, spec, c, epilogue),
     }
 }
 
@@ -287,9 +312,9 @@ fn matmul_into(
     match kernel {
         Kernel::Avx512 => {
             use kernel_avx512 as t;
-            tiled::<{ t::MR }, { t::NR }>(f, t::KC, threads, a, b, bias, spec, c, None)
+            tiled::<{ t::MR }, { t::NR }>(f, t::BLOCKING, threads, a, b, bias, spec, c, None)
         }
-        Kernel::Portable | Kernel::Avx2Fma => tiled::<MR, NR>(f, KC, threads, a, b, bias, spec, c, None),
+        Kernel::Portable | Kernel::Avx2Fma => tiled::<MR, NR>(f, BLOCKING, threads, a, b, bias, spec, c, None),
     }
 }
 
@@ -318,12 +343,12 @@ impl Gelu {
     }
 }
 
-/// [`matmul_with`] for a kernel of an `MR x NR` tile and a k block of at most `kc_max`, with the
-/// GELU epilogue when asked.
+/// [`matmul_with`] for a kernel of an `MR x NR` tile and its blocking, with the GELU epilogue
+/// when asked.
 #[allow(clippy::too_many_arguments)]
 fn tiled<const MR: usize, const NR: usize>(
     kernel: KernelFn,
-    kc_max: usize,
+    blocking: Blocking,
     threads: usize,
     a: &[f32],
     b: &[f32],
@@ -355,7 +380,7 @@ fn tiled<const MR: usize, const NR: usize>(
         return;
     }
 
-    let problem = Problem { a, b, bias, spec, c: SharedC(c.as_mut_ptr().cast()), kernel, kc_max, gelu };
+    let problem = Problem { a, b, bias, spec, c: SharedC(c.as_mut_ptr().cast()), kernel, blocking, gelu };
     // The unit of work split across threads: a row sliver or a column sliver of one batch item.
     let split_rows = m.div_ceil(MR) >= n.div_ceil(NR);
     let per_item = if split_rows { m.div_ceil(MR) } else { n.div_ceil(NR) };
@@ -399,8 +424,7 @@ struct Problem<'a> {
     spec: &'a MatmulSpec,
     c: SharedC,
     kernel: KernelFn,
-    /// The longest k block of this kernel.
-    kc_max: usize,
+    blocking: Blocking,
     /// `y = gelu(C)`, tile by tile after the last k block.
     gelu: Option<Gelu>,
 }
@@ -450,11 +474,13 @@ impl Problem<'_> {
         // SAFETY: `item < batch`, so the item's C is inside the buffer of `batch * m * n` floats.
         let c = unsafe { self.c.0.add(item * m * n) };
 
-        let kc_step = k.div_ceil(k.div_ceil(self.kc_max));
-        let mc_step = rows.len().div_ceil(rows.len().div_ceil(MC)).next_multiple_of(MR);
+        let Blocking { kc: kc_max, mc: mc_max, nc: nc_max, order } = self.blocking;
+        let kc_step = k.div_ceil(k.div_ceil(kc_max));
+        let mc_step = rows.len().div_ceil(rows.len().div_ceil(mc_max)).next_multiple_of(MR);
+        let a_in_l1 = order == LoopOrder::ASliverInL1;
 
-        for jc in cols.clone().step_by(NC) {
-            let nc = NC.min(cols.end - jc);
+        for jc in cols.clone().step_by(nc_max) {
+            let nc = nc_max.min(cols.end - jc);
             let b_slivers = nc.div_ceil(NR);
             for pc in (0..k).step_by(kc_step) {
                 let kc = kc_step.min(k - pc);
@@ -466,12 +492,17 @@ impl Problem<'_> {
                     let a_slivers = mc.div_ceil(MR);
                     let a_sliver_at = |ir: usize| (ic + ir * MR, MR.min(mc - ir * MR));
                     let a_pack = space.a.slice_mut(a_slivers * MR * kc);
-                    for jr in 0..b_slivers {
+                    // The two inner loops, in the kernel's order: the outer one's sliver stays in
+                    // L1 while the inner one's stream past it.
+                    let (outer, inner) = if a_in_l1 { (a_slivers, b_slivers) } else { (b_slivers, a_slivers) };
+                    for (o, q) in (0..outer).flat_map(|o| (0..inner).map(move |q| (o, q))) {
+                        let (ir, jr) = if a_in_l1 { (o, q) } else { (q, o) };
                         let (j, tile_cols) = b_sliver_at(jr);
-                        // The B panel is packed just in time, during the first A block: a
-                        // sliver right before its first use, the next one prefetched while
-                        // the kernels run on this one.
-                        if block == 0 {
+                        let (i, tile_rows) = a_sliver_at(ir);
+                        // The B panel is packed just in time, during the first A block: a sliver
+                        // right before its first use, the next one prefetched while the kernels
+                        // run on this one. The same for the A block, during the first B sliver.
+                        if block == 0 && ir == 0 {
                             if jr + 1 < b_slivers {
                                 let (x, valid) = b_sliver_at(jr + 1);
                                 pack::prefetch_sliver(b, b_sj, b_sp, x, valid, pc, kc);
@@ -479,33 +510,29 @@ impl Problem<'_> {
                             let dst = &mut b_pack[jr * NR * kc..(jr + 1) * NR * kc];
                             pack::pack_sliver::<NR>(dst, b, b_sj, b_sp, j, tile_cols, pc, kc);
                         }
-                        let b_sliver = &b_pack[jr * NR * kc..(jr + 1) * NR * kc];
-                        let bias = if pc == 0 { self.bias.map(|bias| &bias[j..j + tile_cols]) } else { None };
-                        for ir in 0..a_slivers {
-                            let (i, tile_rows) = a_sliver_at(ir);
-                            // The same for the A block, during the first B sliver.
-                            if jr == 0 {
-                                if ir + 1 < a_slivers {
-                                    let (x, valid) = a_sliver_at(ir + 1);
-                                    pack::prefetch_sliver(a, a_si, a_sp, x, valid, pc, kc);
-                                }
-                                let dst = &mut a_pack[ir * MR * kc..(ir + 1) * MR * kc];
-                                pack::pack_sliver::<MR>(dst, a, a_si, a_sp, i, tile_rows, pc, kc);
+                        if jr == 0 {
+                            if ir + 1 < a_slivers {
+                                let (x, valid) = a_sliver_at(ir + 1);
+                                pack::prefetch_sliver(a, a_si, a_sp, x, valid, pc, kc);
                             }
-                            let a_sliver = &a_pack[ir * MR * kc..(ir + 1) * MR * kc];
-                            let tile = Tile {
-                                // SAFETY: (i, j) is inside this item's m x n C.
-                                c: unsafe { c.add(i * n + j) },
-                                ldc: n,
-                                rows: tile_rows,
-                                cols: tile_cols,
-                                accumulate: pc > 0,
-                                bias,
-                            };
-                            // SAFETY: the tile lies in C[item][rows, cols], which only this
-                            // thread writes; the kernel was checked available by `function`.
-                            unsafe { (self.kernel)(a_sliver, b_sliver, &tile) };
+                            let dst = &mut a_pack[ir * MR * kc..(ir + 1) * MR * kc];
+                            pack::pack_sliver::<MR>(dst, a, a_si, a_sp, i, tile_rows, pc, kc);
                         }
+                        let b_sliver = &b_pack[jr * NR * kc..(jr + 1) * NR * kc];
+                        let a_sliver = &a_pack[ir * MR * kc..(ir + 1) * MR * kc];
+                        let bias = if pc == 0 { self.bias.map(|bias| &bias[j..j + tile_cols]) } else { None };
+                        let tile = Tile {
+                            // SAFETY: (i, j) is inside this item's m x n C.
+                            c: unsafe { c.add(i * n + j) },
+                            ldc: n,
+                            rows: tile_rows,
+                            cols: tile_cols,
+                            accumulate: pc > 0,
+                            bias,
+                        };
+                        // SAFETY: the tile lies in C[item][rows, cols], which only this thread
+                        // writes; the kernel was checked available by `function`.
+                        unsafe { (self.kernel)(a_sliver, b_sliver, &tile) };
                     }
                     // The block's rows of this panel are final after the last k block: GELU them
                     // now, row by row, while they are still in L2 (per tile, the rows would be
