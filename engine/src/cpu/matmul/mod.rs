@@ -25,7 +25,11 @@
 //! (~1500 cycles) instead of stalling the packing loop. It matters for the tall operands of
 //! training (a [3328, 512] activation does not stay in a shared L3 from one call to
 //! the next): with the packing loops of `pack.rs`, such products (fc2, the input gradient) ran
-//! faster on one core than with block-at-a-time packing.
+//! faster on one core than with block-at-a-time packing. That holds for an operand whose sliver
+//! lanes are contiguous along k (op(A) stored plainly, op(B) stored transposed). The other kind,
+//! contiguous along the sliver (the weight gradients' `X^T dY`: both operands), is packed a whole
+//! block at a time, row by row (`pack::pack_rows`): sliver by sliver, it would be read as one or
+//! two cache lines from each of `kc` rows, the same rows again for the next sliver.
 //!
 //! # The micro-kernel: MR x NR = 6 x 16
 //!
@@ -478,6 +482,10 @@ impl Problem<'_> {
         let kc_step = k.div_ceil(k.div_ceil(kc_max));
         let mc_step = rows.len().div_ceil(rows.len().div_ceil(mc_max)).next_multiple_of(MR);
         let a_in_l1 = order == LoopOrder::ASliverInL1;
+        // An operand contiguous along its sliver dimension (op(A) stored transposed, op(B) stored
+        // plainly) is packed a whole block at a time, row by row (`pack::pack_rows`); the other
+        // way, sliver by sliver right before first use, with the next sliver prefetched.
+        let (a_by_rows, b_by_rows) = (a_si == 1 && a_sp != 1, b_sj == 1 && b_sp != 1);
 
         for jc in cols.clone().step_by(nc_max) {
             let nc = nc_max.min(cols.end - jc);
@@ -487,11 +495,17 @@ impl Problem<'_> {
                 // Where sliver `jr` of the B panel and `ir` of the A block come from.
                 let b_sliver_at = |jr: usize| (jc + jr * NR, NR.min(nc - jr * NR));
                 let b_pack = space.b.slice_mut(b_slivers * NR * kc);
+                if b_by_rows {
+                    pack::pack_rows::<NR>(b_pack, b, b_sp, jc, nc, pc, kc);
+                }
                 for (block, ic) in rows.clone().step_by(mc_step).enumerate() {
                     let mc = mc_step.min(rows.end - ic);
                     let a_slivers = mc.div_ceil(MR);
                     let a_sliver_at = |ir: usize| (ic + ir * MR, MR.min(mc - ir * MR));
                     let a_pack = space.a.slice_mut(a_slivers * MR * kc);
+                    if a_by_rows {
+                        pack::pack_rows::<MR>(a_pack, a, a_sp, ic, mc, pc, kc);
+                    }
                     // The two inner loops, in the kernel's order: the outer one's sliver stays in
                     // L1 while the inner one's stream past it.
                     let (outer, inner) = if a_in_l1 { (a_slivers, b_slivers) } else { (b_slivers, a_slivers) };
@@ -502,7 +516,7 @@ impl Problem<'_> {
                         // The B panel is packed just in time, during the first A block: a sliver
                         // right before its first use, the next one prefetched while the kernels
                         // run on this one. The same for the A block, during the first B sliver.
-                        if block == 0 && ir == 0 {
+                        if block == 0 && ir == 0 && !b_by_rows {
                             if jr + 1 < b_slivers {
                                 let (x, valid) = b_sliver_at(jr + 1);
                                 pack::prefetch_sliver(b, b_sj, b_sp, x, valid, pc, kc);
@@ -510,7 +524,7 @@ impl Problem<'_> {
                             let dst = &mut b_pack[jr * NR * kc..(jr + 1) * NR * kc];
                             pack::pack_sliver::<NR>(dst, b, b_sj, b_sp, j, tile_cols, pc, kc);
                         }
-                        if jr == 0 {
+                        if jr == 0 && !a_by_rows {
                             if ir + 1 < a_slivers {
                                 let (x, valid) = a_sliver_at(ir + 1);
                                 pack::prefetch_sliver(a, a_si, a_sp, x, valid, pc, kc);
