@@ -24,6 +24,7 @@ use mae::bench::{Work, cases};
 fn kernels(c: &mut Criterion) {
     // As the trainer: freed output buffers are reused rather than faulted in again.
     engine::cpu::allocator::keep_freed_memory();
+    engine::cpu::recycle::set_enabled(true);
     let mut devices = vec![("cpu", Device::Cpu)];
     match Device::gpu() {
         Ok(g) => {

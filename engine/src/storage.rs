@@ -19,6 +19,20 @@ pub enum Storage {
     Gpu(Rc<GpuBuffer>),
 }
 
+/// The last handle of a CPU storage gives its buffer to the backend's recycler (when on, see
+/// `cpu/recycle.rs`), for the next output of the same size.
+impl Drop for Storage {
+    fn drop(&mut self) {
+        if let Storage::Cpu(v) = self
+            && crate::cpu::recycle::is_enabled()
+            && Rc::strong_count(v) == 1
+            && let Ok(mut v) = v.try_borrow_mut()
+        {
+            crate::cpu::recycle::give(std::mem::take(&mut *v));
+        }
+    }
+}
+
 #[cfg(feature = "gpu")]
 fn on_gpu<T>() -> Result<T> {
     Err(Error::Device("the values live on the GPU; download them (to_vec) or move the tensor first".into()))

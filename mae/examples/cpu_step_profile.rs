@@ -31,6 +31,7 @@ use mae::streams::{self, stream};
 fn main() -> mae::Result<()> {
     // As `mae` does: keep freed activations' memory for the next step (see its docs).
     engine::cpu::allocator::keep_freed_memory();
+    engine::cpu::recycle::set_enabled(true);
     let args: Vec<String> = std::env::args().skip(1).collect();
     let data: DataSource = args.first().map(String::as_str).unwrap_or("builtin:3000").parse()?;
     let batch: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(256);

@@ -14,6 +14,7 @@ pub mod matmul;
 pub mod parallel;
 pub mod pool;
 pub mod profile;
+pub mod recycle;
 pub mod reference;
 
 use crate::backend::*;
@@ -117,10 +118,9 @@ impl Backend for CpuBackend {
         let bias = bias.map(|s| s.cpu()).transpose()?;
         // Not zeroed first: the product writes every value of C before it reads any.
         let len = spec.batch * spec.m * spec.n;
-        let mut c: Vec<f32> = Vec::with_capacity(len);
-        matmul::matmul_uninit(&a, &b, bias.as_deref().map(|v| v.as_slice()), spec, &mut c.spare_capacity_mut()[..len]);
-        // SAFETY: `matmul_uninit` wrote all `len` values.
-        unsafe { c.set_len(len) };
+        let c = parallel::new_uninit_output(len, |c| {
+            matmul::matmul_uninit(&a, &b, bias.as_deref().map(|v| v.as_slice()), spec, c)
+        });
         new(c)
     }
 
@@ -137,20 +137,12 @@ impl Backend for CpuBackend {
         check_len("matmul B", b.len(), spec.b_len())?;
         let bias = bias.map(|s| s.cpu()).transpose()?;
         let len = spec.batch * spec.m * spec.n;
-        let (mut h, mut y): (Vec<f32>, Vec<f32>) = (Vec::with_capacity(len), Vec::with_capacity(len));
-        matmul::matmul_gelu_uninit(
-            &a,
-            &b,
-            bias.as_deref().map(|v| v.as_slice()),
-            spec,
-            &mut h.spare_capacity_mut()[..len],
-            &mut y.spare_capacity_mut()[..len],
-        );
-        // SAFETY: `matmul_gelu_uninit` wrote all `len` values of both.
-        unsafe {
-            h.set_len(len);
-            y.set_len(len);
-        }
+        let mut y = Vec::new();
+        let h = parallel::new_uninit_output(len, |h| {
+            y = parallel::new_uninit_output(len, |y| {
+                matmul::matmul_gelu_uninit(&a, &b, bias.as_deref().map(|v| v.as_slice()), spec, h, y)
+            })
+        });
         Ok((new(h)?, new(y)?))
     }
 

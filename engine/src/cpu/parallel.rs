@@ -90,44 +90,86 @@ impl<'a> Out<'a> for &'a mut [f32] {
     }
 }
 
-/// Uninitialised output memory. It is initialised before it is gone: by [`Out::init`], or, for a
-/// piece that no kernel took, zero-filled when it is dropped.
-pub struct Uninit<'a>(&'a mut [MaybeUninit<f32>]);
+/// Output memory that may be uninitialised. It is initialised before it is gone: by
+/// [`Out::init`], or, for a piece that no kernel took, zero-filled when it is dropped. Memory that
+/// already holds floats (a recycled buffer, [`Uninit::written`]) is handed over as it is.
+pub struct Uninit<'a> {
+    values: &'a mut [MaybeUninit<f32>],
+    /// Whether `values` holds floats already (then nothing needs zeroing).
+    written: bool,
+}
+
+impl<'a> Uninit<'a> {
+    /// Initialised memory, seen as an output: the kernel overwrites the old values.
+    pub(crate) fn written(values: &'a mut [f32]) -> Self {
+        // SAFETY: `MaybeUninit<f32>` has f32's layout, and only floats are ever written through
+        // an `Uninit` (`MaybeUninit::write` in `init` and `drop`, or the kernel through `init`'s
+        // `&mut [f32]`), so the memory still holds floats when the borrow ends.
+        let values = unsafe { &mut *(values as *mut [f32] as *mut [MaybeUninit<f32>]) };
+        Uninit { values, written: true }
+    }
+}
 
 impl Drop for Uninit<'_> {
     fn drop(&mut self) {
-        for x in self.0.iter_mut() {
-            x.write(0.0);
+        if !self.written {
+            for x in self.values.iter_mut() {
+                x.write(0.0);
+            }
         }
     }
 }
 
 impl<'a> Out<'a> for Uninit<'a> {
     fn len(&self) -> usize {
-        self.0.len()
+        self.values.len()
     }
     fn split_at(mut self, at: usize) -> (Self, Self) {
-        let (a, b) = std::mem::take(&mut self.0).split_at_mut(at);
-        (Uninit(a), Uninit(b))
+        let (a, b) = std::mem::take(&mut self.values).split_at_mut(at);
+        (Uninit { values: a, written: self.written }, Uninit { values: b, written: self.written })
     }
     fn init(mut self) -> &'a mut [f32] {
-        let values = std::mem::take(&mut self.0);
-        for x in values.iter_mut() {
-            x.write(0.0);
+        let values = std::mem::take(&mut self.values);
+        if !self.written {
+            for x in values.iter_mut() {
+                x.write(0.0);
+            }
         }
-        // SAFETY: every element was just initialised, and `MaybeUninit<f32>` has f32's layout.
+        // SAFETY: every element holds a float (written just above, or before), and
+        // `MaybeUninit<f32>` has f32's layout.
         unsafe { &mut *(values as *mut [MaybeUninit<f32>] as *mut [f32]) }
     }
 }
 
 /// A fresh `Vec` of `len` values, written by `fill` through an [`Uninit`] (so never zeroed in a
-/// pass of its own). `fill` must not `mem::forget` the `Uninit` (or a piece of it): every piece is
+/// pass of its own): a recycled buffer of that length when there is one (`recycle.rs`), its old
+/// values overwritten. `fill` must not `mem::forget` the `Uninit` (or a piece of it): every piece is
 /// then initialised, by a kernel's `init` or by its drop.
 pub(crate) fn new_output(len: usize, fill: impl FnOnce(Uninit<'_>)) -> Vec<f32> {
+    if let Some(mut v) = super::recycle::take(len) {
+        fill(Uninit::written(&mut v));
+        return v;
+    }
     let mut v: Vec<f32> = Vec::with_capacity(len);
-    fill(Uninit(&mut v.spare_capacity_mut()[..len]));
+    fill(Uninit { values: &mut v.spare_capacity_mut()[..len], written: false });
     // SAFETY: the `Uninit` and all its pieces are gone, so every one of the `len` values has been
     // initialised (see `Uninit`); the crate's kernels never forget an output.
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// A fresh `Vec` of `len` values for a kernel that writes every one of them through
+/// `&mut [MaybeUninit<f32>]` (the matrix products): a recycled buffer when there is one, else new
+/// memory, never zeroed.
+pub(crate) fn new_uninit_output(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+    if let Some(mut v) = super::recycle::take(len) {
+        // SAFETY: as in `Uninit::written`: `fill` writes only floats.
+        fill(unsafe { &mut *(v.as_mut_slice() as *mut [f32] as *mut [MaybeUninit<f32>]) });
+        return v;
+    }
+    let mut v: Vec<f32> = Vec::with_capacity(len);
+    fill(&mut v.spare_capacity_mut()[..len]);
+    // SAFETY: `fill` writes all `len` values (its contract).
     unsafe { v.set_len(len) };
     v
 }

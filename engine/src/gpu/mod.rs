@@ -62,8 +62,8 @@ impl Gpu {
 
     /// A zeroed buffer of `total` values with a view at each `(start, len)`.
     pub(crate) fn alloc_views(&self, total: usize, segments: &[(usize, usize)]) -> Result<(Storage, Vec<Storage>)> {
-        let parent = match kernels::elementwise::fill(self, total, 0.0)? {
-            Storage::Gpu(b) => b,
+        let parent = match &kernels::elementwise::fill(self, total, 0.0)? {
+            Storage::Gpu(b) => b.clone(),
             Storage::Cpu(_) => unreachable!("a GPU kernel's output lives on the GPU"),
         };
         let views =

@@ -165,10 +165,10 @@ pub fn backward(
     )?;
     // Both parameter gradients in one reduction pass, then a view of each half.
     let over_chunks = AxisSpec { outer: 1, axis: chunks, inner: 2 * cols_pad };
-    let Storage::Gpu(sums) = super::reduce::sum_axis(g, &partial, &over_chunks)? else {
+    let Storage::Gpu(sums) = &super::reduce::sum_axis(g, &partial, &over_chunks)? else {
         unreachable!("a GPU kernel's output lives on the GPU")
     };
-    let half = |start| Storage::Gpu(Rc::new(GpuBuffer::view(&sums, start, cols)));
+    let half = |start| Storage::Gpu(Rc::new(GpuBuffer::view(sums, start, cols)));
     let (dgamma, dbeta) = (half(0), half(cols_pad));
     Ok((dx, dgamma, dbeta))
 }

@@ -188,7 +188,7 @@ fn launch(
     if !a_sums {
         return Ok((out, y));
     }
-    let Storage::Gpu(both) = out else { unreachable!("a GPU kernel's output lives on the GPU") };
-    let view = |start, len| Storage::Gpu(Rc::new(GpuBuffer::view(&both, start, len)));
+    let Storage::Gpu(both) = &out else { unreachable!("a GPU kernel's output lives on the GPU") };
+    let view = |start, len| Storage::Gpu(Rc::new(GpuBuffer::view(both, start, len)));
     Ok((view(0, s.m * s.n), Some(view(sums_at(s.m, s.n), s.m))))
 }
