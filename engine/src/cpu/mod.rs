@@ -10,6 +10,7 @@
 
 pub mod allocator;
 pub mod fast;
+pub mod interleave;
 pub mod matmul;
 pub mod parallel;
 pub mod pool;

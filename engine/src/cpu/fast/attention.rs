@@ -1,180 +1,515 @@
-//! Multi-head self-attention, forward and backward, one head at a time, heads split over threads.
+//! Multi-head self-attention, forward and backward, `G` = 16 heads at a time, one head per lane.
 //!
-//! MAE's sequences are short (13 to 65 tokens here, 197 at ViT-B scale), so a head's whole score
-//! matrix `[seq, seq]` fits in L1/L2 and there is no need for FlashAttention's streaming: per head,
-//! in a scratch buffer of the worker thread,
+//! MAE's sequences are short (13 and 50 tokens for the micro preset, 50 and 197 at ViT-B scale)
+//! and its heads narrow (16 to 64 values). Computed head by head, every product is a few hundred
+//! vector instructions wrapped in as many of set-up (tiles, edges, transposes of K and V, padding
+//! rows to the vector width), and the score rows of 13 or 50 values fill vectors badly. So the
+//! heads go across the lanes instead: `G` heads are interleaved step by step
+//! (`cpu/interleave.rs`), `q[i][c]` becoming one vector of the `G` heads' values, and every
+//! operation below is the same scalar formula run on `G` heads at once. No transposes, no padding
+//! of `seq`, no horizontal sums; a head's result does not depend on which heads share its vector
+//! (the last group of a range repeats its last head in the unused lanes and drops the copies).
 //!
-//! - forward: `S = scale Q K^T` (K transposed into scratch first, so that the product reads both
-//!   operands along rows, see `small_gemm.rs`); per row the max, `E = exp(S - max)`, its sum and
-//!   `lse = max + ln(sum)`; `O = (E V) / sum`.
-//! - backward (as the GPU kernel, `shaders/attention.wgsl`): `P = exp(scale Q K^T - lse)`
-//!   recomputed from the saved log-sum-exp rather than stored by the forward; `dP = dO V^T`;
-//!   `delta_i = dO_i . O_i` (`= sum_j P_ij dP_ij`); `dS = P (dP - delta)`; `dV = P^T dO`,
-//!   `dQ = scale dS K`, `dK = scale dS^T Q`.
+//! Per group, with `x[i]` row i (`dim` vectors) and all products accumulated in index order:
 //!
-//! The products are `small_gemm` register tiles; `P^T` and `dS^T` are read in place as
-//! column-major operands, never transposed. Rows of the score matrix are padded to a multiple of 8
-//! (zero columns in the transposed K and V, then `-inf` scores, which the softmax turns into zero
-//! probabilities), so the products and the exp loops run on whole vectors. Each output value is
-//! computed by one thread in a fixed order, so the results do not depend on the thread count.
+//! - forward, per query row i: `s_j = scale (q_i . k_j)`; `m = max_j s_j`; `e_j = exp(s_j - m)`,
+//!   `sum = sum_j e_j`, `lse_i = m + ln(sum)`; `o_i = (sum_j e_j v_j) / sum`.
+//! - backward (as the GPU kernel, `shaders/attention.wgsl`), per row i: `P_ij = exp(scale (q_i .
+//!   k_j) - lse_i)`, recomputed from the saved log-sum-exp rather than stored by the forward;
+//!   `delta_i = dO_i . O_i`; `dS_ij = P_ij (dO_i . v_j - delta_i)`; `dQ_i = scale sum_j dS_ij k_j`;
+//!   and, accumulated over the rows i, `dV_j += P_ij dO_i`, `dK_j += dS_ij q_i` (times `scale` at
+//!   the end).
+//!
+//! Scores are computed four keys at a time (four independent accumulators over the `dim` steps,
+//! enough to hide the FMA latency), outputs eight columns at a time. A group's operands take
+//! `seq x dim x G` floats each (51 KiB at 50 x 16), so they stay in L1/L2 while used `seq` times.
+//!
+//! Napkin math: the forward is `2 seq^2 dim` multiply-adds per head and `seq^2` exponentials, the
+//! backward `5 seq^2 dim` and `seq^2`; at 16 lanes per instruction that is ~5,000 vector FMAs for
+//! a 50 x 16 head's forward (~2 us on one core at one FMA per cycle), plus the interleaving of
+//! its `3 seq dim` inputs and `seq dim` output (8 x 8 register transposes). Each value is computed
+//! by one lane in a fixed order, so the results do not depend on the thread count or the ISA.
 
 use crate::backend::{AttentionSpec, HeadLayout};
+use crate::cpu::interleave::{deinterleave, interleave};
 use crate::cpu::parallel::{self, Out, units};
 
+use super::lanes::{self, Lanes};
 use super::math::exp;
-use super::simd::{self, Isa, LANES, multiversion};
-use super::small_gemm::Layout::{ColMajor, RowMajor};
-use super::small_gemm::gemm;
+use super::simd::Isa;
 
-/// Estimated single-core cost of one head (ns): ~10 flops per ns for the small products, ~2 ns per
-/// score for the softmax.
+/// Heads per group: one per lane of a vector.
+const G: usize = lanes::N;
+/// One value of each of the `G` heads of a group.
+type V = [f32; G];
+/// The most query rows computed together (scratch rows of P and dS are sized for it).
+const MAX_ROWS: usize = 4;
+
+/// Estimated single-core cost of one head (ns): ~40 flops per ns for the products, ~0.5 ns per
+/// score for the softmax, and the interleaving of its operands.
 fn ns_per_head(s: &AttentionSpec, backward: bool) -> f64 {
     let (t, d) = (s.seq as f64, s.dim as f64);
     let products = if backward { 5.0 } else { 2.0 };
-    products * 2.0 * t * t * d / 10.0 + 2.0 * t * t
+    let moved = if backward { 8.0 } else { 4.0 };
+    products * 2.0 * t * t * d / 40.0 + 0.5 * t * t + moved * t * d * 0.5
 }
 
-/// The scratch buffers of one worker.
-struct Scratch {
-    /// Row stride of the score-like buffers: `seq` rounded up to a multiple of `LANES`.
-    tp: usize,
-    /// `K^T: [dim, tp]`
-    kt: Vec<f32>,
-    /// `V^T: [dim, tp]` (backward only)
-    vt: Vec<f32>,
-    /// `S`, then `P` (unnormalised in the forward): `[seq, tp]`
-    p: Vec<f32>,
-    /// `1 / sum` of each row of the forward's unnormalised `P`
-    inv: Vec<f32>,
-    /// `dP`, then `dS`: `[seq, tp]` (backward only)
-    ds: Vec<f32>,
-    /// One head's gradients, `[seq, dim]` each (backward only), copied to where they belong.
-    dq: Vec<f32>,
-    dk: Vec<f32>,
-    dv: Vec<f32>,
-}
-
-impl Scratch {
-    fn new(s: &AttentionSpec, backward: bool) -> Scratch {
-        let tp = s.seq.next_multiple_of(LANES);
-        let b = if backward { 1 } else { 0 };
-        Scratch {
-            tp,
-            kt: vec![0.0; s.dim * tp],
-            vt: vec![0.0; b * s.dim * tp],
-            p: vec![0.0; s.seq * tp],
-            inv: vec![0.0; s.seq],
-            ds: vec![0.0; b * s.seq * tp],
-            dq: vec![0.0; b * s.seq * s.dim],
-            dk: vec![0.0; b * s.seq * s.dim],
-            dv: vec![0.0; b * s.seq * s.dim],
-        }
+/// `exp` of every value of `x`, in place, as one flat loop over the floats (LLVM's loop
+/// vectoriser turns it into full-width code in each copy).
+#[inline(always)]
+fn exp_all<const FMA: bool>(x: &mut [V]) {
+    for v in x.as_flattened_mut() {
+        *v = exp::<FMA>(*v);
     }
 }
 
-/// `xt[c * tp + j] = x[j * ld + c]`: a `[t, d]` block with row stride `ld` transposed; columns
-/// `t..tp` stay as they were (zero). Eight rows at a time, so that each column of the block is one
-/// 8-value store with its bounds checked once (value by value, the checks cost more than the copies).
+/// Vector `i` of `x`.
+///
+/// # Safety
+/// `i < x.len()`.
 #[inline(always)]
-#[allow(clippy::needless_range_loop)]
-fn transpose_into(x: &[f32], t: usize, d: usize, ld: usize, xt: &mut [f32], tp: usize) {
-    let full = t / LANES;
-    for b in 0..full {
-        let mut rows: [&[f32]; LANES] = [&[]; LANES];
-        for r in 0..LANES {
-            let start = (b * LANES + r) * ld;
-            rows[r] = &x[start..start + d];
-        }
+unsafe fn at<L: Lanes>(x: &[V], i: usize) -> L {
+    debug_assert!(i < x.len());
+    // SAFETY: `x[i]` is 16 floats.
+    unsafe { L::load(x.as_ptr().add(i).cast()) }
+}
+
+/// Writes vector `i` of `x`.
+///
+/// # Safety
+/// `i < x.len()`.
+#[inline(always)]
+unsafe fn put<L: Lanes>(x: &mut [V], i: usize, v: L) {
+    debug_assert!(i < x.len());
+    // SAFETY: `x[i]` is 16 floats.
+    unsafe { v.store(x.as_mut_ptr().add(i).cast()) }
+}
+
+/// `out[r * t + j] = scale (a_r . b_j)` for the `R` rows `a_r` (`d` vectors each, `a[r * d..]`)
+/// and the `t` rows `b_j` (`b[j * d..]`), each dot product accumulated in order. `R` rows by
+/// `KEYS` keys at a time: per step, `R + KEYS` loads for `R x KEYS` multiply-adds.
+#[inline(always)]
+fn dots<L: Lanes, const R: usize, const KEYS: usize>(a: &[V], b: &[V], t: usize, d: usize, scale: f32, out: &mut [V]) {
+    assert!(a.len() >= R * d && b.len() >= t * d && out.len() >= R * t, "attention: rows too short");
+    let scale = L::splat(scale);
+    let mut j = 0;
+    // SAFETY (the loads and stores): r < R, x < KEYS with j + x < t, c < d: every index is under
+    // R * d, t * d or R * t.
+    while j + KEYS <= t {
+        let mut acc = [[L::zero(); KEYS]; R];
         for c in 0..d {
-            let col: &mut [f32; LANES] = (&mut xt[c * tp + b * LANES..c * tp + (b + 1) * LANES]).try_into().unwrap();
-            for r in 0..LANES {
-                col[r] = rows[r][c];
+            let bk: [L; KEYS] = std::array::from_fn(|x| unsafe { at::<L>(b, (j + x) * d + c) });
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let ar = unsafe { at::<L>(a, r * d + c) };
+                for (acc, &bk) in acc.iter_mut().zip(&bk) {
+                    *acc = ar.mul_add(bk, *acc);
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            for (x, acc) in acc.iter().enumerate() {
+                unsafe { put(out, r * t + j + x, acc.mul(scale)) };
+            }
+        }
+        j += KEYS;
+    }
+    for j in j..t {
+        let mut acc = [L::zero(); R];
+        for c in 0..d {
+            let bj = unsafe { at::<L>(b, j * d + c) };
+            for (r, acc) in acc.iter_mut().enumerate() {
+                *acc = unsafe { at::<L>(a, r * d + c) }.mul_add(bj, *acc);
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            unsafe { put(out, r * t + j, acc.mul(scale)) };
+        }
+    }
+}
+
+/// `out[r * d + c] = scale[r] * sum_j w[r * t + j] x_j[c]` for the `R` weight rows (`t` each) and
+/// `c < d`: `x` rows of `d`, summed in j order. `R` rows by `COLS` columns at a time.
+#[inline(always)]
+fn weighted_rows<L: Lanes, const R: usize, const COLS: usize>(
+    w: &[V],
+    t: usize,
+    x: &[V],
+    d: usize,
+    scale: [L; R],
+    out: &mut [V],
+) {
+    assert!(w.len() >= R * t && x.len() >= t * d && out.len() >= R * d, "attention: rows too short");
+    let mut c0 = 0;
+    // SAFETY (the loads and stores): r < R, j < t, c0 + y < d: every index is under R * t, t * d
+    // or R * d.
+    while c0 + COLS <= d {
+        let mut acc = [[L::zero(); COLS]; R];
+        for j in 0..t {
+            let xc: [L; COLS] = std::array::from_fn(|y| unsafe { at::<L>(x, j * d + c0 + y) });
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let wr = unsafe { at::<L>(w, r * t + j) };
+                for (acc, &xc) in acc.iter_mut().zip(&xc) {
+                    *acc = wr.mul_add(xc, *acc);
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            for (y, acc) in acc.iter().enumerate() {
+                unsafe { put(out, r * d + c0 + y, acc.mul(scale[r])) };
+            }
+        }
+        c0 += COLS;
+    }
+    for c in c0..d {
+        let mut acc = [L::zero(); R];
+        for j in 0..t {
+            let xc = unsafe { at::<L>(x, j * d + c) };
+            for (r, acc) in acc.iter_mut().enumerate() {
+                *acc = unsafe { at::<L>(w, r * t + j) }.mul_add(xc, *acc);
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            unsafe { put(out, r * d + c, acc.mul(scale[r])) };
+        }
+    }
+}
+
+/// Calls `$f::<L, FMA, R, KEYS, COLS>(args)` for `R` = the run-time `$rows` (1 to 4).
+macro_rules! by_rows {
+    ($rows:expr, $f:ident::<$l:ident, $fma:ident, $k:ident, $c:ident>($($arg:expr),* $(,)?)) => {
+        match $rows {
+            4 => $f::<$l, $fma, 4, $k, $c>($($arg),*),
+            3 => $f::<$l, $fma, 3, $k, $c>($($arg),*),
+            2 => $f::<$l, $fma, 2, $k, $c>($($arg),*),
+            _ => $f::<$l, $fma, 1, $k, $c>($($arg),*),
+        }
+    };
+}
+
+/// The forward of query rows `i0..i0 + R` of a group (see [`forward_group`]).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn forward_rows<L: Lanes, const FMA: bool, const R: usize, const KEYS: usize, const COLS: usize>(
+    i0: usize,
+    t: usize,
+    d: usize,
+    scale: f32,
+    [q, k, v]: [&[V]; 3],
+    o: &mut [V],
+    lse: &mut [V],
+    s: &mut [V],
+) {
+    let s = &mut s[..R * t];
+    dots::<L, R, KEYS>(&q[i0 * d..(i0 + R) * d], k, t, d, scale, s);
+    let mut inv = [L::zero(); R];
+    for (r, inv) in inv.iter_mut().enumerate() {
+        let s = &mut s[r * t..(r + 1) * t];
+        // SAFETY (the loads and stores): j < t = s.len().
+        let mut m = unsafe { at::<L>(s, 0) };
+        for j in 1..t {
+            m = m.max(unsafe { at::<L>(s, j) });
+        }
+        for j in 0..t {
+            let x = unsafe { at::<L>(s, j) };
+            unsafe { put(s, j, x.sub(m)) };
+        }
+        exp_all::<FMA>(s);
+        let mut sum = L::zero();
+        for j in 0..t {
+            sum = sum.add(unsafe { at::<L>(s, j) });
+        }
+        let (mut mv, mut sv) = ([0.0f32; G], [0.0f32; G]);
+        // SAFETY: both arrays hold 16 floats.
+        unsafe {
+            m.store(mv.as_mut_ptr());
+            sum.store(sv.as_mut_ptr());
+        }
+        lse[i0 + r] = std::array::from_fn(|l| mv[l] + sv[l].ln());
+        // O = (E V) / sum: the normalisation costs d multiplies rather than t.
+        let iv: V = std::array::from_fn(|l| 1.0 / sv[l]);
+        // SAFETY: 16 floats.
+        *inv = unsafe { L::load(iv.as_ptr()) };
+    }
+    weighted_rows::<L, R, COLS>(s, t, v, d, inv, &mut o[i0 * d..(i0 + R) * d]);
+}
+
+/// Forward of one group: `q`, `k`, `v` are `[t][d]` vectors; writes `o` (`[t][d]`), `lse`
+/// (`[t]`), using `s` (`[ROWS][t]`) for rows of scores.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn forward_group<L: Lanes, const FMA: bool, const ROWS: usize, const KEYS: usize, const COLS: usize>(
+    t: usize,
+    d: usize,
+    scale: f32,
+    q: &[V],
+    k: &[V],
+    v: &[V],
+    o: &mut [V],
+    lse: &mut [V],
+    s: &mut [V],
+) {
+    const { assert!(ROWS <= MAX_ROWS) };
+    assert!(q.len() >= t * d && o.len() >= t * d && lse.len() >= t && s.len() >= ROWS * t);
+    for i0 in (0..t).step_by(ROWS) {
+        by_rows!(ROWS.min(t - i0), forward_rows::<L, FMA, KEYS, COLS>(i0, t, d, scale, [q, k, v], o, lse, s));
+    }
+}
+
+/// The P and dS rows and the dQ of query rows `i0..i0 + R` of a group (see [`backward_group`]).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn backward_rows<L: Lanes, const FMA: bool, const R: usize, const KEYS: usize, const COLS: usize>(
+    i0: usize,
+    t: usize,
+    d: usize,
+    scale: f32,
+    [q, k, v, o, dout]: [&[V]; 5],
+    lse: &[V],
+    [dq, dk, dv]: [&mut [V]; 3],
+    p: &mut [V],
+    ds: &mut [V],
+) {
+    let (p, ds) = (&mut p[..R * t], &mut ds[..R * t]);
+    // P = exp(scale q_i . k_j - lse_i)
+    dots::<L, R, KEYS>(&q[i0 * d..(i0 + R) * d], k, t, d, scale, p);
+    // dP = dO_i . v_j
+    dots::<L, R, KEYS>(&dout[i0 * d..(i0 + R) * d], v, t, d, 1.0, ds);
+    for r in 0..R {
+        let i = i0 + r;
+        let (p, ds) = (&mut p[r * t..(r + 1) * t], &mut ds[r * t..(r + 1) * t]);
+        // SAFETY (the loads and stores): i < t <= lse.len(), j < t, c < d, (i * d + c) < t * d.
+        let l_i = unsafe { at::<L>(lse, i) };
+        for j in 0..t {
+            let x = unsafe { at::<L>(p, j) };
+            unsafe { put(p, j, x.sub(l_i)) };
+        }
+        exp_all::<FMA>(p);
+        // dS = P (dP - delta_i), delta_i = dO_i . O_i
+        let mut delta = L::zero();
+        for c in 0..d {
+            delta = unsafe { at::<L>(dout, i * d + c).mul_add(at::<L>(o, i * d + c), delta) };
+        }
+        for j in 0..t {
+            let x = unsafe { at::<L>(p, j).mul(at::<L>(ds, j).sub(delta)) };
+            unsafe { put(ds, j, x) };
+        }
+    }
+    // dQ_i = scale sum_j dS_ij k_j
+    weighted_rows::<L, R, COLS>(ds, t, k, d, [L::splat(scale); R], &mut dq[i0 * d..(i0 + R) * d]);
+    // dV_j += P_ij dO_i, dK_j += dS_ij q_i, for the block's rows i in order.
+    let (rows_g, rows_q) = (&dout[i0 * d..(i0 + R) * d], &q[i0 * d..(i0 + R) * d]);
+    assert!(dk.len() >= t * d && dv.len() >= t * d);
+    for j in 0..t {
+        // SAFETY: r < R, j < t, c < d: inside the rows' buffers (R * t, R * d) and the t * d ones.
+        let pj: [L; R] = std::array::from_fn(|r| unsafe { at::<L>(p, r * t + j) });
+        let dsj: [L; R] = std::array::from_fn(|r| unsafe { at::<L>(ds, r * t + j) });
+        for c in 0..d {
+            let (mut av, mut ak) = unsafe { (at::<L>(dv, j * d + c), at::<L>(dk, j * d + c)) };
+            for r in 0..R {
+                unsafe {
+                    av = pj[r].mul_add(at::<L>(rows_g, r * d + c), av);
+                    ak = dsj[r].mul_add(at::<L>(rows_q, r * d + c), ak);
+                }
+            }
+            unsafe {
+                put(dv, j * d + c, av);
+                put(dk, j * d + c, ak);
             }
         }
     }
-    for j in full * LANES..t {
-        for (c, &v) in x[j * ld..j * ld + d].iter().enumerate() {
-            xt[c * tp + j] = v;
+}
+
+/// The gradients of one group into `grads` (dq, dk, dv, `[t][d]` each): `x` holds q, k, v, o
+/// and dout (`[t][d]` each), `lse` the rows' log-sum-exp; `rows` scratch for `ROWS` rows of P and
+/// of dS (`[ROWS][t]` each).
+///
+/// The rows i go `ROWS` at a time: first their P and dS rows and their dQ, then one pass over dK
+/// and dV adding all the block's rows' terms (in row order), so that the `2 t d` accumulators,
+/// which outgrow L1 at 50 x 16, are read and written once per `ROWS` rows instead of once per row.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn backward_group<L: Lanes, const FMA: bool, const ROWS: usize, const KEYS: usize, const COLS: usize>(
+    t: usize,
+    d: usize,
+    scale: f32,
+    x: &[Vec<V>; 5],
+    lse: &[V],
+    grads: &mut [Vec<V>; 3],
+    rows: &mut [Vec<V>; 2],
+) {
+    let [q, k, v, o, dout] = x;
+    let [dq, dk, dv] = grads;
+    let [p, ds] = rows;
+    let n = t * d;
+    assert!([q, k, v, o, dout].iter().all(|x| x.len() >= n) && [&*dq, &*dk, &*dv].iter().all(|x| x.len() >= n));
+    const { assert!(ROWS <= MAX_ROWS) };
+    assert!(lse.len() >= t && p.len() >= ROWS * t && ds.len() >= ROWS * t);
+    dk.fill([0.0; G]);
+    dv.fill([0.0; G]);
+    let inputs: [&[V]; 5] = [q, k, v, o, dout];
+    for i0 in (0..t).step_by(ROWS) {
+        let block = ROWS.min(t - i0);
+        by_rows!(block, backward_rows::<L, FMA, KEYS, COLS>(i0, t, d, scale, inputs, lse, [dq, dk, dv], p, ds));
+    }
+    let scale = L::splat(scale);
+    for j in 0..n {
+        // SAFETY: j < n <= dk.len().
+        let x = unsafe { at::<L>(dk, j) };
+        unsafe { put(dk, j, x.mul(scale)) };
+    }
+}
+
+/// [`forward_group`] in the copy for `isa`. The blocking fits the register file: with 32 zmm,
+/// 4 rows by 4 keys (16 accumulators, 4 + 1 operands); with 16 ymm, two of which make one vector,
+/// 2 by 2 (4 accumulators, 2 + 1 operands: 14 registers).
+#[allow(clippy::too_many_arguments)]
+fn forward_group_for(
+    isa: Isa,
+    t: usize,
+    d: usize,
+    scale: f32,
+    q: &[V],
+    k: &[V],
+    v: &[V],
+    o: &mut [V],
+    lse: &mut [V],
+    s: &mut [V],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma,avx512f")]
+        #[allow(clippy::too_many_arguments)]
+        fn avx512(t: usize, d: usize, scale: f32, q: &[V], k: &[V], v: &[V], o: &mut [V], lse: &mut [V], s: &mut [V]) {
+            forward_group::<lanes::Avx512, true, 4, 4, 4>(t, d, scale, q, k, v, o, lse, s)
+        }
+        #[target_feature(enable = "avx2,fma")]
+        #[allow(clippy::too_many_arguments)]
+        fn avx2(t: usize, d: usize, scale: f32, q: &[V], k: &[V], v: &[V], o: &mut [V], lse: &mut [V], s: &mut [V]) {
+            forward_group::<lanes::Avx2, true, 2, 2, 2>(t, d, scale, q, k, v, o, lse, s)
+        }
+        match isa {
+            // SAFETY: an `Isa` is only handed out on CPUs that have its features.
+            Isa::Avx512 => return unsafe { avx512(t, d, scale, q, k, v, o, lse, s) },
+            Isa::Avx2Fma => return unsafe { avx2(t, d, scale, q, k, v, o, lse, s) },
+            Isa::Portable => {}
         }
     }
+    let _ = isa;
+    forward_group::<lanes::Plain, false, 2, 2, 2>(t, d, scale, q, k, v, o, lse, s)
 }
 
-/// The unnormalised softmax of one padded score row in place, `exp(s - max)` (padding `-inf`, at
-/// least one finite value); returns the log-sum-exp and `1 / sum`. The exp loop is a plain loop
-/// over the slice, which LLVM's loop vectoriser turns into 8-lane code; written over fixed-size
-/// lane arrays instead, it was left scalar.
-#[inline(always)]
-fn softmax_row<const FMA: bool>(row: &mut [f32]) -> (f32, f32) {
-    let mut m = [f32::NEG_INFINITY; LANES];
-    for c in row.chunks_exact(LANES) {
-        for l in 0..LANES {
-            m[l] = if c[l] > m[l] { c[l] } else { m[l] };
+/// [`backward_group`] in the copy for `isa`.
+#[allow(clippy::too_many_arguments)]
+fn backward_group_for(
+    isa: Isa,
+    t: usize,
+    d: usize,
+    scale: f32,
+    x: &[Vec<V>; 5],
+    lse: &[V],
+    grads: &mut [Vec<V>; 3],
+    row: &mut [Vec<V>; 2],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma,avx512f")]
+        fn avx512(
+            t: usize,
+            d: usize,
+            scale: f32,
+            x: &[Vec<V>; 5],
+            lse: &[V],
+            grads: &mut [Vec<V>; 3],
+            row: &mut [Vec<V>; 2],
+        ) {
+            backward_group::<lanes::Avx512, true, 4, 4, 4>(t, d, scale, x, lse, grads, row)
+        }
+        #[target_feature(enable = "avx2,fma")]
+        fn avx2(
+            t: usize,
+            d: usize,
+            scale: f32,
+            x: &[Vec<V>; 5],
+            lse: &[V],
+            grads: &mut [Vec<V>; 3],
+            row: &mut [Vec<V>; 2],
+        ) {
+            backward_group::<lanes::Avx2, true, 2, 2, 2>(t, d, scale, x, lse, grads, row)
+        }
+        match isa {
+            // SAFETY: an `Isa` is only handed out on CPUs that have its features.
+            Isa::Avx512 => return unsafe { avx512(t, d, scale, x, lse, grads, row) },
+            Isa::Avx2Fma => return unsafe { avx2(t, d, scale, x, lse, grads, row) },
+            Isa::Portable => {}
         }
     }
-    for &v in row.chunks_exact(LANES).remainder() {
-        m[0] = if v > m[0] { v } else { m[0] };
-    }
-    let max = m.iter().fold(f32::NEG_INFINITY, |a, &v| if v > a { v } else { a });
-    exp_row::<FMA>(row, max);
-    let sum = simd::sum(row);
-    (max + sum.ln(), 1.0 / sum)
+    let _ = isa;
+    backward_group::<lanes::Plain, false, 2, 2, 2>(t, d, scale, x, lse, grads, row)
 }
 
-/// `exp(x - shift)` for a padded row in place (padding `-inf` becomes 0).
-#[inline(always)]
-fn exp_row<const FMA: bool>(row: &mut [f32], shift: f32) {
-    for x in row.iter_mut() {
-        *x = exp::<FMA>(*x - shift);
-    }
+/// A group's scratch: its interleaved operands and rows.
+struct Group {
+    t: usize,
+    d: usize,
+    /// q, k, v, o, dout (`[t][d]` each; dout in the backward only).
+    x: [Vec<V>; 5],
+    /// dq, dk, dv (`[t][d]` each, backward only).
+    grads: [Vec<V>; 3],
+    /// Log-sum-exp of each row (`[t]`).
+    lse: Vec<V>,
+    /// A row of scores or probabilities, and of dS (`[t]` each).
+    row: [Vec<V>; 2],
+    /// One head's `[t, d]` values, contiguous, for each lane: de-interleaved results.
+    heads: Vec<f32>,
 }
 
-/// Sets the padding columns `t..tp` of each of the `t` rows to `-inf`.
-#[inline(always)]
-fn mask_padding(p: &mut [f32], t: usize, tp: usize) {
-    for row in p.chunks_exact_mut(tp).take(t) {
-        row[t..].fill(f32::NEG_INFINITY);
-    }
-}
-
-/// The `t` rows of head `h` of `buf` laid out as `l`: the slice from its first row to the end of
-/// its last.
-#[inline(always)]
-fn head_rows<'a>(buf: &'a [f32], l: &HeadLayout, h: usize, t: usize, d: usize) -> &'a [f32] {
-    let start = l.row(h, 0);
-    &buf[start..start + (t - 1) * l.row_stride + d]
-}
-
-multiversion! {
-    /// Forward of one head: `q`, `k`, `v` and `out` are its rows with row strides `ld[0..4]`.
-    fn forward_head<FMA>(
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
-        ld: [usize; 4],
-        s: &AttentionSpec,
-        out: &mut [f32],
-        lse: &mut [f32],
-        scratch: &mut Scratch,
-    ) {
+impl Group {
+    fn new(s: &AttentionSpec, backward: bool) -> Group {
         let (t, d) = (s.seq, s.dim);
-        let tp = scratch.tp;
-        transpose_into(k, t, d, ld[1], &mut scratch.kt, tp);
-        let p = &mut scratch.p;
-        gemm::<FMA>(t, tp, d, s.scale, q, RowMajor(ld[0]), &scratch.kt, tp, p, tp);
-        mask_padding(p, t, tp);
-        let inv = &mut scratch.inv;
-        for ((row, l), inv) in p.chunks_exact_mut(tp).zip(lse.iter_mut()).zip(inv.iter_mut()) {
-            (*l, *inv) = softmax_row::<FMA>(row);
-        }
-        // O = (exp(S - max) V) / sum: the normalisation costs t * d multiplies here rather than
-        // t * t on the probabilities.
-        gemm::<FMA>(t, d, t, 1.0, p, RowMajor(tp), v, ld[2], out, ld[3]);
-        for (i, &inv) in inv.iter().enumerate() {
-            for x in out[i * ld[3]..i * ld[3] + d].iter_mut() {
-                *x *= inv;
-            }
+        let n = t * d;
+        let b = usize::from(backward);
+        let zeros = |len: usize| vec![[0.0f32; G]; len];
+        Group {
+            t,
+            d,
+            x: [zeros(n), zeros(n), zeros(n), zeros(n), zeros(b * n)],
+            grads: [zeros(b * n), zeros(b * n), zeros(b * n)],
+            lse: zeros(t),
+            row: [zeros(MAX_ROWS * t), zeros(b * MAX_ROWS * t)],
+            heads: vec![0.0; G * n],
         }
     }
+
+    /// Interleaves operand `which` of the heads `lanes` (row `i` of head `h` at `layout.row(h, i)`
+    /// of `src`).
+    fn load(&mut self, which: usize, src: &[f32], layout: &HeadLayout, lanes: &[usize; G]) {
+        let (t, d) = (self.t, self.d);
+        let dst = self.x[which].as_flattened_mut();
+        for i in 0..t {
+            let rows: [&[f32]; G] = std::array::from_fn(|l| {
+                let at = layout.row(lanes[l], i);
+                &src[at..at + d]
+            });
+            interleave::<G>(&mut dst[i * d * G..(i + 1) * d * G], &rows, d);
+        }
+    }
+
+    /// De-interleaves `x` (`[t][d]` vectors) into `self.heads`: lane l's `[t, d]` at `l * t * d`.
+    fn unload(heads: &mut [f32], x: &[V], t: usize, d: usize) {
+        let mut pieces = heads.chunks_exact_mut(t * d);
+        let mut lanes: [&mut [f32]; G] = std::array::from_fn(|_| pieces.next().unwrap());
+        deinterleave::<G>(&mut lanes, x.as_flattened(), t * d);
+    }
+}
+
+/// The heads of samples `range` (each `group` heads), `G` at a time: the lanes of each step, the
+/// last group padded with its last head, and how many lanes are real.
+fn head_groups(range: std::ops::Range<usize>, group: usize) -> impl Iterator<Item = ([usize; G], usize)> {
+    let (first, last) = (range.start * group, range.end * group);
+    (first..last).step_by(G).map(move |h0| {
+        let real = G.min(last - h0);
+        (std::array::from_fn(|l| h0 + l.min(real - 1)), real)
+    })
 }
 
 /// `out = softmax(q k^T scale) v` per head, and the rows' log-sum-exp of the scaled scores, for
@@ -205,17 +540,27 @@ pub fn attention_strided<'a>(
     let isa = Isa::current();
     let outputs = (units(out, out_layout.sample_stride), units(lse, group * t));
     parallel::for_each_units(samples, group as f64 * ns_per_head(s, false), outputs, |range, (out, lse)| {
-        let mut scratch = Scratch::new(s, false);
+        let mut g = Group::new(s, false);
         let (out, lse) = (out.data.init(), lse.data.init());
-        let ld = [layouts[0].row_stride, layouts[1].row_stride, layouts[2].row_stride, out_layout.row_stride];
-        for (u, sample) in range.enumerate() {
-            for hh in 0..group {
-                let h = sample * group + hh;
-                let o = u * out_layout.sample_stride + hh * out_layout.head_stride + out_layout.offset;
-                let [q, k, v] = [0, 1, 2].map(|w| head_rows(src[w], &layouts[w], h, t, d));
-                let lse = &mut lse[(u * group + hh) * t..(u * group + hh + 1) * t];
-                let out = &mut out[o..o + (t - 1) * ld[3] + d];
-                forward_head(isa, q, k, v, ld, s, out, lse, &mut scratch);
+        let first_head = range.start * group;
+        for (lanes, real) in head_groups(range, group) {
+            for w in 0..3 {
+                g.load(w, src[w], &layouts[w], &lanes);
+            }
+            let [q, k, v, o, _] = &mut g.x;
+            forward_group_for(isa, t, d, s.scale, q, k, v, o, &mut g.lse, &mut g.row[0]);
+            Group::unload(&mut g.heads, o, t, d);
+            for (l, &h) in lanes.iter().enumerate().take(real) {
+                let head = &g.heads[l * t * d..(l + 1) * t * d];
+                let sample = h / group - first_head / group;
+                let base = sample * out_layout.sample_stride + (h % group) * out_layout.head_stride + out_layout.offset;
+                for i in 0..t {
+                    let at = base + i * out_layout.row_stride;
+                    out[at..at + d].copy_from_slice(&head[i * d..(i + 1) * d]);
+                }
+                for (i, x) in lse[(h - first_head) * t..(h - first_head + 1) * t].iter_mut().enumerate() {
+                    *x = g.lse[i][l];
+                }
             }
         }
     });
@@ -234,37 +579,6 @@ pub fn attention_qkv<'a>(qkv: &[f32], num_heads: usize, s: &AttentionSpec, out: 
     attention_strided([qkv; 3], [l(0), l(1), l(2)], s, out, HeadLayout::merged(s.seq, num_heads, s.dim), lse);
 }
 
-multiversion! {
-    /// The gradients of one head into `scratch.dq`, `dk`, `dv` (`[seq, dim]` each): `inputs` are
-    /// the rows of q, k, v, out and dout with row strides `ld`.
-    fn backward_head<FMA>(inputs: [&[f32]; 5], ld: [usize; 5], lse: &[f32], s: &AttentionSpec, scratch: &mut Scratch) {
-        let [q, k, v, o, dout] = inputs;
-        let (t, d) = (s.seq, s.dim);
-        let tp = scratch.tp;
-        transpose_into(k, t, d, ld[1], &mut scratch.kt, tp);
-        transpose_into(v, t, d, ld[2], &mut scratch.vt, tp);
-        let (p, ds) = (&mut scratch.p, &mut scratch.ds);
-        // P = exp(scale Q K^T - lse)
-        gemm::<FMA>(t, tp, d, s.scale, q, RowMajor(ld[0]), &scratch.kt, tp, p, tp);
-        mask_padding(p, t, tp);
-        for (row, &l) in p.chunks_exact_mut(tp).zip(lse) {
-            exp_row::<FMA>(row, l);
-        }
-        // dS = P (dO V^T - delta)
-        gemm::<FMA>(t, tp, d, 1.0, dout, RowMajor(ld[4]), &scratch.vt, tp, ds, tp);
-        for (i, (ds_row, p_row)) in ds.chunks_exact_mut(tp).zip(p.chunks_exact(tp)).enumerate() {
-            let delta = simd::dot::<FMA>(&dout[i * ld[4]..i * ld[4] + d], &o[i * ld[3]..i * ld[3] + d]);
-            for (x, &pv) in ds_row.iter_mut().zip(p_row) {
-                *x = pv * (*x - delta);
-            }
-        }
-        // dV = P^T dO, dQ = scale dS K, dK = scale dS^T Q
-        gemm::<FMA>(t, d, t, 1.0, p, ColMajor(tp), dout, ld[4], &mut scratch.dv, d);
-        gemm::<FMA>(t, d, t, s.scale, ds, RowMajor(tp), k, ld[1], &mut scratch.dq, d);
-        gemm::<FMA>(t, d, t, s.scale, ds, ColMajor(tp), q, ld[0], &mut scratch.dk, d);
-    }
-}
-
 /// Copies `[t, d]` rows into `dst` at `start` with row stride `ld`.
 #[inline(always)]
 fn put_rows(src: &[f32], t: usize, d: usize, dst: &mut [f32], start: usize, ld: usize) {
@@ -273,9 +587,9 @@ fn put_rows(src: &[f32], t: usize, d: usize, dst: &mut [f32], start: usize, ld: 
     }
 }
 
-/// Runs `backward_head` for the heads of samples `range` and hands each head's gradients to
-/// `put(u, hh, [dq, dk, dv])` (`u` the sample's index within the range). `isa` is chosen by the
-/// calling thread: a worker thread does not see a test's forced instruction set.
+/// Runs `backward_group` for the heads of samples `range` and hands each head's gradients to
+/// `put(u, hh, [dq, dk, dv])` (`u` the sample's index within the range, `[t, d]` each). `isa` is
+/// chosen by the calling thread: a worker thread does not see a test's forced instruction set.
 #[allow(clippy::too_many_arguments)]
 fn backward_samples(
     src: [&[f32]; 3],
@@ -291,21 +605,26 @@ fn backward_samples(
 ) {
     let (t, d) = (s.seq, s.dim);
     let group = out_layout.group.max(1);
-    let mut scratch = Scratch::new(s, true);
-    let ld = [
-        layouts[0].row_stride,
-        layouts[1].row_stride,
-        layouts[2].row_stride,
-        out_layout.row_stride,
-        out_layout.row_stride,
-    ];
-    for (u, sample) in range.enumerate() {
-        for hh in 0..group {
-            let h = sample * group + hh;
-            let [q, k, v] = [0, 1, 2].map(|w| head_rows(src[w], &layouts[w], h, t, d));
-            let (o, g) = (head_rows(out, out_layout, h, t, d), head_rows(dout, out_layout, h, t, d));
-            backward_head(isa, [q, k, v, o, g], ld, &lse[h * t..(h + 1) * t], s, &mut scratch);
-            put(u, hh, [&scratch.dq, &scratch.dk, &scratch.dv]);
+    let first_sample = range.start;
+    let mut g = Group::new(s, true);
+    // One more `[G][t, d]` buffer per gradient, so that all three are de-interleaved at once.
+    let mut heads = [vec![0.0f32; G * t * d], vec![0.0f32; G * t * d], vec![0.0f32; G * t * d]];
+    for (lanes, real) in head_groups(range, group) {
+        for w in 0..3 {
+            g.load(w, src[w], &layouts[w], &lanes);
+        }
+        g.load(3, out, out_layout, &lanes);
+        g.load(4, dout, out_layout, &lanes);
+        for (i, x) in g.lse.iter_mut().enumerate() {
+            *x = std::array::from_fn(|l| lse[lanes[l] * t + i]);
+        }
+        backward_group_for(isa, t, d, s.scale, &g.x, &g.lse, &mut g.grads, &mut g.row);
+        for (h, x) in heads.iter_mut().zip(&g.grads) {
+            Group::unload(h, x, t, d);
+        }
+        for (l, &h) in lanes.iter().enumerate().take(real) {
+            let part = |w: usize| &heads[w][l * t * d..(l + 1) * t * d];
+            put(h / group - first_sample, h % group, [part(0), part(1), part(2)]);
         }
     }
 }

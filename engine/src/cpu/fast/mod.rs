@@ -9,6 +9,7 @@
 pub mod adamw;
 pub mod attention;
 pub mod elementwise;
+pub mod lanes;
 pub mod layernorm;
 pub mod loss;
 pub mod math;
@@ -16,4 +17,3 @@ pub mod permute;
 pub mod reduce;
 pub mod rows;
 pub mod simd;
-pub mod small_gemm;

@@ -74,7 +74,7 @@ pub fn pack_sliver<const W: usize>(
                 &ZEROS[..kc]
             }
         });
-        interleave::<W>(dst, &lanes, kc);
+        crate::cpu::interleave::interleave::<W>(dst, &lanes, kc);
     } else {
         // Contiguous along x (`sx == 1`: op(A) stored transposed, or op(B) stored plainly), or
         // strided both ways: one k step at a time.
@@ -92,96 +92,6 @@ pub fn pack_sliver<const W: usize>(
             }
         }
     }
-}
-
-/// `dst[p * W + r] = lanes[r][p]` for `p < kc`: the lanes interleaved step by step (a transpose
-/// of `W x kc` into `kc x W`). With AVX2, 8 x 8 blocks at a time in registers (`interleave_avx2`);
-/// value by value, it is a load and a store per float, which cost as much as the product itself
-/// for the narrow products of training (a [12800, 256] activation times a [64, 256]^T weight
-/// reuses each packed A sliver for only two kernel calls).
-fn interleave<const W: usize>(dst: &mut [f32], lanes: &[&[f32]; W], kc: usize) {
-    debug_assert!(dst.len() >= W * kc && lanes.iter().all(|l| l.len() >= kc));
-    let mut done = 0;
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 is checked just above; the lengths are checked inside.
-        done = unsafe { interleave_avx2::<W>(dst, lanes, kc) };
-    }
-    for p in done..kc {
-        let step: &mut [f32; W] = (&mut dst[p * W..(p + 1) * W]).try_into().unwrap();
-        for (d, lane) in step.iter_mut().zip(lanes) {
-            *d = lane[p];
-        }
-    }
-}
-
-/// [`interleave`] for the first `kc / 8 * 8` steps, in 8 x 8 blocks (8 lanes by 8 steps: eight
-/// 8-float loads, the classic 24-shuffle transpose, eight stores of up to 8 floats); returns how
-/// many steps it did.
-///
-/// # Safety
-/// The CPU must support AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn interleave_avx2<const W: usize>(dst: &mut [f32], lanes: &[&[f32]; W], kc: usize) -> usize {
-    use std::arch::x86_64::*;
-    let full = kc / 8 * 8;
-    assert!(dst.len() >= W * kc && lanes.iter().all(|l| l.len() >= kc), "interleave: too short");
-    for p in (0..full).step_by(8) {
-        for g in (0..W).step_by(8) {
-            // SAFETY (all the loads and stores below): lane `g + i < W` holds at least kc >= p + 8
-            // floats; dst holds W * kc, and step `p + q < kc` writes `dst[(p + q) * W + g..][..w]`
-            // with `g + w <= W`.
-            let r: [__m256; 8] = std::array::from_fn(|i| {
-                if g + i < W { unsafe { _mm256_loadu_ps(lanes[g + i].as_ptr().add(p)) } } else { _mm256_setzero_ps() }
-            });
-            let t = [
-                _mm256_unpacklo_ps(r[0], r[1]),
-                _mm256_unpackhi_ps(r[0], r[1]),
-                _mm256_unpacklo_ps(r[2], r[3]),
-                _mm256_unpackhi_ps(r[2], r[3]),
-                _mm256_unpacklo_ps(r[4], r[5]),
-                _mm256_unpackhi_ps(r[4], r[5]),
-                _mm256_unpacklo_ps(r[6], r[7]),
-                _mm256_unpackhi_ps(r[6], r[7]),
-            ];
-            let u = [
-                _mm256_shuffle_ps::<0x44>(t[0], t[2]),
-                _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
-                _mm256_shuffle_ps::<0x44>(t[1], t[3]),
-                _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
-                _mm256_shuffle_ps::<0x44>(t[4], t[6]),
-                _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
-                _mm256_shuffle_ps::<0x44>(t[5], t[7]),
-                _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
-            ];
-            // Column q: steps p + q of lanes g..g + 8.
-            let c = [
-                _mm256_permute2f128_ps::<0x20>(u[0], u[4]),
-                _mm256_permute2f128_ps::<0x20>(u[1], u[5]),
-                _mm256_permute2f128_ps::<0x20>(u[2], u[6]),
-                _mm256_permute2f128_ps::<0x20>(u[3], u[7]),
-                _mm256_permute2f128_ps::<0x31>(u[0], u[4]),
-                _mm256_permute2f128_ps::<0x31>(u[1], u[5]),
-                _mm256_permute2f128_ps::<0x31>(u[2], u[6]),
-                _mm256_permute2f128_ps::<0x31>(u[3], u[7]),
-            ];
-            let w = (W - g).min(8);
-            for (q, &col) in c.iter().enumerate() {
-                let d = unsafe { dst.as_mut_ptr().add((p + q) * W + g) };
-                if w == 8 {
-                    unsafe { _mm256_storeu_ps(d, col) };
-                } else {
-                    let mut spill = [0.0f32; 8];
-                    unsafe {
-                        _mm256_storeu_ps(spill.as_mut_ptr(), col);
-                        std::ptr::copy_nonoverlapping(spill.as_ptr(), d, w);
-                    }
-                }
-            }
-        }
-    }
-    full
 }
 
 /// How many k steps ahead `pack_rows` asks for the rows it will read.
@@ -283,29 +193,6 @@ mod tests {
         pack_sliver::<4>(&mut from_trans, &trans, 1, m, 4, 1, 0, 2);
         assert_eq!(from_plain, from_trans);
         assert_eq!(from_plain, [41.0, 0.0, 0.0, 0.0, 42.0, 0.0, 0.0, 0.0]);
-    }
-
-    #[test]
-    fn interleaving_in_blocks_gives_the_value_by_value_result() {
-        // Every sliver width the kernels use, with ragged step counts (not multiples of 8).
-        fn check<const W: usize>() {
-            for kc in [1, 7, 8, 13, 33] {
-                let data: Vec<Vec<f32>> = (0..W).map(|r| (0..kc).map(|p| (r * 1000 + p) as f32).collect()).collect();
-                let lanes: [&[f32]; W] = std::array::from_fn(|r| data[r].as_slice());
-                let mut dst = vec![f32::NAN; W * kc];
-                interleave::<W>(&mut dst, &lanes, kc);
-                for p in 0..kc {
-                    for r in 0..W {
-                        assert_eq!(dst[p * W + r], data[r][p], "W {W}, kc {kc}, step {p}, lane {r}");
-                    }
-                }
-            }
-        }
-        check::<4>();
-        check::<6>();
-        check::<12>();
-        check::<16>();
-        check::<32>();
     }
 
     #[test]
