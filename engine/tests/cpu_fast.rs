@@ -33,6 +33,7 @@ use engine::Rng;
 use engine::backend::{AttentionSpec, AxisSpec, CopyRowsSpec, GatherSpec, HeadLayout, MaeLossSpec};
 use engine::backend::{BinaryOp, UnaryOp};
 use engine::cpu::fast::simd::{Isa, with_isa};
+use engine::cpu::fast::small_gemm::{self, Layout};
 use engine::cpu::fast::{adamw, attention, elementwise, layernorm, loss, math, permute, reduce, rows};
 use engine::cpu::parallel::with_threads;
 use engine::cpu::reference;
@@ -520,6 +521,57 @@ fn layernorm_backward_matches_the_reference() {
                 &format!("{what} dgamma"),
             );
             assert_within(&got.2, &dbeta, |c| sum_tolerance(rows, mag_b[c]), 2.0 * U, &format!("{what} dbeta"));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// small_gemm.rs
+
+#[test]
+fn small_gemm_matches_an_f64_product_for_both_layouts_of_a_and_every_edge() {
+    let mut rng = Rng::new(12);
+    let shapes = [
+        (1, 1, 1),
+        (7, 9, 5),
+        (13, 16, 32),
+        (13, 13, 13),
+        (65, 72, 16),
+        (65, 16, 65),
+        (6, 17, 3),
+        (11, 40, 70),
+        (5, 8, 0),
+    ];
+    for (m, n, k) in shapes {
+        for col_major in [false, true] {
+            // A with a leading dimension larger than needed, B and C with padded rows.
+            let (lda, ldb, ldc) = if col_major { (m + 3, n + 2, n + 1) } else { (k + 3, n + 2, n + 1) };
+            let a = wide_values(if col_major { k.max(1) * lda } else { m * lda }, -3.0, 3.0, &mut rng);
+            let b = wide_values(k.max(1) * ldb, -3.0, 3.0, &mut rng);
+            let layout = if col_major { Layout::ColMajor(lda) } else { Layout::RowMajor(lda) };
+            let at = |i: usize, p: usize| if col_major { a[p * lda + i] } else { a[i * lda + p] } as f64;
+            let alpha = -0.7f32;
+            let (mut want, mut tol) = (vec![0.0f32; m * ldc], vec![0.0f64; m * ldc]);
+            for i in 0..m {
+                for j in 0..n {
+                    let dot: f64 = (0..k).map(|p| at(i, p) * b[p * ldb + j] as f64).sum();
+                    let mag: f64 = (0..k).map(|p| (at(i, p) * b[p * ldb + j] as f64).abs()).sum();
+                    want[i * ldc + j] = (alpha as f64 * dot) as f32;
+                    tol[i * ldc + j] = sum_tolerance(k, mag * alpha.abs() as f64);
+                }
+            }
+            for (isa, got) in run_everywhere("small gemm", || {
+                // The padding of C must stay untouched: fill it with 0 as `want` has.
+                let mut c = vec![0.0f32; m * ldc];
+                for i in 0..m {
+                    c[i * ldc..i * ldc + n].fill(f32::NAN);
+                }
+                small_gemm::gemm_kernel(Isa::current(), m, n, k, alpha, &a, layout, &b, ldb, &mut c, ldc);
+                c
+            }) {
+                let what = format!("small gemm {m}x{n}x{k} {layout:?} ({isa:?})");
+                assert_within(&got, &want, |i| tol[i], 2.0 * U, &what);
+            }
         }
     }
 }

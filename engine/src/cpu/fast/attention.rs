@@ -9,6 +9,8 @@
 //! operation below is the same scalar formula run on `G` heads at once. No transposes, no padding
 //! of `seq`, no horizontal sums; a head's result does not depend on which heads share its vector
 //! (the last group of a range repeats its last head in the unused lanes and drops the copies).
+//! Heads of more than `MAX_GROUPED_HEAD` values, whose groups would outgrow L2, go one at a time
+//! (`attention_heads.rs`).
 //!
 //! Per group, with `x[i]` row i (`dim` vectors) and all products accumulated in index order:
 //!
@@ -34,6 +36,7 @@ use crate::backend::{AttentionSpec, HeadLayout};
 use crate::cpu::interleave::{deinterleave, interleave};
 use crate::cpu::parallel::{self, Out, units};
 
+use super::attention_heads;
 use super::lanes::{self, Lanes};
 use super::math::exp;
 use super::simd::Isa;
@@ -44,6 +47,17 @@ const G: usize = lanes::N;
 type V = [f32; G];
 /// The most query rows computed together (scratch rows of P and dS are sized for it).
 const MAX_ROWS: usize = 4;
+
+/// The largest head (`seq x dim` values) computed in the 16-lane groups: a group's operands then
+/// take at most 128 KiB each, and its five inputs and three gradients stay in L2. Bigger heads
+/// (ViT-B's 50 x 64 and 197 x 64) run head by head (`attention_heads.rs`), which measured faster
+/// there: the groups' backward streams its dK and dV accumulators from L3 (docs/benchmarks.md).
+const MAX_GROUPED_HEAD: usize = 2048;
+
+/// Whether heads of this shape run head by head rather than in groups.
+fn per_head(s: &AttentionSpec) -> bool {
+    s.seq * s.dim > MAX_GROUPED_HEAD
+}
 
 /// Estimated single-core cost of one head (ns): ~40 flops per ns for the products, ~0.5 ns per
 /// score for the softmax, and the interleaving of its operands.
@@ -537,6 +551,9 @@ pub fn attention_strided<'a>(
     for (x, l) in src.iter().zip(&layouts) {
         assert!(x.len() >= l.row(s.heads - 1, t - 1) + d, "attention: input too short");
     }
+    if per_head(s) {
+        return attention_heads::attention_strided(src, layouts, s, out, out_layout, lse);
+    }
     let isa = Isa::current();
     let outputs = (units(out, out_layout.sample_stride), units(lse, group * t));
     parallel::for_each_units(samples, group as f64 * ns_per_head(s, false), outputs, |range, (out, lse)| {
@@ -673,11 +690,16 @@ pub fn attention_backward<'a>(
     let outputs = (units(dq, hs), units(dk, hs), units(dv, hs));
     parallel::for_each_units(s.heads, ns_per_head(s, true), outputs, |range, (dq, dk, dv)| {
         let mut grads = [dq.data.init(), dk.data.init(), dv.data.init()];
-        backward_samples([q, k, v], [l; 3], out, dout, &l, lse, s, range, isa, |u, _, g| {
+        let put = |u: usize, _: usize, g: [&[f32]; 3]| {
             for (dst, src) in grads.iter_mut().zip(g) {
                 dst[u * hs..(u + 1) * hs].copy_from_slice(src);
             }
-        });
+        };
+        if per_head(s) {
+            attention_heads::backward_samples([q, k, v], [l; 3], out, dout, &l, lse, s, range, isa, put);
+        } else {
+            backward_samples([q, k, v], [l; 3], out, dout, &l, lse, s, range, isa, put);
+        }
     });
 }
 
@@ -706,11 +728,16 @@ pub fn attention_qkv_backward<'a>(
     let isa = Isa::current();
     parallel::for_each_units(samples, num_heads as f64 * ns_per_head(s, true), units(dqkv, ss), |range, dqkv| {
         let dqkv = dqkv.data.init();
-        backward_samples([qkv; 3], layouts, out, dout, &ol, lse, s, range, isa, |u, hh, g| {
+        let put = |u: usize, hh: usize, g: [&[f32]; 3]| {
             for (w, src) in g.iter().enumerate() {
                 let l = &layouts[w];
                 put_rows(src, t, d, dqkv, u * ss + hh * l.head_stride + l.offset, l.row_stride);
             }
-        });
+        };
+        if per_head(s) {
+            attention_heads::backward_samples([qkv; 3], layouts, out, dout, &ol, lse, s, range, isa, put);
+        } else {
+            backward_samples([qkv; 3], layouts, out, dout, &ol, lse, s, range, isa, put);
+        }
     });
 }

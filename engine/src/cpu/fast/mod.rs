@@ -8,6 +8,7 @@
 
 pub mod adamw;
 pub mod attention;
+mod attention_heads;
 pub mod elementwise;
 pub mod lanes;
 pub mod layernorm;
@@ -17,3 +18,4 @@ pub mod permute;
 pub mod reduce;
 pub mod rows;
 pub mod simd;
+pub mod small_gemm;
