@@ -330,6 +330,9 @@ impl Trainer {
     /// `o`'s; a fresh run refuses a folder that already holds checkpoints).
     pub fn new(o: &TrainOptions, device: &Device) -> Result<Trainer> {
         o.validate()?;
+        // Buffers kept from an earlier run in this process (another model, batch or mask ratio:
+        // other sizes) would sit unused beside this run's; hand them back to the allocator.
+        engine::cpu::recycle::clear();
         std::fs::create_dir_all(&o.out_dir).map_err(|e| Error::io(&o.out_dir, e))?;
         let mut set = o.data.load(Split::Train, &o.model, o.seed)?;
         if let Some(n) = o.train_limit {
