@@ -8,7 +8,14 @@ use mae::config::ModelConfig;
 use mae::source::DataSource;
 use mae::train::{Budget, TrainOptions, train};
 
+/// The switch is process-wide: the tests of this binary take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn run(name: &str) -> Vec<f32> {
+    run_with_batch(name, 128)
+}
+
+fn run_with_batch(name: &str, batch: usize) -> Vec<f32> {
     let out = std::env::temp_dir().join(format!("mae-recycling-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let mut o = TrainOptions::new(
@@ -18,7 +25,7 @@ fn run(name: &str) -> Vec<f32> {
     );
     o.budget = Budget { steps: Some(4), ..Default::default() };
     // Big enough that most activations are over the recycler's smallest length.
-    o.batch_size = 128;
+    o.batch_size = batch;
     o.base_lr = 1e-2;
     o.verbose = false;
     o.pictures = false;
@@ -29,6 +36,7 @@ fn run(name: &str) -> Vec<f32> {
 
 #[test]
 fn training_with_recycled_buffers_gives_the_same_bits() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     recycle::set_enabled(false);
     let fresh = run("off");
     recycle::set_enabled(true);
@@ -39,4 +47,27 @@ fn training_with_recycled_buffers_gives_the_same_bits() {
     recycle::set_enabled(false);
     assert_eq!(fresh, first);
     assert_eq!(fresh, reused);
+}
+
+#[test]
+fn runs_on_many_threads_at_once_each_give_their_own_bits() {
+    // Each thread keeps its own pool (a CPU storage never leaves its thread): four runs of two
+    // batch sizes at once, sharing the worker pool, give what each gives alone.
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    recycle::set_enabled(false);
+    let alone = [run_with_batch("alone-64", 64), run_with_batch("alone-128", 128)];
+    recycle::set_enabled(true);
+    let together: Vec<Vec<f32>> = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..4)
+            .map(|i| {
+                let batch = if i % 2 == 0 { 64 } else { 128 };
+                s.spawn(move || run_with_batch(&format!("thread-{i}"), batch))
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    recycle::set_enabled(false);
+    for (i, got) in together.iter().enumerate() {
+        assert_eq!(got, &alone[i % 2], "thread {i}");
+    }
 }
