@@ -604,11 +604,30 @@ fn put_rows(src: &[f32], t: usize, d: usize, dst: &mut [f32], start: usize, ld: 
     }
 }
 
-/// Runs `backward_group` for the heads of samples `range` and hands each head's gradients to
-/// `put(u, hh, [dq, dk, dv])` (`u` the sample's index within the range, `[t, d]` each). `isa` is
-/// chosen by the calling thread: a worker thread does not see a test's forced instruction set.
+/// The gradients of the heads of samples `range`, handed to `put(u, hh, [dq, dk, dv])` (`u` the
+/// sample's index within the range, `[t, d]` each): in groups of `G` heads, or head by head for
+/// big heads (`per_head`). `isa` is chosen by the calling thread: a worker thread does not see a
+/// test's forced instruction set.
 #[allow(clippy::too_many_arguments)]
 fn backward_samples(
+    src: [&[f32]; 3],
+    layouts: [HeadLayout; 3],
+    out: &[f32],
+    dout: &[f32],
+    out_layout: &HeadLayout,
+    lse: &[f32],
+    s: &AttentionSpec,
+    range: std::ops::Range<usize>,
+    isa: Isa,
+    put: impl FnMut(usize, usize, [&[f32]; 3]),
+) {
+    let run = if per_head(s) { attention_heads::backward_samples } else { backward_groups };
+    run(src, layouts, out, dout, out_layout, lse, s, range, isa, put)
+}
+
+/// [`backward_samples`] in groups of `G` heads (`backward_group`).
+#[allow(clippy::too_many_arguments)]
+fn backward_groups(
     src: [&[f32]; 3],
     layouts: [HeadLayout; 3],
     out: &[f32],
@@ -690,16 +709,11 @@ pub fn attention_backward<'a>(
     let outputs = (units(dq, hs), units(dk, hs), units(dv, hs));
     parallel::for_each_units(s.heads, ns_per_head(s, true), outputs, |range, (dq, dk, dv)| {
         let mut grads = [dq.data.init(), dk.data.init(), dv.data.init()];
-        let put = |u: usize, _: usize, g: [&[f32]; 3]| {
+        backward_samples([q, k, v], [l; 3], out, dout, &l, lse, s, range, isa, |u, _, g| {
             for (dst, src) in grads.iter_mut().zip(g) {
                 dst[u * hs..(u + 1) * hs].copy_from_slice(src);
             }
-        };
-        if per_head(s) {
-            attention_heads::backward_samples([q, k, v], [l; 3], out, dout, &l, lse, s, range, isa, put);
-        } else {
-            backward_samples([q, k, v], [l; 3], out, dout, &l, lse, s, range, isa, put);
-        }
+        });
     });
 }
 
@@ -728,16 +742,11 @@ pub fn attention_qkv_backward<'a>(
     let isa = Isa::current();
     parallel::for_each_units(samples, num_heads as f64 * ns_per_head(s, true), units(dqkv, ss), |range, dqkv| {
         let dqkv = dqkv.data.init();
-        let put = |u: usize, hh: usize, g: [&[f32]; 3]| {
+        backward_samples([qkv; 3], layouts, out, dout, &ol, lse, s, range, isa, |u, hh, g| {
             for (w, src) in g.iter().enumerate() {
                 let l = &layouts[w];
                 put_rows(src, t, d, dqkv, u * ss + hh * l.head_stride + l.offset, l.row_stride);
             }
-        };
-        if per_head(s) {
-            attention_heads::backward_samples([qkv; 3], layouts, out, dout, &ol, lse, s, range, isa, put);
-        } else {
-            backward_samples([qkv; 3], layouts, out, dout, &ol, lse, s, range, isa, put);
-        }
+        });
     });
 }

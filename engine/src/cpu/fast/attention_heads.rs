@@ -175,9 +175,9 @@ multiversion! {
     }
 }
 
-/// `out = softmax(q k^T scale) v` per head, and the rows' log-sum-exp of the scaled scores, for
-/// q, k, v laid out as `layouts` and `out` as `out_layout`. Work is split over samples (groups of
-/// `out_layout.group` heads), whose output blocks are contiguous.
+/// The forward of `attention::attention_strided`, head by head, on inputs it has checked (sizes,
+/// layouts, a non-empty head). Work is split over samples (groups of `out_layout.group` heads),
+/// whose output blocks are contiguous.
 pub(super) fn attention_strided<'a>(
     src: [&[f32]; 3],
     layouts: [HeadLayout; 3],
@@ -188,18 +188,7 @@ pub(super) fn attention_strided<'a>(
 ) {
     let (t, d) = (s.seq, s.dim);
     let group = out_layout.group.max(1);
-    assert!(s.heads.is_multiple_of(group), "attention: heads not a multiple of the group");
     let samples = s.heads / group;
-    assert!(out.len() == samples * out_layout.sample_stride, "attention: output size");
-    assert!(lse.len() == s.heads * t, "attention: lse size");
-    if s.heads * t * d == 0 {
-        // No dimensions: every score is 0, each row's softmax is uniform.
-        lse.init().fill((t as f32).ln());
-        return;
-    }
-    for (x, l) in src.iter().zip(&layouts) {
-        assert!(x.len() >= l.row(s.heads - 1, t - 1) + d, "attention: input too short");
-    }
     let isa = Isa::current();
     let outputs = (units(out, out_layout.sample_stride), units(lse, group * t));
     parallel::for_each_units(samples, group as f64 * ns_per_head(s, false), outputs, |range, (out, lse)| {
