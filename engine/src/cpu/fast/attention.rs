@@ -22,9 +22,11 @@
 //!   and, accumulated over the rows i, `dV_j += P_ij dO_i`, `dK_j += dS_ij q_i` (times `scale` at
 //!   the end).
 //!
-//! Scores are computed four keys at a time (four independent accumulators over the `dim` steps,
-//! enough to hide the FMA latency), outputs eight columns at a time. A group's operands take
-//! `seq x dim x G` floats each (51 KiB at 50 x 16), so they stay in L1/L2 while used `seq` times.
+//! Query rows go a block at a time (4 with AVX-512, 2 with AVX2: `run_group`), their scores a
+//! block of keys at a time and their outputs a block of columns at a time, so that each loaded
+//! vector serves several independent multiply-adds (enough accumulators to hide the FMA latency).
+//! A group's operands take `seq x dim x G` floats each (51 KiB at 50 x 16), so they stay in L1/L2
+//! while used `seq` times.
 //!
 //! Napkin math: the forward is `2 seq^2 dim` multiply-adds per head and `seq^2` exponentials, the
 //! backward `5 seq^2 dim` and `seq^2`; at 16 lanes per instruction that is ~5,000 vector FMAs for
@@ -373,92 +375,54 @@ fn backward_group<L: Lanes, const FMA: bool, const ROWS: usize, const KEYS: usiz
     }
 }
 
-/// [`forward_group`] in the copy for `isa`. The blocking fits the register file: with 32 zmm,
-/// 4 rows by 4 keys (16 accumulators, 4 + 1 operands); with 16 ymm, two of which make one vector,
-/// 2 by 2 (4 accumulators, 2 + 1 operands: 14 registers).
-#[allow(clippy::too_many_arguments)]
-fn forward_group_for(
-    isa: Isa,
-    t: usize,
-    d: usize,
-    scale: f32,
-    q: &[V],
-    k: &[V],
-    v: &[V],
-    o: &mut [V],
-    lse: &mut [V],
-    s: &mut [V],
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma,avx512f")]
-        #[allow(clippy::too_many_arguments)]
-        fn avx512(t: usize, d: usize, scale: f32, q: &[V], k: &[V], v: &[V], o: &mut [V], lse: &mut [V], s: &mut [V]) {
-            forward_group::<lanes::Avx512, true, 4, 4, 4>(t, d, scale, q, k, v, o, lse, s)
-        }
-        #[target_feature(enable = "avx2,fma")]
-        #[allow(clippy::too_many_arguments)]
-        fn avx2(t: usize, d: usize, scale: f32, q: &[V], k: &[V], v: &[V], o: &mut [V], lse: &mut [V], s: &mut [V]) {
-            forward_group::<lanes::Avx2, true, 2, 2, 2>(t, d, scale, q, k, v, o, lse, s)
-        }
-        match isa {
-            // SAFETY: an `Isa` is only handed out on CPUs that have its features.
-            Isa::Avx512 => return unsafe { avx512(t, d, scale, q, k, v, o, lse, s) },
-            Isa::Avx2Fma => return unsafe { avx2(t, d, scale, q, k, v, o, lse, s) },
-            Isa::Portable => {}
-        }
-    }
-    let _ = isa;
-    forward_group::<lanes::Plain, false, 2, 2, 2>(t, d, scale, q, k, v, o, lse, s)
+/// One group's work, handed to the copy of the kernels for an instruction set ([`run_group`]).
+enum Job<'a> {
+    /// [`forward_group`]'s arguments after `t, d, scale`.
+    Forward { q: &'a [V], k: &'a [V], v: &'a [V], o: &'a mut [V], lse: &'a mut [V], s: &'a mut [V] },
+    /// [`backward_group`]'s arguments after `t, d, scale`.
+    Backward { x: &'a [Vec<V>; 5], lse: &'a [V], grads: &'a mut [Vec<V>; 3], rows: &'a mut [Vec<V>; 2] },
 }
 
-/// [`backward_group`] in the copy for `isa`.
-#[allow(clippy::too_many_arguments)]
-fn backward_group_for(
-    isa: Isa,
+#[inline(always)]
+fn run_job<L: Lanes, const FMA: bool, const ROWS: usize, const KEYS: usize, const COLS: usize>(
     t: usize,
     d: usize,
     scale: f32,
-    x: &[Vec<V>; 5],
-    lse: &[V],
-    grads: &mut [Vec<V>; 3],
-    row: &mut [Vec<V>; 2],
+    job: Job,
 ) {
+    match job {
+        Job::Forward { q, k, v, o, lse, s } => {
+            forward_group::<L, FMA, ROWS, KEYS, COLS>(t, d, scale, q, k, v, o, lse, s)
+        }
+        Job::Backward { x, lse, grads, rows } => {
+            backward_group::<L, FMA, ROWS, KEYS, COLS>(t, d, scale, x, lse, grads, rows)
+        }
+    }
+}
+
+/// Runs `job` in the copy of the kernels for `isa`. The blocking fits the register file: with 32
+/// zmm, 4 rows by 4 keys (16 accumulators, 4 + 1 operands); with 16 ymm, two of which make one
+/// vector, 2 by 2 (4 accumulators, 2 + 1 operands: 14 registers).
+fn run_group(isa: Isa, t: usize, d: usize, scale: f32, job: Job) {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx2,fma,avx512f")]
-        fn avx512(
-            t: usize,
-            d: usize,
-            scale: f32,
-            x: &[Vec<V>; 5],
-            lse: &[V],
-            grads: &mut [Vec<V>; 3],
-            row: &mut [Vec<V>; 2],
-        ) {
-            backward_group::<lanes::Avx512, true, 4, 4, 4>(t, d, scale, x, lse, grads, row)
+        fn avx512(t: usize, d: usize, scale: f32, job: Job) {
+            run_job::<lanes::Avx512, true, 4, 4, 4>(t, d, scale, job)
         }
         #[target_feature(enable = "avx2,fma")]
-        fn avx2(
-            t: usize,
-            d: usize,
-            scale: f32,
-            x: &[Vec<V>; 5],
-            lse: &[V],
-            grads: &mut [Vec<V>; 3],
-            row: &mut [Vec<V>; 2],
-        ) {
-            backward_group::<lanes::Avx2, true, 2, 2, 2>(t, d, scale, x, lse, grads, row)
+        fn avx2(t: usize, d: usize, scale: f32, job: Job) {
+            run_job::<lanes::Avx2, true, 2, 2, 2>(t, d, scale, job)
         }
         match isa {
             // SAFETY: an `Isa` is only handed out on CPUs that have its features.
-            Isa::Avx512 => return unsafe { avx512(t, d, scale, x, lse, grads, row) },
-            Isa::Avx2Fma => return unsafe { avx2(t, d, scale, x, lse, grads, row) },
+            Isa::Avx512 => return unsafe { avx512(t, d, scale, job) },
+            Isa::Avx2Fma => return unsafe { avx2(t, d, scale, job) },
             Isa::Portable => {}
         }
     }
     let _ = isa;
-    backward_group::<lanes::Plain, false, 2, 2, 2>(t, d, scale, x, lse, grads, row)
+    run_job::<lanes::Plain, false, 2, 2, 2>(t, d, scale, job)
 }
 
 /// A group's scratch: its interleaved operands and rows.
@@ -471,10 +435,11 @@ struct Group {
     grads: [Vec<V>; 3],
     /// Log-sum-exp of each row (`[t]`).
     lse: Vec<V>,
-    /// A row of scores or probabilities, and of dS (`[t]` each).
-    row: [Vec<V>; 2],
-    /// One head's `[t, d]` values, contiguous, for each lane: de-interleaved results.
-    heads: Vec<f32>,
+    /// `MAX_ROWS` rows of scores or probabilities, and of dS (`[MAX_ROWS][t]` each).
+    rows: [Vec<V>; 2],
+    /// De-interleaved results, one head's `[t, d]` after another: o in the forward; dq, dk, dv in
+    /// the backward.
+    heads: [Vec<f32>; 3],
 }
 
 impl Group {
@@ -489,8 +454,8 @@ impl Group {
             x: [zeros(n), zeros(n), zeros(n), zeros(n), zeros(b * n)],
             grads: [zeros(b * n), zeros(b * n), zeros(b * n)],
             lse: zeros(t),
-            row: [zeros(MAX_ROWS * t), zeros(b * MAX_ROWS * t)],
-            heads: vec![0.0; G * n],
+            rows: [zeros(MAX_ROWS * t), zeros(b * MAX_ROWS * t)],
+            heads: [vec![0.0; G * n], vec![0.0; b * G * n], vec![0.0; b * G * n]],
         }
     }
 
@@ -508,7 +473,7 @@ impl Group {
         }
     }
 
-    /// De-interleaves `x` (`[t][d]` vectors) into `self.heads`: lane l's `[t, d]` at `l * t * d`.
+    /// De-interleaves `x` (`[t][d]` vectors) into `heads`: lane l's `[t, d]` at `l * t * d`.
     fn unload(heads: &mut [f32], x: &[V], t: usize, d: usize) {
         let mut pieces = heads.chunks_exact_mut(t * d);
         let mut lanes: [&mut [f32]; G] = std::array::from_fn(|_| pieces.next().unwrap());
@@ -565,10 +530,10 @@ pub fn attention_strided<'a>(
                 g.load(w, src[w], &layouts[w], &lanes);
             }
             let [q, k, v, o, _] = &mut g.x;
-            forward_group_for(isa, t, d, s.scale, q, k, v, o, &mut g.lse, &mut g.row[0]);
-            Group::unload(&mut g.heads, o, t, d);
+            run_group(isa, t, d, s.scale, Job::Forward { q, k, v, o, lse: &mut g.lse, s: &mut g.rows[0] });
+            Group::unload(&mut g.heads[0], o, t, d);
             for (l, &h) in lanes.iter().enumerate().take(real) {
-                let head = &g.heads[l * t * d..(l + 1) * t * d];
+                let head = &g.heads[0][l * t * d..(l + 1) * t * d];
                 let sample = h / group - first_head / group;
                 let base = sample * out_layout.sample_stride + (h % group) * out_layout.head_stride + out_layout.offset;
                 for i in 0..t {
@@ -643,8 +608,6 @@ fn backward_groups(
     let group = out_layout.group.max(1);
     let first_sample = range.start;
     let mut g = Group::new(s, true);
-    // One more `[G][t, d]` buffer per gradient, so that all three are de-interleaved at once.
-    let mut heads = [vec![0.0f32; G * t * d], vec![0.0f32; G * t * d], vec![0.0f32; G * t * d]];
     for (lanes, real) in head_groups(range, group) {
         for w in 0..3 {
             g.load(w, src[w], &layouts[w], &lanes);
@@ -654,12 +617,13 @@ fn backward_groups(
         for (i, x) in g.lse.iter_mut().enumerate() {
             *x = std::array::from_fn(|l| lse[lanes[l] * t + i]);
         }
-        backward_group_for(isa, t, d, s.scale, &g.x, &g.lse, &mut g.grads, &mut g.row);
-        for (h, x) in heads.iter_mut().zip(&g.grads) {
+        let job = Job::Backward { x: &g.x, lse: &g.lse, grads: &mut g.grads, rows: &mut g.rows };
+        run_group(isa, t, d, s.scale, job);
+        for (h, x) in g.heads.iter_mut().zip(&g.grads) {
             Group::unload(h, x, t, d);
         }
         for (l, &h) in lanes.iter().enumerate().take(real) {
-            let part = |w: usize| &heads[w][l * t * d..(l + 1) * t * d];
+            let part = |w: usize| &g.heads[w][l * t * d..(l + 1) * t * d];
             put(h / group - first_sample, h % group, [part(0), part(1), part(2)]);
         }
     }
