@@ -92,10 +92,11 @@ impl<'a> Out<'a> for &'a mut [f32] {
 
 /// Output memory that may be uninitialised. It is initialised before it is gone: by
 /// [`Out::init`], or, for a piece that no kernel took, zero-filled when it is dropped. Memory that
-/// already holds floats (a recycled buffer, [`Uninit::written`]) is handed over as it is.
+/// already holds floats (a recycled buffer, [`Uninit::written`]) is handed to the kernel by `init`
+/// without zeroing: the kernel overwrites every value it takes.
 pub struct Uninit<'a> {
     values: &'a mut [MaybeUninit<f32>],
-    /// Whether `values` holds floats already (then nothing needs zeroing).
+    /// Whether `values` holds floats already (then `init` hands it over without zeroing).
     written: bool,
 }
 
@@ -111,11 +112,11 @@ impl<'a> Uninit<'a> {
 }
 
 impl Drop for Uninit<'_> {
+    /// A piece that no kernel took reads as zeros, whatever the memory held before (recycled or
+    /// not), so that an output never shows another tensor's old values.
     fn drop(&mut self) {
-        if !self.written {
-            for x in self.values.iter_mut() {
-                x.write(0.0);
-            }
+        for x in self.values.iter_mut() {
+            x.write(0.0);
         }
     }
 }
