@@ -541,6 +541,10 @@ fn small_gemm_matches_an_f64_product_for_both_layouts_of_a_and_every_edge() {
         (6, 17, 3),
         (11, 40, 70),
         (5, 8, 0),
+        // The AVX-512 tiles: 8 x 32 and 8 x 16 with row and column tails.
+        (17, 200, 32),
+        (25, 32, 197),
+        (9, 48, 33),
     ];
     for (m, n, k) in shapes {
         for col_major in [false, true] {
@@ -566,7 +570,7 @@ fn small_gemm_matches_an_f64_product_for_both_layouts_of_a_and_every_edge() {
                 for i in 0..m {
                     c[i * ldc..i * ldc + n].fill(f32::NAN);
                 }
-                small_gemm::gemm_kernel(Isa::current(), m, n, k, alpha, &a, layout, &b, ldb, &mut c, ldc);
+                small_gemm::gemm_isa_kernel(Isa::current(), m, n, k, alpha, &a, layout, &b, ldb, &mut c, ldc);
                 c
             }) {
                 let what = format!("small gemm {m}x{n}x{k} {layout:?} ({isa:?})");

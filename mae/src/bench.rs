@@ -415,6 +415,9 @@ pub fn cases(batch: usize) -> Vec<Case> {
         attention_case("attention bwd (encoder)", batch * 4, 13, 32, true),
         attention_case("attention fwd (decoder)", batch * 4, 50, 16, false),
         attention_case("attention bwd (decoder)", batch * 4, 50, 16, true),
+        // ViT-B's decoder at the batch of 8 (16 heads of 197 x 32): the per-head kernel.
+        attention_case("attention fwd (ViT-B decoder, batch 8)", 8 * 16, 197, 32, false),
+        attention_case("attention bwd (ViT-B decoder, batch 8)", 8 * 16, 197, 32, true),
         layernorm_case("layernorm fwd", enc_rows, 128, false),
         layernorm_case("layernorm bwd", enc_rows, 128, true),
         add_layernorm_case("residual + layernorm, unfused", enc_rows, 128, false),
