@@ -570,7 +570,7 @@ fn small_gemm_matches_an_f64_product_for_both_layouts_of_a_and_every_edge() {
                 for i in 0..m {
                     c[i * ldc..i * ldc + n].fill(f32::NAN);
                 }
-                small_gemm::gemm_isa_kernel(Isa::current(), m, n, k, alpha, &a, layout, &b, ldb, &mut c, ldc);
+                small_gemm::gemm_kernel(Isa::current(), m, n, k, alpha, &a, layout, &b, ldb, &mut c, ldc);
                 c
             }) {
                 let what = format!("small gemm {m}x{n}x{k} {layout:?} ({isa:?})");

@@ -22,7 +22,7 @@ use crate::cpu::parallel::{self, Out, units};
 use super::math::exp;
 use super::simd::{self, Isa, LANES, multiversion};
 use super::small_gemm::Layout::{ColMajor, RowMajor};
-use super::small_gemm::gemm_isa;
+use super::small_gemm::gemm;
 
 /// Estimated single-core cost of one head (ns): ~10 flops per ns for the small products, ~2 ns per
 /// score for the softmax.
@@ -144,7 +144,7 @@ fn head_rows<'a>(buf: &'a [f32], l: &HeadLayout, h: usize, t: usize, d: usize) -
 
 multiversion! {
     /// Forward of one head: `q`, `k`, `v` and `out` are its rows with row strides `ld[0..4]`;
-    /// `products` is the instruction set of the copy (`small_gemm::gemm_isa`'s tiles).
+    /// `products` is the instruction set of the copy (`small_gemm::gemm`'s tiles).
     fn forward_head<FMA>(
         q: &[f32],
         k: &[f32],
@@ -160,7 +160,7 @@ multiversion! {
         let tp = scratch.tp;
         transpose_into(k, t, d, ld[1], &mut scratch.kt, tp);
         let p = &mut scratch.p;
-        gemm_isa::<FMA>(products, t, tp, d, s.scale, q, RowMajor(ld[0]), &scratch.kt, tp, p, tp);
+        gemm::<FMA>(products, t, tp, d, s.scale, q, RowMajor(ld[0]), &scratch.kt, tp, p, tp);
         mask_padding(p, t, tp);
         let inv = &mut scratch.inv;
         for ((row, l), inv) in p.chunks_exact_mut(tp).zip(lse.iter_mut()).zip(inv.iter_mut()) {
@@ -168,7 +168,7 @@ multiversion! {
         }
         // O = (exp(S - max) V) / sum: the normalisation costs t * d multiplies here rather than
         // t * t on the probabilities.
-        gemm_isa::<FMA>(products, t, d, t, 1.0, p, RowMajor(tp), v, ld[2], out, ld[3]);
+        gemm::<FMA>(products, t, d, t, 1.0, p, RowMajor(tp), v, ld[2], out, ld[3]);
         for (i, &inv) in inv.iter().enumerate() {
             for x in out[i * ld[3]..i * ld[3] + d].iter_mut() {
                 *x *= inv;
@@ -228,13 +228,13 @@ multiversion! {
         transpose_into(v, t, d, ld[2], &mut scratch.vt, tp);
         let (p, ds) = (&mut scratch.p, &mut scratch.ds);
         // P = exp(scale Q K^T - lse)
-        gemm_isa::<FMA>(products, t, tp, d, s.scale, q, RowMajor(ld[0]), &scratch.kt, tp, p, tp);
+        gemm::<FMA>(products, t, tp, d, s.scale, q, RowMajor(ld[0]), &scratch.kt, tp, p, tp);
         mask_padding(p, t, tp);
         for (row, &l) in p.chunks_exact_mut(tp).zip(lse) {
             exp_row::<FMA>(row, l);
         }
         // dS = P (dO V^T - delta)
-        gemm_isa::<FMA>(products, t, tp, d, 1.0, dout, RowMajor(ld[4]), &scratch.vt, tp, ds, tp);
+        gemm::<FMA>(products, t, tp, d, 1.0, dout, RowMajor(ld[4]), &scratch.vt, tp, ds, tp);
         for (i, (ds_row, p_row)) in ds.chunks_exact_mut(tp).zip(p.chunks_exact(tp)).enumerate() {
             let delta = simd::dot::<FMA>(&dout[i * ld[4]..i * ld[4] + d], &o[i * ld[3]..i * ld[3] + d]);
             for (x, &pv) in ds_row.iter_mut().zip(p_row) {
@@ -242,9 +242,9 @@ multiversion! {
             }
         }
         // dV = P^T dO, dQ = scale dS K, dK = scale dS^T Q
-        gemm_isa::<FMA>(products, t, d, t, 1.0, p, ColMajor(tp), dout, ld[4], &mut scratch.dv, d);
-        gemm_isa::<FMA>(products, t, d, t, s.scale, ds, RowMajor(tp), k, ld[1], &mut scratch.dq, d);
-        gemm_isa::<FMA>(products, t, d, t, s.scale, ds, ColMajor(tp), q, ld[0], &mut scratch.dk, d);
+        gemm::<FMA>(products, t, d, t, 1.0, p, ColMajor(tp), dout, ld[4], &mut scratch.dv, d);
+        gemm::<FMA>(products, t, d, t, s.scale, ds, RowMajor(tp), k, ld[1], &mut scratch.dq, d);
+        gemm::<FMA>(products, t, d, t, s.scale, ds, ColMajor(tp), q, ld[0], &mut scratch.dk, d);
     }
 }
 

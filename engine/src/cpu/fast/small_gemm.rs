@@ -16,7 +16,7 @@
 //! a step are contiguous. Columns past the last multiple of 8 go through the same tile with B's row
 //! copied into a zero-padded array; the last rows through tiles of fewer rows.
 //!
-//! On AVX-512 ([`gemm_avx512`]) the tile is 8 rows by 32 columns of zmm registers, written with
+//! On AVX-512 (`Panel::zmm_rows`) the tile is 8 rows by 32 columns of zmm registers, written with
 //! explicit instructions: 16 accumulators, 2 registers for B, each A value broadcast from memory
 //! by its FMA. Compiled from the loops above, the 6 x 16 tile became 6 zmm accumulators, fewer
 //! than the 8 that two FMA pipes of 4 cycles' latency need (a ViT-B head's products ran at ~30
@@ -42,50 +42,12 @@ pub enum Layout {
 }
 
 /// `C[i, j] = alpha * sum_p A(i, p) B[p, j]` for `i < m`, `j < n`, with A stored as `layout`
-/// says, `B[p, j] = b[p * ldb + j]` and `C[i, j] = c[i * ldc + j]`.
+/// says, `B[p, j] = b[p * ldb + j]` and `C[i, j] = c[i * ldc + j]`, in the tiles of `isa`: the
+/// AVX-512 ones (`Panel::zmm_rows`) for `Isa::Avx512`, else the 6 x 16 tiles compiled for the
+/// caller's features (`FMA` as in `simd::multiversion!`).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub fn gemm<const FMA: bool>(
-    m: usize,
-    n: usize,
-    k: usize,
-    alpha: f32,
-    a: &[f32],
-    layout: Layout,
-    b: &[f32],
-    ldb: usize,
-    c: &mut [f32],
-    ldc: usize,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    check_sizes(m, n, k, a, layout, b, ldb, c, ldc);
-    let p = Panel { n, k, alpha, a, layout, b, ldb, ldc };
-    for i in (0..m).step_by(MR) {
-        p.rows::<FMA>(i, MR.min(m - i), c);
-    }
-}
-
-/// Panics unless A, B and C hold the `m x k`, `k x n` and `m x n` matrices that their layouts
-/// and strides describe (`m, n >= 1`).
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn check_sizes(m: usize, n: usize, k: usize, a: &[f32], layout: Layout, b: &[f32], ldb: usize, c: &[f32], ldc: usize) {
-    assert!(k == 0 || (b.len() >= (k - 1) * ldb + n && ldb >= n), "small gemm: B too short");
-    assert!(c.len() >= (m - 1) * ldc + n && ldc >= n, "small gemm: C too short");
-    let a_ok = match layout {
-        Layout::RowMajor(ld) => ld >= k && a.len() >= (m - 1) * ld + k,
-        Layout::ColMajor(ld) => k == 0 || (ld >= m && a.len() >= (k - 1) * ld + m),
-    };
-    assert!(a_ok, "small gemm: A too short");
-}
-
-/// [`gemm`] with the instruction set's best tiles: [`gemm_avx512`] for `Isa::Avx512`, else the
-/// 6 x 16 tiles compiled for the caller's features (`FMA` as in `simd::multiversion!`).
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_isa<const FMA: bool>(
     isa: super::simd::Isa,
     m: usize,
     n: usize,
@@ -98,131 +60,115 @@ pub fn gemm_isa<const FMA: bool>(
     c: &mut [f32],
     ldc: usize,
 ) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(k == 0 || (b.len() >= (k - 1) * ldb + n && ldb >= n), "small gemm: B too short");
+    assert!(c.len() >= (m - 1) * ldc + n && ldc >= n, "small gemm: C too short");
+    let a_ok = match layout {
+        Layout::RowMajor(ld) => ld >= k && a.len() >= (m - 1) * ld + k,
+        Layout::ColMajor(ld) => k == 0 || (ld >= m && a.len() >= (k - 1) * ld + m),
+    };
+    assert!(a_ok, "small gemm: A too short");
+    let p = Panel { n, k, alpha, a, layout, b, ldb, ldc };
     #[cfg(target_arch = "x86_64")]
     if isa == super::simd::Isa::Avx512 {
-        // SAFETY: an `Isa::Avx512` is only handed out on CPUs that have AVX-512F.
-        return unsafe { gemm_avx512(m, n, k, alpha, a, layout, b, ldb, c, ldc) };
+        // SAFETY: an `Isa::Avx512` is only handed out on CPUs that have AVX-512F; the sizes are
+        // checked above.
+        return unsafe { p.zmm_rows(m, c) };
     }
     let _ = isa;
-    gemm::<FMA>(m, n, k, alpha, a, layout, b, ldb, c, ldc)
+    p.narrow_rows::<FMA>(0..m, 0, c);
 }
 
 /// Rows of the AVX-512 tile.
 #[cfg(target_arch = "x86_64")]
 const MR_ZMM: usize = 8;
 
-/// [`gemm`] in 8 x 32 and 8 x 16 tiles of zmm registers; the last `n % 16` columns go through the
-/// 6 x 16 code (see the module comment).
-///
-/// # Safety
-/// The CPU must support AVX-512F.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,avx512f")]
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn gemm_avx512(
-    m: usize,
-    n: usize,
-    k: usize,
-    alpha: f32,
-    a: &[f32],
-    layout: Layout,
-    b: &[f32],
-    ldb: usize,
-    c: &mut [f32],
-    ldc: usize,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    check_sizes(m, n, k, a, layout, b, ldb, c, ldc);
-    let n16 = n / 16 * 16;
-    for i in (0..m).step_by(MR_ZMM) {
-        let rows = MR_ZMM.min(m - i);
-        let mut j = 0;
-        // SAFETY: the sizes are checked above; each tile reads rows i..i + rows of A (clamped),
-        // columns j..j + 16 V of B's k rows, and writes the same rectangle of C.
-        unsafe {
-            while j + 32 <= n16 {
-                zmm_tile::<2>(a, layout, b, ldb, k, alpha, c, ldc, i, rows, j);
-                j += 32;
-            }
-            if j < n16 {
-                zmm_tile::<1>(a, layout, b, ldb, k, alpha, c, ldc, i, rows, j);
+impl Panel<'_> {
+    /// All `m` rows of C in 8 x 32 and 8 x 16 tiles of zmm registers; the last `n % 16` columns
+    /// go through the 6 x 16 tiles (see the module comment).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F; A, B and C hold what `gemm` checks.
+    #[target_feature(enable = "avx2,fma,avx512f")]
+    unsafe fn zmm_rows(&self, m: usize, c: &mut [f32]) {
+        let n16 = self.n / 16 * 16;
+        for i in (0..m).step_by(MR_ZMM) {
+            let rows = MR_ZMM.min(m - i);
+            let mut j = 0;
+            // SAFETY: each tile reads rows i..i + rows of A (clamped), columns j..j + 16 V of B's
+            // k rows, and writes the same rectangle of C, all inside what the caller checked.
+            unsafe {
+                while j + 32 <= n16 {
+                    self.zmm_tile::<2>(i, rows, j, c);
+                    j += 32;
+                }
+                if j < n16 {
+                    self.zmm_tile::<1>(i, rows, j, c);
+                }
             }
         }
+        self.narrow_rows::<true>(0..m, n16, c);
     }
-    if n16 < n {
-        gemm::<true>(m, n - n16, k, alpha, a, layout, &b[n16..], ldb, &mut c[n16..], ldc);
-    }
-}
 
-/// `C[i0.., j0..]` for `rows <= MR_ZMM` rows and `16 V` columns, in `MR_ZMM x V` zmm accumulators;
-/// missing rows are computed as copies of the last one and not stored.
-///
-/// # Safety
-/// AVX-512F; the rectangle lies inside A, B and C as `check_sizes` accepted them.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-unsafe fn zmm_tile<const V: usize>(
-    a: &[f32],
-    layout: Layout,
-    b: &[f32],
-    ldb: usize,
-    k: usize,
-    alpha: f32,
-    c: &mut [f32],
-    ldc: usize,
-    i0: usize,
-    rows: usize,
-    j0: usize,
-) {
-    use std::arch::x86_64::*;
-    const R: usize = MR_ZMM;
-    let (a, b, c) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
-    let row = |r: usize| i0 + r.min(rows - 1);
-    // SAFETY (every access): inside the rectangle, as the caller promises.
-    unsafe {
-        let mut acc = [[_mm512_setzero_ps(); V]; R];
-        match layout {
-            Layout::RowMajor(ld) => {
-                let mut rowp = [a; R];
-                for (r, p) in rowp.iter_mut().enumerate() {
-                    *p = a.add(row(r) * ld);
-                }
-                for p in 0..k {
-                    let mut av = [0.0; R];
-                    for r in 0..R {
-                        av[r] = *rowp[r].add(p);
+    /// `C[i0.., j0..]` for `rows <= MR_ZMM` rows and `16 V` columns, in `MR_ZMM x V` zmm
+    /// accumulators; missing rows are computed as copies of the last one and not stored.
+    ///
+    /// # Safety
+    /// AVX-512F; the rectangle lies inside A, B and C.
+    #[inline(always)]
+    #[allow(clippy::needless_range_loop)]
+    unsafe fn zmm_tile<const V: usize>(&self, i0: usize, rows: usize, j0: usize, c: &mut [f32]) {
+        use std::arch::x86_64::*;
+        const R: usize = MR_ZMM;
+        let (a, b, c) = (self.a.as_ptr(), self.b.as_ptr(), c.as_mut_ptr());
+        let (k, ldb, ldc) = (self.k, self.ldb, self.ldc);
+        let row = |r: usize| i0 + r.min(rows - 1);
+        // SAFETY (every access): inside the rectangle, as the caller promises.
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); V]; R];
+            match self.layout {
+                Layout::RowMajor(ld) => {
+                    let mut rowp = [a; R];
+                    for (r, p) in rowp.iter_mut().enumerate() {
+                        *p = a.add(row(r) * ld);
                     }
-                    zmm_step::<R, V>(&mut acc, av, b.add(p * ldb + j0));
+                    for p in 0..k {
+                        let mut av = [0.0; R];
+                        for r in 0..R {
+                            av[r] = *rowp[r].add(p);
+                        }
+                        zmm_step::<R, V>(&mut acc, av, b.add(p * ldb + j0));
+                    }
+                }
+                Layout::ColMajor(ld) if rows == R => {
+                    for p in 0..k {
+                        let ap = a.add(p * ld + i0);
+                        let mut av = [0.0; R];
+                        for r in 0..R {
+                            av[r] = *ap.add(r);
+                        }
+                        zmm_step::<R, V>(&mut acc, av, b.add(p * ldb + j0));
+                    }
+                }
+                Layout::ColMajor(ld) => {
+                    for p in 0..k {
+                        let ap = a.add(p * ld);
+                        let mut av = [0.0; R];
+                        for r in 0..R {
+                            av[r] = *ap.add(row(r));
+                        }
+                        zmm_step::<R, V>(&mut acc, av, b.add(p * ldb + j0));
+                    }
                 }
             }
-            Layout::ColMajor(ld) if rows == R => {
-                for p in 0..k {
-                    let ap = a.add(p * ld + i0);
-                    let mut av = [0.0; R];
-                    for r in 0..R {
-                        av[r] = *ap.add(r);
-                    }
-                    zmm_step::<R, V>(&mut acc, av, b.add(p * ldb + j0));
+            let alpha = _mm512_set1_ps(self.alpha);
+            for (r, acc) in acc.iter().enumerate().take(rows) {
+                for (v, &x) in acc.iter().enumerate() {
+                    _mm512_storeu_ps(c.add((i0 + r) * ldc + j0 + 16 * v), _mm512_mul_ps(alpha, x));
                 }
-            }
-            Layout::ColMajor(ld) => {
-                for p in 0..k {
-                    let ap = a.add(p * ld);
-                    let mut av = [0.0; R];
-                    for r in 0..R {
-                        av[r] = *ap.add(row(r));
-                    }
-                    zmm_step::<R, V>(&mut acc, av, b.add(p * ldb + j0));
-                }
-            }
-        }
-        let alpha = _mm512_set1_ps(alpha);
-        for (r, acc) in acc.iter().enumerate().take(rows) {
-            for (v, &x) in acc.iter().enumerate() {
-                _mm512_storeu_ps(c.add((i0 + r) * ldc + j0 + 16 * v), _mm512_mul_ps(alpha, x));
             }
         }
     }
@@ -284,10 +230,17 @@ fn step<const FMA: bool, const R: usize, const W: usize>(acc: &mut [[f32; W]; R]
 }
 
 impl Panel<'_> {
-    /// Rows `i0..i0 + rows` of C, `rows <= MR`.
+    /// Rows `rows` of C from column `j0` on, in 6 x 16 and 6 x 8 tiles.
     #[inline(always)]
-    fn rows<const FMA: bool>(&self, i0: usize, rows: usize, c: &mut [f32]) {
-        let mut j = 0;
+    fn narrow_rows<const FMA: bool>(&self, rows: std::ops::Range<usize>, j0: usize, c: &mut [f32]) {
+        for i in rows.clone().step_by(MR) {
+            self.tile_row::<FMA>(i, MR.min(rows.end - i), j0, c);
+        }
+    }
+
+    /// Rows `i0..i0 + rows` of C from column `j` on, `rows <= MR`.
+    #[inline(always)]
+    fn tile_row<const FMA: bool>(&self, i0: usize, rows: usize, mut j: usize, c: &mut [f32]) {
         while j + 16 <= self.n {
             self.tile::<FMA, 16>(i0, rows, j, 16, c);
             j += 16;
@@ -380,28 +333,9 @@ impl Panel<'_> {
     }
 }
 
-super::simd::multiversion! {
-    /// [`gemm`] as a kernel of its own (for the tests and benchmarks).
-    pub fn gemm_kernel<FMA>(
-        m: usize,
-        n: usize,
-        k: usize,
-        alpha: f32,
-        a: &[f32],
-        layout: Layout,
-        b: &[f32],
-        ldb: usize,
-        c: &mut [f32],
-        ldc: usize,
-    ) {
-        gemm::<FMA>(m, n, k, alpha, a, layout, b, ldb, c, ldc)
-    }
-}
-
-/// [`gemm_isa`] as a kernel of its own (for the tests and benchmarks): the AVX-512 tiles when
-/// `isa` is `Isa::Avx512`.
+/// [`gemm`] as a kernel of its own (for the tests and benchmarks), in the copy and tiles of `isa`.
 #[allow(clippy::too_many_arguments)]
-pub fn gemm_isa_kernel(
+pub fn gemm_kernel(
     isa: super::simd::Isa,
     m: usize,
     n: usize,
@@ -414,9 +348,22 @@ pub fn gemm_isa_kernel(
     c: &mut [f32],
     ldc: usize,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if isa == super::simd::Isa::Avx512 {
-        return gemm_isa::<true>(isa, m, n, k, alpha, a, layout, b, ldb, c, ldc);
+    super::simd::multiversion! {
+        fn copy<FMA>(
+            products: super::simd::Isa,
+            m: usize,
+            n: usize,
+            k: usize,
+            alpha: f32,
+            a: &[f32],
+            layout: Layout,
+            b: &[f32],
+            ldb: usize,
+            c: &mut [f32],
+            ldc: usize,
+        ) {
+            gemm::<FMA>(products, m, n, k, alpha, a, layout, b, ldb, c, ldc)
+        }
     }
-    gemm_kernel(isa, m, n, k, alpha, a, layout, b, ldb, c, ldc)
+    copy(isa, isa, m, n, k, alpha, a, layout, b, ldb, c, ldc)
 }
