@@ -89,8 +89,17 @@ struct ProbeArgs {
     /// Use only the first N training images for the probe.
     #[arg(long)]
     train_limit: Option<usize>,
-    #[arg(long, default_value_t = 30)]
+    /// Passes over the training features of each fit of the linear probe
+    #[arg(long, default_value_t = 100)]
     epochs: usize,
+    /// The linear probe's weight decays: each is fitted on 90% of the training features and
+    /// scored on the rest, and the best fitted on all of them (one value: no choice)
+    #[arg(long, value_delimiter = ',', default_values_t = mae::classifiers::PROBE_WEIGHT_DECAYS)]
+    weight_decays: Vec<f32>,
+    /// The linear probe's peak learning rate (the probe before 2026-12-03: `--epochs 30 --lr 2e-3
+    /// --weight-decays 1e-4`)
+    #[arg(long, default_value_t = mae::classifiers::ProbeOptions::default().lr)]
+    lr: f64,
     /// Also write the table here (markdown).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -180,8 +189,15 @@ struct StudyArgs {
     probe_train_limit: Option<usize>,
     #[command(flatten)]
     features: FeatureArgs,
-    #[arg(long, default_value_t = 30)]
+    /// Passes over the training features of each fit of the linear probe
+    #[arg(long, default_value_t = 100)]
     probe_epochs: usize,
+    /// The linear probe's weight decays to choose from (see `mae probe --help`)
+    #[arg(long, value_delimiter = ',', default_values_t = mae::classifiers::PROBE_WEIGHT_DECAYS)]
+    probe_weight_decays: Vec<f32>,
+    /// The linear probe's peak learning rate
+    #[arg(long, default_value_t = mae::classifiers::ProbeOptions::default().lr)]
+    probe_lr: f64,
     #[arg(long, default_value = "study")]
     out: PathBuf,
     #[arg(long, default_value_t = 0)]
@@ -728,7 +744,13 @@ fn cmd_probe(a: ProbeArgs) -> Result<()> {
         data.test.len(),
         data.classes
     );
-    let o = mae::classifiers::ProbeOptions { epochs: a.epochs, seed: a.seed, ..Default::default() };
+    let o = mae::classifiers::ProbeOptions {
+        epochs: a.epochs,
+        weight_decays: a.weight_decays,
+        lr: a.lr,
+        seed: a.seed,
+        ..Default::default()
+    };
     if a.over_steps {
         let run = &a.source.checkpoint;
         if !run.join(mae::checkpoint::CHECKPOINTS_DIR).is_dir() {
@@ -819,7 +841,13 @@ fn cmd_study(a: StudyArgs) -> Result<()> {
         encoders: a.encoders,
         snapshots: a.snapshots,
         out_dir: a.out,
-        probe: mae::classifiers::ProbeOptions { epochs: a.probe_epochs, seed: a.seed, ..Default::default() },
+        probe: mae::classifiers::ProbeOptions {
+            epochs: a.probe_epochs,
+            weight_decays: a.probe_weight_decays,
+            lr: a.probe_lr,
+            seed: a.seed,
+            ..Default::default()
+        },
         probe_train_limit: a.probe_train_limit,
         features: a.features.spec(),
     };

@@ -110,9 +110,15 @@ pub fn probe_with_baselines(
 
 /// A markdown table of probe rows.
 pub fn probe_table(rows: &[ProbeRow]) -> String {
-    let mut s = String::from("| features | linear probe | k-NN (k=20) |\n|---|---:|---:|\n");
+    let mut s = String::from("| features | linear probe | its weight decay | k-NN (k=20) |\n|---|---:|---:|---:|\n");
     for r in rows {
-        s.push_str(&format!("| {} | {:.2}% | {:.2}% |\n", r.features, 100.0 * r.scores.linear, 100.0 * r.scores.knn));
+        s.push_str(&format!(
+            "| {} | {:.2}% | {} | {:.2}% |\n",
+            r.features,
+            100.0 * r.scores.linear,
+            r.scores.weight_decay,
+            100.0 * r.scores.knn
+        ));
     }
     s
 }
@@ -158,8 +164,12 @@ pub fn probe_over_steps(
         .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split(',').collect();
-            (f.len() == 4 && f[0] == key).then_some(())?;
-            Some((f[1].parse().ok()?, ProbeScores { linear: f[2].parse().ok()?, knn: f[3].parse().ok()? }))
+            (matches!(f.len(), 4 | 5) && f[0] == key).then_some(())?;
+            let weight_decay = f.get(4).map_or(Some(f32::NAN), |v| v.parse().ok())?;
+            Some((
+                f[1].parse().ok()?,
+                ProbeScores { linear: f[2].parse().ok()?, knn: f[3].parse().ok()?, weight_decay },
+            ))
         })
         .collect();
     for (step, path) in models {
@@ -180,7 +190,7 @@ pub fn probe_over_steps(
 
 /// What probe scores depend on besides the model: the features and the probe's training.
 fn curve_key(data: &ProbeData, spec: FeatureSpec, o: &ProbeOptions) -> String {
-    format!("{spec};train={};epochs={};seed={}", data.train.len(), o.epochs, o.seed).replace(',', ";")
+    format!("{spec};train={};{}", data.train.len(), o.key()).replace(',', ";")
 }
 
 /// Keeps the scores of the run's model at `step` in its `probe_vs_steps.csv`, where
@@ -196,7 +206,8 @@ pub fn record_curve_point(
     use std::io::Write;
     let csv = run_dir.join(CURVE_FILE);
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&csv).map_err(|e| Error::io(&csv, e))?;
-    writeln!(f, "{},{step},{},{}", curve_key(data, spec, o), s.linear, s.knn).map_err(|e| Error::io(&csv, e))
+    writeln!(f, "{},{step},{},{},{}", curve_key(data, spec, o), s.linear, s.knn, s.weight_decay)
+        .map_err(|e| Error::io(&csv, e))
 }
 
 /// Linear-probe accuracy against pre-training steps, a line per run, the baselines (`(name,

@@ -13,6 +13,8 @@ pub const PICTURES: u64 = 3;
 pub const RECONSTRUCTION_LOSS: u64 = 4;
 /// The order of the linear probe's training images in each epoch (counter: the epoch).
 pub const PROBE_ORDER: u64 = 11;
+/// Which training features the linear probe holds out to choose its weight decay (counter: 0).
+pub const PROBE_VALIDATION: u64 = 12;
 /// The augmentation of fine-tuning step `s` (counter: `s`).
 pub const FINETUNE_BATCH: u64 = 21;
 

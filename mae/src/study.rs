@@ -102,6 +102,8 @@ pub struct StudyRow {
     pub linear: f32,
     /// k-NN accuracy, in `0..1`.
     pub knn: f32,
+    /// The probe that measured them ([`ProbeOptions::key`]).
+    pub probe: String,
 }
 
 fn target_name(norm_pix: bool) -> &'static str {
@@ -181,17 +183,19 @@ pub fn plan(o: &StudyOptions) -> Vec<RunSpec> {
     runs
 }
 
-const CSV_HEADER: &str = "name,ratio,strategy,target,steps,final_loss,linear_probe,knn,decoder_depth,seed";
+const CSV_HEADER: &str = "name,ratio,strategy,target,steps,final_loss,linear_probe,knn,decoder_depth,seed,probe";
+/// The probe of rows written before the probe column: 30 epochs at lr 2e-3, weight decay 1e-4.
+const PROBE_BEFORE_THE_COLUMN: &str = "unrecorded (30-epoch probe)";
 
-/// The rows of `results.csv`; rows of studies from before the decoder and seed columns take the
-/// study's own (`depth`, `seed`).
+/// The rows of `results.csv`, of every probe; rows of studies from before the decoder, seed and
+/// probe columns take the study's own (`depth`, `seed`) and [`PROBE_BEFORE_THE_COLUMN`].
 fn read_rows(path: &Path, depth: usize, seed: u64) -> Vec<StudyRow> {
     let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
     text.lines()
         .skip(1)
         .filter_map(|l| {
             let f: Vec<&str> = l.split(',').collect();
-            (f.len() == 8 || f.len() == 10).then(|| -> Option<StudyRow> {
+            matches!(f.len(), 8 | 10 | 11).then(|| -> Option<StudyRow> {
                 Some(StudyRow {
                     name: f[0].into(),
                     ratio: f[1].parse().ok()?,
@@ -203,10 +207,18 @@ fn read_rows(path: &Path, depth: usize, seed: u64) -> Vec<StudyRow> {
                     knn: f[7].parse().ok()?,
                     decoder_depth: f.get(8).map_or(Some(depth), |v| v.parse().ok())?,
                     seed: f.get(9).map_or(Some(seed), |v| v.parse().ok())?,
+                    probe: f.get(10).unwrap_or(&PROBE_BEFORE_THE_COLUMN).to_string(),
                 })
             })?
         })
         .collect()
+}
+
+fn csv_line(r: &StudyRow) -> String {
+    format!(
+        "{},{},{},{},{},{},{},{},{},{},{}",
+        r.name, r.ratio, r.strategy, r.target, r.steps, r.final_loss, r.linear, r.knn, r.decoder_depth, r.seed, r.probe
+    )
 }
 
 fn append_row(path: &Path, r: &StudyRow) -> Result<()> {
@@ -216,12 +228,24 @@ fn append_row(path: &Path, r: &StudyRow) -> Result<()> {
     if new {
         writeln!(f, "{CSV_HEADER}").map_err(|e| Error::io(path, e))?;
     }
-    writeln!(
-        f,
-        "{},{},{},{},{},{},{},{},{},{}",
-        r.name, r.ratio, r.strategy, r.target, r.steps, r.final_loss, r.linear, r.knn, r.decoder_depth, r.seed
-    )
-    .map_err(|e| Error::io(path, e))
+    writeln!(f, "{}", csv_line(r)).map_err(|e| Error::io(path, e))
+}
+
+/// Rewrites a `results.csv` of older columns in today's (atomically: a temporary file renamed
+/// over it), keeping every row, so that rows of a new probe can be appended beside the old ones.
+fn upgrade_csv(path: &Path, rows: &[StudyRow]) -> Result<()> {
+    let header = std::fs::read_to_string(path).ok().and_then(|t| t.lines().next().map(str::to_string));
+    if header.is_none_or(|h| h == CSV_HEADER) {
+        return Ok(());
+    }
+    let mut text = format!("{CSV_HEADER}\n");
+    for r in rows {
+        text.push_str(&csv_line(r));
+        text.push('\n');
+    }
+    let tmp = path.with_extension("csv.tmp");
+    std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
 /// The run's last loss: this process's, or, for a run resumed with no step left to do, the log's.
@@ -260,7 +284,12 @@ pub fn run_study(o: &StudyOptions, dev: &Device) -> Result<StudyReport> {
         return Err(Error::Config("snapshots need a budget in steps: give --steps-per-run".into()));
     }
     let csv = o.out_dir.join("results.csv");
-    let mut rows = read_rows(&csv, o.model.decoder_depth, o.seed);
+    let all_rows = read_rows(&csv, o.model.decoder_depth, o.seed);
+    upgrade_csv(&csv, &all_rows)?;
+    // A run probed by another probe is not done: it is probed again (its training, complete, is
+    // not repeated), and the table holds this probe's rows only.
+    let probe_key = o.probe.key();
+    let mut rows: Vec<StudyRow> = all_rows.into_iter().filter(|r| r.probe == probe_key).collect();
     let data = ProbeData::load(&o.data, &o.model, None, o.probe_train_limit, o.seed)?;
     for spec in plan(o) {
         let name = spec.name.clone();
@@ -312,6 +341,7 @@ pub fn run_study(o: &StudyOptions, dev: &Device) -> Result<StudyReport> {
             final_loss: final_loss(&report),
             linear: scores.linear,
             knn: scores.knn,
+            probe: probe_key.clone(),
         };
         eprintln!(
             "study: {name}: {} steps, loss {:.4}, linear probe {:.2}%, k-NN {:.2}%",
@@ -375,13 +405,15 @@ pub fn markdown(o: &StudyOptions, rows: &[StudyRow], baselines: &[(String, f32, 
     let _ = writeln!(
         s,
         "Model `{}` on `{}`, {budget} of pre-training per run (recipe {}, seed {}); probes on {} features \
-         ({} training images), linear probe = standardised features + softmax regression, k-NN = k 20, cosine.\n",
+         ({} training images), linear probe = standardised features + softmax regression ({}), k-NN = k 20, \
+         cosine.\n",
         o.model.name,
         o.data,
         o.recipe,
         o.seed,
         o.features,
-        o.probe_train_limit.map(|n| n.to_string()).unwrap_or_else(|| "all".into())
+        o.probe_train_limit.map(|n| n.to_string()).unwrap_or_else(|| "all".into()),
+        o.probe.key()
     );
     s.push_str(
         "| run | mask ratio | strategy | target | decoder depth | seed | steps | final loss | linear probe | k-NN |\n",

@@ -11,13 +11,18 @@ use mae::study::{StudyOptions, plan, run_study};
 
 /// Gaussian blobs around well-separated class centres in 16 dimensions.
 fn separable(n_per_class: usize, classes: usize, seed: u64) -> Features {
+    blobs(n_per_class, classes, 6.0, seed)
+}
+
+/// Unit Gaussian blobs in 16 dimensions whose class centres lie `spread` apart along their axes.
+fn blobs(n_per_class: usize, classes: usize, spread: f32, seed: u64) -> Features {
     let mut rng = Rng::new(seed);
     let dim = 16;
     let (mut x, mut y) = (Vec::new(), Vec::new());
     for c in 0..classes {
         for _ in 0..n_per_class {
             for j in 0..dim {
-                let centre = if j % classes == c { 6.0 } else { 0.0 };
+                let centre = if j % classes == c { spread } else { 0.0 };
                 x.push(centre + rng.normal());
             }
             y.push(c as u32);
@@ -32,8 +37,31 @@ fn the_linear_probe_separates_linearly_separable_features() {
     standardize(&mut train, &mut test);
     let acc =
         linear_probe(&train, &test, 4, &ProbeOptions { epochs: 10, batch: 64, ..Default::default() }, &Device::Cpu)
-            .unwrap();
+            .unwrap()
+            .accuracy;
     assert!(acc >= 0.99, "accuracy {acc}");
+}
+
+#[test]
+fn the_probe_chooses_its_weight_decay_on_held_out_training_features_never_the_test_split() {
+    // Overlapping classes: how well a probe does depends on how exact its weights are.
+    let (mut train, mut test) = (blobs(200, 4, 1.0, 3), blobs(50, 4, 1.0, 4));
+    standardize(&mut train, &mut test);
+    let probe = |decays: &[f32], test: &Features| {
+        let o = ProbeOptions { epochs: 5, batch: 32, weight_decays: decays.to_vec(), ..Default::default() };
+        linear_probe(&train, test, 4, &o, &Device::Cpu).unwrap()
+    };
+    // A decay this strong pulls the weights to nothing each step: it loses on the held-out
+    // features, whichever order the candidates come in.
+    for decays in [[0.0, 30.0], [30.0, 0.0]] {
+        let p = probe(&decays, &test);
+        assert_eq!(p.weight_decay, 0.0, "{decays:?}");
+    }
+    // The test labels play no part in the choice: scrambled, the same decay is chosen.
+    let scrambled = Features::new(test.x.clone(), test.y.iter().map(|&y| (y + 1) % 4).collect(), test.dim).unwrap();
+    assert_eq!(probe(&[30.0, 0.0], &scrambled).weight_decay, 0.0);
+    // One candidate is used as it is, without a held-out split.
+    assert_eq!(probe(&[30.0], &test).weight_decay, 30.0);
 }
 
 #[test]
@@ -146,6 +174,24 @@ fn the_study_runs_end_to_end_on_a_tiny_budget() {
     assert_eq!(redone.steps, first.steps);
     // The log keeps 6 decimals.
     assert!((redone.final_loss - first.final_loss).abs() <= 1e-5 * first.final_loss.abs(), "{redone:?}");
+    // A results.csv from before the probe column (10 columns): its rows count as another probe's,
+    // so every run is probed again without training again, and the old rows stay in the file.
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let old: Vec<String> = text.lines().map(|l| l.rsplit_once(',').unwrap().0.to_string()).collect();
+    std::fs::write(&csv, old.join("\n") + "\n").unwrap();
+    let fourth = run_study(&o, &Device::Cpu).unwrap();
+    assert_eq!(fourth.rows.len(), 6);
+    assert!(fourth.rows.iter().all(|r| r.probe == o.probe.key()));
+    assert_eq!(
+        fourth.rows.iter().map(|r| r.steps).collect::<Vec<_>>(),
+        r.rows.iter().map(|r| r.steps).collect::<Vec<_>>()
+    );
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert!(
+        text.starts_with("name,ratio,strategy,target,steps,final_loss,linear_probe,knn,decoder_depth,seed,probe\n")
+    );
+    assert_eq!(text.lines().filter(|l| l.ends_with("(30-epoch probe)")).count(), 6, "{text}");
+    assert_eq!(text.lines().count(), 1 + 12, "{text}");
     std::fs::remove_dir_all(out).unwrap();
 }
 
