@@ -300,7 +300,9 @@ struct ShapeArgs {
     heads: Option<usize>,
     #[arg(long)]
     decoder_dim: Option<usize>,
-    #[arg(long)]
+    #[arg(long, help = recipe_default("Transformer blocks in the decoder", |r| {
+        r.decoder_depth.map_or("the preset's".into(), |d| d.to_string())
+    }))]
     decoder_depth: Option<usize>,
     #[arg(long)]
     decoder_heads: Option<usize>,
@@ -589,6 +591,9 @@ fn cmd_train(a: TrainArgs, m: &clap::ArgMatches) -> Result<()> {
     let mut model = ModelConfig::by_name(a.model.as_deref().unwrap_or(default_model(&data)))?;
     // The recipe of the preset chosen, also when shape flags change (and rename) it.
     let recipe = Recipe::for_model(a.recipe, &model);
+    if a.shape.decoder_depth.is_none() {
+        recipe.shape(&mut model);
+    }
     a.shape.apply(&mut model);
     model.norm_pix_loss = !a.pixel_target;
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{}", model.name, timestamp())));

@@ -48,7 +48,9 @@ pub struct StudyOptions {
     pub seconds_per_run: Option<f64>,
     /// Pre-training steps per run.
     pub steps_per_run: Option<u64>,
-    /// Batch, learning rate, warmup, weight decay and crop scale of every run.
+    /// Batch, learning rate, warmup, weight decay and crop scale of every run. Not its decoder
+    /// depth: the study's runs keep the preset's shape (which its results name), and
+    /// `decoder_depths` sets others beside it.
     pub recipe: Recipe,
     /// Seed of every run of the grid.
     pub seed: u64,

@@ -263,9 +263,22 @@ fn the_training_defaults_come_from_the_recipe_and_the_help_says_which() {
         return;
     }
     let o = out.to_str().unwrap();
-    let r = run(&["train", "--data", "fashion-mnist", "--decoder-depth", "1", "--steps", "1", "--out", o]);
+    let decoder_of_the_run = || {
+        let model = mae::checkpoint::CheckpointDir::new(&out).latest().unwrap().join(mae::checkpoint::MODEL_FILE);
+        let meta = mae::checkpoint::read_checkpoint_metadata(&model).unwrap();
+        let c = mae::config::ModelConfig::from_metadata(&meta[mae::checkpoint::META_CONFIG]).unwrap();
+        (c.decoder_depth, c.name)
+    };
+    let r = run(&["train", "--data", "fashion-mnist", "--decoder-depth", "2", "--steps", "1", "--out", o]);
     assert!(r.status.success(), "{}", stderr(&r));
     assert!(stderr(&r).contains("recipe tuned: batch 64"), "{}", stderr(&r));
+    assert_eq!(decoder_of_the_run(), (2, "mae_vit_d128x6h4_dec64x2h4_patch4_28px1c".to_string()));
+    let _ = std::fs::remove_dir_all(&out);
+    // Without the flag, the tuned recipe's one-block decoder, named so.
+    let r = run(&["train", "--data", "fashion-mnist", "--steps", "1", "--out", o]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert!(stderr(&r).contains("decoder depth 1"), "{}", stderr(&r));
+    assert_eq!(decoder_of_the_run(), (1, "mae_vit_micro_patch4_28_dec1".to_string()));
     let _ = std::fs::remove_dir_all(&out);
 }
 
