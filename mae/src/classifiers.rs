@@ -314,7 +314,7 @@ pub const KNN_TEMPERATURE: f32 = 0.07;
 pub struct ProbeScores {
     /// Top-1 accuracy of the linear probe, in `0..1`.
     pub linear: f32,
-    /// The weight decay the linear probe chose (NaN where not recorded).
+    /// The weight decay the linear probe chose.
     pub weight_decay: f32,
     /// Top-1 accuracy of k-NN, in `0..1`.
     pub knn: f32,

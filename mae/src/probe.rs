@@ -164,8 +164,9 @@ pub fn probe_over_steps(
         .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split(',').collect();
-            (matches!(f.len(), 4 | 5) && f[0] == key).then_some(())?;
-            let weight_decay = f.get(4).map_or(Some(f32::NAN), |v| v.parse().ok())?;
+            // Lines of older probes (4 fields, another key) never match.
+            (f.len() == 5 && f[0] == key).then_some(())?;
+            let weight_decay = f[4].parse().ok()?;
             Some((
                 f[1].parse().ok()?,
                 ProbeScores { linear: f[2].parse().ok()?, knn: f[3].parse().ok()?, weight_decay },
