@@ -250,6 +250,65 @@ fn upgrade_csv(path: &Path, rows: &[StudyRow]) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
+const BASELINES_HEADER: &str = "name,key,linear_probe,knn";
+
+/// The two baselines' scores (raw pixels, the encoder at random initialisation): the same for
+/// every run of a study and for every start of it, and a probe takes minutes, so they are kept in
+/// `baselines.csv` under a key of everything they depend on (the data and how many training images
+/// the probe sees, the model, the features, the probe, the seed) and probed again only when that
+/// changes. Lines of other keys stay in the file; it is rewritten atomically.
+fn baselines(o: &StudyOptions, data: &ProbeData, dev: &Device) -> Result<Vec<(String, f32, f32)>> {
+    const NAMES: [&str; 2] = ["raw pixels", "random-init encoder"];
+    let path = o.out_dir.join("baselines.csv");
+    let key = format!(
+        "data={};train={};model={:?};features={};seed={};{}",
+        o.data,
+        data.train.len(),
+        o.model,
+        o.features,
+        o.seed,
+        o.probe.key()
+    )
+    .replace([',', '\n'], ";");
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let kept: Vec<(String, String, f32, f32)> = text
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f.len() == 4)
+                .then(|| Some((f[0].to_string(), f[1].to_string(), f[2].parse().ok()?, f[3].parse().ok()?)))?
+        })
+        .collect();
+    let cached: Vec<(String, f32, f32)> = NAMES
+        .iter()
+        .filter_map(|name| kept.iter().find(|r| r.0 == *name && r.1 == key).map(|r| (r.0.clone(), r.2, r.3)))
+        .collect();
+    if cached.len() == NAMES.len() {
+        eprintln!("study: baselines already probed ({})", path.display());
+        return Ok(cached);
+    }
+    eprintln!("study: baselines");
+    let (tr, te) = pixel_features(data, o.model.img_size)?;
+    let pixels = score(tr, te, data.classes, &o.probe, dev)?;
+    let random = crate::model::MaskedAutoencoder::new(&o.model, o.seed.wrapping_add(1), dev)?;
+    let (tr, te) = encoder_features(&random, data, o.features)?;
+    let random = score(tr, te, data.classes, &o.probe, dev)?;
+    let scores: Vec<(String, f32, f32)> =
+        NAMES.iter().zip([pixels, random]).map(|(name, s)| (name.to_string(), s.linear, s.knn)).collect();
+    let mut out = format!("{BASELINES_HEADER}\n");
+    for (name, k, linear, knn) in kept.iter().filter(|r| r.1 != key) {
+        out.push_str(&format!("{name},{k},{linear},{knn}\n"));
+    }
+    for (name, linear, knn) in &scores {
+        out.push_str(&format!("{name},{key},{linear},{knn}\n"));
+    }
+    let tmp = path.with_extension("csv.tmp");
+    std::fs::write(&tmp, out).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+    Ok(scores)
+}
+
 /// The run's last loss: this process's, or, for a run resumed with no step left to do, the log's.
 fn final_loss(report: &crate::train::TrainReport) -> f32 {
     report.losses.last().map(|l| l.1).unwrap_or_else(|| {
@@ -355,15 +414,7 @@ pub fn run_study(o: &StudyOptions, dev: &Device) -> Result<StudyReport> {
         append_row(&csv, &row)?;
         rows.push(row);
     }
-    eprintln!("study: baselines");
-    let mut baselines = Vec::new();
-    let (tr, te) = pixel_features(&data, o.model.img_size)?;
-    let s = score(tr, te, data.classes, &o.probe, dev)?;
-    baselines.push(("raw pixels".to_string(), s.linear, s.knn));
-    let random = crate::model::MaskedAutoencoder::new(&o.model, o.seed.wrapping_add(1), dev)?;
-    let (tr, te) = encoder_features(&random, &data, o.features)?;
-    let s = score(tr, te, data.classes, &o.probe, dev)?;
-    baselines.push(("random-init encoder".to_string(), s.linear, s.knn));
+    let baselines = baselines(o, &data, dev)?;
 
     // The probe against pre-training time, for the masked model and the plain autoencoder.
     let mut curves = Vec::new();

@@ -162,6 +162,19 @@ fn the_study_runs_end_to_end_on_a_tiny_budget() {
     // A second start finds every run done and only redraws the table.
     let again = run_study(&o, &Device::Cpu).unwrap();
     assert_eq!(again.rows, r.rows);
+    assert_eq!(again.baselines, r.baselines);
+    // The baselines were probed once and kept: a start reads them back (here, doctored ones).
+    let baselines_csv = out.join("baselines.csv");
+    let doctored: Vec<String> = std::fs::read_to_string(&baselines_csv)
+        .unwrap()
+        .lines()
+        .enumerate()
+        .map(|(i, l)| if i == 0 { l.to_string() } else { l.rsplitn(3, ',').last().unwrap().to_string() + ",0.5,0.25" })
+        .collect();
+    assert_eq!(doctored.len(), 3, "{doctored:?}");
+    std::fs::write(&baselines_csv, doctored.join("\n") + "\n").unwrap();
+    let cached = run_study(&o, &Device::Cpu).unwrap();
+    assert!(cached.baselines.iter().all(|b| (b.1, b.2) == (0.5, 0.25)), "{:?}", cached.baselines);
     // Killed after a run's last checkpoint but before its row was written: the run has no step
     // left, and its row still gets the loss it ended with.
     let csv = out.join("results.csv");
@@ -192,6 +205,11 @@ fn the_study_runs_end_to_end_on_a_tiny_budget() {
     );
     assert_eq!(text.lines().filter(|l| l.ends_with("(30-epoch probe)")).count(), 6, "{text}");
     assert_eq!(text.lines().count(), 1 + 12, "{text}");
+    // Another probe probes the baselines again and keeps the first probe's lines beside its own.
+    let other = StudyOptions { probe: ProbeOptions { epochs: 1, ..o.probe.clone() }, ..o };
+    let fifth = run_study(&other, &Device::Cpu).unwrap();
+    assert!(fifth.baselines.iter().all(|b| (b.1, b.2) != (0.5, 0.25)), "{:?}", fifth.baselines);
+    assert_eq!(std::fs::read_to_string(&baselines_csv).unwrap().lines().count(), 1 + 4);
     std::fs::remove_dir_all(out).unwrap();
 }
 
