@@ -163,10 +163,9 @@ pub fn linear_probe(
         first
     } else {
         let (fit, validation) = split_off(train, held_out, o.seed)?;
+        let scores = validation_accuracies(&fit, &validation, classes, o, dev)?;
         let mut best = (f32::NEG_INFINITY, first);
-        for &wd in &o.weight_decays {
-            let (w, b) = fit_softmax_regression(&fit, classes, o, wd, dev)?;
-            let acc = accuracy(&validation, &w, &b, dev)?;
+        for (&wd, acc) in o.weight_decays.iter().zip(scores) {
             // Ties go to the weaker decay, tried first.
             if acc > best.0 {
                 best = (acc, wd);
@@ -176,6 +175,41 @@ pub fn linear_probe(
     };
     let (w, b) = fit_softmax_regression(train, classes, o, weight_decay, dev)?;
     Ok(LinearProbe { accuracy: accuracy(test, &w, &b, dev)?, weight_decay })
+}
+
+/// The held-out accuracy of a fit on `fit` for each of the weight decays, in their order. On the
+/// CPU the fits run side by side, one thread each, as many at once as there are cores
+/// (`parallel::threads_for`): a fit's
+/// products (`[512, dim] x [dim, classes]`) are too small to be split between threads, so one fit
+/// at a time would leave all cores but one idle. Each fit is computed by the same kernels whatever
+/// thread runs it, so the accuracies are those of fitting one after the other.
+fn validation_accuracies(
+    fit: &Features,
+    validation: &Features,
+    classes: usize,
+    o: &ProbeOptions,
+    dev: &Device,
+) -> Result<Vec<f32>> {
+    let score = |wd: f32| -> Result<f32> {
+        let (w, b) = fit_softmax_regression(fit, classes, o, wd, dev)?;
+        accuracy(validation, &w, &b, dev)
+    };
+    if !dev.is_cpu() {
+        return o.weight_decays.iter().map(|&wd| score(wd)).collect();
+    }
+    // One thread per fit, at most one per core (or what `parallel::with_threads` asks for).
+    let at_once = engine::cpu::parallel::threads_for(o.weight_decays.len(), engine::cpu::parallel::NS_PER_THREAD);
+    let mut scores = Vec::with_capacity(o.weight_decays.len());
+    for round in o.weight_decays.chunks(at_once) {
+        let results: Vec<Result<f32>> = std::thread::scope(|s| {
+            let handles: Vec<_> = round.iter().map(|&wd| s.spawn(move || score(wd))).collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
+        });
+        for r in results {
+            scores.push(r?);
+        }
+    }
+    Ok(scores)
 }
 
 /// `f` shuffled by the seed and cut in two: `(the rest, held_out rows)`.
@@ -213,16 +247,17 @@ fn fit_softmax_regression(
     let total = (per_epoch * o.epochs.max(1)) as f64;
     let mut order: Vec<usize> = (0..train.len()).collect();
     let mut step = 0u64;
-    let mut xb = Vec::with_capacity(batch * d);
     for epoch in 0..o.epochs.max(1) {
         stream(o.seed, epoch as u64, streams::PROBE_ORDER).shuffle(&mut order);
         for chunk in order.chunks_exact(batch) {
-            xb.clear();
+            // Gathered straight into the batch tensor's own buffer (on the CPU, `from_vec` keeps
+            // the vector): one pass over the rows, not a gather and then a copy.
+            let mut xb = Vec::with_capacity(batch * d);
             for &i in chunk {
                 xb.extend_from_slice(&train.x[i * d..(i + 1) * d]);
             }
             let yb = Indices::new(chunk.iter().map(|&i| train.y[i]).collect(), &[batch])?;
-            let x = Tensor::from_slice(&xb, &[batch, d], dev)?;
+            let x = Tensor::from_vec(xb, &[batch, d], dev)?;
             let loss = ops::cross_entropy(&ops::linear(&x, &w, Some(&b))?, &yb)?;
             backward(&loss)?;
             let lr = learning_rate(o.lr, 0.0, o.warmup_fraction, 1.0, step as f64 / total) as f32;

@@ -65,6 +65,18 @@ fn the_probe_chooses_its_weight_decay_on_held_out_training_features_never_the_te
 }
 
 #[test]
+fn fits_side_by_side_choose_and_score_as_fits_one_after_the_other() {
+    let (mut train, mut test) = (blobs(100, 4, 1.0, 5), blobs(30, 4, 1.0, 6));
+    standardize(&mut train, &mut test);
+    let o = ProbeOptions { epochs: 3, batch: 32, weight_decays: vec![0.3, 0.0, 3.0, 0.01, 0.1], ..Default::default() };
+    let probe = || linear_probe(&train, &test, 4, &o, &Device::Cpu).unwrap();
+    let one_at_a_time = engine::cpu::parallel::with_threads(1, probe);
+    for threads in [2, 3] {
+        assert_eq!(engine::cpu::parallel::with_threads(threads, probe), one_at_a_time, "{threads} fits at once");
+    }
+}
+
+#[test]
 fn knn_gives_the_known_answer_on_a_hand_made_set() {
     // Two classes along two axes; each query sits closest (by angle) to one class.
     let train =
