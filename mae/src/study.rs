@@ -462,7 +462,9 @@ pub fn markdown(o: &StudyOptions, rows: &[StudyRow], baselines: &[(String, f32, 
          cosine.\n",
         o.model.name,
         o.data,
-        o.recipe,
+        // The study keeps the preset's shape (each run's decoder depth is in its column), so the
+        // recipe's own decoder depth is not what its runs used.
+        crate::recipe::Recipe { decoder_depth: None, ..o.recipe },
         o.seed,
         o.features,
         o.probe_train_limit.map(|n| n.to_string()).unwrap_or_else(|| "all".into()),

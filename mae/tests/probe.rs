@@ -142,7 +142,8 @@ fn the_study_runs_end_to_end_on_a_tiny_budget() {
         targets: vec![true],
         seconds_per_run: None,
         steps_per_run: Some(3),
-        recipe: Recipe { batch: 32, base_lr: 1e-3, ..Recipe::paper() },
+        // A recipe's decoder depth does not apply: the study keeps the preset's (1 here).
+        recipe: Recipe { batch: 32, base_lr: 1e-3, decoder_depth: Some(2), ..Recipe::paper() },
         seed: 0,
         extra_seeds: vec![],
         decoder_depths: vec![],
@@ -165,6 +166,8 @@ fn the_study_runs_end_to_end_on_a_tiny_budget() {
     }
     let table = std::fs::read_to_string(&r.table).unwrap();
     assert!(table.contains("norm-pix-block-r0.75") && table.contains("raw pixels"), "{table}");
+    assert!(r.rows.iter().all(|row| row.decoder_depth == 1), "{:?}", r.rows);
+    assert!(!table.contains("decoder depth 2"), "{table}");
     assert!(r.plot.is_file());
     // Three snapshots a run; the masked and the plain runs probed at each, on one plot.
     let snaps = mae::train::list_snapshots(&out.join("runs").join("norm-pix-random-r0.75"));
