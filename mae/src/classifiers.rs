@@ -179,10 +179,10 @@ pub fn linear_probe(
 
 /// The held-out accuracy of a fit on `fit` for each of the weight decays, in their order. On the
 /// CPU the fits run side by side, one thread each, as many at once as there are cores
-/// (`parallel::threads_for`): a fit's
-/// products (`[512, dim] x [dim, classes]`) are too small to be split between threads, so one fit
-/// at a time would leave all cores but one idle. Each fit is computed by the same kernels whatever
-/// thread runs it, so the accuracies are those of fitting one after the other.
+/// (`parallel::threads_for`): a fit's products (`[512, dim] x [dim, classes]`) are too small to be
+/// split between threads, so one fit at a time would leave all cores but one idle. Each fit is
+/// computed by the same kernels whatever thread runs it, so the accuracies are those of fitting
+/// one after the other.
 fn validation_accuracies(
     fit: &Features,
     validation: &Features,

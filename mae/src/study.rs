@@ -236,6 +236,7 @@ fn append_row(path: &Path, r: &StudyRow) -> Result<()> {
 /// Rewrites a `results.csv` of older columns in today's (atomically: a temporary file renamed
 /// over it), keeping every row, so that rows of a new probe can be appended beside the old ones.
 fn upgrade_csv(path: &Path, rows: &[StudyRow]) -> Result<()> {
+    use std::io::Write;
     let header = std::fs::read_to_string(path).ok().and_then(|t| t.lines().next().map(str::to_string));
     if header.is_none_or(|h| h == CSV_HEADER) {
         return Ok(());
@@ -245,9 +246,7 @@ fn upgrade_csv(path: &Path, rows: &[StudyRow]) -> Result<()> {
         text.push_str(&csv_line(r));
         text.push('\n');
     }
-    let tmp = path.with_extension("csv.tmp");
-    std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    crate::io::atomic::write_atomically(path, |f| f.write_all(text.as_bytes()))
 }
 
 const BASELINES_HEADER: &str = "name,key,linear_probe,knn";
@@ -258,6 +257,7 @@ const BASELINES_HEADER: &str = "name,key,linear_probe,knn";
 /// the probe sees, the model, the features, the probe, the seed) and probed again only when that
 /// changes. Lines of other keys stay in the file; it is rewritten atomically.
 fn baselines(o: &StudyOptions, data: &ProbeData, dev: &Device) -> Result<Vec<(String, f32, f32)>> {
+    use std::io::Write;
     const NAMES: [&str; 2] = ["raw pixels", "random-init encoder"];
     let path = o.out_dir.join("baselines.csv");
     let key = format!(
@@ -303,9 +303,7 @@ fn baselines(o: &StudyOptions, data: &ProbeData, dev: &Device) -> Result<Vec<(St
     for (name, linear, knn) in &scores {
         out.push_str(&format!("{name},{key},{linear},{knn}\n"));
     }
-    let tmp = path.with_extension("csv.tmp");
-    std::fs::write(&tmp, out).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+    crate::io::atomic::write_atomically(&path, |f| f.write_all(out.as_bytes()))?;
     Ok(scores)
 }
 
