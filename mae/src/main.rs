@@ -181,7 +181,8 @@ struct StudyArgs {
     #[arg(long, value_delimiter = ',', value_parser = parse_shape)]
     encoders: Vec<(usize, usize)>,
     /// Keep N snapshots per run and draw the linear probe against steps for ratio 0.75 and ratio
-    /// 0 (probe_vs_steps.png; needs --steps-per-run).
+    /// 0 (probe_vs_steps.png; needs --steps-per-run); where those runs were trained without
+    /// snapshots, an --extra-seeds run's are drawn.
     #[arg(long, default_value_t = 0)]
     snapshots: u64,
     /// Probe on the first N training images only (quicker).

@@ -69,7 +69,8 @@ pub struct StudyOptions {
     /// preset's head width (the scale of the model).
     pub encoders: Vec<(usize, usize)>,
     /// Keep this many evenly spaced snapshots per run and probe those of the ratio-0 and
-    /// ratio-0.75 random runs: `probe_vs_steps.png` (0: none; needs `steps_per_run`).
+    /// ratio-0.75 random runs (of an extra seed where the study's own seed's were trained
+    /// without snapshots): `probe_vs_steps.png` (0: none; needs `steps_per_run`).
     pub snapshots: u64,
     /// The study folder (see the module's comment).
     pub out_dir: PathBuf,
@@ -417,12 +418,9 @@ pub fn run_study(o: &StudyOptions, dev: &Device) -> Result<StudyReport> {
     // The probe against pre-training time, for the masked model and the plain autoencoder.
     let mut curves = Vec::new();
     if o.snapshots > 0 {
-        for name in ["norm-pix-random-r0.75", "norm-pix-none-r0.00"] {
-            let run_dir = o.out_dir.join("runs").join(name);
-            if rows.iter().any(|r| r.name == name) {
-                eprintln!("study: probing the snapshots of {name}");
-                curves.push(probe_over_steps(&run_dir, &data, o.features, &o.probe, dev)?);
-            }
+        for name in curve_runs(o, &rows) {
+            eprintln!("study: probing the snapshots of {name}");
+            curves.push(probe_over_steps(&o.out_dir.join("runs").join(&name), &data, o.features, &o.probe, dev)?);
         }
     }
     let steps_plot = (!curves.is_empty()).then(|| o.out_dir.join("probe_vs_steps.png"));
@@ -443,6 +441,23 @@ pub fn run_study(o: &StudyOptions, dev: &Device) -> Result<StudyReport> {
         rows.iter().filter(|r| r.decoder_depth == o.model.decoder_depth && r.seed == o.seed).cloned().collect();
     save_png(&plot, &probe_plot(&main, &baselines))?;
     Ok(StudyReport { rows, baselines, table, plot, steps_plot })
+}
+
+/// The runs whose probe is drawn against steps: the masked (0.75 random) and the plain
+/// autoencoder at the study's seed, or, where that run kept no snapshots (it was trained before
+/// the study asked for them), the first of its extra seeds that did.
+fn curve_runs(o: &StudyOptions, rows: &[StudyRow]) -> Vec<String> {
+    let done = |name: &String| rows.iter().any(|r| &r.name == name);
+    ["norm-pix-random-r0.75", "norm-pix-none-r0.00"]
+        .into_iter()
+        .filter_map(|base| {
+            let seeds = o.extra_seeds.iter().filter(|&&s| s != o.seed).map(|s| format!("{base}-s{s}"));
+            let candidates: Vec<String> = std::iter::once(base.to_string()).chain(seeds).filter(done).collect();
+            let kept_snapshots =
+                |name: &&String| !crate::train::list_snapshots(&o.out_dir.join("runs").join(name)).is_empty();
+            candidates.iter().find(kept_snapshots).or(candidates.first()).cloned()
+        })
+        .collect()
 }
 
 /// The study's table in markdown.

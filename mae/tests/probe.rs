@@ -229,6 +229,46 @@ fn the_study_runs_end_to_end_on_a_tiny_budget() {
 }
 
 #[test]
+fn the_probe_against_steps_uses_an_extra_seeds_runs_when_the_first_kept_no_snapshots() {
+    let out = std::env::temp_dir().join(format!("mae-study-curves-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let o = StudyOptions {
+        data: DataSource::Builtin { count: 120 },
+        model: ModelConfig::by_name("mae_vit_nano_patch4_16").unwrap(),
+        ratios: vec![0.0, 0.75],
+        strategies: vec![MaskStrategy::Random],
+        targets: vec![true],
+        seconds_per_run: None,
+        steps_per_run: Some(2),
+        recipe: Recipe { batch: 16, base_lr: 1e-3, ..Recipe::paper() },
+        seed: 0,
+        extra_seeds: vec![],
+        decoder_depths: vec![],
+        no_augment_run: false,
+        train_limits: vec![],
+        encoders: vec![],
+        snapshots: 0,
+        out_dir: out.clone(),
+        probe: ProbeOptions { epochs: 1, batch: 64, ..Default::default() },
+        probe_train_limit: Some(100),
+        features: FeatureSpec::output(Pool::Both),
+    };
+    // A study without snapshots, then its second part with a second seed and snapshots: the
+    // curves are the second seed's, two points each, not a lone point of the first seed's runs.
+    run_study(&o, &Device::Cpu).unwrap();
+    let more = StudyOptions { extra_seeds: vec![1], snapshots: 2, ..o };
+    let r = run_study(&more, &Device::Cpu).unwrap();
+    assert_eq!(r.rows.len(), 4);
+    let table = std::fs::read_to_string(&r.table).unwrap();
+    let curve_table = &table[table.find("against pre-training steps").expect("a curve table")..];
+    assert!(curve_table.contains("norm-pix-random-r0.75-s1 linear"), "{curve_table}");
+    assert!(curve_table.contains("norm-pix-none-r0.00-s1 linear"), "{curve_table}");
+    assert!(!curve_table.contains("r0.75 linear"), "{curve_table}");
+    assert!(r.steps_plot.is_some_and(|p| p.is_file()));
+    std::fs::remove_dir_all(out).unwrap();
+}
+
+#[test]
 fn features_of_several_blocks_put_each_images_blocks_side_by_side() {
     let c = ModelConfig::by_name("mae_vit_nano_patch4_16").unwrap();
     let model = mae::model::MaskedAutoencoder::new(&c, 3, &Device::Cpu).unwrap();
