@@ -930,6 +930,50 @@ fn mae_loss_and_its_backward_match_the_reference() {
     }
 }
 
+// Cross-entropy: `loss = ln(sum e) - (x_label - max)` with `sum e` a sum of `C` fast exps (each
+// within ~2 ulps relative), so `ln(sum e)` is within ~(C + 4) u absolutely and the difference
+// adds a rounding of `|x_label - max|` and of the loss; each probability is within ~(C + 4) u
+// relative (its exp, the sum, the division) and `|x - max| u` (the rounded argument of its exp),
+// plus an absolute floor for those that underflow.
+
+#[test]
+fn cross_entropy_matches_the_reference_on_uneven_shapes_and_wide_logits() {
+    let mut rng = Rng::new(18);
+    for (rows_, classes) in [(1, 137), (45, 10), (512, 10), (7, 1), (33, 1000), (3, 2)] {
+        // Rows of very different scales: differences from the row's max up to ~1e3 (exp
+        // underflows to 0) and down to ~1e-3 (near-uniform probabilities).
+        let mut logits = Vec::with_capacity(rows_ * classes);
+        for _ in 0..rows_ {
+            let (offset, scale) = (rng.uniform_range(-50.0, 50.0), 10f32.powf(rng.uniform_range(-3.0, 3.0)));
+            logits.extend((0..classes).map(|_| offset + scale * rng.normal()));
+        }
+        let labels: Vec<u32> = (0..rows_).map(|_| rng.below(classes) as u32).collect();
+        let (want_l, want_p) = reference::cross_entropy(&logits, &labels, rows_, classes);
+        let c = classes as f64;
+        let tol_l = |r: usize| {
+            let x = &logits[r * classes..(r + 1) * classes];
+            let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let gap = max - x[labels[r] as usize] as f64;
+            (c + 4.0) * U * 2.0 + U * gap + 2.0 * U * want_l[r].abs() as f64
+        };
+        // The argument `x - max` is rounded too: its error scales the probability by `U |x - max|`.
+        let tol_p = |i: usize| {
+            let x = &logits[(i / classes) * classes..(i / classes + 1) * classes];
+            let gap = x.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64 - logits[i] as f64;
+            ((c + 4.0) * 2.0 + gap) * U * want_p[i].abs() as f64 + 1e-37
+        };
+        for (isa, (l, p)) in run_everywhere("cross_entropy", || {
+            let (mut l, mut p) = (vec![f32::NAN; rows_], vec![f32::NAN; rows_ * classes]);
+            loss::cross_entropy(&logits, &labels, rows_, classes, &mut l[..], &mut p[..]);
+            (l, p)
+        }) {
+            let what = format!("cross_entropy {rows_}x{classes} ({isa:?})");
+            assert_within(&l, &want_l, tol_l, 0.0, &format!("{what} loss"));
+            assert_within(&p, &want_p, tol_p, 0.0, &format!("{what} probabilities"));
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The backend: the same kernels, writing into fresh buffers that are never zeroed beforehand
 

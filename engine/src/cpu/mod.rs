@@ -418,7 +418,13 @@ impl Backend for CpuBackend {
         classes: usize,
     ) -> Result<(Storage, Storage)> {
         let _t = profile::scope("cross_entropy");
-        let (l, p) = reference::cross_entropy(&logits.cpu()?, labels.values(), rows, classes);
+        let logits = logits.cpu()?;
+        check_len("cross_entropy logits", logits.len(), rows * classes)?;
+        check_len("cross_entropy labels", labels.values().len(), rows)?;
+        labels.check_below(classes, "cross_entropy labels")?;
+        let (l, p) = out2((rows, rows * classes), |l, p| {
+            fast::loss::cross_entropy(&logits, labels.values(), rows, classes, l, p)
+        });
         Ok((new(l)?, new(p)?))
     }
 
