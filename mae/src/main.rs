@@ -109,6 +109,11 @@ struct ProbeArgs {
     /// linear probe against pre-training steps, raw pixels as a flat line (RUN/probe_vs_steps.png).
     #[arg(long)]
     over_steps: bool,
+    /// Probe the two baselines again rather than reading their scores from the cache, which
+    /// keeps them between runs (`$MAE_CACHE_DIR`, else `$XDG_CACHE_HOME/mae`, else `~/.cache/mae`:
+    /// `baselines.csv`, keyed by the images, normalisation, model, features and probe).
+    #[arg(long)]
+    fresh_baselines: bool,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -757,6 +762,15 @@ fn cmd_probe(a: ProbeArgs) -> Result<()> {
         seed: a.seed,
         ..Default::default()
     };
+    let cache_file = mae::probe::default_baseline_cache();
+    let (cache, fresh) = (cache_file.as_deref(), a.fresh_baselines);
+    if let Some(path) = cache {
+        eprintln!(
+            "baselines: kept in {}, read back for the same images, model, features and probe{}",
+            path.display(),
+            if fresh { " (not this time: --fresh-baselines)" } else { "" }
+        );
+    }
     if a.over_steps {
         let run = &a.source.checkpoint;
         if !run.join(mae::checkpoint::CHECKPOINTS_DIR).is_dir() {
@@ -766,21 +780,24 @@ fn cmd_probe(a: ProbeArgs) -> Result<()> {
             )));
         }
         let curve = mae::probe::probe_over_steps(run, &data, spec, &o, &dev)?;
-        let (tr, te) = mae::probe::pixel_features(&data, l.model.config.img_size)?;
-        let pixels = mae::classifiers::score(tr, te, data.classes, &o, &dev)?;
+        let b =
+            mae::probe::baseline_scores(&l.model.config, &data, spec, &o, o.seed.wrapping_add(1), &dev, cache, fresh)?;
         let plot = run.join("probe_vs_steps.png");
-        let baselines = [("raw pixels".to_string(), pixels.linear)];
+        let baselines =
+            [("raw pixels".to_string(), b.pixels.linear), ("random-init encoder".to_string(), b.random.linear)];
         mae::io::png::save_png(&plot, &mae::probe::probe_steps_plot(std::slice::from_ref(&curve), &baselines))?;
         eprintln!("plot: {}", plot.display());
         let table = format!(
-            "{}\nraw pixels: linear probe {:.2}%, k-NN {:.2}%\n",
+            "{}\nraw pixels: linear probe {:.2}%, k-NN {:.2}%; random-init encoder: {:.2}%, {:.2}%\n",
             mae::probe::curve_table(&[curve]),
-            100.0 * pixels.linear,
-            100.0 * pixels.knn
+            100.0 * b.pixels.linear,
+            100.0 * b.pixels.knn,
+            100.0 * b.random.linear,
+            100.0 * b.random.knn
         );
         return print_and_save(&table, a.out.as_deref());
     }
-    let rows = mae::probe::probe_with_baselines(&l.model, &data, spec, &o, &dev)?;
+    let rows = mae::probe::probe_with_baselines(&l.model, &data, spec, &o, &dev, cache, fresh)?;
     print_and_save(&mae::probe::probe_table(&rows), a.out.as_deref())
 }
 

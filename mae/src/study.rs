@@ -24,9 +24,7 @@ use crate::features::FeatureSpec;
 use crate::io::plot::{PALETTE, Series, line_plot};
 use crate::io::png::save_png;
 use crate::masking::MaskStrategy;
-use crate::probe::{
-    ProbeData, curve_table, encoder_features, pixel_features, probe_over_steps, probe_steps_plot, record_curve_point,
-};
+use crate::probe::{ProbeData, curve_table, encoder_features, probe_over_steps, probe_steps_plot, record_curve_point};
 use crate::recipe::Recipe;
 use crate::source::DataSource;
 use crate::train::{Budget, TrainOptions, train};
@@ -250,62 +248,30 @@ fn upgrade_csv(path: &Path, rows: &[StudyRow]) -> Result<()> {
     crate::io::atomic::write_atomically(path, |f| f.write_all(text.as_bytes()))
 }
 
-const BASELINES_HEADER: &str = "name,key,linear_probe,knn";
-
 /// The two baselines' scores (raw pixels, the encoder at random initialisation): the same for
 /// every run of a study and for every start of it, and a probe takes minutes, so they are kept in
-/// `baselines.csv` under a key of everything they depend on (the data and how many training images
-/// the probe sees, the model, the features, the probe, the seed) and probed again only when that
-/// changes. Lines of other keys stay in the file; it is rewritten atomically.
+/// the study's `baselines.csv` (see [`crate::probe::baseline_scores`]) and probed again only when
+/// what they depend on changes.
 fn baselines(o: &StudyOptions, data: &ProbeData, dev: &Device) -> Result<Vec<(String, f32, f32)>> {
-    use std::io::Write;
-    const NAMES: [&str; 2] = ["raw pixels", "random-init encoder"];
     let path = o.out_dir.join("baselines.csv");
-    let key = format!(
-        "data={};train={};model={:?};features={};seed={};{}",
-        o.data,
-        data.train.len(),
-        o.model,
+    let b = crate::probe::baseline_scores(
+        &o.model,
+        data,
         o.features,
-        o.seed,
-        o.probe.key()
-    )
-    .replace([',', '\n'], ";");
-    let text = std::fs::read_to_string(&path).unwrap_or_default();
-    let kept: Vec<(String, String, f32, f32)> = text
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            (f.len() == 4)
-                .then(|| Some((f[0].to_string(), f[1].to_string(), f[2].parse().ok()?, f[3].parse().ok()?)))?
-        })
-        .collect();
-    let cached: Vec<(String, f32, f32)> = NAMES
-        .iter()
-        .filter_map(|name| kept.iter().find(|r| r.0 == *name && r.1 == key).map(|r| (r.0.clone(), r.2, r.3)))
-        .collect();
-    if cached.len() == NAMES.len() {
-        eprintln!("study: baselines already probed ({})", path.display());
-        return Ok(cached);
-    }
-    eprintln!("study: baselines");
-    let (tr, te) = pixel_features(data, o.model.img_size)?;
-    let pixels = score(tr, te, data.classes, &o.probe, dev)?;
-    let random = crate::model::MaskedAutoencoder::new(&o.model, o.seed.wrapping_add(1), dev)?;
-    let (tr, te) = encoder_features(&random, data, o.features)?;
-    let random = score(tr, te, data.classes, &o.probe, dev)?;
-    let scores: Vec<(String, f32, f32)> =
-        NAMES.iter().zip([pixels, random]).map(|(name, s)| (name.to_string(), s.linear, s.knn)).collect();
-    let mut out = format!("{BASELINES_HEADER}\n");
-    for (name, k, linear, knn) in kept.iter().filter(|r| r.1 != key) {
-        out.push_str(&format!("{name},{k},{linear},{knn}\n"));
-    }
-    for (name, linear, knn) in &scores {
-        out.push_str(&format!("{name},{key},{linear},{knn}\n"));
-    }
-    crate::io::atomic::write_atomically(&path, |f| f.write_all(out.as_bytes()))?;
-    Ok(scores)
+        &o.probe,
+        o.seed.wrapping_add(1),
+        dev,
+        Some(&path),
+        false,
+    )?;
+    eprintln!(
+        "study: baselines {}",
+        if b.cached { format!("already probed ({})", path.display()) } else { "probed".into() }
+    );
+    Ok(vec![
+        ("raw pixels".into(), b.pixels.linear, b.pixels.knn),
+        ("random-init encoder".into(), b.random.linear, b.random.knn),
+    ])
 }
 
 /// The run's last loss: this process's, or, for a run resumed with no step left to do, the log's.

@@ -11,7 +11,13 @@ use mae::checkpoint::{CheckpointDir, MODEL_FILE, load_model};
 fn mae() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mae"));
     c.env("MAE_DEVICE", "cpu");
+    // `mae probe` keeps the baselines' scores in a cache: the tests' own, never the user's.
+    c.env("MAE_CACHE_DIR", cache_dir());
     c
+}
+
+fn cache_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("mae-cli-cache-{}", std::process::id()))
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -187,11 +193,36 @@ fn a_finished_run_can_be_reconstructed_embedded_and_probed() {
     let (shape, _) = mae::io::npy::read_npy_f32(&npy).unwrap();
     assert_eq!(shape[1], 2 * 32, "cls and mean features of the 32-wide nano encoder");
     assert!(out.join("features.labels.npy").is_file());
-    let o = run(&["probe", "--checkpoint", out.to_str().unwrap(), "--epochs", "1", "--train-limit", "300"]);
+    let probe = ["probe", "--checkpoint", out.to_str().unwrap(), "--epochs", "1", "--train-limit", "300"];
+    let o = run(&probe);
     assert!(o.status.success(), "{}", stderr(&o));
-    let table = String::from_utf8_lossy(&o.stdout);
+    let table = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(table.contains("raw pixels") && table.contains("random-init encoder"), "{table}");
+    // The baselines were kept in the cache; a second probe reads them back (here, a doctored
+    // score: 50%), and --fresh-baselines probes them again, giving the first probe's table.
+    let cache = cache_dir().join("baselines.csv");
+    let text = std::fs::read_to_string(&cache).unwrap();
+    assert_eq!(text.lines().count(), 3, "{text}");
+    let doctored: Vec<String> = text
+        .lines()
+        .map(|l| match l.strip_prefix("raw pixels,") {
+            Some(rest) => {
+                let f: Vec<&str> = rest.split(',').collect();
+                format!("raw pixels,{},0.5,{},{}", f[0], f[2], f[3])
+            }
+            None => l.to_string(),
+        })
+        .collect();
+    std::fs::write(&cache, doctored.join("\n") + "\n").unwrap();
+    let o = run(&probe);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let again = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(again.lines().any(|l| l.starts_with("| raw pixels | 50.00% |")), "{again}");
+    let o = run(&[&probe[..], &["--fresh-baselines"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), table);
     std::fs::remove_dir_all(out).unwrap();
+    let _ = std::fs::remove_dir_all(cache_dir());
 }
 
 #[test]

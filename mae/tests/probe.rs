@@ -184,7 +184,7 @@ fn the_study_runs_end_to_end_on_a_tiny_budget() {
         .unwrap()
         .lines()
         .enumerate()
-        .map(|(i, l)| if i == 0 { l.to_string() } else { l.rsplitn(3, ',').last().unwrap().to_string() + ",0.5,0.25" })
+        .map(|(i, l)| if i == 0 { l.to_string() } else { l.rsplitn(4, ',').last().unwrap().to_string() + ",0.5,0.25,0" })
         .collect();
     assert_eq!(doctored.len(), 3, "{doctored:?}");
     std::fs::write(&baselines_csv, doctored.join("\n") + "\n").unwrap();
@@ -266,6 +266,39 @@ fn the_probe_against_steps_uses_an_extra_seeds_runs_when_the_first_kept_no_snaps
     assert!(!curve_table.contains("r0.75 linear"), "{curve_table}");
     assert!(r.steps_plot.is_some_and(|p| p.is_file()));
     std::fs::remove_dir_all(out).unwrap();
+}
+
+#[test]
+fn the_baselines_cache_serves_only_the_same_images_and_probe() {
+    use mae::probe::{ProbeData, baseline_scores};
+    let dir = std::env::temp_dir().join(format!("mae-baselines-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cache = dir.join("nested").join("baselines.csv");
+    let c = ModelConfig::by_name("mae_vit_nano_patch4_16").unwrap();
+    let mut data = ProbeData::load(&DataSource::Builtin { count: 160 }, &c, None, None, 0).unwrap();
+    let o = ProbeOptions { epochs: 1, batch: 32, ..Default::default() };
+    let spec = FeatureSpec::output(Pool::Both);
+    let scores = |data: &ProbeData, o: &ProbeOptions, fresh: bool| {
+        baseline_scores(&c, data, spec, o, 1, &Device::Cpu, Some(&cache), fresh).unwrap()
+    };
+    let first = scores(&data, &o, false);
+    assert!(!first.cached && cache.is_file());
+    let second = scores(&data, &o, false);
+    assert!(second.cached);
+    assert_eq!((second.pixels, second.random), (first.pixels, first.random));
+    // One pixel of one image changed: other images, probed again, their line beside the first's.
+    data.train.pixels[5] ^= 0x10;
+    assert!(!scores(&data, &o, false).cached);
+    assert!(scores(&data, &o, false).cached);
+    // Another probe setting, and a fresh probe of a known key, probe again.
+    assert!(!scores(&data, &ProbeOptions { epochs: 2, ..o.clone() }, false).cached);
+    assert!(!scores(&data, &o, true).cached);
+    let text = std::fs::read_to_string(&cache).unwrap();
+    assert_eq!(text.lines().count(), 1 + 3 * 2, "{text}");
+    // Without a cache nothing is read or written.
+    let none = baseline_scores(&c, &data, spec, &o, 1, &Device::Cpu, None, false).unwrap();
+    assert!(!none.cached);
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
