@@ -345,7 +345,9 @@ pub fn run_study(o: &StudyOptions, dev: &Device) -> Result<StudyReport> {
         t.augment = spec.augment;
         t.train_limit = spec.train_limit;
         t.verbose = false;
-        t.snapshot_every = o.steps_per_run.filter(|_| o.snapshots > 0).map(|n| (n / o.snapshots).max(1));
+        // Every ceil(n / N) steps, so the N-th point is the run's final model (not a snapshot one
+        // step before it, as n / N would give for 6009 steps and 4 snapshots: 6008, then 6009).
+        t.snapshot_every = o.steps_per_run.filter(|_| o.snapshots > 0).map(|n| n.div_ceil(o.snapshots).max(1));
         // A run killed half-way is resumed from its checkpoint rather than started over.
         t.resume = crate::checkpoint::CheckpointDir::new(&run_dir).latest().is_some();
         let report = train(&t, dev, None)?;

@@ -184,7 +184,9 @@ fn the_study_runs_end_to_end_on_a_tiny_budget() {
         .unwrap()
         .lines()
         .enumerate()
-        .map(|(i, l)| if i == 0 { l.to_string() } else { l.rsplitn(4, ',').last().unwrap().to_string() + ",0.5,0.25,0" })
+        .map(
+            |(i, l)| if i == 0 { l.to_string() } else { l.rsplitn(4, ',').last().unwrap().to_string() + ",0.5,0.25,0" },
+        )
         .collect();
     assert_eq!(doctored.len(), 3, "{doctored:?}");
     std::fs::write(&baselines_csv, doctored.join("\n") + "\n").unwrap();
@@ -239,7 +241,7 @@ fn the_probe_against_steps_uses_an_extra_seeds_runs_when_the_first_kept_no_snaps
         strategies: vec![MaskStrategy::Random],
         targets: vec![true],
         seconds_per_run: None,
-        steps_per_run: Some(2),
+        steps_per_run: Some(5),
         recipe: Recipe { batch: 16, base_lr: 1e-3, ..Recipe::paper() },
         seed: 0,
         extra_seeds: vec![],
@@ -254,7 +256,8 @@ fn the_probe_against_steps_uses_an_extra_seeds_runs_when_the_first_kept_no_snaps
         features: FeatureSpec::output(Pool::Both),
     };
     // A study without snapshots, then its second part with a second seed and snapshots: the
-    // curves are the second seed's, two points each, not a lone point of the first seed's runs.
+    // curves are the second seed's, two points each (a snapshot every ceil(5 / 2) = 3 steps, then
+    // the final model), not a lone point of the first seed's runs.
     run_study(&o, &Device::Cpu).unwrap();
     let more = StudyOptions { extra_seeds: vec![1], snapshots: 2, ..o };
     let r = run_study(&more, &Device::Cpu).unwrap();
@@ -264,6 +267,13 @@ fn the_probe_against_steps_uses_an_extra_seeds_runs_when_the_first_kept_no_snaps
     assert!(curve_table.contains("norm-pix-random-r0.75-s1 linear"), "{curve_table}");
     assert!(curve_table.contains("norm-pix-none-r0.00-s1 linear"), "{curve_table}");
     assert!(!curve_table.contains("r0.75 linear"), "{curve_table}");
+    let snaps = mae::train::list_snapshots(&out.join("runs").join("norm-pix-none-r0.00-s1"));
+    assert_eq!(snaps.iter().map(|s| s.0).collect::<Vec<_>>(), [3]);
+    assert_eq!(
+        curve_table.lines().filter(|l| l.starts_with("| 3 ") || l.starts_with("| 5 ")).count(),
+        2,
+        "{curve_table}"
+    );
     assert!(r.steps_plot.is_some_and(|p| p.is_file()));
     std::fs::remove_dir_all(out).unwrap();
 }
