@@ -642,18 +642,7 @@ fn cmd_train(a: TrainArgs, m: &clap::ArgMatches) -> Result<()> {
     // Everything the run could refuse is refused before a device is opened or data is read.
     o.validate()?;
     let dev = device(&a.device)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        let _ = ctrlc::set_handler(move || {
-            if stop.swap(true, Ordering::SeqCst) {
-                eprintln!("\nsecond Ctrl-C: exiting without a checkpoint");
-                std::process::exit(130);
-            }
-            eprintln!("\nCtrl-C: finishing this step and saving a checkpoint (again to quit at once)");
-        });
-    }
-    let report = train(&o, &dev, Some(stop))?;
+    let report = train(&o, &dev, Some(ctrl_c_flag()))?;
     let last = report.losses.last().map(|l| l.1).unwrap_or(f32::NAN);
     eprintln!(
         "done: {} steps ({:.2} epochs) in {:.0} s, {:.0} images/s on {}, final loss {last:.4}",
@@ -665,6 +654,21 @@ fn cmd_train(a: TrainArgs, m: &clap::ArgMatches) -> Result<()> {
         eprintln!("picture:     {}", p.display());
     }
     Ok(())
+}
+
+/// A flag the first Ctrl-C sets, for training to finish its step and save a checkpoint; a
+/// second Ctrl-C exits at once, without one.
+fn ctrl_c_flag() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\nsecond Ctrl-C: exiting without a checkpoint");
+            std::process::exit(130);
+        }
+        eprintln!("\nCtrl-C: finishing this step and saving a checkpoint (again to quit at once)");
+    });
+    stop
 }
 
 /// A model and the data facts its checkpoint recorded.
@@ -875,7 +879,13 @@ fn cmd_study(a: StudyArgs) -> Result<()> {
         features: a.features.spec(),
     };
     let dev = device(&a.device)?;
-    let r = mae::study::run_study(&o, &dev)?;
+    let r = match mae::study::run_study_until(&o, &dev, Some(ctrl_c_flag())) {
+        Err(Error::Interrupted) => {
+            eprintln!("the study stopped; its run in training saved a checkpoint: the same command continues it");
+            return Err(Error::Interrupted);
+        }
+        r => r?,
+    };
     println!("{}", std::fs::read_to_string(&r.table).map_err(|e| Error::io(&r.table, e))?);
     eprintln!("table: {}\nplot:  {}", r.table.display(), r.plot.display());
     if let Some(p) = &r.steps_plot {

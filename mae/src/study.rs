@@ -13,6 +13,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use engine::Device;
 
@@ -299,6 +301,14 @@ pub struct StudyReport {
 /// Pre-trains and probes every run of `plan(o)` not already in `results.csv`, then the
 /// baselines; writes the table and the plot.
 pub fn run_study(o: &StudyOptions, dev: &Device) -> Result<StudyReport> {
+    run_study_until(o, dev, None)
+}
+
+/// [`run_study`], which a `stop` flag set by another thread (Ctrl-C) ends: the run in training
+/// finishes its step and saves a checkpoint, and the study returns [`Error::Interrupted`].
+/// Started again, it continues that run from the checkpoint (a run killed outright continues
+/// from its last periodic one).
+pub fn run_study_until(o: &StudyOptions, dev: &Device, stop: Option<Arc<AtomicBool>>) -> Result<StudyReport> {
     if o.ratios.is_empty() || o.targets.is_empty() || (o.strategies.is_empty() && o.ratios.iter().any(|&r| r > 0.0)) {
         return Err(Error::Config("the study needs at least one ratio, target and strategy".into()));
     }
@@ -350,7 +360,7 @@ pub fn run_study(o: &StudyOptions, dev: &Device) -> Result<StudyReport> {
         t.snapshot_every = o.steps_per_run.filter(|_| o.snapshots > 0).map(|n| n.div_ceil(o.snapshots).max(1));
         // A run killed half-way is resumed from its checkpoint rather than started over.
         t.resume = crate::checkpoint::CheckpointDir::new(&run_dir).latest().is_some();
-        let report = train(&t, dev, None)?;
+        let report = train(&t, dev, stop.clone())?;
         let (trained, _) = load_model(&report.checkpoint.join(MODEL_FILE), Some(&model), dev)?;
         let (tr, te) = encoder_features(&trained, &data, o.features)?;
         let scores = score(tr, te, data.classes, &o.probe, dev)?;

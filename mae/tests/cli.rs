@@ -165,6 +165,42 @@ fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
 }
 
 #[test]
+fn ctrl_c_stops_a_study_with_its_run_checkpointed_and_the_same_command_continues_it() {
+    let out = scratch("study-ctrlc");
+    let run_dir = out.join("runs").join("norm-pix-random-r0.75");
+    let study = |steps: &str| {
+        let mut c = mae();
+        c.args(["study", "--data", "builtin:256", "--model", "mae_vit_nano_patch4_16", "--ratios", "0.75"])
+            .args(["--strategies", "random", "--targets", "norm-pix", "--batch", "16", "--probe-epochs", "1"])
+            .args(["--steps-per-run", steps, "--out", out.to_str().unwrap()])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null());
+        c
+    };
+    let mut child = study("100000").spawn().unwrap();
+    let start = Instant::now();
+    while mae::train::read_log(&run_dir.join("log.csv")).map_or(0, |l| l.len()) < 3 {
+        assert!(child.try_wait().unwrap().is_none(), "the study ended early");
+        assert!(start.elapsed() < Duration::from_secs(120), "the study's run never logged a step");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    assert!(stderr(&o).contains("the same command continues it"), "{}", stderr(&o));
+    let log = mae::train::read_log(&run_dir.join("log.csv")).unwrap();
+    let stopped_at = log.last().unwrap().0;
+    let latest = CheckpointDir::new(&run_dir).latest().unwrap();
+    assert!(latest.ends_with(format!("step-{stopped_at:08}")), "{}", latest.display());
+    // Started again (with a budget it has nearly reached), it continues the run, not a new one.
+    let o = study(&(stopped_at + 2).to_string()).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let log = mae::train::read_log(&run_dir.join("log.csv")).unwrap();
+    assert_eq!(log.iter().map(|r| r.0).collect::<Vec<_>>(), (1..=stopped_at + 2).collect::<Vec<_>>());
+    std::fs::remove_dir_all(out).unwrap();
+}
+
+#[test]
 fn a_corrupt_checkpoint_is_a_clear_error_that_names_the_file() {
     let dir = scratch("corrupt");
     std::fs::create_dir_all(&dir).unwrap();
