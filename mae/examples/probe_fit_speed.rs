@@ -16,6 +16,9 @@ use engine::cpu::parallel::with_threads;
 use mae::classifiers::{Features, ProbeOptions, linear_probe};
 
 fn main() -> mae::Result<()> {
+    // As the `mae` command runs: freed memory kept for the next batch, recycled buffers.
+    engine::cpu::allocator::keep_freed_memory();
+    engine::cpu::recycle::set_enabled(true);
     let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let (epochs, rounds) = (args.first().copied().unwrap_or(10), args.get(1).copied().unwrap_or(2));
     let (n, dim, classes) = (60_000, 256, 10);

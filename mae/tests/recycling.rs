@@ -43,7 +43,10 @@ fn training_with_recycled_buffers_gives_the_same_bits() {
     // The first run fills the pool; the second reuses buffers that hold the first one's values.
     let first = run("on-1");
     assert!(recycle::held_bytes() > 0, "nothing was kept for reuse");
+    let misses = recycle::misses();
     let reused = run("on-2");
+    // The second run, of the same shapes, found every buffer it asked for in the pool.
+    assert_eq!(recycle::misses(), misses, "the second run allocated outputs anew");
     recycle::set_enabled(false);
     assert_eq!(fresh, first);
     assert_eq!(fresh, reused);
