@@ -82,6 +82,37 @@ pub struct StudyOptions {
     pub features: FeatureSpec,
 }
 
+impl StudyOptions {
+    /// The full study of `mae study` with its defaults: the ratio sweep (0 - 0.9) under random,
+    /// block and grid masking, both targets, 2 minutes a run, the model's tuned recipe, seed 0,
+    /// the converged probe on the paper's features (cls + mean of the encoder's output). Set the
+    /// fields to change it, e.g. `StudyOptions { steps_per_run: Some(6009), ..StudyOptions::new(..) }`.
+    pub fn new(data: DataSource, model: ModelConfig, out_dir: PathBuf) -> Self {
+        let recipe = Recipe::for_model(crate::recipe::RecipeName::Tuned, &model);
+        StudyOptions {
+            data,
+            model,
+            ratios: vec![0.0, 0.25, 0.5, 0.75, 0.9],
+            strategies: vec![MaskStrategy::Random, MaskStrategy::Block, MaskStrategy::Grid],
+            targets: vec![true, false],
+            seconds_per_run: Some(120.0),
+            steps_per_run: None,
+            recipe,
+            seed: 0,
+            extra_seeds: vec![],
+            decoder_depths: vec![],
+            no_augment_run: false,
+            train_limits: vec![],
+            encoders: vec![],
+            snapshots: 0,
+            out_dir,
+            probe: ProbeOptions::default(),
+            probe_train_limit: None,
+            features: FeatureSpec::output(crate::features::Pool::Both),
+        }
+    }
+}
+
 /// One pre-training run of the study and its scores.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StudyRow {

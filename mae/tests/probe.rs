@@ -91,26 +91,16 @@ fn knn_gives_the_known_answer_on_a_hand_made_set() {
 
 #[test]
 fn the_study_plans_one_plain_autoencoder_per_target() {
+    let nano = ModelConfig::by_name("mae_vit_nano_patch4_16").unwrap();
     let o = StudyOptions {
-        data: DataSource::Builtin { count: 100 },
-        model: ModelConfig::by_name("mae_vit_nano_patch4_16").unwrap(),
         ratios: vec![0.0, 0.5, 0.75],
         strategies: vec![MaskStrategy::Random, MaskStrategy::Grid],
-        targets: vec![true, false],
-        seconds_per_run: None,
-        steps_per_run: Some(1),
-        recipe: Recipe { batch: 8, base_lr: 1e-3, ..Recipe::paper() },
-        seed: 0,
         extra_seeds: vec![1],
         decoder_depths: vec![1, 3],
         no_augment_run: true,
         train_limits: vec![50],
         encoders: vec![(64, 3)],
-        snapshots: 0,
-        out_dir: "unused".into(),
-        probe: ProbeOptions::default(),
-        probe_train_limit: None,
-        features: FeatureSpec::output(Pool::Both),
+        ..StudyOptions::new(DataSource::Builtin { count: 100 }, nano, "unused".into())
     };
     let names: Vec<String> = plan(&o).into_iter().map(|p| p.name).collect();
     // The grid; decoder depth 3 besides the preset's 1; no augmentation; 50 images; a 64 x 3
@@ -134,9 +124,8 @@ fn the_study_plans_one_plain_autoencoder_per_target() {
 fn the_study_runs_end_to_end_on_a_tiny_budget() {
     let out = std::env::temp_dir().join(format!("mae-study-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
+    let nano = ModelConfig::by_name("mae_vit_nano_patch4_16").unwrap();
     let o = StudyOptions {
-        data: DataSource::Builtin { count: 300 },
-        model: ModelConfig::by_name("mae_vit_nano_patch4_16").unwrap(),
         ratios: vec![0.0, 0.75],
         strategies: vec![MaskStrategy::Random, MaskStrategy::Block],
         targets: vec![true],
@@ -144,17 +133,13 @@ fn the_study_runs_end_to_end_on_a_tiny_budget() {
         steps_per_run: Some(3),
         // A recipe's decoder depth does not apply: the study keeps the preset's (1 here).
         recipe: Recipe { batch: 32, base_lr: 1e-3, decoder_depth: Some(2), ..Recipe::paper() },
-        seed: 0,
-        extra_seeds: vec![],
-        decoder_depths: vec![],
         no_augment_run: true,
         train_limits: vec![100],
         encoders: vec![(16, 1)],
         snapshots: 3,
-        out_dir: out.clone(),
         probe: ProbeOptions { epochs: 2, batch: 64, ..Default::default() },
         probe_train_limit: Some(200),
-        features: FeatureSpec::output(Pool::Both),
+        ..StudyOptions::new(DataSource::Builtin { count: 300 }, nano, out.clone())
     };
     let r = run_study(&o, &Device::Cpu).unwrap();
     // The grid's three, then no augmentation, 100 images, a 16 x 1 encoder.
@@ -234,26 +219,17 @@ fn the_study_runs_end_to_end_on_a_tiny_budget() {
 fn the_probe_against_steps_uses_an_extra_seeds_runs_when_the_first_kept_no_snapshots() {
     let out = std::env::temp_dir().join(format!("mae-study-curves-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
+    let nano = ModelConfig::by_name("mae_vit_nano_patch4_16").unwrap();
     let o = StudyOptions {
-        data: DataSource::Builtin { count: 120 },
-        model: ModelConfig::by_name("mae_vit_nano_patch4_16").unwrap(),
         ratios: vec![0.0, 0.75],
         strategies: vec![MaskStrategy::Random],
         targets: vec![true],
         seconds_per_run: None,
         steps_per_run: Some(5),
         recipe: Recipe { batch: 16, base_lr: 1e-3, ..Recipe::paper() },
-        seed: 0,
-        extra_seeds: vec![],
-        decoder_depths: vec![],
-        no_augment_run: false,
-        train_limits: vec![],
-        encoders: vec![],
-        snapshots: 0,
-        out_dir: out.clone(),
         probe: ProbeOptions { epochs: 1, batch: 64, ..Default::default() },
         probe_train_limit: Some(100),
-        features: FeatureSpec::output(Pool::Both),
+        ..StudyOptions::new(DataSource::Builtin { count: 120 }, nano, out.clone())
     };
     // A study without snapshots, then its second part with a second seed and snapshots: the
     // curves are the second seed's, two points each (a snapshot every ceil(5 / 2) = 3 steps, then
