@@ -125,6 +125,34 @@ fn linear_case(name: &'static str, m: usize, k: usize, n: usize, weight_grad: bo
     }
 }
 
+/// A linear layer's weight and bias gradients, `dw[n, k] = dy[m, n]^T x[m, k]` and `db = sum_m dy`:
+/// one fused call (`Backend::matmul_with_a_sums`: on the GPU the product's dispatch also sums dy)
+/// or the product, then the column sums, to be read side by side.
+fn linear_grads_case(name: &'static str, m: usize, k: usize, n: usize, fused: bool) -> Case {
+    let spec =
+        MatmulSpec { batch: 1, m: n, n: k, k: m, trans_a: true, trans_b: false, a_batch_stride: 0, b_batch_stride: 0 };
+    let (la, lb) = (spec.a_len(), spec.b_len());
+    Case {
+        name,
+        shape: format!("[{m},{n}]^T x [{m},{k}], sum over {m}"),
+        work: Work::Flops(spec.flops()),
+        prepare: Box::new(move |dev| {
+            let (a, b) = (up(dev, &values(la, 1))?, up(dev, &values(lb, 2))?);
+            let dev = dev.clone();
+            Ok(Box::new(move || {
+                let be = dev.backend();
+                if fused { be.matmul_with_a_sums(&a, &b, &spec) } else { matmul_then_a_sums(be, &a, &b, &spec) }
+                    .map(drop)
+            }))
+        }),
+        reference: Some(Box::new(move || {
+            let (a, b) = (values(la, 1), values(lb, 2));
+            let sums = AxisSpec { outer: 1, axis: m, inner: n };
+            Box::new(move || drop((reference::matmul(&a, &b, None, &spec), reference::sum_axis(&a, &sums))))
+        })),
+    }
+}
+
 /// fc1 and its GELU, `gelu(x w^T + b)`: the fused backend call, or the unfused pair it replaces
 /// (the product with its bias, then the element-wise GELU), to be read side by side.
 fn linear_gelu_case(name: &'static str, m: usize, k: usize, n: usize, fused: bool) -> Case {
@@ -411,6 +439,10 @@ pub fn cases(batch: usize) -> Vec<Case> {
         linear_case("matmul fc2 (encoder)", enc_rows, 512, 128, false),
         linear_case("matmul fc1 weight grad", enc_rows, 128, 512, true),
         linear_case("matmul qkv (decoder)", dec_rows, 64, 192, false),
+        // ViT-B's encoder fc1 at batch 8 (50 visible tokens an image): 576 output tiles, so one
+        // pass, not split over K, where the fused bias sums cost the most (docs/kernels.md).
+        linear_grads_case("fc1 weight + bias grad, unfused (ViT-B, batch 8)", 8 * 50, 768, 3072, false),
+        linear_grads_case("fc1 weight + bias grad, fused (ViT-B, batch 8)", 8 * 50, 768, 3072, true),
         attention_case("attention fwd (encoder)", batch * 4, 13, 32, false),
         attention_case("attention bwd (encoder)", batch * 4, 13, 32, true),
         attention_case("attention fwd (decoder)", batch * 4, 50, 16, false),
