@@ -29,9 +29,8 @@
 //   workgroups of the first column also add up the A tiles they stage, so the product's dispatch
 //   also yields the bias gradient sum_k dY[k, m], written after C (at sums_at of each slice). All
 //   256 invocations share the adding (each 4 of a tile's 16 rows of one column, then the 4
-//   partials of a column meet in workgroup memory at the end): the first version left it to 64 of
-//   them, 16 rows each, and the whole workgroup waited on those at every barrier (16 ms a step on
-//   an H200's base preset, docs/benchmarks.md);
+//   partials of a column meet in workgroup memory at the end): left to 64 invocations, 16 rows
+//   each, the sums held the whole workgroup at every barrier (docs/benchmarks.md, the H200);
 // - with the override VEC4 the tiles are staged with 128-bit loads, one vec4 of A and one of B per
 //   invocation per step. The launcher sets it when the contiguous axis of each operand (and its batch
 //   stride) is a multiple of 4, which holds for every MAE shape.
@@ -49,7 +48,8 @@
 // contiguous axis and the batch strides are multiples of 4) with its 4 elements in one row, so it
 // ends inside the same matrix. Workgroup tiles are indexed by lane and loop counters below their
 // sizes (kk < 16, m, n < 64; the A_SUMS partials at rows 4 (t / 64) + 0..3 < 16, column t % 64).
-// C (and Y, which the launcher sizes as C) is written only at gm < M, gn < N of batch b < batch. Under split-K, batch is the slice count S with strides 0 (every slice
+// C (and Y, which the launcher sizes as C) is written only at gm < M, gn < N of batch b < batch.
+// Under split-K, batch is the slice count S with strides 0 (every slice
 // reads the one matrix) and C is the [S, M, N] partials the launcher allocates; k_hi is K or a
 // multiple of 16, so a vec4 group along K never straddles it. Slice z's C starts at z * c_stride
 // with c_stride >= M N, and with A_SUMS c_stride >= sums_at + M, sums_at >= M N: the sums, written at
@@ -217,10 +217,11 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     let k_lo = select(0u, wid.z * p.k_chunk, p.k_chunk < p.k);
     let k_hi = min(p.k, k_lo + p.k_chunk);
     let t = ly * 16u + lx;
-    // A_SUMS: this invocation adds rows 4 q .. 4 q + 3 of column t % BM of each staged A tile.
+    // A_SUMS: this invocation adds rows 4 part .. 4 part + 3 of column t % BM of each staged A tile.
     let summing = A_SUMS && wid.x == 0u;
     let sum_col = t % BM;
-    let sum_row0 = (t / BM) * 4u;
+    let sum_part = t / BM;
+    let sum_row0 = sum_part * 4u;
     var a_sum = 0.0;
     for (var k0 = k_lo; k0 < k_hi; k0 = k0 + BK) {
         load_tiles(t, row0, col0, k0, k_hi, a_off, b_off);
@@ -246,7 +247,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
         // The loop ended on a barrier, so As is free: each column's 4 partials meet in its rows
         // 0..3, added in a fixed order (deterministic). A_SUMS is a pipeline constant, so the
         // barrier is in uniform control flow.
-        if (summing) { As[sum_row0 / 4u][sum_col] = a_sum; }
+        if (summing) { As[sum_part][sum_col] = a_sum; }
         workgroupBarrier();
         if (summing && t < BM && row0 + t < p.m) {
             c[batch * p.c_stride + p.sums_at + row0 + t] = As[0u][t] + As[1u][t] + As[2u][t] + As[3u][t];

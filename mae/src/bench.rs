@@ -101,10 +101,15 @@ fn one_input_case(
     }
 }
 
+/// A linear layer's weight gradient over `m` rows, `k` in, `n` out: `dw[n, k] = dy[m, n]^T x[m, k]`.
+fn weight_grad_spec(m: usize, k: usize, n: usize) -> MatmulSpec {
+    MatmulSpec { batch: 1, m: n, n: k, k: m, trans_a: true, trans_b: false, a_batch_stride: 0, b_batch_stride: 0 }
+}
+
 fn linear_case(name: &'static str, m: usize, k: usize, n: usize, weight_grad: bool) -> Case {
     // Forward: y[m, n] = x[m, k] w[n, k]^T. Weight gradient: dw[n, k] = dy[m, n]^T x[m, k].
     let spec = if weight_grad {
-        MatmulSpec { batch: 1, m: n, n: k, k: m, trans_a: true, trans_b: false, a_batch_stride: 0, b_batch_stride: 0 }
+        weight_grad_spec(m, k, n)
     } else {
         MatmulSpec { batch: 1, m, n, k, trans_a: false, trans_b: true, a_batch_stride: 0, b_batch_stride: 0 }
     };
@@ -129,8 +134,7 @@ fn linear_case(name: &'static str, m: usize, k: usize, n: usize, weight_grad: bo
 /// one fused call (`Backend::matmul_with_a_sums`: on the GPU the product's dispatch also sums dy)
 /// or the product, then the column sums, to be read side by side.
 fn linear_grads_case(name: &'static str, m: usize, k: usize, n: usize, fused: bool) -> Case {
-    let spec =
-        MatmulSpec { batch: 1, m: n, n: k, k: m, trans_a: true, trans_b: false, a_batch_stride: 0, b_batch_stride: 0 };
+    let spec = weight_grad_spec(m, k, n);
     let (la, lb) = (spec.a_len(), spec.b_len());
     Case {
         name,
