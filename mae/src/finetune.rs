@@ -47,18 +47,29 @@ pub struct FinetuneOptions {
 }
 
 impl Default for FinetuneOptions {
+    /// `main_finetune.py`'s recipe (`FinetuneRecipe::paper`), for 5 epochs.
     fn default() -> Self {
+        let paper = crate::recipe::FinetuneRecipe::paper();
         FinetuneOptions {
             epochs: Some(5.0),
             seconds: None,
-            batch: 128,
-            base_lr: 1e-3,
-            layer_decay: 0.75,
+            batch: paper.batch,
+            base_lr: paper.base_lr,
+            layer_decay: paper.layer_decay,
             weight_decay: 0.05,
             warmup_fraction: 0.1,
             seed: 0,
             verbose: true,
         }
+    }
+}
+
+impl FinetuneOptions {
+    /// Takes the batch, learning rate and layer decay of `r`.
+    pub fn apply_recipe(&mut self, r: &crate::recipe::FinetuneRecipe) {
+        self.batch = r.batch;
+        self.base_lr = r.base_lr;
+        self.layer_decay = r.layer_decay;
     }
 }
 

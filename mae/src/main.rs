@@ -16,7 +16,7 @@ use mae::data::Split;
 use mae::data::image_set::Normalization;
 use mae::features::{FeatureSpec, Pool};
 use mae::masking::MaskStrategy;
-use mae::recipe::{Recipe, RecipeName};
+use mae::recipe::{FinetuneRecipe, Recipe, RecipeName};
 use mae::source::DataSource;
 use mae::train::{Budget, TrainOptions, train};
 use mae::{Error, Result};
@@ -126,14 +126,16 @@ struct FinetuneArgs {
     epochs: Option<f64>,
     #[arg(long)]
     minutes: Option<f64>,
-    #[arg(long, default_value_t = 128)]
-    batch: usize,
-    /// lr = base_lr * batch / 256.
-    #[arg(long, default_value_t = 1e-3)]
-    base_lr: f64,
-    /// Layer-wise learning-rate decay (1 = none).
-    #[arg(long, default_value_t = 0.75)]
-    layer_decay: f64,
+    /// Where the batch, learning rate and layer decay come from: `tuned` (measured for the
+    /// Fashion-MNIST encoder, `main_finetune.py`'s elsewhere) or `paper` (`main_finetune.py`'s).
+    #[arg(long, default_value = "tuned", value_parser = one_of::<RecipeName>(&["tuned", "paper"]))]
+    recipe: RecipeName,
+    #[arg(long, help = finetune_default("Images per step", |r| r.batch.to_string()))]
+    batch: Option<usize>,
+    #[arg(long, help = finetune_default("lr = base_lr * batch / 256", |r| format!("{:e}", r.base_lr)))]
+    base_lr: Option<f64>,
+    #[arg(long, help = finetune_default("Layer-wise learning-rate decay (1 = none)", |r| r.layer_decay.to_string()))]
+    layer_decay: Option<f64>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     #[command(flatten)]
@@ -468,20 +470,36 @@ fn device(args: &DeviceArgs) -> Result<Device> {
     Ok(dev)
 }
 
-/// The preset that fits a data source when none is named.
-/// A flag's help with the default each recipe gives it, e.g. `[default: from the recipe: 64
-/// (tuned, mae_vit_micro_patch4_28), 256 (paper; tuned elsewhere)]`.
+/// A pre-training flag's help with the default each recipe gives it, e.g. `[default: from the
+/// recipe: 64 (tuned, mae_vit_micro_patch4_28), 256 (paper; tuned elsewhere)]`.
 fn recipe_default(what: &str, value: impl Fn(&Recipe) -> String) -> String {
-    let micro = ModelConfig::by_name("mae_vit_micro_patch4_28").expect("a preset");
-    let tuned = value(&Recipe::for_model(RecipeName::Tuned, &micro));
-    let paper = value(&Recipe::paper());
+    let micro = tuned_preset();
+    recipe_help(what, value(&Recipe::for_model(RecipeName::Tuned, &micro)), value(&Recipe::paper()))
+}
+
+/// `recipe_default` for `mae finetune`'s recipes.
+fn finetune_default(what: &str, value: impl Fn(&FinetuneRecipe) -> String) -> String {
+    let micro = tuned_preset();
+    recipe_help(what, value(&FinetuneRecipe::for_model(RecipeName::Tuned, &micro)), value(&FinetuneRecipe::paper()))
+}
+
+/// The one preset the `tuned` recipes were measured on.
+fn tuned_preset() -> ModelConfig {
+    ModelConfig::by_name("mae_vit_micro_patch4_28").expect("a preset")
+}
+
+fn recipe_help(what: &str, tuned: String, paper: String) -> String {
     if tuned == paper {
         format!("{what} [default: {paper}, from the recipe]")
     } else {
-        format!("{what} [default: from the recipe: {tuned} (tuned, {}), {paper} (paper; tuned elsewhere)]", micro.name)
+        format!(
+            "{what} [default: from the recipe: {tuned} (tuned, {}), {paper} (paper; tuned elsewhere)]",
+            tuned_preset().name
+        )
     }
 }
 
+/// The preset that fits a data source when none is named.
 fn default_model(data: &DataSource) -> &'static str {
     match data {
         DataSource::FashionMnist { .. } | DataSource::Idx { .. } => "mae_vit_micro_patch4_28",
@@ -821,13 +839,13 @@ fn cmd_finetune(a: FinetuneArgs) -> Result<()> {
     let train_set = l.data.load(Split::Train, &l.model.config, 0)?;
     let test_set = l.data.load(Split::Test, &l.model.config, 0)?;
     let norm = l.norm.unwrap_or_else(|| l.data.normalization(&train_set));
-    let mut o = mae::finetune::FinetuneOptions {
-        batch: a.batch,
-        base_lr: a.base_lr,
-        layer_decay: a.layer_decay,
-        seed: a.seed,
-        ..Default::default()
-    };
+    let mut recipe = FinetuneRecipe::for_model(a.recipe, &l.model.config);
+    recipe.batch = a.batch.unwrap_or(recipe.batch);
+    recipe.base_lr = a.base_lr.unwrap_or(recipe.base_lr);
+    recipe.layer_decay = a.layer_decay.unwrap_or(recipe.layer_decay);
+    eprintln!("recipe {recipe} (flags override single settings)");
+    let mut o = mae::finetune::FinetuneOptions { seed: a.seed, ..Default::default() };
+    o.apply_recipe(&recipe);
     if a.epochs.is_some() || a.minutes.is_some() {
         o.epochs = a.epochs;
         o.seconds = a.minutes.map(|m| m * 60.0);
@@ -989,6 +1007,11 @@ fn cmd_info(a: DeviceArgs) -> Result<()> {
         println!("  {:<26} {}", c.name, Recipe::for_model(RecipeName::Tuned, &c));
     }
     println!("  {:<26} {}", "any preset, --recipe paper", Recipe::paper());
+    println!("fine-tuning recipes (`mae finetune --recipe`; flags override single settings):");
+    for c in ModelConfig::presets() {
+        println!("  {:<26} {}", c.name, FinetuneRecipe::for_model(RecipeName::Tuned, &c));
+    }
+    println!("  {:<26} {}", "any preset, --recipe paper", FinetuneRecipe::paper());
     Ok(())
 }
 
