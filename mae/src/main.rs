@@ -1016,6 +1016,15 @@ fn cmd_info(a: DeviceArgs) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    // Mesa's Vulkan device-select layer (an implicit layer, on by default) picks the GPU that
+    // drives the display: on a headless machine it finds no Wayland socket and prints "error:
+    // XDG_RUNTIME_DIR is invalid or not set" several times per command, which reads as ours.
+    // A compute program has no display to match and ranks adapters itself (`engine::gpu`), so
+    // it goes off unless the user set it either way.
+    if std::env::var_os("NODEVICE_SELECT").is_none() {
+        // SAFETY: the first statement of main, before this process starts any other thread.
+        unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
+    }
     // Training on the CPU allocates and frees every activation each step: keep the freed memory
     // for the next step instead of faulting it in again (30-40% of a CPU step otherwise), and
     // hand freed buffers to the next output of their size without zeroing them (`recycle.rs`).
