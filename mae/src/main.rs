@@ -134,7 +134,7 @@ struct FinetuneArgs {
     batch: Option<usize>,
     #[arg(long, help = finetune_default("lr = base_lr * batch / 256", |r| format!("{:e}", r.base_lr)))]
     base_lr: Option<f64>,
-    #[arg(long, help = finetune_default("Layer-wise learning-rate decay (1 = none)", |r| r.layer_decay.to_string()))]
+    #[arg(long, help = finetune_default("Layer-wise learning-rate decay (1 = none; none by default with --checkpoint random)", |r| r.layer_decay.to_string()))]
     layer_decay: Option<f64>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -424,6 +424,11 @@ impl CheckpointArgs {
     fn load(&self, dev: &Device) -> Result<Loaded> {
         load(&self.checkpoint, self.model.as_deref(), self.data.as_deref(), dev)
     }
+
+    /// Whether this asks for a freshly initialised model rather than trained weights.
+    fn is_random_init(&self) -> bool {
+        is_random_init(&self.checkpoint)
+    }
 }
 
 /// A parser for a flag that takes one of `values` (listed in `--help`, anything else refused by
@@ -700,8 +705,13 @@ struct Loaded {
 /// supervised baseline of `mae finetune`, the random-encoder row of a probe).
 const RANDOM_INIT: &str = "random";
 
+/// `random`, unless a file or folder of that name is there.
+fn is_random_init(checkpoint: &std::path::Path) -> bool {
+    checkpoint.as_os_str() == RANDOM_INIT && !checkpoint.exists()
+}
+
 fn load(checkpoint: &std::path::Path, preset: Option<&str>, data: Option<&str>, dev: &Device) -> Result<Loaded> {
-    if checkpoint.as_os_str() == RANDOM_INIT && !checkpoint.exists() {
+    if is_random_init(checkpoint) {
         let (Some(preset), Some(data)) = (preset, data) else {
             return Err(Error::Config(
                 "--checkpoint random needs --model (the preset to initialise) and --data".into(),
@@ -842,6 +852,12 @@ fn cmd_finetune(a: FinetuneArgs) -> Result<()> {
     let mut recipe = FinetuneRecipe::for_model(a.recipe, &l.model.config);
     recipe.batch = a.batch.unwrap_or(recipe.batch);
     recipe.base_lr = a.base_lr.unwrap_or(recipe.base_lr);
+    if a.source.is_random_init() {
+        // Layer decay keeps a pre-trained encoder's lower blocks near what pre-training found; a
+        // random encoder has nothing to keep (the paper's from-scratch recipe, Table 11, has none).
+        recipe.layer_decay = 1.0;
+        eprintln!("training from scratch: no layer decay (--layer-decay sets one)");
+    }
     recipe.layer_decay = a.layer_decay.unwrap_or(recipe.layer_decay);
     eprintln!("recipe {recipe} (flags override single settings)");
     let mut o = mae::finetune::FinetuneOptions { seed: a.seed, ..Default::default() };

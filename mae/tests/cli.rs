@@ -351,9 +351,15 @@ fn the_training_defaults_come_from_the_recipe_and_the_help_says_which() {
 
 #[test]
 fn finetuning_a_random_encoder_is_the_supervised_baseline_and_needs_a_preset() {
-    let r = run(&["finetune", "--checkpoint", "random", "--model", "mae_vit_nano_patch4_16", "--data", "builtin:128"]);
+    let scratch = ["finetune", "--checkpoint", "random", "--model", "mae_vit_nano_patch4_16", "--data", "builtin:128"];
+    let r = run(&scratch);
     assert!(r.status.success(), "{}", stderr(&r));
     assert!(String::from_utf8_lossy(&r.stdout).contains("test accuracy"));
+    // From scratch there is nothing for layer decay to keep: none, unless the flag asks.
+    assert!(stderr(&r).contains("layer decay 1 "), "{}", stderr(&r));
+    let r = run(&[&scratch[..], &["--layer-decay", "0.75", "--epochs", "0.5"]].concat());
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert!(stderr(&r).contains("layer decay 0.75 "), "{}", stderr(&r));
     let r = run(&["finetune", "--checkpoint", "random", "--data", "builtin:128"]);
     assert!(!r.status.success());
     assert!(stderr(&r).contains("--checkpoint random needs --model"), "{}", stderr(&r));
