@@ -8,7 +8,10 @@
 //! Outputs in the study folder: `results.csv` (one row per run, appended as runs finish, so an
 //! interrupted study skips what is done when started again), `results.md` (the table),
 //! `probe_vs_ratio.png` (linear-probe accuracy against mask ratio, a line per strategy and target),
-//! and `runs/<name>/` with each run's checkpoint, loss plot and reconstructions.
+//! and `runs/<name>/` with each run's checkpoint, loss plot and reconstructions. `settings.txt`
+//! holds the budget and recipe the folder's runs were trained with: a later command that would
+//! train its runs differently (say, after the tuned recipe's defaults changed) is refused rather
+//! than mixing both in one table.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -350,6 +353,7 @@ pub fn run_study_until(o: &StudyOptions, dev: &Device, stop: Option<Arc<AtomicBo
     if o.snapshots > 0 && o.steps_per_run.is_none() {
         return Err(Error::Config("snapshots need a budget in steps: give --steps-per-run".into()));
     }
+    check_settings(o)?;
     let csv = o.out_dir.join("results.csv");
     let all_rows = read_rows(&csv, o.model.decoder_depth, o.seed);
     upgrade_csv(&csv, &all_rows)?;
@@ -469,14 +473,52 @@ fn curve_runs(o: &StudyOptions, rows: &[StudyRow]) -> Vec<String> {
         .collect()
 }
 
-/// The study's table in markdown.
-pub fn markdown(o: &StudyOptions, rows: &[StudyRow], baselines: &[(String, f32, f32)]) -> String {
-    let mut s = String::new();
-    let budget = match (o.seconds_per_run, o.steps_per_run) {
+fn budget_text(o: &StudyOptions) -> String {
+    match (o.seconds_per_run, o.steps_per_run) {
         (Some(sec), _) => format!("{:.1} minutes", sec / 60.0),
         (None, Some(n)) => format!("{n} steps"),
         _ => "?".into(),
-    };
+    }
+}
+
+/// The recipe the study's runs train with: the preset's shape, whatever the recipe's decoder depth
+/// (each run's depth is in its row).
+fn run_recipe(o: &StudyOptions) -> crate::recipe::Recipe {
+    crate::recipe::Recipe { decoder_depth: None, ..o.recipe }
+}
+
+const SETTINGS_FILE: &str = "settings.txt";
+
+/// Records the budget and recipe of the study folder's runs on its first command, and refuses a
+/// later one whose runs would train otherwise. The recipe's settings count, not its name (`--recipe
+/// paper` with the tuned recipe's flags is the same training). A folder from before the file
+/// existed takes this command's.
+fn check_settings(o: &StudyOptions) -> Result<()> {
+    let recipe = run_recipe(o).to_string();
+    let settings = recipe.split_once(": ").map_or(recipe.as_str(), |(_, s)| s);
+    let wanted = format!("{} a run; {settings}\n", budget_text(o));
+    let path = o.out_dir.join(SETTINGS_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(found) if found.trim() == wanted.trim() => Ok(()),
+        Ok(found) => Err(Error::Config(format!(
+            "the runs in {} were trained with `{}`, this command's would be trained with `{}`: give the flags of the first \
+             (--steps-per-run or --minutes-per-run, --batch, --base-lr ...) or choose another --out",
+            o.out_dir.display(),
+            found.trim(),
+            wanted.trim()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use std::io::Write as _;
+            crate::io::write_atomically(&path, |f| f.write_all(wanted.as_bytes()))
+        }
+        Err(e) => Err(Error::io(&path, e)),
+    }
+}
+
+/// The study's table in markdown.
+pub fn markdown(o: &StudyOptions, rows: &[StudyRow], baselines: &[(String, f32, f32)]) -> String {
+    let mut s = String::new();
+    let budget = budget_text(o);
     let _ = writeln!(
         s,
         "Model `{}` on `{}`, {budget} of pre-training per run (recipe {}, seed {}); probes on {} features \
@@ -484,9 +526,7 @@ pub fn markdown(o: &StudyOptions, rows: &[StudyRow], baselines: &[(String, f32, 
          cosine.\n",
         o.model.name,
         o.data,
-        // The study keeps the preset's shape (each run's decoder depth is in its column), so the
-        // recipe's own decoder depth is not what its runs used.
-        crate::recipe::Recipe { decoder_depth: None, ..o.recipe },
+        run_recipe(o),
         o.seed,
         o.features,
         o.probe_train_limit.map(|n| n.to_string()).unwrap_or_else(|| "all".into()),

@@ -161,6 +161,14 @@ fn the_study_runs_end_to_end_on_a_tiny_budget() {
     assert!(table.contains("against pre-training steps") && table.contains("norm-pix-none-r0.00 linear"), "{table}");
     // A second start finds every run done and only redraws the table.
     let again = run_study(&o, &Device::Cpu).unwrap();
+    // One that would train its runs at another lr is refused, naming both, and changes nothing.
+    let other_lr = StudyOptions { recipe: Recipe { base_lr: 2e-3, ..o.recipe }, ..o.clone() };
+    let Err(e) = run_study(&other_lr, &Device::Cpu) else { panic!("a study of another lr resumed") };
+    let e = e.to_string();
+    assert!(e.contains("base lr 1e-3") && e.contains("base lr 2e-3") && e.contains("--base-lr"), "{e}");
+    // The recipe's name does not count, its settings do.
+    let renamed = StudyOptions { recipe: Recipe { name: mae::recipe::RecipeName::Tuned, ..o.recipe }, ..o.clone() };
+    assert_eq!(run_study(&renamed, &Device::Cpu).unwrap().rows, r.rows);
     assert_eq!(again.rows, r.rows);
     assert_eq!(again.baselines, r.baselines);
     // The baselines were probed once and kept: a start reads them back (here, doctored ones).
