@@ -168,16 +168,18 @@ fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
 fn ctrl_c_stops_a_study_with_its_run_checkpointed_and_the_same_command_continues_it() {
     let out = scratch("study-ctrlc");
     let run_dir = out.join("runs").join("norm-pix-random-r0.75");
-    let study = |steps: &str| {
+    // One budget for both commands: the study refuses to continue its runs under another (see
+    // settings.txt). 4000 steps of the nano model take seconds, long enough to interrupt.
+    let study = || {
         let mut c = mae();
         c.args(["study", "--data", "builtin:256", "--model", "mae_vit_nano_patch4_16", "--ratios", "0.75"])
             .args(["--strategies", "random", "--targets", "norm-pix", "--batch", "16", "--probe-epochs", "1"])
-            .args(["--steps-per-run", steps, "--out", out.to_str().unwrap()])
+            .args(["--steps-per-run", "4000", "--out", out.to_str().unwrap()])
             .stderr(Stdio::piped())
             .stdout(Stdio::null());
         c
     };
-    let mut child = study("100000").spawn().unwrap();
+    let mut child = study().spawn().unwrap();
     let start = Instant::now();
     while mae::train::read_log(&run_dir.join("log.csv")).map_or(0, |l| l.len()) < 3 {
         assert!(child.try_wait().unwrap().is_none(), "the study ended early");
@@ -192,11 +194,12 @@ fn ctrl_c_stops_a_study_with_its_run_checkpointed_and_the_same_command_continues
     let stopped_at = log.last().unwrap().0;
     let latest = CheckpointDir::new(&run_dir).latest().unwrap();
     assert!(latest.ends_with(format!("step-{stopped_at:08}")), "{}", latest.display());
-    // Started again (with a budget it has nearly reached), it continues the run, not a new one.
-    let o = study(&(stopped_at + 2).to_string()).output().unwrap();
+    assert!(stopped_at < 4000, "the run finished before it was interrupted");
+    // Started again, the same command continues the run, not a new one.
+    let o = study().output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let log = mae::train::read_log(&run_dir.join("log.csv")).unwrap();
-    assert_eq!(log.iter().map(|r| r.0).collect::<Vec<_>>(), (1..=stopped_at + 2).collect::<Vec<_>>());
+    assert_eq!(log.iter().map(|r| r.0).collect::<Vec<_>>(), (1..=4000).collect::<Vec<_>>());
     std::fs::remove_dir_all(out).unwrap();
 }
 
