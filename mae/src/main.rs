@@ -164,13 +164,15 @@ struct StudyArgs {
     #[arg(long)]
     steps_per_run: Option<u64>,
     /// Where each run's batch, learning rate, warmup, weight decay and crop scale come from (as
-    /// `mae train --recipe`); --batch and --base-lr override.
+    /// `mae train --recipe`); --batch, --base-lr and --crop-min-scale override.
     #[arg(long, default_value = "tuned", value_parser = one_of::<RecipeName>(&["tuned", "paper"]))]
     recipe: RecipeName,
     #[arg(long, help = recipe_default("Images per step", |r| r.batch.to_string()))]
     batch: Option<usize>,
     #[arg(long, help = recipe_default("lr = base_lr * batch / 256", |r| format!("{:e}", r.base_lr)))]
     base_lr: Option<f64>,
+    #[arg(long, help = recipe_default("RandomResizedCrop's smallest crop, a share of the image's area", |r| r.crop_min_scale.to_string()))]
+    crop_min_scale: Option<f32>,
     /// More seeds for ratio 0.75 random and ratio 0 (norm-pix), comma-separated: seed noise.
     #[arg(long, value_delimiter = ',')]
     extra_seeds: Vec<u64>,
@@ -885,6 +887,7 @@ fn cmd_study(a: StudyArgs) -> Result<()> {
     let mut recipe = Recipe::for_model(a.recipe, &model);
     recipe.batch = a.batch.unwrap_or(recipe.batch);
     recipe.base_lr = a.base_lr.unwrap_or(recipe.base_lr);
+    recipe.crop_min_scale = a.crop_min_scale.unwrap_or(recipe.crop_min_scale);
     let o = mae::study::StudyOptions {
         data,
         model,
