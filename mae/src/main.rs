@@ -171,7 +171,7 @@ struct StudyArgs {
     batch: Option<usize>,
     #[arg(long, help = recipe_default("lr = base_lr * batch / 256", |r| format!("{:e}", r.base_lr)))]
     base_lr: Option<f64>,
-    #[arg(long, help = recipe_default("RandomResizedCrop's smallest crop, a share of the image's area", |r| r.crop_min_scale.to_string()))]
+    #[arg(long, help = recipe_default(CROP_MIN_SCALE_HELP, |r| r.crop_min_scale.to_string()))]
     crop_min_scale: Option<f32>,
     /// More seeds for ratio 0.75 random and ratio 0 (norm-pix), comma-separated: seed noise.
     #[arg(long, value_delimiter = ',')]
@@ -262,7 +262,7 @@ struct TrainArgs {
     weight_decay: Option<f32>,
     #[arg(long, help = recipe_default("Fraction of the budget spent on linear warmup", |r| r.warmup_fraction.to_string()))]
     warmup: Option<f64>,
-    #[arg(long, help = recipe_default("RandomResizedCrop's smallest crop, a share of the image's area", |r| r.crop_min_scale.to_string()))]
+    #[arg(long, help = recipe_default(CROP_MIN_SCALE_HELP, |r| r.crop_min_scale.to_string()))]
     crop_min_scale: Option<f32>,
     #[arg(long, default_value_t = 0.75, allow_hyphen_values = true)]
     mask_ratio: f32,
@@ -476,6 +476,9 @@ fn device(args: &DeviceArgs) -> Result<Device> {
     eprintln!("{note}");
     Ok(dev)
 }
+
+/// `--crop-min-scale`'s help, shared by `mae train` and `mae study`.
+const CROP_MIN_SCALE_HELP: &str = "RandomResizedCrop's smallest crop, a share of the image's area";
 
 /// A pre-training flag's help with the default each recipe gives it, e.g. `[default: from the
 /// recipe: 64 (tuned, mae_vit_micro_patch4_28), 256 (paper; tuned elsewhere)]`.
