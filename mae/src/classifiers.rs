@@ -14,7 +14,12 @@
 //!   setting tuned for another.
 //! - k-NN follows the weighted vote common in self-supervised evaluation (Wu et al. 2018, DINO):
 //!   the k most cosine-similar training features vote for their class with weight
-//!   `exp(similarity / 0.07)`.
+//!   `exp(similarity / 0.07)`. A feature vector that concatenates several summaries (the cls
+//!   token and the mean of the patch tokens, or those of several blocks) is compared part by
+//!   part: its similarity is the mean of the parts' cosines, so that no summary outweighs the
+//!   others by its norm alone (after the final LayerNorm the micro preset's cls token is about
+//!   1.8 times as long as the mean of its 49 patch tokens, so a cosine over the whole vector is
+//!   about three quarters the cls token's).
 
 use engine::{Device, Indices, Tensor, backward, no_grad, ops};
 
@@ -32,6 +37,9 @@ pub struct Features {
     pub y: Vec<u32>,
     /// Values per feature vector.
     pub dim: usize,
+    /// How many summaries of `dim / parts` values each row concatenates (1 for raw pixels, 2 for
+    /// `[cls | mean]`): k-NN weighs each part's cosine equally.
+    pub parts: usize,
 }
 
 impl Features {
@@ -40,7 +48,15 @@ impl Features {
         if dim == 0 || x.len() != y.len() * dim {
             return Err(Error::Data(format!("{} feature values for {} labels of width {dim}", x.len(), y.len())));
         }
-        Ok(Features { x, y, dim })
+        Ok(Features { x, y, dim, parts: 1 })
+    }
+
+    /// The same features, read as `parts` concatenated summaries of equal width.
+    pub fn with_parts(self, parts: usize) -> Result<Self> {
+        if parts == 0 || !self.dim.is_multiple_of(parts) {
+            return Err(Error::Data(format!("{parts} parts do not split features of width {}", self.dim)));
+        }
+        Ok(Features { parts, ..self })
     }
 
     /// The number of feature vectors, `n`.
@@ -116,11 +132,13 @@ impl Default for ProbeOptions {
 
 impl ProbeOptions {
     /// What the probe's scores depend on besides the features, as one `;`-separated string (kept
-    /// beside saved scores, so that scores of another probe are never mixed with these).
+    /// beside saved scores, so that scores of another probe are never mixed with these). It names
+    /// the k-NN's protocol too: scores from before its cosine went part by part (2026-12-06) have
+    /// no `knn=` and are probed again.
     pub fn key(&self) -> String {
         let decays: Vec<String> = self.weight_decays.iter().map(|w| w.to_string()).collect();
         format!(
-            "epochs={};batch={};lr={};wd={};val={};seed={}",
+            "epochs={};batch={};lr={};wd={};val={};seed={};knn=k{KNN_K}/T{KNN_TEMPERATURE}/per-part",
             self.epochs,
             self.batch,
             self.lr,
@@ -219,7 +237,7 @@ fn split_off(f: &Features, held_out: usize, seed: u64) -> Result<(Features, Feat
     stream(seed, 0, streams::PROBE_VALIDATION).shuffle(&mut order);
     let take = |rows: &[usize]| {
         let x = rows.iter().flat_map(|&i| f.x[i * d..(i + 1) * d].iter().copied()).collect();
-        Features::new(x, rows.iter().map(|&i| f.y[i]).collect(), d)
+        Features::new(x, rows.iter().map(|&i| f.y[i]).collect(), d)?.with_parts(f.parts)
     };
     let (validation, rest) = order.split_at(held_out);
     Ok((take(rest)?, take(validation)?))
@@ -289,17 +307,22 @@ fn accuracy(f: &Features, w: &Tensor, b: &Tensor, dev: &Device) -> Result<f32> {
     Ok(correct as f32 / f.len() as f32)
 }
 
+/// Each part of each row scaled to length `1 / sqrt(parts)`: rows of length 1 whose dot product
+/// is the mean of the parts' cosines.
 fn l2_normalized(f: &Features) -> Vec<f32> {
-    let d = f.dim;
+    let width = f.dim / f.parts;
+    let length = 1.0 / (f.parts as f64).sqrt();
     let mut x = f.x.clone();
-    for row in x.chunks_mut(d) {
-        let norm = row.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt().max(1e-12) as f32;
-        row.iter_mut().for_each(|v| *v /= norm);
+    for part in x.chunks_mut(width) {
+        let norm = part.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt().max(1e-12);
+        let scale = (length / norm) as f32;
+        part.iter_mut().for_each(|v| *v *= scale);
     }
     x
 }
 
-/// Weighted k-NN accuracy on `test` against `train` by cosine similarity.
+/// Weighted k-NN accuracy on `test` against `train` by cosine similarity (the mean of the parts'
+/// cosines, for features of several [`Features::parts`]).
 pub fn knn_accuracy(
     train: &Features,
     test: &Features,
@@ -308,7 +331,7 @@ pub fn knn_accuracy(
     temperature: f32,
     dev: &Device,
 ) -> Result<f32> {
-    if train.is_empty() || test.is_empty() || train.dim != test.dim || k == 0 {
+    if train.is_empty() || test.is_empty() || train.dim != test.dim || train.parts != test.parts || k == 0 {
         return Err(Error::Data("k-NN needs training and test features of one width and k > 0".into()));
     }
     let d = train.dim;

@@ -64,6 +64,11 @@ impl FeatureSpec {
     pub fn width(self, dim: usize) -> usize {
         self.pool.width(dim) * self.blocks
     }
+
+    /// How many token summaries of the encoder's width a feature vector concatenates.
+    pub fn parts(self) -> usize {
+        self.pool.width(1) * self.blocks
+    }
 }
 
 impl std::fmt::Display for FeatureSpec {

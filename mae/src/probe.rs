@@ -67,7 +67,8 @@ pub fn encoder_features(
     let dim = spec.width(model.config.embed_dim);
     let tr = extract(model, &data.train, &data.norm, spec, 256)?;
     let te = extract(model, &data.test, &data.norm, spec, 256)?;
-    Ok((Features::new(tr, labels(&data.train), dim)?, Features::new(te, labels(&data.test), dim)?))
+    let split = |x, set| Features::new(x, labels(set), dim)?.with_parts(spec.parts());
+    Ok((split(tr, &data.train)?, split(te, &data.test)?))
 }
 
 /// Normalised pixels at the model's input size, flattened.

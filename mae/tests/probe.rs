@@ -90,6 +90,26 @@ fn knn_gives_the_known_answer_on_a_hand_made_set() {
 }
 
 #[test]
+fn knn_weighs_each_part_of_concatenated_features_equally() {
+    // Part one is long and says nothing (the same for every row); part two is short and says the
+    // class. Over the whole vector part one drowns part two; part by part, part two decides.
+    let row = |class: u32, jitter: f32| {
+        let sign = if class == 0 { 1.0 } else { -1.0 };
+        vec![100.0, 100.0 + jitter, sign * 0.1, 0.1 * jitter]
+    };
+    let make = |labels: &[u32], jitters: &[f32]| {
+        let x = labels.iter().zip(jitters).flat_map(|(&c, &j)| row(c, j)).collect();
+        Features::new(x, labels.to_vec(), 4).unwrap()
+    };
+    let train = make(&[0, 0, 1, 1], &[0.0, 0.3, 0.6, 0.9]);
+    let test = make(&[1, 0], &[0.1, 0.8]);
+    assert_eq!(knn_accuracy(&train, &test, 2, 1, 0.07, &Device::Cpu).unwrap(), 0.0);
+    let (train, test) = (train.with_parts(2).unwrap(), test.with_parts(2).unwrap());
+    assert_eq!(knn_accuracy(&train, &test, 2, 1, 0.07, &Device::Cpu).unwrap(), 1.0);
+    assert!(Features::new(vec![0.0; 3], vec![0], 3).unwrap().with_parts(2).is_err());
+}
+
+#[test]
 fn the_study_plans_one_plain_autoencoder_per_target() {
     let nano = ModelConfig::by_name("mae_vit_nano_patch4_16").unwrap();
     let o = StudyOptions {
