@@ -332,7 +332,9 @@ pub fn knn_accuracy(
     dev: &Device,
 ) -> Result<f32> {
     if train.is_empty() || test.is_empty() || train.dim != test.dim || train.parts != test.parts || k == 0 {
-        return Err(Error::Data("k-NN needs training and test features of one width and k > 0".into()));
+        return Err(Error::Data(
+            "k-NN needs training and test features of one width and number of parts, and k > 0".into(),
+        ));
     }
     let d = train.dim;
     let k = k.min(train.len());

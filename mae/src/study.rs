@@ -523,7 +523,7 @@ pub fn markdown(o: &StudyOptions, rows: &[StudyRow], baselines: &[(String, f32, 
         s,
         "Model `{}` on `{}`, {budget} of pre-training per run (recipe {}, seed {}); probes on {} features \
          ({} training images), linear probe = standardised features + softmax regression ({}), k-NN = k 20, \
-         cosine.\n",
+         cosine part by part (the mean of the summaries' cosines).\n",
         o.model.name,
         o.data,
         run_recipe(o),
