@@ -17,9 +17,8 @@
 //!   `exp(similarity / 0.07)`. A feature vector that concatenates several summaries (the cls
 //!   token and the mean of the patch tokens, or those of several blocks) is compared part by
 //!   part: its similarity is the mean of the parts' cosines, so that no summary outweighs the
-//!   others by its norm alone (after the final LayerNorm the micro preset's cls token is about
-//!   1.8 times as long as the mean of its 49 patch tokens, so a cosine over the whole vector is
-//!   about three quarters the cls token's).
+//!   others by its norm alone (after the final LayerNorm the cls token is the longer of the two,
+//!   and decided the whole-vector cosine: docs/results.md, "k-NN part by part").
 
 use engine::{Device, Indices, Tensor, backward, no_grad, ops};
 
