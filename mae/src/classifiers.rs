@@ -368,6 +368,63 @@ pub const KNN_K: usize = 20;
 /// Temperature of the k-NN vote: each neighbour weighs `exp(similarity / 0.07)`.
 pub const KNN_TEMPERATURE: f32 = 0.07;
 
+/// One way of reading k-NN off a feature set: how many neighbours vote, how sharply their
+/// similarity weighs (`exp(similarity / temperature)`), and whether the features are standardised
+/// with the training split's statistics first.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct KnnProtocol {
+    /// How the tables of docs/results.md name it.
+    pub name: &'static str,
+    /// Neighbours that vote.
+    pub k: usize,
+    /// Each neighbour's vote weighs `exp(similarity / temperature)`.
+    pub temperature: f32,
+    /// Standardise both splits with the training split's statistics before the cosine.
+    pub standardized: bool,
+}
+
+/// The probe's own k-NN first, then the variants that docs/results.md re-scores every feature set
+/// with, so that a k-NN result can be told from the protocol's doing (`mae probe --knn-protocols`).
+pub const KNN_PROTOCOLS: [KnnProtocol; 5] = [
+    KnnProtocol {
+        name: "cosine, k 20, T 0.07 (the probe's)",
+        k: KNN_K,
+        temperature: KNN_TEMPERATURE,
+        standardized: false,
+    },
+    KnnProtocol { name: "k 10", k: 10, temperature: KNN_TEMPERATURE, standardized: false },
+    KnnProtocol { name: "T 0.02", k: KNN_K, temperature: 0.02, standardized: false },
+    KnnProtocol { name: "standardised, then cosine", k: KNN_K, temperature: KNN_TEMPERATURE, standardized: true },
+    KnnProtocol { name: "standardised, k 10", k: 10, temperature: KNN_TEMPERATURE, standardized: true },
+];
+
+/// k-NN accuracy of `test` against `train` under each of `protocols`, in their order (the
+/// standardised copies are made once).
+pub fn knn_under_protocols(
+    train: &Features,
+    test: &Features,
+    classes: usize,
+    protocols: &[KnnProtocol],
+    dev: &Device,
+) -> Result<Vec<f32>> {
+    let mut standardized: Option<(Features, Features)> = None;
+    let mut out = Vec::with_capacity(protocols.len());
+    for p in protocols {
+        let (tr, te) = if p.standardized {
+            let (tr, te) = standardized.get_or_insert_with(|| {
+                let (mut tr, mut te) = (train.clone(), test.clone());
+                standardize(&mut tr, &mut te);
+                (tr, te)
+            });
+            (&*tr, &*te)
+        } else {
+            (train, test)
+        };
+        out.push(knn_accuracy(tr, te, classes, p.k, p.temperature, dev)?);
+    }
+    Ok(out)
+}
+
 /// Linear-probe and k-NN accuracy of one feature set.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ProbeScores {

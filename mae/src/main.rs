@@ -114,6 +114,11 @@ struct ProbeArgs {
     /// `baselines.csv`, keyed by the images, normalisation, model, features and probe).
     #[arg(long)]
     fresh_baselines: bool,
+    /// Instead of the probe, k-NN of the encoder's features and of raw pixels under five
+    /// protocols (the probe's, k 10, temperature 0.02, standardised features, standardised at k 10):
+    /// the variants docs/results.md compares, to tell a k-NN result from its protocol.
+    #[arg(long, conflicts_with = "over_steps")]
+    knn_protocols: bool,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -792,6 +797,9 @@ fn cmd_probe(a: ProbeArgs) -> Result<()> {
         data.test.len(),
         data.classes
     );
+    if a.knn_protocols {
+        return print_and_save(&mae::probe::knn_protocols_table(&l.model, &data, spec, &dev)?, a.out.as_deref());
+    }
     let o = mae::classifiers::ProbeOptions {
         epochs: a.epochs,
         weight_decays: a.weight_decays,

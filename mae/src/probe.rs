@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use engine::Device;
 
-use crate::classifiers::{Features, ProbeOptions, ProbeScores, score};
+use crate::classifiers::{Features, KNN_PROTOCOLS, ProbeOptions, ProbeScores, knn_under_protocols, score};
 use crate::config::ModelConfig;
 use crate::data::Split;
 use crate::data::augment::Augment;
@@ -79,6 +79,25 @@ pub fn pixel_features(data: &ProbeData, size: usize) -> Result<(Features, Featur
         Features::new(x, labels(set), set.channels * size * size)
     };
     Ok((one(&data.train)?, one(&data.test)?))
+}
+
+/// k-NN of the encoder's features and of the raw pixels under every protocol of
+/// [`KNN_PROTOCOLS`]: a markdown table, one row per protocol (no linear probe).
+pub fn knn_protocols_table(
+    model: &MaskedAutoencoder,
+    data: &ProbeData,
+    spec: FeatureSpec,
+    dev: &Device,
+) -> Result<String> {
+    let (tr, te) = encoder_features(model, data, spec)?;
+    let mae = knn_under_protocols(&tr, &te, data.classes, &KNN_PROTOCOLS, dev)?;
+    let (tr, te) = pixel_features(data, model.config.img_size)?;
+    let pixels = knn_under_protocols(&tr, &te, data.classes, &KNN_PROTOCOLS, dev)?;
+    let mut t = format!("| k-NN protocol | MAE encoder ({spec}) | raw pixels |\n|---|---:|---:|\n");
+    for ((p, a), b) in KNN_PROTOCOLS.iter().zip(mae).zip(pixels) {
+        t.push_str(&format!("| {} | {:.2}% | {:.2}% |\n", p.name, 100.0 * a, 100.0 * b));
+    }
+    Ok(t)
 }
 
 /// One row of the probe table.

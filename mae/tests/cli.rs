@@ -237,6 +237,11 @@ fn a_finished_run_can_be_reconstructed_embedded_and_probed() {
     assert!(o.status.success(), "{}", stderr(&o));
     let table = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(table.contains("raw pixels") && table.contains("random-init encoder"), "{table}");
+    let o = run(&["probe", "--checkpoint", out.to_str().unwrap(), "--train-limit", "300", "--knn-protocols"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let knn = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(knn.lines().filter(|l| l.ends_with("% |")).count(), 5, "one row per protocol: {knn}");
+    assert!(knn.contains("the probe's") && knn.contains("standardised, k 10"), "{knn}");
     // The baselines were kept in the cache; a second probe reads them back (here, a doctored
     // score: 50%), and --fresh-baselines probes them again, giving the first probe's table.
     let cache = cache_dir().join("baselines.csv");

@@ -1,7 +1,10 @@
 //! The evaluation tools on data whose answer is known, and the study end to end on a tiny budget.
 
 use engine::{Device, Rng};
-use mae::classifiers::{Features, ProbeOptions, knn_accuracy, linear_probe, standardize};
+use mae::classifiers::{
+    Features, KNN_K, KNN_PROTOCOLS, KNN_TEMPERATURE, ProbeOptions, knn_accuracy, knn_under_protocols, linear_probe,
+    standardize,
+};
 use mae::config::ModelConfig;
 use mae::features::{FeatureSpec, Pool, extract};
 use mae::masking::MaskStrategy;
@@ -87,6 +90,29 @@ fn knn_gives_the_known_answer_on_a_hand_made_set() {
     // With the labels of the test set flipped, nothing is right.
     let flipped = Features::new(test.x.clone(), vec![1, 0, 1], 2).unwrap();
     assert_eq!(knn_accuracy(&train, &flipped, 2, 3, 0.07, &Device::Cpu).unwrap(), 0.0);
+}
+
+#[test]
+fn knn_protocols_start_with_the_probes_own_and_score_as_their_settings_do_one_by_one() {
+    let first = KNN_PROTOCOLS[0];
+    assert_eq!((first.k, first.temperature, first.standardized), (KNN_K, KNN_TEMPERATURE, false));
+    // Overlapping blobs, pushed off the origin along one axis so that standardising (which centres
+    // them) changes the cosines.
+    let shift = |mut f: Features| {
+        f.x.iter_mut().step_by(f.dim).for_each(|v| *v += 8.0);
+        f
+    };
+    let train = shift(blobs(40, 3, 1.5, 11)).with_parts(2).unwrap();
+    let test = shift(blobs(20, 3, 1.5, 12)).with_parts(2).unwrap();
+    let scores = knn_under_protocols(&train, &test, 3, &KNN_PROTOCOLS, &Device::Cpu).unwrap();
+    let (mut str, mut ste) = (train.clone(), test.clone());
+    standardize(&mut str, &mut ste);
+    for (p, got) in KNN_PROTOCOLS.iter().zip(&scores) {
+        let (tr, te) = if p.standardized { (&str, &ste) } else { (&train, &test) };
+        let want = knn_accuracy(tr, te, 3, p.k, p.temperature, &Device::Cpu).unwrap();
+        assert_eq!(*got, want, "{}", p.name);
+        assert!(*got > 0.5, "{}: {got}", p.name);
+    }
 }
 
 #[test]
