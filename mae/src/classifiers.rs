@@ -330,16 +330,34 @@ pub fn knn_accuracy(
     temperature: f32,
     dev: &Device,
 ) -> Result<f32> {
-    if train.is_empty() || test.is_empty() || train.dim != test.dim || train.parts != test.parts || k == 0 {
+    Ok(knn_accuracies(train, test, classes, &[(k, temperature)], dev)?[0])
+}
+
+/// [`knn_accuracy`] for several `(k, temperature)` settings at once: the similarities (a
+/// `[test, train]` product) and the largest k's neighbours are found once and every setting votes
+/// among them.
+pub fn knn_accuracies(
+    train: &Features,
+    test: &Features,
+    classes: usize,
+    settings: &[(usize, f32)],
+    dev: &Device,
+) -> Result<Vec<f32>> {
+    if train.is_empty()
+        || test.is_empty()
+        || train.dim != test.dim
+        || train.parts != test.parts
+        || settings.iter().any(|&(k, _)| k == 0)
+    {
         return Err(Error::Data(
             "k-NN needs training and test features of one width and number of parts, and k > 0".into(),
         ));
     }
     let d = train.dim;
-    let k = k.min(train.len());
+    let k_max = settings.iter().map(|&(k, _)| k).max().unwrap_or(1).min(train.len());
     let bank = no_grad(|| Tensor::from_vec(l2_normalized(train), &[train.len(), d], dev))?;
     let queries = l2_normalized(test);
-    let mut correct = 0usize;
+    let mut correct = vec![0usize; settings.len()];
     let chunk = (1 << 24) / train.len().max(1);
     let chunk = chunk.clamp(1, 1024);
     for (c, labels) in test.y.chunks(chunk).enumerate() {
@@ -350,17 +368,31 @@ pub fn knn_accuracy(
         })?;
         for (r, &label) in labels.iter().enumerate() {
             let row = &sims[r * train.len()..(r + 1) * train.len()];
+            let by_similarity = |a: &usize, b: &usize| row[*b].total_cmp(&row[*a]);
             let mut idx: Vec<usize> = (0..row.len()).collect();
-            idx.select_nth_unstable_by(k - 1, |&a, &b| row[b].total_cmp(&row[a]));
-            let mut votes = vec![0.0f64; classes];
-            for &i in &idx[..k] {
-                votes[train.y[i] as usize] += ((row[i] / temperature) as f64).exp();
+            idx.select_nth_unstable_by(k_max - 1, by_similarity);
+            let nearest = &idx[..k_max];
+            for (&(k, temperature), correct) in settings.iter().zip(&mut correct) {
+                let k = k.min(train.len());
+                // A smaller k votes among its own nearest of the k_max.
+                let mut fewer;
+                let voters = if k == k_max {
+                    nearest
+                } else {
+                    fewer = nearest.to_vec();
+                    fewer.select_nth_unstable_by(k - 1, by_similarity);
+                    &fewer[..k]
+                };
+                let mut votes = vec![0.0f64; classes];
+                for &i in voters {
+                    votes[train.y[i] as usize] += ((row[i] / temperature) as f64).exp();
+                }
+                let best = (0..classes).max_by(|&a, &b| votes[a].total_cmp(&votes[b])).unwrap_or(0);
+                *correct += (best == label as usize) as usize;
             }
-            let best = (0..classes).max_by(|&a, &b| votes[a].total_cmp(&votes[b])).unwrap_or(0);
-            correct += (best == label as usize) as usize;
         }
     }
-    Ok(correct as f32 / test.len() as f32)
+    Ok(correct.iter().map(|&n| n as f32 / test.len() as f32).collect())
 }
 
 /// The number of neighbours that vote in k-NN, used throughout.
@@ -398,8 +430,8 @@ pub const KNN_PROTOCOLS: [KnnProtocol; 5] = [
     KnnProtocol { name: "standardised, k 10", k: 10, temperature: KNN_TEMPERATURE, standardized: true },
 ];
 
-/// k-NN accuracy of `test` against `train` under each of `protocols`, in their order (the
-/// standardised copies are made once).
+/// k-NN accuracy of `test` against `train` under each of `protocols`, in their order: one pass
+/// over the similarities of the features as they are, one over the standardised ones.
 pub fn knn_under_protocols(
     train: &Features,
     test: &Features,
@@ -407,22 +439,23 @@ pub fn knn_under_protocols(
     protocols: &[KnnProtocol],
     dev: &Device,
 ) -> Result<Vec<f32>> {
-    let mut standardized: Option<(Features, Features)> = None;
-    let mut out = Vec::with_capacity(protocols.len());
-    for p in protocols {
-        let (tr, te) = if p.standardized {
-            let (tr, te) = standardized.get_or_insert_with(|| {
-                let (mut tr, mut te) = (train.clone(), test.clone());
-                standardize(&mut tr, &mut te);
-                (tr, te)
-            });
-            (&*tr, &*te)
+    let scores = |standardized: bool| -> Result<std::vec::IntoIter<f32>> {
+        let settings: Vec<(usize, f32)> =
+            protocols.iter().filter(|p| p.standardized == standardized).map(|p| (p.k, p.temperature)).collect();
+        if settings.is_empty() {
+            return Ok(Vec::new().into_iter());
+        }
+        let out = if standardized {
+            let (mut tr, mut te) = (train.clone(), test.clone());
+            standardize(&mut tr, &mut te);
+            knn_accuracies(&tr, &te, classes, &settings, dev)?
         } else {
-            (train, test)
+            knn_accuracies(train, test, classes, &settings, dev)?
         };
-        out.push(knn_accuracy(tr, te, classes, p.k, p.temperature, dev)?);
-    }
-    Ok(out)
+        Ok(out.into_iter())
+    };
+    let (mut plain, mut standardized) = (scores(false)?, scores(true)?);
+    Ok(protocols.iter().filter_map(|p| if p.standardized { standardized.next() } else { plain.next() }).collect())
 }
 
 /// Linear-probe and k-NN accuracy of one feature set.
