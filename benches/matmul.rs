@@ -1,7 +1,8 @@
 //! The CPU matmul: the plain-loop reference (`engine::cpu::reference::matmul`) against the fast
 //! blocked kernel (`engine::cpu::matmul::matmul`, as the CPU backend calls it: best kernel, threads
 //! chosen by size; and each SIMD micro-kernel the CPU has, `avx2fma` and `avx512`, on the same
-//! threads), on square products and on the shapes of MAE training.
+//! threads; and the bf16 kernel, `bf16avx512`, where the CPU has AVX512_BF16), on square products
+//! and on the shapes of MAE training.
 //!
 //! Throughput is declared as `Throughput::Elements(2 m n k batch)`, so the "elements" criterion
 //! reports per second are FLOPs: read `Gelem/s` as GFLOP/s.
@@ -51,8 +52,9 @@ fn bench_cases(c: &mut Criterion, group_name: &str, cases: Vec<Case>) {
         group.bench_with_input(BenchmarkId::new("fast", &case.name), s, |bench, s| {
             bench.iter(|| matmul::matmul(black_box(&a), black_box(&b), bias.as_deref(), s, &mut c))
         });
-        // Every SIMD kernel this CPU has, on the threads `matmul` would use (`fast` is the best).
-        for kernel in [Kernel::Avx2Fma, Kernel::Avx512].into_iter().filter(|k| k.is_available()) {
+        // Every SIMD kernel this CPU has, f32 and bf16 (`bf16avx512`: inputs rounded to bfloat16,
+        // summed in f32), on the threads `matmul` would use (`fast` is the best f32 one).
+        for kernel in [Kernel::Avx2Fma, Kernel::Avx512, Kernel::Bf16Avx512].into_iter().filter(|k| k.is_available()) {
             let id = BenchmarkId::new(format!("{kernel:?}").to_lowercase(), &case.name);
             group.bench_with_input(id, s, |bench, s| {
                 let threads = matmul::auto_threads(s);
@@ -100,6 +102,11 @@ fn mae_shapes(c: &mut Criterion) {
             false,
             true,
         ),
+        // The tuned recipe's batch of 64 (832 encoder rows): fc1 forward, fc2 forward (its weight
+        // stored [out, in], as the linear layers keep it) and the weight gradient of fc1.
+        case("fc1_832x128x512", plain(64 * 13, 512, 128), true, false),
+        case("fc2_832x512_x_T128x512", MatmulSpec { trans_b: true, ..plain(64 * 13, 128, 512) }, true, false),
+        case("dweight_fc1_T832x128_x_832x512", MatmulSpec { trans_a: true, ..plain(128, 512, 64 * 13) }, false, false),
         // Attention-like: many small batched products, Q K^T of [13, 32] x [13, 32]^T per item.
         case(
             "attention_1024x_13x32_x_T13x32",

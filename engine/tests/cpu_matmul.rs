@@ -17,10 +17,15 @@
 //! reach 1.2 sqrt(k + 2) u S (small k, where the final rounding of c dominates), and for the k
 //! used here (at most 600) the tolerance stays under 6e-6 S, so dropping, doubling or misplacing
 //! any product bigger than that fails.
+//!
+//! The bf16 kernels round both operands to bfloat16 and sum the (exact) products in f32: against
+//! the reference on the *rounded* operands they owe the same f32 summation bound, so the same
+//! tolerance checks their packing, pairing and sums as tightly as the f32 kernels'. A last test
+//! bounds them against the reference on the f32 operands, where the rounding itself is the error.
 
 use engine::Rng;
 use engine::backend::MatmulSpec;
-use engine::cpu::matmul::{self, Kernel};
+use engine::cpu::matmul::{self, Kernel, Precision, bf16::round_to_bf16};
 use engine::cpu::reference;
 
 /// Values in [-1e3, 1e3] or [-1e-3, 1e-3], half and half: sums with large cancellations and tiny
@@ -39,16 +44,21 @@ fn spec(m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> MatmulSpe
 }
 
 /// Runs the fast matmul with `kernel` on at most `threads` threads and compares it with the
-/// reference, element by element, with the tolerance of the module comment.
+/// reference, element by element, with the tolerance of the module comment. A bf16 kernel is
+/// compared with the reference on the operands it reads: rounded to bf16.
 fn check_against_reference(kernel: Kernel, threads: usize, s: &MatmulSpec, with_bias: bool, seed: u64) {
     let mut rng = Rng::new(seed);
     let a = wide_values(s.a_len(), &mut rng);
     let b = wide_values(s.b_len(), &mut rng);
     let bias = with_bias.then(|| wide_values(s.n, &mut rng));
-    let expected = reference::matmul(&a, &b, bias.as_deref(), s);
     // Garbage in C first: the fast path must overwrite every element.
     let mut got = vec![f32::NAN; s.batch * s.m * s.n];
     matmul::matmul_with(kernel, threads, &a, &b, bias.as_deref(), s, &mut got);
+    let (a, b) = match kernel.precision() {
+        Precision::F32 => (a, b),
+        Precision::Bf16 => (a.into_iter().map(round_to_bf16).collect(), b.into_iter().map(round_to_bf16).collect()),
+    };
+    let expected = reference::matmul(&a, &b, bias.as_deref(), s);
 
     let u = f32::EPSILON as f64 / 2.0;
     let slack = 4.0 * ((s.k + 2) as f64).sqrt() * u;
@@ -72,8 +82,9 @@ fn check_against_reference(kernel: Kernel, threads: usize, s: &MatmulSpec, with_
     }
 }
 
+/// Every kernel this CPU can run, f32 and bf16.
 fn available_kernels() -> Vec<Kernel> {
-    Kernel::ALL.into_iter().filter(|kernel| kernel.is_available()).collect()
+    Kernel::ALL.into_iter().chain(Kernel::BF16).filter(|kernel| kernel.is_available()).collect()
 }
 
 const UNEVEN_SHAPES: [(usize, usize, usize); 4] = [(1, 1, 1), (1, 137, 3), (45, 65, 33), (129, 257, 63)];
@@ -125,6 +136,104 @@ fn the_avx512_kernel_equals_the_reference_where_the_cpu_has_avx512() {
     } else {
         eprintln!("SKIPPED: this CPU lacks AVX-512F: the AVX-512 kernel is not tested here");
     }
+}
+
+#[test]
+fn the_portable_bf16_kernel_equals_the_reference_on_bf16_operands_on_uneven_shapes() {
+    every_transpose_and_bias_equals_the_reference(Kernel::Bf16Portable);
+    // Odd depths: the last k pair of a block is half padding.
+    for &(m, n, k) in &[(7, 19, 1), (13, 17, 5), (37, 31, 513)] {
+        check_against_reference(Kernel::Bf16Portable, 2, &spec(m, n, k, true, false), true, 21);
+    }
+}
+
+#[test]
+fn the_bf16_kernel_equals_the_reference_on_bf16_operands_where_the_cpu_has_avx512_bf16() {
+    if Kernel::Bf16Avx512.is_available() {
+        every_transpose_and_bias_equals_the_reference(Kernel::Bf16Avx512);
+        // As for the AVX-512 kernel, whose tile and blocking it shares, and odd depths.
+        for &(m, n, k) in &[(25, 33, 129), (13, 65, 301), (37, 31, 513), (150, 790, 260), (12, 32, 1)] {
+            for (trans_a, trans_b) in [(false, false), (true, true)] {
+                check_against_reference(Kernel::Bf16Avx512, 2, &spec(m, n, k, trans_a, trans_b), true, 9);
+            }
+        }
+    } else {
+        eprintln!("SKIPPED: this CPU lacks AVX512_BF16: the bf16 AVX-512 kernel is not tested here");
+    }
+}
+
+#[test]
+fn bf16_products_are_within_bf16_rounding_of_the_f32_reference() {
+    // Each operand is off by at most 2^-8 of itself (bf16 keeps 8 significant bits), so each
+    // product by at most (2 + 2^-8) 2^-8 of |a||b|, and the sum by that much of S; the f32
+    // summation adds the module's bound.
+    for kernel in Kernel::BF16.into_iter().filter(|kernel| kernel.is_available()) {
+        for &(m, n, k) in &[(1, 137, 3), (45, 65, 33), (64, 96, 300)] {
+            let s = spec(m, n, k, false, true);
+            let mut rng = Rng::new(31);
+            let a = wide_values(s.a_len(), &mut rng);
+            let b = wide_values(s.b_len(), &mut rng);
+            let want = reference::matmul(&a, &b, None, &s);
+            let mut got = vec![0.0; m * n];
+            matmul::matmul_with(kernel, 2, &a, &b, None, &s, &mut got);
+            let u = f32::EPSILON as f64 / 2.0;
+            let rounding = (2.0 + 2f64.powi(-8)) * 2f64.powi(-8);
+            let (mut worst, mut typical) = (0.0f64, 0.0f64);
+            for i in 0..m {
+                for j in 0..n {
+                    let magnitude: f64 =
+                        (0..k).map(|p| (a[s.a_index(i, p)] as f64 * b[s.b_index(p, j)] as f64).abs()).sum();
+                    let error = (got[i * n + j] as f64 - want[i * n + j] as f64).abs();
+                    let bound = (rounding + 4.0 * ((k + 2) as f64).sqrt() * u) * magnitude;
+                    assert!(error <= bound, "{kernel:?} {m}x{n}x{k} C[{i}, {j}]: off by {error:e}, bound {bound:e}");
+                    worst = worst.max(error / magnitude.max(f64::MIN_POSITIVE));
+                    typical += error / magnitude.max(f64::MIN_POSITIVE) / (m * n) as f64;
+                }
+            }
+            // Not f32 in disguise: the rounding is there (a mean relative error well over f32's),
+            // and no larger than bf16's.
+            assert!(
+                typical > 1e-5 && worst <= rounding + 1e-5,
+                "{kernel:?} {m}x{n}x{k}: mean {typical:e}, worst {worst:e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bf16_precision_is_a_per_thread_permission_used_only_where_the_cpu_has_bf16_dot_products() {
+    assert_eq!(Precision::current(), Precision::F32);
+    assert_eq!(Precision::F32.kernel(), Kernel::best());
+    let native = Kernel::Bf16Avx512.is_available();
+    assert_eq!(Precision::Bf16.kernel(), if native { Kernel::Bf16Avx512 } else { Kernel::best() });
+
+    let s = spec(45, 65, 33, false, false);
+    let mut rng = Rng::new(17);
+    let a = wide_values(s.a_len(), &mut rng);
+    let b = wide_values(s.b_len(), &mut rng);
+    let product = || {
+        let mut c = vec![0.0; s.m * s.n];
+        matmul::matmul(&a, &b, None, &s, &mut c);
+        c
+    };
+    let mut at_bf16 = vec![0.0; s.m * s.n];
+    matmul::matmul_with(Precision::Bf16.kernel(), matmul::auto_threads(&s), &a, &b, None, &s, &mut at_bf16);
+    let (inside, other_thread) = matmul::with_precision(Precision::Bf16, || {
+        assert_eq!(Precision::current(), Precision::Bf16);
+        (product(), std::thread::scope(|scope| scope.spawn(product).join().unwrap()))
+    });
+    assert_eq!(inside, at_bf16, "inside with_precision, products run at bf16 where the CPU has it");
+    assert_eq!(other_thread, product(), "another thread keeps its own precision, f32");
+    assert_eq!(Precision::current(), Precision::F32, "the setting ends with the scope");
+    if native {
+        assert_ne!(inside, product(), "bf16 products differ from f32 ones on wide values");
+    } else {
+        eprintln!("SKIPPED in part: this CPU lacks AVX512_BF16, so bf16 precision runs the f32 kernel here");
+    }
+    // A panic inside the scope restores the setting too.
+    let caught = std::panic::catch_unwind(|| matmul::with_precision(Precision::Bf16, || panic!("on purpose")));
+    assert!(caught.is_err());
+    assert_eq!(Precision::current(), Precision::F32);
 }
 
 #[test]

@@ -68,6 +68,22 @@ pub(super) unsafe fn write_tile<const R: usize, const C: usize>(acc: &[[f32; C];
     }
 }
 
+/// Asks for the first and last value of each row of the tile's C (a row spans at most two or
+/// three cache lines), so that their misses overlap the k loop. A hint: it never faults.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(super) fn prefetch_tile(tile: &Tile) {
+    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+    for r in 0..tile.rows {
+        let row = tile.c.wrapping_add(r * tile.ldc);
+        // SAFETY: prefetching is a hint that cannot fault; SSE is part of the x86_64 baseline.
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(row.cast());
+            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(tile.cols - 1).cast());
+        }
+    }
+}
+
 /// The portable micro-kernel. The accumulator is a fixed `[[f32; NR]; MR]` array and the inner
 /// two loops have constant trip counts, so LLVM unrolls them and turns each row update into
 /// vector multiply-adds of the target's baseline width.
@@ -113,11 +129,7 @@ unsafe fn avx2_impl(a: &[f32], b: &[f32], tile: &Tile) {
     debug_assert_eq!(b.len(), kc * NR);
     // Ask for the C tile now, so that its cache misses overlap the k loop instead of stalling the
     // write-back (a row of the tile is 64 bytes, on at most two cache lines).
-    for r in 0..tile.rows {
-        let row = tile.c.wrapping_add(r * tile.ldc);
-        _mm_prefetch::<_MM_HINT_T0>(row.cast());
-        _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(tile.cols - 1).cast());
-    }
+    prefetch_tile(tile);
     let mut c00 = _mm256_setzero_ps();
     let mut c01 = _mm256_setzero_ps();
     let mut c10 = _mm256_setzero_ps();

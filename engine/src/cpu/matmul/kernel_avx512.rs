@@ -32,7 +32,7 @@
 
 use super::kernel::Tile;
 #[cfg(target_arch = "x86_64")]
-use super::kernel::write_tile;
+use super::kernel::{prefetch_tile, write_tile};
 
 /// Rows of the register tile (the height of a packed A sliver).
 pub const MR: usize = 12;
@@ -61,11 +61,7 @@ unsafe fn avx512_impl(a: &[f32], b: &[f32], tile: &Tile) {
     let kc = a.len() / MR;
     debug_assert_eq!(b.len(), kc * NR);
     // Ask for the C tile now, so that its misses overlap the k loop (a tile row is 128 bytes).
-    for r in 0..tile.rows {
-        let row = tile.c.wrapping_add(r * tile.ldc);
-        _mm_prefetch::<_MM_HINT_T0>(row.cast());
-        _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(tile.cols - 1).cast());
-    }
+    prefetch_tile(tile);
     // The 24 accumulators: `acc[r][h]` is row r, columns 16 h .. 16 h + 16. Every index below is a
     // constant after unrolling, so LLVM keeps them all in registers.
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
@@ -85,6 +81,21 @@ unsafe fn avx512_impl(a: &[f32], b: &[f32], tile: &Tile) {
             pb = pb.add(NR);
         }
     }
+
+    // SAFETY: forwarded from the caller.
+    unsafe { write_back(acc, tile) }
+}
+
+/// Writes the 24 accumulators of a 12 x 32 tile into C: vector stores (bias fused in) for a full
+/// tile, the scalar `write_tile` for an edge tile. Shared with the bf16 kernel (`kernel_bf16.rs`).
+///
+/// # Safety
+/// As for `KernelFn`, and the CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(super) unsafe fn write_back(acc: [[std::arch::x86_64::__m512; 2]; MR], tile: &Tile) {
+    use std::arch::x86_64::*;
 
     if tile.rows == MR && tile.cols == NR {
         // A full tile: vector write-back, bias fused in.

@@ -106,8 +106,10 @@
 //! DRAM. So the kernel, not memory, is the limit, and the aim is to keep it fed. What it reaches
 //! on the MAE's shapes, one and two cores, AVX2 and AVX-512, is in `docs/benchmarks.md`.
 
+pub mod bf16;
 mod kernel;
 mod kernel_avx512;
+mod kernel_bf16;
 mod pack;
 
 use std::mem::MaybeUninit;
@@ -164,22 +166,134 @@ pub enum Kernel {
     /// `std::arch` AVX-512F intrinsics, a 12 x 32 tile (`kernel_avx512.rs`): x86_64 CPUs with
     /// AVX-512F (checked at run time).
     Avx512,
+    /// Inputs rounded to bfloat16, summed in f32, in plain Rust on the 6 x 16 tile
+    /// (`kernel_bf16.rs`): the bf16 kernels' reference, on any CPU.
+    Bf16Portable,
+    /// Inputs rounded to bfloat16, summed in f32 by AVX512_BF16's `vdpbf16ps` on the 12 x 32 tile
+    /// (`kernel_bf16.rs`): x86_64 CPUs with AVX-512F and AVX512_BF16 (checked at run time).
+    Bf16Avx512,
+}
+
+/// The precision a product's inputs are read at. The sums are f32 either way, and so is C.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// Full f32 inputs (PyTorch's default, `set_float32_matmul_precision("highest")`).
+    #[default]
+    F32,
+    /// Inputs rounded to bfloat16 (8 bits of mantissa) where the CPU has native bf16 dot products
+    /// (AVX512_BF16), else f32: a permission, as PyTorch's `set_float32_matmul_precision("medium")`
+    /// is, not a demand. See `bf16.rs`.
+    Bf16,
+}
+
+impl Precision {
+    /// The kernel a product at this precision runs on this CPU: the bf16 one where `vdpbf16ps`
+    /// exists and bf16 is allowed, else [`Kernel::best`].
+    pub fn kernel(self) -> Kernel {
+        match self {
+            Precision::Bf16 if Kernel::Bf16Avx512.is_available() => Kernel::Bf16Avx512,
+            _ => Kernel::best(),
+        }
+    }
+
+    /// The precision of products on this thread: [`Precision::F32`], or what [`with_precision`] set.
+    pub fn current() -> Precision {
+        PRECISION.get()
+    }
+
+    /// `f32` or `bf16`, as [`FromStr`](std::str::FromStr) reads it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+
+    /// What products at this precision run as on this CPU, in words for a log line.
+    pub fn describe(self) -> String {
+        match (self, self.kernel()) {
+            (Precision::Bf16, Kernel::Bf16Avx512) => "bf16 inputs, f32 sums (AVX512_BF16)".into(),
+            (Precision::Bf16, k) => format!("f32 ({k:?}: bf16 allowed, but this CPU has no AVX512_BF16)"),
+            (Precision::F32, k) => format!("f32 ({k:?})"),
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            _ => Err(format!("unknown matmul precision '{s}': use f32 or bf16")),
+        }
+    }
+}
+
+thread_local! {
+    /// The precision [`with_precision`] set on this thread.
+    static PRECISION: std::cell::Cell<Precision> = const { std::cell::Cell::new(Precision::F32) };
+}
+
+/// Runs `f` with the products that it calls from this thread ([`matmul`], [`matmul_uninit`],
+/// [`matmul_gelu_uninit`], so the CPU backend's) at `precision`; the previous setting comes back
+/// afterwards, even if `f` panics. Thread-local, as PyTorch's autocast is: a trainer can run its
+/// steps at bf16 while another thread of the process evaluates at f32.
+pub fn with_precision<R>(precision: Precision, f: impl FnOnce() -> R) -> R {
+    let _scope = PrecisionScope::set(precision);
+    f()
+}
+
+/// [`with_precision`] as a guard, for code that returns early: this thread's products run at the
+/// precision given until the guard is dropped, which restores the one before. Not `Send`: it must
+/// be dropped on the thread whose setting it changed.
+#[must_use = "the precision only lasts while the guard lives"]
+pub struct PrecisionScope {
+    previous: Precision,
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl PrecisionScope {
+    /// Sets this thread's precision to `precision` until the guard is dropped.
+    pub fn set(precision: Precision) -> PrecisionScope {
+        PrecisionScope { previous: PRECISION.replace(precision), _not_send: std::marker::PhantomData }
+    }
+}
+
+impl Drop for PrecisionScope {
+    fn drop(&mut self) {
+        PRECISION.set(self.previous);
+    }
 }
 
 impl Kernel {
-    /// Every kernel, available on this CPU or not.
+    /// Every f32 kernel, available on this CPU or not.
     pub const ALL: [Kernel; 3] = [Kernel::Portable, Kernel::Avx2Fma, Kernel::Avx512];
+    /// Every bf16 kernel, available on this CPU or not.
+    pub const BF16: [Kernel; 2] = [Kernel::Bf16Portable, Kernel::Bf16Avx512];
+
+    /// The precision the kernel reads its inputs at.
+    pub fn precision(self) -> Precision {
+        match self {
+            Kernel::Portable | Kernel::Avx2Fma | Kernel::Avx512 => Precision::F32,
+            Kernel::Bf16Portable | Kernel::Bf16Avx512 => Precision::Bf16,
+        }
+    }
 
     /// Whether this CPU can run the kernel.
     pub fn is_available(self) -> bool {
         match self {
-            Kernel::Portable => true,
+            Kernel::Portable | Kernel::Bf16Portable => true,
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2Fma => std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma"),
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 => std::is_x86_feature_detected!("avx512f"),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Bf16Avx512 => {
+                std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bf16")
+            }
             #[cfg(not(target_arch = "x86_64"))]
-            Kernel::Avx2Fma | Kernel::Avx512 => false,
+            Kernel::Avx2Fma | Kernel::Avx512 | Kernel::Bf16Avx512 => false,
         }
     }
 
@@ -215,12 +329,15 @@ impl Kernel {
         assert!(self.is_available(), "the {self:?} matmul kernel is not supported by this CPU");
         match self {
             Kernel::Portable => kernel::portable,
+            Kernel::Bf16Portable => kernel_bf16::portable,
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2Fma => kernel::avx2,
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 => kernel_avx512::avx512,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Bf16Avx512 => kernel_bf16::avx512,
             #[cfg(not(target_arch = "x86_64"))]
-            Kernel::Avx2Fma | Kernel::Avx512 => unreachable!(),
+            Kernel::Avx2Fma | Kernel::Avx512 | Kernel::Bf16Avx512 => unreachable!(),
         }
     }
 }
@@ -239,10 +356,11 @@ fn cpu_vendor_is_intel() -> bool {
     false
 }
 
-/// `C[b] = op(A[b]) . op(B[b]) (+ bias)` with the best kernel for this CPU, on all cores for large
-/// products. `c` holds `batch * m * n` floats and is overwritten.
+/// `C[b] = op(A[b]) . op(B[b]) (+ bias)` with the best kernel for this CPU at this thread's
+/// [`Precision`], on all cores for large products. `c` holds `batch * m * n` floats and is
+/// overwritten.
 pub fn matmul(a: &[f32], b: &[f32], bias: Option<&[f32]>, spec: &MatmulSpec, c: &mut [f32]) {
-    matmul_with(Kernel::best(), auto_threads(spec), a, b, bias, spec, c);
+    matmul_with(Precision::current().kernel(), auto_threads(spec), a, b, bias, spec, c);
 }
 
 /// How many threads [`matmul`] uses for a product: one per `FLOPS_PER_THREAD` of work, at most
@@ -274,7 +392,7 @@ pub fn matmul_with(
 /// is written (C is never read before the product has written it), so the CPU backend can hand
 /// it a fresh buffer without zeroing it first, a pass over memory as large as C.
 pub fn matmul_uninit(a: &[f32], b: &[f32], bias: Option<&[f32]>, spec: &MatmulSpec, c: &mut [MaybeUninit<f32>]) {
-    matmul_into(Kernel::best(), auto_threads(spec), a, b, bias, spec, c);
+    matmul_into(Precision::current().kernel(), auto_threads(spec), a, b, bias, spec, c);
 }
 
 /// [`matmul_uninit`] that also writes `y = gelu(C)` (an MLP's first layer and its activation):
@@ -291,16 +409,7 @@ pub fn matmul_gelu_uninit(
 ) {
     assert_eq!(y.len(), c.len(), "matmul_gelu: y must hold batch * m * n");
     let epilogue = Some(Gelu { y: SharedC(y.as_mut_ptr().cast()), isa: crate::cpu::fast::simd::Isa::current() });
-    let kernel = Kernel::best();
-    let f = kernel.function();
-    let threads = auto_threads(spec);
-    match kernel {
-        Kernel::Avx512 => {
-            use kernel_avx512 as t;
-            tiled::<{ t::MR }, { t::NR }>(f, t::BLOCKING, threads, a, b, bias, spec, c, epilogue)
-        }
-        Kernel::Portable | Kernel::Avx2Fma => tiled::<MR, NR>(f, BLOCKING, threads, a, b, bias, spec, c, epilogue),
-    }
+    tiled_with(Precision::current().kernel(), auto_threads(spec), a, b, bias, spec, c, epilogue);
 }
 
 fn matmul_into(
@@ -312,14 +421,40 @@ fn matmul_into(
     spec: &MatmulSpec,
     c: &mut [MaybeUninit<f32>],
 ) {
-    let f = kernel.function();
+    tiled_with(kernel, threads, a, b, bias, spec, c, None);
+}
+
+/// [`tiled`] with the tile, blocking and packing of `kernel`.
+#[allow(clippy::too_many_arguments)]
+fn tiled_with(
+    kernel: Kernel,
+    threads: usize,
+    a: &[f32],
+    b: &[f32],
+    bias: Option<&[f32]>,
+    spec: &MatmulSpec,
+    c: &mut [MaybeUninit<f32>],
+    gelu: Option<Gelu>,
+) {
+    let run = Run { kernel: kernel.function(), pair_up: kernel.precision() == Precision::Bf16 };
     match kernel {
-        Kernel::Avx512 => {
+        // The bf16 kernel shares the f32 one's tile and blocking: deeper k blocks (256 and 384 at
+        // half the bytes) measured no different on the training step.
+        Kernel::Avx512 | Kernel::Bf16Avx512 => {
             use kernel_avx512 as t;
-            tiled::<{ t::MR }, { t::NR }>(f, t::BLOCKING, threads, a, b, bias, spec, c, None)
+            tiled::<{ t::MR }, { t::NR }>(run, t::BLOCKING, threads, a, b, bias, spec, c, gelu)
         }
-        Kernel::Portable | Kernel::Avx2Fma => tiled::<MR, NR>(f, BLOCKING, threads, a, b, bias, spec, c, None),
+        Kernel::Portable | Kernel::Avx2Fma | Kernel::Bf16Portable => {
+            tiled::<MR, NR>(run, BLOCKING, threads, a, b, bias, spec, c, gelu)
+        }
     }
+}
+
+/// The micro-kernel, and whether it reads k-pair words of bf16 (`bf16.rs`) rather than f32.
+#[derive(Clone, Copy)]
+struct Run {
+    kernel: KernelFn,
+    pair_up: bool,
 }
 
 /// The fused epilogue: where `gelu(C)` goes, and the instruction set to compute it with (the
@@ -351,7 +486,7 @@ impl Gelu {
 /// when asked.
 #[allow(clippy::too_many_arguments)]
 fn tiled<const MR: usize, const NR: usize>(
-    kernel: KernelFn,
+    run: Run,
     blocking: Blocking,
     threads: usize,
     a: &[f32],
@@ -384,7 +519,7 @@ fn tiled<const MR: usize, const NR: usize>(
         return;
     }
 
-    let problem = Problem { a, b, bias, spec, c: SharedC(c.as_mut_ptr().cast()), kernel, blocking, gelu };
+    let problem = Problem { a, b, bias, spec, c: SharedC(c.as_mut_ptr().cast()), run, blocking, gelu };
     // The unit of work split across threads: a row sliver or a column sliver of one batch item.
     let split_rows = m.div_ceil(MR) >= n.div_ceil(NR);
     let per_item = if split_rows { m.div_ceil(MR) } else { n.div_ceil(NR) };
@@ -427,7 +562,7 @@ struct Problem<'a> {
     bias: Option<&'a [f32]>,
     spec: &'a MatmulSpec,
     c: SharedC,
-    kernel: KernelFn,
+    run: Run,
     blocking: Blocking,
     /// `y = gelu(C)`, tile by tile after the last k block.
     gelu: Option<Gelu>,
@@ -497,6 +632,9 @@ impl Problem<'_> {
                 let b_pack = space.b.slice_mut(b_slivers * NR * kc);
                 if b_by_rows {
                     pack::pack_rows::<NR>(b_pack, b, b_sp, jc, nc, pc, kc);
+                    if self.run.pair_up {
+                        b_pack.chunks_exact_mut(NR * kc).for_each(|s| bf16::pair_up_in_place::<NR>(s, kc));
+                    }
                 }
                 for (block, ic) in rows.clone().step_by(mc_step).enumerate() {
                     let mc = mc_step.min(rows.end - ic);
@@ -505,6 +643,9 @@ impl Problem<'_> {
                     let a_pack = space.a.slice_mut(a_slivers * MR * kc);
                     if a_by_rows {
                         pack::pack_rows::<MR>(a_pack, a, a_sp, ic, mc, pc, kc);
+                        if self.run.pair_up {
+                            a_pack.chunks_exact_mut(MR * kc).for_each(|s| bf16::pair_up_in_place::<MR>(s, kc));
+                        }
                     }
                     // The two inner loops, in the kernel's order: the outer one's sliver stays in
                     // L1 while the inner one's stream past it.
@@ -523,6 +664,9 @@ impl Problem<'_> {
                             }
                             let dst = &mut b_pack[jr * NR * kc..(jr + 1) * NR * kc];
                             pack::pack_sliver::<NR>(dst, b, b_sj, b_sp, j, tile_cols, pc, kc);
+                            if self.run.pair_up {
+                                bf16::pair_up_in_place::<NR>(dst, kc);
+                            }
                         }
                         if jr == 0 && !a_by_rows {
                             if ir + 1 < a_slivers {
@@ -531,6 +675,9 @@ impl Problem<'_> {
                             }
                             let dst = &mut a_pack[ir * MR * kc..(ir + 1) * MR * kc];
                             pack::pack_sliver::<MR>(dst, a, a_si, a_sp, i, tile_rows, pc, kc);
+                            if self.run.pair_up {
+                                bf16::pair_up_in_place::<MR>(dst, kc);
+                            }
                         }
                         let b_sliver = &b_pack[jr * NR * kc..(jr + 1) * NR * kc];
                         let a_sliver = &a_pack[ir * MR * kc..(ir + 1) * MR * kc];
@@ -546,7 +693,7 @@ impl Problem<'_> {
                         };
                         // SAFETY: the tile lies in C[item][rows, cols], which only this thread
                         // writes; the kernel was checked available by `function`.
-                        unsafe { (self.kernel)(a_sliver, b_sliver, &tile) };
+                        unsafe { (self.run.kernel)(a_sliver, b_sliver, &tile) };
                     }
                     // The block's rows of this panel are final after the last k block: GELU them
                     // now, row by row, while they are still in L2 (per tile, the rows would be
