@@ -3,12 +3,13 @@
 //! per-kernel timer on, and prints the table.
 //!
 //! ```text
-//! cargo run --release -p mae --example cpu_step_profile -- [DATA] [BATCH] [STEPS] [MODEL] [DECODER_DEPTH]
+//! cargo run --release -p mae --example cpu_step_profile -- [DATA] [BATCH] [STEPS] [MODEL] [DECODER_DEPTH] [PRECISION]
 //! ```
 //! `DATA` is a data source as `mae train --data` takes it (default `builtin:3000`, which selects
 //! `mae_vit_micro_patch4_32`; `fashion-mnist` selects `mae_vit_micro_patch4_28`), `BATCH` the batch
 //! size (default 256), `STEPS` the number of timed steps (default 4), after one untimed warm-up step;
-//! `DECODER_DEPTH` overrides the preset's (1 is the tuned recipe's for `mae_vit_micro_patch4_28`).
+//! `DECODER_DEPTH` overrides the preset's (1 is the tuned recipe's for `mae_vit_micro_patch4_28`),
+//! `PRECISION` is the products' (`bf16`, `mae train`'s default, or `f32`; see `--matmul-precision`).
 //! With `MAE_PROFILE_SHAPES=1` each matmul shape gets its own row (`matmul BxMxNxK` and the
 //! transposes of A and B), with its GFLOP/s.
 
@@ -46,6 +47,11 @@ fn main() -> mae::Result<()> {
     if let Some(depth) = args.get(4).and_then(|s| s.parse().ok()) {
         cfg.decoder_depth = depth;
     }
+    let precision: engine::cpu::matmul::Precision = match args.get(5) {
+        Some(p) => p.parse().map_err(mae::Error::Config)?,
+        None => engine::cpu::matmul::Precision::Bf16,
+    };
+    let _precision = engine::cpu::matmul::PrecisionScope::set(precision);
     let dev = Device::Cpu;
     let set = data.load(Split::Train, &cfg, 0)?;
     let norm = data.normalization(&set);
@@ -54,7 +60,12 @@ fn main() -> mae::Result<()> {
     let mut opt = AdamW::new(AdamWConfig::default(), &params, &dev)?;
     let mut batcher = Batcher::new(set.len(), batch, 0, true)?;
     let aug = Augment::mae();
-    println!("{model_name} (decoder depth {}) on {data}, batch {batch}, {}", cfg.decoder_depth, dev.name());
+    println!(
+        "{model_name} (decoder depth {}) on {data}, batch {batch}, {}, products {}",
+        cfg.decoder_depth,
+        dev.name(),
+        precision.describe()
+    );
 
     // One step; returns the loss and the seconds spent preparing the batch on the host.
     let mut run_step = |u: u64| -> mae::Result<(f32, f64)> {

@@ -686,6 +686,7 @@ pub fn training_table(
     batch: usize,
     steps: u64,
     dev: &Device,
+    precision: engine::cpu::matmul::Precision,
     torch: Option<&std::path::Path>,
 ) -> Result<String> {
     let mut s = String::new();
@@ -712,6 +713,7 @@ pub fn training_table(
         o.verbose = false;
         o.pictures = false;
         o.checkpoint_every_secs = f64::INFINITY;
+        o.matmul_precision = precision;
         crate::bench_torch::reset_peak_rss();
         // The median of the per-step rates, without the first two steps (allocation, pipeline
         // compilation); on a GPU, what the last step asked of it.
@@ -736,7 +738,7 @@ pub fn training_table(
             "| {} | {} | {} | {batch} | {ratio:.2} | {} | {:.1} ms | {} |",
             model.name,
             data,
-            dev.name(),
+            if dev.is_cpu() { format!("{}, products {}", dev.name(), precision.describe()) } else { dev.name() },
             images_per_sec(ips),
             per_step * 1e3,
             mib(rss)

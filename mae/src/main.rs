@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use engine::cpu::matmul::Precision;
 use engine::{Device, DeviceChoice};
 use mae::checkpoint::{load_model, resolve_model_path};
 use mae::config::ModelConfig;
@@ -76,6 +77,10 @@ struct BenchArgs {
     /// after each of our runs, and print its images/s and memory beside ours.
     #[arg(long, value_name = "PYTHON")]
     compare_torch: Option<PathBuf>,
+    /// The CPU training table's product precisions, one table each (bf16 only where the CPU has
+    /// AVX512_BF16; elsewhere it would repeat the f32 table, and is left out).
+    #[arg(long, value_delimiter = ',', default_value = "bf16,f32", value_parser = one_of::<Precision>(&["bf16", "f32"]))]
+    matmul_precision: Vec<Precision>,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -293,6 +298,11 @@ struct TrainArgs {
     /// Also keep the model every N steps in snapshots/, for `mae probe --over-steps`.
     #[arg(long)]
     snapshot_every: Option<u64>,
+    /// The training step's matrix products on the CPU: bf16 rounds their inputs to bfloat16 and
+    /// sums in f32 (mixed precision, as main_pretrain.py's autocast) where the CPU has
+    /// AVX512_BF16, f32 elsewhere; f32 always reads them whole. Evaluation is always f32.
+    #[arg(long, default_value = "bf16", value_parser = one_of::<Precision>(&["bf16", "f32"]))]
+    matmul_precision: Precision,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -590,6 +600,9 @@ fn adopt_checkpoint_settings(o: &mut TrainOptions, m: &clap::ArgMatches) -> Resu
     adopt!("mae.base_lr", ["base_lr"], |v| o.base_lr = v.parse().map_err(|_| bad("mae.base_lr", &v))?);
     adopt!("mae.min_lr", [], |v| o.min_lr = v.parse().map_err(|_| bad("mae.min_lr", &v))?);
     adopt!("mae.warmup", ["warmup"], |v| o.warmup_fraction = v.parse().map_err(|_| bad("mae.warmup", &v))?);
+    adopt!("mae.matmul_precision", ["matmul_precision"], |v| {
+        o.matmul_precision = v.parse().map_err(|_| bad("mae.matmul_precision", &v))?
+    });
     adopt!("mae.weight_decay", ["weight_decay"], |v| {
         o.optimizer.weight_decay = v.parse().map_err(|_| bad("mae.weight_decay", &v))?
     });
@@ -669,6 +682,7 @@ fn cmd_train(a: TrainArgs, m: &clap::ArgMatches) -> Result<()> {
     o.resume = a.resume;
     o.checkpoint_every_secs = a.checkpoint_every * 60.0;
     o.snapshot_every = a.snapshot_every;
+    o.matmul_precision = a.matmul_precision;
     if o.resume {
         adopt_checkpoint_settings(&mut o, m)?;
     }
@@ -964,10 +978,19 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         if dev.is_gpu() {
             devices.push(dev.clone());
         }
+        let torch = a.compare_torch.as_deref();
         for d in &devices {
-            let torch = a.compare_torch.as_deref();
-            report.push_str(&mae::bench::training_table(&model, &data, a.batch, a.steps, d, torch)?);
-            report.push('\n');
+            // On the GPU the precision changes nothing (its products are f32): one table.
+            let mut precisions: Vec<Precision> = Vec::new();
+            for &p in if d.is_cpu() { &a.matmul_precision[..] } else { &[Precision::F32] } {
+                if !precisions.iter().any(|q| q.kernel() == p.kernel()) {
+                    precisions.push(p);
+                }
+            }
+            for precision in precisions {
+                report.push_str(&mae::bench::training_table(&model, &data, a.batch, a.steps, d, precision, torch)?);
+                report.push('\n');
+            }
         }
     }
     print_and_save(&report, a.out.as_deref())

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use engine::cpu::matmul::{Precision, PrecisionScope};
 use engine::{Device, backward};
 
 use crate::batch::model_inputs;
@@ -96,6 +97,12 @@ pub struct TrainOptions {
     /// Stop as Ctrl-C does (checkpoint, `Error::Interrupted`) after this many steps of this
     /// process: a pre-emption at a known point, for tests and for splitting a long run into jobs.
     pub stop_after_steps: Option<u64>,
+    /// The precision of the training step's matrix products on the CPU: `Bf16` (the default) rounds
+    /// their inputs to bfloat16 and sums in f32 where the CPU has AVX512_BF16, about twice the
+    /// products' speed there, and is f32 elsewhere; the mixed precision `main_pretrain.py` trains
+    /// with (autocast), and what docs/results.md measured against f32. Evaluation (`probe`,
+    /// `embed`, the reconstructions) is always f32. The GPU backend's products are f32 either way.
+    pub matmul_precision: Precision,
 }
 
 impl TrainOptions {
@@ -124,6 +131,7 @@ impl TrainOptions {
             pictures: true,
             snapshot_every: None,
             stop_after_steps: None,
+            matmul_precision: Precision::Bf16,
         }
     }
 
@@ -259,6 +267,7 @@ pub fn settings(o: &TrainOptions) -> BTreeMap<String, String> {
     m.insert("mae.mask_strategy".into(), o.mask_strategy.name().into());
     m.insert("mae.augment".into(), o.augment.to_string());
     m.insert("mae.crop_min_scale".into(), o.crop_min_scale.to_string());
+    m.insert("mae.matmul_precision".into(), o.matmul_precision.name().into());
     let crop = format!("RandomResizedCrop(scale {}-1, ratio 3/4-4/3) + horizontal flip", o.crop_min_scale);
     m.insert(
         "mae.preprocessing".into(),
@@ -484,6 +493,8 @@ impl Trainer {
         let lr = learning_rate(self.lr_peak, o.min_lr, o.warmup_fraction, 1.0, self.progress());
         let grid = o.model.grid_size();
         let mut loss_sum = 0.0f64;
+        // Forward and backward at the run's product precision (the optimizer has no products).
+        let _precision = PrecisionScope::set(o.matmul_precision);
         for micro in 0..o.accum_iter as u64 {
             let u = self.step * o.accum_iter as u64 + micro;
             let mut rng = stream(o.seed, u, streams::TRAIN_BATCH);
@@ -598,6 +609,9 @@ pub fn train(o: &TrainOptions, device: &Device, stop: Option<Arc<AtomicBool>>) -
             o.mask_strategy.name(),
             100.0 * o.mask_ratio
         );
+        if device.is_cpu() {
+            eprintln!("matrix products: {}", o.matmul_precision.describe());
+        }
     }
     let (mut window_images, mut window_time) = (0usize, 0.0f64);
     let mut last_print = Instant::now();

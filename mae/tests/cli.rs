@@ -287,6 +287,8 @@ fn a_resume_takes_the_runs_settings_from_its_checkpoint_and_refuses_only_contrad
         "--no-augment",
         "--train-limit",
         "300",
+        "--matmul-precision",
+        "f32",
     ];
     first.extend(flags.map(String::from));
     let r = mae().args(&first).output().unwrap();
@@ -312,6 +314,15 @@ fn a_resume_takes_the_runs_settings_from_its_checkpoint_and_refuses_only_contrad
     let r = run(&["train", "--out", o, "--resume", "--steps", "6", "--train-limit", "200"]);
     assert!(!r.status.success());
     assert!(stderr(&r).contains("mae.train_limit = 300"), "{}", stderr(&r));
+    // The products' precision is the run's too: f32 here, kept without the flag, bf16 refused.
+    let state = mae::checkpoint::read_checkpoint_metadata(
+        &mae::checkpoint::CheckpointDir::new(&out).latest().unwrap().join(mae::checkpoint::TRAIN_STATE_FILE),
+    )
+    .unwrap();
+    assert_eq!(state.get("mae.matmul_precision").map(String::as_str), Some("f32"));
+    let r = run(&["train", "--out", o, "--resume", "--steps", "6", "--matmul-precision", "bf16"]);
+    assert!(!r.status.success());
+    assert!(stderr(&r).contains("mae.matmul_precision = f32"), "{}", stderr(&r));
     let _ = std::fs::remove_dir_all(&out);
 }
 

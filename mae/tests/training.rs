@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use engine::Device;
+use engine::cpu::matmul::{Kernel, Precision};
 use mae::checkpoint::{CheckpointDir, MODEL_FILE, load_model, resolve_model_path, save_model};
 use mae::config::ModelConfig;
 use mae::source::DataSource;
@@ -67,6 +68,27 @@ fn the_same_seed_gives_the_same_losses_on_the_cpu() {
     for d in [a, b, other.out_dir] {
         std::fs::remove_dir_all(d).unwrap();
     }
+}
+
+#[test]
+fn training_with_bf16_products_follows_f32_training_within_bf16_rounding() {
+    // The same run at both precisions: bf16 rounds each product's inputs (2^-8 of a value), which
+    // moves the losses by a little, never by what a wrong product would.
+    let (a, b) = (scratch("bf16"), scratch("f32"));
+    let at = |out: PathBuf, precision| TrainOptions { matmul_precision: precision, ..options(out, 20) };
+    let bf16 = losses(&train(&at(a.clone(), Precision::Bf16), &Device::Cpu, None).unwrap());
+    let f32 = losses(&train(&at(b.clone(), Precision::F32), &Device::Cpu, None).unwrap());
+    for (step, (x, y)) in bf16.iter().zip(&f32).enumerate() {
+        assert!((x - y).abs() <= 0.02 * y.abs(), "step {}: bf16 loss {x}, f32 loss {y}", step + 1);
+    }
+    if Kernel::Bf16Avx512.is_available() {
+        assert_ne!(bf16, f32, "this CPU has AVX512_BF16: the bf16 run must have run bf16 products");
+    } else {
+        assert_eq!(bf16, f32, "without AVX512_BF16, bf16 is a permission the CPU cannot use: f32");
+        eprintln!("SKIPPED in part: this CPU lacks AVX512_BF16, so both runs were f32");
+    }
+    std::fs::remove_dir_all(a).unwrap();
+    std::fs::remove_dir_all(b).unwrap();
 }
 
 #[test]
@@ -200,7 +222,9 @@ fn starting_over_an_existing_run_without_resume_is_refused() {
 fn training_on_the_gpu_follows_the_cpu() {
     let Some(gpu) = engine::gpu::test_device() else { return };
     let (a, b) = (scratch("gpu-a"), scratch("gpu-b"));
-    let cpu = losses(&train(&options(a.clone(), 3), &Device::Cpu, None).unwrap());
+    // The GPU's products are f32, so it follows the CPU at f32.
+    let cpu_f32 = TrainOptions { matmul_precision: Precision::F32, ..options(a.clone(), 3) };
+    let cpu = losses(&train(&cpu_f32, &Device::Cpu, None).unwrap());
     let gpu = losses(&train(&options(b.clone(), 3), &gpu, None).unwrap());
     for (c, g) in cpu.iter().zip(&gpu) {
         assert!((c - g).abs() <= 1e-3 * c.abs(), "cpu {cpu:?} gpu {gpu:?}");
