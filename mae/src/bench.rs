@@ -746,13 +746,17 @@ pub fn training_table(
         if let Some(python) = torch {
             let device = if dev.is_gpu() { "cuda" } else { "cpu" };
             let threads = engine::cpu::matmul::threads();
-            let t = crate::bench_torch::torch_speed(python, model, batch, ratio, steps, device, threads)?;
+            // Like for like: bf16 autocast beside our bf16 products, fp32 beside f32.
+            let bf16 = dev.is_cpu() && precision.kernel().precision() == engine::cpu::matmul::Precision::Bf16;
+            let t = crate::bench_torch::torch_speed(python, model, batch, ratio, steps, device, threads, bf16)?;
             let (theirs, rss) = (images_per_sec(t.images_per_sec), mib(Some(t.max_rss_mib)));
             let _ = write!(s, " {theirs} | {:.2}x | {rss} |", ips / t.images_per_sec);
             torch_note = Some(format!(
-                "PyTorch {} on {device} ({} threads), fp32, the official architecture on synthetic images, \
+                "PyTorch {} on {device} ({} threads), {}, the official architecture on synthetic images, \
                  median of {steps} steps after 2; measured right after ours at each ratio.",
-                t.version, t.threads
+                t.version,
+                t.threads,
+                if bf16 { "bf16 autocast" } else { "fp32" }
             ));
         }
         s.push('\n');

@@ -3,12 +3,15 @@ writes this file to a temporary folder and runs it with that interpreter, so tha
 PyTorch's are measured in one session on the same model, batch, mask ratio and device.
 
 The model is the official `models_mae.py` architecture (Conv2d patch embedding, pre-norm blocks,
-fused qkv, decoder with mask tokens, norm-pix loss), synthetic inputs, AdamW (0.9, 0.95), fp32.
+fused qkv, decoder with mask tokens, norm-pix loss), synthetic inputs, AdamW (0.9, 0.95), fp32, or
+the forward and backward under `torch.autocast(dtype=torch.bfloat16)` with `--autocast bf16` (what
+`main_pretrain.py` does with fp16 on a GPU; on a CPU, oneDNN's bf16 products): the yardstick for our
+bf16 products.
 It prints one line: `images/s <rate> step_ms <ms> max_rss_mib <MiB> torch <version> threads <n>`.
 
 usage: python3 bench_torch.py --config IMG,PATCH,CHANS,DIM,DEPTH,HEADS,DDIM,DDEPTH,DHEADS,MLP
                               [--norm-pix 0|1] [--batch N] [--ratio R] [--steps N] [--warmup N]
-                              [--device cpu|cuda] [--threads N]
+                              [--device cpu|cuda] [--threads N] [--autocast none|bf16]
 """
 import argparse, resource, sys, time
 
@@ -90,6 +93,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int)
+    ap.add_argument("--autocast", choices=["none", "bf16"], default="none")
     a = ap.parse_args()
     img, p, c, d, depth, h, dd, ddepth, dh, mlp = (int(v) for v in a.config.split(","))
     if a.threads:
@@ -103,7 +107,8 @@ def main():
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
     def step():
-        loss = m(x, a.ratio)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.autocast == "bf16"):
+            loss = m(x, a.ratio)
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
 
     for _ in range(a.warmup): step()

@@ -29,7 +29,8 @@ pub struct TorchSpeed {
 
 /// Runs `bench_torch.py` under `python` for `model` at `batch` and `ratio`: `warmup` untimed
 /// steps, then the median of `steps` timed ones, on `device` (`cpu` or `cuda`) with `threads`
-/// intra-op threads (CPU).
+/// intra-op threads (CPU), in fp32 or, with `bf16_autocast`, under bf16 autocast.
+#[allow(clippy::too_many_arguments)]
 pub fn torch_speed(
     python: &Path,
     model: &ModelConfig,
@@ -38,6 +39,7 @@ pub fn torch_speed(
     steps: u64,
     device: &str,
     threads: usize,
+    bf16_autocast: bool,
 ) -> Result<TorchSpeed> {
     let dir = std::env::temp_dir().join(format!("mae-bench-torch-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
@@ -62,6 +64,7 @@ pub fn torch_speed(
         .args(["--config", &config, "--norm-pix", if m.norm_pix_loss { "1" } else { "0" }])
         .args(["--batch", &batch.to_string(), "--ratio", &ratio.to_string(), "--steps", &steps.to_string()])
         .args(["--device", device, "--threads", &threads.to_string()])
+        .args(["--autocast", if bf16_autocast { "bf16" } else { "none" }])
         .output()
         .map_err(|e| Error::Config(format!("--compare-torch: could not run {}: {e}", python.display())))?;
     let _ = std::fs::remove_dir_all(&dir);

@@ -222,6 +222,10 @@ struct StudyArgs {
     out: PathBuf,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Every run's matrix products on the CPU (see `mae train --help`); studies made before bf16
+    /// products (2026-12-07) were f32, and resume with `--matmul-precision f32`.
+    #[arg(long, default_value = "bf16", value_parser = one_of::<Precision>(&["bf16", "f32"]))]
+    matmul_precision: Precision,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -939,6 +943,7 @@ fn cmd_study(a: StudyArgs) -> Result<()> {
         },
         probe_train_limit: a.probe_train_limit,
         features: a.features.spec(),
+        matmul_precision: a.matmul_precision,
     };
     let dev = device(&a.device)?;
     let r = match mae::study::run_study_until(&o, &dev, Some(ctrl_c_flag())) {
@@ -1037,6 +1042,11 @@ fn cmd_info(a: DeviceArgs) -> Result<()> {
         }
         Err(e) => println!("no device: {e}"),
     }
+    println!(
+        "CPU training products (`mae train --matmul-precision`): bf16, the default, runs as {}; f32 as {}",
+        Precision::Bf16.describe(),
+        Precision::F32.describe()
+    );
     println!("model presets:");
     for c in ModelConfig::presets() {
         println!(

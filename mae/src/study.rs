@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use engine::Device;
+use engine::cpu::matmul::Precision;
 
 use crate::checkpoint::{MODEL_FILE, load_model};
 use crate::classifiers::{ProbeOptions, score};
@@ -83,6 +84,9 @@ pub struct StudyOptions {
     pub probe_train_limit: Option<usize>,
     /// Which encoder features are probed.
     pub features: FeatureSpec,
+    /// The precision of every run's products (`TrainOptions::matmul_precision`; bf16 by default).
+    /// A study's runs share it: resuming with another is refused, as for the recipe.
+    pub matmul_precision: Precision,
 }
 
 impl StudyOptions {
@@ -112,6 +116,7 @@ impl StudyOptions {
             probe: ProbeOptions::default(),
             probe_train_limit: None,
             features: FeatureSpec::output(crate::features::Pool::Both),
+            matmul_precision: Precision::Bf16,
         }
     }
 }
@@ -383,6 +388,7 @@ pub fn run_study_until(o: &StudyOptions, dev: &Device, stop: Option<Arc<AtomicBo
         }
         let mut t = TrainOptions::new(model.clone(), o.data.clone(), run_dir.clone());
         t.apply_recipe(&o.recipe);
+        t.matmul_precision = o.matmul_precision;
         t.budget = Budget { epochs: None, steps: o.steps_per_run, seconds: o.seconds_per_run };
         t.mask_ratio = spec.ratio;
         t.mask_strategy = spec.strategy.unwrap_or(MaskStrategy::Random);
@@ -496,13 +502,18 @@ const SETTINGS_FILE: &str = "settings.txt";
 fn check_settings(o: &StudyOptions) -> Result<()> {
     let recipe = run_recipe(o).to_string();
     let settings = recipe.split_once(": ").map_or(recipe.as_str(), |(_, s)| s);
-    let wanted = format!("{} a run; {settings}\n", budget_text(o));
+    // Studies from before the bf16 products were f32 and say nothing of it: f32 stays unsaid.
+    let products = match o.matmul_precision {
+        Precision::F32 => String::new(),
+        p => format!("; products {}", p.name()),
+    };
+    let wanted = format!("{} a run; {settings}{products}\n", budget_text(o));
     let path = o.out_dir.join(SETTINGS_FILE);
     match std::fs::read_to_string(&path) {
         Ok(found) if found.trim() == wanted.trim() => Ok(()),
         Ok(found) => Err(Error::Config(format!(
             "the runs in {} were trained with `{}`, this command's would be trained with `{}`: give the flags of the first \
-             (--steps-per-run or --minutes-per-run, --batch, --base-lr ...) or choose another --out",
+             (--steps-per-run or --minutes-per-run, --batch, --base-lr, --matmul-precision ...) or choose another --out",
             o.out_dir.display(),
             found.trim(),
             wanted.trim()

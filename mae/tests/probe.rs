@@ -212,6 +212,10 @@ fn the_study_runs_end_to_end_on_a_tiny_budget() {
     let Err(e) = run_study(&other_lr, &Device::Cpu) else { panic!("a study of another lr resumed") };
     let e = e.to_string();
     assert!(e.contains("base lr 1e-3") && e.contains("base lr 2e-3") && e.contains("--base-lr"), "{e}");
+    // Nor one whose products would be at another precision (this one's are bf16, the default).
+    let other_precision = StudyOptions { matmul_precision: engine::cpu::matmul::Precision::F32, ..o.clone() };
+    let Err(e) = run_study(&other_precision, &Device::Cpu) else { panic!("a study of f32 products resumed") };
+    assert!(e.to_string().contains("products bf16") && e.to_string().contains("--matmul-precision"), "{e}");
     // The recipe's name does not count, its settings do.
     let renamed = StudyOptions { recipe: Recipe { name: mae::recipe::RecipeName::Tuned, ..o.recipe }, ..o.clone() };
     assert_eq!(run_study(&renamed, &Device::Cpu).unwrap().rows, r.rows);
