@@ -385,14 +385,14 @@ pub fn matmul_with(
     // SAFETY: viewing initialised floats as possibly-uninitialised ones is always sound; the
     // product only ever writes valid floats into them.
     let c = unsafe { &mut *(c as *mut [f32] as *mut [MaybeUninit<f32>]) };
-    matmul_into(kernel, threads, a, b, bias, spec, c);
+    tiled_with(kernel, threads, a, b, bias, spec, c, None);
 }
 
 /// [`matmul`] into memory that need not be initialised: every one of its `batch * m * n` values
 /// is written (C is never read before the product has written it), so the CPU backend can hand
 /// it a fresh buffer without zeroing it first, a pass over memory as large as C.
 pub fn matmul_uninit(a: &[f32], b: &[f32], bias: Option<&[f32]>, spec: &MatmulSpec, c: &mut [MaybeUninit<f32>]) {
-    matmul_into(Precision::current().kernel(), auto_threads(spec), a, b, bias, spec, c);
+    tiled_with(Precision::current().kernel(), auto_threads(spec), a, b, bias, spec, c, None);
 }
 
 /// [`matmul_uninit`] that also writes `y = gelu(C)` (an MLP's first layer and its activation):
@@ -412,19 +412,7 @@ pub fn matmul_gelu_uninit(
     tiled_with(Precision::current().kernel(), auto_threads(spec), a, b, bias, spec, c, epilogue);
 }
 
-fn matmul_into(
-    kernel: Kernel,
-    threads: usize,
-    a: &[f32],
-    b: &[f32],
-    bias: Option<&[f32]>,
-    spec: &MatmulSpec,
-    c: &mut [MaybeUninit<f32>],
-) {
-    tiled_with(kernel, threads, a, b, bias, spec, c, None);
-}
-
-/// [`tiled`] with the tile, blocking and packing of `kernel`.
+/// [`tiled`] with the tile, blocking and packing of `kernel` (and the GELU epilogue when asked).
 #[allow(clippy::too_many_arguments)]
 fn tiled_with(
     kernel: Kernel,
