@@ -121,18 +121,25 @@ fn the_simd_kernel_equals_the_reference_where_the_cpu_has_avx2_and_fma() {
     }
 }
 
+/// The 12 x 32 tile's blocking, shared by the AVX-512 kernels, f32 and bf16: depths over its k
+/// block (256), cut into equal blocks, odd ones (a bf16 block's last k pair half padding), a
+/// depth of 1, tiles over the 12 x 32 edge, and (150, 790, 260) over all three of its blocks at
+/// once: two A blocks (mc 144), two B panels (nc 768), two k blocks.
+fn the_12x32_blocking_equals_the_reference(kernel: Kernel) {
+    let shapes =
+        [(25, 33, 129), (13, 65, 300), (13, 65, 301), (37, 31, 513), (37, 31, 600), (150, 790, 260), (12, 32, 1)];
+    for (m, n, k) in shapes {
+        for (trans_a, trans_b) in [(false, false), (true, true)] {
+            check_against_reference(kernel, 2, &spec(m, n, k, trans_a, trans_b), true, 9);
+        }
+    }
+}
+
 #[test]
 fn the_avx512_kernel_equals_the_reference_where_the_cpu_has_avx512() {
     if Kernel::Avx512.is_available() {
         every_transpose_and_bias_equals_the_reference(Kernel::Avx512);
-        // Depths over its k block (256), cut into equal blocks, tiles over the 12 x 32 edge, and
-        // (150, 790, 260) over all three of its blocks at once: two A blocks (mc 144), two B
-        // panels (nc 768), two k blocks.
-        for &(m, n, k) in &[(25, 33, 129), (13, 65, 300), (37, 31, 600), (150, 790, 260)] {
-            for (trans_a, trans_b) in [(false, false), (true, true)] {
-                check_against_reference(Kernel::Avx512, 2, &spec(m, n, k, trans_a, trans_b), true, 9);
-            }
-        }
+        the_12x32_blocking_equals_the_reference(Kernel::Avx512);
     } else {
         eprintln!("SKIPPED: this CPU lacks AVX-512F: the AVX-512 kernel is not tested here");
     }
@@ -151,12 +158,7 @@ fn the_portable_bf16_kernel_equals_the_reference_on_bf16_operands_on_uneven_shap
 fn the_bf16_kernel_equals_the_reference_on_bf16_operands_where_the_cpu_has_avx512_bf16() {
     if Kernel::Bf16Avx512.is_available() {
         every_transpose_and_bias_equals_the_reference(Kernel::Bf16Avx512);
-        // As for the AVX-512 kernel, whose tile and blocking it shares, and odd depths.
-        for &(m, n, k) in &[(25, 33, 129), (13, 65, 301), (37, 31, 513), (150, 790, 260), (12, 32, 1)] {
-            for (trans_a, trans_b) in [(false, false), (true, true)] {
-                check_against_reference(Kernel::Bf16Avx512, 2, &spec(m, n, k, trans_a, trans_b), true, 9);
-            }
-        }
+        the_12x32_blocking_equals_the_reference(Kernel::Bf16Avx512);
     } else {
         eprintln!("SKIPPED: this CPU lacks AVX512_BF16: the bf16 AVX-512 kernel is not tested here");
     }

@@ -1,4 +1,4 @@
-//! Products at bfloat16 input precision: both operands rounded to bfloat16 (8 bits of mantissa)
+//! Products at bfloat16 input precision: both operands rounded to bfloat16 (8 significant bits)
 //! as they are packed, the products summed in f32. This is what PyTorch calls
 //! `torch.set_float32_matmul_precision("medium")` and what its CPU autocast does with `bfloat16`;
 //! the MAE paper pre-trained in mixed precision too. It halves the bytes a k step reads and, on
