@@ -132,7 +132,7 @@ impl Backend for CpuBackend {
         bias: Option<&Storage>,
         spec: &MatmulSpec,
     ) -> Result<(Storage, Storage)> {
-        let _t = profile::scope("matmul_gelu");
+        let _t = profile::scope_with("matmul_gelu", || format!("matmul_gelu {}x{}x{}", spec.m, spec.n, spec.k));
         let (a, b) = (a.cpu()?, b.cpu()?);
         check_len("matmul A", a.len(), spec.a_len())?;
         check_len("matmul B", b.len(), spec.b_len())?;
@@ -163,7 +163,7 @@ impl Backend for CpuBackend {
     }
 
     fn gelu_backward(&self, x: &Storage, dy: &Storage, len: usize) -> Result<Storage> {
-        let _t = profile::scope("gelu_backward");
+        let _t = profile::scope_with("gelu_backward", || format!("gelu_backward {len}"));
         let (x, dy) = (x.cpu()?, dy.cpu()?);
         check_len("gelu_backward x", x.len(), len)?;
         check_len("gelu_backward dy", dy.len(), len)?;
@@ -210,7 +210,7 @@ impl Backend for CpuBackend {
         cols: usize,
         eps: f32,
     ) -> Result<(Storage, Storage, Storage, Storage)> {
-        let _t = profile::scope("add_layernorm");
+        let _t = profile::scope_with("add_layernorm", || format!("add_layernorm {rows}x{cols}"));
         let (x, res, gamma, beta) = (x.cpu()?, res.cpu()?, gamma.cpu()?, beta.cpu()?);
         check_len("add_layernorm x", x.len(), rows * cols)?;
         check_len("add_layernorm res", res.len(), rows * cols)?;
@@ -236,7 +236,7 @@ impl Backend for CpuBackend {
         rows: usize,
         cols: usize,
     ) -> Result<(Storage, Storage, Storage)> {
-        let _t = profile::scope("layernorm_backward");
+        let _t = profile::scope_with("layernorm_backward", || format!("layernorm_backward {rows}x{cols}"));
         let (x, gamma, mean, rstd, dy) = (x.cpu()?, gamma.cpu()?, mean.cpu()?, rstd.cpu()?, dy.cpu()?);
         let acc = acc.map(Storage::cpu).transpose()?;
         check_len("layernorm_backward x", x.len(), rows * cols)?;
@@ -297,7 +297,7 @@ impl Backend for CpuBackend {
     }
 
     fn attention_qkv(&self, qkv: &Storage, num_heads: usize, spec: &AttentionSpec) -> Result<(Storage, Storage)> {
-        let _t = profile::scope("attention");
+        let _t = profile::scope_with("attention", || format!("attention {}x{}x{}", spec.heads, spec.seq, spec.dim));
         let qkv = qkv.cpu()?;
         let n = spec.heads * spec.seq * spec.dim;
         check_len("attention qkv", qkv.len(), 3 * n)?;
@@ -315,7 +315,9 @@ impl Backend for CpuBackend {
         num_heads: usize,
         spec: &AttentionSpec,
     ) -> Result<Storage> {
-        let _t = profile::scope("attention_backward");
+        let _t = profile::scope_with("attention_backward", || {
+            format!("attention_backward {}x{}x{}", spec.heads, spec.seq, spec.dim)
+        });
         let (qkv, out, lse, dout) = (qkv.cpu()?, out.cpu()?, lse.cpu()?, dout.cpu()?);
         let n = spec.heads * spec.seq * spec.dim;
         check_len("attention_backward qkv", qkv.len(), 3 * n)?;
