@@ -47,7 +47,7 @@ pub fn deinterleave<const W: usize>(lanes: &mut [&mut [f32]; W], src: &[f32], kc
 /// The 8 x 8 transpose: `out[q]` holds element q of each of `r[0..8]`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn transpose8(r: [std::arch::x86_64::__m256; 8]) -> [std::arch::x86_64::__m256; 8] {
+pub(crate) fn transpose8(r: [std::arch::x86_64::__m256; 8]) -> [std::arch::x86_64::__m256; 8] {
     use std::arch::x86_64::*;
     let t = [
         _mm256_unpacklo_ps(r[0], r[1]),

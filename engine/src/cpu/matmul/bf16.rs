@@ -22,7 +22,11 @@
 //! # Rounding
 //!
 //! Round to nearest, ties to even, as `vcvtneps2bf16` and PyTorch's `at::BFloat16` do; a NaN stays
-//! a (quiet) NaN, and a value past the largest bfloat16 becomes infinite. bfloat16 keeps 8
+//! a (quiet) NaN, and a value past the largest bfloat16 becomes infinite. A denormal (below
+//! 1.2e-38 in magnitude) becomes a zero of its sign, as the instruction makes it (`at::BFloat16`
+//! keeps it; oneDNN's bf16 products, which PyTorch's autocast runs, convert with the
+//! instruction), so that the packing that converts with it (`pack_bf16.rs`) and the one that
+//! converts in software give the same words. bfloat16 keeps 8
 //! significant bits, so one rounding is off by at most 2^-8 of the value, a product of two rounded
 //! values by ~2^-7 of the exact one, and a k-sum of them by ~2^-7 of `sum |a||b|` at worst (far
 //! less typically: the errors have both signs). The
@@ -47,7 +51,15 @@ pub fn to_bf16_bits(x: f32) -> u16 {
     // stays a NaN.
     let rounded = bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16;
     let nan = (bits & 0x7fff_ffff) > 0x7f80_0000;
-    (if nan { (bits >> 16) | 0x40 } else { rounded }) as u16
+    // A denormal (or zero) becomes zero of its sign, as `vcvtneps2bf16` makes it.
+    let tiny = bits & 0x7f80_0000 == 0;
+    (if nan {
+        (bits >> 16) | 0x40
+    } else if tiny {
+        (bits >> 16) & 0x8000
+    } else {
+        rounded
+    }) as u16
 }
 
 /// The f32 value of bfloat16 bits (exact).
@@ -113,6 +125,10 @@ mod tests {
         assert_eq!(round_to_bf16(f32::NEG_INFINITY), f32::NEG_INFINITY);
         assert!(round_to_bf16(f32::NAN).is_nan());
         assert!(round_to_bf16(f32::from_bits(0x7f80_0001)).is_nan(), "a NaN whose payload is in the low bits");
+        // Denormals become zeros of their sign, as `vcvtneps2bf16` makes them.
+        assert_eq!(round_to_bf16(1e-40).to_bits(), 0);
+        assert_eq!(round_to_bf16(-3e-39).to_bits(), 0x8000_0000);
+        assert_eq!(round_to_bf16(f32::MIN_POSITIVE), f32::MIN_POSITIVE);
     }
 
     #[test]

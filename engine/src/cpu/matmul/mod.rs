@@ -111,6 +111,8 @@ mod kernel;
 mod kernel_avx512;
 mod kernel_bf16;
 mod pack;
+#[cfg(target_arch = "x86_64")]
+mod pack_bf16;
 
 use std::mem::MaybeUninit;
 use std::sync::OnceLock;
@@ -289,9 +291,8 @@ impl Kernel {
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 => std::is_x86_feature_detected!("avx512f"),
             #[cfg(target_arch = "x86_64")]
-            Kernel::Bf16Avx512 => {
-                std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bf16")
-            }
+            // With BW and VL, for its packing (`pack_bf16.rs`): every CPU with AVX512_BF16 has them.
+            Kernel::Bf16Avx512 => pack_bf16::is_available(),
             #[cfg(not(target_arch = "x86_64"))]
             Kernel::Avx2Fma | Kernel::Avx512 | Kernel::Bf16Avx512 => false,
         }
@@ -424,7 +425,12 @@ fn tiled_with(
     c: &mut [MaybeUninit<f32>],
     gelu: Option<Gelu>,
 ) {
-    let run = Run { kernel: kernel.function(), pair_up: kernel.precision() == Precision::Bf16 };
+    let packing = match kernel {
+        Kernel::Portable | Kernel::Avx2Fma | Kernel::Avx512 => Packing::F32,
+        Kernel::Bf16Portable => Packing::PairUp,
+        Kernel::Bf16Avx512 => Packing::Bf16Avx512,
+    };
+    let run = Run { kernel: kernel.function(), packing };
     match kernel {
         // The bf16 kernel shares the f32 one's tile and blocking: deeper k blocks (256 and 384 at
         // half the bytes) measured no different on the training step.
@@ -438,11 +444,72 @@ fn tiled_with(
     }
 }
 
-/// The micro-kernel, and whether it reads k-pair words of bf16 (`bf16.rs`) rather than f32.
+/// The micro-kernel, and how its operands are packed.
 #[derive(Clone, Copy)]
 struct Run {
     kernel: KernelFn,
-    pair_up: bool,
+    packing: Packing,
+}
+
+/// What a packed sliver holds, and how it is made.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Packing {
+    /// f32 values (`pack.rs`).
+    F32,
+    /// k-pair words of bf16 (`bf16.rs`): packed in f32, then paired up in place, in portable code.
+    PairUp,
+    /// The same words, converted as they are packed with AVX512_BF16 (`pack_bf16.rs`).
+    Bf16Avx512,
+}
+
+impl Run {
+    /// `pack::pack_rows` in this run's packing.
+    #[allow(clippy::too_many_arguments)]
+    fn pack_rows<const W: usize>(
+        &self,
+        dst: &mut [f32],
+        src: &[f32],
+        sp: usize,
+        x: usize,
+        len: usize,
+        p0: usize,
+        kc: usize,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if self.packing == Packing::Bf16Avx512 {
+            // SAFETY: `Packing::Bf16Avx512` comes with `Kernel::Bf16Avx512`, available only where
+            // `pack_bf16::is_available`.
+            return unsafe { pack_bf16::pack_rows::<W>(dst, src, sp, x, len, p0, kc) };
+        }
+        pack::pack_rows::<W>(dst, src, sp, x, len, p0, kc);
+        if self.packing != Packing::F32 {
+            dst[..len.div_ceil(W) * W * kc].chunks_exact_mut(W * kc).for_each(|s| bf16::pair_up_in_place::<W>(s, kc));
+        }
+    }
+
+    /// `pack::pack_sliver` in this run's packing.
+    #[allow(clippy::too_many_arguments)]
+    fn pack_sliver<const W: usize>(
+        &self,
+        dst: &mut [f32],
+        src: &[f32],
+        sx: usize,
+        sp: usize,
+        x: usize,
+        valid: usize,
+        p0: usize,
+        kc: usize,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if self.packing == Packing::Bf16Avx512 && sp == 1 {
+            // SAFETY: as in `pack_rows`.
+            return unsafe { pack_bf16::pack_sliver::<W>(dst, src, sx, x, valid, p0, kc) };
+        }
+        pack::pack_sliver::<W>(dst, src, sx, sp, x, valid, p0, kc);
+        if self.packing != Packing::F32 {
+            bf16::pair_up_in_place::<W>(dst, kc);
+        }
+    }
 }
 
 /// The fused epilogue: where `gelu(C)` goes, and the instruction set to compute it with (the
@@ -619,10 +686,7 @@ impl Problem<'_> {
                 let b_sliver_at = |jr: usize| (jc + jr * NR, NR.min(nc - jr * NR));
                 let b_pack = space.b.slice_mut(b_slivers * NR * kc);
                 if b_by_rows {
-                    pack::pack_rows::<NR>(b_pack, b, b_sp, jc, nc, pc, kc);
-                    if self.run.pair_up {
-                        b_pack.chunks_exact_mut(NR * kc).for_each(|s| bf16::pair_up_in_place::<NR>(s, kc));
-                    }
+                    self.run.pack_rows::<NR>(b_pack, b, b_sp, jc, nc, pc, kc);
                 }
                 for (block, ic) in rows.clone().step_by(mc_step).enumerate() {
                     let mc = mc_step.min(rows.end - ic);
@@ -630,10 +694,7 @@ impl Problem<'_> {
                     let a_sliver_at = |ir: usize| (ic + ir * MR, MR.min(mc - ir * MR));
                     let a_pack = space.a.slice_mut(a_slivers * MR * kc);
                     if a_by_rows {
-                        pack::pack_rows::<MR>(a_pack, a, a_sp, ic, mc, pc, kc);
-                        if self.run.pair_up {
-                            a_pack.chunks_exact_mut(MR * kc).for_each(|s| bf16::pair_up_in_place::<MR>(s, kc));
-                        }
+                        self.run.pack_rows::<MR>(a_pack, a, a_sp, ic, mc, pc, kc);
                     }
                     // The two inner loops, in the kernel's order: the outer one's sliver stays in
                     // L1 while the inner one's stream past it.
@@ -651,10 +712,7 @@ impl Problem<'_> {
                                 pack::prefetch_sliver(b, b_sj, b_sp, x, valid, pc, kc);
                             }
                             let dst = &mut b_pack[jr * NR * kc..(jr + 1) * NR * kc];
-                            pack::pack_sliver::<NR>(dst, b, b_sj, b_sp, j, tile_cols, pc, kc);
-                            if self.run.pair_up {
-                                bf16::pair_up_in_place::<NR>(dst, kc);
-                            }
+                            self.run.pack_sliver::<NR>(dst, b, b_sj, b_sp, j, tile_cols, pc, kc);
                         }
                         if jr == 0 && !a_by_rows {
                             if ir + 1 < a_slivers {
@@ -662,10 +720,7 @@ impl Problem<'_> {
                                 pack::prefetch_sliver(a, a_si, a_sp, x, valid, pc, kc);
                             }
                             let dst = &mut a_pack[ir * MR * kc..(ir + 1) * MR * kc];
-                            pack::pack_sliver::<MR>(dst, a, a_si, a_sp, i, tile_rows, pc, kc);
-                            if self.run.pair_up {
-                                bf16::pair_up_in_place::<MR>(dst, kc);
-                            }
+                            self.run.pack_sliver::<MR>(dst, a, a_si, a_sp, i, tile_rows, pc, kc);
                         }
                         let b_sliver = &b_pack[jr * NR * kc..(jr + 1) * NR * kc];
                         let a_sliver = &a_pack[ir * MR * kc..(ir + 1) * MR * kc];

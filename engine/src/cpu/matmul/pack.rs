@@ -158,7 +158,7 @@ pub fn prefetch_sliver(src: &[f32], sx: usize, sp: usize, x: usize, valid: usize
 
 /// A hint to bring the cache line holding `value` into the L1 cache.
 #[inline(always)]
-fn prefetch(value: &f32) {
+pub(super) fn prefetch(value: &f32) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: prefetching is a hint that cannot fault; SSE is part of the x86_64 baseline.
     unsafe {
