@@ -84,7 +84,8 @@ fn check_len(what: &str, have: usize, need: usize) -> Result<()> {
 
 impl Backend for CpuBackend {
     fn name(&self) -> String {
-        format!("cpu ({} threads, {:?} matmul)", matmul::threads(), matmul::Kernel::best()).to_lowercase()
+        let (threads, kernel, isa) = (matmul::threads(), matmul::Kernel::best(), fast::simd::Isa::best());
+        format!("cpu ({threads} threads, {kernel:?} matmul, {isa:?} kernels)").to_lowercase()
     }
 
     fn upload(&self, data: &[f32]) -> Result<Storage> {

@@ -63,17 +63,23 @@ impl Isa {
         }
     }
 
-    /// The best for this CPU, detected once: AVX-512 where the matmul also chose its AVX-512
-    /// kernel (Intel processors with two 512-bit FMA units; on AMD's Zen 4, which splits 512-bit
-    /// operations in two, it was not measured faster), else AVX2 + FMA when present, else the
-    /// baseline. `MAE_CPU_KERNEL=avx2fma` (or `portable`) caps both choices.
+    /// The best for this CPU, detected once: AVX-512 where present, else AVX2 + FMA, else the
+    /// baseline. Unlike the matmul's micro-kernel (`Kernel::best`), AVX-512 is chosen on AMD's
+    /// Zen 4 as well: its 512-bit operations run as two 256-bit halves, which leaves an FMA-bound
+    /// product no faster, but these kernels are bound by instruction count (GELU's erf and exp,
+    /// attention's per-lane softmax), and there the copies measured 1.1 - 1.8x faster
+    /// (docs/benchmarks.md). `MAE_CPU_KERNEL=avx2fma` (or `portable`) caps both choices.
     pub fn best() -> Isa {
         static BEST: OnceLock<Isa> = OnceLock::new();
         *BEST.get_or_init(|| {
             use crate::cpu::matmul::Kernel;
+            let available = [Isa::Avx512, Isa::Avx2Fma].into_iter().find(|i| i.is_available()).unwrap_or(Isa::Portable);
+            if std::env::var_os("MAE_CPU_KERNEL").is_none() {
+                return available;
+            }
             match Kernel::best() {
-                Kernel::Avx512 if Isa::Avx512.is_available() => Isa::Avx512,
-                Kernel::Avx512 | Kernel::Avx2Fma if Isa::Avx2Fma.is_available() => Isa::Avx2Fma,
+                Kernel::Avx512 => available,
+                Kernel::Avx2Fma if available != Isa::Portable => Isa::Avx2Fma,
                 _ => Isa::Portable,
             }
         })
