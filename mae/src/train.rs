@@ -98,8 +98,8 @@ pub struct TrainOptions {
     /// process: a pre-emption at a known point, for tests and for splitting a long run into jobs.
     pub stop_after_steps: Option<u64>,
     /// The precision of the training step's matrix products on the CPU: `Bf16` (the default) rounds
-    /// their inputs to bfloat16 and sums in f32 where the CPU has AVX512_BF16, 1.2 - 1.9x the f32
-    /// products' speed there (docs/benchmarks.md), and is f32 elsewhere; the mixed precision `main_pretrain.py` trains
+    /// their inputs to bfloat16 and sums in f32 where the CPU has AVX512_BF16 (faster there:
+    /// docs/benchmarks.md), and is f32 elsewhere; the mixed precision `main_pretrain.py` trains
     /// with (autocast), and what docs/results.md measured against f32. Evaluation (`probe`,
     /// `embed`, the reconstructions) is always f32. The GPU backend's products are f32 either way.
     pub matmul_precision: Precision,

@@ -67,7 +67,7 @@ impl Isa {
     /// baseline. Unlike the matmul's micro-kernel (`Kernel::best`), AVX-512 is chosen on AMD's
     /// Zen 4 as well: its 512-bit operations run as two 256-bit halves, which leaves an FMA-bound
     /// product no faster, but these kernels are bound by instruction count (GELU's erf and exp,
-    /// attention's per-lane softmax), and there the copies measured 1.1 - 1.8x faster
+    /// attention's per-lane softmax), and there the copies measured faster
     /// (docs/benchmarks.md). `MAE_CPU_KERNEL=avx2fma` (or `portable`) caps both choices.
     pub fn best() -> Isa {
         static BEST: OnceLock<Isa> = OnceLock::new();

@@ -3,10 +3,10 @@
 //!
 //! The portable route packs an f32 sliver (`pack.rs`) and then pairs it up in place
 //! (`bf16::pair_up_in_place`): the sliver is written, read back and written again, and the
-//! rounding is a dozen integer instructions per value. In a training step at bf16 that was about a
-//! third of the products' time beside the kernel itself (`perf`: 15% of the step's samples
-//! against the kernel's 37%), most of it in the weight gradients, whose `kc x n` panels are used
-//! by only `m` = 64 - 128 rows. Here the instructions do the rounding (`vcvtneps2bf16`: round to
+//! rounding is a dozen integer instructions per value. In a training step at bf16 that weighed
+//! heavily beside the kernel itself (docs/benchmarks.md, "Packing bf16 with the instructions"),
+//! most of all in the weight gradients, whose `kc x n` panels are used by only `m` = 64 - 128
+//! rows. Here the instructions do the rounding (`vcvtneps2bf16`: round to
 //! nearest, ties to even; NaN kept quiet; denormals to signed zero, which `bf16::to_bf16_bits`
 //! does too, so the two routes give the same words) and the words are written once:
 //!
@@ -27,7 +27,7 @@
 //! Napkin math: per 16 words, [`pack_rows`] does two loads, one conversion, one permute and one
 //! store; [`pack_sliver`] per 8 x 8 words eight loads, eight conversions, 24 shuffles and eight
 //! stores. Against a kernel call of `12 x 32 x kc` multiply-adds per `(12 + 32) x kc / 2` packed
-//! words that is a few percent of the kernel's cycles, where the two-pass route cost a third.
+//! words that is a few percent of the kernel's cycles.
 
 use std::arch::x86_64::*;
 
@@ -183,7 +183,7 @@ pub unsafe fn pack_sliver<const W: usize>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::{bf16, pack};
+    use super::super::{Packing, Run, kernel};
 
     /// Values that exercise the rounding: ties, NaN, infinities, denormals, both signs.
     fn value(e: usize) -> f32 {
@@ -198,66 +198,64 @@ mod tests {
         }
     }
 
-    /// Where two runs of words first differ, with both words' bits.
-    fn first_difference(a: &[f32], b: &[f32]) -> Option<(usize, u32, u32)> {
-        a.iter()
-            .zip(b)
-            .enumerate()
-            .find(|(_, (x, y))| x.to_bits() != y.to_bits())
-            .map(|(i, (x, y))| (i, x.to_bits(), y.to_bits()))
+    /// The two bf16 packings the products choose between, as `gemm` calls them: in f32 then paired
+    /// up in portable code, and straight to words here. None (and a notice) where this CPU lacks
+    /// AVX512_BF16.
+    fn portable_and_direct() -> Option<(Run, Run)> {
+        if !super::is_available() {
+            eprintln!("SKIPPED: this CPU lacks AVX512_BF16: direct bf16 packing is not tested here");
+            return None;
+        }
+        let run = |packing| Run { kernel: kernel::portable, packing };
+        Some((run(Packing::PairUp), run(Packing::Bf16Avx512)))
+    }
+
+    /// Checks that the words of the `slivers` slivers of `W x kc` slots that `pack` writes are the
+    /// same bits for both packings.
+    fn check_same_words<const W: usize>(slivers: usize, kc: usize, what: &str, pack: impl Fn(&Run, &mut [f32])) {
+        let Some((portable, direct)) = portable_and_direct() else { return };
+        let (mut want, mut got) = (vec![f32::NAN; slivers * W * kc], vec![f32::NAN; slivers * W * kc]);
+        pack(&portable, &mut want);
+        pack(&direct, &mut got);
+        for s in 0..slivers {
+            let words = s * W * kc..s * W * kc + W * kc.div_ceil(2);
+            let first_difference = want[words.clone()]
+                .iter()
+                .zip(&got[words])
+                .enumerate()
+                .find(|(_, (x, y))| x.to_bits() != y.to_bits())
+                .map(|(i, (x, y))| (i, x.to_bits(), y.to_bits()));
+            assert_eq!(first_difference, None, "sliver {s} of W {W} at {what}");
+        }
     }
 
     #[test]
     fn packing_rows_straight_to_words_gives_the_paired_up_f32_slivers() {
-        if !super::is_available() {
-            eprintln!("SKIPPED: this CPU lacks AVX512_BF16: direct bf16 packing is not tested here");
-            return;
-        }
         let (rows, cols) = (41, 77);
         let src: Vec<f32> = (0..rows * cols).map(value).collect();
-        for (x, len, p0, kc) in [(0, 77, 0, 41), (3, 70, 1, 40), (5, 13, 2, 7), (0, 32, 0, 1), (9, 1, 4, 2)] {
-            fn check<const W: usize>(src: &[f32], cols: usize, x: usize, len: usize, p0: usize, kc: usize) {
-                let slivers = len.div_ceil(W);
-                let mut paired = vec![f32::NAN; slivers * W * kc];
-                pack::pack_rows::<W>(&mut paired, src, cols, x, len, p0, kc);
-                paired.chunks_exact_mut(W * kc).for_each(|s| bf16::pair_up_in_place::<W>(s, kc));
-                let mut direct = vec![f32::NAN; slivers * W * kc];
-                // SAFETY: checked available by the caller.
-                unsafe { super::pack_rows::<W>(&mut direct, src, cols, x, len, p0, kc) };
-                for s in 0..slivers {
-                    let words = s * W * kc..s * W * kc + W * kc.div_ceil(2);
-                    let diff = first_difference(&direct[words.clone()], &paired[words]);
-                    assert_eq!(diff, None, "sliver {s}, W {W} at {x} {len} {p0} {kc}");
-                }
-            }
-            check::<12>(&src, cols, x, len, p0, kc);
-            check::<32>(&src, cols, x, len, p0, kc);
+        for (x, len, p0, kc) in [(0usize, 77usize, 0, 41), (3, 70, 1, 40), (5, 13, 2, 7), (0, 32, 0, 1), (9, 1, 4, 2)] {
+            let what = format!("x {x}, len {len}, p0 {p0}, kc {kc}");
+            check_same_words::<12>(len.div_ceil(12), kc, &what, |run, dst| {
+                run.pack_rows::<12>(dst, &src, cols, x, len, p0, kc)
+            });
+            check_same_words::<32>(len.div_ceil(32), kc, &what, |run, dst| {
+                run.pack_rows::<32>(dst, &src, cols, x, len, p0, kc)
+            });
         }
     }
 
     #[test]
     fn packing_a_sliver_straight_to_words_gives_the_paired_up_f32_sliver() {
-        if !super::is_available() {
-            eprintln!("SKIPPED: this CPU lacks AVX512_BF16: direct bf16 packing is not tested here");
-            return;
-        }
         let (rows, cols) = (45, 301);
         let src: Vec<f32> = (0..rows * cols).map(value).collect();
         for (x, valid, p0, kc) in [(0, 12, 0, 256), (7, 5, 3, 33), (1, 32, 17, 1), (13, 32, 0, 17), (2, 1, 40, 2)] {
-            fn check<const W: usize>(src: &[f32], cols: usize, x: usize, valid: usize, p0: usize, kc: usize) {
-                let valid = valid.min(W);
-                let mut paired = vec![f32::NAN; W * kc];
-                pack::pack_sliver::<W>(&mut paired, src, cols, 1, x, valid, p0, kc);
-                bf16::pair_up_in_place::<W>(&mut paired, kc);
-                let mut direct = vec![f32::NAN; W * kc];
-                // SAFETY: checked available by the caller.
-                unsafe { super::pack_sliver::<W>(&mut direct, src, cols, x, valid, p0, kc) };
-                let words = ..W * kc.div_ceil(2);
-                let diff = first_difference(&direct[words], &paired[words]);
-                assert_eq!(diff, None, "W {W} at {x} {valid} {p0} {kc}");
-            }
-            check::<12>(&src, cols, x, valid, p0, kc);
-            check::<32>(&src, cols, x, valid, p0, kc);
+            let what = format!("x {x}, valid {valid}, p0 {p0}, kc {kc}");
+            check_same_words::<12>(1, kc, &what, |run, dst| {
+                run.pack_sliver::<12>(dst, &src, cols, 1, x, valid.min(12), p0, kc)
+            });
+            check_same_words::<32>(1, kc, &what, |run, dst| {
+                run.pack_sliver::<32>(dst, &src, cols, 1, x, valid, p0, kc)
+            });
         }
     }
 }
