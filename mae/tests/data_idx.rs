@@ -17,16 +17,20 @@ thread_local! {
     static LARGEST: Cell<usize> = const { Cell::new(0) };
 }
 
+// SAFETY: every method hands the request to `System` unchanged; recording a size allocates nothing.
 unsafe impl GlobalAlloc for LargestAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let _ = LARGEST.try_with(|m| m.set(m.get().max(layout.size())));
+        // SAFETY: the caller's contract for `alloc` (a valid, non-zero-sized layout) is passed on.
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from this allocator, i.e. from `System`, with this layout.
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let _ = LARGEST.try_with(|m| m.set(m.get().max(new_size)));
+        // SAFETY: `ptr` came from `System` with `layout`; the caller's contract for `realloc` holds.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
