@@ -39,9 +39,9 @@ use crate::cpu::interleave::{deinterleave, interleave};
 use crate::cpu::parallel::{self, Out, units};
 
 use super::attention_heads;
-use super::lanes::{self, Lanes};
+use super::lanes::{self, Lanes, Vector};
 use super::math::exp;
-use super::simd::Isa;
+use super::simd::{self, Isa};
 
 /// Heads per group: one per lane of a vector.
 const G: usize = lanes::N;
@@ -82,20 +82,21 @@ fn exp_all<const FMA: bool>(x: &mut [V]) {
 /// Vector `i` of `x`.
 ///
 /// # Safety
-/// `i < x.len()`.
+/// `i < x.len()`. Checked in debug builds only: this is every load of the kernels' inner loops,
+/// whose callers check their slices' lengths once per call instead.
 #[inline(always)]
-unsafe fn at<L: Lanes>(x: &[V], i: usize) -> L {
+unsafe fn at<L: Lanes>(lanes: L, x: &[V], i: usize) -> L::V {
     debug_assert!(i < x.len());
     // SAFETY: `x[i]` is 16 floats.
-    unsafe { L::load(x.as_ptr().add(i).cast()) }
+    unsafe { lanes.load(x.as_ptr().add(i).cast()) }
 }
 
 /// Writes vector `i` of `x`.
 ///
 /// # Safety
-/// `i < x.len()`.
+/// `i < x.len()`, checked in debug builds only (as for [`at`]).
 #[inline(always)]
-unsafe fn put<L: Lanes>(x: &mut [V], i: usize, v: L) {
+unsafe fn put(x: &mut [V], i: usize, v: impl Vector) {
     debug_assert!(i < x.len());
     // SAFETY: `x[i]` is 16 floats.
     unsafe { v.store(x.as_mut_ptr().add(i).cast()) }
@@ -105,18 +106,26 @@ unsafe fn put<L: Lanes>(x: &mut [V], i: usize, v: L) {
 /// and the `t` rows `b_j` (`b[j * d..]`), each dot product accumulated in order. `R` rows by
 /// `KEYS` keys at a time: per step, `R + KEYS` loads for `R x KEYS` multiply-adds.
 #[inline(always)]
-fn dots<L: Lanes, const R: usize, const KEYS: usize>(a: &[V], b: &[V], t: usize, d: usize, scale: f32, out: &mut [V]) {
+fn dots<L: Lanes, const R: usize, const KEYS: usize>(
+    lanes: L,
+    a: &[V],
+    b: &[V],
+    t: usize,
+    d: usize,
+    scale: f32,
+    out: &mut [V],
+) {
     assert!(a.len() >= R * d && b.len() >= t * d && out.len() >= R * t, "attention: rows too short");
-    let scale = L::splat(scale);
+    let scale = lanes.splat(scale);
     let mut j = 0;
     // SAFETY (the loads and stores): r < R, x < KEYS with j + x < t, c < d: every index is under
     // R * d, t * d or R * t.
     while j + KEYS <= t {
-        let mut acc = [[L::zero(); KEYS]; R];
+        let mut acc = [[lanes.zero(); KEYS]; R];
         for c in 0..d {
-            let bk: [L; KEYS] = std::array::from_fn(|x| unsafe { at::<L>(b, (j + x) * d + c) });
+            let bk: [L::V; KEYS] = std::array::from_fn(|x| unsafe { at(lanes, b, (j + x) * d + c) });
             for (r, acc) in acc.iter_mut().enumerate() {
-                let ar = unsafe { at::<L>(a, r * d + c) };
+                let ar = unsafe { at(lanes, a, r * d + c) };
                 for (acc, &bk) in acc.iter_mut().zip(&bk) {
                     *acc = ar.mul_add(bk, *acc);
                 }
@@ -130,11 +139,11 @@ fn dots<L: Lanes, const R: usize, const KEYS: usize>(a: &[V], b: &[V], t: usize,
         j += KEYS;
     }
     for j in j..t {
-        let mut acc = [L::zero(); R];
+        let mut acc = [lanes.zero(); R];
         for c in 0..d {
-            let bj = unsafe { at::<L>(b, j * d + c) };
+            let bj = unsafe { at(lanes, b, j * d + c) };
             for (r, acc) in acc.iter_mut().enumerate() {
-                *acc = unsafe { at::<L>(a, r * d + c) }.mul_add(bj, *acc);
+                *acc = unsafe { at(lanes, a, r * d + c) }.mul_add(bj, *acc);
             }
         }
         for (r, acc) in acc.iter().enumerate() {
@@ -147,11 +156,12 @@ fn dots<L: Lanes, const R: usize, const KEYS: usize>(a: &[V], b: &[V], t: usize,
 /// `c < d`: `x` rows of `d`, summed in j order. `R` rows by `COLS` columns at a time.
 #[inline(always)]
 fn weighted_rows<L: Lanes, const R: usize, const COLS: usize>(
+    lanes: L,
     w: &[V],
     t: usize,
     x: &[V],
     d: usize,
-    scale: [L; R],
+    scale: [L::V; R],
     out: &mut [V],
 ) {
     assert!(w.len() >= R * t && x.len() >= t * d && out.len() >= R * d, "attention: rows too short");
@@ -159,11 +169,11 @@ fn weighted_rows<L: Lanes, const R: usize, const COLS: usize>(
     // SAFETY (the loads and stores): r < R, j < t, c0 + y < d: every index is under R * t, t * d
     // or R * d.
     while c0 + COLS <= d {
-        let mut acc = [[L::zero(); COLS]; R];
+        let mut acc = [[lanes.zero(); COLS]; R];
         for j in 0..t {
-            let xc: [L; COLS] = std::array::from_fn(|y| unsafe { at::<L>(x, j * d + c0 + y) });
+            let xc: [L::V; COLS] = std::array::from_fn(|y| unsafe { at(lanes, x, j * d + c0 + y) });
             for (r, acc) in acc.iter_mut().enumerate() {
-                let wr = unsafe { at::<L>(w, r * t + j) };
+                let wr = unsafe { at(lanes, w, r * t + j) };
                 for (acc, &xc) in acc.iter_mut().zip(&xc) {
                     *acc = wr.mul_add(xc, *acc);
                 }
@@ -177,11 +187,11 @@ fn weighted_rows<L: Lanes, const R: usize, const COLS: usize>(
         c0 += COLS;
     }
     for c in c0..d {
-        let mut acc = [L::zero(); R];
+        let mut acc = [lanes.zero(); R];
         for j in 0..t {
-            let xc = unsafe { at::<L>(x, j * d + c) };
+            let xc = unsafe { at(lanes, x, j * d + c) };
             for (r, acc) in acc.iter_mut().enumerate() {
-                *acc = unsafe { at::<L>(w, r * t + j) }.mul_add(xc, *acc);
+                *acc = unsafe { at(lanes, w, r * t + j) }.mul_add(xc, *acc);
             }
         }
         for (r, acc) in acc.iter().enumerate() {
@@ -206,6 +216,7 @@ macro_rules! by_rows {
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn forward_rows<L: Lanes, const FMA: bool, const R: usize, const KEYS: usize, const COLS: usize>(
+    lanes: L,
     i0: usize,
     t: usize,
     d: usize,
@@ -216,23 +227,23 @@ fn forward_rows<L: Lanes, const FMA: bool, const R: usize, const KEYS: usize, co
     s: &mut [V],
 ) {
     let s = &mut s[..R * t];
-    dots::<L, R, KEYS>(&q[i0 * d..(i0 + R) * d], k, t, d, scale, s);
-    let mut inv = [L::zero(); R];
+    dots::<L, R, KEYS>(lanes, &q[i0 * d..(i0 + R) * d], k, t, d, scale, s);
+    let mut inv = [lanes.zero(); R];
     for (r, inv) in inv.iter_mut().enumerate() {
         let s = &mut s[r * t..(r + 1) * t];
         // SAFETY (the loads and stores): j < t = s.len().
-        let mut m = unsafe { at::<L>(s, 0) };
+        let mut m = unsafe { at(lanes, s, 0) };
         for j in 1..t {
-            m = m.max(unsafe { at::<L>(s, j) });
+            m = m.max(unsafe { at(lanes, s, j) });
         }
         for j in 0..t {
-            let x = unsafe { at::<L>(s, j) };
+            let x = unsafe { at(lanes, s, j) };
             unsafe { put(s, j, x.sub(m)) };
         }
         exp_all::<FMA>(s);
-        let mut sum = L::zero();
+        let mut sum = lanes.zero();
         for j in 0..t {
-            sum = sum.add(unsafe { at::<L>(s, j) });
+            sum = sum.add(unsafe { at(lanes, s, j) });
         }
         let (mut mv, mut sv) = ([0.0f32; G], [0.0f32; G]);
         // SAFETY: both arrays hold 16 floats.
@@ -244,9 +255,9 @@ fn forward_rows<L: Lanes, const FMA: bool, const R: usize, const KEYS: usize, co
         // O = (E V) / sum: the normalisation costs d multiplies rather than t.
         let iv: V = std::array::from_fn(|l| 1.0 / sv[l]);
         // SAFETY: 16 floats.
-        *inv = unsafe { L::load(iv.as_ptr()) };
+        *inv = unsafe { lanes.load(iv.as_ptr()) };
     }
-    weighted_rows::<L, R, COLS>(s, t, v, d, inv, &mut o[i0 * d..(i0 + R) * d]);
+    weighted_rows::<L, R, COLS>(lanes, s, t, v, d, inv, &mut o[i0 * d..(i0 + R) * d]);
 }
 
 /// Forward of one group: `q`, `k`, `v` are `[t][d]` vectors; writes `o` (`[t][d]`), `lse`
@@ -254,6 +265,7 @@ fn forward_rows<L: Lanes, const FMA: bool, const R: usize, const KEYS: usize, co
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn forward_group<L: Lanes, const FMA: bool, const ROWS: usize, const KEYS: usize, const COLS: usize>(
+    lanes: L,
     t: usize,
     d: usize,
     scale: f32,
@@ -267,7 +279,7 @@ fn forward_group<L: Lanes, const FMA: bool, const ROWS: usize, const KEYS: usize
     const { assert!(ROWS <= MAX_ROWS) };
     assert!(q.len() >= t * d && o.len() >= t * d && lse.len() >= t && s.len() >= ROWS * t);
     for i0 in (0..t).step_by(ROWS) {
-        by_rows!(ROWS.min(t - i0), forward_rows::<L, FMA, KEYS, COLS>(i0, t, d, scale, [q, k, v], o, lse, s));
+        by_rows!(ROWS.min(t - i0), forward_rows::<L, FMA, KEYS, COLS>(lanes, i0, t, d, scale, [q, k, v], o, lse, s));
     }
 }
 
@@ -275,6 +287,7 @@ fn forward_group<L: Lanes, const FMA: bool, const ROWS: usize, const KEYS: usize
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn backward_rows<L: Lanes, const FMA: bool, const R: usize, const KEYS: usize, const COLS: usize>(
+    lanes: L,
     i0: usize,
     t: usize,
     d: usize,
@@ -287,44 +300,44 @@ fn backward_rows<L: Lanes, const FMA: bool, const R: usize, const KEYS: usize, c
 ) {
     let (p, ds) = (&mut p[..R * t], &mut ds[..R * t]);
     // P = exp(scale q_i . k_j - lse_i)
-    dots::<L, R, KEYS>(&q[i0 * d..(i0 + R) * d], k, t, d, scale, p);
+    dots::<L, R, KEYS>(lanes, &q[i0 * d..(i0 + R) * d], k, t, d, scale, p);
     // dP = dO_i . v_j
-    dots::<L, R, KEYS>(&dout[i0 * d..(i0 + R) * d], v, t, d, 1.0, ds);
+    dots::<L, R, KEYS>(lanes, &dout[i0 * d..(i0 + R) * d], v, t, d, 1.0, ds);
     for r in 0..R {
         let i = i0 + r;
         let (p, ds) = (&mut p[r * t..(r + 1) * t], &mut ds[r * t..(r + 1) * t]);
         // SAFETY (the loads and stores): i < t <= lse.len(), j < t, c < d, (i * d + c) < t * d.
-        let l_i = unsafe { at::<L>(lse, i) };
+        let l_i = unsafe { at(lanes, lse, i) };
         for j in 0..t {
-            let x = unsafe { at::<L>(p, j) };
+            let x = unsafe { at(lanes, p, j) };
             unsafe { put(p, j, x.sub(l_i)) };
         }
         exp_all::<FMA>(p);
         // dS = P (dP - delta_i), delta_i = dO_i . O_i
-        let mut delta = L::zero();
+        let mut delta = lanes.zero();
         for c in 0..d {
-            delta = unsafe { at::<L>(dout, i * d + c).mul_add(at::<L>(o, i * d + c), delta) };
+            delta = unsafe { at(lanes, dout, i * d + c).mul_add(at(lanes, o, i * d + c), delta) };
         }
         for j in 0..t {
-            let x = unsafe { at::<L>(p, j).mul(at::<L>(ds, j).sub(delta)) };
+            let x = unsafe { at(lanes, p, j).mul(at(lanes, ds, j).sub(delta)) };
             unsafe { put(ds, j, x) };
         }
     }
     // dQ_i = scale sum_j dS_ij k_j
-    weighted_rows::<L, R, COLS>(ds, t, k, d, [L::splat(scale); R], &mut dq[i0 * d..(i0 + R) * d]);
+    weighted_rows::<L, R, COLS>(lanes, ds, t, k, d, [lanes.splat(scale); R], &mut dq[i0 * d..(i0 + R) * d]);
     // dV_j += P_ij dO_i, dK_j += dS_ij q_i, for the block's rows i in order.
     let (rows_g, rows_q) = (&dout[i0 * d..(i0 + R) * d], &q[i0 * d..(i0 + R) * d]);
     assert!(dk.len() >= t * d && dv.len() >= t * d);
     for j in 0..t {
         // SAFETY: r < R, j < t, c < d: inside the rows' buffers (R * t, R * d) and the t * d ones.
-        let pj: [L; R] = std::array::from_fn(|r| unsafe { at::<L>(p, r * t + j) });
-        let dsj: [L; R] = std::array::from_fn(|r| unsafe { at::<L>(ds, r * t + j) });
+        let pj: [L::V; R] = std::array::from_fn(|r| unsafe { at(lanes, p, r * t + j) });
+        let dsj: [L::V; R] = std::array::from_fn(|r| unsafe { at(lanes, ds, r * t + j) });
         for c in 0..d {
-            let (mut av, mut ak) = unsafe { (at::<L>(dv, j * d + c), at::<L>(dk, j * d + c)) };
+            let (mut av, mut ak) = unsafe { (at(lanes, dv, j * d + c), at(lanes, dk, j * d + c)) };
             for r in 0..R {
                 unsafe {
-                    av = pj[r].mul_add(at::<L>(rows_g, r * d + c), av);
-                    ak = dsj[r].mul_add(at::<L>(rows_q, r * d + c), ak);
+                    av = pj[r].mul_add(at(lanes, rows_g, r * d + c), av);
+                    ak = dsj[r].mul_add(at(lanes, rows_q, r * d + c), ak);
                 }
             }
             unsafe {
@@ -345,6 +358,7 @@ fn backward_rows<L: Lanes, const FMA: bool, const R: usize, const KEYS: usize, c
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn backward_group<L: Lanes, const FMA: bool, const ROWS: usize, const KEYS: usize, const COLS: usize>(
+    lanes: L,
     t: usize,
     d: usize,
     scale: f32,
@@ -365,12 +379,12 @@ fn backward_group<L: Lanes, const FMA: bool, const ROWS: usize, const KEYS: usiz
     let inputs: [&[V]; 5] = [q, k, v, o, dout];
     for i0 in (0..t).step_by(ROWS) {
         let block = ROWS.min(t - i0);
-        by_rows!(block, backward_rows::<L, FMA, KEYS, COLS>(i0, t, d, scale, inputs, lse, [dq, dk, dv], p, ds));
+        by_rows!(block, backward_rows::<L, FMA, KEYS, COLS>(lanes, i0, t, d, scale, inputs, lse, [dq, dk, dv], p, ds));
     }
-    let scale = L::splat(scale);
+    let scale = lanes.splat(scale);
     for j in 0..n {
         // SAFETY: j < n <= dk.len().
-        let x = unsafe { at::<L>(dk, j) };
+        let x = unsafe { at(lanes, dk, j) };
         unsafe { put(dk, j, x.mul(scale)) };
     }
 }
@@ -385,6 +399,7 @@ enum Job<'a> {
 
 #[inline(always)]
 fn run_job<L: Lanes, const FMA: bool, const ROWS: usize, const KEYS: usize, const COLS: usize>(
+    lanes: L,
     t: usize,
     d: usize,
     scale: f32,
@@ -392,37 +407,45 @@ fn run_job<L: Lanes, const FMA: bool, const ROWS: usize, const KEYS: usize, cons
 ) {
     match job {
         Job::Forward { q, k, v, o, lse, s } => {
-            forward_group::<L, FMA, ROWS, KEYS, COLS>(t, d, scale, q, k, v, o, lse, s)
+            forward_group::<L, FMA, ROWS, KEYS, COLS>(lanes, t, d, scale, q, k, v, o, lse, s)
         }
         Job::Backward { x, lse, grads, rows } => {
-            backward_group::<L, FMA, ROWS, KEYS, COLS>(t, d, scale, x, lse, grads, rows)
+            backward_group::<L, FMA, ROWS, KEYS, COLS>(lanes, t, d, scale, x, lse, grads, rows)
         }
     }
 }
 
 /// Runs `job` in the copy of the kernels for `isa`. The blocking fits the register file: with 32
 /// zmm, 4 rows by 4 keys (16 accumulators, 4 + 1 operands); with 16 ymm, two of which make one
-/// vector, 2 by 2 (4 accumulators, 2 + 1 operands: 14 registers).
+/// vector, 2 by 2 (4 accumulators, 2 + 1 operands: 14 registers). Panics if this CPU cannot run
+/// `isa`.
 fn run_group(isa: Isa, t: usize, d: usize, scale: f32, job: Job) {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx2,fma,avx512f")]
-        fn avx512(t: usize, d: usize, scale: f32, job: Job) {
-            run_job::<lanes::Avx512, true, 4, 4, 4>(t, d, scale, job)
+        fn avx512(lanes: lanes::Avx512, t: usize, d: usize, scale: f32, job: Job) {
+            run_job::<_, true, 4, 4, 4>(lanes, t, d, scale, job)
         }
         #[target_feature(enable = "avx2,fma")]
-        fn avx2(t: usize, d: usize, scale: f32, job: Job) {
-            run_job::<lanes::Avx2, true, 2, 2, 2>(t, d, scale, job)
+        fn avx2(lanes: lanes::Avx2, t: usize, d: usize, scale: f32, job: Job) {
+            run_job::<_, true, 2, 2, 2>(lanes, t, d, scale, job)
         }
         match isa {
-            // SAFETY: an `Isa` is only handed out on CPUs that have its features.
-            Isa::Avx512 => return unsafe { avx512(t, d, scale, job) },
-            Isa::Avx2Fma => return unsafe { avx2(t, d, scale, job) },
+            Isa::Avx512 => {
+                let Some(lanes) = lanes::Avx512::detect() else { simd::unavailable(isa) };
+                // SAFETY: `lanes` proves that this CPU has the function's features.
+                return unsafe { avx512(lanes, t, d, scale, job) };
+            }
+            Isa::Avx2Fma => {
+                let Some(lanes) = lanes::Avx2::detect() else { simd::unavailable(isa) };
+                // SAFETY: likewise.
+                return unsafe { avx2(lanes, t, d, scale, job) };
+            }
             Isa::Portable => {}
         }
     }
     let _ = isa;
-    run_job::<lanes::Plain, false, 2, 2, 2>(t, d, scale, job)
+    run_job::<_, false, 2, 2, 2>(lanes::Plain, t, d, scale, job)
 }
 
 /// A group's scratch: its interleaved operands and rows.

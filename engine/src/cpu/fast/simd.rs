@@ -91,6 +91,14 @@ impl Isa {
     }
 }
 
+/// The panic of a kernel asked for an instruction set that this CPU lacks: an [`Isa`] made by
+/// hand rather than by [`Isa::current`].
+#[cold]
+#[inline(never)]
+pub fn unavailable(isa: Isa) -> ! {
+    panic!("this CPU cannot run the {isa:?} kernels")
+}
+
 /// Runs `f` with the kernels that it calls from this thread compiled for `isa` (the tests use it to
 /// check the portable copies on a CPU that has AVX2). Panics if this CPU cannot run `isa`.
 pub fn with_isa<R>(isa: Isa, f: impl FnOnce() -> R) -> R {
