@@ -22,7 +22,9 @@ use std::sync::OnceLock;
 /// Values per step of the vectorisable loops: one AVX2 register of f32 (two SSE registers).
 pub const LANES: usize = 8;
 
-/// The instruction sets a multiversioned kernel can run with.
+/// The instruction sets a multiversioned kernel can run with. A value only names one: anyone can
+/// write `Isa::Avx512`, so the kernels check that this CPU has it before running its copy (a few
+/// cached flag tests per call) and panic otherwise ([`unavailable`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Isa {
     /// The target's baseline (SSE2 on x86_64): runs everywhere.
@@ -121,7 +123,8 @@ pub fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
 }
 
 /// Defines `fn name(isa: Isa, args..) -> ret` whose body is compiled three times, for the baseline,
-/// with AVX2 + FMA and with AVX-512 enabled, and which runs the copy that `isa` names. Inside the body, the
+/// with AVX2 + FMA and with AVX-512 enabled, and which runs the copy that `isa` names if this CPU
+/// has it (else panics: [`unavailable`]). Inside the body, the
 /// identifier given in angle brackets is a `const bool`, true in the FMA copy (pass it on to
 /// [`madd`] and to the `math.rs` functions). Everything the body calls in its hot loops must be
 /// `#[inline(always)]`, so that it is compiled into each copy with that copy's features.
@@ -163,13 +166,17 @@ macro_rules! multiversion {
 
             match isa {
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: an `Isa::Avx2Fma` is only handed out (`Isa::best`, `with_isa`) on CPUs
-                // that have both features.
-                $crate::cpu::fast::simd::Isa::Avx2Fma => unsafe { avx2_fma($($arg),*) },
+                $crate::cpu::fast::simd::Isa::Avx2Fma if isa.is_available() => {
+                    // SAFETY: this CPU has the copy's features, checked just above.
+                    unsafe { avx2_fma($($arg),*) }
+                }
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: likewise for `Isa::Avx512` and its features.
-                $crate::cpu::fast::simd::Isa::Avx512 => unsafe { avx512($($arg),*) },
-                _ => body::<false>($($arg),*),
+                $crate::cpu::fast::simd::Isa::Avx512 if isa.is_available() => {
+                    // SAFETY: likewise.
+                    unsafe { avx512($($arg),*) }
+                }
+                $crate::cpu::fast::simd::Isa::Portable => body::<false>($($arg),*),
+                _ => $crate::cpu::fast::simd::unavailable(isa),
             }
         }
     };
@@ -304,4 +311,40 @@ pub fn copy(src: &[f32], dst: &mut [f32]) {
         *d = s.try_into().unwrap();
     }
     d.into_remainder().copy_from_slice(s.remainder());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Isa;
+    use crate::cpu::fast::math;
+    use crate::cpu::fast::small_gemm::{self, Layout};
+
+    /// The message of the panic of `f`, if it panicked.
+    fn panic_message(f: impl FnOnce()) -> Option<String> {
+        let payload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).err()?;
+        let text =
+            payload.downcast_ref::<String>().cloned().or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()));
+        Some(text.unwrap_or_default())
+    }
+
+    #[test]
+    fn a_kernel_asked_for_an_instruction_set_this_cpu_lacks_panics_instead_of_running_it() {
+        let missing: Vec<Isa> = Isa::ALL.into_iter().filter(|i| !i.is_available()).collect();
+        if missing.is_empty() {
+            eprintln!("SKIPPED: this CPU runs every instruction set: no kernel can be asked for a missing one");
+        }
+        for isa in missing {
+            let (x, mut out) = ([0.5f32; 37], [0.0f32; 37]);
+            let message = panic_message(|| math::exp_into(isa, &x, &mut out));
+            assert!(message.as_deref().is_some_and(|m| m.contains("cannot run")), "{isa:?}: {message:?}");
+            if isa == Isa::Avx512 {
+                // The small products pick their AVX-512 tiles by the `Isa` they are given.
+                let (a, b, mut c) = ([1.0f32; 2 * 3], [1.0f32; 3 * 32], [0.0f32; 2 * 32]);
+                let message = panic_message(|| {
+                    small_gemm::gemm::<false>(isa, 2, 32, 3, 1.0, &a, Layout::RowMajor(3), &b, 32, &mut c, 32)
+                });
+                assert!(message.as_deref().is_some_and(|m| m.contains("cannot run")), "small gemm: {message:?}");
+            }
+        }
+    }
 }

@@ -43,8 +43,8 @@ pub enum Layout {
 
 /// `C[i, j] = alpha * sum_p A(i, p) B[p, j]` for `i < m`, `j < n`, with A stored as `layout`
 /// says, `B[p, j] = b[p * ldb + j]` and `C[i, j] = c[i * ldc + j]`, in the tiles of `isa`: the
-/// AVX-512 ones (`Panel::zmm_rows`) for `Isa::Avx512`, else the 6 x 16 tiles compiled for the
-/// caller's features (`FMA` as in `simd::multiversion!`).
+/// AVX-512 ones (`Panel::zmm_rows`) for `Isa::Avx512` (panics if this CPU lacks it), else the
+/// 6 x 16 tiles compiled for the caller's features (`FMA` as in `simd::multiversion!`).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub fn gemm<const FMA: bool>(
@@ -73,8 +73,11 @@ pub fn gemm<const FMA: bool>(
     let p = Panel { n, k, alpha, a, layout, b, ldb, ldc };
     #[cfg(target_arch = "x86_64")]
     if isa == super::simd::Isa::Avx512 {
-        // SAFETY: an `Isa::Avx512` is only handed out on CPUs that have AVX-512F; the sizes are
-        // checked above.
+        if super::lanes::Avx512::detect().is_none() {
+            super::simd::unavailable(isa)
+        }
+        // SAFETY: this CPU has AVX-512F, AVX2 and FMA (`Avx512::detect`, just above); the sizes
+        // are checked above.
         return unsafe { p.zmm_rows(m, c) };
     }
     let _ = isa;
