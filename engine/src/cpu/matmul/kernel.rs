@@ -33,13 +33,23 @@ pub struct Tile<'a> {
     pub bias: Option<&'a [f32]>,
 }
 
-/// A micro-kernel: `a` holds `kc * MR` packed values, `b` holds `kc * NR`.
+/// A micro-kernel: `a` holds `kc * MR` packed values, `b` holds `kc * NR` (`check_operands`
+/// checks B and the bias against A).
 ///
 /// # Safety
 /// `tile` must describe `rows x cols` floats of C, row stride `ldc`, that nobody else reads or
-/// writes during the call; `bias`, if any, must hold at least `cols` values. The AVX2 kernel must
-/// only be called on a CPU that has AVX2 and FMA.
+/// writes during the call. The AVX2 kernel must only be called on a CPU that has AVX2 and FMA.
 pub type KernelFn = unsafe fn(a: &[f32], b: &[f32], tile: &Tile);
+
+/// The checks of a micro-kernel's slices, once per call (in release builds too: the AVX kernels
+/// read them through raw pointers): `b` holds the `b_rows` rows of `NR` values that the k loop
+/// reads, and the bias, if any, covers the tile's columns. C is a raw pointer, which cannot be
+/// checked: it is the caller's promise.
+#[inline(always)]
+pub(super) fn check_operands<const NR: usize>(b: &[f32], b_rows: usize, tile: &Tile) {
+    assert!(b.len() >= b_rows * NR, "matmul kernel: the B sliver is shorter than the A sliver");
+    assert!(tile.bias.is_none_or(|bias| bias.len() >= tile.cols), "matmul kernel: the bias is shorter than the tile");
+}
 
 /// Writes an accumulated tile into C (the scalar epilogue: edge tiles, and the portable kernel).
 ///
@@ -91,6 +101,7 @@ pub(super) fn prefetch_tile(tile: &Tile) {
 /// # Safety
 /// As for [`KernelFn`].
 pub unsafe fn portable(a: &[f32], b: &[f32], tile: &Tile) {
+    check_operands::<NR>(b, a.len() / MR, tile);
     let mut acc = [[0.0f32; NR]; MR];
     for (ap, bp) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
         let ap: &[f32; MR] = ap.try_into().unwrap();
@@ -126,7 +137,7 @@ unsafe fn avx2_impl(a: &[f32], b: &[f32], tile: &Tile) {
     use std::arch::x86_64::*;
 
     let kc = a.len() / MR;
-    debug_assert_eq!(b.len(), kc * NR);
+    check_operands::<NR>(b, kc, tile);
     // Ask for the C tile now, so that its cache misses overlap the k loop instead of stalling the
     // write-back (a row of the tile is 64 bytes, on at most two cache lines).
     prefetch_tile(tile);
@@ -148,7 +159,8 @@ unsafe fn avx2_impl(a: &[f32], b: &[f32], tile: &Tile) {
     // One k step; written as a macro so that the loop below can unroll it by hand.
     macro_rules! step {
         ($off_a:expr, $off_b:expr) => {{
-            // SAFETY: p < kc, so `pa + off_a + 0..MR` and `pb + off_b + 0..NR` are inside `a`, `b`.
+            // SAFETY: p < kc, so `pa + off_a + 0..MR` and `pb + off_b + 0..NR` are inside `a` and
+            // `b` (`kc * NR` values, checked).
             unsafe {
                 let b0 = _mm256_loadu_ps(pb.add($off_b));
                 let b1 = _mm256_loadu_ps(pb.add($off_b + 8));
@@ -199,7 +211,7 @@ unsafe fn avx2_impl(a: &[f32], b: &[f32], tile: &Tile) {
     if tile.rows == MR && tile.cols == NR {
         // A full tile: vector write-back, bias fused in.
         let (bias0, bias1) = match tile.bias {
-            // SAFETY: the caller guarantees `bias` holds at least `cols` = NR values.
+            // SAFETY: `bias` holds at least `cols` = NR values (`check_operands`).
             Some(bias) if !tile.accumulate => unsafe {
                 (_mm256_loadu_ps(bias.as_ptr()), _mm256_loadu_ps(bias.as_ptr().add(8)))
             },
@@ -227,5 +239,54 @@ unsafe fn avx2_impl(a: &[f32], b: &[f32], tile: &Tile) {
         }
         // SAFETY: forwarded from the caller.
         unsafe { write_tile(&spilled, tile) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Kernel, Precision, kernel_avx512};
+    use super::{MR, NR, Tile};
+
+    /// The message of the panic of `f`, if it panicked.
+    fn panic_message(f: impl FnOnce()) -> Option<String> {
+        let payload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).err()?;
+        let text =
+            payload.downcast_ref::<String>().cloned().or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()));
+        Some(text.unwrap_or_default())
+    }
+
+    #[test]
+    fn every_kernel_refuses_a_b_sliver_or_a_bias_shorter_than_what_it_reads() {
+        let kernels = Kernel::ALL.into_iter().chain(Kernel::BF16);
+        for kernel in kernels.clone().filter(|k| !k.is_available()) {
+            eprintln!("SKIPPED: this CPU cannot run the {kernel:?} kernel: its checks are not tested here");
+        }
+        let mut wrong = Vec::new();
+        for kernel in kernels.filter(|k| k.is_available()) {
+            let (mr, nr) = match kernel {
+                Kernel::Avx512 | Kernel::Bf16Avx512 => (kernel_avx512::MR, kernel_avx512::NR),
+                _ => (MR, NR),
+            };
+            let kc = 4;
+            // The rows of B the k loop reads: a bf16 row holds two k steps.
+            let b_rows = if kernel.precision() == Precision::Bf16 { kc / 2 } else { kc };
+            let (a, b, bias) = (vec![1.0f32; mr * kc], vec![1.0f32; b_rows * nr], vec![0.5f32; nr]);
+            let mut c = vec![0.0f32; mr * nr];
+            let c = c.as_mut_ptr();
+            let run = |b: &[f32], bias: &[f32]| {
+                let tile = Tile { c, ldc: nr, rows: mr, cols: nr, accumulate: false, bias: Some(bias) };
+                // SAFETY: the tile is `c`, `mr x nr` floats that only this call uses.
+                panic_message(|| unsafe { (kernel.function())(&a, b, &tile) })
+            };
+            assert_eq!(run(&b, &bias), None, "{kernel:?}: operands of the right sizes");
+            for (what, message) in
+                [("B sliver", run(&b[..(b_rows - 1) * nr], &bias)), ("bias", run(&b, &bias[..nr - 1]))]
+            {
+                if !message.as_deref().is_some_and(|m| m.contains(what)) {
+                    wrong.push(format!("{kernel:?} with a short {what}: {message:?}"));
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
     }
 }

@@ -59,7 +59,7 @@ unsafe fn avx512_impl(a: &[f32], b: &[f32], tile: &Tile) {
     use std::arch::x86_64::*;
 
     let kc = a.len() / MR;
-    debug_assert_eq!(b.len(), kc * NR);
+    super::kernel::check_operands::<NR>(b, kc, tile);
     // Ask for the C tile now, so that its misses overlap the k loop (a tile row is 128 bytes).
     prefetch_tile(tile);
     // The 24 accumulators: `acc[r][h]` is row r, columns 16 h .. 16 h + 16. Every index below is a
@@ -68,7 +68,8 @@ unsafe fn avx512_impl(a: &[f32], b: &[f32], tile: &Tile) {
     let mut pa = a.as_ptr();
     let mut pb = b.as_ptr();
     for _ in 0..kc {
-        // SAFETY: p < kc, so `pa + 0..MR` and `pb + 0..NR` are inside the packed slivers.
+        // SAFETY: p < kc, so `pa + 0..MR` and `pb + 0..NR` are inside the packed slivers (`b`
+        // holds `kc * NR` values, checked).
         unsafe {
             let b0 = _mm512_loadu_ps(pb);
             let b1 = _mm512_loadu_ps(pb.add(16));
@@ -82,7 +83,7 @@ unsafe fn avx512_impl(a: &[f32], b: &[f32], tile: &Tile) {
         }
     }
 
-    // SAFETY: forwarded from the caller.
+    // SAFETY: forwarded from the caller; the bias is checked above.
     unsafe { write_back(acc, tile) }
 }
 
@@ -90,7 +91,8 @@ unsafe fn avx512_impl(a: &[f32], b: &[f32], tile: &Tile) {
 /// tile, the scalar `write_tile` for an edge tile. Shared with the bf16 kernel (`kernel_bf16.rs`).
 ///
 /// # Safety
-/// As for `KernelFn`, and the CPU must support AVX-512F.
+/// As for `KernelFn`, the CPU must support AVX-512F, and the bias must cover the tile's columns
+/// (the kernels' `check_operands`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
@@ -100,7 +102,7 @@ pub(super) unsafe fn write_back(acc: [[std::arch::x86_64::__m512; 2]; MR], tile:
     if tile.rows == MR && tile.cols == NR {
         // A full tile: vector write-back, bias fused in.
         let (bias0, bias1) = match tile.bias {
-            // SAFETY: the caller guarantees `bias` holds at least `cols` = NR values.
+            // SAFETY: `bias` holds at least `cols` = NR values (the caller's `check_operands`).
             Some(bias) if !tile.accumulate => unsafe {
                 (_mm512_loadu_ps(bias.as_ptr()), _mm512_loadu_ps(bias.as_ptr().add(16)))
             },

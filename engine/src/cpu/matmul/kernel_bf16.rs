@@ -23,6 +23,7 @@ pub unsafe fn portable(a: &[f32], b: &[f32], tile: &Tile) {
     const MR: usize = kernel::MR;
     const NR: usize = kernel::NR;
     let pairs = (a.len() / MR).div_ceil(2);
+    kernel::check_operands::<NR>(b, pairs, tile);
     let mut acc = [[0.0f32; NR]; MR];
     for (ap, bp) in a[..pairs * MR].chunks_exact(MR).zip(b[..pairs * NR].chunks_exact(NR)) {
         for (acc_row, aw) in acc.iter_mut().zip(ap) {
@@ -66,14 +67,15 @@ unsafe fn avx512_impl(a: &[f32], b: &[f32], tile: &Tile) {
     use std::arch::x86_64::*;
 
     let pairs = (a.len() / MR).div_ceil(2);
-    debug_assert!(b.len() >= pairs * NR);
+    kernel::check_operands::<NR>(b, pairs, tile);
     kernel::prefetch_tile(tile);
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
     let mut pa = a.as_ptr().cast::<i32>();
     let mut pb = b.as_ptr();
     for _ in 0..pairs {
-        // SAFETY: q < pairs, so `pa + 0..MR` and `pb + 0..NR` are inside the packed words. A
-        // vector of 16 words is the 32 bf16 values `vdpbf16ps` reads, so the casts only rename.
+        // SAFETY: q < pairs <= kc, so `pa + 0..MR` is inside `a` (`kc * MR` values) and
+        // `pb + 0..NR` inside `b` (`pairs * NR`, checked). A vector of 16 words is the 32 bf16
+        // values `vdpbf16ps` reads, so the casts only rename.
         unsafe {
             let b0: __m512bh = std::mem::transmute(_mm512_loadu_ps(pb));
             let b1: __m512bh = std::mem::transmute(_mm512_loadu_ps(pb.add(16)));
@@ -86,6 +88,6 @@ unsafe fn avx512_impl(a: &[f32], b: &[f32], tile: &Tile) {
             pb = pb.add(NR);
         }
     }
-    // SAFETY: forwarded from the caller.
+    // SAFETY: forwarded from the caller; the bias is checked above.
     unsafe { kernel_avx512::write_back(acc, tile) }
 }
