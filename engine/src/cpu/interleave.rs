@@ -82,10 +82,10 @@ pub(crate) fn transpose8(r: [std::arch::x86_64::__m256; 8]) -> [std::arch::x86_6
 }
 
 /// [`interleave`] for the first `kc / 8 * 8` steps, 8 lanes by 8 steps at a time; returns how
-/// many steps it did. The lengths are checked by the caller.
+/// many steps it did.
 ///
 /// # Safety
-/// The CPU must support AVX2.
+/// The CPU must support AVX2; `dst` and `lanes` must hold what [`interleave`] asserts.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn interleave_avx2<const W: usize>(dst: &mut [f32], lanes: &[&[f32]; W], kc: usize) -> usize {
@@ -93,18 +93,21 @@ unsafe fn interleave_avx2<const W: usize>(dst: &mut [f32], lanes: &[&[f32]; W], 
     let full = kc / 8 * 8;
     for p in (0..full).step_by(8) {
         for g in (0..W).step_by(8) {
-            // SAFETY (the loads and stores): lane `g + i < W` holds at least kc >= p + 8 floats;
-            // dst holds W * kc, and step `p + q < kc` writes `dst[(p + q) * W + g..][..w]`, g + w <= W.
             let r: [__m256; 8] = std::array::from_fn(|i| {
+                // SAFETY: lane `g + i < W` holds at least kc >= p + 8 floats.
                 if g + i < W { unsafe { _mm256_loadu_ps(lanes[g + i].as_ptr().add(p)) } } else { _mm256_setzero_ps() }
             });
             let w = (W - g).min(8);
             for (q, col) in transpose8(r).into_iter().enumerate() {
+                // SAFETY: dst holds W * kc floats, and step `p + q < kc` writes
+                // `dst[(p + q) * W + g..][..w]`, g + w <= W.
                 let d = unsafe { dst.as_mut_ptr().add((p + q) * W + g) };
                 if w == 8 {
+                    // SAFETY: as above, w = 8.
                     unsafe { _mm256_storeu_ps(d, col) };
                 } else {
                     let mut spill = [0.0f32; 8];
+                    // SAFETY: `spill` holds 8 floats; `d` w, as above.
                     unsafe {
                         _mm256_storeu_ps(spill.as_mut_ptr(), col);
                         std::ptr::copy_nonoverlapping(spill.as_ptr(), d, w);
@@ -117,10 +120,10 @@ unsafe fn interleave_avx2<const W: usize>(dst: &mut [f32], lanes: &[&[f32]; W], 
 }
 
 /// [`deinterleave`] for the first `kc / 8 * 8` steps (W a multiple of 8); returns how many steps
-/// it did. The lengths are checked by the caller.
+/// it did.
 ///
 /// # Safety
-/// The CPU must support AVX2.
+/// The CPU must support AVX2; `lanes` and `src` must hold what [`deinterleave`] asserts.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn deinterleave_avx2<const W: usize>(lanes: &mut [&mut [f32]; W], src: &[f32], kc: usize) -> usize {
@@ -132,6 +135,7 @@ unsafe fn deinterleave_avx2<const W: usize>(lanes: &mut [&mut [f32]; W], src: &[
             // (W a multiple of 8); lane `g + i < W` holds at least kc >= p + 8 floats.
             let r: [__m256; 8] = std::array::from_fn(|q| unsafe { _mm256_loadu_ps(src.as_ptr().add((p + q) * W + g)) });
             for (i, row) in transpose8(r).into_iter().enumerate() {
+                // SAFETY: lane `g + i < W` holds at least kc >= p + 8 floats.
                 unsafe { _mm256_storeu_ps(lanes[g + i].as_mut_ptr().add(p), row) };
             }
         }

@@ -118,13 +118,14 @@ fn dots<L: Lanes, const R: usize, const KEYS: usize>(
     assert!(a.len() >= R * d && b.len() >= t * d && out.len() >= R * t, "attention: rows too short");
     let scale = lanes.splat(scale);
     let mut j = 0;
-    // SAFETY (the loads and stores): r < R, x < KEYS with j + x < t, c < d: every index is under
-    // R * d, t * d or R * t.
+    // The indices below: r < R, x < KEYS with j + x < t, c < d, inside the lengths asserted above.
     while j + KEYS <= t {
         let mut acc = [[lanes.zero(); KEYS]; R];
         for c in 0..d {
+            // SAFETY: (j + x) * d + c < t * d <= b.len().
             let bk: [L::V; KEYS] = std::array::from_fn(|x| unsafe { at(lanes, b, (j + x) * d + c) });
             for (r, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: r * d + c < R * d <= a.len().
                 let ar = unsafe { at(lanes, a, r * d + c) };
                 for (acc, &bk) in acc.iter_mut().zip(&bk) {
                     *acc = ar.mul_add(bk, *acc);
@@ -133,6 +134,7 @@ fn dots<L: Lanes, const R: usize, const KEYS: usize>(
         }
         for (r, acc) in acc.iter().enumerate() {
             for (x, acc) in acc.iter().enumerate() {
+                // SAFETY: r * t + j + x < R * t <= out.len().
                 unsafe { put(out, r * t + j + x, acc.mul(scale)) };
             }
         }
@@ -141,12 +143,15 @@ fn dots<L: Lanes, const R: usize, const KEYS: usize>(
     for j in j..t {
         let mut acc = [lanes.zero(); R];
         for c in 0..d {
+            // SAFETY: j * d + c < t * d <= b.len().
             let bj = unsafe { at(lanes, b, j * d + c) };
             for (r, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: r * d + c < R * d <= a.len().
                 *acc = unsafe { at(lanes, a, r * d + c) }.mul_add(bj, *acc);
             }
         }
         for (r, acc) in acc.iter().enumerate() {
+            // SAFETY: r * t + j < R * t <= out.len().
             unsafe { put(out, r * t + j, acc.mul(scale)) };
         }
     }
@@ -166,13 +171,14 @@ fn weighted_rows<L: Lanes, const R: usize, const COLS: usize>(
 ) {
     assert!(w.len() >= R * t && x.len() >= t * d && out.len() >= R * d, "attention: rows too short");
     let mut c0 = 0;
-    // SAFETY (the loads and stores): r < R, j < t, c0 + y < d: every index is under R * t, t * d
-    // or R * d.
+    // The indices below: r < R, j < t, c0 + y < d, inside the lengths asserted above.
     while c0 + COLS <= d {
         let mut acc = [[lanes.zero(); COLS]; R];
         for j in 0..t {
+            // SAFETY: j * d + c0 + y < t * d <= x.len().
             let xc: [L::V; COLS] = std::array::from_fn(|y| unsafe { at(lanes, x, j * d + c0 + y) });
             for (r, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: r * t + j < R * t <= w.len().
                 let wr = unsafe { at(lanes, w, r * t + j) };
                 for (acc, &xc) in acc.iter_mut().zip(&xc) {
                     *acc = wr.mul_add(xc, *acc);
@@ -181,6 +187,7 @@ fn weighted_rows<L: Lanes, const R: usize, const COLS: usize>(
         }
         for (r, acc) in acc.iter().enumerate() {
             for (y, acc) in acc.iter().enumerate() {
+                // SAFETY: r * d + c0 + y < R * d <= out.len().
                 unsafe { put(out, r * d + c0 + y, acc.mul(scale[r])) };
             }
         }
@@ -189,12 +196,15 @@ fn weighted_rows<L: Lanes, const R: usize, const COLS: usize>(
     for c in c0..d {
         let mut acc = [lanes.zero(); R];
         for j in 0..t {
+            // SAFETY: j * d + c < t * d <= x.len().
             let xc = unsafe { at(lanes, x, j * d + c) };
             for (r, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: r * t + j < R * t <= w.len().
                 *acc = unsafe { at(lanes, w, r * t + j) }.mul_add(xc, *acc);
             }
         }
         for (r, acc) in acc.iter().enumerate() {
+            // SAFETY: r * d + c < R * d <= out.len().
             unsafe { put(out, r * d + c, acc.mul(scale[r])) };
         }
     }
@@ -231,18 +241,22 @@ fn forward_rows<L: Lanes, const FMA: bool, const R: usize, const KEYS: usize, co
     let mut inv = [lanes.zero(); R];
     for (r, inv) in inv.iter_mut().enumerate() {
         let s = &mut s[r * t..(r + 1) * t];
-        // SAFETY (the loads and stores): j < t = s.len().
+        // SAFETY: 0 < t = s.len() (the caller's i0 < t).
         let mut m = unsafe { at(lanes, s, 0) };
         for j in 1..t {
+            // SAFETY: j < t = s.len(), here and in the loops below.
             m = m.max(unsafe { at(lanes, s, j) });
         }
         for j in 0..t {
+            // SAFETY: as above.
             let x = unsafe { at(lanes, s, j) };
+            // SAFETY: as above.
             unsafe { put(s, j, x.sub(m)) };
         }
         exp_all::<FMA>(s);
         let mut sum = lanes.zero();
         for j in 0..t {
+            // SAFETY: as above.
             sum = sum.add(unsafe { at(lanes, s, j) });
         }
         let (mut mv, mut sv) = ([0.0f32; G], [0.0f32; G]);
@@ -254,7 +268,7 @@ fn forward_rows<L: Lanes, const FMA: bool, const R: usize, const KEYS: usize, co
         lse[i0 + r] = std::array::from_fn(|l| mv[l] + sv[l].ln());
         // O = (E V) / sum: the normalisation costs d multiplies rather than t.
         let iv: V = std::array::from_fn(|l| 1.0 / sv[l]);
-        // SAFETY: 16 floats.
+        // SAFETY: `iv` holds 16 floats.
         *inv = unsafe { lanes.load(iv.as_ptr()) };
     }
     weighted_rows::<L, R, COLS>(lanes, s, t, v, d, inv, &mut o[i0 * d..(i0 + R) * d]);
@@ -298,6 +312,11 @@ fn backward_rows<L: Lanes, const FMA: bool, const R: usize, const KEYS: usize, c
     p: &mut [V],
     ds: &mut [V],
 ) {
+    let n = t * d;
+    assert!(
+        i0 + R <= t && lse.len() >= t && [o, dout, &*dk, &*dv].iter().all(|x| x.len() >= n),
+        "attention: rows too short"
+    );
     let (p, ds) = (&mut p[..R * t], &mut ds[..R * t]);
     // P = exp(scale q_i . k_j - lse_i)
     dots::<L, R, KEYS>(lanes, &q[i0 * d..(i0 + R) * d], k, t, d, scale, p);
@@ -306,20 +325,25 @@ fn backward_rows<L: Lanes, const FMA: bool, const R: usize, const KEYS: usize, c
     for r in 0..R {
         let i = i0 + r;
         let (p, ds) = (&mut p[r * t..(r + 1) * t], &mut ds[r * t..(r + 1) * t]);
-        // SAFETY (the loads and stores): i < t <= lse.len(), j < t, c < d, (i * d + c) < t * d.
+        // SAFETY: i < t <= lse.len() (asserted above).
         let l_i = unsafe { at(lanes, lse, i) };
         for j in 0..t {
+            // SAFETY: j < t = p.len().
             let x = unsafe { at(lanes, p, j) };
+            // SAFETY: as above.
             unsafe { put(p, j, x.sub(l_i)) };
         }
         exp_all::<FMA>(p);
         // dS = P (dP - delta_i), delta_i = dO_i . O_i
         let mut delta = lanes.zero();
         for c in 0..d {
+            // SAFETY: i * d + c < t * d <= dout.len(), o.len() (asserted above).
             delta = unsafe { at(lanes, dout, i * d + c).mul_add(at(lanes, o, i * d + c), delta) };
         }
         for j in 0..t {
+            // SAFETY: j < t = p.len() = ds.len().
             let x = unsafe { at(lanes, p, j).mul(at(lanes, ds, j).sub(delta)) };
+            // SAFETY: as above.
             unsafe { put(ds, j, x) };
         }
     }
@@ -327,19 +351,22 @@ fn backward_rows<L: Lanes, const FMA: bool, const R: usize, const KEYS: usize, c
     weighted_rows::<L, R, COLS>(lanes, ds, t, k, d, [lanes.splat(scale); R], &mut dq[i0 * d..(i0 + R) * d]);
     // dV_j += P_ij dO_i, dK_j += dS_ij q_i, for the block's rows i in order.
     let (rows_g, rows_q) = (&dout[i0 * d..(i0 + R) * d], &q[i0 * d..(i0 + R) * d]);
-    assert!(dk.len() >= t * d && dv.len() >= t * d);
     for j in 0..t {
-        // SAFETY: r < R, j < t, c < d: inside the rows' buffers (R * t, R * d) and the t * d ones.
+        // SAFETY: r * t + j < R * t = p.len().
         let pj: [L::V; R] = std::array::from_fn(|r| unsafe { at(lanes, p, r * t + j) });
+        // SAFETY: likewise for ds.
         let dsj: [L::V; R] = std::array::from_fn(|r| unsafe { at(lanes, ds, r * t + j) });
         for c in 0..d {
+            // SAFETY: j * d + c < t * d <= dv.len(), dk.len() (asserted above).
             let (mut av, mut ak) = unsafe { (at(lanes, dv, j * d + c), at(lanes, dk, j * d + c)) };
             for r in 0..R {
+                // SAFETY: r * d + c < R * d = rows_g.len() = rows_q.len().
                 unsafe {
                     av = pj[r].mul_add(at(lanes, rows_g, r * d + c), av);
                     ak = dsj[r].mul_add(at(lanes, rows_q, r * d + c), ak);
                 }
             }
+            // SAFETY: as for the loads of dv and dk above.
             unsafe {
                 put(dv, j * d + c, av);
                 put(dk, j * d + c, ak);
@@ -385,6 +412,7 @@ fn backward_group<L: Lanes, const FMA: bool, const ROWS: usize, const KEYS: usiz
     for j in 0..n {
         // SAFETY: j < n <= dk.len().
         let x = unsafe { at(lanes, dk, j) };
+        // SAFETY: as above.
         unsafe { put(dk, j, x.mul(scale)) };
     }
 }

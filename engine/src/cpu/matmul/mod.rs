@@ -609,6 +609,7 @@ struct SharedC(*mut f32);
 // SAFETY: the tasks write disjoint parts of C (see `tiled`), and `pool::run` returns only when
 // every task has finished, before the `&mut` slice that the pointer comes from is usable again.
 unsafe impl Send for SharedC {}
+// SAFETY: as for `Send`: no two tasks touch the same values of C.
 unsafe impl Sync for SharedC {}
 
 struct Problem<'a> {
