@@ -20,7 +20,7 @@
 //   entries: no bank conflicts, and the stores to C are coalesced). Named vectors, not an indexed
 //   array behind a pointer: the first version kept `array<array<f32, 4>, 4>` and passed it to helper
 //   functions, which NVIDIA's Vulkan compiler left in local memory (36x slower steps on an H200,
-//   docs/benchmarks.md); no private array here is indexed at all;
+//   docs/journal/benchmarks.md); no private array here is indexed at all;
 // - split-K: a product with few output tiles and a long K (a weight gradient: [3328, 128]^T x
 //   [3328, 512] is 2 x 8 tiles) would leave most of a large GPU idle, so the launcher gives each of
 //   S z-slices k_chunk values of K (a multiple of BK), writes S partial products [S, M, N] and sums
@@ -30,7 +30,7 @@
 //   also yields the bias gradient sum_k dY[k, m], written after C (at sums_at of each slice). All
 //   256 invocations share the adding (each 4 of a tile's 16 rows of one column, then the 4
 //   partials of a column meet in workgroup memory at the end): left to 64 invocations, 16 rows
-//   each, the sums held the whole workgroup at every barrier (docs/benchmarks.md, the H200);
+//   each, the sums held the whole workgroup at every barrier (docs/journal/benchmarks.md, the H200);
 // - with the override VEC4 the tiles are staged with 128-bit loads, one vec4 of A and one of B per
 //   invocation per step. The launcher sets it when the contiguous axis of each operand (and its batch
 //   stride) is a multiple of 4, which holds for every MAE shape.

@@ -5,7 +5,7 @@
 //! defaults, buffers above a (dynamic) threshold are `mmap`ped and given back on `free`, and the top
 //! of the heap is trimmed: so each step faults its memory in again, page by page, with the kernel
 //! zeroing every page, and unmaps it again (a TLB shootdown on every core each time): a large share
-//! of a step (docs/benchmarks.md, "Training step", has the figure).
+//! of a step (docs/journal/benchmarks.md, "Training step", has the figure).
 //!
 //! [`keep_freed_memory`] asks glibc to serve buffers up to 32 MiB (its maximum) from the heap and
 //! never to trim it, so that after the first step the same pages are reused. The price is that the

@@ -63,7 +63,7 @@ pub fn threads_for(units: usize, ns_per_unit: f64) -> usize {
 /// uninitialised memory ([`Uninit`], the spare capacity of a fresh `Vec`), which is zero-filled
 /// where and when a worker takes it ([`Out::init`]) and then overwritten by the kernel. The backend
 /// uses the second: zeroing a fresh output with `vec![0.0; n]` is a pass over memory of its own, on
-/// one thread (a visible share of a training step: docs/benchmarks.md), whereas zeroing a piece right before writing
+/// one thread (a visible share of a training step: docs/journal/benchmarks.md), whereas zeroing a piece right before writing
 /// it costs little (the piece is then in the cache).
 pub trait Out<'a>: Send + Sized {
     /// Number of values.

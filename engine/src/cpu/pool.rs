@@ -2,7 +2,7 @@
 //!
 //! Spawning threads per kernel call (`std::thread::scope`) costs waking an idle core plus a join,
 //! tens of microseconds each on a VM, on each of the ~200 threaded calls of a training step; a late
-//! worker also makes the whole call wait (docs/benchmarks.md has the before and after). Here
+//! worker also makes the whole call wait (docs/journal/benchmarks.md has the before and after). Here
 //! `available_parallelism() - 1` workers live for the whole process. A call publishes a job (a task
 //! function and a task count), wakes the workers if they sleep, and works on the tasks itself;
 //! every thread claims task indices one at a time from a shared counter until none is left, and the

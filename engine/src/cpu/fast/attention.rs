@@ -53,7 +53,7 @@ const MAX_ROWS: usize = 4;
 /// The largest head (`seq x dim` values) computed in the 16-lane groups: a group's operands then
 /// take at most 128 KiB each, and its five inputs and three gradients stay in L2. Bigger heads
 /// (ViT-B's 50 x 64 and 197 x 64) run head by head (`attention_heads.rs`), which measured faster
-/// there: the groups' backward streams its dK and dV accumulators from L3 (docs/benchmarks.md).
+/// there: the groups' backward streams its dK and dV accumulators from L3 (docs/journal/benchmarks.md).
 const MAX_GROUPED_HEAD: usize = 2048;
 
 /// Whether heads of this shape run head by head rather than in groups.

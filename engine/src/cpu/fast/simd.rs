@@ -70,7 +70,7 @@ impl Isa {
     /// Zen 4 as well: its 512-bit operations run as two 256-bit halves, which leaves an FMA-bound
     /// product no faster, but these kernels are bound by instruction count (GELU's erf and exp,
     /// attention's per-lane softmax), and there the copies measured faster
-    /// (docs/benchmarks.md). `MAE_CPU_KERNEL=avx2fma` (or `portable`) caps both choices.
+    /// (docs/journal/benchmarks.md). `MAE_CPU_KERNEL=avx2fma` (or `portable`) caps both choices.
     pub fn best() -> Isa {
         static BEST: OnceLock<Isa> = OnceLock::new();
         *BEST.get_or_init(|| {

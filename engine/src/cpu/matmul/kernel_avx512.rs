@@ -26,7 +26,7 @@
 //! BLIS does on Skylake-X: the A sliver (12 x 256 x 4 B = 12 KiB) stays in L1 while the B panel
 //! (256 x 768 x 4 B = 768 KiB) streams from L2, one 32 KiB sliver per kernel call, 128 bytes a k
 //! step, well within what L2 delivers. Measured on a 2-core Intel Xeon with AVX-512 (48 KiB L1d,
-//! 2 MiB L2; docs/benchmarks.md), against the GotoBLAS order at KC = 128, NC = 2048 in one run:
+//! 2 MiB L2; docs/journal/benchmarks.md), against the GotoBLAS order at KC = 128, NC = 2048 in one run:
 //! 1.07 - 1.4x on the MAE's products on two threads (the base preset's weight gradients gain
 //! most), and no worse than ~5% on the micro preset's long-k weight gradients.
 

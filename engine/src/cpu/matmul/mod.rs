@@ -104,7 +104,7 @@
 //! once and C once per k block: for the qkv product of training ([3328, 128] x [128, 384], 327
 //! MFLOP) that is 7 MB, a few GB/s at the kernel's speed, well under what one core streams from
 //! DRAM. So the kernel, not memory, is the limit, and the aim is to keep it fed. What it reaches
-//! on the MAE's shapes, one and two cores, AVX2 and AVX-512, is in `docs/benchmarks.md`.
+//! on the MAE's shapes, one and two cores, AVX2 and AVX-512, is in `docs/journal/benchmarks.md`.
 
 pub mod bf16;
 mod kernel;
@@ -302,7 +302,7 @@ impl Kernel {
     /// when set to one this CPU can run; else AVX-512 on Intel processors that have it, AVX2 + FMA
     /// elsewhere when present, else the portable kernel. AMD's Zen 4 has AVX-512 but runs each
     /// 512-bit FMA as two 256-bit halves: there the AVX-512 kernel measured no faster than the
-    /// AVX2 one (docs/benchmarks.md), and the AVX2 kernel's smaller tile wastes less on the
+    /// AVX2 one (docs/journal/benchmarks.md), and the AVX2 kernel's smaller tile wastes less on the
     /// small products. The choice never changes during a run, so neither do the bits.
     pub fn best() -> Kernel {
         static BEST: OnceLock<Kernel> = OnceLock::new();

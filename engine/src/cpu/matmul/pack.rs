@@ -105,7 +105,7 @@ const ROWS_AHEAD: usize = 8;
 /// row, visited again for the next sliver; read row by row it is `kc` long sequential runs, which
 /// the hardware prefetchers follow, and each row is fetched once. Rows `ROWS_AHEAD` steps ahead
 /// are prefetched. Measured on the weight gradients (`X^T dY`, both operands contiguous along x),
-/// see docs/benchmarks.md.
+/// see docs/journal/benchmarks.md.
 pub fn pack_rows<const W: usize>(dst: &mut [f32], src: &[f32], sp: usize, x: usize, len: usize, p0: usize, kc: usize) {
     let slivers = len.div_ceil(W);
     debug_assert!(dst.len() >= slivers * W * kc);

@@ -4,7 +4,7 @@
 //! The portable route packs an f32 sliver (`pack.rs`) and then pairs it up in place
 //! (`bf16::pair_up_in_place`): the sliver is written, read back and written again, and the
 //! rounding is a dozen integer instructions per value. In a training step at bf16 that weighed
-//! heavily beside the kernel itself (docs/benchmarks.md, "Packing bf16 with the instructions"),
+//! heavily beside the kernel itself (docs/journal/benchmarks.md, "Packing bf16 with the instructions"),
 //! most of all in the weight gradients, whose `kc x n` panels are used by only `m` = 64 - 128
 //! rows. Here the instructions do the rounding (`vcvtneps2bf16`: round to
 //! nearest, ties to even; NaN kept quiet; denormals to signed zero, which `bf16::to_bf16_bits`
