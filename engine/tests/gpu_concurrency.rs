@@ -21,6 +21,11 @@ const ROUNDS: usize = 40;
 /// The length of one job in every thread: its buffers are reused across threads.
 const SHARED_LEN: usize = 1031;
 
+/// The GPU tests take turns: a rejected batch fails the work of every thread in it, those of a test
+/// running beside it included.
+#[cfg(feature = "gpu")]
+static GPU_TURNS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// One computation: its inputs and what the reference says it gives.
 struct Job {
     what: String,
@@ -189,6 +194,7 @@ fn run_everywhere_and_check(device: &Device, extra: impl FnOnce() + Send) {
 #[cfg(feature = "gpu")]
 #[test]
 fn threads_sharing_the_gpu_context_each_get_the_reference_results() {
+    let _turn = GPU_TURNS.lock().unwrap_or_else(|p| p.into_inner());
     let Some(gpu) = engine::gpu::test_device() else { return };
     let Device::Gpu(g) = &gpu else { unreachable!() };
     let ctx = g.context().clone();
@@ -207,6 +213,71 @@ fn threads_sharing_the_gpu_context_each_get_the_reference_results() {
         }
     };
     run_everywhere_and_check(&gpu, profile_beside);
+}
+
+/// One thread records a dispatch that wgpu rejects at submit, round after round, while the others
+/// scale vectors: a rejected batch runs none of its commands, so every thread with work in it must
+/// get an error (the saboteur every round, whichever thread submits the batch), and a thread that
+/// gets values must get the right ones. Each worker's factor is new every round, so an output left
+/// unwritten (holding an earlier round's values from the pool) cannot pass for a result.
+#[cfg(feature = "gpu")]
+#[test]
+fn a_rejected_batch_fails_every_thread_whose_work_it_held() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let _turn = GPU_TURNS.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(gpu) = engine::gpu::test_device() else { return };
+    let Device::Gpu(g) = &gpu else { unreachable!() };
+    let ctx = g.context().clone();
+    let lost = AtomicUsize::new(0);
+    let start = Barrier::new(THREADS + 1);
+    std::thread::scope(|scope| {
+        for t in 0..THREADS {
+            let (gpu, start, lost) = (&gpu, &start, &lost);
+            scope.spawn(move || {
+                let len = SHARED_LEN + 7 * t;
+                let x = uniform_values(len, -3.0, 3.0, &mut Rng::new(3000 + t as u64));
+                start.wait();
+                for round in 0..ROUNDS {
+                    let factor = 1.0 + (t * ROUNDS + round) as f32;
+                    let got = Tensor::from_slice(&x, &[len], gpu).and_then(|x| ops::scale(&x, factor)?.to_vec());
+                    match got {
+                        Ok(v) => assert_close(
+                            &v,
+                            &reference::unary(UnaryOp::Scale(factor), &x),
+                            0.0,
+                            1e-6,
+                            &format!("thread {t}, round {round}: scale by {factor}"),
+                        ),
+                        Err(e) => {
+                            let e = e.to_string();
+                            assert!(e.contains("rejected a batch"), "thread {t}, round {round}: {e}");
+                            lost.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            });
+        }
+        let (gpu, start) = (&gpu, &start);
+        scope.spawn(move || {
+            let x = Tensor::full(&[777], 1.0, gpu).unwrap();
+            start.wait();
+            for round in 0..ROUNDS {
+                ctx.oversize_next_dispatch_for_test();
+                // Recorded without complaint: wgpu finds the dispatch invalid when the batch is encoded.
+                let y = ops::scale(&x, 2.0).unwrap();
+                // Give the workers time to put work into the same batch and submit it.
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                let err =
+                    y.to_vec().map(|_| ()).expect_err("a rejected dispatch's output read back as a result").to_string();
+                assert!(err.contains("rejected a batch"), "saboteur, round {round}: {err}");
+            }
+        });
+    });
+    // Not a property of the context, but of this test: it must have made workers share the batch.
+    assert!(
+        lost.load(Ordering::Relaxed) > 0,
+        "no worker ever had work in a rejected batch; the test exercised nothing"
+    );
 }
 
 #[test]

@@ -17,16 +17,20 @@
 //!   `MAX_BATCH` dispatches. One training step is a handful of submissions.
 //! - **Pipelines** are compiled once per (shader, entry point, constants) and cached.
 //! - **Errors**: allocations are checked against the device's limits before wgpu sees them (a clear
-//!   error naming the limit), out-of-memory is caught in an error scope, uncaptured errors and device
-//!   loss are recorded and returned by the next call, and waits have a timeout, so a lost device is
-//!   reported instead of hanging.
+//!   error naming the limit), out-of-memory is caught in an error scope, and waits have a timeout,
+//!   so a lost device is reported instead of hanging.
+//!   A fault reaches the threads whose work it lost: a batch that wgpu rejects at submit is charged
+//!   to every thread with a command in it, other errors to the thread whose call caused them, each
+//!   returned by that thread's next call; a device loss fails every later call of every thread.
 //! - **Threads**: one context serves every thread of the process. Recording, submitting and freeing
 //!   share one lock, and a dispatch records its command in the same hold of it that reserves the
 //!   command's parameter slot (the invariant is spelled out on `State`); waits happen outside it.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::ThreadId;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -37,6 +41,12 @@ const SLOT: u64 = 256;
 const SLOTS: u64 = 256;
 /// Dispatches per submit at most, so long forward passes start running on the GPU early.
 const MAX_BATCH: usize = 192;
+
+thread_local! {
+    /// Test hook (see `oversize_next_dispatch_for_test`), per thread so that tests running beside
+    /// each other in one process do not take each other's.
+    static OVERSIZE_NEXT_DISPATCH: Cell<bool> = const { Cell::new(false) };
+}
 
 /// What wgpu reports about the chosen adapter.
 #[derive(Clone, Debug)]
@@ -120,8 +130,12 @@ enum Command {
 /// quarantine and could be overwritten before the command read it. Both happened (issue 10).
 /// A buffer released while `commands` is empty is safe to reuse at once: everything that may read
 /// it has been submitted, and wgpu orders later writes after earlier submissions.
+///
+/// `owners` lists the threads with a command in the batch: if wgpu rejects the batch, none of its
+/// commands runs, and each of them must hear so (see `Faults`).
 struct State {
     commands: Vec<Command>,
+    owners: Vec<ThreadId>,
     dispatches: usize,
     arena: Option<wgpu::Buffer>,
     arena_bytes: Vec<u8>,
@@ -153,22 +167,33 @@ pub struct GpuContext {
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     /// `MAE_GPU_BOUNDS_CHECKS` was set when the context opened: every shader keeps wgpu's checks.
     bounds_checks_forced: bool,
-    /// An uncaptured wgpu error (returned once, by the next call) or a device loss (sticky: every
-    /// later call fails with it).
-    fault: Arc<Mutex<Option<Fault>>>,
+    /// The faults wgpu reported, kept for the threads they belong to (taken only inside the state
+    /// lock or with no other lock held, and never held around a wgpu call).
+    faults: Arc<Mutex<Faults>>,
     wait_timeout: Duration,
 }
 
-struct Fault {
-    message: String,
-    sticky: bool,
+/// What went wrong, kept until the threads concerned ask.
+#[derive(Default)]
+struct Faults {
+    /// The device is lost or hung: sticky, every later call of every thread fails with it.
+    lost: Option<String>,
+    /// Per thread, the first error of its work that wgpu rejected, returned once by that thread's
+    /// next call: only the thread that recorded the work holds the tensors it left unwritten.
+    pending: HashMap<ThreadId, String>,
 }
 
-fn record_fault(slot: &Mutex<Option<Fault>>, message: String, sticky: bool) {
-    let mut f = slot.lock().unwrap_or_else(|p| p.into_inner());
-    match f.as_mut() {
-        Some(old) if old.sticky => {}
-        _ => *f = Some(Fault { message, sticky }),
+impl Faults {
+    fn lock(slot: &Mutex<Faults>) -> MutexGuard<'_, Faults> {
+        slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lose(slot: &Mutex<Faults>, message: String) {
+        Self::lock(slot).lost.get_or_insert(message);
+    }
+
+    fn charge(&mut self, thread: ThreadId, message: &str) {
+        self.pending.entry(thread).or_insert_with(|| message.to_string());
     }
 }
 
@@ -198,17 +223,18 @@ impl GpuContext {
         };
         let (device, queue) = pollster::block_on(adapter.request_device(&desc))
             .map_err(|e| Error::Gpu(format!("could not open a device on {}: {e}", info.name)))?;
-        let fault: Arc<Mutex<Option<Fault>>> = Arc::new(Mutex::new(None));
+        let faults: Arc<Mutex<Faults>> = Arc::default();
         {
-            let fault = fault.clone();
+            let faults = faults.clone();
+            // wgpu calls this on the thread whose call failed (an error no scope of ours caught).
             device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-                record_fault(&fault, format!("wgpu error: {e}"), false);
+                Faults::lock(&faults).charge(std::thread::current().id(), &format!("wgpu error: {e}"));
             }));
         }
         {
-            let fault = fault.clone();
+            let faults = faults.clone();
             device.set_device_lost_callback(move |reason, msg| {
-                record_fault(&fault, format!("the GPU device was lost ({reason:?}): {msg}"), true);
+                Faults::lose(&faults, format!("the GPU device was lost ({reason:?}): {msg}"));
             });
         }
         let wait_timeout = std::env::var("MAE_GPU_TIMEOUT_SECS")
@@ -224,6 +250,7 @@ impl GpuContext {
             features,
             state: Mutex::new(State {
                 commands: Vec::new(),
+                owners: Vec::new(),
                 dispatches: 0,
                 arena: None,
                 arena_bytes: Vec::new(),
@@ -240,7 +267,7 @@ impl GpuContext {
             pipelines: Mutex::new(HashMap::new()),
             modules: Mutex::new(HashMap::new()),
             bounds_checks_forced: super::shaders::bounds_checks_forced(),
-            fault,
+            faults,
             wait_timeout,
         }))
     }
@@ -260,12 +287,15 @@ impl GpuContext {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Fails with the recorded fault, if any (forgetting it unless the device is lost).
+    /// Fails if the device is lost, or with the first error of this thread's earlier work that
+    /// wgpu rejected (once: it is forgotten when returned).
     pub fn check_fault(&self) -> Result<()> {
-        let mut f = self.fault.lock().unwrap_or_else(|p| p.into_inner());
-        match f.as_ref() {
-            Some(Fault { message, sticky: true }) => Err(Error::Gpu(message.clone())),
-            Some(_) => Err(Error::Gpu(f.take().map(|x| x.message).unwrap_or_default())),
+        let mut f = Faults::lock(&self.faults);
+        if let Some(lost) = &f.lost {
+            return Err(Error::Gpu(lost.clone()));
+        }
+        match f.pending.remove(&std::thread::current().id()) {
+            Some(message) => Err(Error::Gpu(message)),
             None => Ok(()),
         }
     }
@@ -410,13 +440,16 @@ impl GpuContext {
             return Ok(());
         }
         let mut s = self.state();
-        s.commands.push(Command::Copy {
-            src: src.buffer.clone(),
-            src_offset: src.offset,
-            dst: dst.buffer.clone(),
-            dst_offset: dst.offset,
-            bytes,
-        });
+        Self::record(
+            &mut s,
+            Command::Copy {
+                src: src.buffer.clone(),
+                src_offset: src.offset,
+                dst: dst.buffer.clone(),
+                dst_offset: dst.offset,
+                bytes,
+            },
+        );
         s.counters.copies += 1;
         s.counters.bytes_copied += bytes;
         Ok(())
@@ -436,17 +469,23 @@ impl GpuContext {
         });
         {
             let mut s = self.state();
-            s.commands.push(Command::Copy {
-                src: buf.buffer.clone(),
-                src_offset: buf.offset,
-                dst: staging.clone(),
-                dst_offset: 0,
-                bytes,
-            });
+            Self::record(
+                &mut s,
+                Command::Copy {
+                    src: buf.buffer.clone(),
+                    src_offset: buf.offset,
+                    dst: staging.clone(),
+                    dst_offset: 0,
+                    bytes,
+                },
+            );
             s.counters.read_backs += 1;
             s.counters.bytes_read_back += bytes;
             self.submit(&mut s)?;
         }
+        // Every batch that held this thread's earlier work has been submitted by now (batches go
+        // in order), and a rejected one has been charged to this thread: never return stale bytes.
+        self.check_fault()?;
         self.map_read(&staging)
     }
 
@@ -465,7 +504,7 @@ impl GpuContext {
                 Ok(Err(e)) => return Err(Error::Gpu(format!("reading back a buffer failed: {e}"))),
                 Err(_) if start.elapsed() < self.wait_timeout => continue,
                 Err(_) => {
-                    record_fault(&self.fault, "reading back a buffer timed out; the device may be hung".into(), true);
+                    Faults::lose(&self.faults, "reading back a buffer timed out; the device may be hung".into());
                     return self.check_fault().map(|_| Vec::new());
                 }
             }
@@ -481,15 +520,12 @@ impl GpuContext {
         Ok(out)
     }
 
-    /// Block until the GPU has finished everything submitted, or fail after the timeout.
+    /// Block until the GPU has finished everything submitted, or fail after the timeout; fails too
+    /// with an error of this thread's earlier work (see `check_fault`).
     pub fn wait(&self) -> Result<()> {
         let poll = self.device.poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(self.wait_timeout) });
         if let Err(e) = poll {
-            record_fault(
-                &self.fault,
-                format!("waiting for the GPU failed ({e}); the device may be lost or hung"),
-                true,
-            );
+            Faults::lose(&self.faults, format!("waiting for the GPU failed ({e}); the device may be lost or hung"));
         }
         self.check_fault()
     }
@@ -574,6 +610,10 @@ impl GpuContext {
         if groups.contains(&0) {
             return Ok(());
         }
+        let groups = match OVERSIZE_NEXT_DISPATCH.with(|o| o.replace(false)) {
+            true => [max.saturating_add(1), groups[1], groups[2]],
+            false => groups,
+        };
         let pipeline = self.pipeline(key)?;
         let layout = pipeline.get_bind_group_layout(0);
         // One lock hold from the slot reservation to the push: see `State` for why.
@@ -614,14 +654,17 @@ impl GpuContext {
             entries
                 .push(wgpu::BindGroupEntry { binding: *binding, resource: wgpu::BindingResource::Buffer(buf.clone()) });
         }
+        // A bind group that fails validation is reported to this thread, here, and never recorded:
+        // error scopes are per thread, so another thread's call cannot take the error.
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(key.entry),
             layout: &layout,
             entries: &entries,
         });
-        // A bind group that failed validation is reported here rather than at submit. (The fault
-        // lock is only ever taken inside the state lock, never around it, so this cannot deadlock.)
-        self.check_fault()?;
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu(format!("{}::{}: binding its buffers failed: {e}", key.shader, key.entry)));
+        }
         let shape = match &s.profiler {
             Some(p) if p.by_shape => {
                 let consts: Vec<String> = key.constants.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -630,7 +673,7 @@ impl GpuContext {
             }
             _ => None,
         };
-        s.commands.push(Command::Dispatch { name: key.entry, shape, pipeline, bind_group, groups });
+        Self::record(&mut s, Command::Dispatch { name: key.entry, shape, pipeline, bind_group, groups });
         s.dispatches += 1;
         s.counters.dispatches += 1;
         if s.dispatches >= MAX_BATCH {
@@ -639,16 +682,34 @@ impl GpuContext {
         Ok(())
     }
 
-    /// Hand every recorded command to the GPU (does not wait).
+    /// Hand every recorded command to the GPU (does not wait); fails too with an error of this
+    /// thread's earlier work (see `check_fault`).
     pub fn flush(&self) -> Result<()> {
-        let mut s = self.state();
-        self.submit(&mut s)
+        {
+            let mut s = self.state();
+            self.submit(&mut s)?;
+        }
+        self.check_fault()
     }
 
+    /// Add `cmd`, recorded by the calling thread, to the batch.
+    fn record(s: &mut State, cmd: Command) {
+        let me = std::thread::current().id();
+        if !s.owners.contains(&me) {
+            s.owners.push(me);
+        }
+        s.commands.push(cmd);
+    }
+
+    /// Send the batch. If wgpu rejects it, none of its commands runs: every thread with a command in
+    /// it is charged the error, and the caller gets it at once when it is one of them.
     fn submit(&self, s: &mut State) -> Result<()> {
         if s.commands.is_empty() {
             return Ok(());
         }
+        // Encoding errors surface at `finish` and `submit`, in this thread's scopes.
+        let invalid = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let mut encoder =
             self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("mae-engine batch") });
         let commands = std::mem::take(&mut s.commands);
@@ -697,13 +758,29 @@ impl GpuContext {
         }
         s.arena_bytes.clear();
         self.queue.submit(Some(encoder.finish()));
+        let error = pollster::block_on(oom.pop());
+        let error = pollster::block_on(invalid.pop()).or(error);
         drop(commands);
         s.dispatches = 0;
         s.submissions += 1;
         for buf in std::mem::take(&mut s.quarantine) {
             Self::pool_put(s, buf);
         }
-        Ok(())
+        let owners = std::mem::take(&mut s.owners);
+        let Some(e) = error else { return Ok(()) };
+        let message = format!(
+            "wgpu rejected a batch of GPU work holding this thread's commands, so none of them ran and \
+             their results are unwritten: {e}"
+        );
+        let me = std::thread::current().id();
+        let mut faults = Faults::lock(&self.faults);
+        for &owner in owners.iter().filter(|&&o| o != me) {
+            faults.charge(owner, &message);
+        }
+        match owners.contains(&me) {
+            true => Err(Error::Gpu(message)),
+            false => Ok(()),
+        }
     }
 
     /// Destroy the device, as a driver reset or a removed GPU would: every later call must fail
@@ -711,6 +788,14 @@ impl GpuContext {
     #[doc(hidden)]
     pub fn destroy_device_for_test(&self) {
         self.device.destroy();
+    }
+
+    /// This thread's next dispatch asks for one workgroup more than the device allows, skipping
+    /// the check that would refuse it, so that wgpu rejects the batch holding it at submit, as it
+    /// would any invalid command. For tests of that path.
+    #[doc(hidden)]
+    pub fn oversize_next_dispatch_for_test(&self) {
+        OVERSIZE_NEXT_DISPATCH.with(|o| o.set(true));
     }
 
     // ----- profiling -----------------------------------------------------------------------------
