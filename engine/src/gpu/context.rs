@@ -17,8 +17,8 @@
 //!   `MAX_BATCH` dispatches. One training step is a handful of submissions.
 //! - **Pipelines** are compiled once per (shader, entry point, constants) and cached.
 //! - **Errors**: allocations are checked against the device's limits before wgpu sees them (a clear
-//!   error naming the limit), out-of-memory is caught in an error scope, and waits have a timeout,
-//!   so a lost device is reported instead of hanging.
+//!   error naming the limit), out-of-memory is caught in an error scope (every buffer, the uniform
+//!   arenas included), and waits have a timeout, so a lost device is reported instead of hanging.
 //!   A fault reaches the threads whose work it lost: a batch that wgpu rejects at submit is charged
 //!   to every thread with a command in it, other errors to the thread whose call caused them, each
 //!   returned by that thread's next call; a device loss fails every later call of every thread.
@@ -43,9 +43,20 @@ const SLOTS: u64 = 256;
 const MAX_BATCH: usize = 192;
 
 thread_local! {
-    /// Test hook (see `oversize_next_dispatch_for_test`), per thread so that tests running beside
-    /// each other in one process do not take each other's.
+    /// Test hooks (see `inject_out_of_memory_for_test` and `oversize_next_dispatch_for_test`), per
+    /// thread so that tests running beside each other in one process do not take each other's.
+    static FAIL_ARENAS: Cell<u32> = const { Cell::new(0) };
+    static FAIL_BUFFERS: Cell<u32> = const { Cell::new(0) };
     static OVERSIZE_NEXT_DISPATCH: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Use up one failure of a test hook's counter, if it has any left.
+fn take_one(hook: &'static std::thread::LocalKey<Cell<u32>>) -> bool {
+    hook.with(|n| {
+        let left = n.get();
+        n.set(left.saturating_sub(1));
+        left > 0
+    })
 }
 
 /// What wgpu reports about the chosen adapter.
@@ -300,6 +311,14 @@ impl GpuContext {
         }
     }
 
+    /// Fails if the device is lost; leaves this thread's pending errors for its next check.
+    fn check_lost(&self) -> Result<()> {
+        match &Faults::lock(&self.faults).lost {
+            Some(lost) => Err(Error::Gpu(lost.clone())),
+            None => Ok(()),
+        }
+    }
+
     /// Whether the device has timestamp queries, which timing each dispatch needs.
     pub fn has_timestamps(&self) -> bool {
         self.features.contains(wgpu::Features::TIMESTAMP_QUERY)
@@ -365,36 +384,59 @@ impl GpuContext {
         s.counters.buffers_created += 1;
         s.counters.bytes_created += bytes;
         drop(s);
+        let desc = wgpu::BufferDescriptor {
+            label: None,
+            size: bytes,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        };
+        let created = self.create_buffer(&desc, "a tensor", &FAIL_BUFFERS);
+        if created.is_err() {
+            self.state().live_bytes -= bytes;
+        }
+        created
+    }
+
+    /// Create a buffer, catching out-of-memory in an error scope so that an invalid buffer is never
+    /// kept: on one, hand the pool's free buffers back to the driver, wait for the GPU, and try once
+    /// more. `what` names the buffer in the error; `hook` is the test hook that fails it.
+    fn create_buffer(
+        &self,
+        desc: &wgpu::BufferDescriptor,
+        what: &str,
+        hook: &'static std::thread::LocalKey<Cell<u32>>,
+    ) -> Result<wgpu::Buffer> {
         let create = || {
+            if take_one(hook) {
+                return Err("Out of Memory (injected by a test hook)".to_string());
+            }
             let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-            let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
-                label: None,
-                size: bytes,
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            });
-            pollster::block_on(scope.pop()).map_or(Ok(buf), Err)
+            let buf = self.device.create_buffer(desc);
+            pollster::block_on(scope.pop()).map_or(Ok(buf), |e| Err(e.to_string()))
         };
         let e = match create() {
             Ok(buf) => return Ok(buf),
             Err(e) => e,
         };
-        // Give the driver back what the pool holds (the free buffers of other sizes) and try once
-        // more before giving up.
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
         self.release_cached();
-        let retry = self.wait().map(|()| create());
-        let failure = match retry {
-            Ok(Ok(buf)) => return Ok(buf),
-            Ok(Err(_)) => Error::Gpu(format!(
-                "out of GPU memory allocating {:.1} MiB ({} MiB live on {}): {e}",
-                bytes as f64 / (1 << 20) as f64,
-                self.state().live_bytes.saturating_sub(bytes) >> 20,
+        // Only a lost or hung device fails this wait: an error of this thread's earlier work stays
+        // for its next check rather than passing for this allocation's.
+        if let Err(lost) = self.poll_idle() {
+            return Err(Error::Gpu(format!(
+                "out of GPU memory creating {what} of {:.1} MiB, and waiting for the GPU before trying again failed: {lost}",
+                mib(desc.size)
+            )));
+        }
+        create().map_err(|_| {
+            Error::Gpu(format!(
+                "out of GPU memory creating {what} of {:.1} MiB ({:.1} MiB in use on {}), even after \
+                 emptying the buffer pool: {e}; use a smaller batch or model",
+                mib(desc.size),
+                mib(self.state().live_bytes),
                 self.adapter.name
-            )),
-            Err(lost) => lost, // the wait found the device lost or hung: say that
-        };
-        self.state().live_bytes -= bytes;
-        Err(failure)
+            ))
+        })
     }
 
     /// Return a buffer to the pool (through the quarantine while unsubmitted work may use it).
@@ -461,12 +503,13 @@ impl GpuContext {
         if bytes == 0 {
             return Ok(Vec::new());
         }
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+        let desc = wgpu::BufferDescriptor {
             label: Some("read-back"),
             size: bytes,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
-        });
+        };
+        let staging = self.create_buffer(&desc, "a read-back buffer", &FAIL_BUFFERS)?;
         {
             let mut s = self.state();
             Self::record(
@@ -523,11 +566,18 @@ impl GpuContext {
     /// Block until the GPU has finished everything submitted, or fail after the timeout; fails too
     /// with an error of this thread's earlier work (see `check_fault`).
     pub fn wait(&self) -> Result<()> {
+        self.poll_idle()?;
+        self.check_fault()
+    }
+
+    /// Block until the GPU has finished everything submitted; fails only if the device is lost or
+    /// the wait times out (which counts as lost).
+    fn poll_idle(&self) -> Result<()> {
         let poll = self.device.poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(self.wait_timeout) });
         if let Err(e) = poll {
             Faults::lose(&self.faults, format!("waiting for the GPU failed ({e}); the device may be lost or hung"));
         }
-        self.check_fault()
+        self.check_lost()
     }
 
     /// Submit every recorded command now and wait for the GPU to finish it.
@@ -618,25 +668,35 @@ impl GpuContext {
         let layout = pipeline.get_bind_group_layout(0);
         // One lock hold from the slot reservation to the push: see `State` for why.
         let mut s = self.state();
-        if !params.is_empty() && s.arena_bytes.len() as u64 + SLOT > SLOT * SLOTS {
-            self.submit(&mut s)?;
+        if !params.is_empty() {
+            loop {
+                if s.arena_bytes.len() as u64 + SLOT > SLOT * SLOTS {
+                    self.submit(&mut s)?;
+                }
+                if s.arena.is_none() {
+                    s.arena = s.spare_arenas.pop();
+                }
+                if s.arena.is_some() {
+                    break;
+                }
+                // A new arena is created outside the lock (an out-of-memory retry waits for the
+                // GPU) and becomes a spare; the check above runs again in the hold that reserves.
+                drop(s);
+                let desc = wgpu::BufferDescriptor {
+                    label: Some("uniform arena"),
+                    size: SLOT * SLOTS,
+                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                };
+                let buf = self.create_buffer(&desc, "a uniform arena for kernel parameters", &FAIL_ARENAS)?;
+                s = self.state();
+                s.spare_arenas.push(buf);
+            }
         }
         let mut entries: Vec<wgpu::BindGroupEntry> = Vec::with_capacity(buffers.len() + 1);
         let arena;
         if !params.is_empty() {
             assert!(params.len() as u64 <= SLOT, "kernel parameters over {SLOT} bytes");
-            if s.arena.is_none() {
-                let buf = match s.spare_arenas.pop() {
-                    Some(b) => b,
-                    None => self.device.create_buffer(&wgpu::BufferDescriptor {
-                        label: Some("uniform arena"),
-                        size: SLOT * SLOTS,
-                        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-                        mapped_at_creation: false,
-                    }),
-                };
-                s.arena = Some(buf);
-            }
             let offset = s.arena_bytes.len() as u64;
             s.arena_bytes.extend_from_slice(params);
             s.arena_bytes.resize((offset + SLOT) as usize, 0);
@@ -788,6 +848,16 @@ impl GpuContext {
     #[doc(hidden)]
     pub fn destroy_device_for_test(&self) {
         self.device.destroy();
+    }
+
+    /// The next `arenas` uniform arenas and the next `buffers` other buffers that this thread
+    /// creates fail as out of memory. The spare arenas are dropped, so that the next dispatch with
+    /// parameters creates an arena unless another thread's batch has one. For tests of that path.
+    /// Returns the failures of the previous call left unused.
+    #[doc(hidden)]
+    pub fn inject_out_of_memory_for_test(&self, arenas: u32, buffers: u32) -> (u32, u32) {
+        self.state().spare_arenas.clear();
+        (FAIL_ARENAS.with(|n| n.replace(arenas)), FAIL_BUFFERS.with(|n| n.replace(buffers)))
     }
 
     /// This thread's next dispatch asks for one workgroup more than the device allows, skipping
