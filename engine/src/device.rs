@@ -43,6 +43,15 @@ pub struct GpuCounters {
     pub copies: u64,
     /// Bytes of those copies.
     pub bytes_copied: u64,
+    /// Bind groups created: the first dispatch of each set of bindings. Cached after that, so a
+    /// steady-state training step creates none.
+    pub bind_groups_created: u64,
+    /// Host time spent recording dispatches (finding the pipeline, reserving the parameter slot,
+    /// finding or creating the bind group), in nanoseconds. Unlike the counts, a time differs
+    /// between adapters and runs.
+    pub recording_ns: u64,
+    /// Host time spent encoding recorded batches and handing them to the queue, in nanoseconds.
+    pub submitting_ns: u64,
 }
 
 impl std::ops::Sub for GpuCounters {
@@ -60,6 +69,9 @@ impl std::ops::Sub for GpuCounters {
             uniform_bytes: self.uniform_bytes - o.uniform_bytes,
             copies: self.copies - o.copies,
             bytes_copied: self.bytes_copied - o.bytes_copied,
+            bind_groups_created: self.bind_groups_created - o.bind_groups_created,
+            recording_ns: self.recording_ns - o.recording_ns,
+            submitting_ns: self.submitting_ns - o.submitting_ns,
         }
     }
 }
@@ -69,7 +81,7 @@ impl std::fmt::Display for GpuCounters {
         let kib = |b: u64| b as f64 / 1024.0;
         write!(
             f,
-            "{} dispatches, {} copies ({:.1} KiB), {} submissions, {} buffers created ({:.1} KiB), {} uploads ({:.1} KiB), {} read-backs ({} B), {:.1} KiB of kernel parameters",
+            "{} dispatches, {} copies ({:.1} KiB), {} submissions, {} buffers created ({:.1} KiB), {} uploads ({:.1} KiB), {} read-backs ({} B), {:.1} KiB of kernel parameters, {} bind groups created; host time: {:.0} µs recording ({:.1} µs a dispatch), {:.0} µs encoding and submitting",
             self.dispatches,
             self.copies,
             kib(self.bytes_copied),
@@ -80,7 +92,11 @@ impl std::fmt::Display for GpuCounters {
             kib(self.bytes_uploaded),
             self.read_backs,
             self.bytes_read_back,
-            kib(self.uniform_bytes)
+            kib(self.uniform_bytes),
+            self.bind_groups_created,
+            self.recording_ns as f64 / 1e3,
+            self.recording_ns as f64 / 1e3 / self.dispatches.max(1) as f64,
+            self.submitting_ns as f64 / 1e3
         )
     }
 }

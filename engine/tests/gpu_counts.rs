@@ -98,3 +98,45 @@ fn a_linear_layers_weight_and_bias_gradients_take_one_dispatch() {
     let db = b.grad().unwrap().to_vec().unwrap();
     assert!(db.iter().all(|&v| v == 300.0), "{db:?}");
 }
+
+#[test]
+fn a_repeated_step_reuses_its_bind_groups_and_still_computes_on_new_values() {
+    let Some((_one, gpu)) = counting_gpu() else { return };
+    let Device::Gpu(g) = &gpu else { unreachable!() };
+    let ctx = g.context();
+    let mut rng = Rng::new(29);
+    // A small step: a fused product, a LayerNorm-free tail, and a reduction, on uneven shapes.
+    let step = |device: &Device, x: &[f32], w: &[f32]| -> Vec<f32> {
+        let x = Tensor::from_vec(x.to_vec(), &[45, 33], device).unwrap();
+        let w = Tensor::from_vec(w.to_vec(), &[65, 33], device).unwrap();
+        let y = ops::linear_gelu(&x, &w, None).unwrap();
+        let z = y.mul(&y).unwrap().add(&y).unwrap();
+        let mut out = z.to_vec().unwrap();
+        out.push(z.sum().unwrap().item().unwrap());
+        out
+    };
+    let inputs: Vec<(Vec<f32>, Vec<f32>)> = (0..3)
+        .map(|_| (uniform_values(45 * 33, -2.0, 2.0, &mut rng), uniform_values(65 * 33, -1.0, 1.0, &mut rng)))
+        .collect();
+    // Warm-up: the first step creates its buffers; the pool hands the next ones back in the order
+    // the step freed them, which settles after a step or two.
+    for _ in 0..3 {
+        step(&gpu, &inputs[0].0, &inputs[0].1);
+    }
+    gpu.synchronize().unwrap();
+    let before = ctx.counters();
+    // The same buffers come back from the pool with new values: the cached bind groups must bind
+    // them, not stale ones.
+    for (x, w) in &inputs[1..] {
+        assert_close(&step(&gpu, x, w), &step(&Device::Cpu, x, w), 1e-4, 1e-4, "a step on cached bind groups");
+    }
+    let work = ctx.counters() - before;
+    assert!(work.dispatches > 0, "{work}");
+    assert_eq!(work.bind_groups_created, 0, "a repeated step created bind groups: {work}");
+    // Handing the pool's buffers back empties the cache too; the next step builds its groups anew.
+    ctx.release_cached();
+    let before = ctx.counters();
+    let (x, w) = &inputs[2];
+    assert_close(&step(&gpu, x, w), &step(&Device::Cpu, x, w), 1e-4, 1e-4, "after release_cached");
+    assert!((ctx.counters() - before).bind_groups_created > 0);
+}

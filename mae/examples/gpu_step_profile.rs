@@ -47,12 +47,27 @@ fn main() -> mae::Result<()> {
     // Wall-clock images/s over the same number of steps, before any timestamp query slows them.
     dev.synchronize()?;
     let clock = std::time::Instant::now();
+    let unprofiled = ctx.counters();
     for _ in 0..steps {
         t.step()?;
     }
     dev.synchronize()?;
     let secs = clock.elapsed().as_secs_f64() / steps as f64;
+    let host = ctx.counters() - unprofiled;
     println!("wall clock, unprofiled: {:.1} ms per step, {:.0} images/s", secs * 1e3, batch as f64 / secs);
+    // The host's own part of a step in the GPU context (recording dispatches, encoding and
+    // submitting batches), beside the wall clock; the rest of the host's time (the tape, the
+    // trainer) and the GPU's run between and around it.
+    let (record, submit) = (host.recording_ns as f64 / steps as f64, host.submitting_ns as f64 / steps as f64);
+    println!(
+        "host, recording: {:.2} ms per step ({:.1} us a dispatch, {} bind groups created per step), encoding and \
+         submitting: {:.2} ms per step; together {:.0}% of the wall clock",
+        record * 1e-6,
+        record * 1e-3 / (host.dispatches as f64 / steps as f64).max(1.0),
+        host.bind_groups_created / steps,
+        submit * 1e-6,
+        100.0 * (record + submit) * 1e-9 / secs
+    );
     let before = ctx.counters();
     if ctx.has_timestamps() {
         if by_shape { ctx.start_profiling_by_shape()? } else { ctx.start_profiling()? }

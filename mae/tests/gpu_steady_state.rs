@@ -34,6 +34,8 @@ fn a_steady_state_gpu_step_creates_no_buffer_and_reads_back_only_the_loss() {
     let last = per_step.last().unwrap();
     eprintln!("steady-state step on {}: {last}", gpu.name());
     assert_eq!(last.buffers_created, 0, "a steady-state step created buffers: {last}");
+    // The pool hands the step the same buffers in the same places, so every bind group is cached.
+    assert_eq!(last.bind_groups_created, 0, "a steady-state step created bind groups: {last}");
     assert_eq!((last.read_backs, last.bytes_read_back), (1, 4), "only the loss comes back: {last}");
     assert!(last.dispatches > 0 && last.submissions > 0, "{last}");
     // The parameters are packed: each gradient is copied into the packed buffer (a copy, not a

@@ -16,6 +16,11 @@
 //!   possible; a batch is submitted when a read-back needs it, when the arena is full, or after
 //!   `MAX_BATCH` dispatches. One training step is a handful of submissions.
 //! - **Pipelines** are compiled once per (shader, entry point, constants) and cached.
+//! - **Bind groups** are cached by what they bind (the pipeline, the parameter slot, each buffer's
+//!   range): the caching pool hands a steady training step the same buffers in the same order, so
+//!   from its second step on a step creates none, and recording a dispatch is a hash lookup instead
+//!   of a validated driver call. `GpuCounters` counts the bind groups created and the host's time
+//!   recording and submitting.
 //! - **Errors**: allocations are checked against the device's limits before wgpu sees them (a clear
 //!   error naming the limit), out-of-memory is caught in an error scope (every buffer, the uniform
 //!   arenas included), and waits have a timeout, so a lost device is reported instead of hanging.
@@ -28,10 +33,10 @@
 
 use std::borrow::Cow;
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::ThreadId;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 
@@ -151,7 +156,11 @@ struct State {
     arena: Option<wgpu::Buffer>,
     arena_bytes: Vec<u8>,
     spare_arenas: Vec<wgpu::Buffer>,
-    pool: HashMap<u64, Vec<wgpu::Buffer>>,
+    /// Free buffers by size. Each size hands out its least buffer (in wgpu's fixed order of
+    /// buffers), not the last one freed: then what is free depends only on which buffers are, not
+    /// on the order they came back, so a step that allocates and frees as the step before it gets
+    /// the same buffers in the same places, and with them the same cached bind groups.
+    pool: HashMap<u64, BTreeSet<wgpu::Buffer>>,
     pooled_bytes: u64,
     quarantine: Vec<wgpu::Buffer>,
     live_bytes: u64,
@@ -159,6 +168,21 @@ struct State {
     submissions: u64,
     counters: crate::device::GpuCounters,
     profiler: Option<super::profile::Profiler>,
+    /// Bind groups by what they bind. Each holds its buffers alive, so the cache is emptied
+    /// whenever the pool hands buffers back to the driver (`release_cached`).
+    bind_groups: HashMap<BindKey, wgpu::BindGroup>,
+}
+
+/// Bind groups kept at most; past it the cache starts again (a steady step needs one per
+/// dispatch, a few hundred for the presets).
+const BIND_GROUPS_KEPT: usize = 1 << 14;
+
+/// What a bind group binds: its pipeline's layout and, per binding, a buffer range (binding 0 is
+/// the parameter slot when the kernel has parameters). Buffers and pipelines compare by identity.
+#[derive(PartialEq, Eq, Hash)]
+struct BindKey {
+    pipeline: wgpu::ComputePipeline,
+    entries: Vec<(u32, wgpu::Buffer, u64, Option<wgpu::BufferSize>)>,
 }
 
 /// One wgpu adapter, device and queue, shared by every thread, with the buffer pool, the
@@ -178,6 +202,9 @@ pub struct GpuContext {
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     /// `MAE_GPU_BOUNDS_CHECKS` was set when the context opened: every shader keeps wgpu's checks.
     bounds_checks_forced: bool,
+    /// Reuse bind groups (see the module docs); `MAE_GPU_BIND_GROUP_CACHE=0` when the context
+    /// opened turns it off, to measure what the cache saves on a given adapter.
+    cache_bind_groups: bool,
     /// The faults wgpu reported, kept for the threads they belong to (taken only inside the state
     /// lock or with no other lock held, and never held around a wgpu call).
     faults: Arc<Mutex<Faults>>,
@@ -274,10 +301,12 @@ impl GpuContext {
                 submissions: 0,
                 counters: Default::default(),
                 profiler: None,
+                bind_groups: HashMap::new(),
             }),
             pipelines: Mutex::new(HashMap::new()),
             modules: Mutex::new(HashMap::new()),
             bounds_checks_forced: super::shaders::bounds_checks_forced(),
+            cache_bind_groups: std::env::var("MAE_GPU_BIND_GROUP_CACHE").map_or(true, |v| v != "0"),
             faults,
             wait_timeout,
         }))
@@ -330,6 +359,8 @@ impl GpuContext {
         let mut s = self.state();
         s.pool.clear();
         s.pooled_bytes = 0;
+        // Cached bind groups would keep the freed buffers alive.
+        s.bind_groups.clear();
     }
 
     /// Bytes of free buffers the pool holds for reuse.
@@ -377,7 +408,7 @@ impl GpuContext {
         let mut s = self.state();
         s.live_bytes += bytes;
         s.peak_bytes = s.peak_bytes.max(s.live_bytes);
-        if let Some(buf) = s.pool.get_mut(&bytes).and_then(|v| v.pop()) {
+        if let Some(buf) = s.pool.get_mut(&bytes).and_then(BTreeSet::pop_first) {
             s.pooled_bytes -= bytes;
             return Ok(buf);
         }
@@ -454,7 +485,7 @@ impl GpuContext {
     fn pool_put(s: &mut State, buf: wgpu::Buffer) {
         let bytes = buf.size();
         s.pooled_bytes += bytes;
-        s.pool.entry(bytes).or_default().push(buf);
+        s.pool.entry(bytes).or_default().insert(buf);
     }
 
     /// Write host values into a buffer (runs at the start of the next submit; see the quarantine).
@@ -664,8 +695,8 @@ impl GpuContext {
             true => [max.saturating_add(1), groups[1], groups[2]],
             false => groups,
         };
+        let started = Instant::now();
         let pipeline = self.pipeline(key)?;
-        let layout = pipeline.get_bind_group_layout(0);
         // One lock hold from the slot reservation to the push: see `State` for why.
         let mut s = self.state();
         if !params.is_empty() {
@@ -693,38 +724,31 @@ impl GpuContext {
                 s.spare_arenas.push(buf);
             }
         }
-        let mut entries: Vec<wgpu::BindGroupEntry> = Vec::with_capacity(buffers.len() + 1);
-        let arena;
+        let mut bound = Vec::with_capacity(buffers.len() + 1);
         if !params.is_empty() {
             assert!(params.len() as u64 <= SLOT, "kernel parameters over {SLOT} bytes");
             let offset = s.arena_bytes.len() as u64;
             s.arena_bytes.extend_from_slice(params);
             s.arena_bytes.resize((offset + SLOT) as usize, 0);
-            arena = s.arena.clone().expect("arena set above");
-            entries.push(wgpu::BindGroupEntry {
-                binding: 0,
-                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: &arena,
-                    offset,
-                    size: wgpu::BufferSize::new(SLOT),
-                }),
-            });
+            let arena = s.arena.clone().expect("arena set above");
+            bound.push((0, arena, offset, wgpu::BufferSize::new(SLOT)));
         }
         for (binding, buf) in buffers {
-            entries
-                .push(wgpu::BindGroupEntry { binding: *binding, resource: wgpu::BindingResource::Buffer(buf.clone()) });
+            bound.push((*binding, buf.buffer.clone(), buf.offset, buf.size));
         }
-        // A bind group that fails validation is reported to this thread, here, and never recorded:
-        // error scopes are per thread, so another thread's call cannot take the error.
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(key.entry),
-            layout: &layout,
-            entries: &entries,
-        });
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Gpu(format!("{}::{}: binding its buffers failed: {e}", key.shader, key.entry)));
-        }
+        let bind_key = BindKey { pipeline: (*pipeline).clone(), entries: bound };
+        let bind_group = match s.bind_groups.get(&bind_key) {
+            Some(group) if self.cache_bind_groups => group.clone(),
+            _ => {
+                let group = self.create_bind_group(key, &pipeline, &bind_key.entries)?;
+                s.counters.bind_groups_created += 1;
+                if s.bind_groups.len() >= BIND_GROUPS_KEPT {
+                    s.bind_groups.clear();
+                }
+                s.bind_groups.insert(bind_key, group.clone());
+                group
+            }
+        };
         let shape = match &s.profiler {
             Some(p) if p.by_shape => {
                 let consts: Vec<String> = key.constants.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -736,10 +760,39 @@ impl GpuContext {
         Self::record(&mut s, Command::Dispatch { name: key.entry, shape, pipeline, bind_group, groups });
         s.dispatches += 1;
         s.counters.dispatches += 1;
+        s.counters.recording_ns += started.elapsed().as_nanos() as u64;
         if s.dispatches >= MAX_BATCH {
             self.submit(&mut s)?;
         }
         Ok(())
+    }
+
+    /// A new bind group of `entries` for `pipeline`. One that fails validation is reported to this
+    /// thread, here, and never recorded: error scopes are per thread, so another thread's call
+    /// cannot take the error.
+    fn create_bind_group(
+        &self,
+        key: &PipelineKey,
+        pipeline: &wgpu::ComputePipeline,
+        entries: &[(u32, wgpu::Buffer, u64, Option<wgpu::BufferSize>)],
+    ) -> Result<wgpu::BindGroup> {
+        let entries: Vec<wgpu::BindGroupEntry> = entries
+            .iter()
+            .map(|(binding, buffer, offset, size)| wgpu::BindGroupEntry {
+                binding: *binding,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer, offset: *offset, size: *size }),
+            })
+            .collect();
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(key.entry),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        match pollster::block_on(scope.pop()) {
+            Some(e) => Err(Error::Gpu(format!("{}::{}: binding its buffers failed: {e}", key.shader, key.entry))),
+            None => Ok(group),
+        }
     }
 
     /// Hand every recorded command to the GPU (does not wait); fails too with an error of this
@@ -767,6 +820,7 @@ impl GpuContext {
         if s.commands.is_empty() {
             return Ok(());
         }
+        let started = Instant::now();
         // Encoding errors surface at `finish` and `submit`, in this thread's scopes.
         let invalid = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
@@ -827,6 +881,7 @@ impl GpuContext {
             Self::pool_put(s, buf);
         }
         let owners = std::mem::take(&mut s.owners);
+        s.counters.submitting_ns += started.elapsed().as_nanos() as u64;
         let Some(e) = error else { return Ok(()) };
         let message = format!(
             "wgpu rejected a batch of GPU work holding this thread's commands, so none of them ran and \
