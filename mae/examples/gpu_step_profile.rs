@@ -68,6 +68,9 @@ fn main() -> mae::Result<()> {
         submit * 1e-6,
         100.0 * (record + submit) * 1e-9 / secs
     );
+    if ctx.adapter.is_software() {
+        println!("note: a software adapter runs the kernels inside the submission, so its submitting time is the GPU's");
+    }
     let before = ctx.counters();
     if ctx.has_timestamps() {
         if by_shape { ctx.start_profiling_by_shape()? } else { ctx.start_profiling()? }
