@@ -20,10 +20,10 @@ use engine::cpu::reference;
 use engine::storage::Storage;
 use engine::{Device, Indices, Rng};
 
-use crate::config::ModelConfig;
 use crate::data::Split;
 use crate::error::Result;
-use crate::masking::MaskStrategy;
+use crate::model::config::ModelConfig;
+use crate::model::masking::MaskStrategy;
 use crate::source::DataSource;
 use crate::train::{Budget, TrainOptions, Trainer};
 

@@ -6,8 +6,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::config::ModelConfig;
 use crate::error::{Error, Result};
+use crate::model::config::ModelConfig;
 
 /// The script, written to a temporary file for each run.
 const SCRIPT: &str = include_str!("bench_torch.py");

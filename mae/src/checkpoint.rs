@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 
 use engine::{Device, Tensor};
 
-use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::io::atomic::write_atomically;
 use crate::io::safetensors::{NamedTensor, check_state_dict, read_metadata, read_safetensors, write_safetensors};
 use crate::model::MaskedAutoencoder;
+use crate::model::config::ModelConfig;
 use crate::optim::AdamW;
 
 /// The model's state dict inside a checkpoint folder.

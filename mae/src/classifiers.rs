@@ -23,7 +23,7 @@
 use engine::{Device, Indices, Tensor, backward, no_grad, ops};
 
 use crate::error::{Error, Result};
-use crate::nn::Param;
+use crate::model::nn::Param;
 use crate::optim::{AdamW, AdamWConfig, learning_rate};
 use crate::streams::{self, stream};
 

@@ -7,12 +7,12 @@
 
 use engine::{Tensor, no_grad, ops};
 
-use crate::batch::model_inputs;
 use crate::data::augment::Augment;
 use crate::data::image_set::{ImageSet, Normalization};
 use crate::data::loader::make_batch;
 use crate::error::Result;
 use crate::model::MaskedAutoencoder;
+use crate::model::batch::model_inputs;
 
 /// Which token summary to take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

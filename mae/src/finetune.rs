@@ -13,13 +13,13 @@ use std::time::Instant;
 
 use engine::{Device, Indices, Rng, Tensor, backward, no_grad, ops};
 
-use crate::batch::model_inputs;
 use crate::data::augment::Augment;
 use crate::data::image_set::{ImageSet, Normalization};
 use crate::data::loader::{Batcher, make_batch};
 use crate::error::{Error, Result};
 use crate::model::MaskedAutoencoder;
-use crate::nn::{LayerNorm, Linear, Param};
+use crate::model::batch::model_inputs;
+use crate::model::nn::{LayerNorm, Linear, Param};
 use crate::optim::{AdamW, AdamWConfig, learning_rate, scaled_lr};
 use crate::streams::{self, stream};
 

@@ -5,23 +5,17 @@
 
 #![warn(missing_docs)]
 
-pub mod batch;
 pub mod bench;
 pub mod bench_torch;
 pub mod checkpoint;
 pub mod classifiers;
-pub mod config;
 pub mod data;
 pub mod error;
 pub mod features;
 pub mod finetune;
 pub mod io;
-pub mod masking;
 pub mod model;
-pub mod nn;
 pub mod optim;
-pub mod patch;
-pub mod pos_embed;
 pub mod probe;
 pub mod recipe;
 pub mod reconstruct;
@@ -34,3 +28,6 @@ pub mod train;
 pub use engine;
 pub use error::{Error, Result};
 pub use model::MaskedAutoencoder;
+
+// The paths from before the stages, which programs already use (`mae::config::ModelConfig`).
+pub use model::{batch, config, masking, nn, patch, pos_embed};

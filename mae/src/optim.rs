@@ -9,7 +9,7 @@ use engine::storage::Storage;
 use engine::{Device, Indices, Tensor};
 
 use crate::error::{Error, Result};
-use crate::nn::Param;
+use crate::model::nn::Param;
 
 /// AdamW's hyper-parameters; the default is `main_pretrain.py`'s.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use engine::Device;
 
 use crate::classifiers::{Features, KNN_PROTOCOLS, ProbeOptions, ProbeScores, knn_under_protocols, score};
-use crate::config::ModelConfig;
 use crate::data::Split;
 use crate::data::augment::Augment;
 use crate::data::image_set::{ImageSet, Normalization};
@@ -15,6 +14,7 @@ use crate::data::loader::make_batch;
 use crate::error::{Error, Result};
 use crate::features::{FeatureSpec, extract};
 use crate::model::MaskedAutoencoder;
+use crate::model::config::ModelConfig;
 use crate::source::DataSource;
 
 /// The labelled train and test images a probe uses (optionally fewer training images).
@@ -34,7 +34,7 @@ impl ProbeData {
     /// model's (from its checkpoint), else the source's normalisation of the training images.
     pub fn load(
         source: &DataSource,
-        model: &crate::config::ModelConfig,
+        model: &crate::model::config::ModelConfig,
         norm: Option<Normalization>,
         train_limit: Option<usize>,
         seed: u64,

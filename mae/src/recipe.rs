@@ -11,7 +11,7 @@
 
 use std::fmt;
 
-use crate::config::ModelConfig;
+use crate::model::config::ModelConfig;
 
 /// Which recipe a run starts from; explicit flags override single settings of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

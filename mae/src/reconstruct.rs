@@ -9,16 +9,16 @@ use std::path::Path;
 use engine::{Device, no_grad};
 use image::RgbImage;
 
-use crate::batch::model_inputs;
 use crate::data::augment::Augment;
 use crate::data::image_set::{ImageSet, Normalization};
 use crate::data::loader::make_batch;
 use crate::error::Result;
 use crate::io::plot::image_grid;
 use crate::io::png::{save_png, to_rgb};
-use crate::masking::{MaskStrategy, make_masking};
+use crate::model::batch::model_inputs;
+use crate::model::masking::{MaskStrategy, make_masking};
+use crate::model::patch::{patchify, unpatchify};
 use crate::model::{DeviceMasking, MaskedAutoencoder};
-use crate::patch::{patchify, unpatchify};
 use crate::streams::{self, stream};
 
 /// The four columns of the grid for each image, as `[C, H, W]` values in `0..1`.

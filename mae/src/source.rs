@@ -14,12 +14,12 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
-use crate::config::ModelConfig;
 use crate::data::Split;
 use crate::data::idx::{FASHION_MNIST_DIR, load_fashion_mnist, load_idx};
 use crate::data::image_set::{ImageSet, Normalization};
 use crate::data::synthetic::generate;
 use crate::error::{Error, Result};
+use crate::model::config::ModelConfig;
 
 /// A source of training and test images, parsed from the command line (see the module's comment).
 #[derive(Clone, Debug, PartialEq)]

@@ -24,12 +24,12 @@ use engine::cpu::matmul::Precision;
 
 use crate::checkpoint::{MODEL_FILE, load_model};
 use crate::classifiers::{ProbeOptions, score};
-use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::features::FeatureSpec;
 use crate::io::plot::{PALETTE, Series, line_plot};
 use crate::io::png::save_png;
-use crate::masking::MaskStrategy;
+use crate::model::config::ModelConfig;
+use crate::model::masking::MaskStrategy;
 use crate::probe::{ProbeData, curve_table, encoder_features, probe_over_steps, probe_steps_plot, record_curve_point};
 use crate::recipe::Recipe;
 use crate::source::DataSource;
@@ -352,7 +352,7 @@ pub fn run_study_until(o: &StudyOptions, dev: &Device, stop: Option<Arc<AtomicBo
         return Err(Error::Config("the study needs at least one ratio, target and strategy".into()));
     }
     for &r in &o.ratios {
-        crate::masking::check_ratio(r)?;
+        crate::model::masking::check_ratio(r)?;
     }
     std::fs::create_dir_all(&o.out_dir).map_err(|e| Error::io(&o.out_dir, e))?;
     if o.snapshots > 0 && o.steps_per_run.is_none() {

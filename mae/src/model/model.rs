@@ -13,11 +13,11 @@
 
 use engine::{Device, Indices, Rng, Tensor, ops};
 
-use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::masking::Masking;
-use crate::nn::{Block, LayerNorm, Linear, Param, expand, run_blocks};
-use crate::pos_embed::sincos_2d;
+use crate::model::config::ModelConfig;
+use crate::model::masking::Masking;
+use crate::model::nn::{Block, LayerNorm, Linear, Param, expand, run_blocks};
+use crate::model::pos_embed::sincos_2d;
 
 /// The masked autoencoder: encoder, decoder and their parameters, under the official names.
 pub struct MaskedAutoencoder {

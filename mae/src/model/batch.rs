@@ -3,9 +3,9 @@
 
 use engine::{Device, Tensor};
 
-use crate::config::ModelConfig;
 use crate::error::Result;
-use crate::patch::{patchify, patchify_embed_order};
+use crate::model::config::ModelConfig;
+use crate::model::patch::{patchify, patchify_embed_order};
 
 /// `(patches [B, L, C*p*p], target [B, L, p*p*C])` on `device`.
 pub fn model_inputs(cfg: &ModelConfig, images: &[f32], n: usize, device: &Device) -> Result<(Tensor, Tensor)> {

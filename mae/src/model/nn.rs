@@ -4,8 +4,8 @@
 
 use engine::{Device, Rng, Tensor, ops};
 
-use crate::config::LN_EPS;
 use crate::error::Result;
+use crate::model::config::LN_EPS;
 
 /// A named parameter as the state dict holds it.
 #[derive(Clone, Debug)]
