@@ -21,10 +21,10 @@ use engine::storage::Storage;
 use engine::{Device, Indices, Rng};
 
 use crate::data::Split;
+use crate::data::source::DataSource;
 use crate::error::Result;
 use crate::model::config::ModelConfig;
 use crate::model::masking::MaskStrategy;
-use crate::source::DataSource;
 use crate::train::{Budget, TrainOptions, Trainer};
 
 /// A kernel's amount of work.

@@ -20,7 +20,6 @@ pub mod probe;
 pub mod recipe;
 pub mod reconstruct;
 pub mod report;
-pub mod source;
 pub mod streams;
 pub mod study;
 pub mod train;
@@ -30,4 +29,5 @@ pub use error::{Error, Result};
 pub use model::MaskedAutoencoder;
 
 // The paths from before the stages, which programs already use (`mae::config::ModelConfig`).
+pub use data::source;
 pub use model::{batch, config, masking, nn, patch, pos_embed};

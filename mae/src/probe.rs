@@ -11,11 +11,11 @@ use crate::data::Split;
 use crate::data::augment::Augment;
 use crate::data::image_set::{ImageSet, Normalization};
 use crate::data::loader::make_batch;
+use crate::data::source::DataSource;
 use crate::error::{Error, Result};
 use crate::features::{FeatureSpec, extract};
 use crate::model::MaskedAutoencoder;
 use crate::model::config::ModelConfig;
-use crate::source::DataSource;
 
 /// The labelled train and test images a probe uses (optionally fewer training images).
 pub struct ProbeData {

@@ -24,6 +24,7 @@ use engine::cpu::matmul::Precision;
 
 use crate::checkpoint::{MODEL_FILE, load_model};
 use crate::classifiers::{ProbeOptions, score};
+use crate::data::source::DataSource;
 use crate::error::{Error, Result};
 use crate::features::FeatureSpec;
 use crate::io::plot::{PALETTE, Series, line_plot};
@@ -32,7 +33,6 @@ use crate::model::config::ModelConfig;
 use crate::model::masking::MaskStrategy;
 use crate::probe::{ProbeData, curve_table, encoder_features, probe_over_steps, probe_steps_plot, record_curve_point};
 use crate::recipe::Recipe;
-use crate::source::DataSource;
 use crate::train::{Budget, TrainOptions, train};
 
 /// What a study compares, and with what budget.

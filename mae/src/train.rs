@@ -26,6 +26,7 @@ use crate::data::Split;
 use crate::data::augment::Augment;
 use crate::data::image_set::{ImageSet, Normalization};
 use crate::data::loader::{Batcher, BatcherState, make_batch};
+use crate::data::source::DataSource;
 use crate::error::{Error, Result};
 use crate::model::batch::model_inputs;
 use crate::model::config::ModelConfig;
@@ -33,7 +34,6 @@ use crate::model::masking::{MaskStrategy, check_ratio, make_masking};
 use crate::model::nn::Param;
 use crate::model::{DeviceMasking, MaskedAutoencoder};
 use crate::optim::{AdamW, AdamWConfig, learning_rate, scaled_lr};
-use crate::source::DataSource;
 use crate::streams::{self, stream};
 
 /// When to stop: whichever limit is reached first. At least one must be set.

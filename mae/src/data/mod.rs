@@ -1,5 +1,8 @@
 //! Data sets: where images come from and how they become network inputs.
 //!
+//! A [`DataSource`] ([`source`]) is a data set as the command line names it (`builtin`,
+//! `fashion-mnist`, `idx:...`, `folder:...`) or as a program hands it over (images in memory).
+//!
 //! Sources, all giving an [`ImageSet`] of same-sized 8-bit images in `[n, C, H, W]` order:
 //! - [`synthetic::generate`]: the built-in labelled shapes and textures, needing no files;
 //! - [`idx::load_fashion_mnist`] / [`idx::load_idx`]: (Fashion-)MNIST's IDX files, gzipped or not;
@@ -24,6 +27,7 @@ pub mod folder;
 pub mod idx;
 pub mod image_set;
 pub mod loader;
+pub mod source;
 pub mod synthetic;
 
 pub use augment::{Augment, augment_into};
@@ -31,6 +35,7 @@ pub use folder::{LoadReport, load_folder};
 pub use idx::{IdxArray, load_fashion_mnist, load_idx, parse_idx_bytes};
 pub use image_set::{ImageSet, Normalization};
 pub use loader::{Batcher, BatcherState, make_batch};
+pub use source::DataSource;
 pub use synthetic::{SYNTHETIC_CLASSES, generate};
 
 /// Which half of a data set: every source has both (the built-in generator draws the test images
