@@ -24,8 +24,8 @@ use engine::{Device, Indices, Tensor, backward, no_grad, ops};
 
 use crate::error::{Error, Result};
 use crate::model::nn::Param;
-use crate::optim::{AdamW, AdamWConfig, learning_rate};
 use crate::streams::{self, stream};
+use crate::train::optim::{AdamW, AdamWConfig, learning_rate};
 
 /// Features of one split: `x: [n, dim]` row-major, `y: [n]`.
 #[derive(Clone, Debug)]

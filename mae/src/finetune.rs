@@ -20,8 +20,8 @@ use crate::error::{Error, Result};
 use crate::model::MaskedAutoencoder;
 use crate::model::batch::model_inputs;
 use crate::model::nn::{LayerNorm, Linear, Param};
-use crate::optim::{AdamW, AdamWConfig, learning_rate, scaled_lr};
 use crate::streams::{self, stream};
+use crate::train::optim::{AdamW, AdamWConfig, learning_rate, scaled_lr};
 
 /// Settings of a fine-tuning run; the defaults suit the small presets.
 #[derive(Clone, Debug)]
@@ -49,7 +49,7 @@ pub struct FinetuneOptions {
 impl Default for FinetuneOptions {
     /// `main_finetune.py`'s recipe (`FinetuneRecipe::paper`), for 5 epochs.
     fn default() -> Self {
-        let paper = crate::recipe::FinetuneRecipe::paper();
+        let paper = crate::train::recipe::FinetuneRecipe::paper();
         FinetuneOptions {
             epochs: Some(5.0),
             seconds: None,
@@ -66,7 +66,7 @@ impl Default for FinetuneOptions {
 
 impl FinetuneOptions {
     /// Takes the batch, learning rate and layer decay of `r`.
-    pub fn apply_recipe(&mut self, r: &crate::recipe::FinetuneRecipe) {
+    pub fn apply_recipe(&mut self, r: &crate::train::recipe::FinetuneRecipe) {
         self.batch = r.batch;
         self.base_lr = r.base_lr;
         self.layer_decay = r.layer_decay;

@@ -7,7 +7,6 @@
 
 pub mod bench;
 pub mod bench_torch;
-pub mod checkpoint;
 pub mod classifiers;
 pub mod data;
 pub mod error;
@@ -15,11 +14,7 @@ pub mod features;
 pub mod finetune;
 pub mod io;
 pub mod model;
-pub mod optim;
 pub mod probe;
-pub mod recipe;
-pub mod reconstruct;
-pub mod report;
 pub mod streams;
 pub mod study;
 pub mod train;
@@ -31,3 +26,4 @@ pub use model::MaskedAutoencoder;
 // The paths from before the stages, which programs already use (`mae::config::ModelConfig`).
 pub use data::source;
 pub use model::{batch, config, masking, nn, patch, pos_embed};
+pub use train::{checkpoint, optim, recipe, reconstruct, report};

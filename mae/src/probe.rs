@@ -279,7 +279,7 @@ pub fn probe_over_steps(
     o: &ProbeOptions,
     dev: &Device,
 ) -> Result<ProbeCurve> {
-    use crate::checkpoint::{CheckpointDir, MODEL_FILE, load_model};
+    use crate::train::checkpoint::{CheckpointDir, MODEL_FILE, load_model};
     let mut models = crate::train::list_snapshots(run_dir);
     if let Some((step, dir)) = CheckpointDir::new(run_dir).list().pop()
         && !models.iter().any(|(s, _)| *s == step)

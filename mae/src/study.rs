@@ -22,7 +22,6 @@ use std::sync::atomic::AtomicBool;
 use engine::Device;
 use engine::cpu::matmul::Precision;
 
-use crate::checkpoint::{MODEL_FILE, load_model};
 use crate::classifiers::{ProbeOptions, score};
 use crate::data::source::DataSource;
 use crate::error::{Error, Result};
@@ -32,7 +31,8 @@ use crate::io::png::save_png;
 use crate::model::config::ModelConfig;
 use crate::model::masking::MaskStrategy;
 use crate::probe::{ProbeData, curve_table, encoder_features, probe_over_steps, probe_steps_plot, record_curve_point};
-use crate::recipe::Recipe;
+use crate::train::checkpoint::{MODEL_FILE, load_model};
+use crate::train::recipe::Recipe;
 use crate::train::{Budget, TrainOptions, train};
 
 /// What a study compares, and with what budget.
@@ -95,7 +95,7 @@ impl StudyOptions {
     /// the converged probe on the paper's features (cls + mean of the encoder's output). Set the
     /// fields to change it, e.g. `StudyOptions { steps_per_run: Some(6009), ..StudyOptions::new(..) }`.
     pub fn new(data: DataSource, model: ModelConfig, out_dir: PathBuf) -> Self {
-        let recipe = Recipe::for_model(crate::recipe::RecipeName::Tuned, &model);
+        let recipe = Recipe::for_model(crate::train::recipe::RecipeName::Tuned, &model);
         StudyOptions {
             data,
             model,
@@ -400,7 +400,7 @@ pub fn run_study_until(o: &StudyOptions, dev: &Device, stop: Option<Arc<AtomicBo
         // step before it, as n / N would give for 6009 steps and 4 snapshots: 6008, then 6009).
         t.snapshot_every = o.steps_per_run.filter(|_| o.snapshots > 0).map(|n| n.div_ceil(o.snapshots).max(1));
         // A run killed half-way is resumed from its checkpoint rather than started over.
-        t.resume = crate::checkpoint::CheckpointDir::new(&run_dir).latest().is_some();
+        t.resume = crate::train::checkpoint::CheckpointDir::new(&run_dir).latest().is_some();
         let report = train(&t, dev, stop.clone())?;
         let (trained, _) = load_model(&report.checkpoint.join(MODEL_FILE), Some(&model), dev)?;
         let (tr, te) = encoder_features(&trained, &data, o.features)?;
@@ -489,8 +489,8 @@ fn budget_text(o: &StudyOptions) -> String {
 
 /// The recipe the study's runs train with: the preset's shape, whatever the recipe's decoder depth
 /// (each run's depth is in its row).
-fn run_recipe(o: &StudyOptions) -> crate::recipe::Recipe {
-    crate::recipe::Recipe { decoder_depth: None, ..o.recipe }
+fn run_recipe(o: &StudyOptions) -> crate::train::recipe::Recipe {
+    crate::train::recipe::Recipe { decoder_depth: None, ..o.recipe }
 }
 
 const SETTINGS_FILE: &str = "settings.txt";

@@ -17,7 +17,7 @@ use crate::io::atomic::write_atomically;
 use crate::io::safetensors::{NamedTensor, check_state_dict, read_metadata, read_safetensors, write_safetensors};
 use crate::model::MaskedAutoencoder;
 use crate::model::config::ModelConfig;
-use crate::optim::AdamW;
+use crate::train::optim::AdamW;
 
 /// The model's state dict inside a checkpoint folder.
 pub const MODEL_FILE: &str = "model.safetensors";

@@ -21,7 +21,6 @@ use std::time::Instant;
 use engine::cpu::matmul::{Precision, PrecisionScope};
 use engine::{Device, backward};
 
-use crate::checkpoint::{CheckpointDir, TrainState, load_model, load_train_state};
 use crate::data::Split;
 use crate::data::augment::Augment;
 use crate::data::image_set::{ImageSet, Normalization};
@@ -33,8 +32,9 @@ use crate::model::config::ModelConfig;
 use crate::model::masking::{MaskStrategy, check_ratio, make_masking};
 use crate::model::nn::Param;
 use crate::model::{DeviceMasking, MaskedAutoencoder};
-use crate::optim::{AdamW, AdamWConfig, learning_rate, scaled_lr};
 use crate::streams::{self, stream};
+use crate::train::checkpoint::{CheckpointDir, TrainState, load_model, load_train_state};
+use crate::train::optim::{AdamW, AdamWConfig, learning_rate, scaled_lr};
 
 /// When to stop: whichever limit is reached first. At least one must be set.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -172,7 +172,7 @@ impl TrainOptions {
     }
 
     /// Takes the batch, learning rate, warmup, weight decay and crop scale of `r`.
-    pub fn apply_recipe(&mut self, r: &crate::recipe::Recipe) {
+    pub fn apply_recipe(&mut self, r: &crate::train::recipe::Recipe) {
         self.batch_size = r.batch;
         self.base_lr = r.base_lr;
         self.warmup_fraction = r.warmup_fraction;
@@ -354,10 +354,11 @@ impl Trainer {
         // The model and optimizer, fresh or from the newest checkpoint.
         let (model, opt, start) = match (o.resume, ckpts.latest()) {
             (true, Some(dir)) => {
-                let (mut model, _) = load_model(&dir.join(crate::checkpoint::MODEL_FILE), Some(&o.model), device)?;
+                let (mut model, _) =
+                    load_model(&dir.join(crate::train::checkpoint::MODEL_FILE), Some(&o.model), device)?;
                 model.pack()?;
                 let mut opt = AdamW::new(o.optimizer, &model.trainable(), device)?;
-                let state = load_train_state(&dir.join(crate::checkpoint::TRAIN_STATE_FILE), &mut opt)?;
+                let state = load_train_state(&dir.join(crate::train::checkpoint::TRAIN_STATE_FILE), &mut opt)?;
                 for key in ["mae.data", "mae.seed", "mae.batch_size", "mae.accum_iter"] {
                     if state.facts.get(key) != facts.get(key) {
                         return Err(Error::checkpoint(
@@ -540,11 +541,11 @@ impl Trainer {
         .map_err(|e| Error::io(&self.log_path, e))?;
         if o.snapshot_every.is_some_and(|every| every > 0 && self.step.is_multiple_of(every)) {
             let mut meta = self.facts.clone();
-            meta.insert(crate::checkpoint::META_STEP.into(), self.step.to_string());
+            meta.insert(crate::train::checkpoint::META_STEP.into(), self.step.to_string());
             let path = snapshot_path(&o.out_dir, self.step);
             let dir = path.parent().expect("a snapshot lies in a folder");
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-            crate::checkpoint::save_model(&path, &self.model, &meta)?;
+            crate::train::checkpoint::save_model(&path, &self.model, &meta)?;
         }
         Ok(r)
     }
@@ -562,10 +563,10 @@ impl Trainer {
         let o = &self.o;
         let mut pictures = Vec::new();
         if o.pictures {
-            pictures.push(crate::report::loss_plot(&self.log_path, &o.out_dir.join("loss.png"), &o.model.name)?);
+            pictures.push(crate::train::report::loss_plot(&self.log_path, &o.out_dir.join("loss.png"), &o.model.name)?);
             let test = o.data.load(Split::Test, &o.model, o.seed).unwrap_or_else(|_| self.set.take(8));
             let path = o.out_dir.join("reconstructions.png");
-            crate::reconstruct::save_reconstructions(
+            crate::train::reconstruct::save_reconstructions(
                 &self.model,
                 &test,
                 &self.norm,
