@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use crate::error::Result;
 use crate::io::plot::{Series, line_plot};
 use crate::io::png::save_png;
-use crate::train::read_log;
+use crate::train::log::read_log;
 
 /// Draw the loss of every step in the CSV log at `log` (raw, and a running mean over ~1% of the
 /// run) to `path`.
