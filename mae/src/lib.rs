@@ -7,16 +7,12 @@
 
 pub mod bench;
 pub mod bench_torch;
-pub mod classifiers;
 pub mod data;
 pub mod error;
-pub mod features;
-pub mod finetune;
+pub mod eval;
 pub mod io;
 pub mod model;
-pub mod probe;
 pub mod streams;
-pub mod study;
 pub mod train;
 
 pub use engine;
@@ -25,5 +21,6 @@ pub use model::MaskedAutoencoder;
 
 // The paths from before the stages, which programs already use (`mae::config::ModelConfig`).
 pub use data::source;
+pub use eval::{classifiers, features, finetune, probe, study};
 pub use model::{batch, config, masking, nn, patch, pos_embed};
 pub use train::{checkpoint, optim, recipe, reconstruct, report};

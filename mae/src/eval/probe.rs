@@ -6,14 +6,14 @@ use std::path::{Path, PathBuf};
 
 use engine::Device;
 
-use crate::classifiers::{Features, KNN_PROTOCOLS, ProbeOptions, ProbeScores, knn_under_protocols, score};
 use crate::data::Split;
 use crate::data::augment::Augment;
 use crate::data::image_set::{ImageSet, Normalization};
 use crate::data::loader::make_batch;
 use crate::data::source::DataSource;
 use crate::error::{Error, Result};
-use crate::features::{FeatureSpec, extract};
+use crate::eval::classifiers::{Features, KNN_PROTOCOLS, ProbeOptions, ProbeScores, knn_under_protocols, score};
+use crate::eval::features::{FeatureSpec, extract};
 use crate::model::MaskedAutoencoder;
 use crate::model::config::ModelConfig;
 

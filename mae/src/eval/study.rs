@@ -22,15 +22,17 @@ use std::sync::atomic::AtomicBool;
 use engine::Device;
 use engine::cpu::matmul::Precision;
 
-use crate::classifiers::{ProbeOptions, score};
 use crate::data::source::DataSource;
 use crate::error::{Error, Result};
-use crate::features::FeatureSpec;
+use crate::eval::classifiers::{ProbeOptions, score};
+use crate::eval::features::FeatureSpec;
+use crate::eval::probe::{
+    ProbeData, curve_table, encoder_features, probe_over_steps, probe_steps_plot, record_curve_point,
+};
 use crate::io::plot::{PALETTE, Series, line_plot};
 use crate::io::png::save_png;
 use crate::model::config::ModelConfig;
 use crate::model::masking::MaskStrategy;
-use crate::probe::{ProbeData, curve_table, encoder_features, probe_over_steps, probe_steps_plot, record_curve_point};
 use crate::train::checkpoint::{MODEL_FILE, load_model};
 use crate::train::recipe::Recipe;
 use crate::train::{Budget, TrainOptions, train};
@@ -115,7 +117,7 @@ impl StudyOptions {
             out_dir,
             probe: ProbeOptions::default(),
             probe_train_limit: None,
-            features: FeatureSpec::output(crate::features::Pool::Both),
+            features: FeatureSpec::output(crate::eval::features::Pool::Both),
             matmul_precision: Precision::Bf16,
         }
     }
@@ -291,11 +293,11 @@ fn upgrade_csv(path: &Path, rows: &[StudyRow]) -> Result<()> {
 
 /// The two baselines' scores (raw pixels, the encoder at random initialisation): the same for
 /// every run of a study and for every start of it, and a probe takes minutes, so they are kept in
-/// the study's `baselines.csv` (see [`crate::probe::baseline_scores`]) and probed again only when
+/// the study's `baselines.csv` (see [`crate::eval::probe::baseline_scores`]) and probed again only when
 /// what they depend on changes.
 fn baselines(o: &StudyOptions, data: &ProbeData, dev: &Device) -> Result<Vec<(String, f32, f32)>> {
     let path = o.out_dir.join("baselines.csv");
-    let b = crate::probe::baseline_scores(
+    let b = crate::eval::probe::baseline_scores(
         &o.model,
         data,
         o.features,

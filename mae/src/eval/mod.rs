@@ -1,0 +1,13 @@
+//! What a pre-trained encoder is worth: its frozen features ([`features`]), the classifiers that
+//! score them (a linear probe and k-NN, [`classifiers`]) beside raw pixels and a random encoder
+//! ([`probe`]), fine-tuning end to end ([`finetune`]), and the study that pre-trains over mask
+//! ratios, strategies and targets and probes each encoder ([`study`]).
+//!
+//! This stage comes after `train/`: it trains its classifiers with the trainer's optimizer, reads
+//! checkpoints, and the study runs the trainer; nothing in `train/` uses it.
+
+pub mod classifiers;
+pub mod features;
+pub mod finetune;
+pub mod probe;
+pub mod study;
