@@ -6,7 +6,6 @@
 #![warn(missing_docs)]
 
 pub mod bench;
-pub mod bench_torch;
 pub mod data;
 pub mod error;
 pub mod eval;
@@ -20,6 +19,7 @@ pub use error::{Error, Result};
 pub use model::MaskedAutoencoder;
 
 // The paths from before the stages, which programs already use (`mae::config::ModelConfig`).
+pub use bench::torch as bench_torch;
 pub use data::source;
 pub use eval::{classifiers, features, finetune, probe, study};
 pub use model::{batch, config, masking, nn, patch, pos_embed};
