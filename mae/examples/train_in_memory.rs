@@ -3,7 +3,7 @@
 //! into feature vectors.
 //!
 //! `cargo run --release -p mae --example train_in_memory -- [STEPS] [OUT_DIR]`
-//! (`mae/tests/examples.rs` runs it with 2 steps). Works without the GPU backend
+//! (`tests/examples.rs` at the workspace root runs it with 2 steps). Works without the GPU backend
 //! (`--no-default-features`).
 
 use std::sync::Arc;

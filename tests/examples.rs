@@ -2,7 +2,7 @@
 //! documentation of the library use, so they must keep working.
 
 #[allow(dead_code)]
-#[path = "../examples/train_in_memory.rs"]
+#[path = "../mae/examples/train_in_memory.rs"]
 mod train_in_memory;
 
 #[test]
