@@ -9,7 +9,7 @@
 //!   size; augmentation and seeded batches;
 //! - [`train`]: pre-training, its optimizer, recipes, checkpoints, log and end-of-run pictures;
 //! - [`eval`]: frozen features, linear probe and k-NN, fine-tuning, the study;
-//! - [`bench`]: `mae bench`'s kernel and training tables;
+//! - [`bench`](mod@bench): `mae bench`'s kernel and training tables;
 //!
 //! beside what every stage shares: [`io`] (file formats: safetensors, `.npy`, PNG, plots),
 //! [`streams`] (every random stream of the crate in one table) and [`error`]. The `mae` command

@@ -1,7 +1,7 @@
 //! The network, as the official code builds it: a model's shape ([`config`]), images cut into
 //! patches in the two orders the official code uses ([`patch`], and [`batch`] for a batch on the
 //! device), the fixed position embedding ([`pos_embed`]), per-sample masks ([`masking`]), the ViT's
-//! layers ([`nn`]) and the masked autoencoder itself ([`model`](self::model), `models_mae.py`'s
+//! layers ([`nn`]) and the masked autoencoder itself ([`model`], `models_mae.py`'s
 //! `MaskedAutoencoderViT`; its items are re-exported here).
 
 pub mod batch;
