@@ -657,7 +657,7 @@ fn packed_adamw_updates_each_segment_as_the_per_tensor_reference_and_skips_the_r
             )
             .unwrap();
     }
-    // (That it is one dispatch per step is held in mae/tests/gpu_steady_state.rs, whose binary has
+    // (That it is one dispatch per step is held in tests/gpu_steady_state.rs, whose binary has
     // the GPU to itself: the counters here would count the other tests' work too.)
     for i in 0..lens.len() {
         let got = params[i].to_vec().unwrap();

@@ -69,7 +69,9 @@ fn main() -> mae::Result<()> {
         100.0 * (record + submit) * 1e-9 / secs
     );
     if ctx.adapter.is_software() {
-        println!("note: a software adapter runs the kernels inside the submission, so its submitting time is the GPU's");
+        println!(
+            "note: a software adapter runs the kernels inside the submission, so its submitting time is the GPU's"
+        );
     }
     let before = ctx.counters();
     if ctx.has_timestamps() {

@@ -92,7 +92,7 @@ impl<'a> Out<'a> for &'a mut [f32] {
 
 /// Output memory that may be uninitialised. It is initialised before it is gone: by
 /// [`Out::init`], or, for a piece that no kernel took, zero-filled when it is dropped. Memory that
-/// already holds floats (a recycled buffer, [`Uninit::written`]) is handed to the kernel by `init`
+/// already holds floats (a recycled buffer, `Uninit::written`) is handed to the kernel by `init`
 /// without zeroing: the kernel overwrites every value it takes.
 pub struct Uninit<'a> {
     values: &'a mut [MaybeUninit<f32>],

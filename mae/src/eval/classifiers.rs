@@ -18,7 +18,7 @@
 //!   token and the mean of the patch tokens, or those of several blocks) is compared part by
 //!   part: its similarity is the mean of the parts' cosines, so that no summary outweighs the
 //!   others by its norm alone (after the final LayerNorm the cls token is the longer of the two,
-//!   and decided the whole-vector cosine: docs/results.md, "k-NN part by part").
+//!   and decided the whole-vector cosine: docs/journal/results.md, "k-NN part by part").
 
 use engine::{Device, Indices, Tensor, backward, no_grad, ops};
 
@@ -115,7 +115,7 @@ pub const PROBE_WEIGHT_DECAYS: [f32; 4] = [0.0, 0.01, 0.1, 0.3];
 impl Default for ProbeOptions {
     /// 100 epochs at a peak lr of 3e-2: near the optimum of the (convex) softmax regression on the
     /// features the MAE gives, whose training loss a 30-epoch probe at 2e-3 left well short of it
-    /// (docs/results.md, "The probe, trained to convergence").
+    /// (docs/journal/results.md, "The probe, trained to convergence").
     fn default() -> Self {
         ProbeOptions {
             epochs: 100,

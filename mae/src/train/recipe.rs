@@ -6,7 +6,7 @@
 //! 0.05, RandomResizedCrop 0.2 - 1) is built for 800 epochs of ImageNet at batch 4096. A 10-minute
 //! run of a small preset sees a few epochs, and there the number of updates matters more than the
 //! size of each: the `tuned` recipe is what the team measured to give the best frozen features for
-//! such a budget (docs/results.md, "Choosing the defaults"). It is the default; `--recipe paper`
+//! such a budget (docs/journal/results.md, "Choosing the defaults"). It is the default; `--recipe paper`
 //! (or the explicit flags) gives the paper's.
 
 use std::fmt;
@@ -87,7 +87,7 @@ impl Recipe {
         }
     }
 
-    /// The measured recipe (docs/results.md, "Choosing the defaults" and "The learning rate"), for
+    /// The measured recipe (docs/journal/results.md, "Choosing the defaults" and "The learning rate"), for
     /// the Fashion-MNIST preset only: a 10-minute budget on two CPU cores is 5 - 15 epochs, where
     /// batch 64 (4x the updates) at a 40x larger base lr gives better features than the paper's
     /// setting (of 1.5e-3, 3e-3, 6e-3 and 1.2e-2, 6e-3 probed best at both ends of that range),
@@ -165,7 +165,7 @@ impl FinetuneRecipe {
         }
     }
 
-    /// Measured on the Fashion-MNIST encoder (docs/results.md, the study's part 10): in a
+    /// Measured on the Fashion-MNIST encoder (docs/results.md, "Pre-training against supervised training"): in a
     /// 10-minute budget, batch 64 at base lr 4e-3 (lr 1e-3) takes twice the steps of the paper's
     /// setting, each at twice its lr, and fine-tunes higher; as for pre-training, the number of
     /// updates in a budget of a few epochs matters more than the size of each.
