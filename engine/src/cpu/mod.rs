@@ -498,3 +498,12 @@ impl Backend for CpuBackend {
         Ok(())
     }
 }
+
+/// The message of the panic of `f`, if it panicked: for tests that a kernel refuses bad input.
+#[cfg(test)]
+pub(crate) fn panic_message(f: impl FnOnce()) -> Option<String> {
+    let payload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).err()?;
+    let text =
+        payload.downcast_ref::<String>().cloned().or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()));
+    Some(text.unwrap_or_default())
+}

@@ -318,14 +318,7 @@ mod tests {
     use super::Isa;
     use crate::cpu::fast::math;
     use crate::cpu::fast::small_gemm::{self, Layout};
-
-    /// The message of the panic of `f`, if it panicked.
-    fn panic_message(f: impl FnOnce()) -> Option<String> {
-        let payload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).err()?;
-        let text =
-            payload.downcast_ref::<String>().cloned().or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()));
-        Some(text.unwrap_or_default())
-    }
+    use crate::cpu::panic_message;
 
     #[test]
     fn a_kernel_asked_for_an_instruction_set_this_cpu_lacks_panics_instead_of_running_it() {

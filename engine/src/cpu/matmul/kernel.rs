@@ -246,14 +246,7 @@ unsafe fn avx2_impl(a: &[f32], b: &[f32], tile: &Tile) {
 mod tests {
     use super::super::{Kernel, Precision, kernel_avx512};
     use super::{MR, NR, Tile};
-
-    /// The message of the panic of `f`, if it panicked.
-    fn panic_message(f: impl FnOnce()) -> Option<String> {
-        let payload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).err()?;
-        let text =
-            payload.downcast_ref::<String>().cloned().or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()));
-        Some(text.unwrap_or_default())
-    }
+    use crate::cpu::panic_message;
 
     #[test]
     fn every_kernel_refuses_a_b_sliver_or_a_bias_shorter_than_what_it_reads() {
