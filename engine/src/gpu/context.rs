@@ -738,14 +738,16 @@ impl GpuContext {
         }
         let bind_key = BindKey { pipeline: (*pipeline).clone(), entries: bound };
         let bind_group = match s.bind_groups.get(&bind_key) {
-            Some(group) if self.cache_bind_groups => group.clone(),
-            _ => {
+            Some(group) => group.clone(),
+            None => {
                 let group = self.create_bind_group(key, &pipeline, &bind_key.entries)?;
                 s.counters.bind_groups_created += 1;
-                if s.bind_groups.len() >= BIND_GROUPS_KEPT {
-                    s.bind_groups.clear();
+                if self.cache_bind_groups {
+                    if s.bind_groups.len() >= BIND_GROUPS_KEPT {
+                        s.bind_groups.clear();
+                    }
+                    s.bind_groups.insert(bind_key, group.clone());
                 }
-                s.bind_groups.insert(bind_key, group.clone());
                 group
             }
         };
