@@ -126,3 +126,33 @@ pub fn extract(
     }
     Ok(out)
 }
+
+/// The `pool` summary of every layer of the encoder for every image of `set`, from one encoder
+/// pass per batch ([`MaskedAutoencoder::encode_all_layers`]): `depth + 1` x `[N, pool width]`
+/// row-major on the host, block 0 (the embedded patches) first, the output (after the final
+/// norm, as [`extract`] gives it) last.
+pub fn extract_every_layer(
+    model: &MaskedAutoencoder,
+    set: &ImageSet,
+    norm: &Normalization,
+    pool: Pool,
+    batch: usize,
+) -> Result<Vec<Vec<f32>>> {
+    let cfg = &model.config;
+    let width = pool.width(cfg.embed_dim);
+    let mut out = vec![Vec::with_capacity(set.len() * width); model.blocks.len() + 1];
+    let mut rng = engine::Rng::new(0);
+    let all: Vec<usize> = (0..set.len()).collect();
+    for chunk in all.chunks(batch.max(1)) {
+        let (images, _) = make_batch(set, chunk, cfg.img_size, &Augment::none(), norm, &mut rng);
+        let feats = no_grad(|| -> Result<Vec<Vec<f32>>> {
+            let (patches, _) = model_inputs(cfg, &images, chunk.len(), &model.device)?;
+            let layers = model.encode_all_layers(&patches)?;
+            layers.iter().map(|t| Ok(pool_tokens(t, pool)?.to_vec()?)).collect()
+        })?;
+        for (layer, f) in out.iter_mut().zip(feats) {
+            layer.extend_from_slice(&f);
+        }
+    }
+    Ok(out)
+}

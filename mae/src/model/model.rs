@@ -239,9 +239,7 @@ impl MaskedAutoencoder {
     /// As `encode_tokens`, returning the outputs of the last `keep` blocks, oldest first; the
     /// final norm, when asked, applies to the last one only (as in the model).
     fn encode_tokens_keeping(&self, x: &Tensor, keep: usize, final_norm: bool) -> Result<Vec<Tensor>> {
-        let n = x.dim(0);
-        let cls = self.cls_token.add(&ops::slice_tokens(&self.pos_embed, 0, 1)?)?;
-        let x = ops::concat_tokens(&[&expand(&cls, n, 1)?, x])?;
+        let x = self.prepend_cls(x)?;
         let (mut outputs, normed) = run_blocks(&self.blocks, &x, final_norm.then_some(&self.norm))?;
         let last = match normed {
             Some(y) => y,
@@ -253,6 +251,12 @@ impl MaskedAutoencoder {
         let mut kept: Vec<Tensor> = outputs.split_off(outputs.len().saturating_sub(keep.saturating_sub(1)));
         kept.push(last);
         Ok(kept)
+    }
+
+    /// `x: [N, K, D]` -> `[N, 1 + K, D]`: `cls_token + pos_embed[:, :1]` first.
+    fn prepend_cls(&self, x: &Tensor) -> Result<Tensor> {
+        let cls = self.cls_token.add(&ops::slice_tokens(&self.pos_embed, 0, 1)?)?;
+        Ok(ops::concat_tokens(&[&expand(&cls, x.dim(0), 1)?, x])?)
     }
 
     /// `forward_encoder`: the visible patches only. Returns the latent `[N, 1 + K, D]`.
@@ -276,6 +280,20 @@ impl MaskedAutoencoder {
             )));
         }
         self.encode_tokens_keeping(&self.embed(patches)?, blocks, true)
+    }
+
+    /// The encoder on every patch, no masking, keeping every layer in one pass: the tokens that
+    /// enter the first block (patch embedding + position, cls prepended: "block 0"), then each
+    /// block's output, the last after the final norm: `depth + 1` x `[N, 1 + L, D]`.
+    pub fn encode_all_layers(&self, patches: &Tensor) -> Result<Vec<Tensor>> {
+        let x = self.prepend_cls(&self.embed(patches)?)?;
+        let (mut outputs, normed) = run_blocks(&self.blocks, &x, Some(&self.norm))?;
+        if let Some(last) = normed {
+            outputs.pop();
+            outputs.push(last);
+        }
+        outputs.insert(0, x);
+        Ok(outputs)
     }
 
     /// The encoder on every patch without its final norm (fine-tuning with global pooling puts a
