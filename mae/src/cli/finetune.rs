@@ -27,6 +27,12 @@ pub struct FinetuneArgs {
     layer_decay: Option<f64>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Save the fine-tuned model in this folder (DIR/model.safetensors), which `mae probe` and the
+    /// other commands read as any checkpoint: a full model file whose encoder is the fine-tuned
+    /// one; its decoder is untouched (as loaded, freshly initialised for `random`) and the
+    /// classification head is not kept.
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -55,6 +61,10 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         o.epochs = a.epochs;
         o.seconds = a.minutes.map(|m| m * 60.0);
     }
+    if let Some(dir) = &a.out {
+        // A folder that cannot be made is refused before the training, not after it.
+        std::fs::create_dir_all(dir).map_err(|e| mae::Error::io(dir, e))?;
+    }
     let mut model = l.model;
     let r = mae::finetune::finetune(&mut model, &train_set, &test_set, &norm, &o, &dev)?;
     println!(
@@ -64,5 +74,10 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         100.0 * r.test_accuracy,
         r.train_loss
     );
+    if let Some(dir) = &a.out {
+        let from = a.source.checkpoint.display().to_string();
+        let path = mae::finetune::save_finetuned(dir, &model, &l.data, &norm, &from, &r)?;
+        eprintln!("fine-tuned model: {}", path.display());
+    }
     Ok(())
 }

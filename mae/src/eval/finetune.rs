@@ -235,6 +235,33 @@ pub fn finetune(
     })
 }
 
+/// Saves the fine-tuned `model` as `dir/model.safetensors`, a full model file that the loaders
+/// read as any checkpoint (`mae probe` on a supervised encoder): the encoder fine-tuned, the
+/// decoder as it was (fine-tuning does not use it), the encoder's final norm as it was too (the
+/// head pools the unnormalised tokens and has its own `fc_norm`), the head not kept. Its metadata
+/// says the data and normalisation it was trained with, what it was fine-tuned from, and how.
+pub fn save_finetuned(
+    dir: &std::path::Path,
+    model: &MaskedAutoencoder,
+    data: &crate::data::source::DataSource,
+    norm: &Normalization,
+    from: &str,
+    report: &FinetuneReport,
+) -> Result<std::path::PathBuf> {
+    use crate::train::checkpoint::{MODEL_FILE, save_model};
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut meta = std::collections::BTreeMap::new();
+    meta.insert("mae.data".to_string(), data.to_string());
+    meta.insert("mae.normalization".to_string(), norm.to_string());
+    meta.insert("mae.finetuned_from".to_string(), from.to_string());
+    meta.insert("mae.finetune_steps".to_string(), report.steps.to_string());
+    meta.insert("mae.finetune_test_accuracy".to_string(), report.test_accuracy.to_string());
+    let path = dir.join(MODEL_FILE);
+    // Written to a temporary file and renamed (`write_safetensors`): never half a model.
+    save_model(&path, model, &meta)?;
+    Ok(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::layer_id;
