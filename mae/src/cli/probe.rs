@@ -1,17 +1,28 @@
 //! `mae probe`: linear probe and k-NN on a frozen encoder's features, beside raw pixels and a random
-//! encoder; over a run's snapshots with `--over-steps`.
+//! encoder; over a run's snapshots with `--over-steps`; at each encoder block, for one or several
+//! encoders on one figure, with `--per-block`.
 
 use std::path::PathBuf;
 
 use clap::Args;
 use mae::{Error, Result};
 
-use super::common::{CheckpointArgs, DeviceArgs, FeatureArgs, device, print_and_save};
+use super::common::{DeviceArgs, FeatureArgs, Loaded, device, is_random_init, load, print_and_save};
 
 #[derive(Args)]
 pub struct ProbeArgs {
-    #[command(flatten)]
-    source: CheckpointArgs,
+    /// A model .safetensors file, a checkpoint folder, or a training run's output folder; or
+    /// `random`, a fresh model of --model (with --data). With --per-block, several encoders drawn
+    /// on one figure: repeat the flag or separate them by commas, each `LABEL=PATH` to name its
+    /// line (else the run's folder name; `random-init` for `random`).
+    #[arg(long, required = true, value_delimiter = ',')]
+    checkpoint: Vec<String>,
+    /// The images (default: the data the model was trained on, as its checkpoint records it).
+    #[arg(long)]
+    data: Option<String>,
+    /// The preset, for weights without our metadata (official ones) and for `random`.
+    #[arg(long)]
+    model: Option<String>,
     #[command(flatten)]
     features: FeatureArgs,
     /// Use only the first N training images for the probe.
@@ -47,6 +58,17 @@ pub struct ProbeArgs {
     /// the variants docs/results.md compares, to tell a k-NN result from its protocol.
     #[arg(long, conflicts_with = "over_steps")]
     knn_protocols: bool,
+    /// The linear probe and k-NN on each encoder block's output (block 0: the embedded patches
+    /// before any block; the last: the output after the final norm), every block from one encoder
+    /// pass: a table (block, linear, k-NN per encoder) and a figure of accuracy against depth
+    /// (--figure; linear probe left, k-NN right, raw pixels as a flat grey line). Give several
+    /// --checkpoint to compare encoders, e.g. masked, plain autoencoder, supervised (`mae
+    /// finetune --out`) and `random`. --epochs, --weight-decays and --train-limit make it quicker.
+    #[arg(long, conflicts_with_all = ["over_steps", "knn_protocols"])]
+    per_block: bool,
+    /// Where --per-block writes its figure (PNG).
+    #[arg(long, default_value = "per_block.png", requires = "per_block")]
+    figure: PathBuf,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -55,7 +77,17 @@ pub struct ProbeArgs {
 pub fn run(a: ProbeArgs) -> Result<()> {
     let spec = a.features.spec();
     let dev = device(&a.device)?;
-    let l = a.source.load(&dev)?;
+    if a.per_block {
+        return per_block(a, &dev);
+    }
+    let [checkpoint] = &a.checkpoint[..] else {
+        return Err(Error::Config(format!(
+            "{} checkpoints given: several are compared only with --per-block; give one",
+            a.checkpoint.len()
+        )));
+    };
+    let checkpoint = PathBuf::from(checkpoint);
+    let l = load(&checkpoint, a.model.as_deref(), a.data.as_deref(), &dev)?;
     let data = mae::probe::ProbeData::load(&l.data, &l.model.config, l.norm, a.train_limit, 0)?;
     eprintln!(
         "probing on {} ({} training, {} test images, {} classes)",
@@ -84,7 +116,7 @@ pub fn run(a: ProbeArgs) -> Result<()> {
         );
     }
     if a.over_steps {
-        let run = &a.source.checkpoint;
+        let run = &checkpoint;
         if !run.join(mae::checkpoint::CHECKPOINTS_DIR).is_dir() {
             return Err(Error::Config(format!(
                 "--over-steps needs a training run's folder (with checkpoints/ and snapshots/), not {}",
@@ -111,4 +143,115 @@ pub fn run(a: ProbeArgs) -> Result<()> {
     }
     let rows = mae::probe::probe_with_baselines(&l.model, &data, spec, &o, &dev, cache, fresh)?;
     print_and_save(&mae::probe::probe_table(&rows), a.out.as_deref())
+}
+
+/// A `--checkpoint` value: `LABEL=PATH`, or a path (or `random`) named after its run.
+fn label_and_path(value: &str) -> (String, PathBuf) {
+    let whole = PathBuf::from(value);
+    if let Some((label, path)) = value.split_once('=')
+        && !whole.exists()
+        && !label.is_empty()
+    {
+        return (label.to_string(), PathBuf::from(path));
+    }
+    (default_label(&whole), whole)
+}
+
+/// `random-init` for `random`; else the run's folder name, passing over `model.safetensors`,
+/// `step-*` and `checkpoints` (`runs/masked/checkpoints/step-00001000/model.safetensors`: `masked`).
+fn default_label(path: &std::path::Path) -> String {
+    if is_random_init(path) {
+        return "random-init".into();
+    }
+    let skip = |n: &str| n.ends_with(".safetensors") || n.starts_with("step-") || n == "checkpoints" || n == "LATEST";
+    path.components()
+        .rev()
+        .map(|c| c.as_os_str().to_string_lossy().to_string())
+        .find(|n| !skip(n) && n != "." && n != "..")
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+/// `mae probe --per-block`: every encoder of --checkpoint probed at every block, on the same images.
+fn per_block(a: ProbeArgs, dev: &engine::Device) -> Result<()> {
+    use mae::eval::per_block::{DepthCurve, per_block_plot, per_block_table, pixel_scores, probe_every_block};
+    if a.features.blocks != 1 {
+        return Err(Error::Config(
+            "--per-block probes each block on its own: leave --blocks out (it concatenates blocks)".into(),
+        ));
+    }
+    let entries: Vec<(String, PathBuf)> = a.checkpoint.iter().map(|c| label_and_path(c)).collect();
+    for (i, (label, _)) in entries.iter().enumerate() {
+        if entries[..i].iter().any(|(l, _)| l == label) {
+            return Err(Error::Config(format!(
+                "two encoders are named `{label}`: name them apart with LABEL=PATH, e.g. --checkpoint masked={}",
+                entries[i].1.display()
+            )));
+        }
+    }
+    // Trained encoders first: `random` takes their data unless --data names it.
+    let mut loaded: Vec<Option<Loaded>> = entries.iter().map(|_| None).collect();
+    for (slot, (_, path)) in loaded.iter_mut().zip(&entries).filter(|(_, (_, p))| !is_random_init(p)) {
+        // --model is for `random` and for weights without our metadata: a file that names its own
+        // configuration is read with it, so encoders of other shapes can be compared.
+        let model_path = mae::checkpoint::resolve_model_path(path)?;
+        let names_config =
+            mae::checkpoint::read_checkpoint_metadata(&model_path)?.contains_key(mae::checkpoint::META_CONFIG);
+        let preset = if names_config { None } else { a.model.as_deref() };
+        *slot = Some(load(path, preset, a.data.as_deref(), dev)?);
+    }
+    let trained_data = loaded.iter().flatten().map(|l| l.data.to_string()).collect::<Vec<_>>();
+    if a.data.is_none() && trained_data.iter().any(|d| *d != trained_data[0]) {
+        return Err(Error::Config(format!(
+            "the encoders were trained on different data ({}): pass --data to probe them all on the same images",
+            trained_data.join(", ")
+        )));
+    }
+    let data_arg = a.data.clone().or_else(|| trained_data.first().cloned());
+    for (slot, (_, path)) in loaded.iter_mut().zip(&entries) {
+        if slot.is_none() {
+            *slot = Some(load(path, a.model.as_deref(), data_arg.as_deref(), dev)?);
+        }
+    }
+    let loaded: Vec<Loaded> = loaded.into_iter().flatten().collect();
+    let first = &loaded[0].model.config;
+    for (l, (label, _)) in loaded.iter().zip(&entries) {
+        let c = &l.model.config;
+        if (c.img_size, c.in_chans) != (first.img_size, first.in_chans) {
+            return Err(Error::Config(format!(
+                "`{label}` takes {}x{} images of {} channels, `{}` {}x{} of {}: compare encoders of one input shape",
+                c.img_size, c.img_size, c.in_chans, entries[0].0, first.img_size, first.img_size, first.in_chans
+            )));
+        }
+    }
+    let source = &loaded[0].data;
+    let mut data = mae::probe::ProbeData::load(source, first, loaded[0].norm.clone(), a.train_limit, 0)?;
+    eprintln!(
+        "probing every block of {} encoder(s) on {source} ({} training, {} test images, {} classes)",
+        loaded.len(),
+        data.train.len(),
+        data.test.len(),
+        data.classes
+    );
+    let o = mae::classifiers::ProbeOptions {
+        epochs: a.epochs,
+        weight_decays: a.weight_decays.clone(),
+        lr: a.lr,
+        seed: a.seed,
+        ..Default::default()
+    };
+    let source_norm = source.normalization(&data.train);
+    eprintln!("raw pixels:");
+    let pixels = pixel_scores(&data, first.img_size, &o, dev)?;
+    eprintln!("  linear probe {:.2}%, k-NN {:.2}%", 100.0 * pixels.linear, 100.0 * pixels.knn);
+    let mut curves = Vec::new();
+    for (l, (label, _)) in loaded.iter().zip(&entries) {
+        eprintln!("{label}:");
+        // Each encoder sees its inputs normalised as it was trained.
+        data.norm = l.norm.clone().unwrap_or_else(|| source_norm.clone());
+        let blocks = probe_every_block(&l.model, &data, a.features.pool, &o, dev)?;
+        curves.push(DepthCurve { name: label.clone(), blocks });
+    }
+    mae::io::png::save_png(&a.figure, &per_block_plot(&curves, Some(pixels)))?;
+    eprintln!("figure: {}", a.figure.display());
+    print_and_save(&per_block_table(&curves, Some(pixels)), a.out.as_deref())
 }

@@ -9,5 +9,6 @@
 pub mod classifiers;
 pub mod features;
 pub mod finetune;
+pub mod per_block;
 pub mod probe;
 pub mod study;

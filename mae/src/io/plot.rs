@@ -342,6 +342,20 @@ pub fn line_plot(
     img
 }
 
+/// `panels` left to right on white, top-aligned: as wide as their widths' sum, as tall as the
+/// tallest (one figure of several plots, e.g. a linear-probe panel beside a k-NN panel).
+pub fn side_by_side(panels: &[RgbImage]) -> RgbImage {
+    let width = panels.iter().map(RgbImage::width).sum::<u32>().max(1);
+    let height = panels.iter().map(RgbImage::height).max().unwrap_or(1).max(1);
+    let mut img = RgbImage::from_pixel(width, height, Rgb(WHITE));
+    let mut x = 0i64;
+    for p in panels {
+        image::imageops::replace(&mut img, p, x, 0);
+        x += p.width() as i64;
+    }
+    img
+}
+
 fn dev_points<'a>(
     pts: &'a [Vec<(f64, f64)>],
     px: &'a impl Fn(f64) -> f64,
