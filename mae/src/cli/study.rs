@@ -89,6 +89,11 @@ pub struct StudyArgs {
     /// products (2026-12-07) were f32, and resume with `--matmul-precision f32`.
     #[arg(long, default_value = "bf16", value_parser = one_of::<Precision>(&["bf16", "f32"]))]
     matmul_precision: Precision,
+    /// Also the linear probe and k-NN on each encoder block's output, for every run and a random
+    /// encoder: per_block.png (accuracy against depth) and a table in results.md (see `mae probe
+    /// --per-block`; kept in each run's probe_per_block.csv).
+    #[arg(long)]
+    per_block: bool,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -145,6 +150,7 @@ pub fn run(a: StudyArgs) -> Result<()> {
         probe_train_limit: a.probe_train_limit,
         features: a.features.spec(),
         matmul_precision: a.matmul_precision,
+        per_block: a.per_block,
     };
     let dev = device(&a.device)?;
     let r = match mae::study::run_study_until(&o, &dev, Some(ctrl_c_flag())) {
@@ -157,6 +163,9 @@ pub fn run(a: StudyArgs) -> Result<()> {
     println!("{}", std::fs::read_to_string(&r.table).map_err(|e| Error::io(&r.table, e))?);
     eprintln!("table: {}\nplot:  {}", r.table.display(), r.plot.display());
     if let Some(p) = &r.steps_plot {
+        eprintln!("plot:  {}", p.display());
+    }
+    if let Some(p) = &r.per_block_plot {
         eprintln!("plot:  {}", p.display());
     }
     Ok(())

@@ -89,6 +89,9 @@ pub struct StudyOptions {
     /// The precision of every run's products (`TrainOptions::matmul_precision`; bf16 by default).
     /// A study's runs share it: resuming with another is refused, as for the recipe.
     pub matmul_precision: Precision,
+    /// Also probe every block of every run's encoder and of a random one (`per_block.png`, a
+    /// table in `results.md`; see [`crate::eval::per_block`]).
+    pub per_block: bool,
 }
 
 impl StudyOptions {
@@ -119,6 +122,7 @@ impl StudyOptions {
             probe_train_limit: None,
             features: FeatureSpec::output(crate::eval::features::Pool::Both),
             matmul_precision: Precision::Bf16,
+            per_block: false,
         }
     }
 }
@@ -337,6 +341,8 @@ pub struct StudyReport {
     pub plot: PathBuf,
     /// `probe_vs_steps.png`, when the study kept snapshots.
     pub steps_plot: Option<PathBuf>,
+    /// `per_block.png`, with `per_block`.
+    pub per_block_plot: Option<PathBuf>,
 }
 
 /// Pre-trains and probes every run of `plan(o)` not already in `results.csv`, then the
@@ -456,12 +462,57 @@ pub fn run_study_until(o: &StudyOptions, dev: &Device, stop: Option<Arc<AtomicBo
         md.push_str("\nLinear probe and k-NN against pre-training steps:\n\n");
         md.push_str(&curve_table(&curves));
     }
+    let per_block_plot = if o.per_block {
+        let (curves, pixels) = per_block_curves(o, &rows, &baselines, &data, dev)?;
+        md.push_str("\nLinear probe and k-NN at each encoder block:\n\n");
+        md.push_str(&crate::eval::per_block::per_block_table(&curves, Some(pixels)));
+        let path = o.out_dir.join("per_block.png");
+        save_png(&path, &crate::eval::per_block::per_block_plot(&curves, Some(pixels)))?;
+        Some(path)
+    } else {
+        None
+    };
     std::fs::write(&table, md).map_err(|e| Error::io(&table, e))?;
     let plot = o.out_dir.join("probe_vs_ratio.png");
     let main: Vec<StudyRow> =
         rows.iter().filter(|r| r.decoder_depth == o.model.decoder_depth && r.seed == o.seed).cloned().collect();
     save_png(&plot, &probe_plot(&main, &baselines))?;
-    Ok(StudyReport { rows, baselines, table, plot, steps_plot })
+    Ok(StudyReport { rows, baselines, table, plot, steps_plot, per_block_plot })
+}
+
+/// Every block of every run's final model probed (kept in the run's `probe_per_block.csv`), then a
+/// random encoder's (kept in the study's), and the raw pixels' scores from the baselines.
+fn per_block_curves(
+    o: &StudyOptions,
+    rows: &[StudyRow],
+    baselines: &[(String, f32, f32)],
+    data: &ProbeData,
+    dev: &Device,
+) -> Result<(Vec<crate::eval::per_block::DepthCurve>, crate::eval::classifiers::ProbeScores)> {
+    use crate::eval::per_block::{CURVE_FILE, DepthCurve, probe_every_block_kept};
+    let pool = o.features.pool;
+    let mut curves = Vec::new();
+    for r in rows {
+        let run_dir = o.out_dir.join("runs").join(&r.name);
+        let Some(checkpoint) = crate::train::checkpoint::CheckpointDir::new(&run_dir).latest() else {
+            return Err(Error::Config(format!("{} has no checkpoint to probe block by block", run_dir.display())));
+        };
+        eprintln!("study: probing every block of {}", r.name);
+        let (model, _) = load_model(&checkpoint.join(MODEL_FILE), None, dev)?;
+        let tag = format!("step={}", r.steps);
+        let blocks = probe_every_block_kept(&run_dir.join(CURVE_FILE), &tag, &model, data, pool, &o.probe, dev)?;
+        curves.push(DepthCurve { name: r.name.clone(), blocks });
+    }
+    // The random encoder of the baselines (the same seed).
+    eprintln!("study: probing every block of a random-init encoder");
+    let seed = o.seed.wrapping_add(1);
+    let model = crate::model::MaskedAutoencoder::new(&o.model, seed, dev)?;
+    let tag = format!("random-init;seed={seed};model={:?}", o.model);
+    let blocks = probe_every_block_kept(&o.out_dir.join(CURVE_FILE), &tag, &model, data, pool, &o.probe, dev)?;
+    curves.push(DepthCurve { name: "random-init".into(), blocks });
+    let (_, linear, knn) =
+        baselines.iter().find(|b| b.0 == "raw pixels").cloned().unwrap_or(("".into(), f32::NAN, f32::NAN));
+    Ok((curves, crate::eval::classifiers::ProbeScores { linear, knn, weight_decay: f32::NAN }))
 }
 
 /// The runs whose probe is drawn against steps: the masked (0.75 random) and the plain
