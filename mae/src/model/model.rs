@@ -236,6 +236,12 @@ impl MaskedAutoencoder {
         Ok(outputs.pop().expect("one output"))
     }
 
+    /// `x: [N, K, D]` -> `[N, 1 + K, D]` with `cls_token + pos_embed[:, :1]` in front.
+    fn prepend_cls(&self, x: &Tensor) -> Result<Tensor> {
+        let cls = self.cls_token.add(&ops::slice_tokens(&self.pos_embed, 0, 1)?)?;
+        Ok(ops::concat_tokens(&[&expand(&cls, x.dim(0), 1)?, x])?)
+    }
+
     /// As `encode_tokens`, returning the outputs of the last `keep` blocks, oldest first; the
     /// final norm, when asked, applies to the last one only (as in the model).
     fn encode_tokens_keeping(&self, x: &Tensor, keep: usize, final_norm: bool) -> Result<Vec<Tensor>> {
@@ -251,12 +257,6 @@ impl MaskedAutoencoder {
         let mut kept: Vec<Tensor> = outputs.split_off(outputs.len().saturating_sub(keep.saturating_sub(1)));
         kept.push(last);
         Ok(kept)
-    }
-
-    /// `x: [N, K, D]` -> `[N, 1 + K, D]`: `cls_token + pos_embed[:, :1]` first.
-    fn prepend_cls(&self, x: &Tensor) -> Result<Tensor> {
-        let cls = self.cls_token.add(&ops::slice_tokens(&self.pos_embed, 0, 1)?)?;
-        Ok(ops::concat_tokens(&[&expand(&cls, x.dim(0), 1)?, x])?)
     }
 
     /// `forward_encoder`: the visible patches only. Returns the latent `[N, 1 + K, D]`.
@@ -294,6 +294,23 @@ impl MaskedAutoencoder {
         }
         outputs.insert(0, x);
         Ok(outputs)
+    }
+
+    /// What encoder block `block` (`0..depth`) reads on every patch, no masking: its input after
+    /// its `norm1`, `[N, 1 + L, D]`, which its attention projects to q, k and v. Computed by the
+    /// blocks before it with the fused residual-and-norm kernels of the forward pass, so it is the
+    /// very tensor the full forward hands that block (attention maps read it).
+    pub fn encoder_block_normed_input(&self, patches: &Tensor, block: usize) -> Result<Tensor> {
+        let depth = self.blocks.len();
+        if block >= depth {
+            return Err(Error::Config(format!(
+                "encoder block {block}: the encoder has {depth}; use 0 to {}",
+                depth.saturating_sub(1)
+            )));
+        }
+        let x = self.prepend_cls(&self.embed(patches)?)?;
+        let (_, normed) = run_blocks(&self.blocks[..block], &x, Some(&self.blocks[block].norm1))?;
+        Ok(normed.expect("run_blocks normalises its output when given a norm"))
     }
 
     /// The encoder on every patch without its final norm (fine-tuning with global pooling puts a
