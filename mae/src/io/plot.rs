@@ -488,6 +488,46 @@ pub fn image_grid(tiles: &[Vec<RgbImage>], column_titles: &[&str], scale: u32, p
     img
 }
 
+// ---------------------------------------------------------------------------------------------
+// Heat maps
+
+/// Viridis at five stops (dark purple, blue, teal, green, yellow), interpolated linearly: low to
+/// high reads at a glance and stays ordered in grey.
+const HEAT_STOPS: [[f32; 3]; 5] =
+    [[68.0, 1.0, 84.0], [59.0, 82.0, 139.0], [33.0, 145.0, 140.0], [94.0, 201.0, 98.0], [253.0, 231.0, 37.0]];
+
+/// The colour of `t` in `0..=1` (clamped; NaN is 0) on the heat map's scale.
+pub fn heat_color(t: f32) -> [u8; 3] {
+    let t = if t.is_nan() { 0.0 } else { t.clamp(0.0, 1.0) } * (HEAT_STOPS.len() - 1) as f32;
+    let k = (t.floor() as usize).min(HEAT_STOPS.len() - 2);
+    let f = t - k as f32;
+    let (a, b) = (HEAT_STOPS[k], HEAT_STOPS[k + 1]);
+    [0, 1, 2].map(|c| (a[c] + (b[c] - a[c]) * f).round() as u8)
+}
+
+/// `image` in grey with the map `values: [grid_h, grid_w]` (row-major, e.g. one value per patch)
+/// laid over it: the values scaled to `0..=1` by their own minimum and maximum (a constant map is
+/// all 0; non-finite values count as the minimum), each cell stretched over its share of the image
+/// (nearest neighbour, so a patch's value covers exactly its patch), coloured with [`heat_color`]
+/// and blended in with weight `alpha`. The result has the image's size.
+pub fn heat_overlay(image: &RgbImage, values: &[f32], grid_w: usize, grid_h: usize, alpha: f32) -> RgbImage {
+    let finite = || values.iter().copied().filter(|v| v.is_finite());
+    let lo = finite().fold(f32::INFINITY, f32::min);
+    let hi = finite().fold(f32::NEG_INFINITY, f32::max);
+    let span = hi - lo;
+    let unit = |v: f32| if v.is_finite() && span > 0.0 { (v - lo) / span } else { 0.0 };
+    let (w, h) = (image.width().max(1) as usize, image.height().max(1) as usize);
+    let mut out = image.clone();
+    for (x, y, p) in out.enumerate_pixels_mut() {
+        let grey = (0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32).round().clamp(0.0, 255.0);
+        let (gx, gy) = (x as usize * grid_w / w, y as usize * grid_h / h);
+        let v = values.get(gy * grid_w + gx).copied().unwrap_or(f32::NAN);
+        let color = heat_color(unit(v));
+        *p = Rgb([0, 1, 2].map(|c| (grey * (1.0 - alpha) + color[c] as f32 * alpha).round() as u8));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
