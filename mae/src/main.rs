@@ -25,6 +25,9 @@ enum Command {
     Train(cli::train::TrainArgs),
     /// Draw original | masked | reconstruction | reconstruction + visible patches.
     Reconstruct(cli::reconstruct::ReconstructArgs),
+    /// What the encoder looks at: the cls token's attention per head over the image, and one image
+    /// reconstructed at several mask ratios; checkpoints side by side.
+    Attention(cli::attention::AttentionArgs),
     /// Write frozen-encoder features of a data set to a .npy file (labels beside them).
     Embed(cli::embed::EmbedArgs),
     /// Linear probe and k-NN on frozen features, beside raw pixels and a random encoder.
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Train(a) => cli::train::run(a, matches.subcommand_matches("train").expect("the train subcommand")),
         Command::Reconstruct(a) => cli::reconstruct::run(a),
+        Command::Attention(a) => cli::attention::run(a),
         Command::Embed(a) => cli::embed::run(a),
         Command::Probe(a) => cli::probe::run(a),
         Command::Finetune(a) => cli::finetune::run(a),

@@ -2,6 +2,7 @@
 //! `--help`) and a `run` that calls the library. [`common`] holds the flags and helpers several
 //! subcommands share.
 
+pub mod attention;
 pub mod bench;
 pub mod common;
 pub mod embed;

@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use clap::Args;
 use mae::Result;
 use mae::data::Split;
+use mae::data::image_set::{ImageSet, Normalization};
 use mae::masking::MaskStrategy;
 
-use super::common::{CheckpointArgs, DeviceArgs, STRATEGIES, device, one_of};
+use super::common::{CheckpointArgs, DeviceArgs, Loaded, STRATEGIES, device, one_of};
 
 #[derive(Args)]
 pub struct ReconstructArgs {
@@ -34,10 +35,20 @@ pub fn run(a: ReconstructArgs) -> Result<()> {
     mae::masking::check_ratio(a.mask_ratio)?;
     let dev = device(&a.device)?;
     let l = a.source.load(&dev)?;
-    let set =
-        l.data.load(Split::Test, &l.model.config, 0).or_else(|_| l.data.load(Split::Train, &l.model.config, 0))?;
-    let norm = l.norm.unwrap_or_else(|| l.data.normalization(&set));
+    let set = picture_images(&l)?;
+    let norm = input_normalization(&l, &set);
     mae::reconstruct::save_reconstructions(&l.model, &set, &norm, a.mask_ratio, strategy, a.seed, a.count, &a.out)?;
     eprintln!("wrote {}", a.out.display());
     Ok(())
+}
+
+/// The images pictures of a model are drawn from: the test split of its data, else the training one.
+pub fn picture_images(l: &Loaded) -> Result<ImageSet> {
+    l.data.load(Split::Test, &l.model.config, 0).or_else(|_| l.data.load(Split::Train, &l.model.config, 0))
+}
+
+/// The normalisation `l`'s model trained with (as its checkpoint records it, else its data's own
+/// for `set`).
+pub fn input_normalization(l: &Loaded, set: &ImageSet) -> Normalization {
+    l.norm.clone().unwrap_or_else(|| l.data.normalization(set))
 }
