@@ -34,6 +34,9 @@ enum Command {
     Probe(cli::probe::ProbeArgs),
     /// Fine-tune the encoder with a linear head end to end; test accuracy.
     Finetune(cli::finetune::FinetuneArgs),
+    /// Test features on their first two principal components, coloured by class, encoders and raw
+    /// pixels side by side, with how well the classes separate.
+    Geometry(cli::geometry::GeometryArgs),
     /// Pre-train over mask ratios, strategies and targets, probe each: the study.
     Study(cli::study::StudyArgs),
     /// Time the kernels (CPU reference, fast CPU, GPU) and training steps; print markdown tables.
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
         Command::Embed(a) => cli::embed::run(a),
         Command::Probe(a) => cli::probe::run(a),
         Command::Finetune(a) => cli::finetune::run(a),
+        Command::Geometry(a) => cli::geometry::run(a),
         Command::Study(a) => cli::study::run(a),
         Command::Bench(a) => cli::bench::run(a),
         Command::Info(a) => cli::info::run(a),

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod common;
 pub mod embed;
 pub mod finetune;
+pub mod geometry;
 pub mod info;
 pub mod probe;
 pub mod reconstruct;

@@ -1,6 +1,6 @@
 //! File formats: checkpoints (safetensors, readable by Python's `safetensors` and loading
 //! official MAE weights converted to it), NumPy `.npy` arrays for features and labels, and PNG
-//! pictures (plots, reconstruction grids) drawn with a built-in bitmap font.
+//! pictures (plots, reconstruction grids, scatter plots) drawn with a built-in bitmap font.
 //!
 //! Every writer is atomic ([`write_atomically`]): a crash leaves the old file or the new one.
 //! Every reader returns errors, never panics, on malformed files, and checks sizes declared in a
@@ -12,6 +12,7 @@ pub mod npy;
 pub mod plot;
 pub mod png;
 pub mod safetensors;
+pub mod scatter;
 
 pub use atomic::write_atomically;
 pub use font::draw_text;
