@@ -227,6 +227,115 @@ fn attention_matches_reference_for_mae_sequence_lengths_and_head_dims() {
     }
 }
 
+/// q and k with magnitudes 0.01 to 4 (scores from flat to nearly one-hot rows) and v from 0.001 to
+/// 100, each sign random: `[heads, seq, dim]` each.
+fn wide_attention_inputs(heads: usize, seq: usize, dim: usize, rng: &mut Rng) -> Vec<(Vec<f32>, Vec<usize>)> {
+    let n = heads * seq * dim;
+    let shape = vec![heads, seq, dim];
+    vec![
+        (wide_values(n, -2.0, 0.6, rng), shape.clone()),
+        (wide_values(n, -2.0, 0.6, rng), shape.clone()),
+        (wide_values(n, -3.0, 2.0, rng), shape),
+    ]
+}
+
+#[test]
+fn attention_matches_reference_forward_and_backward_on_uneven_shapes_and_wide_values() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::new(21);
+    // (seq, heads, dim): lengths that are not multiples of the tiled kernels' 32 owned rows or 16
+    // streamed ones; dims of the tiled kernels (multiples of 4 up to 64: 16, 20, 24, 32, 64) and of
+    // the row kernels they fall back to (18 is not a multiple of 4, 96 is past 64).
+    let cases = [
+        (1, 3, 16),
+        (5, 2, 20),
+        (13, 3, 24),
+        (50, 2, 64),
+        (67, 2, 32),
+        (197, 1, 32),
+        (33, 2, 64),
+        (5, 2, 4),
+        (13, 2, 18),
+        (67, 1, 96),
+    ];
+    for &(seq, heads, dim) in &cases {
+        let inputs = wide_attention_inputs(heads, seq, dim, &mut rng);
+        // |v| reaches 100 and dP = dout . v sums dim such products: the absolute error of f32 sums
+        // of that size, carried into the gradients.
+        let atol = 2e-5 * max_abs(&inputs[2].0) * (dim as f32).sqrt();
+        assert_devices_agree(
+            &gpu,
+            &inputs,
+            &|t| ops::attention(&t[0], &t[1], &t[2]),
+            atol,
+            2e-3,
+            &format!("attention seq={seq} heads={heads} dim={dim} (wide values)"),
+        );
+    }
+}
+
+#[test]
+fn packed_qkv_attention_matches_reference_on_uneven_shapes_of_the_tiled_kernels() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::new(22);
+    for &(seq, heads, dim) in &[(5usize, 3usize, 20usize), (50, 3, 64), (67, 2, 32), (33, 5, 16), (13, 2, 18)] {
+        let n = 2;
+        let qkv = wide_values(n * seq * 3 * heads * dim, -2.0, 0.6, &mut rng);
+        assert_devices_agree(
+            &gpu,
+            &[(qkv, vec![n, seq, 3 * heads * dim])],
+            &|t| ops::attention_qkv(&t[0], heads),
+            1e-4 * (dim as f32).sqrt(),
+            2e-3,
+            &format!("attention_qkv seq={seq} heads={heads} dim={dim} (wide values)"),
+        );
+    }
+}
+
+#[test]
+fn attention_gradients_are_the_same_bits_on_every_run() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::new(23);
+    // No atomics: every sum has one fixed order, so two runs agree exactly (tiled and row kernels).
+    for &(seq, dim) in &[(67usize, 32usize), (50, 18)] {
+        let inputs = wide_attention_inputs(2, seq, dim, &mut rng);
+        let f = |t: &[Tensor]| ops::attention(&t[0], &t[1], &t[2]);
+        let (a, b) = (run_on(&gpu, &inputs, &f), run_on(&gpu, &inputs, &f));
+        assert_eq!(a.out, b.out, "attention seq={seq} dim={dim}: two forwards differ");
+        assert_eq!(a.grads, b.grads, "attention seq={seq} dim={dim}: two backwards differ");
+    }
+}
+
+#[test]
+fn attention_runs_the_tiled_kernels_for_dims_that_are_multiples_of_4_up_to_64_and_the_row_kernels_otherwise() {
+    let Some(gpu) = gpu() else { return };
+    let Device::Gpu(g) = &gpu else { unreachable!() };
+    let ctx = g.context();
+    if !ctx.has_timestamps() {
+        eprintln!("SKIPPED: {} has no timestamp queries", ctx.adapter.name);
+        return;
+    }
+    let mut rng = Rng::new(24);
+    // Dims no other test uses, so another test's dispatches in the same profile cannot answer.
+    let inputs28 = wide_attention_inputs(2, 19, 28, &mut rng);
+    let inputs14 = wide_attention_inputs(2, 19, 14, &mut rng);
+    let f = |t: &[Tensor]| ops::attention(&t[0], &t[1], &t[2]);
+    ctx.start_profiling_by_shape().unwrap();
+    run_on(&gpu, &inputs28, &f);
+    run_on(&gpu, &inputs14, &f);
+    let rows = ctx.stop_profiling().unwrap();
+    let ran = |entry: &str, dim: usize| {
+        let prefix = format!("{entry} [HEAD_DIM={dim}]");
+        rows.iter().any(|(name, n, _)| name.starts_with(&prefix) && *n > 0)
+    };
+    for entry in ["forward", "backward_dq", "backward_dkdv"] {
+        assert!(ran(&format!("{entry}_tiles"), 28), "{entry}_tiles for dim 28: {rows:?}");
+        assert!(!ran(entry, 28), "{entry} (rows) for dim 28: {rows:?}");
+        assert!(ran(entry, 14), "{entry} (rows) for dim 14: {rows:?}");
+        assert!(!ran(&format!("{entry}_tiles"), 14), "{entry}_tiles for dim 14: {rows:?}");
+    }
+}
+
 #[test]
 fn masked_patch_gather_and_scatter_match_reference() {
     let Some(gpu) = gpu() else { return };

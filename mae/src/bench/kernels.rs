@@ -443,6 +443,9 @@ pub fn cases(batch: usize) -> Vec<Case> {
         // ViT-B's decoder at the batch of 8 (16 heads of 197 x 32): the per-head kernel.
         attention_case("attention fwd (ViT-B decoder, batch 8)", 8 * 16, 197, 32, false),
         attention_case("attention bwd (ViT-B decoder, batch 8)", 8 * 16, 197, 32, true),
+        // ViT-B's encoder at batch 8 (12 heads of 50 visible tokens x 64): the other tiled shape.
+        attention_case("attention fwd (ViT-B encoder, batch 8)", 8 * 12, 50, 64, false),
+        attention_case("attention bwd (ViT-B encoder, batch 8)", 8 * 12, 50, 64, true),
         layernorm_case("layernorm fwd", enc_rows, 128, false),
         layernorm_case("layernorm bwd", enc_rows, 128, true),
         add_layernorm_case("residual + layernorm, unfused", enc_rows, 128, false),

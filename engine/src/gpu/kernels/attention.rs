@@ -27,10 +27,61 @@ struct Params {
     off_grad: [u32; 4],
 }
 
-/// The kernel keeps one query's row in registers of at most this many values.
+/// The row kernels keep one query's row in registers of at most this many values.
 pub const MAX_HEAD_DIM: usize = 128;
-const QUERIES_PER_GROUP: usize = 64;
+/// Rows a workgroup owns in the row kernels (one an invocation) and their streamed tile.
+const ROWS_PER_GROUP: usize = 64;
 const TILE_ROWS: usize = 16;
+/// The tiled kernels: rows a workgroup owns (queries; keys in dkdv), rows of a streamed tile, and
+/// the largest head dim their registers hold (two vec4 of columns per owned row and invocation).
+const TILE_OWN: usize = 32;
+const TILE_STREAM: usize = 16;
+const TILED_MAX_DIM: usize = 64;
+
+/// Which kernels run a spec: the tiled ones (`*_tiles`: 32 rows a workgroup, register-blocked tile
+/// products) for head dims that are a multiple of 4 up to 64, the row kernels (one row an
+/// invocation) for every other dim up to [`MAX_HEAD_DIM`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Path {
+    Tiles,
+    Rows,
+}
+
+impl Path {
+    /// `MAE_GPU_ATTENTION_ROWS=1` runs the row kernels for every dim: the A/B switch for timing the
+    /// tiles against them on one device (read once).
+    fn of(dim: usize) -> Path {
+        static ROWS_ONLY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let rows_only = *ROWS_ONLY.get_or_init(|| std::env::var("MAE_GPU_ATTENTION_ROWS").is_ok_and(|v| v == "1"));
+        if !rows_only && dim.is_multiple_of(4) && dim <= TILED_MAX_DIM { Path::Tiles } else { Path::Rows }
+    }
+
+    /// Bytes of workgroup memory of this path's largest entry point.
+    fn shared_bytes(self, dim: usize) -> usize {
+        match self {
+            // backward_dkdv_tiles: four staged tiles of dim / 4 + 1 vec4 a row (own 32 rows each for
+            // k and v, 16 each for q and dout), two [16, 32] blocks (P, dS), lse and delta of 16 rows.
+            Path::Tiles => 16 * ((2 * TILE_OWN + 2 * TILE_STREAM) * (dim / 4 + 1) + 2 * 128) + 2 * 4 * TILE_STREAM,
+            Path::Rows => (2 * TILE_ROWS * dim + 2 * TILE_ROWS) * 4,
+        }
+    }
+
+    fn rows_per_group(self) -> usize {
+        match self {
+            Path::Tiles => TILE_OWN,
+            Path::Rows => ROWS_PER_GROUP,
+        }
+    }
+
+    fn entry(self, kernel: &'static str) -> &'static str {
+        match (self, kernel) {
+            (Path::Tiles, "forward") => "forward_tiles",
+            (Path::Tiles, "backward_dq") => "backward_dq_tiles",
+            (Path::Tiles, "backward_dkdv") => "backward_dkdv_tiles",
+            _ => kernel,
+        }
+    }
+}
 
 /// Where q, k, v, out (and dout), dq, dk and dv live.
 struct Layouts {
@@ -98,7 +149,7 @@ fn check(buffers: &[(&Storage, usize, &str)]) -> Result<()> {
     Ok(())
 }
 
-fn setup(g: &Gpu, s: &AttentionSpec, l: &Layouts) -> Result<(Params, [u32; 3])> {
+fn setup(g: &Gpu, s: &AttentionSpec, l: &Layouts) -> Result<(Params, [u32; 3], Path)> {
     if s.dim == 0 || s.dim > MAX_HEAD_DIM {
         return Err(Error::Gpu(format!(
             "attention: head dim {} is outside the GPU kernel's 1..={MAX_HEAD_DIM}; \
@@ -106,8 +157,13 @@ fn setup(g: &Gpu, s: &AttentionSpec, l: &Layouts) -> Result<(Params, [u32; 3])> 
             s.dim
         )));
     }
-    let shared = (2 * TILE_ROWS * s.dim + 2 * TILE_ROWS) * 4;
     let limit = g.ctx.limits.max_compute_workgroup_storage_size as usize;
+    // A device with less workgroup memory than the tiles need runs the row kernels.
+    let path = match Path::of(s.dim) {
+        Path::Tiles if Path::Tiles.shared_bytes(s.dim) <= limit => Path::Tiles,
+        _ => Path::Rows,
+    };
+    let shared = path.shared_bytes(s.dim);
     if shared > limit {
         return Err(Error::Gpu(format!(
             "attention: head dim {} needs {shared} bytes of workgroup memory, the device offers {limit} \
@@ -132,7 +188,7 @@ fn setup(g: &Gpu, s: &AttentionSpec, l: &Layouts) -> Result<(Params, [u32; 3])> 
         off_grad: [off(&l.dq)?, off(&l.dk)?, off(&l.dv)?, 0],
     };
     let [y, z, _] = grid_groups(s.heads)?;
-    Ok((p, [u32_of(s.seq.div_ceil(QUERIES_PER_GROUP), "query blocks")?, y, z]))
+    Ok((p, [u32_of(s.seq.div_ceil(path.rows_per_group()), "row blocks")?, y, z], path))
 }
 
 fn key(entry: &'static str, dim: usize) -> PipelineKey {
@@ -145,7 +201,7 @@ fn run_forward(g: &Gpu, src: [&Storage; 3], l: &Layouts, s: &AttentionSpec) -> R
     if n == 0 {
         return Ok((out, lse));
     }
-    let (p, groups) = setup(g, s, l)?;
+    let (p, groups, path) = setup(g, s, l)?;
     check(&[
         (src[0], extent(&l.q, s), "attention q"),
         (src[1], extent(&l.k, s), "attention k"),
@@ -153,7 +209,7 @@ fn run_forward(g: &Gpu, src: [&Storage; 3], l: &Layouts, s: &AttentionSpec) -> R
         (&out, extent(&l.o, s), "attention output"),
     ])?;
     g.ctx.dispatch(
-        &key("forward", s.dim),
+        &key(path.entry("forward"), s.dim),
         bytemuck::bytes_of(&p),
         &[(1, g.buf(src[0])?), (2, g.buf(src[1])?), (3, g.buf(src[2])?), (4, g.buf(&out)?), (5, g.buf(&lse)?)],
         groups,
@@ -174,7 +230,7 @@ fn run_backward(
     dq: &Storage,
     dkv: &Storage,
 ) -> Result<()> {
-    let (p, groups) = setup(g, s, l)?;
+    let (p, groups, path) = setup(g, s, l)?;
     check(&[
         (src[0], extent(&l.q, s), "attention q"),
         (src[1], extent(&l.k, s), "attention k"),
@@ -203,10 +259,10 @@ fn run_backward(
     ];
     let mut bindings = inputs.to_vec();
     bindings.push((8, g.buf(dq)?));
-    g.ctx.dispatch(&key("backward_dq", s.dim), params, &bindings, groups)?;
+    g.ctx.dispatch(&key(path.entry("backward_dq"), s.dim), params, &bindings, groups)?;
     let mut bindings = inputs.to_vec();
     bindings.push((9, g.buf(dkv)?));
-    g.ctx.dispatch(&key("backward_dkdv", s.dim), params, &bindings, groups)
+    g.ctx.dispatch(&key(path.entry("backward_dkdv"), s.dim), params, &bindings, groups)
 }
 
 pub fn forward(g: &Gpu, q: &Storage, k: &Storage, v: &Storage, s: &AttentionSpec) -> Result<(Storage, Storage)> {
