@@ -3,7 +3,8 @@
 // and, with the override GELU, also Y = gelu(C) (an MLP's fc1 and its activation in one dispatch;
 // C is kept for the backward). gelu() comes from shaders/lib/gelu.wgsl, appended by shaders.rs.
 // It serves the forward of every linear layer and both backward products (dA = dC * op(B)^T,
-// dB = op(A)^T * dC) through the transpose switches.
+// dB = op(A)^T * dC) through the transpose switches. Products of hundreds of 128 x 128 tiles run on
+// shaders/matmul_large.wgsl instead (the launcher chooses); A_SUMS and split-K only run here.
 //
 // Layouts (row-major): A is [M, K], or [K, M] when TRANS_A; B is [K, N], or [N, K] when TRANS_B;
 // batch b of A starts at b * a_stride (0 shares one A over the batch), likewise B; bias is [N].

@@ -777,3 +777,160 @@ fn packed_adamw_updates_each_segment_as_the_per_tensor_reference_and_skips_the_r
         }
     }
 }
+
+/// Forces this thread's products onto `tiles` until dropped (then back to the choice per product).
+struct ForcedMatmulTiles(Option<engine::gpu::MatmulTiles>);
+
+impl ForcedMatmulTiles {
+    fn new(tiles: engine::gpu::MatmulTiles) -> Self {
+        ForcedMatmulTiles(engine::gpu::force_matmul_tiles(Some(tiles)))
+    }
+}
+
+impl Drop for ForcedMatmulTiles {
+    fn drop(&mut self) {
+        engine::gpu::force_matmul_tiles(self.0);
+    }
+}
+
+/// `|got - want| <= bound` element by element, with a message naming the first one that is not.
+fn assert_within(got: &[f32], want: &[f32], bound: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    let off = |i: usize| {
+        let err = (got[i] - want[i]).abs();
+        err > bound[i] || err.is_nan()
+    };
+    if let Some(i) = (0..got.len()).find(|&i| off(i)) {
+        panic!("{what}: element {i} of {}: got {}, want {} (bound {})", got.len(), got[i], want[i], bound[i]);
+    }
+}
+
+#[test]
+fn large_tile_matmul_matches_reference_on_uneven_shapes_every_transpose_bias_and_gelu() {
+    use engine::backend::MatmulSpec;
+    use engine::cpu::reference;
+    let Some(gpu) = gpu() else { return };
+    // Small shapes on the 128 x 128 kernel: forced, since the launcher picks it only for products
+    // of hundreds of its tiles.
+    let _large = ForcedMatmulTiles::new(engine::gpu::MatmulTiles::Large);
+    let be = gpu.backend();
+    let mut rng = Rng::new(42);
+    // (batch, m, n, k, shared B): edges on every side, one row, K = 0, a long K (which the 64 x 64
+    // kernel would split), one exact tile, every axis a multiple of 4 (the vec4 loads in all four
+    // transpose cases), and batches with their own or a shared B.
+    let shapes = [
+        (1, 129, 257, 33, false),
+        (1, 300, 130, 70, false),
+        (1, 1, 137, 5, false),
+        (1, 7, 5, 0, false),
+        (1, 45, 65, 1100, false),
+        (1, 128, 128, 8, false),
+        (1, 132, 260, 36, false),
+        (3, 129, 68, 20, false),
+        (2, 17, 131, 12, true),
+    ];
+    for &(batch, m, n, k, shared_b) in &shapes {
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            let spec = MatmulSpec {
+                batch,
+                m,
+                n,
+                k,
+                trans_a: ta,
+                trans_b: tb,
+                a_batch_stride: m * k,
+                b_batch_stride: if shared_b { 0 } else { k * n },
+            };
+            // Magnitudes from 1e-3 to 1e3: products span twelve orders of magnitude.
+            let a = wide_values(spec.a_len(), -3.0, 3.0, &mut rng);
+            let b = wide_values(spec.b_len(), -3.0, 3.0, &mut rng);
+            let bias = wide_values(n, -3.0, 3.0, &mut rng);
+            // Each element's own f32 rounding bound: (K + 2) roundings of at most eps relative to
+            // sum_k |a| |b| + |bias| (a bound uniform over the matrix would hide small elements).
+            let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<f32>>();
+            let (abs_a, abs_b, abs_bias) = (abs(&a), abs(&b), abs(&bias));
+            let (ga, gb, gbias) = (be.upload(&a).unwrap(), be.upload(&b).unwrap(), be.upload(&bias).unwrap());
+            for with_bias in [false, true] {
+                let want = reference::matmul(&a, &b, with_bias.then_some(&bias[..]), &spec);
+                let scale = reference::matmul(&abs_a, &abs_b, with_bias.then_some(&abs_bias[..]), &spec);
+                let bound: Vec<f32> = scale.iter().map(|s| 2.0 * f32::EPSILON * (k + 2) as f32 * s).collect();
+                let gbias = with_bias.then_some(&gbias);
+                let what = format!("large-tile matmul {batch}x{m}x{n}x{k} ta={ta} tb={tb} bias={with_bias}");
+                let c = be.matmul(&ga, &gb, gbias, &spec).unwrap();
+                assert_within(&be.download(&c).unwrap(), &want, &bound, &what);
+                let (c, y) = be.matmul_gelu(&ga, &gb, gbias, &spec).unwrap();
+                assert_within(&be.download(&c).unwrap(), &want, &bound, &format!("{what}, C beside GELU"));
+                // GELU's slope is at most 1.13; its own rounding as in the element-wise GELU test.
+                let want_y: Vec<f32> = want.iter().map(|&v| reference::gelu(v)).collect();
+                let bound_y: Vec<f32> =
+                    bound.iter().zip(&want_y).map(|(b, y)| 1.13 * b + 2e-6 + 2e-5 * y.abs()).collect();
+                assert_within(&be.download(&y).unwrap(), &want_y, &bound_y, &format!("{what}, GELU"));
+            }
+        }
+    }
+}
+
+#[test]
+fn large_tile_matmul_serves_linear_layers_forward_and_backward() {
+    let Some(gpu) = gpu() else { return };
+    let _large = ForcedMatmulTiles::new(engine::gpu::MatmulTiles::Large);
+    let mut rng = Rng::new(43);
+    // The forward (x w^T + b, fused with GELU or not) and both backward products (dX = dY W,
+    // dW = dY^T X; the bias gradient's fused sums stay on the 64 x 64 kernel) through the big kernel.
+    for &(rows, inp, out) in &[(129, 33, 257), (300, 64, 132), (1, 5, 137)] {
+        let x = wide_values(rows * inp, -2.0, 2.0, &mut rng);
+        let w = uniform_values(out * inp, -1.0, 1.0, &mut rng);
+        let b = uniform_values(out, -1.0, 1.0, &mut rng);
+        let inputs = vec![(x, vec![rows, inp]), (w, vec![out, inp]), (b, vec![out])];
+        let atol = 2e-5 * (rows.max(inp) as f32).sqrt() * 100.0;
+        assert_devices_agree(
+            &gpu,
+            &inputs,
+            &|t| ops::linear(&t[0], &t[1], Some(&t[2])),
+            atol,
+            1e-4,
+            &format!("large-tile linear {rows}x{inp}->{out}"),
+        );
+        assert_devices_agree(
+            &gpu,
+            &inputs,
+            &|t| ops::linear_gelu(&t[0], &t[1], Some(&t[2])),
+            atol,
+            1e-4,
+            &format!("large-tile linear_gelu {rows}x{inp}->{out}"),
+        );
+    }
+}
+
+#[test]
+fn matmul_launcher_picks_large_tiles_for_products_that_fill_a_large_gpu_with_them() {
+    use engine::backend::MatmulSpec;
+    use engine::gpu::{MatmulTiles, runs_on_large_tiles};
+    let linear = |rows, inp, out| MatmulSpec {
+        batch: 1,
+        m: rows,
+        n: out,
+        k: inp,
+        trans_a: false,
+        trans_b: true,
+        a_batch_stride: 0,
+        b_batch_stride: 0,
+    };
+    let _auto = ForcedMatmulTiles::new(MatmulTiles::Auto);
+    // ViT-B at batch 64 (50 visible tokens an image in the encoder, 197 in the decoder).
+    for (rows, inp, out) in [(3200, 768, 2304), (3200, 768, 3072), (12608, 512, 2048), (12608, 2048, 512)] {
+        assert!(runs_on_large_tiles(&linear(rows, inp, out)), "{rows}x{inp}->{out}");
+    }
+    // 150 large tiles (600 small ones keep more SMs busy); the micro preset at batch 256; one
+    // row tile of many columns (the large tiles half empty).
+    for (rows, inp, out) in [(3200, 3072, 768), (3328, 128, 384), (12800, 64, 192), (64, 512, 2048 * 64)] {
+        assert!(!runs_on_large_tiles(&linear(rows, inp, out)), "{rows}x{inp}->{out}");
+    }
+    // A thread can force either kernel, and give the choice back.
+    let small = linear(3, 4, 5);
+    engine::gpu::force_matmul_tiles(Some(MatmulTiles::Large));
+    assert!(runs_on_large_tiles(&small));
+    engine::gpu::force_matmul_tiles(Some(MatmulTiles::Small));
+    assert!(!runs_on_large_tiles(&linear(12608, 512, 2048)));
+    assert_eq!(engine::gpu::force_matmul_tiles(None), Some(MatmulTiles::Small));
+}

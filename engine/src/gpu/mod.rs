@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 pub use buffer::GpuBuffer;
 pub use context::{AdapterSummary, GpuContext};
+pub use kernels::matmul::{MatmulTiles, force_matmul_tiles, runs_on_large_tiles};
 pub use select::list_adapters;
 
 use crate::backend::*;

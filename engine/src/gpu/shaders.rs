@@ -30,6 +30,14 @@ pub const SHADERS: &[(&str, &str)] = &[
         "matmul",
         concat!(include_str!("../../../shaders/matmul.wgsl"), "\n", include_str!("../../../shaders/lib/gelu.wgsl")),
     ),
+    (
+        "matmul_large",
+        concat!(
+            include_str!("../../../shaders/matmul_large.wgsl"),
+            "\n",
+            include_str!("../../../shaders/lib/gelu.wgsl")
+        ),
+    ),
     ("reduce", include_str!("../../../shaders/reduce.wgsl")),
 ];
 

@@ -1,4 +1,5 @@
-//! Launcher for `shaders/matmul.wgsl`.
+//! Launcher for `shaders/matmul.wgsl` (64 x 64 tiles) and `shaders/matmul_large.wgsl` (128 x 128
+//! tiles), choosing between them per product.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -8,7 +9,9 @@ use crate::error::{Error, Result};
 use crate::gpu::context::PipelineKey;
 use crate::gpu::{Gpu, GpuBuffer};
 use crate::storage::Storage;
+use std::cell::Cell;
 use std::rc::Rc;
+use std::sync::OnceLock;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -38,6 +41,85 @@ const SPLIT_MIN_K: usize = 256;
 /// ... in at least this many slices (fewer would not pay for the second pass) and at most this many.
 const SPLIT_MIN: usize = 4;
 const SPLIT_MAX: usize = 64;
+
+/// The tile side of `matmul_large.wgsl`.
+const LARGE_TILE: usize = 128;
+/// `matmul_large.wgsl` runs products of at least this many of its tiles (over the batch too): two
+/// waves of an H200's 132 SMs, two resident workgroups each. Below it, 4x as many 64 x 64 tiles keep
+/// more of a large GPU busy (ViT-B's [3200, 768] outputs are 150 large tiles, 600 small ones) and
+/// MAE's tall thin products at small batch need the workgroups.
+const LARGE_MIN_TILES: usize = 2 * 132;
+
+/// Which kernel the products run on: chosen per product, or one forced (for tests, which force the
+/// large kernel onto small shapes, and for benchmarks that compare the two on one shape).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatmulTiles {
+    /// `matmul_large.wgsl` for products of at least `LARGE_MIN_TILES` tiles of 128 x 128 whose
+    /// padding to them adds at most a quarter to the outputs computed, else `matmul.wgsl`.
+    Auto,
+    /// Always `matmul.wgsl`'s 64 x 64 tiles.
+    Small,
+    /// `matmul_large.wgsl` wherever it applies, however small the product, and without split-K;
+    /// the bias-gradient sums (`matmul_with_a_sums`) still run on `matmul.wgsl`.
+    Large,
+}
+
+impl MatmulTiles {
+    /// `MAE_GPU_MATMUL_TILES` (`auto`, `small`, `large`), read once; `Auto` when unset. For A/B runs
+    /// of a whole training step on a device.
+    fn from_env() -> MatmulTiles {
+        static FROM_ENV: OnceLock<MatmulTiles> = OnceLock::new();
+        *FROM_ENV.get_or_init(|| match std::env::var("MAE_GPU_MATMUL_TILES") {
+            Err(_) => MatmulTiles::Auto,
+            Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
+                "" | "auto" => MatmulTiles::Auto,
+                "small" => MatmulTiles::Small,
+                "large" => MatmulTiles::Large,
+                _ => {
+                    eprintln!("MAE_GPU_MATMUL_TILES={v}: not auto, small or large; choosing per product");
+                    MatmulTiles::Auto
+                }
+            },
+        })
+    }
+}
+
+thread_local! {
+    /// This thread's forced choice (see `force_matmul_tiles`), per thread so that tests running
+    /// beside each other in one process do not take each other's.
+    static FORCED_TILES: Cell<Option<MatmulTiles>> = const { Cell::new(None) };
+}
+
+/// For tests and benchmarks: the products this thread records from now on run on `tiles` (`None`:
+/// back to `MAE_GPU_MATMUL_TILES`, else the choice per product). Returns the previous setting.
+pub fn force_matmul_tiles(tiles: Option<MatmulTiles>) -> Option<MatmulTiles> {
+    FORCED_TILES.with(|f| f.replace(tiles))
+}
+
+/// Whether a product of `s` (without the bias-gradient sums) runs on `matmul_large.wgsl`'s
+/// 128 x 128 tiles, as this thread's launches would choose now: for benchmarks, to label a timing.
+pub fn runs_on_large_tiles(s: &MatmulSpec) -> bool {
+    large_tiles(s, Extra::None)
+}
+
+/// Whether product `s` runs on `matmul_large.wgsl`. The bias-gradient sums stay on `matmul.wgsl`
+/// (their weight-gradient products have a long K and few tiles: split-K's territory).
+fn large_tiles(s: &MatmulSpec, extra: Extra) -> bool {
+    if extra == Extra::ASums {
+        return false;
+    }
+    match FORCED_TILES.with(Cell::get).unwrap_or_else(MatmulTiles::from_env) {
+        MatmulTiles::Small => false,
+        MatmulTiles::Large => true,
+        MatmulTiles::Auto => {
+            let tiles = s.batch * s.m.div_ceil(LARGE_TILE) * s.n.div_ceil(LARGE_TILE);
+            // The outputs each kernel computes, padding included: the large tiles may add at most a
+            // quarter to the small tiles' (a [64, 2048] product would compute twice its outputs).
+            let padded = |tile: usize| s.m.next_multiple_of(tile) * s.n.next_multiple_of(tile);
+            tiles >= LARGE_MIN_TILES && 4 * padded(LARGE_TILE) <= 5 * padded(TILE)
+        }
+    }
+}
 
 /// `(slices, k_chunk)` for split-K: a batch-1 product without bias or GELU whose output has too few
 /// 64 x 64 tiles to fill a large GPU and whose K is long (the micro preset's weight gradients:
@@ -133,7 +215,9 @@ fn launch(
     for (len, what) in [(s.a_len(), "A"), (s.b_len(), "B"), (len, "C")] {
         u32_of(len, what)?;
     }
-    let split = split_k(s, bias.is_some() || gelu);
+    // Split-K is for products of few tiles, which the large kernel runs only when forced to.
+    let large = large_tiles(s, extra);
+    let split = if large { None } else { split_k(s, bias.is_some() || gelu) };
     let (slices, k_chunk) = split.unwrap_or((s.batch, s.k));
     let a_sums = extra == Extra::ASums;
     // Per slice: C, then (with the sums) padding to a 64-value boundary and the M sums (room for at
@@ -162,23 +246,25 @@ fn launch(
     let bias_buf = g.buf(bias.or(no_bias.as_ref()).expect("a bias or its stand-in"))?;
     let y_buf = g.buf(y.as_ref().or(no_y.as_ref()).expect("a GELU output or its stand-in"))?;
     let vec4 = vec4_ok(s);
-    let key = PipelineKey {
-        shader: "matmul",
-        entry: "matmul",
-        constants: vec![
-            ("TRANS_A", s.trans_a as u32),
-            ("TRANS_B", s.trans_b as u32),
-            ("GELU", gelu as u32),
-            ("VEC4", vec4 as u32),
-            ("A_SUMS", a_sums as u32),
-        ],
+    let mut constants = vec![
+        ("TRANS_A", s.trans_a as u32),
+        ("TRANS_B", s.trans_b as u32),
+        ("GELU", gelu as u32),
+        ("VEC4", vec4 as u32),
+    ];
+    let (shader, tile) = if large {
+        ("matmul_large", LARGE_TILE)
+    } else {
+        constants.push(("A_SUMS", a_sums as u32));
+        ("matmul", TILE)
     };
+    let key = PipelineKey { shader, entry: shader, constants };
     let (ab, bb) = (g.buf(a)?, g.buf(b)?);
     // The shader names both views of each operand (scalar and vec4; its VEC4 branch is chosen at
     // pipeline creation, after the bind group layout is fixed), so both are bound, to the same buffer.
     let bindings: Vec<(u32, wgpu::BufferBinding)> =
         vec![(1, ab.clone()), (2, bb.clone()), (3, bias_buf), (4, g.buf(&out)?), (5, ab), (6, bb), (7, y_buf)];
-    let groups = [u32_of(s.n.div_ceil(TILE), "column tiles")?, u32_of(s.m.div_ceil(TILE), "row tiles")?, p.batch];
+    let groups = [u32_of(s.n.div_ceil(tile), "column tiles")?, u32_of(s.m.div_ceil(tile), "row tiles")?, p.batch];
     g.ctx.dispatch(&key, bytemuck::bytes_of(&p), &bindings, groups)?;
     let out = if split.is_some() {
         super::reduce::sum_axis(g, &out, &AxisSpec { outer: 1, axis: slices, inner: c_stride })?
