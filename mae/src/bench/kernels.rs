@@ -175,6 +175,132 @@ fn linear_gelu_case(name: &'static str, m: usize, k: usize, n: usize, fused: boo
     }
 }
 
+/// Which matmul kernel a ViT-B case runs on the GPU: the launcher's choice for the shape, or one
+/// forced, to read the two side by side (the CPU ignores it).
+#[derive(Clone, Copy, Debug)]
+enum Tiles {
+    Chosen,
+    Small,
+    Large,
+}
+
+impl Tiles {
+    fn label(self, spec: &MatmulSpec) -> &'static str {
+        #[cfg(feature = "gpu")]
+        let large = engine::gpu::runs_on_large_tiles(spec);
+        #[cfg(not(feature = "gpu"))]
+        let large = {
+            let _ = spec;
+            false
+        };
+        match self {
+            Tiles::Chosen if large => "chosen: 128x128 tiles",
+            Tiles::Chosen => "chosen: 64x64 tiles",
+            Tiles::Small => "64x64 tiles",
+            Tiles::Large => "128x128 tiles",
+        }
+    }
+
+    /// `f` with this thread's products on these tiles.
+    fn run<T>(self, f: impl FnOnce() -> T) -> T {
+        #[cfg(feature = "gpu")]
+        {
+            use engine::gpu::{MatmulTiles, force_matmul_tiles};
+            let forced = match self {
+                Tiles::Chosen => None,
+                Tiles::Small => Some(MatmulTiles::Small),
+                Tiles::Large => Some(MatmulTiles::Large),
+            };
+            let before = force_matmul_tiles(forced);
+            let out = f();
+            force_matmul_tiles(before);
+            out
+        }
+        #[cfg(not(feature = "gpu"))]
+        f()
+    }
+}
+
+/// One of ViT-B's large products at batch 64, `rows` tokens, `k` in, `n` out: the forward
+/// `x[rows, k] w[n, k]^T` (with its bias and fused GELU when `gelu`), or with `input_grad` the
+/// backward `dy[rows, k] w[k, n]` (no transposes; there `k` is the layer's out and `n` its in). No
+/// CPU reference (minutes a call).
+fn vit_b_matmul_case(name: &'static str, rows: usize, k: usize, n: usize, op: VitOp, tiles: Tiles) -> Case {
+    let spec = MatmulSpec {
+        batch: 1,
+        m: rows,
+        n,
+        k,
+        trans_a: false,
+        trans_b: !matches!(op, VitOp::InputGrad),
+        a_batch_stride: 0,
+        b_batch_stride: 0,
+    };
+    let (la, lb) = (spec.a_len(), spec.b_len());
+    let shape = match op {
+        VitOp::Forward => format!("[{rows},{k}] x [{n},{k}]^T, {}", tiles.label(&spec)),
+        VitOp::ForwardGelu => format!("gelu([{rows},{k}] x [{n},{k}]^T + [{n}]), {}", tiles.label(&spec)),
+        VitOp::InputGrad => format!("[{rows},{k}] x [{k},{n}], {}", tiles.label(&spec)),
+    };
+    Case {
+        name,
+        shape,
+        work: Work::Flops(spec.flops()),
+        prepare: Box::new(move |dev| {
+            let (a, b, bias) = (up(dev, &values(la, 1))?, up(dev, &values(lb, 2))?, up(dev, &values(n, 3))?);
+            let dev = dev.clone();
+            Ok(Box::new(move || {
+                let be = dev.backend();
+                tiles.run(|| match op {
+                    VitOp::ForwardGelu => be.matmul_gelu(&a, &b, Some(&bias), &spec).map(drop),
+                    VitOp::Forward | VitOp::InputGrad => be.matmul(&a, &b, None, &spec).map(drop),
+                })
+            }))
+        }),
+        reference: None,
+    }
+}
+
+#[derive(Clone, Copy)]
+enum VitOp {
+    Forward,
+    ForwardGelu,
+    InputGrad,
+}
+
+/// ViT-B's products at batch 64 (50 visible tokens an image in the encoder, 197 in the decoder;
+/// docs/journal/h200-2026-12-04/base-splitk.txt): where the launcher picks the 128 x 128 kernel,
+/// each also forced onto the 64 x 64 one, and the encoder's fc2 (150 large tiles, left on 64 x 64)
+/// also forced onto the large one, to check the choice on a device.
+fn vit_b_matmul_cases() -> Vec<Case> {
+    let (enc, dec) = (64 * 50, 64 * 197);
+    let mut cases = Vec::new();
+    for tiles in [Tiles::Chosen, Tiles::Small] {
+        cases.push(vit_b_matmul_case("matmul qkv (ViT-B encoder, batch 64)", enc, 768, 2304, VitOp::Forward, tiles));
+        cases.push(vit_b_matmul_case(
+            "fc1 + gelu (ViT-B encoder, batch 64)",
+            enc,
+            768,
+            3072,
+            VitOp::ForwardGelu,
+            tiles,
+        ));
+        cases.push(vit_b_matmul_case("matmul fc1 (ViT-B decoder, batch 64)", dec, 512, 2048, VitOp::Forward, tiles));
+        cases.push(vit_b_matmul_case(
+            "fc2 input grad (ViT-B decoder, batch 64)",
+            dec,
+            2048,
+            512,
+            VitOp::InputGrad,
+            tiles,
+        ));
+    }
+    for tiles in [Tiles::Chosen, Tiles::Large] {
+        cases.push(vit_b_matmul_case("matmul fc2 (ViT-B encoder, batch 64)", enc, 3072, 768, VitOp::Forward, tiles));
+    }
+    cases
+}
+
 fn attention_case(name: &'static str, heads: usize, seq: usize, dim: usize, backward: bool) -> Case {
     let spec = AttentionSpec { heads, seq, dim, scale: 1.0 / (dim as f32).sqrt() };
     let n = heads * seq * dim;
@@ -621,7 +747,8 @@ pub fn kernel_table(gpu: Option<&Device>, with_reference: bool, batch: usize) ->
         rule.push_str("---:|---:|");
     }
     let _ = writeln!(s, "{header}\n{rule}");
-    for c in cases(batch) {
+    // ViT-B's large products last: they do not depend on `batch`.
+    for c in cases(batch).into_iter().chain(vit_b_matmul_cases()) {
         let mut row = format!("| {} | {} |", c.name, c.shape);
         if with_reference && let Some(r) = &c.reference {
             let mut f = r();
@@ -633,6 +760,8 @@ pub fn kernel_table(gpu: Option<&Device>, with_reference: bool, batch: usize) ->
                 &|| Ok(()),
             )?;
             let _ = write!(row, " {} |", rate(c.work, secs));
+        } else if with_reference {
+            row.push_str(" n/a |");
         }
         let cpu = Device::Cpu;
         let secs = time_it((c.prepare)(&cpu)?, &|| Ok(()))?;
