@@ -147,6 +147,7 @@ fn reading_the_attention_inside_no_grad_or_over_a_pending_tape_is_refused() {
     assert!(err.contains("use 0 to 1"), "{err}");
 }
 
+#[cfg(feature = "gpu")]
 #[test]
 fn the_gpu_kernels_give_the_cpu_maps() {
     let Some(gpu) = engine::gpu::test_device() else { return };
