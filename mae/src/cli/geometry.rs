@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use mae::classifiers::standardize;
-use mae::eval::geometry::{Geometry, geometry, geometry_table};
-use mae::io::scatter::{ScatterPanel, scatter_panels};
+use mae::eval::geometry::{Geometry, class_names, geometry, geometry_picture, geometry_table};
 use mae::probe::{ProbeData, encoder_features, pixel_features};
 use mae::{Error, Result};
 
@@ -127,9 +126,7 @@ pub fn run(a: GeometryArgs) -> Result<()> {
         if a.standardize { ", standardised" } else { "" },
         data.train.len()
     );
-    let names = class_names(&data);
-    let panels: Vec<ScatterPanel> = rows.iter().map(panel).collect();
-    let img = scatter_panels(&panels, &caption, &names, a.panel_size);
+    let img = geometry_picture(&rows, &caption, &class_names(&data), a.panel_size);
     mae::io::png::save_png(&a.out, &img)?;
     eprintln!("picture: {} ({}x{})", a.out.display(), img.width(), img.height());
     print_and_save(&geometry_table(&rows), a.table.as_deref())
@@ -142,26 +139,4 @@ fn panel_name(path: &Path) -> String {
     }
     let name = if path.extension().is_some_and(|e| e == "safetensors") { path.file_stem() } else { path.file_name() };
     name.map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
-}
-
-/// The data's class names, or empty names (the legend then shows indices) when it has none.
-fn class_names(data: &ProbeData) -> Vec<String> {
-    let known = if data.train.classes.is_empty() { &data.test.classes } else { &data.train.classes };
-    (0..data.classes).map(|c| known.get(c).cloned().unwrap_or_default()).collect()
-}
-
-/// A geometry's panel: its name, its separation numbers and its variance shares around the points.
-fn panel(g: &Geometry) -> ScatterPanel {
-    let [pc1, pc2] = g.explained.map(|e| 100.0 * e);
-    ScatterPanel {
-        title: vec![
-            g.name.clone(),
-            format!("k-NN {:.1}%   Fisher ratio {:.3} (on PC1-2: {:.3})", 100.0 * g.knn, g.fisher, g.fisher_2d),
-            format!("{} dimensions; PC1 and PC2 hold {:.0}% of the variance", g.dim, pc1 + pc2),
-        ],
-        x_label: format!("PC1 ({pc1:.1}% of the variance)"),
-        y_label: format!("PC2 ({pc2:.1}%)"),
-        points: g.points.clone(),
-        classes: g.labels.clone(),
-    }
 }

@@ -94,6 +94,12 @@ pub struct StudyArgs {
     /// --per-block`; kept in each run's probe_per_block.csv).
     #[arg(long)]
     per_block: bool,
+    /// Also draw the masked model (random 75%) beside the plain autoencoder: the cls token's
+    /// attention (attention.png), reconstructions over mask ratios (attention_reconstructions.png)
+    /// and the test features' geometry beside the pixels' (geometry.png, a table in results.md);
+    /// see `mae attention` and `mae geometry`.
+    #[arg(long)]
+    views: bool,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -151,6 +157,7 @@ pub fn run(a: StudyArgs) -> Result<()> {
         features: a.features.spec(),
         matmul_precision: a.matmul_precision,
         per_block: a.per_block,
+        views: a.views,
     };
     let dev = device(&a.device)?;
     let r = match mae::study::run_study_until(&o, &dev, Some(ctrl_c_flag())) {
@@ -165,7 +172,7 @@ pub fn run(a: StudyArgs) -> Result<()> {
     if let Some(p) = &r.steps_plot {
         eprintln!("plot:  {}", p.display());
     }
-    if let Some(p) = &r.per_block_plot {
+    for p in r.per_block_plot.iter().chain(&r.views) {
         eprintln!("plot:  {}", p.display());
     }
     Ok(())

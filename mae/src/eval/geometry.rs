@@ -18,9 +18,12 @@
 //!   column of `mae probe` on the same features.
 
 use engine::{Device, Rng};
+use image::RgbImage;
 
 use crate::error::{Error, Result};
 use crate::eval::classifiers::{Features, KNN_K, KNN_TEMPERATURE, knn_accuracy};
+use crate::eval::probe::ProbeData;
+use crate::io::scatter::{ScatterPanel, scatter_panels};
 
 /// Principal components of a feature set.
 #[derive(Clone, Debug)]
@@ -390,6 +393,42 @@ pub fn geometry(name: &str, train: &Features, test: &Features, classes: usize, d
         pca_converged: pca.converged,
         dim: test.dim,
     })
+}
+
+/// The data's class names, or empty names (the legend then shows indices) when it has none.
+pub fn class_names(data: &ProbeData) -> Vec<String> {
+    let known = if data.train.classes.is_empty() { &data.test.classes } else { &data.train.classes };
+    (0..data.classes).map(|c| known.get(c).cloned().unwrap_or_default()).collect()
+}
+
+impl Geometry {
+    /// Its panel: its name, its separation numbers and its variance shares around the points.
+    pub fn panel(&self) -> ScatterPanel {
+        let [pc1, pc2] = self.explained.map(|e| 100.0 * e);
+        ScatterPanel {
+            title: vec![
+                self.name.clone(),
+                format!(
+                    "k-NN {:.1}%   Fisher ratio {:.3} (on PC1-2: {:.3})",
+                    100.0 * self.knn,
+                    self.fisher,
+                    self.fisher_2d
+                ),
+                format!("{} dimensions; PC1 and PC2 hold {:.0}% of the variance", self.dim, pc1 + pc2),
+            ],
+            x_label: format!("PC1 ({pc1:.1}% of the variance)"),
+            y_label: format!("PC2 ({pc2:.1}%)"),
+            points: self.points.clone(),
+            classes: self.labels.clone(),
+        }
+    }
+}
+
+/// The picture of `mae geometry` (and of the study's views): a panel per geometry, side by side,
+/// `caption` under them, a legend of `class_names`.
+pub fn geometry_picture(rows: &[Geometry], caption: &str, class_names: &[String], panel_size: u32) -> RgbImage {
+    let panels: Vec<ScatterPanel> = rows.iter().map(Geometry::panel).collect();
+    scatter_panels(&panels, caption, class_names, panel_size)
 }
 
 /// A markdown table of geometries: a row per feature set.

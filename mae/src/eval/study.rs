@@ -92,6 +92,11 @@ pub struct StudyOptions {
     /// Also probe every block of every run's encoder and of a random one (`per_block.png`, a
     /// table in `results.md`; see [`crate::eval::per_block`]).
     pub per_block: bool,
+    /// Also draw what the masked model (random 75%) and the plain autoencoder look at and how
+    /// their features lie: `attention.png` and `attention_reconstructions.png`
+    /// ([`crate::eval::attention_view`]), `geometry.png` and its table in `results.md`
+    /// ([`crate::eval::geometry`]), as `mae attention` and `mae geometry` draw them.
+    pub views: bool,
 }
 
 impl StudyOptions {
@@ -123,6 +128,7 @@ impl StudyOptions {
             features: FeatureSpec::output(crate::eval::features::Pool::Both),
             matmul_precision: Precision::Bf16,
             per_block: false,
+            views: false,
         }
     }
 }
@@ -343,6 +349,8 @@ pub struct StudyReport {
     pub steps_plot: Option<PathBuf>,
     /// `per_block.png`, with `per_block`.
     pub per_block_plot: Option<PathBuf>,
+    /// `attention.png`, `attention_reconstructions.png` and `geometry.png`, with `views`.
+    pub views: Vec<PathBuf>,
 }
 
 /// Pre-trains and probes every run of `plan(o)` not already in `results.csv`, then the
@@ -361,6 +369,13 @@ pub fn run_study_until(o: &StudyOptions, dev: &Device, stop: Option<Arc<AtomicBo
     }
     for &r in &o.ratios {
         crate::model::masking::check_ratio(r)?;
+    }
+    let compared = o.ratios.contains(&0.0)
+        && o.ratios.contains(&0.75)
+        && o.strategies.contains(&MaskStrategy::Random)
+        && o.targets.contains(&true);
+    if o.views && !compared {
+        return Err(Error::Config(VIEWS_NEED.into()));
     }
     std::fs::create_dir_all(&o.out_dir).map_err(|e| Error::io(&o.out_dir, e))?;
     if o.snapshots > 0 && o.steps_per_run.is_none() {
@@ -472,12 +487,89 @@ pub fn run_study_until(o: &StudyOptions, dev: &Device, stop: Option<Arc<AtomicBo
     } else {
         None
     };
+    let views = if o.views { draw_views(o, &rows, &data, &mut md, dev)? } else { Vec::new() };
     std::fs::write(&table, md).map_err(|e| Error::io(&table, e))?;
     let plot = o.out_dir.join("probe_vs_ratio.png");
     let main: Vec<StudyRow> =
         rows.iter().filter(|r| r.decoder_depth == o.model.decoder_depth && r.seed == o.seed).cloned().collect();
     save_png(&plot, &probe_plot(&main, &baselines))?;
-    Ok(StudyReport { rows, baselines, table, plot, steps_plot, per_block_plot })
+    Ok(StudyReport { rows, baselines, table, plot, steps_plot, per_block_plot, views })
+}
+
+/// Why `views` refuses a study without the two runs it compares.
+const VIEWS_NEED: &str = "the study's views compare the masked model (random 75%) with the plain autoencoder \
+     (ratio 0), both on the norm-pix target: include 0.75 and 0 in --ratios, random in --strategies and norm-pix in \
+     --targets";
+
+/// Test images in the attention picture, and the one reconstructed over mask ratios.
+const VIEW_IMAGES: usize = 4;
+/// The mask ratios of the reconstruction picture.
+const VIEW_RATIOS: [f32; 4] = [0.25, 0.5, 0.75, 0.9];
+/// The side of each geometry panel, in pixels (`mae geometry`'s default).
+const VIEW_PANEL: u32 = 420;
+
+/// The views of `views`: the masked model and the plain autoencoder of [`curve_runs`] side by
+/// side (their attention, their reconstructions over mask ratios with the same masks, and their
+/// features' geometry beside the pixels'); the geometry table goes into `md`. Returns the
+/// pictures written.
+fn draw_views(
+    o: &StudyOptions,
+    rows: &[StudyRow],
+    data: &ProbeData,
+    md: &mut String,
+    dev: &Device,
+) -> Result<Vec<PathBuf>> {
+    use crate::eval::attention_view::{Compared, attention_picture, reconstruction_picture};
+    use crate::eval::geometry::{class_names, geometry, geometry_picture, geometry_table};
+    use crate::eval::probe::pixel_features;
+    let names = curve_runs(o, rows);
+    if names.len() < 2 {
+        return Err(Error::Config(VIEWS_NEED.into()));
+    }
+    let mut models = Vec::new();
+    for name in &names {
+        let run_dir = o.out_dir.join("runs").join(name);
+        let Some(checkpoint) = crate::train::checkpoint::CheckpointDir::new(&run_dir).latest() else {
+            return Err(Error::Config(format!("{} has no checkpoint to draw", run_dir.display())));
+        };
+        models.push(load_model(&checkpoint.join(MODEL_FILE), None, dev)?.0);
+    }
+    let compared: Vec<Compared> = names
+        .iter()
+        .zip(&models)
+        .map(|(name, model)| Compared { label: name.clone(), model, norm: data.norm.clone() })
+        .collect();
+    eprintln!("study: drawing the attention, reconstructions and geometry of {}", names.join(" and "));
+    let indices: Vec<usize> = (0..VIEW_IMAGES.min(data.test.len())).collect();
+    let (attention, _) = attention_picture(&compared, &data.test, &indices)?;
+    let reconstructions = reconstruction_picture(&compared, &data.test, 0, &VIEW_RATIOS, MaskStrategy::Random, o.seed)?;
+    let mut geometries = Vec::new();
+    for (name, model) in names.iter().zip(&models) {
+        let (train, test) = encoder_features(model, data, o.features)?;
+        geometries.push(geometry(name, &train, &test, data.classes, dev)?);
+    }
+    let (train, test) = pixel_features(data, o.model.img_size)?;
+    geometries.push(geometry("raw pixels", &train, &test, data.classes, dev)?);
+    let caption = format!(
+        "{} test images on each feature set's PC1 and PC2 (features: {}); k-NN: k=20 against {} training images",
+        data.test.len(),
+        o.features,
+        data.train.len()
+    );
+    let geometry_png = geometry_picture(&geometries, &caption, &class_names(data), VIEW_PANEL);
+    md.push_str("\nThe features' geometry (test features on their first two principal components):\n\n");
+    md.push_str(&geometry_table(&geometries));
+    let mut written = Vec::new();
+    for (file, picture) in [
+        ("attention.png", &attention),
+        ("attention_reconstructions.png", &reconstructions),
+        ("geometry.png", &geometry_png),
+    ] {
+        let path = o.out_dir.join(file);
+        save_png(&path, picture)?;
+        written.push(path);
+    }
+    Ok(written)
 }
 
 /// Every block of every run's final model probed (kept in the run's `probe_per_block.csv`), then a
