@@ -12,14 +12,19 @@ const AXIS: [u8; 3] = [60, 60, 60];
 const GRID: [u8; 3] = [228, 228, 228];
 const TEXT: [u8; 3] = [30, 30, 30];
 
-fn blend(img: &mut RgbImage, x: u32, y: u32, color: [u8; 3], alpha: f32) {
+/// Mixes `color` into pixel `(x, y)` with weight `alpha`; a pixel outside the image is skipped.
+pub(crate) fn blend(img: &mut RgbImage, x: u32, y: u32, color: [u8; 3], alpha: f32) {
+    if x >= img.width() || y >= img.height() {
+        return;
+    }
     let p = img.get_pixel_mut(x, y);
     for (c, &target) in p.0.iter_mut().zip(&color) {
         *c = (*c as f32 * (1.0 - alpha) + target as f32 * alpha).round() as u8;
     }
 }
 
-fn fill_rect(img: &mut RgbImage, x0: i64, y0: i64, w: i64, h: i64, color: [u8; 3]) {
+/// Fills the part of the rectangle that lies inside the image.
+pub(crate) fn fill_rect(img: &mut RgbImage, x0: i64, y0: i64, w: i64, h: i64, color: [u8; 3]) {
     let (x1, y1) = ((x0 + w).min(img.width() as i64), (y0 + h).min(img.height() as i64));
     for y in y0.max(0)..y1 {
         for x in x0.max(0)..x1 {
@@ -28,7 +33,8 @@ fn fill_rect(img: &mut RgbImage, x0: i64, y0: i64, w: i64, h: i64, color: [u8; 3
     }
 }
 
-fn rect_outline(img: &mut RgbImage, x0: i64, y0: i64, w: i64, h: i64, color: [u8; 3]) {
+/// A one-pixel frame around the rectangle.
+pub(crate) fn rect_outline(img: &mut RgbImage, x0: i64, y0: i64, w: i64, h: i64, color: [u8; 3]) {
     fill_rect(img, x0, y0, w, 1, color);
     fill_rect(img, x0, y0 + h - 1, w, 1, color);
     fill_rect(img, x0, y0, 1, h, color);

@@ -8,6 +8,7 @@
 use image::{Rgb, RgbImage};
 
 use super::font::{GLYPH_H, LINE_H, draw_text, draw_text_oriented, text_width};
+use super::plot::{blend, fill_rect, rect_outline};
 
 /// Ten distinguishable colours, one per class (matplotlib's `tab10`); more classes reuse them.
 pub const CLASS_PALETTE: [[u8; 3]; 10] = [
@@ -207,32 +208,6 @@ fn draw_points(img: &mut RgbImage, p: &ScatterPanel, area: (u32, u32, u32, u32),
             }
         }
     }
-}
-
-fn blend(img: &mut RgbImage, x: u32, y: u32, color: [u8; 3], alpha: f32) {
-    if x >= img.width() || y >= img.height() {
-        return;
-    }
-    let p = img.get_pixel_mut(x, y);
-    for (c, &target) in p.0.iter_mut().zip(&color) {
-        *c = (*c as f32 * (1.0 - alpha) + target as f32 * alpha).round() as u8;
-    }
-}
-
-fn fill_rect(img: &mut RgbImage, x0: i64, y0: i64, w: i64, h: i64, color: [u8; 3]) {
-    let (x1, y1) = ((x0 + w).min(img.width() as i64), (y0 + h).min(img.height() as i64));
-    for y in y0.max(0)..y1 {
-        for x in x0.max(0)..x1 {
-            img.put_pixel(x as u32, y as u32, Rgb(color));
-        }
-    }
-}
-
-fn rect_outline(img: &mut RgbImage, x0: i64, y0: i64, w: i64, h: i64, color: [u8; 3]) {
-    fill_rect(img, x0, y0, w, 1, color);
-    fill_rect(img, x0, y0 + h - 1, w, 1, color);
-    fill_rect(img, x0, y0, 1, h, color);
-    fill_rect(img, x0 + w - 1, y0, 1, h, color);
 }
 
 #[cfg(test)]
