@@ -392,6 +392,19 @@ fn store_o(at: u32, d4: u32, x: vec4<f32>) {
     o[b + 3u] = x.w;
 }
 
+// Stages keys j0 .. j0 + STREAM - 1 of a head (k at kh, v at vh) in str_a and str_b, zeros past
+// seq: the streamed tile of forward_tiles and backward_dq_tiles. Every invocation calls it between
+// the same two barriers.
+fn stage_kv_stream(kh: u32, vh: u32, j0: u32, lid: u32) {
+    for (var e = lid; e < STREAM * D4; e = e + 64u) {
+        let r = e / D4;
+        let j = j0 + r;
+        let jc = min(j, p.seq - 1u);
+        str_a[r * ROW4 + e % D4] = select(vec4<f32>(0.0), k4(kh + jc * p.lay_k.w + 4u * (e % D4)), j < p.seq);
+        str_b[r * ROW4 + e % D4] = select(vec4<f32>(0.0), v4(vh + jc * p.lay_v.w + 4u * (e % D4)), j < p.seq);
+    }
+}
+
 @compute @workgroup_size(64)
 fn forward_tiles(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32) {
@@ -422,13 +435,7 @@ fn forward_tiles(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     for (var j0 = 0u; j0 < p.seq; j0 = j0 + STREAM) {
         // The previous tile's readers are done (and q is staged, the first time).
         workgroupBarrier();
-        for (var e = lid; e < STREAM * D4; e = e + 64u) {
-            let r = e / D4;
-            let j = j0 + r;
-            let jc = min(j, p.seq - 1u);
-            str_a[r * ROW4 + e % D4] = select(vec4<f32>(0.0), k4(kh + jc * p.lay_k.w + 4u * (e % D4)), j < p.seq);
-            str_b[r * ROW4 + e % D4] = select(vec4<f32>(0.0), v4(vh + jc * p.lay_v.w + 4u * (e % D4)), j < p.seq);
-        }
+        stage_kv_stream(kh, vh, j0, lid);
         workgroupBarrier();
         // s_c: scores of owned queries ty + 8 r against key j0 + tx + 8 c.
         var s0 = vec4<f32>(0.0);
@@ -548,13 +555,7 @@ fn backward_dq_tiles(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     var a30 = vec4<f32>(0.0); var a31 = vec4<f32>(0.0);
     for (var j0 = 0u; j0 < p.seq; j0 = j0 + STREAM) {
         workgroupBarrier();
-        for (var e = lid; e < STREAM * D4; e = e + 64u) {
-            let r = e / D4;
-            let j = j0 + r;
-            let jc = min(j, p.seq - 1u);
-            str_a[r * ROW4 + e % D4] = select(vec4<f32>(0.0), k4(kh + jc * p.lay_k.w + 4u * (e % D4)), j < p.seq);
-            str_b[r * ROW4 + e % D4] = select(vec4<f32>(0.0), v4(vh + jc * p.lay_v.w + 4u * (e % D4)), j < p.seq);
-        }
+        stage_kv_stream(kh, vh, j0, lid);
         workgroupBarrier();
         // s_c = (q scale) . k and dp_c = dout . v for owned queries ty + 8 r, key j0 + tx + 8 c.
         var s0 = vec4<f32>(0.0);
