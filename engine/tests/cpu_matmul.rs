@@ -25,7 +25,7 @@
 
 use engine::Rng;
 use engine::backend::MatmulSpec;
-use engine::cpu::matmul::{self, Kernel, Precision, bf16::round_to_bf16};
+use engine::cpu::matmul::{self, Kernel, Precision, bf16::round_to_bf16, f16::round_to_f16};
 use engine::cpu::reference;
 
 /// Values in [-1e3, 1e3] or [-1e-3, 1e-3], half and half: sums with large cancellations and tiny
@@ -47,19 +47,31 @@ fn spec(m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> MatmulSpe
 /// reference, element by element, with the tolerance of the module comment. A bf16 kernel is
 /// compared with the reference on the operands it reads: rounded to bf16.
 fn check_against_reference(kernel: Kernel, threads: usize, s: &MatmulSpec, with_bias: bool, seed: u64) {
-    let mut rng = Rng::new(seed);
-    let a = wide_values(s.a_len(), &mut rng);
-    let b = wide_values(s.b_len(), &mut rng);
-    let bias = with_bias.then(|| wide_values(s.n, &mut rng));
+    let (a, b, bias) = operands(s, with_bias, seed);
     // Garbage in C first: the fast path must overwrite every element.
     let mut got = vec![f32::NAN; s.batch * s.m * s.n];
     matmul::matmul_with(kernel, threads, &a, &b, bias.as_deref(), s, &mut got);
     let (a, b) = match kernel.precision() {
         Precision::F32 => (a, b),
         Precision::Bf16 => (a.into_iter().map(round_to_bf16).collect(), b.into_iter().map(round_to_bf16).collect()),
+        Precision::F16 => unreachable!("no kernel reads f16: f16 products are f32 kernels on rounded packing"),
     };
-    let expected = reference::matmul(&a, &b, bias.as_deref(), s);
+    assert_within_summation_error(&format!("{kernel:?}, {threads} threads"), s, &a, &b, bias.as_deref(), &got);
+}
 
+/// A, B and (when asked) a bias of wide values for product `s`.
+fn operands(s: &MatmulSpec, with_bias: bool, seed: u64) -> (Vec<f32>, Vec<f32>, Option<Vec<f32>>) {
+    let mut rng = Rng::new(seed);
+    let a = wide_values(s.a_len(), &mut rng);
+    let b = wide_values(s.b_len(), &mut rng);
+    let bias = with_bias.then(|| wide_values(s.n, &mut rng));
+    (a, b, bias)
+}
+
+/// `got` is the reference product of `a`, `b` and `bias` within the module's f32 summation bound,
+/// element by element.
+fn assert_within_summation_error(what: &str, s: &MatmulSpec, a: &[f32], b: &[f32], bias: Option<&[f32]>, got: &[f32]) {
+    let expected = reference::matmul(a, b, bias, s);
     let u = f32::EPSILON as f64 / 2.0;
     let slack = 4.0 * ((s.k + 2) as f64).sqrt() * u;
     for bi in 0..s.batch {
@@ -68,14 +80,15 @@ fn check_against_reference(kernel: Kernel, threads: usize, s: &MatmulSpec, with_
             for j in 0..s.n {
                 let magnitude: f64 =
                     (0..s.k).map(|p| (a[s.a_index(i, p)] as f64 * b[s.b_index(p, j)] as f64).abs()).sum::<f64>()
-                        + bias.as_ref().map_or(0.0, |bias| bias[j].abs() as f64);
+                        + bias.map_or(0.0, |bias| bias[j].abs() as f64);
                 let at = (bi * s.m + i) * s.n + j;
                 let (want, have) = (expected[at] as f64, got[at] as f64);
                 let tolerance = slack * magnitude + 2.0 * u * want.abs();
                 assert!(
                     (have - want).abs() <= tolerance,
-                    "{kernel:?}, {threads} threads, {s:?}, bias {with_bias}: C[{bi}][{i}, {j}] = \
-                     {have}, the reference says {want} (tolerance {tolerance:e})"
+                    "{what}, {s:?}, bias {}: C[{bi}][{i}, {j}] = {have}, the reference says {want} \
+                     (tolerance {tolerance:e})",
+                    bias.is_some()
                 );
             }
         }
@@ -395,4 +408,110 @@ fn the_fused_gelu_epilogue_equals_the_product_then_gelu_bit_for_bit_on_uneven_sh
             }
         }
     }
+}
+
+/// The product at this thread's precision (`matmul::matmul`), at f16.
+fn at_f16(a: &[f32], b: &[f32], bias: Option<&[f32]>, s: &MatmulSpec) -> Vec<f32> {
+    let mut c = vec![f32::NAN; s.batch * s.m * s.n];
+    matmul::with_precision(Precision::F16, || matmul::matmul(a, b, bias, s, &mut c));
+    c
+}
+
+fn rounded_to_f16(xs: &[f32]) -> Vec<f32> {
+    xs.iter().copied().map(round_to_f16).collect()
+}
+
+#[test]
+fn f16_products_equal_the_reference_on_f16_operands_on_uneven_shapes_with_every_transpose_and_bias() {
+    // The f32 kernels sum the rounded operands: the same f32 bound as theirs, against the reference
+    // on the operands rounded to f16 (the bias stays f32, as the GPU's f16 kernel adds it in f32).
+    let mut shapes = UNEVEN_SHAPES.to_vec();
+    shapes.push((300, 70, 600)); // over one k block, one m block, several threads
+    for (shape, &(m, n, k)) in shapes.iter().enumerate() {
+        for trans_a in [false, true] {
+            for trans_b in [false, true] {
+                for with_bias in [false, true] {
+                    let s = spec(m, n, k, trans_a, trans_b);
+                    let (a, b, bias) = operands(&s, with_bias, 700 + shape as u64);
+                    let got = at_f16(&a, &b, bias.as_deref(), &s);
+                    let (a, b) = (rounded_to_f16(&a), rounded_to_f16(&b));
+                    assert_within_summation_error("f16", &s, &a, &b, bias.as_deref(), &got);
+                }
+            }
+        }
+    }
+    // Batched, with a shared B, and the fused GELU epilogue at f16 gives gelu of the f16 product.
+    let s = MatmulSpec { batch: 3, b_batch_stride: 0, ..spec(13, 29, 41, false, true) };
+    let (a, b, _) = operands(&s, false, 9);
+    let got = at_f16(&a, &b, None, &s);
+    assert_within_summation_error("f16 batched", &s, &rounded_to_f16(&a), &rounded_to_f16(&b), None, &got);
+    let s = spec(45, 65, 33, false, false);
+    let (a, b, bias) = operands(&s, true, 10);
+    let (h, y) = matmul::with_precision(Precision::F16, || fused(&a, &b, bias.as_deref(), &s));
+    assert_eq!(h, at_f16(&a, &b, bias.as_deref(), &s), "the fused product rounds as the plain one");
+    let (h_f32, y_f32) = fused(&a, &b, bias.as_deref(), &s);
+    assert_ne!(h, h_f32, "f16 products differ from f32 ones on wide values");
+    assert_ne!(y, y_f32);
+}
+
+#[test]
+fn f16_products_are_within_f16_rounding_of_the_f32_reference_and_keep_subnormals() {
+    // Each operand is off by at most 2^-11 of itself (f16 keeps 11 significant bits), so the sum
+    // by (2 + 2^-11) 2^-11 of S, plus f32 summation. Values here stay in f16's normal range.
+    for &(m, n, k) in &[(1, 137, 3), (45, 65, 33), (64, 96, 300)] {
+        let s = spec(m, n, k, true, false);
+        let (a, b, _) = operands(&s, false, 41);
+        let want = reference::matmul(&a, &b, None, &s);
+        let got = at_f16(&a, &b, None, &s);
+        let u = f32::EPSILON as f64 / 2.0;
+        let rounding = (2.0 + 2f64.powi(-11)) * 2f64.powi(-11);
+        let mut typical = 0.0f64;
+        for i in 0..m {
+            for j in 0..n {
+                let magnitude: f64 = (0..k).map(|p| (a[s.a_index(i, p)] as f64 * b[s.b_index(p, j)] as f64).abs()).sum();
+                let error = (got[i * n + j] as f64 - want[i * n + j] as f64).abs();
+                let bound = (rounding + 4.0 * ((k + 2) as f64).sqrt() * u) * magnitude;
+                assert!(error <= bound, "f16 {m}x{n}x{k} C[{i}, {j}]: off by {error:e}, bound {bound:e}");
+                typical += error / magnitude.max(f64::MIN_POSITIVE) / (m * n) as f64;
+            }
+        }
+        assert!(typical > 1e-6, "f16 {m}x{n}x{k}: a mean relative error of {typical:e} is f32's, not f16's");
+    }
+    // Below f16's smallest subnormal (2^-24) a value is lost: what loss scaling is for. A gradient
+    // of 1e-8 times a weight of 1 sums to 0 at f16, and to 1e-8 k once scaled by 2^16 and back.
+    let s = spec(1, 1, 64, false, false);
+    let (tiny, ones) = (vec![1e-8f32; 64], vec![1.0f32; 64]);
+    assert_eq!(at_f16(&tiny, &ones, None, &s), [0.0]);
+    let scaled: Vec<f32> = tiny.iter().map(|x| x * 65536.0).collect();
+    let back = at_f16(&scaled, &ones, None, &s)[0] / 65536.0;
+    assert!((back - 64e-8).abs() < 64e-8 * 1e-3, "scaled by 2^16, the sum comes back: {back:e}");
+    // Past 65504 an operand is infinite, and so is the product: what the loss scale backs off from.
+    assert_eq!(at_f16(&[70000.0], &[1.0], None, &spec(1, 1, 1, false, false)), [f32::INFINITY]);
+}
+
+#[test]
+fn f16_precision_is_per_thread_and_names_itself() {
+    assert_eq!("f16".parse::<Precision>(), Ok(Precision::F16));
+    assert_eq!(Precision::F16.name(), "f16");
+    assert!(Precision::F16.describe().starts_with("f16 inputs"), "{}", Precision::F16.describe());
+    assert!("fp16".parse::<Precision>().unwrap_err().contains("f32, bf16 or f16"));
+    let s = spec(45, 65, 33, false, false);
+    let (a, b, _) = operands(&s, false, 5);
+    let inside = at_f16(&a, &b, None, &s);
+    let other_thread = matmul::with_precision(Precision::F16, || {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let mut c = vec![0.0; s.m * s.n];
+                    matmul::matmul(&a, &b, None, &s, &mut c);
+                    c
+                })
+                .join()
+                .unwrap()
+        })
+    });
+    let mut f32_product = vec![0.0; s.m * s.n];
+    matmul::matmul(&a, &b, None, &s, &mut f32_product);
+    assert_eq!(other_thread, f32_product, "another thread keeps its own precision, f32");
+    assert_ne!(inside, f32_product);
 }

@@ -107,6 +107,7 @@
 //! on the MAE's shapes, one and two cores, AVX2 and AVX-512, is in `docs/journal/benchmarks.md`.
 
 pub mod bf16;
+pub mod f16;
 mod kernel;
 mod kernel_avx512;
 mod kernel_bf16;
@@ -186,6 +187,11 @@ pub enum Precision {
     /// (AVX512_BF16), else f32: a permission, as PyTorch's `set_float32_matmul_precision("medium")`
     /// is, not a demand. See `bf16.rs`.
     Bf16,
+    /// Inputs rounded to f16 (11 bits of mantissa, largest value 65504), as tensor cores read
+    /// them: on a GPU whose adapter lists f16 cooperative matrices they run the products; on the
+    /// CPU the inputs are rounded as they are packed and summed by the f32 kernels, at f32 speed,
+    /// so that f16 training can be studied anywhere (`f16.rs`). Training at f16 scales its loss.
+    F16,
 }
 
 impl Precision {
@@ -198,16 +204,22 @@ impl Precision {
         }
     }
 
+    /// Whether products at this precision round their inputs to f16 as they are packed.
+    fn rounds_to_f16(self) -> bool {
+        self == Precision::F16
+    }
+
     /// The precision of products on this thread: [`Precision::F32`], or what [`with_precision`] set.
     pub fn current() -> Precision {
         PRECISION.get()
     }
 
-    /// `f32` or `bf16`, as [`FromStr`](std::str::FromStr) reads it.
+    /// `f32`, `bf16` or `f16`, as [`FromStr`](std::str::FromStr) reads it.
     pub fn name(self) -> &'static str {
         match self {
             Precision::F32 => "f32",
             Precision::Bf16 => "bf16",
+            Precision::F16 => "f16",
         }
     }
 
@@ -216,6 +228,7 @@ impl Precision {
         match (self, self.kernel()) {
             (Precision::Bf16, Kernel::Bf16Avx512) => "bf16 inputs, f32 sums (AVX512_BF16)".into(),
             (Precision::Bf16, k) => format!("f32 ({k:?}: bf16 allowed, but this CPU has no AVX512_BF16)"),
+            (Precision::F16, k) => format!("f16 inputs, f32 sums (rounded as packed, summed by {k:?}: f32 speed)"),
             (Precision::F32, k) => format!("f32 ({k:?})"),
         }
     }
@@ -227,7 +240,8 @@ impl std::str::FromStr for Precision {
         match s {
             "f32" => Ok(Precision::F32),
             "bf16" => Ok(Precision::Bf16),
-            _ => Err(format!("unknown matmul precision '{s}': use f32 or bf16")),
+            "f16" => Ok(Precision::F16),
+            _ => Err(format!("unknown matmul precision '{s}': use f32, bf16 or f16")),
         }
     }
 }
@@ -361,7 +375,9 @@ fn cpu_vendor_is_intel() -> bool {
 /// [`Precision`], on all cores for large products. `c` holds `batch * m * n` floats and is
 /// overwritten.
 pub fn matmul(a: &[f32], b: &[f32], bias: Option<&[f32]>, spec: &MatmulSpec, c: &mut [f32]) {
-    matmul_with(Precision::current().kernel(), auto_threads(spec), a, b, bias, spec, c);
+    // SAFETY: as in `matmul_with`.
+    let c = unsafe { &mut *(c as *mut [f32] as *mut [MaybeUninit<f32>]) };
+    matmul_uninit(a, b, bias, spec, c);
 }
 
 /// How many threads [`matmul`] uses for a product: one per `FLOPS_PER_THREAD` of work, at most
@@ -386,14 +402,15 @@ pub fn matmul_with(
     // SAFETY: viewing initialised floats as possibly-uninitialised ones is always sound; the
     // product only ever writes valid floats into them.
     let c = unsafe { &mut *(c as *mut [f32] as *mut [MaybeUninit<f32>]) };
-    tiled_with(kernel, threads, a, b, bias, spec, c, None);
+    tiled_with(kernel, false, threads, a, b, bias, spec, c, None);
 }
 
 /// [`matmul`] into memory that need not be initialised: every one of its `batch * m * n` values
 /// is written (C is never read before the product has written it), so the CPU backend can hand
 /// it a fresh buffer without zeroing it first, a pass over memory as large as C.
 pub fn matmul_uninit(a: &[f32], b: &[f32], bias: Option<&[f32]>, spec: &MatmulSpec, c: &mut [MaybeUninit<f32>]) {
-    tiled_with(Precision::current().kernel(), auto_threads(spec), a, b, bias, spec, c, None);
+    let p = Precision::current();
+    tiled_with(p.kernel(), p.rounds_to_f16(), auto_threads(spec), a, b, bias, spec, c, None);
 }
 
 /// [`matmul_uninit`] that also writes `y = gelu(C)` (an MLP's first layer and its activation):
@@ -410,13 +427,16 @@ pub fn matmul_gelu_uninit(
 ) {
     assert_eq!(y.len(), c.len(), "matmul_gelu: y must hold batch * m * n");
     let epilogue = Some(Gelu { y: SharedC(y.as_mut_ptr().cast()), isa: crate::cpu::fast::simd::Isa::current() });
-    tiled_with(Precision::current().kernel(), auto_threads(spec), a, b, bias, spec, c, epilogue);
+    let p = Precision::current();
+    tiled_with(p.kernel(), p.rounds_to_f16(), auto_threads(spec), a, b, bias, spec, c, epilogue);
 }
 
-/// [`tiled`] with the tile, blocking and packing of `kernel` (and the GELU epilogue when asked).
+/// [`tiled`] with the tile, blocking and packing of `kernel` (and the GELU epilogue when asked);
+/// `round_f16` rounds the packed f32 operands to f16 ([`Precision::F16`]).
 #[allow(clippy::too_many_arguments)]
 fn tiled_with(
     kernel: Kernel,
+    round_f16: bool,
     threads: usize,
     a: &[f32],
     b: &[f32],
@@ -426,6 +446,7 @@ fn tiled_with(
     gelu: Option<Gelu>,
 ) {
     let packing = match kernel {
+        Kernel::Portable | Kernel::Avx2Fma | Kernel::Avx512 if round_f16 => Packing::RoundF16,
         Kernel::Portable | Kernel::Avx2Fma | Kernel::Avx512 => Packing::F32,
         Kernel::Bf16Portable => Packing::PairUp,
         Kernel::Bf16Avx512 => Packing::Bf16Avx512,
@@ -460,6 +481,8 @@ enum Packing {
     PairUp,
     /// The same words, converted as they are packed with AVX512_BF16 (`pack_bf16.rs`).
     Bf16Avx512,
+    /// f32 values rounded to f16 (`f16.rs`): packed in f32, then rounded in place.
+    RoundF16,
 }
 
 impl Run {
@@ -482,8 +505,13 @@ impl Run {
             return unsafe { pack_bf16::pack_rows::<W>(dst, src, sp, x, len, p0, kc) };
         }
         pack::pack_rows::<W>(dst, src, sp, x, len, p0, kc);
-        if self.packing != Packing::F32 {
-            dst[..len.div_ceil(W) * W * kc].chunks_exact_mut(W * kc).for_each(|s| bf16::pair_up_in_place::<W>(s, kc));
+        let packed = &mut dst[..len.div_ceil(W) * W * kc];
+        match self.packing {
+            Packing::F32 => {}
+            Packing::RoundF16 => f16::round_in_place(packed),
+            Packing::PairUp | Packing::Bf16Avx512 => {
+                packed.chunks_exact_mut(W * kc).for_each(|s| bf16::pair_up_in_place::<W>(s, kc))
+            }
         }
     }
 
@@ -506,8 +534,10 @@ impl Run {
             return unsafe { pack_bf16::pack_sliver::<W>(dst, src, sx, x, valid, p0, kc) };
         }
         pack::pack_sliver::<W>(dst, src, sx, sp, x, valid, p0, kc);
-        if self.packing != Packing::F32 {
-            bf16::pair_up_in_place::<W>(dst, kc);
+        match self.packing {
+            Packing::F32 => {}
+            Packing::RoundF16 => f16::round_in_place(&mut dst[..W * kc]),
+            Packing::PairUp | Packing::Bf16Avx512 => bf16::pair_up_in_place::<W>(dst, kc),
         }
     }
 }
