@@ -209,6 +209,29 @@ impl Device {
         self.backend().name()
     }
 
+    /// What products at `precision` run as on this device, in words for a log line: the CPU's
+    /// kernel (see `Precision::describe`), or on a GPU whether f16 runs on tensor cores. The GPU
+    /// backend has no bf16 products, and f16 without f16 cooperative matrices is f32: precisions
+    /// below f32 are permissions, as PyTorch's `set_float32_matmul_precision` is.
+    pub fn describe_products(&self, precision: crate::cpu::matmul::Precision) -> String {
+        use crate::cpu::matmul::Precision;
+        match self {
+            Device::Cpu => precision.describe(),
+            #[cfg(feature = "gpu")]
+            Device::Gpu(g) => match precision {
+                Precision::F32 => "f32".into(),
+                Precision::Bf16 => "f32 (bf16 allowed, but the GPU backend has no bf16 products; f16 has)".into(),
+                Precision::F16 if g.context().has_f16_tensor_cores() => {
+                    "f16 inputs, f32 sums (tensor cores: 16 x 16 x 16 cooperative matrices)".into()
+                }
+                Precision::F16 => format!(
+                    "f32 (f16 allowed, but {} lists no f16 cooperative matrices with 32-wide subgroups)",
+                    g.context().adapter.name
+                ),
+            },
+        }
+    }
+
     /// The GPU context's counters (`None` on the CPU).
     pub fn gpu_counters(&self) -> Option<GpuCounters> {
         match self {

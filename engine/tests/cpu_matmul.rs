@@ -468,7 +468,8 @@ fn f16_products_are_within_f16_rounding_of_the_f32_reference_and_keep_subnormals
         let mut typical = 0.0f64;
         for i in 0..m {
             for j in 0..n {
-                let magnitude: f64 = (0..k).map(|p| (a[s.a_index(i, p)] as f64 * b[s.b_index(p, j)] as f64).abs()).sum();
+                let magnitude: f64 =
+                    (0..k).map(|p| (a[s.a_index(i, p)] as f64 * b[s.b_index(p, j)] as f64).abs()).sum();
                 let error = (got[i * n + j] as f64 - want[i * n + j] as f64).abs();
                 let bound = (rounding + 4.0 * ((k + 2) as f64).sqrt() * u) * magnitude;
                 assert!(error <= bound, "f16 {m}x{n}x{k} C[{i}, {j}]: off by {error:e}, bound {bound:e}");

@@ -84,3 +84,66 @@ fn every_wgsl_header_says_whether_its_indexing_is_proved_in_bounds_and_why() {
     }
     assert!(!provably_in_bounds("no such shader"));
 }
+
+/// The SPIR-V that wgpu's Vulkan backend would make of `entry` in shader `name` with `constants`.
+fn spirv_of(name: &str, entry: &str, constants: &[(&str, f64)]) -> Vec<u32> {
+    let source = engine::gpu::shaders::source(name).unwrap();
+    let module = naga::front::wgsl::parse_str(source).unwrap();
+    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+        .validate(&module)
+        .unwrap();
+    let constants = constants.iter().map(|&(k, v)| (k.to_string(), v)).collect();
+    let (module, info) = naga::back::pipeline_constants::process_overrides(
+        &module,
+        &info,
+        Some((naga::ShaderStage::Compute, entry)),
+        &constants,
+    )
+    .unwrap_or_else(|e| panic!("{name} with {constants:?}: {e}"));
+    let options = naga::back::spv::Options { lang_version: (1, 3), ..Default::default() };
+    let pipeline =
+        naga::back::spv::PipelineOptions { shader_stage: naga::ShaderStage::Compute, entry_point: entry.into() };
+    naga::back::spv::write_vec(&module, &info, &options, Some(&pipeline))
+        .unwrap_or_else(|e| panic!("{name} with {constants:?} does not compile to SPIR-V: {e}"))
+}
+
+/// The capabilities a SPIR-V module declares (`OpCapability`, opcode 17).
+fn capabilities(words: &[u32]) -> Vec<u32> {
+    let mut caps = Vec::new();
+    let mut at = 5; // past the header
+    while at < words.len() {
+        let (count, opcode) = ((words[at] >> 16) as usize, words[at] & 0xffff);
+        if opcode == 17 {
+            caps.push(words[at + 1]);
+        }
+        at += count.max(1);
+    }
+    caps
+}
+
+#[test]
+fn the_tensor_core_product_compiles_to_spirv_for_every_transpose_without_subgroup_operations() {
+    // lavapipe has no cooperative matrices, so CI cannot run this kernel (the device run does):
+    // here naga turns every specialisation into SPIR-V as wgpu would. And it must declare no
+    // subgroup capability: NVIDIA's driver is reported to crash compiling a module that mixes
+    // GroupNonUniform* with CooperativeMatrixKHR (kvark/blade#333).
+    const COOPERATIVE_MATRIX_KHR: u32 = 6022;
+    const GROUP_NON_UNIFORM: std::ops::RangeInclusive<u32> = 61..=68;
+    for trans_a in [0.0, 1.0] {
+        for trans_b in [0.0, 1.0] {
+            for gelu in [0.0, 1.0] {
+                let words = spirv_of(
+                    "matmul_coop",
+                    "matmul_coop",
+                    &[("TRANS_A", trans_a), ("TRANS_B", trans_b), ("GELU", gelu)],
+                );
+                let caps = capabilities(&words);
+                assert!(caps.contains(&COOPERATIVE_MATRIX_KHR), "no CooperativeMatrixKHR among {caps:?}");
+                assert!(
+                    !caps.iter().any(|c| GROUP_NON_UNIFORM.contains(c)),
+                    "a subgroup capability among {caps:?} next to cooperative matrices"
+                );
+            }
+        }
+    }
+}

@@ -194,8 +194,8 @@ pub struct GpuContext {
     pub adapter: AdapterSummary,
     /// The device's limits: the adapter's own, not wgpu's defaults.
     pub limits: wgpu::Limits,
-    /// The optional features enabled: those of timestamp queries, f16 and subgroups that the
-    /// adapter has.
+    /// The optional features enabled: those of timestamp queries, f16, subgroups and f16
+    /// cooperative matrices (see `has_f16_tensor_cores`) that the adapter has.
     pub features: wgpu::Features,
     state: Mutex<State>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
@@ -244,18 +244,51 @@ fn wanted_features(available: wgpu::Features) -> wgpu::Features {
     available & wanted
 }
 
+/// Workgroup memory `shaders/matmul_coop.wgsl` declares: two 5120-half tiles and 2048 f32.
+const COOP_WORKGROUP_BYTES: u32 = 2 * 5120 * 2 + 2048 * 4;
+
+/// Whether the f16 tensor-core products (`shaders/matmul_coop.wgsl`) can run on `adapter`: it lists
+/// 16 x 16 x 16 cooperative matrices of f16 inputs with f32 sums, has f16 in shaders, subgroups of
+/// exactly 32 (the kernel finds its subgroup as `local_invocation_index / 32` without subgroup
+/// builtins, which NVIDIA's compiler is reported to crash on beside cooperative matrices) and the
+/// workgroup memory. `MAE_GPU_COOPERATIVE_MATRIX=0` says no, for A/B runs against the f32 kernels.
+fn has_f16_tensor_cores(adapter: &wgpu::Adapter) -> bool {
+    if std::env::var("MAE_GPU_COOPERATIVE_MATRIX").is_ok_and(|v| v.trim() == "0") {
+        return false;
+    }
+    let needed = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16;
+    let (info, limits) = (adapter.get_info(), adapter.limits());
+    adapter.features().contains(needed)
+        && info.subgroup_min_size == 32
+        && info.subgroup_max_size == 32
+        && limits.max_compute_workgroup_storage_size >= COOP_WORKGROUP_BYTES
+        && limits.max_compute_invocations_per_workgroup >= 256
+        && adapter.cooperative_matrix_properties().iter().any(|c| {
+            use wgpu::CooperativeScalarType::{F16, F32};
+            (c.m_size, c.n_size, c.k_size) == (16, 16, 16) && c.ab_type == F16 && c.cr_type == F32
+        })
+}
+
 impl GpuContext {
     /// Open a device on `adapter` with the adapter's own limits (the defaults cap storage bindings at
     /// 128 MiB and workgroup memory at 16 KiB) and the optional features it supports.
     pub(crate) fn open(adapter: wgpu::Adapter) -> Result<Arc<Self>> {
         let info = adapter.get_info();
         let limits = adapter.limits();
-        let features = wanted_features(adapter.features());
+        let mut features = wanted_features(adapter.features());
+        let mut experimental = wgpu::ExperimentalFeatures::disabled();
+        if has_f16_tensor_cores(&adapter) {
+            features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+            // SAFETY: wgpu asks us to acknowledge that its experimental features may have bugs;
+            // only `shaders/matmul_coop.wgsl` uses one, its parity tests run on every adapter
+            // that has it, and `MAE_GPU_COOPERATIVE_MATRIX=0` leaves it off.
+            experimental = unsafe { wgpu::ExperimentalFeatures::enabled() };
+        }
         let desc = wgpu::DeviceDescriptor {
             label: Some("mae-engine"),
             required_features: features,
             required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            experimental_features: experimental,
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         };
@@ -346,6 +379,12 @@ impl GpuContext {
             Some(lost) => Err(Error::Gpu(lost.clone())),
             None => Ok(()),
         }
+    }
+
+    /// Whether products at `Precision::F16` run on tensor cores (`shaders/matmul_coop.wgsl`): the
+    /// adapter lists f16 16 x 16 x 16 cooperative matrices with f32 sums and 32-wide subgroups.
+    pub fn has_f16_tensor_cores(&self) -> bool {
+        self.features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
     }
 
     /// Whether the device has timestamp queries, which timing each dispatch needs.

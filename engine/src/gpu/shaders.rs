@@ -38,6 +38,14 @@ pub const SHADERS: &[(&str, &str)] = &[
             include_str!("../../../shaders/lib/gelu.wgsl")
         ),
     ),
+    (
+        "matmul_coop",
+        concat!(
+            include_str!("../../../shaders/matmul_coop.wgsl"),
+            "\n",
+            include_str!("../../../shaders/lib/gelu.wgsl")
+        ),
+    ),
     ("reduce", include_str!("../../../shaders/reduce.wgsl")),
 ];
 

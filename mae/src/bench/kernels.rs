@@ -176,12 +176,14 @@ fn linear_gelu_case(name: &'static str, m: usize, k: usize, n: usize, fused: boo
 }
 
 /// Which matmul kernel a ViT-B case runs on the GPU: the launcher's choice for the shape, or one
-/// forced, to read the two side by side (the CPU ignores it).
+/// forced, to read the two side by side (the CPU ignores it), or the f16 products
+/// (`Precision::F16`: tensor cores where the adapter has them, else the f32 kernels again).
 #[derive(Clone, Copy, Debug)]
 enum Tiles {
     Chosen,
     Small,
     Large,
+    F16,
 }
 
 impl Tiles {
@@ -194,6 +196,7 @@ impl Tiles {
             false
         };
         match self {
+            Tiles::F16 => "f16 products (see the table's header)",
             Tiles::Chosen if large => "chosen: 128x128 tiles",
             Tiles::Chosen => "chosen: 64x64 tiles",
             Tiles::Small => "64x64 tiles",
@@ -203,11 +206,14 @@ impl Tiles {
 
     /// `f` with this thread's products on these tiles.
     fn run<T>(self, f: impl FnOnce() -> T) -> T {
+        if let Tiles::F16 = self {
+            return engine::cpu::matmul::with_precision(engine::cpu::matmul::Precision::F16, f);
+        }
         #[cfg(feature = "gpu")]
         {
             use engine::gpu::{MatmulTiles, force_matmul_tiles};
             let forced = match self {
-                Tiles::Chosen => None,
+                Tiles::Chosen | Tiles::F16 => None,
                 Tiles::Small => Some(MatmulTiles::Small),
                 Tiles::Large => Some(MatmulTiles::Large),
             };
@@ -223,24 +229,29 @@ impl Tiles {
 
 /// One of ViT-B's large products at batch 64, `rows` tokens, `k` in, `n` out: the forward
 /// `x[rows, k] w[n, k]^T` (with its bias and fused GELU when `gelu`), or with `input_grad` the
-/// backward `dy[rows, k] w[k, n]` (no transposes; there `k` is the layer's out and `n` its in). No
-/// CPU reference (minutes a call).
+/// backward `dy[rows, k] w[k, n]` (no transposes; there `k` is the layer's out and `n` its in), or
+/// the weight gradient `dy[rows, k]^T x[rows, n]` with its bias sums (`k` the layer's out, `n` its
+/// in). No CPU reference (minutes a call).
 fn vit_b_matmul_case(name: &'static str, rows: usize, k: usize, n: usize, op: VitOp, tiles: Tiles) -> Case {
-    let spec = MatmulSpec {
-        batch: 1,
-        m: rows,
-        n,
-        k,
-        trans_a: false,
-        trans_b: !matches!(op, VitOp::InputGrad),
-        a_batch_stride: 0,
-        b_batch_stride: 0,
+    let spec = match op {
+        VitOp::WeightGrad => MatmulSpec { trans_a: true, ..MatmulSpec::plain(k, n, rows) },
+        _ => MatmulSpec {
+            batch: 1,
+            m: rows,
+            n,
+            k,
+            trans_a: false,
+            trans_b: !matches!(op, VitOp::InputGrad),
+            a_batch_stride: 0,
+            b_batch_stride: 0,
+        },
     };
     let (la, lb) = (spec.a_len(), spec.b_len());
     let shape = match op {
         VitOp::Forward => format!("[{rows},{k}] x [{n},{k}]^T, {}", tiles.label(&spec)),
         VitOp::ForwardGelu => format!("gelu([{rows},{k}] x [{n},{k}]^T + [{n}]), {}", tiles.label(&spec)),
         VitOp::InputGrad => format!("[{rows},{k}] x [{k},{n}], {}", tiles.label(&spec)),
+        VitOp::WeightGrad => format!("[{rows},{k}]^T x [{rows},{n}] + sums, {}", tiles.label(&spec)),
     };
     Case {
         name,
@@ -254,6 +265,7 @@ fn vit_b_matmul_case(name: &'static str, rows: usize, k: usize, n: usize, op: Vi
                 tiles.run(|| match op {
                     VitOp::ForwardGelu => be.matmul_gelu(&a, &b, Some(&bias), &spec).map(drop),
                     VitOp::Forward | VitOp::InputGrad => be.matmul(&a, &b, None, &spec).map(drop),
+                    VitOp::WeightGrad => be.matmul_with_a_sums(&a, &b, &spec).map(drop),
                 })
             }))
         }),
@@ -266,6 +278,7 @@ enum VitOp {
     Forward,
     ForwardGelu,
     InputGrad,
+    WeightGrad,
 }
 
 /// ViT-B's products at batch 64 (50 visible tokens an image in the encoder, 197 in the decoder;
@@ -275,7 +288,7 @@ enum VitOp {
 fn vit_b_matmul_cases() -> Vec<Case> {
     let (enc, dec) = (64 * 50, 64 * 197);
     let mut cases = Vec::new();
-    for tiles in [Tiles::Chosen, Tiles::Small] {
+    for tiles in [Tiles::Chosen, Tiles::Small, Tiles::F16] {
         cases.push(vit_b_matmul_case("matmul qkv (ViT-B encoder, batch 64)", enc, 768, 2304, VitOp::Forward, tiles));
         cases.push(vit_b_matmul_case(
             "fc1 + gelu (ViT-B encoder, batch 64)",
@@ -295,8 +308,27 @@ fn vit_b_matmul_cases() -> Vec<Case> {
             tiles,
         ));
     }
-    for tiles in [Tiles::Chosen, Tiles::Large] {
+    for tiles in [Tiles::Chosen, Tiles::Large, Tiles::F16] {
         cases.push(vit_b_matmul_case("matmul fc2 (ViT-B encoder, batch 64)", enc, 3072, 768, VitOp::Forward, tiles));
+    }
+    // The weight gradients (with the bias sums), the step's third kind of product.
+    for tiles in [Tiles::Chosen, Tiles::F16] {
+        cases.push(vit_b_matmul_case(
+            "fc1 weight + bias grad (ViT-B encoder, batch 64)",
+            enc,
+            3072,
+            768,
+            VitOp::WeightGrad,
+            tiles,
+        ));
+        cases.push(vit_b_matmul_case(
+            "fc1 weight + bias grad (ViT-B decoder, batch 64)",
+            dec,
+            2048,
+            512,
+            VitOp::WeightGrad,
+            tiles,
+        ));
     }
     cases
 }

@@ -40,12 +40,26 @@ pub struct BenchArgs {
     /// after each of our runs, and print its images/s and memory beside ours.
     #[arg(long, value_name = "PYTHON")]
     compare_torch: Option<PathBuf>,
-    /// The CPU training table's product precisions, one table each (bf16 only where the CPU has
-    /// AVX512_BF16; elsewhere it would repeat the f32 table, and is left out).
-    #[arg(long, value_delimiter = ',', default_value = "bf16,f32", value_parser = one_of::<Precision>(&["bf16", "f32"]))]
+    /// The training table's product precisions, one table each, where the device computes them
+    /// differently (else the table would repeat another, and is left out): on the CPU bf16 where
+    /// it has AVX512_BF16, and f16 (emulated at f32 speed); on a GPU f16 where it has f16 tensor
+    /// cores (f32 and bf16 are its f32 kernels).
+    #[arg(long, value_delimiter = ',', default_value = "bf16,f32", value_parser = one_of::<Precision>(&["bf16", "f32", "f16"]))]
     matmul_precision: Vec<Precision>,
     #[command(flatten)]
     device: DeviceArgs,
+}
+
+/// The precision `device` computes products at when asked for `p`: lower precisions are
+/// permissions (see `Device::describe_products`).
+fn computed_as(device: &Device, p: Precision) -> Precision {
+    match (device, p) {
+        (Device::Cpu, Precision::Bf16) if p.kernel() != Precision::F32.kernel() => Precision::Bf16,
+        (Device::Cpu, Precision::F16) => Precision::F16,
+        (Device::Cpu, _) => Precision::F32,
+        (gpu, Precision::F16) if gpu.describe_products(p).starts_with("f16") => Precision::F16,
+        _ => Precision::F32,
+    }
 }
 
 /// Runs `mae bench`.
@@ -54,6 +68,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let gpu = dev.is_gpu().then_some(&dev);
     let mut report = String::new();
     report.push_str(&format!("Device: {}\n\n", dev.name()));
+    if dev.is_gpu() {
+        report.push_str(&format!("Products at f16: {}\n\n", dev.describe_products(Precision::F16)));
+    }
     if !a.training_only {
         eprintln!("timing kernels...");
         report.push_str(&mae::bench::kernel_table(gpu, !a.no_reference, a.batch)?);
@@ -73,10 +90,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
         let torch = a.compare_torch.as_deref();
         for d in &devices {
-            // On the GPU the precision changes nothing (its products are f32): one table.
             let mut precisions: Vec<Precision> = Vec::new();
-            for &p in if d.is_cpu() { &a.matmul_precision[..] } else { &[Precision::F32] } {
-                if !precisions.iter().any(|q| q.kernel() == p.kernel()) {
+            for &p in &a.matmul_precision {
+                if !precisions.iter().any(|&q| computed_as(d, q) == computed_as(d, p)) {
                     precisions.push(p);
                 }
             }

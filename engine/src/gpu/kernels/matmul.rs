@@ -1,10 +1,12 @@
 //! Launcher for `shaders/matmul.wgsl` (64 x 64 tiles) and `shaders/matmul_large.wgsl` (128 x 128
-//! tiles), choosing between them per product.
+//! tiles), choosing between them per product, and for `shaders/matmul_coop.wgsl` (f16 tensor cores),
+//! which every product at `Precision::F16` runs on where the adapter has them.
 
 use bytemuck::{Pod, Zeroable};
 
 use super::{holds, u32_of};
 use crate::backend::{AxisSpec, MatmulSpec};
+use crate::cpu::matmul::Precision;
 use crate::error::{Error, Result};
 use crate::gpu::context::PipelineKey;
 use crate::gpu::{Gpu, GpuBuffer};
@@ -215,6 +217,9 @@ fn launch(
     for (len, what) in [(s.a_len(), "A"), (s.b_len(), "B"), (len, "C")] {
         u32_of(len, what)?;
     }
+    if Precision::current() == Precision::F16 && g.ctx.has_f16_tensor_cores() {
+        return launch_coop(g, a, b, bias, s, extra, y);
+    }
     // Split-K is for products of few tiles, which the large kernel runs only when forced to.
     let large = large_tiles(s, extra);
     let split = if large { None } else { split_k(s, bias.is_some() || gelu) };
@@ -277,4 +282,87 @@ fn launch(
     let Storage::Gpu(both) = &out else { unreachable!("a GPU kernel's output lives on the GPU") };
     let view = |start, len| Storage::Gpu(Rc::new(GpuBuffer::view(both, start, len)));
     Ok((view(0, s.m * s.n), Some(view(sums_at(s.m, s.n), s.m))))
+}
+
+/// The tile side of `matmul_coop.wgsl`.
+const COOP_TILE: usize = 128;
+/// A tensor-core product of fewer tiles than this (a wave of an H100's or H200's 132 SMs) splits
+/// its K range, when K is long enough ...
+const COOP_SPLIT_MAX_TILES: usize = 132;
+/// ... into slices of at least this many values of K (a multiple of the kernel's step, 32) ...
+const COOP_SPLIT_MIN_K: usize = 512;
+/// ... aiming at two waves of workgroups.
+const COOP_SPLIT_TARGET_GROUPS: usize = 264;
+
+/// `(slices, k_chunk)` for a tensor-core product, as `split_k` for the f32 kernels: batch 1, no
+/// bias or GELU, fewer than `COOP_SPLIT_MAX_TILES` tiles and at least two slices of
+/// `COOP_SPLIT_MIN_K`: ViT-B's weight gradients at batch 64 ([768, 2304] from K = 3200 is 108
+/// tiles) and most of the micro preset's.
+fn coop_split_k(s: &MatmulSpec, epilogue: bool) -> Option<(usize, usize)> {
+    let tiles = s.m.div_ceil(COOP_TILE) * s.n.div_ceil(COOP_TILE);
+    if s.batch != 1 || epilogue || tiles >= COOP_SPLIT_MAX_TILES {
+        return None;
+    }
+    let want = (s.k / COOP_SPLIT_MIN_K).min(COOP_SPLIT_TARGET_GROUPS.div_ceil(tiles)).min(SPLIT_MAX);
+    if want < 2 {
+        return None;
+    }
+    let k_chunk = s.k.div_ceil(want).next_multiple_of(32);
+    let slices = s.k.div_ceil(k_chunk);
+    (slices >= 2).then_some((slices, k_chunk))
+}
+
+/// Product `s` on `matmul_coop.wgsl` (f16 operands, f32 sums; the caller checked the operands and
+/// that the adapter has f16 tensor cores). The bias-gradient sums (`Extra::ASums`) are summed from
+/// A in f32 by a second pass, as the CPU backend does: the kernel has no A_SUMS.
+fn launch_coop(
+    g: &Gpu,
+    a: &Storage,
+    b: &Storage,
+    bias: Option<&Storage>,
+    s: &MatmulSpec,
+    extra: Extra,
+    y: Option<Storage>,
+) -> Result<(Storage, Option<Storage>)> {
+    let gelu = extra == Extra::Gelu;
+    let split = coop_split_k(s, bias.is_some() || gelu);
+    let (slices, k_chunk) = split.unwrap_or((s.batch, s.k));
+    let c_stride = s.m * s.n;
+    let p = Params {
+        m: u32_of(s.m, "M")?,
+        n: u32_of(s.n, "N")?,
+        k: u32_of(s.k, "K")?,
+        batch: u32_of(slices, "batch")?,
+        a_stride: u32_of(if split.is_some() { 0 } else { s.a_batch_stride }, "batch stride")?,
+        b_stride: u32_of(if split.is_some() { 0 } else { s.b_batch_stride }, "batch stride")?,
+        has_bias: bias.is_some() as u32,
+        k_chunk: u32_of(k_chunk, "K")?,
+        c_stride: u32_of(c_stride, "C stride")?,
+        sums_at: 0,
+        _pad: [0; 2],
+    };
+    u32_of(slices * c_stride, "C")?;
+    let out = g.alloc(slices * c_stride)?;
+    let no_bias = if bias.is_none() { Some(g.alloc(1)?) } else { None };
+    let no_y = if y.is_none() { Some(g.alloc(1)?) } else { None };
+    let bias_buf = g.buf(bias.or(no_bias.as_ref()).expect("a bias or its stand-in"))?;
+    let y_buf = g.buf(y.as_ref().or(no_y.as_ref()).expect("a GELU output or its stand-in"))?;
+    let constants = vec![("TRANS_A", s.trans_a as u32), ("TRANS_B", s.trans_b as u32), ("GELU", gelu as u32)];
+    let key = PipelineKey { shader: "matmul_coop", entry: "matmul_coop", constants };
+    let bindings: Vec<(u32, wgpu::BufferBinding)> =
+        vec![(1, g.buf(a)?), (2, g.buf(b)?), (3, bias_buf), (4, g.buf(&out)?), (7, y_buf)];
+    let groups =
+        [u32_of(s.n.div_ceil(COOP_TILE), "column tiles")?, u32_of(s.m.div_ceil(COOP_TILE), "row tiles")?, p.batch];
+    g.ctx.dispatch(&key, bytemuck::bytes_of(&p), &bindings, groups)?;
+    let out = if split.is_some() {
+        super::reduce::sum_axis(g, &out, &AxisSpec { outer: 1, axis: slices, inner: c_stride })?
+    } else {
+        out
+    };
+    if extra != Extra::ASums {
+        return Ok((out, y));
+    }
+    // A is stored [K, M]: the sums over its K rows.
+    let sums = super::reduce::sum_axis(g, a, &AxisSpec { outer: 1, axis: s.k, inner: s.m })?;
+    Ok((out, Some(sums)))
 }
