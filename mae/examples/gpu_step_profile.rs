@@ -4,10 +4,12 @@
 //! kernel's dispatches per step and its share of the kernel time.
 //!
 //! ```text
-//! cargo run --release -p mae --example gpu_step_profile -- [DATA] [BATCH] [STEPS] [MODEL] [--by-shape]
+//! cargo run --release -p mae --example gpu_step_profile -- [DATA] [BATCH] [STEPS] [MODEL] [--by-shape] [--matmul-precision=P]
 //! ```
 //! `--by-shape` gives one row per entry point, override constants and workgroup grid (each distinct
-//! product of a step) instead of one per entry point.
+//! product of a step) instead of one per entry point. `--matmul-precision=f16` trains with f16
+//! products (tensor cores where the adapter has them) as `mae train --matmul-precision` does; f32 by
+//! default.
 //! `DATA` as `mae train --data` takes it (default `fashion-mnist`), `BATCH` (default 32), `STEPS`
 //! the profiled steps (default 2, after two warm-up steps), `MODEL` a preset (default: the data's).
 //! The dispatch counts are the same on every adapter; the times mean something on hardware only.
@@ -21,7 +23,12 @@ fn main() -> mae::Result<()> {
 
     let all: Vec<String> = std::env::args().skip(1).collect();
     let by_shape = all.iter().any(|a| a == "--by-shape");
-    let args: Vec<String> = all.into_iter().filter(|a| a != "--by-shape").collect();
+    let precision: engine::cpu::matmul::Precision = match all.iter().find_map(|a| a.strip_prefix("--matmul-precision="))
+    {
+        Some(p) => p.parse().map_err(mae::Error::Config)?,
+        None => engine::cpu::matmul::Precision::F32,
+    };
+    let args: Vec<String> = all.into_iter().filter(|a| !a.starts_with("--")).collect();
     let data: DataSource = args.first().map(String::as_str).unwrap_or("fashion-mnist").parse()?;
     let batch: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(32);
     let steps: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2);
@@ -39,9 +46,10 @@ fn main() -> mae::Result<()> {
     let out = std::env::temp_dir().join(format!("mae-gpu-step-profile-{}", std::process::id()));
     let mut o = TrainOptions::new(model.clone(), data.clone(), out.clone());
     o.budget = Budget { steps: Some(2 + 2 * steps), ..Default::default() };
-    (o.batch_size, o.verbose, o.pictures) = (batch, false, false);
+    (o.batch_size, o.verbose, o.pictures, o.matmul_precision) = (batch, false, false, precision);
     let mut t = Trainer::new(&o, &dev)?;
     println!("{} on {data}, batch {batch}, {}", model.name, dev.name());
+    println!("matrix products: {}", dev.describe_products(precision));
     t.step()?;
     t.step()?;
     // Wall-clock images/s over the same number of steps, before any timestamp query slows them.
