@@ -51,7 +51,30 @@ pub const SHADERS: &[(&str, &str)] = &[
 
 /// The WGSL source of kernel family `name`, if there is one.
 pub fn source(name: &str) -> Option<&'static str> {
+    #[cfg(test)]
+    if let Some(s) = test_source(name) {
+        return Some(s);
+    }
     SHADERS.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
+}
+
+/// Sources the engine's own unit tests add under names of their own (the tensor-core kernel with
+/// its cooperative-matrix operations emulated, `kernels/matmul_coop_emulated.rs`).
+#[cfg(test)]
+static TEST_SOURCES: std::sync::Mutex<Vec<(&'static str, &'static str)>> = std::sync::Mutex::new(Vec::new());
+
+#[cfg(test)]
+fn test_source(name: &str) -> Option<&'static str> {
+    TEST_SOURCES.lock().unwrap().iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
+}
+
+/// Registers `source` as shader `name` for this test process (once; later calls keep the first).
+#[cfg(test)]
+pub(crate) fn add_test_source(name: &'static str, source: String) {
+    let mut sources = TEST_SOURCES.lock().unwrap();
+    if !sources.iter().any(|(n, _)| *n == name) {
+        sources.push((name, Box::leak(source.into_boxed_str())));
+    }
 }
 
 /// Whether the header of shader `name` proves its indexing in bounds (`// Bounds: unchecked`), so

@@ -217,7 +217,7 @@ fn launch(
     for (len, what) in [(s.a_len(), "A"), (s.b_len(), "B"), (len, "C")] {
         u32_of(len, what)?;
     }
-    if Precision::current() == Precision::F16 && g.ctx.has_f16_tensor_cores() {
+    if Precision::current() == Precision::F16 && (g.ctx.has_f16_tensor_cores() || emulating_tensor_cores()) {
         return launch_coop(g, a, b, bias, s, extra, y);
     }
     // Split-K is for products of few tiles, which the large kernel runs only when forced to.
@@ -348,7 +348,13 @@ fn launch_coop(
     let bias_buf = g.buf(bias.or(no_bias.as_ref()).expect("a bias or its stand-in"))?;
     let y_buf = g.buf(y.as_ref().or(no_y.as_ref()).expect("a GELU output or its stand-in"))?;
     let constants = vec![("TRANS_A", s.trans_a as u32), ("TRANS_B", s.trans_b as u32), ("GELU", gelu as u32)];
-    let key = PipelineKey { shader: "matmul_coop", entry: "matmul_coop", constants };
+    #[cfg(test)]
+    let shader = if emulating_tensor_cores() { super::matmul_coop_emulated::SHADER } else { "matmul_coop" };
+    #[cfg(not(test))]
+    let shader = "matmul_coop";
+    #[cfg(test)]
+    COOP_LAUNCHES.with(|n| n.set(n.get() + 1));
+    let key = PipelineKey { shader, entry: "matmul_coop", constants };
     let bindings: Vec<(u32, wgpu::BufferBinding)> =
         vec![(1, g.buf(a)?), (2, g.buf(b)?), (3, bias_buf), (4, g.buf(&out)?), (7, y_buf)];
     let groups =
@@ -365,4 +371,34 @@ fn launch_coop(
     // A is stored [K, M]: the sums over its K rows.
     let sums = super::reduce::sum_axis(g, a, &AxisSpec { outer: 1, axis: s.k, inner: s.m })?;
     Ok((out, Some(sums)))
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Whether this thread's f16 products run `matmul_coop.wgsl` with its cooperative-matrix
+    /// operations emulated in plain WGSL (`matmul_coop_emulated.rs`): the launcher, the staging,
+    /// the layouts and the epilogue run on an adapter without tensor cores.
+    static EMULATE_TENSOR_CORES: Cell<bool> = const { Cell::new(false) };
+    /// Products this thread launched on `matmul_coop.wgsl` (or its emulation), for the tests.
+    static COOP_LAUNCHES: Cell<usize> = const { Cell::new(0) };
+}
+
+/// How many products this thread has launched on the tensor-core kernel (or its emulation).
+#[cfg(test)]
+pub(crate) fn coop_launches() -> usize {
+    COOP_LAUNCHES.with(Cell::get)
+}
+
+/// See `EMULATE_TENSOR_CORES`; always false outside the engine's unit tests.
+fn emulating_tensor_cores() -> bool {
+    #[cfg(test)]
+    return EMULATE_TENSOR_CORES.with(Cell::get);
+    #[cfg(not(test))]
+    false
+}
+
+/// For the emulation's tests: this thread's f16 products run the emulated kernel while `on`.
+#[cfg(test)]
+pub(crate) fn emulate_tensor_cores(on: bool) {
+    EMULATE_TENSOR_CORES.with(|e| e.set(on));
 }

@@ -8,6 +8,8 @@ pub mod gather;
 pub mod layernorm;
 pub mod loss;
 pub mod matmul;
+#[cfg(test)]
+mod matmul_coop_emulated;
 pub mod reduce;
 
 use super::context::PipelineKey;
