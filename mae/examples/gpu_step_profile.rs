@@ -11,8 +11,13 @@
 //! products (tensor cores where the adapter has them) as `mae train --matmul-precision` does; f32 by
 //! default.
 //! `DATA` as `mae train --data` takes it (default `fashion-mnist`), `BATCH` (default 32), `STEPS`
-//! the profiled steps (default 2, after two warm-up steps), `MODEL` a preset (default: the data's).
+//! the profiled steps (default 2, after four warm-up steps: a steady step creates no bind group from
+//! the third or fourth on), `MODEL` a preset (default: the data's).
 //! The dispatch counts are the same on every adapter; the times mean something on hardware only.
+
+/// Steps before any is measured: the caching pool settles and every bind group is cached.
+#[cfg(feature = "gpu")]
+const WARM_UP: u64 = 4;
 
 #[cfg(feature = "gpu")]
 fn main() -> mae::Result<()> {
@@ -45,13 +50,14 @@ fn main() -> mae::Result<()> {
     }
     let out = std::env::temp_dir().join(format!("mae-gpu-step-profile-{}", std::process::id()));
     let mut o = TrainOptions::new(model.clone(), data.clone(), out.clone());
-    o.budget = Budget { steps: Some(2 + 2 * steps), ..Default::default() };
+    o.budget = Budget { steps: Some(WARM_UP + 2 * steps), ..Default::default() };
     (o.batch_size, o.verbose, o.pictures, o.matmul_precision) = (batch, false, false, precision);
     let mut t = Trainer::new(&o, &dev)?;
     println!("{} on {data}, batch {batch}, {}", model.name, dev.name());
     println!("matrix products: {}", dev.describe_products(precision));
-    t.step()?;
-    t.step()?;
+    for _ in 0..WARM_UP {
+        t.step()?;
+    }
     // Wall-clock images/s over the same number of steps, before any timestamp query slows them.
     dev.synchronize()?;
     let clock = std::time::Instant::now();

@@ -41,6 +41,7 @@ pub fn run(a: DeviceArgs) -> Result<()> {
                 println!("  max_workgroups_per_dimension     {}", l.max_compute_workgroups_per_dimension);
                 println!("  max_storage_buffers_per_stage    {}", l.max_storage_buffers_per_shader_stage);
                 println!("features: {:?}", ctx.features);
+                println!("GPU products at f16: {}", dev.describe_products(Precision::F16));
                 let unchecked: Vec<&str> =
                     engine::gpu::shaders::SHADERS.iter().map(|s| s.0).filter(|n| ctx.runs_unchecked(n)).collect();
                 println!(
@@ -52,9 +53,10 @@ pub fn run(a: DeviceArgs) -> Result<()> {
         Err(e) => println!("no device: {e}"),
     }
     println!(
-        "CPU training products (`mae train --matmul-precision`): bf16, the default, runs as {}; f32 as {}",
+        "CPU training products (`mae train --matmul-precision`): bf16, the default, runs as {}; f32 as {}; f16 as {}",
         Precision::Bf16.describe(),
-        Precision::F32.describe()
+        Precision::F32.describe(),
+        Precision::F16.describe()
     );
     println!("model presets:");
     for c in ModelConfig::presets() {
