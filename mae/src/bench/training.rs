@@ -79,7 +79,7 @@ pub fn training_table(
             "| {} | {} | {} | {batch} | {ratio:.2} | {} | {:.1} ms | {} |",
             model.name,
             data,
-            if dev.is_cpu() { format!("{}, products {}", dev.name(), precision.describe()) } else { dev.name() },
+            format!("{}, products {}", dev.name(), dev.describe_products(precision)),
             images_per_sec(ips),
             per_step * 1e3,
             mib(rss)
@@ -87,8 +87,10 @@ pub fn training_table(
         if let Some(python) = torch {
             let device = if dev.is_gpu() { "cuda" } else { "cpu" };
             let threads = engine::cpu::matmul::threads();
-            // Like for like: bf16 autocast beside our bf16 products, fp32 beside f32.
-            let bf16 = dev.is_cpu() && precision.kernel().precision() == engine::cpu::matmul::Precision::Bf16;
+            // Like for like: bf16 autocast beside our 16-bit products (bf16 on the CPU, f16 on
+            // tensor cores: the comparison), fp32 beside f32.
+            let bf16 = dev.describe_products(precision).starts_with("bf16")
+                || (dev.is_gpu() && dev.describe_products(precision).starts_with("f16"));
             let t = super::torch::torch_speed(python, model, batch, ratio, steps, device, threads, bf16)?;
             let (theirs, rss) = (images_per_sec(t.images_per_sec), mib(Some(t.max_rss_mib)));
             let _ = write!(s, " {theirs} | {:.2}x | {rss} |", ips / t.images_per_sec);
