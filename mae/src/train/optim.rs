@@ -2,6 +2,8 @@
 //! on biases and 1-D parameters, bias-corrected moments, decoupled decay (PyTorch's AdamW). The
 //! update runs on the parameters' device: one kernel for all of them when they are packed in one
 //! buffer (`engine::packing`, as the trainer leaves a model on the GPU), else one per tensor.
+//! [`AdamW::step_if_finite`] first checks that every gradient is finite (one sum and one readback)
+//! and skips the update when one is not: the loss scaler's overflow check (`loss_scale`).
 
 use engine::backend::{AdamWSpec, packed_adamw_layout};
 use engine::packing::Packed;
@@ -116,15 +118,55 @@ impl AdamW {
         self.step_each(params, |p| (lr, if p.decays() { wd } else { 0.0 }), grad_scale)
     }
 
+    /// [`AdamW::step`] when every gradient is finite, and `true`; otherwise no parameter, moment
+    /// or step count changes, the gradients are cleared, and `false` (a loss-scaled f16 backward
+    /// pass overflowed). The check is one sum over the gradients (inf and NaN survive a sum; finite
+    /// gradients sum far below f32's range) and one readback: over the packed buffer the update
+    /// reads anyway when the parameters are packed, else over each gradient's sum.
+    pub fn step_if_finite(&mut self, params: &[Param], lr: f32, grad_scale: f32) -> Result<bool> {
+        let wd = self.config.weight_decay;
+        self.update(params, |p| (lr, if p.decays() { wd } else { 0.0 }), grad_scale, true)
+    }
+
     /// One update with a learning rate and weight decay chosen per parameter (layer-wise lr decay
     /// in fine-tuning).
     pub fn step_each(&mut self, params: &[Param], hyper: impl Fn(&Param) -> (f32, f32), grad_scale: f32) -> Result<()> {
+        self.update(params, hyper, grad_scale, false).map(|_| ())
+    }
+
+    /// The update, after the finiteness check when `check_finite`; whether it was applied.
+    fn update(
+        &mut self,
+        params: &[Param],
+        hyper: impl Fn(&Param) -> (f32, f32),
+        grad_scale: f32,
+        check_finite: bool,
+    ) -> Result<bool> {
         if params.len() != self.moments.len() {
             return Err(Error::Config(format!(
                 "the optimizer holds {} moments for {} parameters",
                 self.moments.len(),
                 params.len()
             )));
+        }
+        let gathered = match &mut self.packed {
+            Some(pk) => Some(pk.gather(params, &hyper)?),
+            None => None,
+        };
+        if check_finite {
+            let finite = match (&mut self.packed, &gathered) {
+                (Some(pk), Some((active, _))) => active.is_empty() || pk.grads_are_finite()?,
+                _ => unpacked_grads_are_finite(params)?,
+            };
+            if !finite {
+                for p in params {
+                    p.tensor.zero_grad();
+                }
+                if let Some(pk) = &mut self.packed {
+                    pk.forget_grads()?;
+                }
+                return Ok(false);
+            }
         }
         self.step += 1;
         let t = self.step as i32;
@@ -139,8 +181,9 @@ impl AdamW {
             bias_correction2: 1.0 - c.beta2.powi(t),
             grad_scale,
         };
-        if let Some(pk) = &mut self.packed {
-            return pk.step(params, hyper, spec_for);
+        if let (Some(pk), Some((active, rates))) = (&mut self.packed, gathered) {
+            pk.step(params, active, rates, spec_for)?;
+            return Ok(true);
         }
         for (p, mo) in params.iter().zip(&self.moments) {
             debug_assert_eq!(p.name, mo.name);
@@ -158,36 +201,78 @@ impl AdamW {
             )?;
             p.tensor.zero_grad();
         }
-        Ok(())
+        Ok(true)
     }
 }
 
+/// Whether every gradient of `params` is finite: each one's sum, added up where they live, read
+/// back once.
+fn unpacked_grads_are_finite(params: &[Param]) -> Result<bool> {
+    let mut total: Option<Tensor> = None;
+    for g in params.iter().filter_map(|p| p.tensor.grad()) {
+        let s = g.sum()?;
+        total = Some(match total {
+            Some(t) => t.add(&s)?,
+            None => s,
+        });
+    }
+    Ok(total.map_or(Ok(true), |t| t.item().map(f32::is_finite))?)
+}
+
+/// The indices of the parameters that have a gradient this step, and their (learning rate, weight
+/// decay).
+type Gathered = (Vec<usize>, Vec<(f32, f32)>);
+
 impl PackedState {
-    /// Gradients copied into their packed buffer (copies, not kernels), then one launch updates
-    /// every parameter that has a gradient. The learning rates go in as one factor (the largest)
-    /// times a per-segment scale, so that the table stays the same from step to step and is not
-    /// uploaded again (with one learning rate for all, the scale is exactly 1 and the update is
-    /// bit for bit the per-tensor one).
-    fn step(
-        &mut self,
-        params: &[Param],
-        hyper: impl Fn(&Param) -> (f32, f32),
-        spec_for: impl Fn(f32, f32) -> AdamWSpec,
-    ) -> Result<()> {
-        let Some(p0) = params.first() else { return Ok(()) };
-        let dev = p0.tensor.device();
-        let backend = dev.backend();
+    /// Gradients copied into their packed buffer (copies, not kernels): the indices of the
+    /// parameters that have one, and their (learning rate, weight decay).
+    fn gather(&mut self, params: &[Param], hyper: impl Fn(&Param) -> (f32, f32)) -> Result<Gathered> {
         let mut active = Vec::with_capacity(params.len());
         let mut rates = Vec::with_capacity(params.len());
+        let Some(p0) = params.first() else { return Ok((active, rates)) };
+        let dev = p0.tensor.device();
+        let backend = dev.backend();
         for (i, p) in params.iter().enumerate() {
             let Some(g) = p.tensor.grad() else { continue };
             backend.copy_into(g.storage(), &self.grad_views[i], p.tensor.numel())?;
             active.push(i);
             rates.push(hyper(p));
         }
+        Ok((active, rates))
+    }
+
+    /// Whether the packed gradients are all finite: one sum over the buffer, one readback. The
+    /// segments of parameters without a gradient this step hold earlier, finite, gradients (a
+    /// skipped step's are cleared by `forget_grads`) and the gaps between segments zeros.
+    fn grads_are_finite(&self) -> Result<bool> {
+        let all = Tensor::from_storage(self.grads.clone(), &[self.grads.len()])?;
+        Ok(all.sum()?.item()?.is_finite())
+    }
+
+    /// A fresh zeroed gradient buffer, so that no inf of a skipped step stays in a segment that a
+    /// later step leaves alone (rare: only after an overflow).
+    fn forget_grads(&mut self) -> Result<()> {
+        let (grads, grad_views) = self.params.zeros_like()?;
+        (self.grads, self.grad_views) = (grads, grad_views);
+        Ok(())
+    }
+
+    /// One launch updates every parameter that has a gradient (`active`, gathered). The learning
+    /// rates go in as one factor (the largest) times a per-segment scale, so that the table stays
+    /// the same from step to step and is not uploaded again (with one learning rate for all, the
+    /// scale is exactly 1 and the update is bit for bit the per-tensor one).
+    fn step(
+        &mut self,
+        params: &[Param],
+        active: Vec<usize>,
+        rates: Vec<(f32, f32)>,
+        spec_for: impl Fn(f32, f32) -> AdamWSpec,
+    ) -> Result<()> {
         if active.is_empty() {
             return Ok(());
         }
+        let dev = params[active[0]].tensor.device();
+        let backend = dev.backend();
         if self.layout.as_ref().is_none_or(|(a, _)| a != &active) {
             let segments: Vec<(usize, usize)> = active.iter().map(|&i| self.params.segments[i]).collect();
             self.layout = Some((active.clone(), packed_adamw_layout(&segments)?));
