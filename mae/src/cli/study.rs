@@ -87,7 +87,7 @@ pub struct StudyArgs {
     seed: u64,
     /// Every run's matrix products on the CPU (see `mae train --help`); studies made before bf16
     /// products (2026-12-07) were f32, and resume with `--matmul-precision f32`.
-    #[arg(long, default_value = "bf16", value_parser = one_of::<Precision>(&["bf16", "f32"]))]
+    #[arg(long, default_value = "bf16", value_parser = one_of::<Precision>(&["bf16", "f32", "f16"]))]
     matmul_precision: Precision,
     /// Also the linear probe and k-NN on each encoder block's output, for every run and a random
     /// encoder: per_block.png (accuracy against depth) and a table in results.md (see `mae probe

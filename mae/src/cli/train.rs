@@ -80,10 +80,13 @@ pub struct TrainArgs {
     /// Also keep the model every N steps in snapshots/, for `mae probe --over-steps`.
     #[arg(long)]
     snapshot_every: Option<u64>,
-    /// The training step's matrix products on the CPU: bf16 rounds their inputs to bfloat16 and
-    /// sums in f32 (mixed precision, as main_pretrain.py's autocast) where the CPU has
-    /// AVX512_BF16, f32 elsewhere; f32 always reads them whole. Evaluation is always f32.
-    #[arg(long, default_value = "bf16", value_parser = one_of::<Precision>(&["bf16", "f32"]))]
+    /// The training step's matrix products: bf16 rounds their inputs to bfloat16 and sums in f32
+    /// (mixed precision, as main_pretrain.py's autocast) where the CPU has AVX512_BF16, f32
+    /// elsewhere and on the GPU; f32 always reads them whole; f16 rounds their inputs to f16 and
+    /// sums in f32, with a dynamic loss scale against f16's underflow (PyTorch's GradScaler): on
+    /// the CPU emulated at f32 speed, for studying f16 numerics; on the GPU tensor cores where the
+    /// adapter lists f16 cooperative matrices, else f32 products. Evaluation is always f32.
+    #[arg(long, default_value = "bf16", value_parser = one_of::<Precision>(&["bf16", "f32", "f16"]))]
     matmul_precision: Precision,
     #[command(flatten)]
     device: DeviceArgs,

@@ -1,6 +1,7 @@
 //! Checkpoints: the model as a plain state dict in safetensors (official names and layouts, so
 //! Python's `safetensors` reads it and official weights converted to safetensors load into it), and
-//! the training state (AdamW moments, step, elapsed time) in a second file beside it.
+//! the training state (AdamW moments, step, elapsed time, the loss scale of f16 runs) in a second
+//! file beside it.
 //!
 //! A training run keeps them in `OUT/checkpoints/step-NNNNNNNN/{model,train_state}.safetensors`.
 //! Each checkpoint is written into a temporary folder and renamed into place, then the `LATEST` file
@@ -17,6 +18,7 @@ use crate::io::atomic::write_atomically;
 use crate::io::safetensors::{NamedTensor, check_state_dict, read_metadata, read_safetensors, write_safetensors};
 use crate::model::MaskedAutoencoder;
 use crate::model::config::ModelConfig;
+use crate::train::loss_scale::LossScaleState;
 use crate::train::optim::AdamW;
 
 /// The model's state dict inside a checkpoint folder.
@@ -94,6 +96,9 @@ pub struct TrainState {
     pub elapsed_secs: f64,
     /// Free-form facts checked on resume (seed, batch, data set...).
     pub facts: BTreeMap<String, String>,
+    /// The loss scale of a run with f16 products (`None` otherwise, and in checkpoints from
+    /// before loss scaling: such a run resumes with the initial scale).
+    pub loss_scale: Option<LossScaleState>,
 }
 
 fn save_train_state(path: &Path, opt: &AdamW, state: &TrainState) -> Result<()> {
@@ -106,6 +111,9 @@ fn save_train_state(path: &Path, opt: &AdamW, state: &TrainState) -> Result<()> 
     meta.insert(META_STEP.into(), state.step.to_string());
     meta.insert("mae.optimizer_step".into(), opt.step.to_string());
     meta.insert("mae.elapsed_secs".into(), format!("{}", state.elapsed_secs));
+    if let Some(scale) = &state.loss_scale {
+        scale.to_metadata(&mut meta);
+    }
     write_safetensors(path, &tensors, &meta)
 }
 
@@ -120,7 +128,8 @@ pub fn read_checkpoint_metadata(path: &Path) -> Result<BTreeMap<String, String>>
     read_metadata(path)
 }
 
-/// Restore the optimizer's moments and step from `path`; returns the saved `TrainState`.
+/// Restore the optimizer's moments and step from `path`; returns the saved `TrainState` (its facts
+/// without the keys read here).
 pub fn load_train_state(path: &Path, opt: &mut AdamW) -> Result<TrainState> {
     let (tensors, mut meta) = read_safetensors(path)?;
     let expected: Vec<(String, Vec<usize>)> = opt
@@ -145,7 +154,8 @@ pub fn load_train_state(path: &Path, opt: &mut AdamW) -> Result<TrainState> {
     for k in [META_STEP, "mae.optimizer_step", "mae.elapsed_secs"] {
         meta.remove(k);
     }
-    Ok(TrainState { step, elapsed_secs, facts: meta })
+    let loss_scale = LossScaleState::take_from_metadata(&mut meta).map_err(|e| Error::checkpoint(path, e))?;
+    Ok(TrainState { step, elapsed_secs, facts: meta, loss_scale })
 }
 
 /// The checkpoints of one run, under `OUT/checkpoints`.

@@ -1,6 +1,6 @@
 //! Pre-training: the loop ([`trainer`], `main_pretrain.py` + `engine_pretrain.py`; its items are
 //! re-exported here, so `mae::train::Trainer`), the optimizer ([`optim`]), the settings a run starts
-//! from ([`recipe`]), checkpoints that resume a run exactly ([`checkpoint`]), the run's log of
+//! from ([`recipe`]), the loss scale of f16 products ([`loss_scale`]), checkpoints that resume a run exactly ([`checkpoint`]), the run's log of
 //! losses ([`log`]), and the pictures a run ends with: its loss curve ([`report`]) and
 //! reconstructions ([`reconstruct`], which `mae reconstruct` also draws for any checkpoint).
 //!
@@ -8,6 +8,7 @@
 
 pub mod checkpoint;
 pub mod log;
+pub mod loss_scale;
 pub mod optim;
 pub mod recipe;
 pub mod reconstruct;

@@ -9,7 +9,9 @@
 //!
 //! Faults: a non-finite loss stops the run with the step named, before any update or checkpoint,
 //! so the last good checkpoint stays; a stop request (Ctrl-C) saves a checkpoint and returns
-//! `Error::Interrupted`.
+//! `Error::Interrupted`. With f16 products the backward pass is loss-scaled (`loss_scale`): a
+//! non-finite *gradient* there is an overflow of the scale, not a divergence, and skips that
+//! step's update (the step still counts, as its batches were used) while the scale backs off.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -18,8 +20,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use engine::Device;
 use engine::cpu::matmul::{Precision, PrecisionScope};
-use engine::{Device, backward};
 
 use crate::data::Split;
 use crate::data::augment::Augment;
@@ -35,6 +37,7 @@ use crate::model::{DeviceMasking, MaskedAutoencoder};
 use crate::streams::{self, stream};
 use crate::train::checkpoint::{CheckpointDir, TrainState, load_model, load_train_state};
 use crate::train::log::open_log;
+use crate::train::loss_scale::{self, LossScaler};
 use crate::train::optim::{AdamW, AdamWConfig, learning_rate, scaled_lr};
 
 /// When to stop: whichever limit is reached first. At least one must be set.
@@ -101,9 +104,15 @@ pub struct TrainOptions {
     /// The precision of the training step's matrix products on the CPU: `Bf16` (the default) rounds
     /// their inputs to bfloat16 and sums in f32 where the CPU has AVX512_BF16 (faster there:
     /// docs/benchmarks.md), and is f32 elsewhere; the mixed precision `main_pretrain.py` trains
-    /// with (autocast), and what docs/results.md measured against f32. Evaluation (`probe`,
-    /// `embed`, the reconstructions) is always f32. The GPU backend's products are f32 either way.
+    /// with (autocast), and what docs/results.md measured against f32. `F16` rounds them to f16,
+    /// as tensor cores read them (on the CPU emulated at f32 speed, to study its numerics; on a GPU
+    /// tensor cores where the adapter has f16 cooperative matrices, else f32 products), and scales
+    /// the loss dynamically against f16's underflow (`loss_scale`). Evaluation (`probe`, `embed`,
+    /// the reconstructions) is always f32. The GPU backend's products are f32 at f32 and bf16.
     pub matmul_precision: Precision,
+    /// The loss scale an f16 run starts from (`loss_scale::INITIAL_SCALE`, 2^16); a resumed run
+    /// continues from its checkpoint's. Unused at other precisions.
+    pub initial_loss_scale: f32,
 }
 
 impl TrainOptions {
@@ -133,6 +142,7 @@ impl TrainOptions {
             snapshot_every: None,
             stop_after_steps: None,
             matmul_precision: Precision::Bf16,
+            initial_loss_scale: loss_scale::INITIAL_SCALE,
         }
     }
 
@@ -169,6 +179,7 @@ impl TrainOptions {
         if !(0.0..1.0).contains(&self.warmup_fraction) {
             return Err(Error::Config("the warmup fraction must be in [0, 1)".into()));
         }
+        LossScaler::for_precision(self.matmul_precision, self.initial_loss_scale)?;
         Ok(())
     }
 
@@ -213,6 +224,11 @@ pub struct TrainReport {
     pub pictures: Vec<PathBuf>,
     /// The device's name.
     pub device: String,
+    /// Steps of the run (resumed parts included) whose update was skipped because the loss-scaled
+    /// gradients overflowed f16 (only with f16 products).
+    pub skipped_steps: u64,
+    /// The loss scale at the end (1 unless the products were f16).
+    pub loss_scale: f32,
 }
 
 fn facts(o: &TrainOptions, norm: &Normalization) -> BTreeMap<String, String> {
@@ -302,6 +318,10 @@ pub struct StepReport {
     pub images_per_sec: f64,
     /// Training time of the whole run so far, resumed parts included.
     pub elapsed_secs: f64,
+    /// The loss scale the step's backward passes were seeded with (1 unless the products are f16).
+    pub loss_scale: f32,
+    /// Whether the update was skipped: a loss-scaled gradient overflowed (f16 products only).
+    pub skipped: bool,
 }
 
 /// A pre-training run that a program drives: [`Trainer::new`] (a fresh run, or the newest
@@ -317,6 +337,7 @@ pub struct Trainer {
     ckpts: CheckpointDir,
     model: MaskedAutoencoder,
     opt: AdamW,
+    scaler: LossScaler,
     params: Vec<Param>,
     batcher: Batcher,
     steps_per_epoch: f64,
@@ -390,10 +411,12 @@ impl Trainer {
                 let mut model = MaskedAutoencoder::new(&o.model, o.seed, device)?;
                 model.pack()?;
                 let opt = AdamW::new(o.optimizer, &model.trainable(), device)?;
-                (model, opt, TrainState { step: 0, elapsed_secs: 0.0, facts: facts.clone() })
+                (model, opt, TrainState { step: 0, elapsed_secs: 0.0, facts: facts.clone(), loss_scale: None })
             }
         };
 
+        let mut scaler = LossScaler::for_precision(o.matmul_precision, o.initial_loss_scale)?;
+        scaler.restore(start.loss_scale);
         let params = model.trainable();
         // Whole batches only; the order continues exactly where the checkpoint left it.
         let fresh = Batcher::new(set.len(), o.batch_size, o.seed, true)?;
@@ -425,6 +448,7 @@ impl Trainer {
             ckpts,
             model,
             opt,
+            scaler,
             params,
             batcher,
             steps_per_epoch,
@@ -481,13 +505,24 @@ impl Trainer {
         self.last_step_gpu
     }
 
+    /// The optimizer: its step count `t` counts applied updates only.
+    pub fn optimizer(&self) -> &AdamW {
+        &self.opt
+    }
+
+    /// The loss scale (disabled unless the products are f16).
+    pub fn loss_scaler(&self) -> &LossScaler {
+        &self.scaler
+    }
+
     /// The peak learning rate (`base_lr * effective batch / 256`).
     pub fn peak_lr(&self) -> f64 {
         self.lr_peak
     }
 
     /// One optimizer step (`accum_iter` micro-batches), logged in `log.csv`. A non-finite loss is
-    /// an error naming the step, returned before any parameter changes.
+    /// an error naming the step, returned before any parameter changes. With f16 products a
+    /// non-finite gradient skips the update and backs the loss scale off (`StepReport::skipped`).
     pub fn step(&mut self) -> Result<StepReport> {
         let o = &self.o;
         let t0 = Instant::now();
@@ -495,6 +530,7 @@ impl Trainer {
         let lr = learning_rate(self.lr_peak, o.min_lr, o.warmup_fraction, 1.0, self.progress());
         let grid = o.model.grid_size();
         let mut loss_sum = 0.0f64;
+        let loss_scale = self.scaler.scale();
         // Forward and backward at the run's product precision (the optimizer has no products).
         let _precision = PrecisionScope::set(o.matmul_precision);
         for micro in 0..o.accum_iter as u64 {
@@ -506,7 +542,7 @@ impl Trainer {
             let masking = make_masking(o.mask_strategy, idx.len(), grid, o.mask_ratio, &mut rng)?;
             let dm = DeviceMasking::new(&masking, &self.device)?;
             let out = self.model.forward(&patches, &target, &dm)?;
-            backward(&out.loss)?;
+            self.scaler.backward(&out.loss)?;
             let loss = out.loss.item()?;
             if !loss.is_finite() {
                 for p in &self.params {
@@ -516,7 +552,14 @@ impl Trainer {
             }
             loss_sum += loss as f64;
         }
-        self.opt.step(&self.params, lr as f32, 1.0 / o.accum_iter as f32)?;
+        let accumulation = 1.0 / o.accum_iter as f32;
+        let applied = if self.scaler.is_enabled() {
+            self.opt.step_if_finite(&self.params, lr as f32, self.scaler.unscale(accumulation))?
+        } else {
+            self.opt.step(&self.params, lr as f32, accumulation)?;
+            true
+        };
+        self.scaler.update(applied)?;
         self.last_step_gpu = gpu_before.zip(self.device.gpu_counters()).map(|(before, after)| after - before);
         self.step += 1;
         let loss = (loss_sum / o.accum_iter as f64) as f32;
@@ -533,6 +576,8 @@ impl Trainer {
             lr,
             images_per_sec: images as f64 / dt,
             elapsed_secs: self.elapsed,
+            loss_scale,
+            skipped: !applied,
         };
         writeln!(
             self.log,
@@ -554,7 +599,12 @@ impl Trainer {
     /// Save a checkpoint of the run as it stands (atomically; the log is flushed first).
     pub fn checkpoint(&mut self) -> Result<PathBuf> {
         self.log.flush().map_err(|e| Error::io(&self.log_path, e))?;
-        let state = TrainState { step: self.step, elapsed_secs: self.elapsed, facts: self.facts.clone() };
+        let state = TrainState {
+            step: self.step,
+            elapsed_secs: self.elapsed,
+            facts: self.facts.clone(),
+            loss_scale: self.scaler.state(),
+        };
         self.ckpts.save(&self.model, &self.facts, &self.opt, &state)
     }
 
@@ -589,6 +639,8 @@ impl Trainer {
             log: self.log_path,
             pictures,
             device: self.device.name(),
+            skipped_steps: self.scaler.skipped_steps(),
+            loss_scale: self.scaler.scale(),
         })
     }
 }
@@ -614,7 +666,16 @@ pub fn train(o: &TrainOptions, device: &Device, stop: Option<Arc<AtomicBool>>) -
         if device.is_cpu() {
             eprintln!("matrix products: {}", o.matmul_precision.describe());
         }
+        let scaler = t.loss_scaler();
+        if scaler.is_enabled() {
+            eprintln!(
+                "loss scale: dynamic, now {} (halved when a gradient overflows f16, doubled after {} good steps)",
+                scaler.scale(),
+                loss_scale::GROWTH_INTERVAL
+            );
+        }
     }
+    let mut last_skip_print: Option<Instant> = None;
     let (mut window_images, mut window_time) = (0usize, 0.0f64);
     let mut last_print = Instant::now();
     let mut last_ckpt = Instant::now();
@@ -628,6 +689,16 @@ pub fn train(o: &TrainOptions, device: &Device, stop: Option<Arc<AtomicBool>>) -
             return Err(Error::Interrupted);
         }
         let r = t.step()?;
+        if o.verbose && r.skipped && last_skip_print.is_none_or(|at| at.elapsed().as_secs_f64() >= 30.0) {
+            eprintln!(
+                "step {}: a gradient overflowed f16 at loss scale {}: update skipped, scale now {} ({} skipped in all)",
+                r.step,
+                r.loss_scale,
+                t.loss_scaler().scale(),
+                t.loss_scaler().skipped_steps()
+            );
+            last_skip_print = Some(Instant::now());
+        }
         window_images += o.effective_batch();
         window_time += o.effective_batch() as f64 / r.images_per_sec;
         let done = t.is_done();
@@ -638,8 +709,14 @@ pub fn train(o: &TrainOptions, device: &Device, stop: Option<Arc<AtomicBool>>) -
                 _ => r.elapsed_secs / t.progress().max(1e-9) - r.elapsed_secs,
             };
             let of = t.total_steps().map(|n| format!("/{n}")).unwrap_or_default();
+            let scaler = t.loss_scaler();
+            let scale = if scaler.is_enabled() {
+                format!(" | loss scale {} ({} skipped)", scaler.scale(), scaler.skipped_steps())
+            } else {
+                String::new()
+            };
             eprintln!(
-                "step {}{of} | epoch {:.2} | loss {:.4} | lr {:.2e} | {speed:.0} img/s | ETA {}",
+                "step {}{of} | epoch {:.2} | loss {:.4} | lr {:.2e} | {speed:.0} img/s | ETA {}{scale}",
                 r.step,
                 r.epoch,
                 r.loss,
