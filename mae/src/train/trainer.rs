@@ -663,9 +663,7 @@ pub fn train(o: &TrainOptions, device: &Device, stop: Option<Arc<AtomicBool>>) -
             o.mask_strategy.name(),
             100.0 * o.mask_ratio
         );
-        if device.is_cpu() {
-            eprintln!("matrix products: {}", o.matmul_precision.describe());
-        }
+        eprintln!("matrix products: {}", device.describe_products(o.matmul_precision));
         let scaler = t.loss_scaler();
         if scaler.is_enabled() {
             eprintln!(
