@@ -214,6 +214,7 @@ impl Device {
     /// backend has no bf16 products, and f16 without f16 cooperative matrices is f32: precisions
     /// below f32 are permissions, as PyTorch's `set_float32_matmul_precision` is.
     pub fn describe_products(&self, precision: crate::cpu::matmul::Precision) -> String {
+        #[cfg(feature = "gpu")]
         use crate::cpu::matmul::Precision;
         match self {
             Device::Cpu => precision.describe(),

@@ -76,10 +76,11 @@ pub fn training_table(
         speeds.push(ips);
         let _ = write!(
             s,
-            "| {} | {} | {} | {batch} | {ratio:.2} | {} | {:.1} ms | {} |",
+            "| {} | {} | {}, products {} | {batch} | {ratio:.2} | {} | {:.1} ms | {} |",
             model.name,
             data,
-            format!("{}, products {}", dev.name(), dev.describe_products(precision)),
+            dev.name(),
+            dev.describe_products(precision),
             images_per_sec(ips),
             per_step * 1e3,
             mib(rss)
