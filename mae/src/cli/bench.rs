@@ -53,12 +53,13 @@ pub struct BenchArgs {
 /// The precision `device` computes products at when asked for `p`: lower precisions are
 /// permissions (see `Device::describe_products`).
 fn computed_as(device: &Device, p: Precision) -> Precision {
-    match (device, p) {
-        (Device::Cpu, Precision::Bf16) if p.kernel() != Precision::F32.kernel() => Precision::Bf16,
-        (Device::Cpu, Precision::F16) => Precision::F16,
-        (Device::Cpu, _) => Precision::F32,
-        (gpu, Precision::F16) if gpu.describe_products(p).starts_with("f16") => Precision::F16,
-        _ => Precision::F32,
+    let said = device.describe_products(p);
+    if said.starts_with("bf16") {
+        Precision::Bf16
+    } else if said.starts_with("f16") {
+        Precision::F16
+    } else {
+        Precision::F32
     }
 }
 
