@@ -31,6 +31,42 @@ struct Params {
     _pad: [u32; 2],
 }
 
+impl Params {
+    /// The parameters of product `s` over `batch` (or, under `split`, `(slices, k_chunk)` slices of
+    /// K with strides 0), each batch or slice writing `c_stride` values of C (and the A sums at
+    /// `sums_at` past its start).
+    fn new(
+        s: &MatmulSpec,
+        split: Option<(usize, usize)>,
+        has_bias: bool,
+        c_stride: usize,
+        sums_at: usize,
+    ) -> Result<Params> {
+        let (slices, k_chunk) = split.unwrap_or((s.batch, s.k));
+        let stride = |v: usize| u32_of(if split.is_some() { 0 } else { v }, "batch stride");
+        Ok(Params {
+            m: u32_of(s.m, "M")?,
+            n: u32_of(s.n, "N")?,
+            k: u32_of(s.k, "K")?,
+            batch: u32_of(slices, "batch")?,
+            a_stride: stride(s.a_batch_stride)?,
+            b_stride: stride(s.b_batch_stride)?,
+            has_bias: has_bias as u32,
+            k_chunk: u32_of(k_chunk, "K")?,
+            c_stride: u32_of(c_stride, "C stride")?,
+            sums_at: u32_of(sums_at, "C")?,
+            _pad: [0; 2],
+        })
+    }
+}
+
+/// Without a bias (or a GELU output) the kernels still bind one: a small buffer each for what is
+/// missing (one each: a buffer bound read-only and read-write in one dispatch is refused).
+fn stand_ins(g: &Gpu, bias: Option<&Storage>, y: Option<&Storage>) -> Result<[Option<Storage>; 2]> {
+    let one = |missing: bool| if missing { g.alloc(1).map(Some) } else { Ok(None) };
+    Ok([one(bias.is_none())?, one(y.is_none())?])
+}
+
 const TILE: usize = 64;
 /// K step of the kernel's loop: split-K slices are multiples of it.
 const BK: usize = 16;
@@ -223,31 +259,16 @@ fn launch(
     // Split-K is for products of few tiles, which the large kernel runs only when forced to.
     let large = large_tiles(s, extra);
     let split = if large { None } else { split_k(s, bias.is_some() || gelu) };
-    let (slices, k_chunk) = split.unwrap_or((s.batch, s.k));
+    let slices = split.map_or(s.batch, |(slices, _)| slices);
     let a_sums = extra == Extra::ASums;
     // Per slice: C, then (with the sums) padding to a 64-value boundary and the M sums (room for at
     // least 4, the smallest binding).
     let c_stride = if a_sums { sums_at(s.m, s.n) + s.m.max(4) } else { s.m * s.n };
-    let p = Params {
-        m: u32_of(s.m, "M")?,
-        n: u32_of(s.n, "N")?,
-        k: u32_of(s.k, "K")?,
-        batch: u32_of(slices, "batch")?,
-        a_stride: u32_of(if split.is_some() { 0 } else { s.a_batch_stride }, "batch stride")?,
-        b_stride: u32_of(if split.is_some() { 0 } else { s.b_batch_stride }, "batch stride")?,
-        has_bias: bias.is_some() as u32,
-        k_chunk: u32_of(k_chunk, "K")?,
-        c_stride: u32_of(c_stride, "C stride")?,
-        sums_at: u32_of(sums_at(s.m, s.n), "C")?,
-        _pad: [0; 2],
-    };
+    let p = Params::new(s, split, bias.is_some(), c_stride, sums_at(s.m, s.n))?;
     // C (with the sums after it), or under split-K each slice's partial C (and sums), summed after.
     u32_of(slices * c_stride, "C")?;
     let out = g.alloc(slices * c_stride)?;
-    // Without a bias (or a GELU output) the kernel still binds one; any small buffer will do, one
-    // each (a buffer bound read-only and read-write in one dispatch is refused).
-    let no_bias = if bias.is_none() { Some(g.alloc(1)?) } else { None };
-    let no_y = if y.is_none() { Some(g.alloc(1)?) } else { None };
+    let [no_bias, no_y] = stand_ins(g, bias, y.as_ref())?;
     let bias_buf = g.buf(bias.or(no_bias.as_ref()).expect("a bias or its stand-in"))?;
     let y_buf = g.buf(y.as_ref().or(no_y.as_ref()).expect("a GELU output or its stand-in"))?;
     let vec4 = vec4_ok(s);
@@ -326,25 +347,12 @@ fn launch_coop(
 ) -> Result<(Storage, Option<Storage>)> {
     let gelu = extra == Extra::Gelu;
     let split = coop_split_k(s, bias.is_some() || gelu);
-    let (slices, k_chunk) = split.unwrap_or((s.batch, s.k));
+    let slices = split.map_or(s.batch, |(slices, _)| slices);
     let c_stride = s.m * s.n;
-    let p = Params {
-        m: u32_of(s.m, "M")?,
-        n: u32_of(s.n, "N")?,
-        k: u32_of(s.k, "K")?,
-        batch: u32_of(slices, "batch")?,
-        a_stride: u32_of(if split.is_some() { 0 } else { s.a_batch_stride }, "batch stride")?,
-        b_stride: u32_of(if split.is_some() { 0 } else { s.b_batch_stride }, "batch stride")?,
-        has_bias: bias.is_some() as u32,
-        k_chunk: u32_of(k_chunk, "K")?,
-        c_stride: u32_of(c_stride, "C stride")?,
-        sums_at: 0,
-        _pad: [0; 2],
-    };
+    let p = Params::new(s, split, bias.is_some(), c_stride, 0)?;
     u32_of(slices * c_stride, "C")?;
     let out = g.alloc(slices * c_stride)?;
-    let no_bias = if bias.is_none() { Some(g.alloc(1)?) } else { None };
-    let no_y = if y.is_none() { Some(g.alloc(1)?) } else { None };
+    let [no_bias, no_y] = stand_ins(g, bias, y.as_ref())?;
     let bias_buf = g.buf(bias.or(no_bias.as_ref()).expect("a bias or its stand-in"))?;
     let y_buf = g.buf(y.as_ref().or(no_y.as_ref()).expect("a GELU output or its stand-in"))?;
     let constants = vec![("TRANS_A", s.trans_a as u32), ("TRANS_B", s.trans_b as u32), ("GELU", gelu as u32)];
