@@ -59,26 +59,7 @@
 //
 // Launcher: engine/src/gpu/kernels/matmul.rs. Reference: engine/src/cpu/reference.rs (matmul).
 
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    batch: u32,
-    a_stride: u32,
-    b_stride: u32,
-    has_bias: u32,
-    // K values each z-slice sums: K itself, or (split-K) a multiple of BK below it, when z indexes
-    // K slices instead of batches (batch 1, strides 0, C holding one partial product per slice).
-    k_chunk: u32,
-    // Values from one z-slice's C to the next: M N, or more when A_SUMS puts the sums after each.
-    c_stride: u32,
-    // With A_SUMS: where in a slice the M sums of op(A)'s rows start (past C, 64-aligned).
-    sums_at: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
+// Params and its uniform `p` (binding 0): shaders/lib/matmul_params.wgsl, appended by shaders.rs.
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;

@@ -68,23 +68,7 @@
 enable f16;
 enable wgpu_cooperative_matrix;
 
-// The layout of matmul.wgsl's parameters (one launcher fills both); sums_at is unused here.
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    batch: u32,
-    a_stride: u32,
-    b_stride: u32,
-    has_bias: u32,
-    k_chunk: u32,
-    c_stride: u32,
-    sums_at: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
+// Params and its uniform `p` (binding 0): shaders/lib/matmul_params.wgsl, appended by shaders.rs.
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;

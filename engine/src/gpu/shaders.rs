@@ -28,12 +28,20 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("loss", include_str!("../../../shaders/loss.wgsl")),
     (
         "matmul",
-        concat!(include_str!("../../../shaders/matmul.wgsl"), "\n", include_str!("../../../shaders/lib/gelu.wgsl")),
+        concat!(
+            include_str!("../../../shaders/matmul.wgsl"),
+            "\n",
+            include_str!("../../../shaders/lib/matmul_params.wgsl"),
+            "\n",
+            include_str!("../../../shaders/lib/gelu.wgsl")
+        ),
     ),
     (
         "matmul_large",
         concat!(
             include_str!("../../../shaders/matmul_large.wgsl"),
+            "\n",
+            include_str!("../../../shaders/lib/matmul_params.wgsl"),
             "\n",
             include_str!("../../../shaders/lib/gelu.wgsl")
         ),
@@ -42,6 +50,8 @@ pub const SHADERS: &[(&str, &str)] = &[
         "matmul_coop",
         concat!(
             include_str!("../../../shaders/matmul_coop.wgsl"),
+            "\n",
+            include_str!("../../../shaders/lib/matmul_params.wgsl"),
             "\n",
             include_str!("../../../shaders/lib/gelu.wgsl")
         ),
