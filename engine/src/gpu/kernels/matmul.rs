@@ -15,6 +15,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::OnceLock;
 
+/// The three kernels' parameters, laid out as `shaders/lib/matmul_params.wgsl` declares them.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
 struct Params {
@@ -70,14 +71,26 @@ fn stand_ins(g: &Gpu, bias: Option<&Storage>, y: Option<&Storage>) -> Result<[Op
 const TILE: usize = 64;
 /// K step of the kernel's loop: split-K slices are multiples of it.
 const BK: usize = 16;
-/// Split-K is for products of fewer output tiles than this (an eighth of a 256-workgroup wave) ...
-const SPLIT_MAX_TILES: usize = 32;
-/// ... and aims for about this many workgroups (two per core on a 100+ core GPU) ...
-const SPLIT_TARGET_GROUPS: usize = 256;
-/// ... giving each slice at least this many values of K ...
-const SPLIT_MIN_K: usize = 256;
-/// ... in at least this many slices (fewer would not pay for the second pass) and at most this many.
-const SPLIT_MIN: usize = 4;
+/// When a kernel splits a product's K range into slices (`split_k`), and how.
+struct SplitRule {
+    /// The kernel's output tile side.
+    tile: usize,
+    /// Split-K is for products of fewer output tiles than this ...
+    max_tiles: usize,
+    /// ... and aims for about this many workgroups ...
+    target_groups: usize,
+    /// ... giving each slice at least this many values of K ...
+    min_k: usize,
+    /// ... in at least this many slices (fewer would not pay for the second pass) and at most 64 ...
+    min_slices: usize,
+    /// ... each a multiple of the kernel's K step.
+    k_step: usize,
+}
+
+/// `matmul.wgsl`'s: fewer tiles than an eighth of a 256-workgroup wave, aiming at two workgroups
+/// per core on a 100+ core GPU, at least 4 slices of 256.
+const SPLIT_F32: SplitRule =
+    SplitRule { tile: TILE, max_tiles: 32, target_groups: 256, min_k: 256, min_slices: 4, k_step: BK };
 const SPLIT_MAX: usize = 64;
 
 /// The tile side of `matmul_large.wgsl`.
@@ -159,22 +172,22 @@ fn large_tiles(s: &MatmulSpec, extra: Extra) -> bool {
     }
 }
 
-/// `(slices, k_chunk)` for split-K: a batch-1 product without bias or GELU whose output has too few
-/// 64 x 64 tiles to fill a large GPU and whose K is long (the micro preset's weight gradients:
+/// `(slices, k_chunk)` for split-K under `rule`: a batch-1 product without bias or GELU whose output
+/// has too few of the kernel's tiles to fill a large GPU and whose K is long (the micro preset's weight gradients:
 /// [3328, 128]^T x [3328, 512] is 16 tiles) runs its K range as slices of `k_chunk` (a multiple of
 /// `BK`) in parallel, one partial product each, summed after. `None` when one pass is better: many
 /// tiles already, or too short a K to repay the pass that adds the partials. On an H200 the micro
 /// step's weight gradients (1 - 16 workgroups each) were 72% of its kernel time in one pass.
-fn split_k(s: &MatmulSpec, epilogue: bool) -> Option<(usize, usize)> {
-    let tiles = s.m.div_ceil(TILE) * s.n.div_ceil(TILE);
-    if s.batch != 1 || epilogue || tiles >= SPLIT_MAX_TILES {
+fn split_k(s: &MatmulSpec, epilogue: bool, rule: &SplitRule) -> Option<(usize, usize)> {
+    let tiles = s.m.div_ceil(rule.tile) * s.n.div_ceil(rule.tile);
+    if s.batch != 1 || epilogue || tiles >= rule.max_tiles {
         return None;
     }
-    let want = (s.k / SPLIT_MIN_K).min(SPLIT_TARGET_GROUPS.div_ceil(tiles)).min(SPLIT_MAX);
-    if want < SPLIT_MIN {
+    let want = (s.k / rule.min_k).min(rule.target_groups.div_ceil(tiles)).min(SPLIT_MAX);
+    if want < rule.min_slices {
         return None;
     }
-    let k_chunk = s.k.div_ceil(want).next_multiple_of(BK);
+    let k_chunk = s.k.div_ceil(want).next_multiple_of(rule.k_step);
     let slices = s.k.div_ceil(k_chunk);
     (slices >= 2).then_some((slices, k_chunk))
 }
@@ -258,7 +271,7 @@ fn launch(
     }
     // Split-K is for products of few tiles, which the large kernel runs only when forced to.
     let large = large_tiles(s, extra);
-    let split = if large { None } else { split_k(s, bias.is_some() || gelu) };
+    let split = if large { None } else { split_k(s, bias.is_some() || gelu, &SPLIT_F32) };
     let slices = split.map_or(s.batch, |(slices, _)| slices);
     let a_sums = extra == Extra::ASums;
     // Per slice: C, then (with the sums) padding to a 64-value boundary and the M sums (room for at
@@ -307,31 +320,11 @@ fn launch(
 
 /// The tile side of `matmul_coop.wgsl`.
 const COOP_TILE: usize = 128;
-/// A tensor-core product of fewer tiles than this (a wave of an H100's or H200's 132 SMs) splits
-/// its K range, when K is long enough ...
-const COOP_SPLIT_MAX_TILES: usize = 132;
-/// ... into slices of at least this many values of K (a multiple of the kernel's step, 32) ...
-const COOP_SPLIT_MIN_K: usize = 512;
-/// ... aiming at two waves of workgroups.
-const COOP_SPLIT_TARGET_GROUPS: usize = 264;
-
-/// `(slices, k_chunk)` for a tensor-core product, as `split_k` for the f32 kernels: batch 1, no
-/// bias or GELU, fewer than `COOP_SPLIT_MAX_TILES` tiles and at least two slices of
-/// `COOP_SPLIT_MIN_K`: ViT-B's weight gradients at batch 64 ([768, 2304] from K = 3200 is 108
-/// tiles) and most of the micro preset's.
-fn coop_split_k(s: &MatmulSpec, epilogue: bool) -> Option<(usize, usize)> {
-    let tiles = s.m.div_ceil(COOP_TILE) * s.n.div_ceil(COOP_TILE);
-    if s.batch != 1 || epilogue || tiles >= COOP_SPLIT_MAX_TILES {
-        return None;
-    }
-    let want = (s.k / COOP_SPLIT_MIN_K).min(COOP_SPLIT_TARGET_GROUPS.div_ceil(tiles)).min(SPLIT_MAX);
-    if want < 2 {
-        return None;
-    }
-    let k_chunk = s.k.div_ceil(want).next_multiple_of(32);
-    let slices = s.k.div_ceil(k_chunk);
-    (slices >= 2).then_some((slices, k_chunk))
-}
+/// The tensor-core kernel's split-K: fewer tiles than a wave of an H100's or H200's 132 SMs, aiming
+/// at two waves, at least 2 slices of 512 (a multiple of its K step, 32): ViT-B's weight gradients
+/// at batch 64 ([768, 2304] from K = 3200 is 108 tiles) and most of the micro preset's.
+const SPLIT_COOP: SplitRule =
+    SplitRule { tile: COOP_TILE, max_tiles: 132, target_groups: 264, min_k: 512, min_slices: 2, k_step: 32 };
 
 /// Product `s` on `matmul_coop.wgsl` (f16 operands, f32 sums; the caller checked the operands and
 /// that the adapter has f16 tensor cores). The bias-gradient sums (`Extra::ASums`) are summed from
@@ -346,7 +339,7 @@ fn launch_coop(
     y: Option<Storage>,
 ) -> Result<(Storage, Option<Storage>)> {
     let gelu = extra == Extra::Gelu;
-    let split = coop_split_k(s, bias.is_some() || gelu);
+    let split = split_k(s, bias.is_some() || gelu, &SPLIT_COOP);
     let slices = split.map_or(s.batch, |(slices, _)| slices);
     let c_stride = s.m * s.n;
     let p = Params::new(s, split, bias.is_some(), c_stride, 0)?;
