@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use engine::Rng;
-use mae::data::augment::Augment;
+use mae::data::augment::{Augment, augment_into};
 use mae::data::image_set::Normalization;
 use mae::data::loader::{Batcher, make_batch};
 use mae::data::synthetic::generate;
@@ -103,6 +103,38 @@ fn make_batch_stacks_augmented_images_with_their_labels() {
     // Unlabelled sets give no labels.
     let unlabelled = mae::data::ImageSet { labels: None, classes: vec![], ..set.take(2) };
     assert_eq!(make_batch(&unlabelled, &[1], 8, &Augment::mae(), &norm, &mut Rng::new(1)).1, None);
+}
+
+#[test]
+fn peeking_shows_the_next_batch_without_moving_on() {
+    for (len, batch, drop_last) in [(10, 3, true), (10, 3, false), (9, 3, true), (4, 4, false), (5, 7, false)] {
+        let mut b = Batcher::new(len, batch, 11, drop_last).unwrap();
+        for _ in 0..12 {
+            let peeked = b.peek_next();
+            assert_eq!(b.peek_next(), peeked, "peeking twice gives the same batch");
+            assert_eq!(b.next_batch(), &peeked[..], "len {len}, batch {batch}, drop_last {drop_last}");
+        }
+    }
+}
+
+#[test]
+fn make_batch_is_the_image_by_image_augmentation_whatever_the_thread_count() {
+    let set = generate(12, 20, 3, 4);
+    let norm = set.channel_stats();
+    let idx = [5, 1, 11, 1, 0, 7, 3];
+    let mut rng = Rng::new(9);
+    let mut want = vec![0f32; idx.len() * 3 * 24 * 24];
+    for (dst, &i) in want.chunks_exact_mut(3 * 24 * 24).zip(&idx) {
+        augment_into(set.image(i), 3, 20, 20, dst, 24, &Augment::mae(), &norm, &mut rng);
+    }
+    for threads in [1, 2, 3, 8] {
+        let mut r = Rng::new(9);
+        let (x, _) =
+            engine::cpu::parallel::with_threads(threads, || make_batch(&set, &idx, 24, &Augment::mae(), &norm, &mut r));
+        assert_eq!(x, want, "{threads} threads");
+        // The generator ends where the image-by-image draws leave it.
+        assert_eq!(r.uniform(), rng.clone().uniform(), "{threads} threads");
+    }
 }
 
 #[test]

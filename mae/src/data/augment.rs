@@ -138,12 +138,49 @@ pub fn augment_into(
     norm: &Normalization,
     rng: &mut Rng,
 ) {
+    assert!(h > 0 && w > 0, "augment_into: empty image");
+    let draw = Draw::new(h, w, aug, rng);
+    resample_into(img, c, h, w, out, out_size, &draw, norm);
+}
+
+/// The random part of one image's augmentation: its crop box and whether it is mirrored. Drawing
+/// every image's first, in order, and resampling them afterwards on any threads gives the same
+/// batch as `augment_into` image by image (the resampling draws nothing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Draw {
+    /// The crop, in the image's pixels.
+    pub crop: CropBox,
+    /// Mirror left-right.
+    pub flip: bool,
+}
+
+impl Draw {
+    /// The crop box, then the flip, from `rng`, for an `h x w` image.
+    pub fn new(h: usize, w: usize, aug: &Augment, rng: &mut Rng) -> Draw {
+        let crop = random_resized_crop_box(h, w, aug.scale, aug.ratio, rng);
+        let flip = aug.flip && rng.uniform() < 0.5;
+        Draw { crop, flip }
+    }
+}
+
+/// One `[c, h, w]` byte image cropped and mirrored as `draw` says, resized to
+/// `[c, out_size, out_size]` and normalised into `out`. Panics as `augment_into` does.
+#[allow(clippy::too_many_arguments)] // the trainer's hot path: plain slices, no wrapper structs
+pub fn resample_into(
+    img: &[u8],
+    c: usize,
+    h: usize,
+    w: usize,
+    out: &mut [f32],
+    out_size: usize,
+    draw: &Draw,
+    norm: &Normalization,
+) {
     assert_eq!(img.len(), c * h * w, "augment_into: image of {} bytes is not {c}x{h}x{w}", img.len());
     assert_eq!(out.len(), c * out_size * out_size, "augment_into: output is not {c}x{out_size}x{out_size}");
     assert_eq!(norm.channels(), c, "augment_into: normalisation for {} channels, image has {c}", norm.channels());
     assert!(h > 0 && w > 0 && out_size > 0, "augment_into: empty image or output");
-    let crop = random_resized_crop_box(h, w, aug.scale, aug.ratio, rng);
-    let flip = aug.flip && rng.uniform() < 0.5;
+    let Draw { crop, flip } = *draw;
     let s = out_size;
 
     if crop.height == s && crop.width == s {

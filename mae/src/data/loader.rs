@@ -3,7 +3,7 @@
 
 use engine::Rng;
 
-use crate::data::augment::{Augment, augment_into};
+use crate::data::augment::{Augment, Draw, resample_into};
 use crate::data::image_set::{ImageSet, Normalization};
 use crate::error::{Error, Result};
 
@@ -101,6 +101,16 @@ impl Batcher {
         &self.order[start..self.position]
     }
 
+    /// The batch that `next_batch` will hand out next, without moving on (to prepare it early).
+    pub fn peek_next(&self) -> Vec<usize> {
+        let left = self.len - self.position;
+        if left == 0 || (self.drop_last && left < self.batch) {
+            let order = epoch_order(self.len, self.seed, self.epoch + 1);
+            return order[..self.batch.min(self.len)].to_vec();
+        }
+        self.order[self.position..(self.position + self.batch).min(self.len)].to_vec()
+    }
+
     /// Where the batcher is, for a checkpoint; `Batcher::restore` continues from it.
     pub fn state(&self) -> BatcherState {
         BatcherState {
@@ -152,6 +162,10 @@ fn epoch_order(len: usize, seed: u64, epoch: u64) -> Vec<usize> {
 /// The images at `indices`, each augmented (own random crop and flip from `rng`) and normalised
 /// into one `[B, C, S, S]` buffer, with their labels if the set has any.
 ///
+/// Every image's crop and flip are drawn first, in order, so the batch is the one `augment_into`
+/// gives image by image; the resampling, ~1 ms an image at 224 x 224 on one core, is then shared
+/// by the engine's CPU worker threads (the same bits whatever thread runs which image).
+///
 /// Panics if an index is out of range or `norm` has another channel count than the set.
 pub fn make_batch(
     set: &ImageSet,
@@ -162,10 +176,14 @@ pub fn make_batch(
     rng: &mut Rng,
 ) -> (Vec<f32>, Option<Vec<u32>>) {
     let per = set.channels * out_size * out_size;
+    let draws: Vec<Draw> = indices.iter().map(|_| Draw::new(set.height, set.width, aug, rng)).collect();
     let mut out = vec![0f32; indices.len() * per];
-    for (dst, &i) in out.chunks_exact_mut(per).zip(indices) {
-        augment_into(set.image(i), set.channels, set.height, set.width, dst, out_size, aug, norm, rng);
-    }
+    // About 8 ns per output value (separable resampling, then normalisation).
+    let ns_per_image = per as f64 * 8.0;
+    engine::cpu::parallel::for_each_chunk(out.as_mut_slice(), per, ns_per_image, |first, dst| {
+        let b = first / per;
+        resample_into(set.image(indices[b]), set.channels, set.height, set.width, dst, out_size, &draws[b], norm);
+    });
     let labels = set.labels.as_ref().map(|l| indices.iter().map(|&i| l[i]).collect());
     (out, labels)
 }
