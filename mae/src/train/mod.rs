@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod log;
 pub mod loss_scale;
 pub mod optim;
+pub mod prefetch;
 pub mod recipe;
 pub mod reconstruct;
 pub mod report;

@@ -26,19 +26,19 @@ use engine::cpu::matmul::{Precision, PrecisionScope};
 use crate::data::Split;
 use crate::data::augment::Augment;
 use crate::data::image_set::{ImageSet, Normalization};
-use crate::data::loader::{Batcher, BatcherState, make_batch};
+use crate::data::loader::{Batcher, BatcherState};
 use crate::data::source::DataSource;
 use crate::error::{Error, Result};
 use crate::model::batch::model_inputs;
 use crate::model::config::ModelConfig;
-use crate::model::masking::{MaskStrategy, check_ratio, make_masking};
+use crate::model::masking::{MaskStrategy, check_ratio};
 use crate::model::nn::Param;
 use crate::model::{DeviceMasking, MaskedAutoencoder};
-use crate::streams::{self, stream};
 use crate::train::checkpoint::{CheckpointDir, TrainState, load_model, load_train_state};
 use crate::train::log::open_log;
 use crate::train::loss_scale::{self, LossScaler};
 use crate::train::optim::{AdamW, AdamWConfig, learning_rate, scaled_lr};
+use crate::train::prefetch::{BatchRecipe, HostBatch, Prefetch};
 
 /// When to stop: whichever limit is reached first. At least one must be set.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -331,8 +331,10 @@ pub struct StepReport {
 pub struct Trainer {
     o: TrainOptions,
     device: Device,
-    set: ImageSet,
-    norm: Normalization,
+    /// The training images, their normalisation and augmentation, the masking: what makes a batch.
+    batches: Arc<BatchRecipe>,
+    /// The next micro-batch, being made on a background thread (on a GPU; see `prefetch`).
+    prefetch: Option<Prefetch>,
     facts: BTreeMap<String, String>,
     ckpts: CheckpointDir,
     model: MaskedAutoencoder,
@@ -343,7 +345,6 @@ pub struct Trainer {
     steps_per_epoch: f64,
     total_steps: f64,
     lr_peak: f64,
-    aug: Augment,
     log: std::io::BufWriter<std::fs::File>,
     log_path: PathBuf,
     start_step: u64,
@@ -439,11 +440,19 @@ impl Trainer {
         let log = open_log(&log_path, start.step)?;
         Ok(Trainer {
             lr_peak: scaled_lr(o.base_lr, o.effective_batch()),
-            aug: o.augmentation(),
+            batches: Arc::new(BatchRecipe {
+                set: Arc::new(set),
+                norm,
+                aug: o.augmentation(),
+                img_size: o.model.img_size,
+                grid: o.model.grid_size(),
+                strategy: o.mask_strategy,
+                ratio: o.mask_ratio,
+                seed: o.seed,
+            }),
+            prefetch: None,
             o: o.clone(),
             device: device.clone(),
-            set,
-            norm,
             facts,
             ckpts,
             model,
@@ -494,7 +503,7 @@ impl Trainer {
 
     /// The training images and their normalisation.
     pub fn data(&self) -> (&ImageSet, &Normalization) {
-        (&self.set, &self.norm)
+        (&self.batches.set, &self.batches.norm)
     }
 
     /// On a GPU, what the last step asked of it: dispatches, submissions, buffers created, bytes
@@ -528,18 +537,21 @@ impl Trainer {
         let t0 = Instant::now();
         let gpu_before = self.device.gpu_counters();
         let lr = learning_rate(self.lr_peak, o.min_lr, o.warmup_fraction, 1.0, self.progress());
-        let grid = o.model.grid_size();
         let mut loss_sum = 0.0f64;
         let loss_scale = self.scaler.scale();
         // Forward and backward at the run's product precision (the optimizer has no products).
         let _precision = PrecisionScope::set(o.matmul_precision);
         for micro in 0..o.accum_iter as u64 {
             let u = self.step * o.accum_iter as u64 + micro;
-            let mut rng = stream(o.seed, u, streams::TRAIN_BATCH);
             let idx = self.batcher.next_batch().to_vec();
-            let (images, _) = make_batch(&self.set, &idx, o.model.img_size, &self.aug, &self.norm, &mut rng);
+            let HostBatch { images, masking } = match self.prefetch.take().and_then(|p| p.take(u, &idx)) {
+                Some(batch) => batch?,
+                None => self.batches.make(u, &idx)?,
+            };
+            if self.device.is_gpu() {
+                self.prefetch = Some(Prefetch::start(&self.batches, u + 1, self.batcher.peek_next())?);
+            }
             let (patches, target) = model_inputs(&o.model, &images, idx.len(), &self.device)?;
-            let masking = make_masking(o.mask_strategy, idx.len(), grid, o.mask_ratio, &mut rng)?;
             let dm = DeviceMasking::new(&masking, &self.device)?;
             let out = self.model.forward(&patches, &target, &dm)?;
             self.scaler.backward(&out.loss)?;
@@ -615,12 +627,12 @@ impl Trainer {
         let mut pictures = Vec::new();
         if o.pictures {
             pictures.push(crate::train::report::loss_plot(&self.log_path, &o.out_dir.join("loss.png"), &o.model.name)?);
-            let test = o.data.load(Split::Test, &o.model, o.seed).unwrap_or_else(|_| self.set.take(8));
+            let test = o.data.load(Split::Test, &o.model, o.seed).unwrap_or_else(|_| self.batches.set.take(8));
             let path = o.out_dir.join("reconstructions.png");
             crate::train::reconstruct::save_reconstructions(
                 &self.model,
                 &test,
-                &self.norm,
+                &self.batches.norm,
                 o.mask_ratio,
                 o.mask_strategy,
                 o.seed,
