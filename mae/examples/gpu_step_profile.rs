@@ -102,6 +102,16 @@ fn main() -> mae::Result<()> {
     let per_step = |n: f64| n / steps as f64;
     println!("\nall {steps} profiled steps: {work}\n");
     let total_ns: f64 = kernels.iter().map(|k| k.2).sum();
+    if ctx.has_timestamps() {
+        // Issue 42's host share: the unprofiled wall clock minus the kernels' own time, which is
+        // the host's recording and waiting plus the GPU's idle gaps between kernels.
+        let kernel_ms = per_step(total_ns) * 1e-6;
+        println!(
+            "kernel time: {kernel_ms:.2} ms per step; wall clock minus kernel time: {:.2} ms, {:.0}% of the wall clock\n",
+            secs * 1e3 - kernel_ms,
+            100.0 * (1.0 - kernel_ms * 1e-3 / secs)
+        );
+    }
     let mut rows = kernels;
     rows.sort_by(|a, b| b.1.cmp(&a.1).then(b.2.total_cmp(&a.2)));
     println!("| kernel | dispatches per step | kernel time per step | share |");
