@@ -7,6 +7,7 @@
 
 use crate::error::{Error, Result};
 use crate::indices::Indices;
+use crate::pending::PendingRead;
 use crate::storage::Storage;
 
 /// `C[b] = op(A[b]) · op(B[b]) (+ bias)` for `b` in `0..batch`, every matrix row-major.
@@ -338,6 +339,13 @@ pub trait Backend {
     fn upload(&self, data: &[f32]) -> Result<Storage>;
     /// All values of `s`, copied to the host (waits for the device).
     fn download(&self, s: &Storage) -> Result<Vec<f32>>;
+    /// Request all values of `s` without waiting: the read holds the values `s` has after the
+    /// work recorded so far, whatever is recorded after it (see `PendingRead`). This default copies
+    /// them now, as a device that computes at once (the CPU) can; the GPU submits the copy and
+    /// waits for it only in `PendingRead::wait`.
+    fn download_later(&self, s: &Storage) -> Result<PendingRead> {
+        Ok(PendingRead::ready(self.download(s)?))
+    }
     /// A new storage of `len` values, every one `value`.
     fn full(&self, len: usize, value: f32) -> Result<Storage>;
     /// A new storage of `len` values that the caller overwrites entirely before reading any (no

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::backend::BinaryOp;
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::pending::PendingRead;
 use crate::rng::Rng;
 use crate::storage::Storage;
 use crate::tape;
@@ -265,6 +266,14 @@ impl Tensor {
     /// All values, copied to the host (waits for the device).
     pub fn to_vec(&self) -> Result<Vec<f32>> {
         self.device().backend().download(&self.0.storage)
+    }
+
+    /// Request all values without waiting for them: `wait` on the result returns the values the
+    /// tensor holds now, after the work recorded so far, even if later commands overwrite it. On
+    /// the GPU this submits the recorded work (one submission) and `wait` waits only for that
+    /// submission, so the host can record more work meanwhile (see `PendingRead`).
+    pub fn read_later(&self) -> Result<PendingRead> {
+        Ok(self.device().backend().download_later(&self.0.storage)?.with_shape(self.shape()))
     }
 
     /// The single value of a one-element tensor.

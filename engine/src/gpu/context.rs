@@ -15,6 +15,10 @@
 //! - **Dispatches** are recorded into a list and encoded at flush time into as few compute passes as
 //!   possible; a batch is submitted when a read-back needs it, when the arena is full, or after
 //!   `MAX_BATCH` dispatches. One training step is a handful of submissions.
+//! - **Read-backs** copy into a host-visible staging buffer. `read_later` submits the batch holding
+//!   the copy and returns a pending read whose wait polls for that submission only, so the host can
+//!   record (and submit) the next work while the GPU computes the values; `read` is `read_later`
+//!   waited for at once.
 //! - **Pipelines** are compiled once per (shader, entry point, constants) and cached.
 //! - **Bind groups** are cached by what they bind (the pipeline, the parameter slot, each buffer's
 //!   range): the caching pool hands a steady training step the same buffers in the same order, so
@@ -166,6 +170,9 @@ struct State {
     live_bytes: u64,
     peak_bytes: u64,
     submissions: u64,
+    /// What `queue.submit` returned for the latest batch: a read requested in it waits for this
+    /// submission only, not for work submitted after it (see `read_later`).
+    last_submission: Option<wgpu::SubmissionIndex>,
     counters: crate::device::GpuCounters,
     profiler: Option<super::profile::Profiler>,
     /// Bind groups by what they bind. Each holds its buffers alive, so the cache is emptied
@@ -332,6 +339,7 @@ impl GpuContext {
                 live_bytes: 0,
                 peak_bytes: 0,
                 submissions: 0,
+                last_submission: None,
                 counters: Default::default(),
                 profiler: None,
                 bind_groups: HashMap::new(),
@@ -568,10 +576,19 @@ impl GpuContext {
     }
 
     /// Copy `bytes` from `buf` back to the host, waiting for every recorded command first.
-    pub(crate) fn read(&self, buf: &wgpu::BufferBinding, bytes: u64) -> Result<Vec<u8>> {
+    pub(crate) fn read(self: &Arc<Self>, buf: &wgpu::BufferBinding, bytes: u64) -> Result<Vec<u8>> {
+        self.read_later(buf, bytes)?.wait()
+    }
+
+    /// Request a copy of `bytes` from `buf` to the host without waiting for it: the copy is recorded
+    /// after every command recorded so far and the batch holding it is submitted now (one
+    /// submission), and the returned read waits only for that submission, not for the commands
+    /// recorded after this call. Fails at once with an error of this thread's earlier work (see
+    /// `check_fault`), as `read` does.
+    pub(crate) fn read_later(self: &Arc<Self>, buf: &wgpu::BufferBinding, bytes: u64) -> Result<PendingGpuRead> {
         self.check_fault()?;
         if bytes == 0 {
-            return Ok(Vec::new());
+            return Ok(PendingGpuRead { ctx: self.clone(), mapping: None });
         }
         let desc = wgpu::BufferDescriptor {
             label: Some("read-back"),
@@ -580,7 +597,7 @@ impl GpuContext {
             mapped_at_creation: false,
         };
         let staging = self.create_buffer(&desc, "a read-back buffer", &FAIL_BUFFERS)?;
-        {
+        let submission = {
             let mut s = self.state();
             Self::record(
                 &mut s,
@@ -595,30 +612,53 @@ impl GpuContext {
             s.counters.read_backs += 1;
             s.counters.bytes_read_back += bytes;
             self.submit(&mut s)?;
-        }
+            s.last_submission.clone().expect("the batch holding the copy was just submitted")
+        };
         // Every batch that held this thread's earlier work has been submitted by now (batches go
         // in order), and a rejected one has been charged to this thread: never return stale bytes.
         self.check_fault()?;
-        self.map_read(&staging)
+        // Mapped only now: a buffer pending a map cannot be used in a submission, and the copy into
+        // it has just been submitted.
+        let done = Self::map_async(&staging);
+        Ok(PendingGpuRead { ctx: self.clone(), mapping: Some(Mapping { staging, submission, done }) })
     }
 
-    /// Map a `MAP_READ` buffer whose filling copy has been submitted, and return its bytes.
-    fn map_read(&self, staging: &wgpu::Buffer) -> Result<Vec<u8>> {
+    /// Start mapping a `MAP_READ` buffer whose filling copy has been submitted; the receiver gets the
+    /// outcome.
+    fn map_async(staging: &wgpu::Buffer) -> MapOutcome {
         let (tx, rx) = std::sync::mpsc::channel();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
+        rx
+    }
+
+    /// Map a `MAP_READ` buffer whose filling copy has been submitted, and return its bytes.
+    fn map_read(&self, staging: &wgpu::Buffer) -> Result<Vec<u8>> {
+        let done = Self::map_async(staging);
+        self.mapped_bytes(staging, None, &done)
+    }
+
+    /// Wait until the map of `staging` (`done` gets its outcome) has happened, polling until
+    /// `submission` has finished (every submission when `None`), and return its bytes, unmapping
+    /// it. A wait past the timeout counts as a lost device.
+    fn mapped_bytes(
+        &self,
+        staging: &wgpu::Buffer,
+        submission: Option<&wgpu::SubmissionIndex>,
+        done: &MapOutcome,
+    ) -> Result<Vec<u8>> {
         // Another thread's poll may be the one that runs our callback, so wait on the channel too.
         let start = std::time::Instant::now();
         loop {
-            self.wait()?;
-            match rx.recv_timeout(Duration::from_millis(5)) {
+            self.poll_until(submission)?;
+            match done.recv_timeout(Duration::from_millis(5)) {
                 Ok(Ok(())) => break,
                 Ok(Err(e)) => return Err(Error::Gpu(format!("reading back a buffer failed: {e}"))),
                 Err(_) if start.elapsed() < self.wait_timeout => continue,
                 Err(_) => {
                     Faults::lose(&self.faults, "reading back a buffer timed out; the device may be hung".into());
-                    return self.check_fault().map(|_| Vec::new());
+                    return self.check_lost().map(|_| Vec::new());
                 }
             }
         }
@@ -643,7 +683,16 @@ impl GpuContext {
     /// Block until the GPU has finished everything submitted; fails only if the device is lost or
     /// the wait times out (which counts as lost).
     fn poll_idle(&self) -> Result<()> {
-        let poll = self.device.poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(self.wait_timeout) });
+        self.poll_until(None)
+    }
+
+    /// Block until the GPU has finished `submission` (everything submitted when `None`) and run the
+    /// callbacks of what finished; fails only if the device is lost or the wait times out (which
+    /// counts as lost).
+    fn poll_until(&self, submission: Option<&wgpu::SubmissionIndex>) -> Result<()> {
+        let poll = self
+            .device
+            .poll(wgpu::PollType::Wait { submission_index: submission.cloned(), timeout: Some(self.wait_timeout) });
         if let Err(e) = poll {
             Faults::lose(&self.faults, format!("waiting for the GPU failed ({e}); the device may be lost or hung"));
         }
@@ -912,7 +961,7 @@ impl GpuContext {
             s.spare_arenas.push(arena);
         }
         s.arena_bytes.clear();
-        self.queue.submit(Some(encoder.finish()));
+        s.last_submission = Some(self.queue.submit(Some(encoder.finish())));
         let error = pollster::block_on(oom.pop());
         let error = pollster::block_on(invalid.pop()).or(error);
         drop(commands);
@@ -1008,6 +1057,42 @@ impl GpuContext {
             }
         }
         Ok(())
+    }
+}
+
+/// What a buffer's `map_async` callback sends: whether the map succeeded.
+type MapOutcome = std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>;
+
+/// A read-back requested with `GpuContext::read_later`: the copy into a host-visible staging buffer
+/// has been submitted, and `wait` waits for that submission only, then returns the bytes. They are
+/// the bytes at request time: commands recorded after the request run after the copy.
+///
+/// Dropped without `wait`, the staging buffer goes with it: wgpu aborts the pending map (the
+/// callback gets an error no one listens for) and frees the buffer once the copy has run, so
+/// nothing hangs or stays mapped.
+pub(crate) struct PendingGpuRead {
+    ctx: Arc<GpuContext>,
+    /// `None` for a read of zero bytes, which has nothing to wait for.
+    mapping: Option<Mapping>,
+}
+
+struct Mapping {
+    staging: wgpu::Buffer,
+    /// The submission holding the copy into `staging`.
+    submission: wgpu::SubmissionIndex,
+    done: MapOutcome,
+}
+
+impl PendingGpuRead {
+    /// Block until the submission holding the copy has finished (not the work submitted after it),
+    /// and return the bytes. Fails if the device is lost or the wait times out (which counts as
+    /// lost); an error of work recorded after the request is left for that work's thread's next
+    /// call.
+    pub(crate) fn wait(self) -> Result<Vec<u8>> {
+        match &self.mapping {
+            None => Ok(Vec::new()),
+            Some(m) => self.ctx.mapped_bytes(&m.staging, Some(&m.submission), &m.done),
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 pub use buffer::GpuBuffer;
+pub(crate) use context::PendingGpuRead;
 pub use context::{AdapterSummary, GpuContext};
 pub use kernels::matmul::{MatmulTiles, force_matmul_tiles, runs_on_large_tiles};
 pub use select::list_adapters;
@@ -21,6 +22,7 @@ use crate::backend::*;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::indices::Indices;
+use crate::pending::PendingRead;
 use crate::storage::Storage;
 
 /// A handle to the shared GPU context; the `Backend` of `Device::Gpu`.
@@ -139,6 +141,11 @@ impl Backend for Gpu {
     fn download(&self, s: &Storage) -> Result<Vec<f32>> {
         let bytes = self.ctx.read(&self.buf(s)?, s.len() as u64 * 4)?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    fn download_later(&self, s: &Storage) -> Result<PendingRead> {
+        let read = self.ctx.read_later(&self.buf(s)?, s.len() as u64 * 4)?;
+        Ok(PendingRead::gpu(read, s.len()))
     }
 
     fn full(&self, len: usize, value: f32) -> Result<Storage> {
