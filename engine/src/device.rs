@@ -253,6 +253,17 @@ impl Device {
         }
     }
 
+    /// Send every kernel recorded so far to the GPU without waiting for it (a no-op on the CPU):
+    /// before the host blocks on a read, so that the GPU is not left without the work recorded
+    /// after the read was requested.
+    pub fn flush(&self) -> Result<()> {
+        match self {
+            Device::Cpu => Ok(()),
+            #[cfg(feature = "gpu")]
+            Device::Gpu(g) => g.context().flush(),
+        }
+    }
+
     /// Wait until every kernel recorded so far has run (a no-op on the CPU).
     pub fn synchronize(&self) -> Result<()> {
         match self {

@@ -36,9 +36,10 @@ mod tests {
 
     #[test]
     fn device_patches_equal_the_host_patchify_bit_for_bit() {
-        let mut devices = vec![Device::Cpu];
         #[cfg(feature = "gpu")]
-        devices.extend(engine::gpu::test_device());
+        let devices: Vec<Device> = std::iter::once(Device::Cpu).chain(engine::gpu::test_device()).collect();
+        #[cfg(not(feature = "gpu"))]
+        let devices = [Device::Cpu];
         for (dev, name) in
             devices.iter().flat_map(|d| ["mae_vit_micro_patch4_32", "mae_vit_micro_patch4_28"].map(|n| (d, n)))
         {
