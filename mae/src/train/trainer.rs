@@ -322,6 +322,13 @@ pub struct StepReport {
     pub loss_scale: f32,
     /// Whether the update was skipped: a loss-scaled gradient overflowed (f16 products only).
     pub skipped: bool,
+    /// Of the step's time, how long the host sat waiting for the device to finish the forward
+    /// pass (the loss) and, with f16 products, the backward (the gradients' finiteness check).
+    /// Near the step's time when the device is what limits the speed; near zero when the host is.
+    pub waited_for_device_secs: f64,
+    /// How long the step waited for its batch from the prefetch thread (on a GPU; the CPU makes its
+    /// batches in the step): above zero when making batches is slower than the step.
+    pub waited_for_batch_secs: f64,
 }
 
 /// A pre-training run that a program drives: [`Trainer::new`] (a fresh run, or the newest
@@ -538,14 +545,19 @@ impl Trainer {
         let gpu_before = self.device.gpu_counters();
         let lr = learning_rate(self.lr_peak, o.min_lr, o.warmup_fraction, 1.0, self.progress());
         let mut loss_sum = 0.0f64;
+        let (mut waited_for_device, mut waited_for_batch) = (0.0f64, 0.0f64);
         let loss_scale = self.scaler.scale();
         // Forward and backward at the run's product precision (the optimizer has no products).
         let _precision = PrecisionScope::set(o.matmul_precision);
         for micro in 0..o.accum_iter as u64 {
             let u = self.step * o.accum_iter as u64 + micro;
             let idx = self.batcher.next_batch().to_vec();
+            let waiting = Instant::now();
             let HostBatch { images, masking } = match self.prefetch.take().and_then(|p| p.take(u, &idx)) {
-                Some(batch) => batch?,
+                Some(batch) => {
+                    waited_for_batch += waiting.elapsed().as_secs_f64();
+                    batch?
+                }
                 None => self.batches.make(u, &idx)?,
             };
             if self.device.is_gpu() {
@@ -554,8 +566,16 @@ impl Trainer {
             let (patches, target) = model_inputs(&o.model, &images, idx.len(), &self.device)?;
             let dm = DeviceMasking::new(&masking, &self.device)?;
             let out = self.model.forward(&patches, &target, &dm)?;
+            // The loss is copied back behind the forward pass, which goes to the GPU now; the host
+            // records the backward meanwhile, hands it over, and then waits for the forward only,
+            // so the GPU runs the backward while the host checks the loss and records the update
+            // and the next forward. (On the CPU the loss is simply read.)
+            let loss = out.loss.read_later()?;
             self.scaler.backward(&out.loss)?;
-            let loss = out.loss.item()?;
+            self.device.flush()?;
+            let waiting = Instant::now();
+            let loss = loss.item()?;
+            waited_for_device += waiting.elapsed().as_secs_f64();
             if !loss.is_finite() {
                 for p in &self.params {
                     p.tensor.zero_grad();
@@ -566,7 +586,10 @@ impl Trainer {
         }
         let accumulation = 1.0 / o.accum_iter as f32;
         let applied = if self.scaler.is_enabled() {
-            self.opt.step_if_finite(&self.params, lr as f32, self.scaler.unscale(accumulation))?
+            let checking = Instant::now();
+            let applied = self.opt.step_if_finite(&self.params, lr as f32, self.scaler.unscale(accumulation))?;
+            waited_for_device += checking.elapsed().as_secs_f64();
+            applied
         } else {
             self.opt.step(&self.params, lr as f32, accumulation)?;
             true
@@ -590,6 +613,8 @@ impl Trainer {
             elapsed_secs: self.elapsed,
             loss_scale,
             skipped: !applied,
+            waited_for_device_secs: waited_for_device,
+            waited_for_batch_secs: waited_for_batch,
         };
         writeln!(
             self.log,
