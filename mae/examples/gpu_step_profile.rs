@@ -59,16 +59,30 @@ fn main() -> mae::Result<()> {
         t.step()?;
     }
     // Wall-clock images/s over the same number of steps, before any timestamp query slows them.
-    dev.synchronize()?;
+    // No synchronisation first: the step before the clock left the GPU as far behind as each timed
+    // step leaves it (so the tails cancel), and a wait here would hand the pool its buffers in
+    // another order, making the next steps create bind groups again.
     let clock = std::time::Instant::now();
     let unprofiled = ctx.counters();
+    let (mut waited_for_device, mut waited_for_batch) = (0.0, 0.0);
     for _ in 0..steps {
-        t.step()?;
+        let r = t.step()?;
+        (waited_for_device, waited_for_batch) =
+            (waited_for_device + r.waited_for_device_secs, waited_for_batch + r.waited_for_batch_secs);
     }
     dev.synchronize()?;
     let secs = clock.elapsed().as_secs_f64() / steps as f64;
     let host = ctx.counters() - unprofiled;
     println!("wall clock, unprofiled: {:.1} ms per step, {:.0} images/s", secs * 1e3, batch as f64 / secs);
+    // Where the step's thread spent the wall clock: blocked on the GPU (the loss, and with f16 the
+    // gradient check), blocked on the prefetch thread's batch, or working. The GPU runs the
+    // backward while the thread works, so a GPU-bound step mostly waits.
+    let (device_ms, batch_ms) = (waited_for_device * 1e3 / steps as f64, waited_for_batch * 1e3 / steps as f64);
+    println!(
+        "the step's thread: waiting for the GPU {device_ms:.2} ms, waiting for its batch {batch_ms:.2} ms, working {:.2} ms \
+         per step",
+        secs * 1e3 - device_ms - batch_ms
+    );
     // The host's own part of a step in the GPU context (recording dispatches, encoding and
     // submitting batches), beside the wall clock; the rest of the host's time (the tape, the
     // trainer) and the GPU's run between and around it.
