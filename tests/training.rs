@@ -219,6 +219,22 @@ fn starting_over_an_existing_run_without_resume_is_refused() {
 
 #[test]
 #[cfg(feature = "gpu")]
+fn overlapping_the_host_with_the_gpu_changes_no_loss() {
+    let Some(gpu) = engine::gpu::test_device() else { return };
+    let (a, b) = (scratch("gpu-overlap"), scratch("gpu-in-turn"));
+    // 512 images in batches of 96: the sixth step starts a new epoch, whose first batch the
+    // prefetch thread makes while the fifth runs.
+    let run = |out: PathBuf, overlap: bool| {
+        let o = TrainOptions { overlap, batch_size: 96, ..options(out, 7) };
+        losses(&train(&o, &gpu, None).unwrap())
+    };
+    assert_eq!(run(a.clone(), true), run(b.clone(), false), "the same batches, masks and kernels");
+    std::fs::remove_dir_all(a).unwrap();
+    std::fs::remove_dir_all(b).unwrap();
+}
+
+#[test]
+#[cfg(feature = "gpu")]
 fn training_on_the_gpu_follows_the_cpu() {
     let Some(gpu) = engine::gpu::test_device() else { return };
     let (a, b) = (scratch("gpu-a"), scratch("gpu-b"));

@@ -113,6 +113,11 @@ pub struct TrainOptions {
     /// The loss scale an f16 run starts from (`loss_scale::INITIAL_SCALE`, 2^16); a resumed run
     /// continues from its checkpoint's. Unused at other precisions.
     pub initial_loss_scale: f32,
+    /// On a GPU, overlap the host's work with the GPU's: the next micro-batch made on a background
+    /// thread (`prefetch`) and the loss read behind the forward pass, so the host records while
+    /// the GPU runs the backward. The same losses either way; on by default, off where the
+    /// environment sets `MAE_TRAIN_OVERLAP=0` (an A/B on one machine). Unused on the CPU.
+    pub overlap: bool,
 }
 
 impl TrainOptions {
@@ -143,6 +148,7 @@ impl TrainOptions {
             stop_after_steps: None,
             matmul_precision: Precision::Bf16,
             initial_loss_scale: loss_scale::INITIAL_SCALE,
+            overlap: std::env::var("MAE_TRAIN_OVERLAP").map_or(true, |v| v != "0"),
         }
     }
 
@@ -342,6 +348,8 @@ pub struct Trainer {
     batches: Arc<BatchRecipe>,
     /// The next micro-batch, being made on a background thread (on a GPU; see `prefetch`).
     prefetch: Option<Prefetch>,
+    /// `TrainOptions::overlap` on a GPU.
+    overlap: bool,
     facts: BTreeMap<String, String>,
     ckpts: CheckpointDir,
     model: MaskedAutoencoder,
@@ -458,6 +466,7 @@ impl Trainer {
                 seed: o.seed,
             }),
             prefetch: None,
+            overlap: device.is_gpu() && o.overlap,
             o: o.clone(),
             device: device.clone(),
             facts,
@@ -560,21 +569,24 @@ impl Trainer {
                 }
                 None => self.batches.make(u, &idx)?,
             };
-            if self.device.is_gpu() {
+            if self.overlap {
                 self.prefetch = Some(Prefetch::start(&self.batches, u + 1, self.batcher.peek_next())?);
             }
             let (patches, target) = model_inputs(&o.model, &images, idx.len(), &self.device)?;
             let dm = DeviceMasking::new(&masking, &self.device)?;
             let out = self.model.forward(&patches, &target, &dm)?;
-            // The loss is copied back behind the forward pass, which goes to the GPU now; the host
-            // records the backward meanwhile, hands it over, and then waits for the forward only,
-            // so the GPU runs the backward while the host checks the loss and records the update
-            // and the next forward. (On the CPU the loss is simply read.)
-            let loss = out.loss.read_later()?;
+            // With overlap the loss is copied back behind the forward pass, which goes to the GPU
+            // now; the host records the backward meanwhile, hands it over, and then waits for the
+            // forward only, so the GPU runs the backward while the host checks the loss and
+            // records the update and the next forward. Without, the read waits for both passes.
+            let pending = if self.overlap { Some(out.loss.read_later()?) } else { None };
             self.scaler.backward(&out.loss)?;
             self.device.flush()?;
             let waiting = Instant::now();
-            let loss = loss.item()?;
+            let loss = match pending {
+                Some(read) => read.item()?,
+                None => out.loss.item()?,
+            };
             waited_for_device += waiting.elapsed().as_secs_f64();
             if !loss.is_finite() {
                 for p in &self.params {
