@@ -1,15 +1,21 @@
 // Batched matrix product on 128 x 128 tiles, for the large products (ViT-B's linear layers at batch 64):
 //   C[b] = op(A[b]) * op(B[b]) (+ bias),  op(A): [M, K], op(B): [K, N], C: [batch, M, N]
 // and, with the override GELU, also Y = gelu(C). It computes what shaders/matmul.wgsl computes, with
-// the same bindings, parameters and overrides (TRANS_A, TRANS_B, GELU, VEC4), but each workgroup
-// makes a 4x larger tile of C, so each value staged in workgroup memory feeds twice the FMAs. The
-// launcher runs it only where the product has enough of these tiles to fill a large GPU (a tall
-// thin product at small batch still needs matmul.wgsl's 4x more workgroups); the bias-gradient sums
-// (A_SUMS) and split-K stay on matmul.wgsl (their products have few tiles anyway).
+// the same bindings, parameters and overrides (TRANS_A, TRANS_B, GELU, VEC4, A_SUMS), split-K
+// included, but each workgroup makes a 4x larger tile of C, so each value staged in workgroup memory
+// feeds twice the FMAs. The launcher runs it where the product has enough of these tiles to fill a
+// large GPU, or gets enough workgroups by splitting K (the weight gradients: few tiles, a long K);
+// a tall thin product at small batch still needs matmul.wgsl's 4x more workgroups.
 //
 // Layouts (row-major): A is [M, K], or [K, M] when TRANS_A; B is [K, N], or [N, K] when TRANS_B;
 // batch b of A starts at b * a_stride (0 shares one A over the batch), likewise B; bias is [N];
-// batch b of C (and Y) starts at b * c_stride (= M N).
+// batch b of C (and Y) starts at b * c_stride (= M N, or more with A_SUMS).
+// Split-K: when k_chunk < K, z indexes slices of K instead of batches (batch 1, strides 0): slice z
+// sums K range [z k_chunk, min(K, (z + 1) k_chunk)) into its own partial C at z c_stride, and the
+// launcher adds the slices with reduce.wgsl afterwards (k_chunk is a multiple of BK).
+// A_SUMS (a weight gradient dY^T X and its bias gradient, A = dY stored [K, M]): the workgroups of
+// column tile 0 also sum the op(A) rows they stage, over their K range, and write the M sums at
+// z c_stride + sums_at + m: a linear layer's bias gradient from the tiles the product stages anyway.
 //
 // Algorithm (shared-memory tiling, 8 x 8 register blocking, double-buffered):
 // - a workgroup of 16 x 16 invocations computes a 128 x 128 tile of C; grid
@@ -40,7 +46,11 @@
 //   array that NVIDIA's compiler left in local memory (36x slower); no private value here is
 //   indexed at all;
 // - the epilogue adds the bias and writes C (and gelu(C) into Y) for the 8 x 8 block, skipping
-//   rows >= M and columns >= N.
+//   rows >= M and columns >= N;
+// - A_SUMS: in the workgroups of column tile 0, invocation t < 128 adds row t of each staged op(A)
+//   tile (8 values of K, one vec4 lane) after the step's FMAs, before the stage is overwritten, and
+//   writes its sum at the end: 8 workgroup-memory reads a step for half the invocations of one
+//   workgroup in N / 128.
 // Napkin math: per kk an invocation reads 4 vec4 (16 floats, 4 shared-memory instructions) from
 // workgroup memory for 64 FMAs: 4 FMAs per float, 16 per instruction (matmul.wgsl: 2 per float,
 // 2 per instruction). One BK step moves 2 x 128 x 8 x 4 = 8 KiB from global memory (L2) for
@@ -49,20 +59,28 @@
 // workgroups on each of an H200's 132 SMs); at half the f32 peak (~33 TFLOP/s) it takes 0.8 ms,
 // and reads 8 KiB x 64 steps x 1584 tiles = 0.83 GB from L2 (~1 TB/s over 0.8 ms, well inside
 // L2's bandwidth) while the operands themselves are 30 MB. The encoder's qkv, [3200, 768] x
-// [768, 2304], is 11.3 GFLOP in 450 tiles: 0.34 ms at 33 TFLOP/s. Registers: 64 accumulators,
+// [768, 2304], is 11.3 GFLOP in 450 tiles: 0.34 ms at 33 TFLOP/s. Its weight gradient, the same
+// 11.3 GFLOP as [2304, 768] over K = 3200, is only 108 tiles: split into 5 slices of 640 (540
+// workgroups), it adds 5 partial products of 7 MB, written and read once more by the sum (~25 us
+// at 3 TB/s beside 0.34 ms); on 64 x 64 tiles in one pass it ran at 14 TFLOP/s on an H200, and the
+// decoder's [512, 512] from K = 12608 (64 workgroups) at 4. Registers: 64 accumulators,
 // 16 operands, 8 staged values and a few indices, ~100 per invocation: 2 workgroups of 256 fit
 // an SM's 64 Ki registers.
 //
-// Bounds: unchecked. Every global read is guarded: gm < M (or gn < N) and gk < K, so it lands inside
+// Bounds: unchecked. Every global read is guarded: gm < M (or gn < N) and gk < k_hi <= K, so it lands inside
 // batch b's [M, K] (or [K, M], [N, K], [K, N]) matrix, which ends at (batch - 1) * stride + M K <=
 // the operand's length (the launcher checks A, B >= that, bias >= N, and that all of it fits u32,
 // so no index wraps). A vec4 read starts at a multiple of 4 (the launcher sets VEC4 only when the
 // contiguous axis and the batch strides are multiples of 4, so the guard's first element decides
 // for all 4) with its 4 elements in one row, so it ends inside the same matrix. Workgroup memory
 // is indexed by stage step % 2 < 2, row kk < 8 (a loop counter, t / 32 or (t / 8) % 8 for t < 256)
-// and vector q < 32 (ty, tx, ty + 16, tx + 16 with tx, ty < 16; t % 32; 8 (t / 64) + t % 8 <= 31).
-// C and Y (which the launcher sizes as C) are written only at gm < M, gn < N of batch b < batch,
-// at b * c_stride + gm N + gn with c_stride = M N; bias is read at gn < N.
+// and vector q < 32 (ty, tx, ty + 16, tx + 16 with tx, ty < 16; t % 32; 8 (t / 64) + t % 8 <= 31;
+// t / 4 for the sums' t < 128), lane t % 4 < 4.
+// C and Y (which the launcher sizes as C) are written only at gm < M, gn < N of batch (or slice)
+// b < batch, at b * c_stride + gm N + gn with c_stride >= M N; bias is read at gn < N. The sums go
+// to b * c_stride + sums_at + m for m < M, where the launcher makes c_stride >= sums_at + M and the
+// buffer batch * c_stride long. Under split-K, k_lo = z k_chunk < K for every slice z < batch
+// (the launcher makes batch = ceil(K / k_chunk)), so k_hi = min(K, k_lo + k_chunk) >= k_lo.
 //
 // Launcher: engine/src/gpu/kernels/matmul.rs (which also chooses between this and matmul.wgsl).
 // Reference: engine/src/cpu/reference.rs (matmul).
@@ -80,6 +98,8 @@ override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 // Also write y = gelu(c) (binding 7).
 override GELU: bool = false;
+// Also write the M sums of op(A)'s rows over K after C (see the header).
+override A_SUMS: bool = false;
 // Stage the operands with 128-bit loads (bindings 5 and 6 instead of 1 and 2): the launcher sets it
 // when the contiguous axis of each operand and its batch stride are multiples of 4.
 override VEC4: bool = false;
@@ -100,18 +120,18 @@ fn across_k(t: u32) -> vec2<u32> {
 }
 
 // The vector of op(A) that invocation t stages for the step at k0: op(A)[row0 + 4q + i, k0 + kk] in
-// lane i, 0 outside the matrix. TRANS_A (M contiguous): kk = t / 32, q = t % 32, one 128-bit load
+// lane i, 0 outside the matrix or past k_end (the end of this workgroup's K range). TRANS_A (M contiguous): kk = t / 32, q = t % 32, one 128-bit load
 // with VEC4 (32 lanes read 512 consecutive bytes). Otherwise (K contiguous) (kk, q) = across_k(t)
 // and 4 scalar loads down a column: each load of 32 lanes reads 8 rows x 16 consecutive bytes, the
 // other halves of those 32-byte sectors by the next group of 32, from L1. Loading 4 rows at one k
 // (not a vec4 along k, scattered into 4 vectors) lets each invocation write one whole vector: no
 // two invocations write parts of one vector (a component's write may rewrite its whole vector).
-fn load_a(t: u32, row0: u32, k0: u32, a_off: u32) -> vec4<f32> {
+fn load_a(t: u32, row0: u32, k0: u32, k_end: u32, a_off: u32) -> vec4<f32> {
     var v = vec4<f32>(0.0);
     if (TRANS_A) {
         let gk = k0 + t / 32u;
         let gm = row0 + (t % 32u) * 4u;
-        if (gk < p.k) {
+        if (gk < k_end) {
             let at = a_off + gk * p.m + gm;
             if (VEC4) {
                 if (gm < p.m) { v = a4[at / 4u]; }
@@ -126,7 +146,7 @@ fn load_a(t: u32, row0: u32, k0: u32, a_off: u32) -> vec4<f32> {
         let place = across_k(t);
         let gk = k0 + place.x;
         let gm = row0 + place.y * 4u;
-        if (gk < p.k) {
+        if (gk < k_end) {
             let at = a_off + gm * p.k + gk;
             if (gm < p.m) { v.x = a[at]; }
             if (gm + 1u < p.m) { v.y = a[at + p.k]; }
@@ -139,13 +159,13 @@ fn load_a(t: u32, row0: u32, k0: u32, a_off: u32) -> vec4<f32> {
 
 // The vector of op(B) that invocation t stages for the step at k0, as load_a with N for M:
 // op(B)[k0 + kk, col0 + 4q + i] in lane i; N contiguous when not TRANS_B, K when TRANS_B.
-fn load_b(t: u32, col0: u32, k0: u32, b_off: u32) -> vec4<f32> {
+fn load_b(t: u32, col0: u32, k0: u32, k_end: u32, b_off: u32) -> vec4<f32> {
     var v = vec4<f32>(0.0);
     if (TRANS_B) {
         let place = across_k(t);
         let gk = k0 + place.x;
         let gn = col0 + place.y * 4u;
-        if (gk < p.k) {
+        if (gk < k_end) {
             let at = b_off + gn * p.k + gk;
             if (gn < p.n) { v.x = b[at]; }
             if (gn + 1u < p.n) { v.y = b[at + p.k]; }
@@ -155,7 +175,7 @@ fn load_b(t: u32, col0: u32, k0: u32, b_off: u32) -> vec4<f32> {
     } else {
         let gk = k0 + t / 32u;
         let gn = col0 + (t % 32u) * 4u;
-        if (gk < p.k) {
+        if (gk < k_end) {
             let at = b_off + gk * p.n + gn;
             if (VEC4) {
                 if (gn < p.n) { v = b4[at / 4u]; }
@@ -248,10 +268,16 @@ fn matmul_large(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     var c6h = vec4<f32>(0.0);
     var c7l = vec4<f32>(0.0);
     var c7h = vec4<f32>(0.0);
-    let steps = (p.k + BK - 1u) / BK;
+    // This workgroup's K range: all of it, or its slice under split-K.
+    let k_lo = select(0u, wid.z * p.k_chunk, p.k_chunk < p.k);
+    let k_hi = min(p.k, k_lo + p.k_chunk);
+    let steps = (k_hi - k_lo + BK - 1u) / BK;
+    // A_SUMS: invocation t < BM of a column-0 workgroup sums row t of op(A)'s tile.
+    let summing = A_SUMS && wid.x == 0u && t < BM;
+    var a_sum = 0.0;
     // Stage the first step (zeros when K = 0: the loop below then does not run).
-    var va = load_a(t, row0, 0u, a_off);
-    var vb = load_b(t, col0, 0u, b_off);
+    var va = load_a(t, row0, k_lo, k_hi, a_off);
+    var vb = load_b(t, col0, k_lo, k_hi, b_off);
     store_tiles(0u, t, va, vb);
     workgroupBarrier();
     for (var step = 0u; step < steps; step = step + 1u) {
@@ -259,8 +285,8 @@ fn matmul_large(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
         // steps comes from a uniform, so every invocation takes the same branches and barriers.
         let more = step + 1u < steps;
         if (more) {
-            va = load_a(t, row0, (step + 1u) * BK, a_off);
-            vb = load_b(t, col0, (step + 1u) * BK, b_off);
+            va = load_a(t, row0, k_lo + (step + 1u) * BK, k_hi, a_off);
+            vb = load_b(t, col0, k_lo + (step + 1u) * BK, k_hi, b_off);
         }
         for (var kk = 0u; kk < BK; kk = kk + 1u) {
             let a_lo = As[s][kk][ty];
@@ -284,6 +310,11 @@ fn matmul_large(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
             c7l = fma(vec4<f32>(a_hi.w), b_lo, c7l);
             c7h = fma(vec4<f32>(a_hi.w), b_hi, c7h);
         }
+        if (summing) {
+            for (var kk = 0u; kk < BK; kk = kk + 1u) {
+                a_sum = a_sum + As[s][kk][t / 4u][t % 4u];
+            }
+        }
         // Stage 1 - s was last read in the previous step, before the barrier that ended it.
         if (more) { store_tiles(1u - s, t, va, vb); }
         workgroupBarrier();
@@ -301,4 +332,7 @@ fn matmul_large(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     store_row(batch, r4 + 1u, gn0, c5l, c5h, bias_lo, bias_hi);
     store_row(batch, r4 + 2u, gn0, c6l, c6h, bias_lo, bias_hi);
     store_row(batch, r4 + 3u, gn0, c7l, c7h, bias_lo, bias_hi);
+    if (summing && row0 + t < p.m) {
+        c[batch * p.c_stride + p.sums_at + row0 + t] = a_sum;
+    }
 }

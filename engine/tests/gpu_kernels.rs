@@ -876,8 +876,11 @@ fn large_tile_matmul_serves_linear_layers_forward_and_backward() {
     let _large = ForcedMatmulTiles::new(engine::gpu::MatmulTiles::Large);
     let mut rng = Rng::new(43);
     // The forward (x w^T + b, fused with GELU or not) and both backward products (dX = dY W,
-    // dW = dY^T X; the bias gradient's fused sums stay on the 64 x 64 kernel) through the big kernel.
-    for &(rows, inp, out) in &[(129, 33, 257), (300, 64, 132), (1, 5, 137)] {
+    // dW = dY^T X with the bias gradient's sums fused) through the big kernel; the last three have a
+    // long K = rows for dW, which it splits (4 - 8 slices, sums in every slice), the last with vec4.
+    for &(rows, inp, out) in
+        &[(129, 33, 257), (300, 64, 132), (1, 5, 137), (1100, 33, 130), (3000, 8, 131), (2048, 16, 64)]
+    {
         let x = wide_values(rows * inp, -2.0, 2.0, &mut rng);
         let w = uniform_values(out * inp, -1.0, 1.0, &mut rng);
         let b = uniform_values(out, -1.0, 1.0, &mut rng);
@@ -925,6 +928,19 @@ fn matmul_launcher_picks_large_tiles_for_products_that_fill_a_large_gpu_with_the
     // row tile of many columns (the large tiles half empty).
     for (rows, inp, out) in [(3200, 3072, 768), (3328, 128, 384), (12800, 64, 192), (64, 512, 2048 * 64)] {
         assert!(!runs_on_large_tiles(&linear(rows, inp, out)), "{rows}x{inp}->{out}");
+    }
+    // Weight gradients dW = dY^T X ([out, in] over K = rows, A = dY stored [rows, out]): ViT-B's
+    // (108 - 144 large tiles, or 16 - 64 in the decoder) split K on the large tiles; the micro
+    // preset's at batch 256 (2 - 4 large tiles, too few workgroups even split) stay small.
+    let weight_grad =
+        |rows, inp, out| MatmulSpec { m: out, n: inp, k: rows, trans_a: true, trans_b: false, ..linear(0, 0, 0) };
+    for (rows, inp, out) in
+        [(3200, 768, 2304), (3200, 3072, 768), (3200, 768, 768), (12608, 512, 512), (12608, 512, 1536)]
+    {
+        assert!(runs_on_large_tiles(&weight_grad(rows, inp, out)), "weight gradient {rows}: {inp}->{out}");
+    }
+    for (rows, inp, out) in [(4352, 128, 384), (16640, 64, 192), (16640, 64, 64)] {
+        assert!(!runs_on_large_tiles(&weight_grad(rows, inp, out)), "weight gradient {rows}: {inp}->{out}");
     }
     // A thread can force either kernel, and give the choice back.
     let small = linear(3, 4, 5);

@@ -95,6 +95,19 @@ const SPLIT_MAX: usize = 64;
 
 /// The tile side of `matmul_large.wgsl`.
 const LARGE_TILE: usize = 128;
+/// `matmul_large.wgsl`'s split-K, for products of fewer of its tiles than `LARGE_MIN_TILES`: about
+/// four workgroups per SM of an H100 or H200, slices of at least 256 (32 of its K steps of 8).
+/// ViT-B's weight gradients at batch 64 ([768, 2304] from K = 3200: 108 tiles, 5 slices; the
+/// decoder's [512, 512] from K = 12608: 16 tiles, 33 slices), which on 64 x 64 tiles in one pass
+/// ran at 4 - 14 TFLOP/s on an H200 (2026-12-04) and were a quarter of the step's kernel time.
+const SPLIT_LARGE: SplitRule = SplitRule {
+    tile: LARGE_TILE,
+    max_tiles: LARGE_MIN_TILES,
+    target_groups: 528,
+    min_k: 256,
+    min_slices: 2,
+    k_step: 8,
+};
 /// `matmul_large.wgsl` runs products of at least this many of its tiles (over the batch too): two
 /// waves of an H200's 132 SMs, two resident workgroups each. Below it, 4x as many 64 x 64 tiles keep
 /// more of a large GPU busy (ViT-B's [3200, 768] outputs are 150 large tiles, 600 small ones) and
@@ -106,12 +119,12 @@ const LARGE_MIN_TILES: usize = 2 * 132;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MatmulTiles {
     /// `matmul_large.wgsl` for products of at least `LARGE_MIN_TILES` tiles of 128 x 128 whose
-    /// padding to them adds at most a quarter to the outputs computed, else `matmul.wgsl`.
+    /// padding to them adds at most a quarter to the outputs computed, and for products that its
+    /// split-K (`SPLIT_LARGE`) gives at least as many workgroups; else `matmul.wgsl`.
     Auto,
-    /// Always `matmul.wgsl`'s 64 x 64 tiles.
+    /// Always `matmul.wgsl`'s 64 x 64 tiles (with its own split-K).
     Small,
-    /// `matmul_large.wgsl` wherever it applies, however small the product, and without split-K;
-    /// the bias-gradient sums (`matmul_with_a_sums`) still run on `matmul.wgsl`.
+    /// `matmul_large.wgsl` for every product, however small, split over K where `SPLIT_LARGE` says.
     Large,
 }
 
@@ -147,27 +160,51 @@ pub fn force_matmul_tiles(tiles: Option<MatmulTiles>) -> Option<MatmulTiles> {
     FORCED_TILES.with(|f| f.replace(tiles))
 }
 
-/// Whether a product of `s` (without the bias-gradient sums) runs on `matmul_large.wgsl`'s
-/// 128 x 128 tiles, as this thread's launches would choose now: for benchmarks, to label a timing.
+/// Whether a product of `s` without bias or GELU (a weight gradient, say) runs on
+/// `matmul_large.wgsl`'s 128 x 128 tiles, as this thread's launches would choose now: for
+/// benchmarks, to label a timing.
 pub fn runs_on_large_tiles(s: &MatmulSpec) -> bool {
-    large_tiles(s, Extra::None)
+    plan(s, false).large
 }
 
-/// Whether product `s` runs on `matmul_large.wgsl`. The bias-gradient sums stay on `matmul.wgsl`
-/// (their weight-gradient products have a long K and few tiles: split-K's territory).
-fn large_tiles(s: &MatmulSpec, extra: Extra) -> bool {
-    if extra == Extra::ASums {
-        return false;
-    }
+/// Which kernel runs a product, and whether it splits K.
+struct Plan {
+    /// `matmul_large.wgsl` (else `matmul.wgsl`).
+    large: bool,
+    /// `(slices, k_chunk)` under split-K.
+    split: Option<(usize, usize)>,
+}
+
+/// The kernel and split for product `s` (`epilogue`: with a bias or GELU, which rule out split-K).
+fn plan(s: &MatmulSpec, epilogue: bool) -> Plan {
+    let small = || Plan { large: false, split: split_k(s, epilogue, &SPLIT_F32) };
     match FORCED_TILES.with(Cell::get).unwrap_or_else(MatmulTiles::from_env) {
-        MatmulTiles::Small => false,
-        MatmulTiles::Large => true,
+        MatmulTiles::Small => small(),
+        MatmulTiles::Large => Plan { large: true, split: split_k(s, epilogue, &SPLIT_LARGE) },
         MatmulTiles::Auto => {
             let tiles = s.batch * s.m.div_ceil(LARGE_TILE) * s.n.div_ceil(LARGE_TILE);
             // The outputs each kernel computes, padding included: the large tiles may add at most a
             // quarter to the small tiles' (a [64, 2048] product would compute twice its outputs).
             let padded = |tile: usize| s.m.next_multiple_of(tile) * s.n.next_multiple_of(tile);
-            tiles >= LARGE_MIN_TILES && 4 * padded(LARGE_TILE) <= 5 * padded(TILE)
+            if 4 * padded(LARGE_TILE) > 5 * padded(TILE) {
+                return small();
+            }
+            if tiles >= LARGE_MIN_TILES {
+                return Plan { large: true, split: None };
+            }
+            // Few tiles and a K longer than either side of the output (the weight gradients,
+            // dY^T X over every token): split K over enough workgroups to fill the GPU, or leave it
+            // to the small tiles (4x as many of them; the micro preset's weight gradients have 2 - 4
+            // large tiles). Products with a shorter K keep the small tiles' 4x more workgroups.
+            if s.k < s.m.max(s.n) {
+                return small();
+            }
+            match split_k(s, epilogue, &SPLIT_LARGE) {
+                Some((slices, k_chunk)) if tiles * slices >= LARGE_MIN_TILES => {
+                    Plan { large: true, split: Some((slices, k_chunk)) }
+                }
+                _ => small(),
+            }
         }
     }
 }
@@ -269,9 +306,7 @@ fn launch(
     if Precision::current() == Precision::F16 && (g.ctx.has_f16_tensor_cores() || emulating_tensor_cores()) {
         return launch_coop(g, a, b, bias, s, extra, y);
     }
-    // Split-K is for products of few tiles, which the large kernel runs only when forced to.
-    let large = large_tiles(s, extra);
-    let split = if large { None } else { split_k(s, bias.is_some() || gelu, &SPLIT_F32) };
+    let Plan { large, split } = plan(s, bias.is_some() || gelu);
     let slices = split.map_or(s.batch, |(slices, _)| slices);
     let a_sums = extra == Extra::ASums;
     // Per slice: C, then (with the sums) padding to a 64-value boundary and the M sums (room for at
@@ -285,18 +320,14 @@ fn launch(
     let bias_buf = g.buf(bias.or(no_bias.as_ref()).expect("a bias or its stand-in"))?;
     let y_buf = g.buf(y.as_ref().or(no_y.as_ref()).expect("a GELU output or its stand-in"))?;
     let vec4 = vec4_ok(s);
-    let mut constants = vec![
+    let constants = vec![
         ("TRANS_A", s.trans_a as u32),
         ("TRANS_B", s.trans_b as u32),
         ("GELU", gelu as u32),
         ("VEC4", vec4 as u32),
+        ("A_SUMS", a_sums as u32),
     ];
-    let (shader, tile) = if large {
-        ("matmul_large", LARGE_TILE)
-    } else {
-        constants.push(("A_SUMS", a_sums as u32));
-        ("matmul", TILE)
-    };
+    let (shader, tile) = if large { ("matmul_large", LARGE_TILE) } else { ("matmul", TILE) };
     let key = PipelineKey { shader, entry: shader, constants };
     let (ab, bb) = (g.buf(a)?, g.buf(b)?);
     // The shader names both views of each operand (scalar and vec4; its VEC4 branch is chosen at
