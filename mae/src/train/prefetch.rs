@@ -80,6 +80,12 @@ impl Prefetch {
         Ok(Prefetch { u, indices, job })
     }
 
+    /// Wait for the batch: `(u, indices, batch)`. A panic on the thread is raised here.
+    pub fn finish(self) -> (u64, Vec<usize>, Result<HostBatch>) {
+        let batch = self.job.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (self.u, self.indices, batch)
+    }
+
     /// The batch, when it is micro-batch `u` of `indices` (waiting for the thread if it is not
     /// done); `None` when it was made for another (the caller makes its own). A panic on the
     /// thread is raised here.
