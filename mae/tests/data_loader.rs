@@ -1,10 +1,7 @@
 //! Batches: seeded order, every image once per epoch, exact resumption, and assembled inputs.
 
-use std::time::Instant;
-
 use engine::Rng;
 use mae::data::augment::{Augment, augment_into};
-use mae::data::image_set::Normalization;
 use mae::data::loader::{Batcher, make_batch};
 use mae::data::synthetic::generate;
 
@@ -135,23 +132,4 @@ fn make_batch_is_the_image_by_image_augmentation_whatever_the_thread_count() {
         // The generator ends where the image-by-image draws leave it.
         assert_eq!(r.uniform(), rng.clone().uniform(), "{threads} threads");
     }
-}
-
-#[test]
-fn batches_of_small_images_are_assembled_far_faster_than_training_needs() {
-    let set = generate(2048, 28, 1, 2);
-    let mut b = Batcher::new(set.len(), 256, 0, true).unwrap();
-    let norm = Normalization::fashion_mnist();
-    let mut rng = Rng::new(0);
-    let t = Instant::now();
-    let mut images = 0;
-    for _ in 0..8 {
-        let idx = b.next_batch().to_vec();
-        let (x, _) = make_batch(&set, &idx, 28, &Augment::mae(), &norm, &mut rng);
-        images += x.len() / (28 * 28);
-    }
-    let rate = images as f64 / t.elapsed().as_secs_f64();
-    println!("make_batch, 28x28 with MAE augmentation: {rate:.0} images/s");
-    // The trainer needs 1000 images/s end to end; batches should be a small part of that.
-    assert!(rate > 20_000.0, "{rate} images/s");
 }
