@@ -114,9 +114,10 @@ pub struct TrainOptions {
     /// continues from its checkpoint's. Unused at other precisions.
     pub initial_loss_scale: f32,
     /// On a GPU, overlap the host's work with the GPU's: the next micro-batch made on a background
-    /// thread (`prefetch`) and the loss read behind the forward pass, so the host records while
-    /// the GPU runs the backward. The same losses either way; on by default, off where the
-    /// environment sets `MAE_TRAIN_OVERLAP=0` (an A/B on one machine). Unused on the CPU.
+    /// thread (`prefetch`) and uploaded during this one's backward, and the loss read behind the
+    /// forward pass, so the host records while the GPU runs the backward. The same losses either
+    /// way; on by default, off where the environment sets `MAE_TRAIN_OVERLAP=0` (an A/B on one
+    /// machine). Unused on the CPU.
     pub overlap: bool,
 }
 
