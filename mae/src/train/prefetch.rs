@@ -18,7 +18,7 @@ use engine::Rng;
 use crate::data::augment::Augment;
 use crate::data::image_set::{ImageSet, Normalization};
 use crate::data::loader::make_batch;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::masking::{MaskStrategy, Masking, make_masking};
 use crate::streams::{self, stream};
 
@@ -66,24 +66,39 @@ impl BatchRecipe {
 pub struct Prefetch {
     u: u64,
     indices: Vec<usize>,
-    job: JoinHandle<Result<HostBatch>>,
+    job: Job,
+}
+
+enum Job {
+    /// Being made on its thread.
+    Thread(JoinHandle<Result<HostBatch>>),
+    /// Made in place: the system would not start a thread (the run goes on, without the overlap).
+    Done(Result<HostBatch>),
 }
 
 impl Prefetch {
     /// Start making micro-batch `u` from `indices`.
-    pub fn start(recipe: &Arc<BatchRecipe>, u: u64, indices: Vec<usize>) -> Result<Prefetch> {
+    pub fn start(recipe: &Arc<BatchRecipe>, u: u64, indices: Vec<usize>) -> Prefetch {
         let (r, idx) = (recipe.clone(), indices.clone());
-        let job = std::thread::Builder::new()
-            .name("mae-prefetch".into())
-            .spawn(move || r.make(u, &idx))
-            .map_err(|e| Error::Config(format!("could not start the batch-prefetch thread: {e}")))?;
-        Ok(Prefetch { u, indices, job })
+        let job = match std::thread::Builder::new().name("mae-prefetch".into()).spawn(move || r.make(u, &idx)) {
+            Ok(thread) => Job::Thread(thread),
+            Err(_) => Job::Done(recipe.make(u, &indices)),
+        };
+        Prefetch { u, indices, job }
+    }
+
+    /// The batch, once made.
+    fn join(self) -> Result<HostBatch> {
+        match self.job {
+            Job::Thread(thread) => thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Job::Done(batch) => batch,
+        }
     }
 
     /// Wait for the batch: `(u, indices, batch)`. A panic on the thread is raised here.
-    pub fn finish(self) -> (u64, Vec<usize>, Result<HostBatch>) {
-        let batch = self.job.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (self.u, self.indices, batch)
+    pub fn finish(mut self) -> (u64, Vec<usize>, Result<HostBatch>) {
+        let (u, indices) = (self.u, std::mem::take(&mut self.indices));
+        (u, indices, self.join())
     }
 
     /// The batch, when it is micro-batch `u` of `indices` (waiting for the thread if it is not
@@ -93,7 +108,7 @@ impl Prefetch {
         if self.u != u || self.indices != indices {
             return None;
         }
-        Some(self.job.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+        Some(self.join())
     }
 }
 
@@ -122,7 +137,7 @@ mod tests {
         let r = recipe();
         let idx = vec![3, 9, 0, 15];
         let here = r.make(5, &idx).unwrap();
-        let there = Prefetch::start(&r, 5, idx.clone()).unwrap().take(5, &idx).unwrap().unwrap();
+        let there = Prefetch::start(&r, 5, idx.clone()).take(5, &idx).unwrap().unwrap();
         assert_eq!(there.images, here.images);
         assert_eq!(there.masking, here.masking);
     }
@@ -131,7 +146,7 @@ mod tests {
     fn a_batch_prefetched_for_other_indices_or_another_step_is_refused() {
         let r = recipe();
         let idx = vec![1, 2];
-        assert!(Prefetch::start(&r, 5, idx.clone()).unwrap().take(6, &idx).is_none());
-        assert!(Prefetch::start(&r, 5, idx.clone()).unwrap().take(5, &[2, 1]).is_none());
+        assert!(Prefetch::start(&r, 5, idx.clone()).take(6, &idx).is_none());
+        assert!(Prefetch::start(&r, 5, idx.clone()).take(5, &[2, 1]).is_none());
     }
 }

@@ -598,7 +598,7 @@ impl Trainer {
                 }
             };
             if self.overlap {
-                self.prefetch = Some(Prefetch::start(&self.batches, u + 1, self.batcher.peek_next())?);
+                self.prefetch = Some(Prefetch::start(&self.batches, u + 1, self.batcher.peek_next()));
             }
             let out = self.model.forward(&inputs.patches, &inputs.target, &inputs.masking)?;
             // With overlap the loss is copied back behind the forward pass, which goes to the GPU
