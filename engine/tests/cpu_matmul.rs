@@ -177,6 +177,34 @@ fn the_bf16_kernel_equals_the_reference_on_bf16_operands_where_the_cpu_has_avx51
     }
 }
 
+/// Asserts that every element of `got` (the product of `s` on rounded operands) is within
+/// `rounding` of its magnitude `S = sum_k |a||b|` of the f32 reference `want`, plus f32 summation;
+/// returns the worst and the mean relative error (of `S`).
+fn within_operand_rounding(
+    got: &[f32],
+    want: &[f32],
+    a: &[f32],
+    b: &[f32],
+    s: &MatmulSpec,
+    rounding: f64,
+    what: &str,
+) -> (f64, f64) {
+    let (m, n, k) = (s.m, s.n, s.k);
+    let u = f32::EPSILON as f64 / 2.0;
+    let (mut worst, mut typical) = (0.0f64, 0.0f64);
+    for i in 0..m {
+        for j in 0..n {
+            let magnitude: f64 = (0..k).map(|p| (a[s.a_index(i, p)] as f64 * b[s.b_index(p, j)] as f64).abs()).sum();
+            let error = (got[i * n + j] as f64 - want[i * n + j] as f64).abs();
+            let bound = (rounding + 4.0 * ((k + 2) as f64).sqrt() * u) * magnitude;
+            assert!(error <= bound, "{what} {m}x{n}x{k} C[{i}, {j}]: off by {error:e}, bound {bound:e}");
+            worst = worst.max(error / magnitude.max(f64::MIN_POSITIVE));
+            typical += error / magnitude.max(f64::MIN_POSITIVE) / (m * n) as f64;
+        }
+    }
+    (worst, typical)
+}
+
 #[test]
 fn bf16_products_are_within_bf16_rounding_of_the_f32_reference() {
     // Each operand is off by at most 2^-8 of itself (bf16 keeps 8 significant bits), so each
@@ -191,20 +219,8 @@ fn bf16_products_are_within_bf16_rounding_of_the_f32_reference() {
             let want = reference::matmul(&a, &b, None, &s);
             let mut got = vec![0.0; m * n];
             matmul::matmul_with(kernel, 2, &a, &b, None, &s, &mut got);
-            let u = f32::EPSILON as f64 / 2.0;
             let rounding = (2.0 + 2f64.powi(-8)) * 2f64.powi(-8);
-            let (mut worst, mut typical) = (0.0f64, 0.0f64);
-            for i in 0..m {
-                for j in 0..n {
-                    let magnitude: f64 =
-                        (0..k).map(|p| (a[s.a_index(i, p)] as f64 * b[s.b_index(p, j)] as f64).abs()).sum();
-                    let error = (got[i * n + j] as f64 - want[i * n + j] as f64).abs();
-                    let bound = (rounding + 4.0 * ((k + 2) as f64).sqrt() * u) * magnitude;
-                    assert!(error <= bound, "{kernel:?} {m}x{n}x{k} C[{i}, {j}]: off by {error:e}, bound {bound:e}");
-                    worst = worst.max(error / magnitude.max(f64::MIN_POSITIVE));
-                    typical += error / magnitude.max(f64::MIN_POSITIVE) / (m * n) as f64;
-                }
-            }
+            let (worst, typical) = within_operand_rounding(&got, &want, &a, &b, &s, rounding, &format!("{kernel:?}"));
             // Not f32 in disguise: the rounding is there (a mean relative error well over f32's),
             // and no larger than bf16's.
             assert!(
@@ -463,19 +479,8 @@ fn f16_products_are_within_f16_rounding_of_the_f32_reference_and_keep_subnormals
         let (a, b, _) = operands(&s, false, 41);
         let want = reference::matmul(&a, &b, None, &s);
         let got = at_f16(&a, &b, None, &s);
-        let u = f32::EPSILON as f64 / 2.0;
         let rounding = (2.0 + 2f64.powi(-11)) * 2f64.powi(-11);
-        let mut typical = 0.0f64;
-        for i in 0..m {
-            for j in 0..n {
-                let magnitude: f64 =
-                    (0..k).map(|p| (a[s.a_index(i, p)] as f64 * b[s.b_index(p, j)] as f64).abs()).sum();
-                let error = (got[i * n + j] as f64 - want[i * n + j] as f64).abs();
-                let bound = (rounding + 4.0 * ((k + 2) as f64).sqrt() * u) * magnitude;
-                assert!(error <= bound, "f16 {m}x{n}x{k} C[{i}, {j}]: off by {error:e}, bound {bound:e}");
-                typical += error / magnitude.max(f64::MIN_POSITIVE) / (m * n) as f64;
-            }
-        }
+        let (_, typical) = within_operand_rounding(&got, &want, &a, &b, &s, rounding, "f16");
         assert!(typical > 1e-6, "f16 {m}x{n}x{k}: a mean relative error of {typical:e} is f32's, not f16's");
     }
     // Below f16's smallest subnormal (2^-24) a value is lost: what loss scaling is for. A gradient

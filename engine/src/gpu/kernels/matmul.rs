@@ -61,11 +61,21 @@ impl Params {
     }
 }
 
-/// Without a bias (or a GELU output) the kernels still bind one: a small buffer each for what is
-/// missing (one each: a buffer bound read-only and read-write in one dispatch is refused).
-fn stand_ins(g: &Gpu, bias: Option<&Storage>, y: Option<&Storage>) -> Result<[Option<Storage>; 2]> {
-    let one = |missing: bool| if missing { g.alloc(1).map(Some) } else { Ok(None) };
-    Ok([one(bias.is_none())?, one(y.is_none())?])
+/// What the kernels bind as the bias and the GELU output: the ones given, or a small stand-in
+/// buffer for each that is missing (one each: a buffer bound read-only and read-write in one
+/// dispatch is refused).
+fn bias_and_y(g: &Gpu, bias: Option<&Storage>, y: Option<&Storage>) -> Result<[Storage; 2]> {
+    let or_stand_in = |given: Option<&Storage>| given.cloned().map_or_else(|| g.alloc(1), Ok);
+    Ok([or_stand_in(bias)?, or_stand_in(y)?])
+}
+
+/// `out` as it is, or under split-K (`split`) its slices' partial products (each `c_stride`
+/// values) added up by one `reduce.wgsl` pass.
+fn sum_slices(g: &Gpu, out: Storage, split: Option<(usize, usize)>, c_stride: usize) -> Result<Storage> {
+    match split {
+        Some((slices, _)) => super::reduce::sum_axis(g, &out, &AxisSpec { outer: 1, axis: slices, inner: c_stride }),
+        None => Ok(out),
+    }
 }
 
 const TILE: usize = 64;
@@ -316,9 +326,7 @@ fn launch(
     // C (with the sums after it), or under split-K each slice's partial C (and sums), summed after.
     u32_of(slices * c_stride, "C")?;
     let out = g.alloc(slices * c_stride)?;
-    let [no_bias, no_y] = stand_ins(g, bias, y.as_ref())?;
-    let bias_buf = g.buf(bias.or(no_bias.as_ref()).expect("a bias or its stand-in"))?;
-    let y_buf = g.buf(y.as_ref().or(no_y.as_ref()).expect("a GELU output or its stand-in"))?;
+    let [bias_buf, y_buf] = bias_and_y(g, bias, y.as_ref())?;
     let vec4 = vec4_ok(s);
     let constants = vec![
         ("TRANS_A", s.trans_a as u32),
@@ -332,15 +340,18 @@ fn launch(
     let (ab, bb) = (g.buf(a)?, g.buf(b)?);
     // The shader names both views of each operand (scalar and vec4; its VEC4 branch is chosen at
     // pipeline creation, after the bind group layout is fixed), so both are bound, to the same buffer.
-    let bindings: Vec<(u32, wgpu::BufferBinding)> =
-        vec![(1, ab.clone()), (2, bb.clone()), (3, bias_buf), (4, g.buf(&out)?), (5, ab), (6, bb), (7, y_buf)];
+    let bindings: Vec<(u32, wgpu::BufferBinding)> = vec![
+        (1, ab.clone()),
+        (2, bb.clone()),
+        (3, g.buf(&bias_buf)?),
+        (4, g.buf(&out)?),
+        (5, ab),
+        (6, bb),
+        (7, g.buf(&y_buf)?),
+    ];
     let groups = [u32_of(s.n.div_ceil(tile), "column tiles")?, u32_of(s.m.div_ceil(tile), "row tiles")?, p.batch];
     g.ctx.dispatch(&key, bytemuck::bytes_of(&p), &bindings, groups)?;
-    let out = if split.is_some() {
-        super::reduce::sum_axis(g, &out, &AxisSpec { outer: 1, axis: slices, inner: c_stride })?
-    } else {
-        out
-    };
+    let out = sum_slices(g, out, split, c_stride)?;
     if !a_sums {
         return Ok((out, y));
     }
@@ -376,9 +387,7 @@ fn launch_coop(
     let p = Params::new(s, split, bias.is_some(), c_stride, 0)?;
     u32_of(slices * c_stride, "C")?;
     let out = g.alloc(slices * c_stride)?;
-    let [no_bias, no_y] = stand_ins(g, bias, y.as_ref())?;
-    let bias_buf = g.buf(bias.or(no_bias.as_ref()).expect("a bias or its stand-in"))?;
-    let y_buf = g.buf(y.as_ref().or(no_y.as_ref()).expect("a GELU output or its stand-in"))?;
+    let [bias_buf, y_buf] = bias_and_y(g, bias, y.as_ref())?;
     let constants = vec![("TRANS_A", s.trans_a as u32), ("TRANS_B", s.trans_b as u32), ("GELU", gelu as u32)];
     #[cfg(test)]
     let shader = if emulating_tensor_cores() { super::matmul_coop_emulated::SHADER } else { "matmul_coop" };
@@ -388,15 +397,11 @@ fn launch_coop(
     COOP_LAUNCHES.with(|n| n.set(n.get() + 1));
     let key = PipelineKey { shader, entry: "matmul_coop", constants };
     let bindings: Vec<(u32, wgpu::BufferBinding)> =
-        vec![(1, g.buf(a)?), (2, g.buf(b)?), (3, bias_buf), (4, g.buf(&out)?), (7, y_buf)];
+        vec![(1, g.buf(a)?), (2, g.buf(b)?), (3, g.buf(&bias_buf)?), (4, g.buf(&out)?), (7, g.buf(&y_buf)?)];
     let groups =
         [u32_of(s.n.div_ceil(COOP_TILE), "column tiles")?, u32_of(s.m.div_ceil(COOP_TILE), "row tiles")?, p.batch];
     g.ctx.dispatch(&key, bytemuck::bytes_of(&p), &bindings, groups)?;
-    let out = if split.is_some() {
-        super::reduce::sum_axis(g, &out, &AxisSpec { outer: 1, axis: slices, inner: c_stride })?
-    } else {
-        out
-    };
+    let out = sum_slices(g, out, split, c_stride)?;
     if extra != Extra::ASums {
         return Ok((out, y));
     }
