@@ -14,15 +14,17 @@
 //   accumulated for x (its other uses: the residual stream) in the same pass.
 // - backward_params: dgamma = sum_rows dy * xhat, dbeta = sum_rows dy. Workgroups of 64 x 4 take 64
 //   adjacent columns (coalesced) and a chunk of rows, writing partial sums [chunks, 2, cols_pad]
-//   (dgamma's, then dbeta's, each row padded to 64 values) that the launcher sums with one
-//   reduce.wgsl pass: enough workgroups for a big GPU, deterministic order.
+//   (dgamma's, then dbeta's, each row padded to 64 values, the padding zeros) that the launcher
+//   sums with one reduce.wgsl pass: enough workgroups for a big GPU, deterministic order. The sums
+//   land in a fresh buffer or straight in gamma's and beta's ranges of a packed gradient buffer,
+//   which lie as far apart.
 // Napkin math: [3328, 128] (the Fashion-MNIST encoder at batch 256) is 1.7 MB in, 1.7 MB out:
 // bandwidth-bound, about a microsecond of traffic on an H100; launches dominate.
 //
 // Bounds: unchecked. Every row index r < rows (checked first) and column c < cols (the loops'
 // bound), so x, res, s, y, dy, dx are read and written at r * cols + c < rows * cols, gamma and beta
 // at c, mean and rstd at r; backward_params reads rows start..min(start + chunk, rows) and writes
-// partial sums at chunk * 2 * cols_pad + c (and + cols_pad) with chunk < chunks, c < cols <= cols_pad; workgroup arrays at lid < 64 and
+// partial sums at chunk * 2 * cols_pad + c (and + cols_pad) with chunk < chunks, c < cols_pad; workgroup arrays at lid < 64 and
 // lid + s with lid < s <= 32. The launchers check that every input holds those sizes and that
 // rows * cols fits u32 (and allocate the outputs at exactly them).
 //
@@ -203,7 +205,9 @@ fn backward_params(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     cols4[lid.y][lid.x] = sg;
     cols4b[lid.y][lid.x] = sb;
     workgroupBarrier();
-    if (lid.y == 0u && c < p.cols) {
+    // Columns cols..cols_pad get zeros: the pass's sum may land in a packed gradient buffer, where
+    // they lie between gamma's and beta's gradients.
+    if (lid.y == 0u && c < p.cols_pad) {
         let at = chunk * 2u * p.cols_pad + c;
         partial[at] = cols4[0][lid.x] + cols4[1][lid.x] + cols4[2][lid.x] + cols4[3][lid.x];
         partial[at + p.cols_pad] = cols4b[0][lid.x] + cols4b[1][lid.x] + cols4b[2][lid.x] + cols4b[3][lid.x];

@@ -261,6 +261,14 @@ pub struct AdamWSpec {
     pub grad_scale: f32,
 }
 
+/// The gradient homes (`Tensor::set_grad_home`) of a layer's two parameters (a linear layer's
+/// weight and bias, a LayerNorm's gamma and beta), which a backward kernel may write their
+/// gradients into instead of fresh buffers: their ranges of the packed buffer an optimizer reads.
+/// A backend writes there only where its output's layout is theirs (the GPU's: the two ranges of
+/// one buffer, as far apart as its kernel writes the two results) and then returns these very
+/// storages; otherwise fresh ones, which the optimizer copies in.
+pub type GradHomes<'a> = Option<[&'a Storage; 2]>;
+
 /// Values per chunk of a packed AdamW step: the unit in which `packed_adamw_layout` numbers the
 /// chunks of each parameter (a GPU workgroup updates one chunk).
 pub const ADAMW_CHUNK: usize = 256;
@@ -380,7 +388,16 @@ pub trait Backend {
     /// `B` the layer's input, so `dW = dY^T X` and `db[m] = sum_k dY[k, m]`. This default runs the
     /// product and a column sum; the GPU makes the sums from the tiles of `dY` its product stages
     /// anyway (one dispatch fewer per linear layer).
-    fn matmul_with_a_sums(&self, a: &Storage, b: &Storage, spec: &MatmulSpec) -> Result<(Storage, Storage)> {
+    /// `into`: the weight's and the bias's gradient homes, which a backend may write instead of
+    /// fresh buffers (see `GradHomes`); this default does not.
+    fn matmul_with_a_sums(
+        &self,
+        a: &Storage,
+        b: &Storage,
+        spec: &MatmulSpec,
+        into: GradHomes<'_>,
+    ) -> Result<(Storage, Storage)> {
+        let _ = into;
         matmul_then_a_sums(self, a, b, spec)
     }
 
@@ -425,6 +442,8 @@ pub trait Backend {
     }
     /// Returns `(dx, dgamma, dbeta)`; with `acc` (the gradient already accumulated for `x` from its
     /// other uses, e.g. the residual stream) `dx` is `acc + dx`, one pass instead of a separate add.
+    /// `into`: gamma's and beta's gradient homes, which a backend may write instead of fresh
+    /// buffers (see `GradHomes`).
     #[allow(clippy::too_many_arguments)]
     fn layernorm_backward(
         &self,
@@ -436,6 +455,7 @@ pub trait Backend {
         acc: Option<&Storage>,
         rows: usize,
         cols: usize,
+        into: GradHomes<'_>,
     ) -> Result<(Storage, Storage, Storage)>;
 
     /// Returns `(out, lse)`, `lse: [heads, seq]` the log-sum-exp of each row of scaled scores, which

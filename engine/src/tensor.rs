@@ -38,6 +38,17 @@ struct Inner {
     /// Made by the user (data, parameters), not by an op on the tape.
     leaf: bool,
     grad: RefCell<Option<Tensor>>,
+    /// Where a backward rule may write this tensor's gradient (see `set_grad_home`).
+    grad_home: RefCell<Option<GradHome>>,
+    /// The home was handed to a rule since the last `zero_grad` (it is handed out once).
+    home_taken: Cell<bool>,
+}
+
+/// A parameter's gradient home: its own range of a buffer, or (for the reshape of such a
+/// parameter) the parameter whose home it is.
+enum GradHome {
+    Range(Storage),
+    Of(Tensor),
 }
 
 /// Number of values of a tensor of `shape` (1 for the scalar shape `[]`).
@@ -54,6 +65,8 @@ impl Tensor {
             requires_grad: Cell::new(requires_grad),
             leaf,
             grad: RefCell::new(None),
+            grad_home: RefCell::new(None),
+            home_taken: Cell::new(false),
         }))
     }
 
@@ -246,6 +259,50 @@ impl Tensor {
     /// Forget the accumulated gradient.
     pub fn zero_grad(&self) {
         *self.0.grad.borrow_mut() = None;
+        self.0.home_taken.set(false);
+    }
+
+    /// Give this parameter (a leaf) a home for its gradient: a storage of its size, on its device,
+    /// that the backward may write the gradient into instead of a fresh buffer. An optimizer that
+    /// reads every gradient from one buffer (the packed AdamW) sets each parameter's range of that
+    /// buffer, so that the kernels that make a gradient write it where the update reads it and the
+    /// copy in between goes away. A rule writes there only while the parameter has no gradient
+    /// (the first backward after `zero_grad`); the gradient is then a tensor over the home, which
+    /// the next backward after `zero_grad` overwrites, as PyTorch reuses `.grad`. Rules that
+    /// cannot write there return fresh gradients as before (check with `Storage::same_as`).
+    /// `None` removes the home.
+    pub fn set_grad_home(&self, home: Option<Storage>) -> Result<()> {
+        if let Some(h) = &home {
+            if !self.is_leaf() {
+                return Err(Error::Invalid("set_grad_home: only a leaf (a parameter) has a gradient home".into()));
+            }
+            if h.len() != self.numel() || h.device() != self.device() {
+                return Err(Error::Shape(format!(
+                    "set_grad_home: a home of {} values on {} for a tensor of shape {:?} on {}",
+                    h.len(),
+                    h.device(),
+                    self.shape(),
+                    self.device()
+                )));
+            }
+        }
+        *self.0.grad_home.borrow_mut() = home.map(GradHome::Range);
+        self.0.home_taken.set(false);
+        Ok(())
+    }
+
+    /// The parameter whose gradient home this tensor's gradient may be written into (itself, or
+    /// the parameter it is a reshape of) and the home, while it is free: the parameter requires
+    /// gradients, has none yet, and no rule has taken the home since `zero_grad`.
+    fn free_grad_home(&self) -> Option<(Tensor, Storage)> {
+        match &*self.0.grad_home.borrow() {
+            None => None,
+            Some(GradHome::Of(parameter)) => parameter.free_grad_home(),
+            Some(GradHome::Range(home)) => {
+                let free = self.requires_grad() && self.0.grad.borrow().is_none() && !self.0.home_taken.get();
+                free.then(|| (self.clone(), home.clone()))
+            }
+        }
     }
 
     pub(crate) fn accumulate_grad(&self, g: &Tensor) -> Result<()> {
@@ -310,7 +367,13 @@ impl Tensor {
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
         let shape = resolve_shape(shape, self.numel(), self.shape())?;
         let old = self.shape().to_vec();
-        Ok(Tensor::from_op(self.0.storage.clone(), shape, &[self], move |g| Ok(vec![Some(g.reshape(&old)?)])))
+        let out = Tensor::from_op(self.0.storage.clone(), shape, &[self], move |g| Ok(vec![Some(g.reshape(&old)?)]));
+        // The gradient of a reshaped parameter is its own, reshaped (same storage): a rule that
+        // writes it into the parameter's home writes the parameter's gradient.
+        if out.requires_grad() && self.is_leaf() && self.0.grad_home.borrow().is_some() {
+            *out.0.grad_home.borrow_mut() = Some(GradHome::Of(self.clone()));
+        }
+        Ok(out)
     }
 
     /// `self + other`, with `other` broadcast over leading axes (see `ops::binary`).
@@ -378,4 +441,18 @@ impl fmt::Debug for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Tensor(shape={:?}, device={}, requires_grad={})", self.shape(), self.device(), self.requires_grad())
     }
+}
+
+/// The gradient homes of two parameters whose gradients one kernel makes (a linear layer's weight
+/// and bias, a LayerNorm's gamma and beta), for a backward rule to write: both or neither, each
+/// handed out once until `zero_grad`, so that two uses of one parameter in a graph never write the
+/// same home (the second use's rule gets fresh buffers and the walk adds them up as before).
+pub(crate) fn take_grad_homes(a: &Tensor, b: &Tensor) -> Option<[Storage; 2]> {
+    let ((pa, home_a), (pb, home_b)) = (a.free_grad_home()?, b.free_grad_home()?);
+    if Rc::ptr_eq(&pa.0, &pb.0) {
+        return None;
+    }
+    pa.0.home_taken.set(true);
+    pb.0.home_taken.set(true);
+    Some([home_a, home_b])
 }

@@ -706,6 +706,148 @@ fn packed_tensors_bind_at_their_offsets_in_kernels_copies_and_gradients() {
     );
 }
 
+/// `f` of packed parameters with gradient homes (`run_on_packed`) against the CPU: the outputs and
+/// gradients agree, the gradients of the parameters named in `at_home` lie in their homes (no copy
+/// needed) and the others' do not, and the gradient buffer holds zeros outside the parameters'
+/// ranges (the packed AdamW's finiteness check sums all of it).
+fn assert_gradients_reach_their_homes(
+    gpu: &Device,
+    values: &[(Vec<f32>, Vec<usize>)],
+    f: &dyn Fn(&[Tensor]) -> engine::Result<Tensor>,
+    at_home: &[usize],
+    what: &str,
+) -> PackedParams {
+    let want = run_on(&Device::Cpu, values, f);
+    let (got, homed, packed) = run_on_packed(gpu, values, f, 0);
+    assert_close(&got.out, &want.out, 1e-4 * max_abs(&want.out).max(1.0), 1e-4, &format!("{what}: forward"));
+    for (i, (g, w)) in got.grads.iter().zip(&want.grads).enumerate() {
+        assert_close(g, w, 1e-4 * max_abs(w).max(1.0), 1e-4, &format!("{what}: gradient of parameter {i}"));
+        assert_eq!(
+            homed[i],
+            at_home.contains(&i),
+            "{what}: is the gradient of parameter {i} {:?} in its home?",
+            values[i].1
+        );
+    }
+    let mut outside = packed.grads.to_vec().unwrap();
+    for &(offset, len) in &packed.segments {
+        outside[offset..offset + len].fill(0.0);
+    }
+    assert!(outside.iter().all(|&v| v == 0.0), "{what}: values outside the parameters' ranges: {outside:?}");
+    packed
+}
+
+#[test]
+fn linear_layers_write_weight_and_bias_gradients_into_their_packed_homes() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::new(23);
+    // rows x in -> out: one pass with C a multiple of 64 values; split over K (long K, one tile)
+    // straight into the homes; uneven (5 x 7 = 35 values, then a gap before the bias) in one pass;
+    // uneven and split, whose slices' sum would cover the gap: fresh gradients, copied by an
+    // optimizer; a 3-value bias (under the 4 values a sum pass writes) split.
+    for &(rows, inp, out, home) in
+        &[(45, 64, 96, true), (3000, 64, 64, true), (33, 7, 5, true), (3000, 7, 5, false), (3000, 64, 3, false)]
+    {
+        let values = [
+            (uniform_values(out * inp, -1.0, 1.0, &mut rng), vec![out, inp]),
+            (uniform_values(out, -1.0, 1.0, &mut rng), vec![out]),
+        ];
+        let x =
+            Tensor::from_slice(&uniform_values(rows * inp, -2.0, 2.0, &mut rng), &[rows, inp], &Device::Cpu).unwrap();
+        let at_home: &[usize] = if home { &[0, 1] } else { &[] };
+        type Layer = fn(&Tensor, &Tensor, Option<&Tensor>) -> engine::Result<Tensor>;
+        for f in [ops::linear as Layer, ops::linear_gelu] {
+            let f = |p: &[Tensor]| f(&x.to_device(&p[0].device()).unwrap(), &p[0], Some(&p[1]));
+            let what = format!("linear {rows}x{inp}->{out}");
+            assert_gradients_reach_their_homes(&gpu, &values, &f, at_home, &what);
+        }
+    }
+}
+
+#[test]
+fn layernorm_writes_gamma_and_beta_gradients_into_their_packed_homes() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::new(24);
+    // 45 columns leave 19 values between gamma and beta, which the pass fills with zeros.
+    for &(rows, cols) in &[(37, 45), (300, 64), (1, 137)] {
+        let values = [
+            (uniform_values(cols, 0.5, 1.5, &mut rng), vec![cols]),
+            (uniform_values(cols, -1.0, 1.0, &mut rng), vec![cols]),
+        ];
+        let x =
+            Tensor::from_slice(&uniform_values(rows * cols, -3.0, 3.0, &mut rng), &[rows, cols], &Device::Cpu).unwrap();
+        // The pass's partial sums ([chunks of 64 rows, 2, cols rounded up to 64]) come from the
+        // buffer pool: leave buffers of that size full of NaN there (more than one: the packed
+        // parameters and gradients may be as large), so that any padding column the pass does
+        // not write reaches the gradient buffer.
+        let partial = rows.div_ceil(64) * 2 * cols.next_multiple_of(64);
+        drop((0..4).map(|_| Tensor::full(&[partial], f32::NAN, &gpu).unwrap()).collect::<Vec<_>>());
+        Tensor::zeros(&[1], &gpu).unwrap().item().unwrap(); // a submission: the buffers are pooled
+        let f = |p: &[Tensor]| ops::layer_norm(&x.to_device(&p[0].device()).unwrap(), &p[0], &p[1], 1e-6);
+        assert_gradients_reach_their_homes(&gpu, &values, &f, &[0, 1], &format!("layernorm {rows}x{cols}"));
+    }
+}
+
+#[test]
+fn grad_homes_take_reshaped_weights_and_leave_repeated_uses_and_accumulation_correct() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::new(25);
+    let (rows, d) = (29, 16);
+    let x = Tensor::from_slice(&uniform_values(rows * d, -1.0, 1.0, &mut rng), &[rows, d], &Device::Cpu).unwrap();
+    let on = |p: &[Tensor]| x.to_device(&p[0].device()).unwrap();
+    // A weight kept as [out, c, p, p] (a patch embedding's convolution) used through a reshape.
+    let conv = [
+        (uniform_values(d * 4 * 2 * 2, -1.0, 1.0, &mut rng), vec![d, 4, 2, 2]),
+        (uniform_values(d, -1.0, 1.0, &mut rng), vec![d]),
+    ];
+    let f = |p: &[Tensor]| ops::linear(&on(p), &p[0].reshape(&[d, d]).unwrap(), Some(&p[1]));
+    assert_gradients_reach_their_homes(&gpu, &conv, &f, &[0, 1], "a reshaped weight");
+    // One layer used twice: the first rule the backward reaches writes the homes, the second
+    // gets fresh buffers, and the gradient is their sum (not in the home).
+    let twice = |p: &[Tensor]| ops::linear(&ops::linear(&on(p), &p[0], Some(&p[1]))?, &p[0], Some(&p[1]));
+    let layer =
+        [(uniform_values(d * d, -0.5, 0.5, &mut rng), vec![d, d]), (uniform_values(d, -1.0, 1.0, &mut rng), vec![d])];
+    assert_gradients_reach_their_homes(&gpu, &layer, &twice, &[], "one layer used twice");
+    // The same through reshapes of both parameters: their gradients reach them only after both
+    // uses, so their homes must be handed out once (the rule reached first writes them, the
+    // other gets fresh buffers).
+    let reshaped_twice = |p: &[Tensor]| {
+        let (w, b) = (p[0].reshape(&[d, d])?, p[1].reshape(&[d])?);
+        ops::linear(&ops::linear(&on(p), &w, Some(&b))?, &w, Some(&b))
+    };
+    assert_gradients_reach_their_homes(&gpu, &layer, &reshaped_twice, &[], "reshaped parameters used twice");
+    // A second backward adds to the gradient in its home; after zero_grad the next one writes
+    // the home again.
+    let once = |p: &[Tensor]| ops::linear(&on(p), &p[0], Some(&p[1]));
+    let PackedParams { params, homes, .. } =
+        assert_gradients_reach_their_homes(&gpu, &layer, &once, &[0, 1], "one layer");
+    let first: Vec<Vec<f32>> = params.iter().map(|p| p.grad().unwrap().to_vec().unwrap()).collect();
+    engine::backward(&once(&params).unwrap().sum().unwrap()).unwrap();
+    engine::backward(&once(&params).unwrap().sum().unwrap()).unwrap();
+    let plain: Vec<Tensor> = layer.iter().map(|(v, s)| Tensor::from_slice(v, s, &gpu).unwrap().with_grad()).collect();
+    engine::backward(&once(&plain).unwrap().sum().unwrap()).unwrap();
+    for i in 0..2 {
+        let summed = params[i].grad().unwrap().to_vec().unwrap();
+        let one = plain[i].grad().unwrap().to_vec().unwrap();
+        let want: Vec<f32> = first[i].iter().zip(&one).map(|(a, b)| a + 2.0 * b).collect();
+        assert_close(&summed, &want, 1e-4, 1e-4, "gradients accumulated over three backward passes");
+    }
+    for p in &params {
+        p.zero_grad();
+    }
+    engine::backward(&once(&params).unwrap().sum().unwrap()).unwrap();
+    for i in 0..2 {
+        assert!(params[i].grad().unwrap().storage().same_as(&homes[i]), "after zero_grad the home is written again");
+        assert_close(
+            &params[i].grad().unwrap().to_vec().unwrap(),
+            &plain[i].grad().unwrap().to_vec().unwrap(),
+            1e-5,
+            1e-5,
+            "rewritten home",
+        );
+    }
+}
+
 #[test]
 fn packed_adamw_updates_each_segment_as_the_per_tensor_reference_and_skips_the_rest() {
     let Some(gpu) = gpu() else { return };

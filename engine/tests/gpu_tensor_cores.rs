@@ -109,6 +109,28 @@ fn tensor_core_linear_layers_with_gelu_and_batches_match_the_cpu_at_f16() {
 }
 
 #[test]
+fn tensor_core_linear_layers_write_their_gradients_into_packed_homes() {
+    let Some(gpu) = tensor_core_gpu() else { return };
+    let mut rng = Rng::new(64);
+    // One pass, and a K long enough to split (the weight gradient's slices summed into its home).
+    for &(rows, d_in, d_out) in &[(333, 70, 150), (3000, 64, 96)] {
+        let inputs = [
+            (uniform_values(rows * d_in, -2.0, 2.0, &mut rng), vec![rows, d_in]),
+            (uniform_values(d_out * d_in, -0.5, 0.5, &mut rng), vec![d_out, d_in]),
+            (uniform_values(d_out, -1.0, 1.0, &mut rng), vec![d_out]),
+        ];
+        let f = |t: &[Tensor]| ops::linear(&t[0], &t[1], Some(&t[2]));
+        let cpu = with_precision(Precision::F16, || run_on(&Device::Cpu, &inputs, &f));
+        let (got, at_home, _) = with_precision(Precision::F16, || run_on_packed(&gpu, &inputs, &f, 1));
+        assert_eq!(at_home, [false, true, true], "{rows}x{d_in}->{d_out}: the gradients lie in their homes");
+        let atol = 1e-4 * (rows as f32).sqrt() * 4.0;
+        for (i, (g, c)) in got.grads.iter().zip(&cpu.grads).enumerate() {
+            assert_close(g, c, atol, 1e-3, &format!("f16 linear {rows}x{d_in}->{d_out}, packed: gradient {i}"));
+        }
+    }
+}
+
+#[test]
 fn tensor_core_products_round_their_operands_to_f16_and_overflow_past_65504() {
     let Some(gpu) = tensor_core_gpu() else { return };
     // 1 + 2^-12 is not an f16: rounded, a 1 x 1 x 32 product of it with ones is exactly 32, where

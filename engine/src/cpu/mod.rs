@@ -236,6 +236,7 @@ impl Backend for CpuBackend {
         acc: Option<&Storage>,
         rows: usize,
         cols: usize,
+        _into: GradHomes<'_>,
     ) -> Result<(Storage, Storage, Storage)> {
         let _t = profile::scope_with("layernorm_backward", || format!("layernorm_backward {rows}x{cols}"));
         let (x, gamma, mean, rstd, dy) = (x.cpu()?, gamma.cpu()?, mean.cpu()?, rstd.cpu()?, dy.cpu()?);

@@ -54,8 +54,8 @@ impl Gpu {
     }
 
     /// Zeroed storage for tensors of `lens` values packed one after another in one buffer: the
-    /// buffer, and a view of it per tensor (each starting on a 1 KiB boundary, so that it binds
-    /// at its offset on any device).
+    /// buffer, and a view of it per tensor (each starting `PACK_ALIGN` values past a multiple of
+    /// them, so that it binds at its offset on any device).
     pub(crate) fn alloc_packed(&self, lens: &[usize]) -> Result<(Storage, Vec<Storage>)> {
         let starts = packed_starts(lens);
         let total = *starts.last().expect("one start past the end");
@@ -113,15 +113,21 @@ pub fn test_device() -> Option<Device> {
     }
 }
 
-/// Where each of tensors of `lens` values starts when packed 256 values (1 KiB) apart, and the
-/// total length last. 1 KiB is above every device's storage-offset alignment (at most 256 bytes)
-/// and a multiple of the packed AdamW's chunk.
+/// Values between the starts of packed tensors: 64 (256 bytes), the largest storage-offset
+/// alignment a device may ask for, so every packed tensor binds at its offset. It is also the
+/// spacing the kernels that make two gradients at once leave between them (the product's sums
+/// after C, `kernels::matmul`; dbeta after dgamma, `kernels::layernorm`), so that a layer's two
+/// gradients lie in the packed gradient buffer as those kernels write them (`GradHomes`).
+pub(crate) const PACK_ALIGN: usize = 64;
+
+/// Where each of tensors of `lens` values starts when packed `PACK_ALIGN` values apart, and the
+/// total length last.
 pub(crate) fn packed_starts(lens: &[usize]) -> Vec<usize> {
     let mut starts = Vec::with_capacity(lens.len() + 1);
     let mut at = 0;
     for &len in lens {
         starts.push(at);
-        at += len.max(1).next_multiple_of(256);
+        at += len.max(1).next_multiple_of(PACK_ALIGN);
     }
     starts.push(at);
     starts
@@ -178,11 +184,17 @@ impl Backend for Gpu {
         kernels::matmul::matmul_gelu(self, a, b, bias, spec)
     }
 
-    fn matmul_with_a_sums(&self, a: &Storage, b: &Storage, spec: &MatmulSpec) -> Result<(Storage, Storage)> {
+    fn matmul_with_a_sums(
+        &self,
+        a: &Storage,
+        b: &Storage,
+        spec: &MatmulSpec,
+        into: GradHomes<'_>,
+    ) -> Result<(Storage, Storage)> {
         if !spec.trans_a || spec.batch != 1 || spec.m * spec.n == 0 {
             return crate::backend::matmul_then_a_sums(self, a, b, spec);
         }
-        kernels::matmul::matmul_with_a_sums(self, a, b, spec)
+        kernels::matmul::matmul_with_a_sums(self, a, b, spec, into)
     }
 
     fn unary(&self, op: UnaryOp, x: &Storage, len: usize) -> Result<Storage> {
@@ -236,8 +248,9 @@ impl Backend for Gpu {
         acc: Option<&Storage>,
         rows: usize,
         cols: usize,
+        into: GradHomes<'_>,
     ) -> Result<(Storage, Storage, Storage)> {
-        kernels::layernorm::backward(self, x, gamma, mean, rstd, dy, acc, rows, cols)
+        kernels::layernorm::backward(self, x, gamma, mean, rstd, dy, acc, rows, cols, into)
     }
 
     fn attention(&self, q: &Storage, k: &Storage, v: &Storage, spec: &AttentionSpec) -> Result<(Storage, Storage)> {

@@ -57,12 +57,25 @@ fn rows_cols(what: &str, x: &Tensor, gamma: &Tensor, beta: &Tensor) -> Result<(u
 fn record(x: &Tensor, gamma: &Tensor, beta: &Tensor, y: Storage, mean: Storage, rstd: Storage) -> Tensor {
     let cols = gamma.numel();
     let rows = x.numel() / cols.max(1);
-    let (sx, sg) = (x.clone(), gamma.clone());
+    let (sx, sg, sb) = (x.clone(), gamma.clone(), beta.clone());
     Tensor::from_op_accumulating(y, x.shape().to_vec(), &[x, gamma, beta], move |g, pending| {
         let dev = sx.device();
         let acc = pending.as_ref().map(Tensor::storage);
-        let (dx, dgamma, dbeta) =
-            dev.backend().layernorm_backward(sx.storage(), sg.storage(), &mean, &rstd, g.storage(), acc, rows, cols)?;
+        // Where gamma's and beta's gradients may go (their packed gradient ranges, when an
+        // optimizer set them) instead of fresh buffers.
+        let homes = crate::tensor::take_grad_homes(&sg, &sb);
+        let into = homes.as_ref().map(|[hg, hb]| [hg, hb]);
+        let (dx, dgamma, dbeta) = dev.backend().layernorm_backward(
+            sx.storage(),
+            sg.storage(),
+            &mean,
+            &rstd,
+            g.storage(),
+            acc,
+            rows,
+            cols,
+            into,
+        )?;
         Ok(vec![
             Some(Tensor::constant(dx, sx.shape().to_vec())),
             Some(Tensor::constant(dgamma, vec![cols])),

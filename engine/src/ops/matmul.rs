@@ -38,9 +38,8 @@ pub fn matmul_ex(a: &Tensor, b: &Tensor, bias: Option<&Tensor>, trans_a: bool, t
     let (ins, spec, shape) = plan(a, b, bias, trans_a, trans_b)?;
     let dev = a.device();
     let c = dev.backend().matmul(a.storage(), b.storage(), bias.map(|t| t.storage()), &spec)?;
-    let (sa, sb) = (a.clone(), b.clone());
-    let has_bias = bias.is_some();
-    Ok(Tensor::from_op(c, shape, &ins, move |g| grads(&sa, &sb, &spec, has_bias, g.storage())))
+    let (sa, sb, sbias) = (a.clone(), b.clone(), bias.cloned());
+    Ok(Tensor::from_op(c, shape, &ins, move |g| grads(&sa, &sb, &spec, sbias.as_ref(), g.storage())))
 }
 
 /// A linear layer followed by exact GELU, `gelu(x w^T + b)` (an MLP's `fc1` and `act`), as one
@@ -51,13 +50,12 @@ pub fn linear_gelu(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor>
         let (ins, spec, shape) = plan(x2, w, b, false, true)?;
         let dev = x2.device();
         let (h, y) = dev.backend().matmul_gelu(x2.storage(), w.storage(), b.map(|t| t.storage()), &spec)?;
-        let (sx, sw) = (x2.clone(), w.clone());
-        let has_bias = b.is_some();
+        let (sx, sw, sbias) = (x2.clone(), w.clone(), b.cloned());
         let n = spec.m * spec.n;
         Ok(Tensor::from_op(y, shape, &ins, move |g| {
             let dev = sx.device();
             let dh = dev.backend().gelu_backward(&h, g.storage(), n)?;
-            grads(&sx, &sw, &spec, has_bias, &dh)
+            grads(&sx, &sw, &spec, sbias.as_ref(), &dh)
         }))
     })
 }
@@ -133,8 +131,9 @@ fn plan<'t>(
 
 /// The gradients of `op(a) · op(b) (+ bias)` for the incoming gradient `dc` of the product: `[da,
 /// db]` (each `None` where it needs none), then the bias's.
-fn grads(sa: &Tensor, sb: &Tensor, s: &MatmulSpec, has_bias: bool, dc: &Storage) -> Result<Vec<Option<Tensor>>> {
+fn grads(sa: &Tensor, sb: &Tensor, s: &MatmulSpec, bias: Option<&Tensor>, dc: &Storage) -> Result<Vec<Option<Tensor>>> {
     let s = *s;
+    let has_bias = bias.is_some();
     let dev = sa.device();
     let be = dev.backend();
     let shared_sum = |st: Storage, per: usize| -> Result<Storage> {
@@ -197,8 +196,12 @@ fn grads(sa: &Tensor, sb: &Tensor, s: &MatmulSpec, has_bias: bool, dc: &Storage)
                 a_batch_stride: s.m * s.n,
                 b_batch_stride: s.a_batch_stride,
             };
-            if has_bias && s.batch == 1 {
-                let (dw, dbias) = be.matmul_with_a_sums(dc, sa.storage(), &sp)?;
+            if let Some(bias) = bias.filter(|_| s.batch == 1) {
+                // A linear layer: its weight's and bias's gradients may go straight to their
+                // packed gradient ranges, when an optimizer set them as their homes.
+                let homes = crate::tensor::take_grad_homes(sb, bias);
+                let into = homes.as_ref().map(|[hw, hb]| [hw, hb]);
+                let (dw, dbias) = be.matmul_with_a_sums(dc, sa.storage(), &sp, into)?;
                 bias_grad = Some(dbias);
                 dw
             } else {

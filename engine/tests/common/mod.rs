@@ -1,6 +1,7 @@
 //! Helpers shared by the engine's integration tests.
 #![allow(dead_code)]
 
+use engine::storage::Storage;
 use engine::{Device, Result, Rng, Tensor, backward};
 
 /// Values spread over many orders of magnitude: sign * 10^u, u uniform in [lo_exp, hi_exp].
@@ -42,7 +43,59 @@ pub struct Run {
 /// weighting of the output, so the backward kernels run too.
 pub fn run_on(device: &Device, inputs: &[(Vec<f32>, Vec<usize>)], f: &dyn Fn(&[Tensor]) -> Result<Tensor>) -> Run {
     let ts: Vec<Tensor> = inputs.iter().map(|(v, s)| Tensor::from_slice(v, s, device).unwrap().with_grad()).collect();
-    let y = f(&ts).unwrap();
+    run_tensors(device, &ts, f)
+}
+
+/// Parameters packed on a GPU as an optimizer packs a model (`engine::packing::pack`), each with
+/// its range of a second buffer laid out alike as its gradient home (`Tensor::set_grad_home`), as
+/// the packed AdamW sets them.
+pub struct PackedParams {
+    pub params: Vec<Tensor>,
+    pub homes: Vec<Storage>,
+    /// The whole gradient buffer.
+    pub grads: Tensor,
+    /// Each parameter's `(offset, len)` in both buffers, in values.
+    pub segments: Vec<(usize, usize)>,
+}
+
+pub fn packed_with_grad_homes(values: &[(Vec<f32>, Vec<usize>)], gpu: &Device) -> PackedParams {
+    use engine::packing::{Packed, pack};
+    let leaves: Vec<Tensor> =
+        values.iter().map(|(v, s)| Tensor::from_slice(v, s, &Device::Cpu).unwrap().with_grad()).collect();
+    let params = pack(&leaves, gpu).unwrap();
+    let packed = Packed::of(&params).expect("packed on a GPU");
+    let (grads, homes) = packed.zeros_like().unwrap();
+    for (p, home) in params.iter().zip(&homes) {
+        p.set_grad_home(Some(home.clone())).unwrap();
+    }
+    let len = grads.len();
+    PackedParams { params, homes, grads: Tensor::from_storage(grads, &[len]).unwrap(), segments: packed.segments }
+}
+
+/// `run_on` with the inputs from index `first` on packed with gradient homes: the run, whether
+/// each input's gradient lies in its home (never for those before `first`), and the parameters.
+pub fn run_on_packed(
+    gpu: &Device,
+    inputs: &[(Vec<f32>, Vec<usize>)],
+    f: &dyn Fn(&[Tensor]) -> Result<Tensor>,
+    first: usize,
+) -> (Run, Vec<bool>, PackedParams) {
+    let packed = packed_with_grad_homes(&inputs[first..], gpu);
+    let mut ts: Vec<Tensor> =
+        inputs[..first].iter().map(|(v, s)| Tensor::from_slice(v, s, gpu).unwrap().with_grad()).collect();
+    ts.extend(packed.params.iter().cloned());
+    let run = run_tensors(gpu, &ts, f);
+    let at_home = ts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| i >= first && t.grad().is_some_and(|g| g.storage().same_as(&packed.homes[i - first])))
+        .collect();
+    (run, at_home, packed)
+}
+
+/// `f` on `ts` forward, and backward from a fixed random weighting of its output.
+fn run_tensors(device: &Device, ts: &[Tensor], f: &dyn Fn(&[Tensor]) -> Result<Tensor>) -> Run {
+    let y = f(ts).unwrap();
     let mut rng = Rng::new(99);
     let w: Vec<f32> = (0..y.numel()).map(|_| rng.normal()).collect();
     let wt = Tensor::from_vec(w, y.shape(), device).unwrap();

@@ -3,11 +3,11 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::{grid_groups, holds, key, u32_of};
-use crate::backend::AxisSpec;
+use crate::backend::{AxisSpec, GradHomes};
 use crate::error::Result;
 use std::rc::Rc;
 
-use crate::gpu::{Gpu, GpuBuffer};
+use crate::gpu::{Gpu, GpuBuffer, PACK_ALIGN};
 use crate::storage::Storage;
 
 #[repr(C)]
@@ -18,8 +18,8 @@ struct Params {
     eps: f32,
     chunk: u32,
     chunks: u32,
-    /// dgamma's and dbeta's partial rows start this far apart (cols rounded up to 64 values, so
-    /// that dbeta's half binds at its offset).
+    /// dgamma's and dbeta's partial rows start this far apart (cols rounded up to `PACK_ALIGN`
+    /// values, so that dbeta's half binds at its offset, as far as `pack` puts beta past gamma).
     cols_pad: u32,
 }
 
@@ -43,7 +43,7 @@ fn params(rows: usize, cols: usize, eps: f32) -> Result<Params> {
         eps,
         chunk: CHUNK as u32,
         chunks: u32_of(rows.div_ceil(CHUNK).max(1), "chunks")?,
-        cols_pad: u32_of(cols.next_multiple_of(64), "cols")?,
+        cols_pad: u32_of(cols.next_multiple_of(PACK_ALIGN), "cols")?,
     })
 }
 
@@ -125,6 +125,7 @@ pub fn backward(
     acc: Option<&Storage>,
     rows: usize,
     cols: usize,
+    into: GradHomes<'_>,
 ) -> Result<(Storage, Storage, Storage)> {
     check(
         rows,
@@ -161,14 +162,34 @@ pub fn backward(
         &key("layernorm", "backward_params"),
         bytemuck::bytes_of(&p),
         &[(1, g.buf(x)?), (5, g.buf(mean)?), (6, g.buf(rstd)?), (7, g.buf(dy)?), (9, g.buf(&partial)?)],
-        [u32_of(cols.div_ceil(64), "column blocks")?, y, z],
+        [u32_of(cols_pad.div_ceil(64), "column blocks")?, y, z],
     )?;
-    // Both parameter gradients in one reduction pass, then a view of each half.
+    // Both parameter gradients in one reduction pass, into gamma's and beta's gradient homes when
+    // they lie as the two halves do, else a fresh buffer and a view of each half.
     let over_chunks = AxisSpec { outer: 1, axis: chunks, inner: 2 * cols_pad };
+    if let Some((span, [gamma_home, beta_home])) = homes_span(into, cols, cols_pad) {
+        super::reduce::sum_axis_into(g, &partial, &over_chunks, Some(&span))?;
+        return Ok((dx, gamma_home.clone(), beta_home.clone()));
+    }
     let Storage::Gpu(sums) = &super::reduce::sum_axis(g, &partial, &over_chunks)? else {
         unreachable!("a GPU kernel's output lives on the GPU")
     };
     let half = |start| Storage::Gpu(Rc::new(GpuBuffer::view(sums, start, cols)));
     let (dgamma, dbeta) = (half(0), half(cols_pad));
     Ok((dx, dgamma, dbeta))
+}
+
+/// One view over gamma's and beta's gradient homes when they lie as the parameter-gradient pass
+/// writes its two halves: `cols` values each in one buffer, beta's `cols_pad` past gamma's (as
+/// `pack` lays out a LayerNorm's parameters). The pass writes zeros between them.
+fn homes_span<'a>(into: GradHomes<'a>, cols: usize, cols_pad: usize) -> Option<(Storage, [&'a Storage; 2])> {
+    let homes @ [Storage::Gpu(gamma), Storage::Gpu(beta)] = into? else { return None };
+    let parent = gamma.parent()?;
+    let start = gamma.offset() as usize / 4;
+    let fits = beta.parent().is_some_and(|p| Rc::ptr_eq(p, parent))
+        && gamma.len() == cols
+        && beta.len() == cols
+        && beta.offset() as usize == 4 * (start + cols_pad)
+        && start + 2 * cols_pad <= parent.len();
+    fits.then(|| (Storage::Gpu(Rc::new(GpuBuffer::view(parent, start, 2 * cols_pad))), homes))
 }

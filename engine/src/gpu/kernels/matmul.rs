@@ -5,11 +5,11 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::{holds, u32_of};
-use crate::backend::{AxisSpec, MatmulSpec};
+use crate::backend::{AxisSpec, GradHomes, MatmulSpec};
 use crate::cpu::matmul::Precision;
 use crate::error::{Error, Result};
 use crate::gpu::context::PipelineKey;
-use crate::gpu::{Gpu, GpuBuffer};
+use crate::gpu::{Gpu, GpuBuffer, PACK_ALIGN};
 use crate::storage::Storage;
 use std::cell::Cell;
 use std::rc::Rc;
@@ -70,10 +70,18 @@ fn bias_and_y(g: &Gpu, bias: Option<&Storage>, y: Option<&Storage>) -> Result<[S
 }
 
 /// `out` as it is, or under split-K (`split`) its slices' partial products (each `c_stride`
-/// values) added up by one `reduce.wgsl` pass.
-fn sum_slices(g: &Gpu, out: Storage, split: Option<(usize, usize)>, c_stride: usize) -> Result<Storage> {
+/// values) added up by one `reduce.wgsl` pass, into `into` when given.
+fn sum_slices(
+    g: &Gpu,
+    out: Storage,
+    split: Option<(usize, usize)>,
+    c_stride: usize,
+    into: Option<&Storage>,
+) -> Result<Storage> {
     match split {
-        Some((slices, _)) => super::reduce::sum_axis(g, &out, &AxisSpec { outer: 1, axis: slices, inner: c_stride }),
+        Some((slices, _)) => {
+            super::reduce::sum_axis_into(g, &out, &AxisSpec { outer: 1, axis: slices, inner: c_stride }, into)
+        }
         None => Ok(out),
     }
 }
@@ -247,7 +255,7 @@ fn vec4_ok(s: &MatmulSpec) -> bool {
 }
 
 pub fn matmul(g: &Gpu, a: &Storage, b: &Storage, bias: Option<&Storage>, s: &MatmulSpec) -> Result<Storage> {
-    Ok(launch(g, a, b, bias, s, Extra::None)?.0)
+    Ok(launch(g, a, b, bias, s, Extra::None, None)?.0)
 }
 
 /// `(C, gelu(C))` in one dispatch: the store of each C tile also writes its GELU.
@@ -258,17 +266,25 @@ pub fn matmul_gelu(
     bias: Option<&Storage>,
     s: &MatmulSpec,
 ) -> Result<(Storage, Storage)> {
-    let (c, y) = launch(g, a, b, bias, s, Extra::Gelu)?;
+    let (c, y) = launch(g, a, b, bias, s, Extra::Gelu, None)?;
     Ok((c, y.expect("asked for gelu")))
 }
 
 /// `(op(A) op(B), sum_k A[k, :])` for `A` stored `[K, M]` (`trans_a`, batch 1): a linear layer's
 /// weight gradient `dY^T X` and its bias gradient, the sums made from the tiles of `dY` the product
 /// stages anyway. One dispatch (two under split-K: the product's partials and the sums' share one
-/// reduction) where the pair takes two or three.
-pub fn matmul_with_a_sums(g: &Gpu, a: &Storage, b: &Storage, s: &MatmulSpec) -> Result<(Storage, Storage)> {
+/// reduction) where the pair takes two or three. With `into` (the weight's and bias's gradient
+/// homes) it writes them there where they lie as the launch writes C and the sums (`homes_span`)
+/// and returns them; otherwise fresh storage.
+pub fn matmul_with_a_sums(
+    g: &Gpu,
+    a: &Storage,
+    b: &Storage,
+    s: &MatmulSpec,
+    into: GradHomes<'_>,
+) -> Result<(Storage, Storage)> {
     assert!(s.trans_a && s.batch == 1, "row sums of op(A) are for A stored [K, M], batch 1: {s:?}");
-    let (c, sums) = launch(g, a, b, None, s, Extra::ASums)?;
+    let (c, sums) = launch(g, a, b, None, s, Extra::ASums, into)?;
     Ok((c, sums.expect("asked for sums")))
 }
 
@@ -282,10 +298,30 @@ enum Extra {
     ASums,
 }
 
-/// Where a slice's sums start past its `m n` values of C: a multiple of 64 values (256 bytes), so
-/// that a view there binds at an offset any device accepts.
+/// Where a slice's sums start past its `m n` values of C: a multiple of `PACK_ALIGN` values (256
+/// bytes), so that a view there binds at an offset any device accepts, and where a packed bias
+/// starts past its weight (`gpu::packed_starts`).
 fn sums_at(m: usize, n: usize) -> usize {
-    (m * n).next_multiple_of(64)
+    (m * n).next_multiple_of(PACK_ALIGN)
+}
+
+/// One view over a weight's and its bias's gradient homes, `c_stride` values from the weight's
+/// start, when they lie as a launch with the sums writes C and the sums: the weight's `m n` values
+/// in one buffer and the bias's `m` at `sums_at(m, n)` past them (as `pack` lays out a linear
+/// layer's parameters). Under split-K the sum of the slices writes all `c_stride` values, so the
+/// span must then hold nothing else: no gap after C, no room past the sums (`m >= 4`).
+fn homes_span(into: GradHomes<'_>, s: &MatmulSpec, c_stride: usize, split: bool) -> Option<Storage> {
+    let [Storage::Gpu(w), Storage::Gpu(bias)] = into? else { return None };
+    let parent = w.parent()?;
+    let (mn, at) = (s.m * s.n, sums_at(s.m, s.n));
+    let start = w.offset() as usize / 4;
+    let fits = bias.parent().is_some_and(|p| Rc::ptr_eq(p, parent))
+        && w.len() == mn
+        && bias.len() == s.m
+        && bias.offset() as usize == 4 * (start + at)
+        && start + c_stride <= parent.len()
+        && (!split || (mn == at && c_stride == at + s.m));
+    fits.then(|| Storage::Gpu(Rc::new(GpuBuffer::view(parent, start, c_stride))))
 }
 
 fn launch(
@@ -295,6 +331,7 @@ fn launch(
     bias: Option<&Storage>,
     s: &MatmulSpec,
     extra: Extra,
+    into: GradHomes<'_>,
 ) -> Result<(Storage, Option<Storage>)> {
     let len = s.batch * s.m * s.n;
     let gelu = extra == Extra::Gelu;
@@ -314,7 +351,7 @@ fn launch(
         u32_of(len, what)?;
     }
     if Precision::current() == Precision::F16 && (g.ctx.has_f16_tensor_cores() || emulating_tensor_cores()) {
-        return launch_coop(g, a, b, bias, s, extra, y);
+        return launch_coop(g, a, b, bias, s, extra, y, into);
     }
     let Plan { large, split } = plan(s, bias.is_some() || gelu);
     let slices = split.map_or(s.batch, |(slices, _)| slices);
@@ -323,9 +360,14 @@ fn launch(
     // least 4, the smallest binding).
     let c_stride = if a_sums { sums_at(s.m, s.n) + s.m.max(4) } else { s.m * s.n };
     let p = Params::new(s, split, bias.is_some(), c_stride, sums_at(s.m, s.n))?;
-    // C (with the sums after it), or under split-K each slice's partial C (and sums), summed after.
+    // C (with the sums after it), or under split-K each slice's partial C (and sums), summed after:
+    // into the gradient homes where they lie as C and the sums do.
     u32_of(slices * c_stride, "C")?;
-    let out = g.alloc(slices * c_stride)?;
+    let homes = if a_sums { homes_span(into, s, c_stride, split.is_some()) } else { None };
+    let out = match (&homes, split) {
+        (Some(span), None) => span.clone(),
+        _ => g.alloc(slices * c_stride)?,
+    };
     let [bias_buf, y_buf] = bias_and_y(g, bias, y.as_ref())?;
     let vec4 = vec4_ok(s);
     let constants = vec![
@@ -351,9 +393,12 @@ fn launch(
     ];
     let groups = [u32_of(s.n.div_ceil(tile), "column tiles")?, u32_of(s.m.div_ceil(tile), "row tiles")?, p.batch];
     g.ctx.dispatch(&key, bytemuck::bytes_of(&p), &bindings, groups)?;
-    let out = sum_slices(g, out, split, c_stride)?;
+    let out = sum_slices(g, out, split, c_stride, homes.as_ref())?;
     if !a_sums {
         return Ok((out, y));
+    }
+    if let (Some(_), Some([w, bias])) = (&homes, into) {
+        return Ok((w.clone(), Some(bias.clone())));
     }
     let Storage::Gpu(both) = &out else { unreachable!("a GPU kernel's output lives on the GPU") };
     let view = |start, len| Storage::Gpu(Rc::new(GpuBuffer::view(both, start, len)));
@@ -370,7 +415,9 @@ const SPLIT_COOP: SplitRule =
 
 /// Product `s` on `matmul_coop.wgsl` (f16 operands, f32 sums; the caller checked the operands and
 /// that the adapter has f16 tensor cores). The bias-gradient sums (`Extra::ASums`) are summed from
-/// A in f32 by a second pass, as the CPU backend does: the kernel has no A_SUMS.
+/// A in f32 by a second pass, as the CPU backend does: the kernel has no A_SUMS. Being two
+/// results, they go to the gradient homes `into` each on its own (of the right sizes).
+#[allow(clippy::too_many_arguments)]
 fn launch_coop(
     g: &Gpu,
     a: &Storage,
@@ -379,6 +426,7 @@ fn launch_coop(
     s: &MatmulSpec,
     extra: Extra,
     y: Option<Storage>,
+    into: GradHomes<'_>,
 ) -> Result<(Storage, Option<Storage>)> {
     let gelu = extra == Extra::Gelu;
     let split = split_k(s, bias.is_some() || gelu, &SPLIT_COOP);
@@ -386,7 +434,11 @@ fn launch_coop(
     let c_stride = s.m * s.n;
     let p = Params::new(s, split, bias.is_some(), c_stride, 0)?;
     u32_of(slices * c_stride, "C")?;
-    let out = g.alloc(slices * c_stride)?;
+    let into = into.filter(|[w, sums]| extra == Extra::ASums && w.len() == c_stride && sums.len() == s.m);
+    let out = match (into, split) {
+        (Some([w, _]), None) => w.clone(),
+        _ => g.alloc(slices * c_stride)?,
+    };
     let [bias_buf, y_buf] = bias_and_y(g, bias, y.as_ref())?;
     let constants = vec![("TRANS_A", s.trans_a as u32), ("TRANS_B", s.trans_b as u32), ("GELU", gelu as u32)];
     #[cfg(test)]
@@ -401,12 +453,13 @@ fn launch_coop(
     let groups =
         [u32_of(s.n.div_ceil(COOP_TILE), "column tiles")?, u32_of(s.m.div_ceil(COOP_TILE), "row tiles")?, p.batch];
     g.ctx.dispatch(&key, bytemuck::bytes_of(&p), &bindings, groups)?;
-    let out = sum_slices(g, out, split, c_stride)?;
+    let out = sum_slices(g, out, split, c_stride, into.map(|[w, _]| w))?;
     if extra != Extra::ASums {
         return Ok((out, y));
     }
     // A is stored [K, M]: the sums over its K rows.
-    let sums = super::reduce::sum_axis(g, a, &AxisSpec { outer: 1, axis: s.k, inner: s.m })?;
+    let over_k = AxisSpec { outer: 1, axis: s.k, inner: s.m };
+    let sums = super::reduce::sum_axis_into(g, a, &over_k, into.map(|[_, sums]| sums))?;
     Ok((out, Some(sums)))
 }
 

@@ -159,17 +159,44 @@ fn at_f16(
     inputs: &[(Vec<f32>, Vec<usize>)],
     f: &dyn Fn(&[Tensor]) -> crate::Result<Tensor>,
 ) -> Vec<Vec<f32>> {
+    at_f16_packed(dev, inputs, f, false).0
+}
+
+/// `at_f16`, and with `packed` the inputs after the first (a layer's parameters) packed on the
+/// GPU, each with its range of a gradient buffer laid out alike as its gradient home, as the
+/// packed AdamW sets them; also whether each input's gradient lies in its home.
+fn at_f16_packed(
+    dev: &Device,
+    inputs: &[(Vec<f32>, Vec<usize>)],
+    f: &dyn Fn(&[Tensor]) -> crate::Result<Tensor>,
+    packed: bool,
+) -> (Vec<Vec<f32>>, Vec<bool>) {
     let emulate = dev.is_gpu();
     super::matmul::emulate_tensor_cores(emulate);
     let result = with_precision(Precision::F16, || {
-        let ts: Vec<Tensor> = inputs.iter().map(|(v, s)| Tensor::from_slice(v, s, dev).unwrap().with_grad()).collect();
+        let mut ts: Vec<Tensor> =
+            inputs.iter().map(|(v, s)| Tensor::from_slice(v, s, dev).unwrap().with_grad()).collect();
+        let mut homes = vec![None; ts.len()];
+        if packed {
+            let params = crate::packing::pack(&ts[1..], dev).unwrap();
+            let (_, views) = crate::packing::Packed::of(&params).expect("packed on a GPU").zeros_like().unwrap();
+            for (i, (p, home)) in params.into_iter().zip(views).enumerate() {
+                p.set_grad_home(Some(home.clone())).unwrap();
+                (ts[i + 1], homes[i + 1]) = (p, Some(home));
+            }
+        }
         let y = f(&ts).unwrap();
         let mut rng = Rng::new(99);
         let w: Vec<f32> = (0..y.numel()).map(|_| rng.normal()).collect();
         backward(&y.mul(&Tensor::from_vec(w, y.shape(), dev).unwrap()).unwrap().sum().unwrap()).unwrap();
         let mut out = vec![y.to_vec().unwrap()];
         out.extend(ts.iter().map(|t| t.grad().map(|g| g.to_vec().unwrap()).unwrap_or_default()));
-        out
+        let at_home = ts
+            .iter()
+            .zip(&homes)
+            .map(|(t, h)| h.as_ref().zip(t.grad()).is_some_and(|(h, g)| g.storage().same_as(h)))
+            .collect();
+        (out, at_home)
     });
     super::matmul::emulate_tensor_cores(false);
     result
@@ -195,8 +222,20 @@ fn assert_agree(
     what: &str,
 ) {
     let launched = super::matmul::coop_launches();
-    let (want, got) = (at_f16(&Device::Cpu, inputs, f), at_f16(gpu, inputs, f));
+    let got = at_f16(gpu, inputs, f);
     assert!(super::matmul::coop_launches() > launched, "{what}: no product ran on the emulated kernel");
+    assert_agrees_with_the_cpu(got, inputs, f, depth, what);
+}
+
+/// `got` (a GPU run of `at_f16`'s, on the emulated kernel) against the CPU's run, as `assert_agree`.
+fn assert_agrees_with_the_cpu(
+    got: Vec<Vec<f32>>,
+    inputs: &[(Vec<f32>, Vec<usize>)],
+    f: &dyn Fn(&[Tensor]) -> crate::Result<Tensor>,
+    depth: usize,
+    what: &str,
+) {
+    let want = at_f16(&Device::Cpu, inputs, f);
     let scale = inputs.iter().flat_map(|(v, _)| v.iter()).fold(1.0f32, |m, x| m.max(x.abs()));
     let atol = 2e-5 * (depth as f32).sqrt() * scale * scale;
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
@@ -273,5 +312,31 @@ fn the_emulated_kernel_is_valid_wgsl_with_and_without_f16() {
         naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
             .validate(&module)
             .unwrap_or_else(|e| panic!("{}", e.emit_to_string(&source)));
+    }
+}
+
+#[test]
+fn the_tensor_core_kernel_with_emulated_blocks_writes_linear_gradients_into_their_packed_homes() {
+    let Some(gpu) = emulating_gpu() else { return };
+    let mut rng = Rng::new(73);
+    // One pass, and a K long enough to split (1100 rows: two slices summed into the weight's home).
+    for &(rows, d_in, d_out) in &[(133, 36, 70), (1100, 16, 20)] {
+        let inputs = [
+            (wide(rows * d_in, &mut rng), vec![rows, d_in]),
+            (wide(d_out * d_in, &mut rng), vec![d_out, d_in]),
+            (wide(d_out, &mut rng), vec![d_out]),
+        ];
+        let f = |t: &[Tensor]| ops::linear(&t[0], &t[1], Some(&t[2]));
+        let launched = super::matmul::coop_launches();
+        let (got, at_home) = at_f16_packed(&gpu, &inputs, &f, true);
+        assert!(super::matmul::coop_launches() > launched, "no product ran on the emulated kernel");
+        assert_eq!(at_home, [false, true, true], "the weight's and bias's gradients lie in their homes");
+        assert_agrees_with_the_cpu(
+            got,
+            &inputs,
+            &f,
+            rows,
+            &format!("emulated f16 linear {rows}x{d_in}->{d_out}, packed"),
+        );
     }
 }

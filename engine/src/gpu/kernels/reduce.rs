@@ -36,11 +36,17 @@ fn params(s: &AxisSpec, chunk: usize) -> Result<Params> {
 }
 
 /// One pass of sums over slices of `chunk` rows: `[outer, axis, inner] -> [outer, chunks, inner]`.
-fn sum_pass(g: &Gpu, x: &Storage, s: &AxisSpec, chunk: usize) -> Result<Storage> {
+fn sum_pass(g: &Gpu, x: &Storage, s: &AxisSpec, chunk: usize, into: Option<&Storage>) -> Result<Storage> {
     holds(x, s.outer * s.axis * s.inner, "sum_axis input")?;
     let p = params(s, chunk)?;
     let slices = s.outer * p.chunks as usize;
-    let out = g.alloc(slices * s.inner)?;
+    let out = match into {
+        Some(out) => {
+            holds(out, slices * s.inner, "sum_axis output")?;
+            out.clone()
+        }
+        None => g.alloc(slices * s.inner)?,
+    };
     let bufs = [(1, g.buf(x)?), (3, g.buf(&out)?)];
     if s.inner == 1 {
         g.ctx.dispatch(&key("reduce", "sum_rows"), bytemuck::bytes_of(&p), &bufs, grid_groups(slices)?)?;
@@ -54,13 +60,18 @@ fn sum_pass(g: &Gpu, x: &Storage, s: &AxisSpec, chunk: usize) -> Result<Storage>
 
 /// `[outer, axis, inner] -> [outer, inner]`, in two passes when the axis is long and outputs few.
 pub fn sum_axis(g: &Gpu, x: &Storage, s: &AxisSpec) -> Result<Storage> {
+    sum_axis_into(g, x, s, None)
+}
+
+/// `sum_axis` written into `into` (its first `outer inner` values) when given, which it returns.
+pub fn sum_axis_into(g: &Gpu, x: &Storage, s: &AxisSpec, into: Option<&Storage>) -> Result<Storage> {
     let groups = s.outer * s.inner.div_ceil(64).max(1);
     if s.axis > 2 * CHUNK && groups < MIN_GROUPS {
-        let partial = sum_pass(g, x, s, CHUNK)?;
+        let partial = sum_pass(g, x, s, CHUNK, None)?;
         let chunks = s.axis.div_ceil(CHUNK);
-        return sum_pass(g, &partial, &AxisSpec { outer: s.outer, axis: chunks, inner: s.inner }, chunks);
+        return sum_pass(g, &partial, &AxisSpec { outer: s.outer, axis: chunks, inner: s.inner }, chunks, into);
     }
-    sum_pass(g, x, s, s.axis.max(1))
+    sum_pass(g, x, s, s.axis.max(1), into)
 }
 
 pub fn broadcast_axis(g: &Gpu, x: &Storage, s: &AxisSpec) -> Result<Storage> {
