@@ -38,10 +38,21 @@ fn a_steady_state_gpu_step_creates_no_buffer_and_reads_back_only_the_loss() {
     assert_eq!(last.bind_groups_created, 0, "a steady-state step created bind groups: {last}");
     assert_eq!((last.read_backs, last.bytes_read_back), (1, 4), "only the loss comes back: {last}");
     assert!(last.dispatches > 0 && last.submissions > 0, "{last}");
-    // The parameters are packed: each gradient is copied into the packed buffer (a copy, not a
-    // kernel) and one AdamW dispatch updates them all.
+    // The parameters are packed and one AdamW dispatch updates them all, reading the gradients
+    // from one buffer: the linear layers' and LayerNorms' backward kernels write theirs there
+    // (their gradient homes); only the cls and mask tokens' are copied in (a copy, not a kernel).
+    assert_eq!(last.copies, 2, "only the two tokens' gradients are copied into the packed buffer: {last}");
+    // Without the homes (`MAE_GPU_GRAD_HOMES=0`) every gradient is copied in.
     let trainable = mae::model::MaskedAutoencoder::new(&o.model, 0, &engine::Device::Cpu).unwrap().trainable().len();
-    assert_eq!(last.copies, trainable as u64, "one gradient copy per parameter: {last}");
+    let copied = out.join("copied");
+    let mut o = TrainOptions { grad_homes: false, out_dir: copied, ..o };
+    o.budget = Budget { steps: Some(4), ..Default::default() };
+    let mut t = Trainer::new(&o, &gpu).unwrap();
+    while !t.is_done() {
+        t.step().unwrap();
+    }
+    let last = t.last_step_gpu_counters().unwrap();
+    assert_eq!(last.copies, trainable as u64, "without the homes, one gradient copy per parameter: {last}");
     // What a step uploads is its batch (patches, targets, masks, indices), the same every step.
     assert!(per_step[per_step.len() - 2].bytes_uploaded == last.bytes_uploaded, "{per_step:?}");
     std::fs::remove_dir_all(out).unwrap();

@@ -235,6 +235,24 @@ fn overlapping_the_host_with_the_gpu_changes_no_loss() {
 
 #[test]
 #[cfg(feature = "gpu")]
+fn writing_gradients_into_their_homes_changes_no_loss() {
+    let Some(gpu) = engine::gpu::test_device() else { return };
+    // The same kernels write the same gradients, in the optimizer's buffer or in fresh ones copied
+    // there; with two micro-batches a step, the second's gradients are added to the first's.
+    for accum_iter in [1, 2] {
+        let (a, b) = (scratch("gpu-homes"), scratch("gpu-copies"));
+        let run = |out: PathBuf, grad_homes: bool| {
+            let o = TrainOptions { grad_homes, accum_iter, ..options(out, 4) };
+            losses(&train(&o, &gpu, None).unwrap())
+        };
+        assert_eq!(run(a.clone(), true), run(b.clone(), false), "accum_iter {accum_iter}");
+        std::fs::remove_dir_all(a).unwrap();
+        std::fs::remove_dir_all(b).unwrap();
+    }
+}
+
+#[test]
+#[cfg(feature = "gpu")]
 fn training_on_the_gpu_follows_the_cpu() {
     let Some(gpu) = engine::gpu::test_device() else { return };
     let (a, b) = (scratch("gpu-a"), scratch("gpu-b"));

@@ -238,7 +238,7 @@ fn set_grads(params: &[Param], grads: [&[f32]; 2]) {
     }
 }
 
-fn a_non_finite_gradient_skips_the_update_and_keeps_t(device: &Device, packed: bool) {
+fn a_non_finite_gradient_skips_the_update_and_keeps_t(device: &Device, packed: bool) -> Vec<Vec<f32>> {
     let params = two_params(device);
     let mut opt = AdamW::new(AdamWConfig::default(), &params, device).unwrap();
     assert_eq!(opt.is_packed(), packed);
@@ -263,6 +263,13 @@ fn a_non_finite_gradient_skips_the_update_and_keeps_t(device: &Device, packed: b
     for (a, (s, g)) in after[1].iter().zip(start[1].iter().zip([0.5f32, -0.5])) {
         assert!((a - (s - 0.1 * g.signum())).abs() < 1e-5, "{a} from {s}");
     }
+    // Then the parameters as a linear layer: on the GPU its backward writes both gradients into
+    // their ranges of the packed gradient buffer (their homes, which each skip replaced).
+    let x = Tensor::from_slice(&[1.0, -2.0, 0.5, 3.0, 0.25, -1.0], &[2, 3], device).unwrap();
+    let y = engine::ops::linear(&x, &params[0].tensor, Some(&params[1].tensor)).unwrap();
+    engine::backward(&y.mul(&y).unwrap().sum().unwrap()).unwrap();
+    assert!(opt.step_if_finite(&params, 0.1, 1.0).unwrap());
+    values(&params)
 }
 
 #[test]
@@ -274,7 +281,11 @@ fn a_non_finite_gradient_skips_the_cpu_update_and_keeps_adams_t() {
 #[cfg(feature = "gpu")]
 fn a_non_finite_gradient_in_the_packed_gpu_buffer_skips_the_update_and_keeps_adams_t() {
     let Some(gpu) = engine::gpu::test_device() else { return };
-    a_non_finite_gradient_skips_the_update_and_keeps_t(&gpu, true);
+    let on_gpu = a_non_finite_gradient_skips_the_update_and_keeps_t(&gpu, true);
+    let on_cpu = a_non_finite_gradient_skips_the_update_and_keeps_t(&Device::Cpu, false);
+    for (g, c) in on_gpu.iter().flatten().zip(on_cpu.iter().flatten()) {
+        assert!((g - c).abs() <= 1e-5 + 1e-5 * c.abs(), "after the skips the GPU's update is the CPU's: {g} {c}");
+    }
 }
 
 #[test]

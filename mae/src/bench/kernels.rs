@@ -134,7 +134,7 @@ fn linear_grads_case(name: &'static str, m: usize, k: usize, n: usize, fused: bo
             let dev = dev.clone();
             Ok(Box::new(move || {
                 let be = dev.backend();
-                if fused { be.matmul_with_a_sums(&a, &b, &spec) } else { matmul_then_a_sums(be, &a, &b, &spec) }
+                if fused { be.matmul_with_a_sums(&a, &b, &spec, None) } else { matmul_then_a_sums(be, &a, &b, &spec) }
                     .map(drop)
             }))
         }),
@@ -265,7 +265,7 @@ fn vit_b_matmul_case(name: &'static str, rows: usize, k: usize, n: usize, op: Vi
                 tiles.run(|| match op {
                     VitOp::ForwardGelu => be.matmul_gelu(&a, &b, Some(&bias), &spec).map(drop),
                     VitOp::Forward | VitOp::InputGrad => be.matmul(&a, &b, None, &spec).map(drop),
-                    VitOp::WeightGrad => be.matmul_with_a_sums(&a, &b, &spec).map(drop),
+                    VitOp::WeightGrad => be.matmul_with_a_sums(&a, &b, &spec, None).map(drop),
                 })
             }))
         }),
@@ -385,7 +385,7 @@ fn layernorm_case(name: &'static str, rows: usize, cols: usize, backward: bool) 
             Ok(Box::new(move || {
                 let be = dev.backend();
                 if backward {
-                    be.layernorm_backward(&x, &g, &mean, &rstd, &dy, None, rows, cols).map(drop)
+                    be.layernorm_backward(&x, &g, &mean, &rstd, &dy, None, rows, cols, None).map(drop)
                 } else {
                     be.layernorm(&x, &g, &b, rows, cols, 1e-6).map(drop)
                 }

@@ -54,9 +54,12 @@ pub struct AdamW {
     packed: Option<PackedState>,
 }
 
-/// The buffers of a packed update: the parameters' buffer, gradients copied into one buffer laid
-/// out like it, the moments' buffers (`moments` holds views of them), and the kernel's tables,
-/// kept while they do not change (no upload per step).
+/// The buffers of a packed update: the parameters' buffer, one buffer of gradients laid out like
+/// it, the moments' buffers (`moments` holds views of them), and the kernel's tables, kept while
+/// they do not change (no upload per step). Each parameter's range of the gradient buffer is its
+/// gradient home (`Tensor::set_grad_home`): the backward kernels that can (a linear layer's
+/// weight and bias gradients, a LayerNorm's) write the gradients there, and the step copies in
+/// only the others (the cls and mask tokens').
 struct PackedState {
     params: Packed,
     grads: Storage,
@@ -67,6 +70,8 @@ struct PackedState {
     layout: Option<(Vec<usize>, Indices)>,
     /// Per segment (lr scale, weight decay) as uploaded last time.
     hyper: Option<(Vec<f32>, Storage)>,
+    /// Whether the parameters' ranges of `grads` are their gradient homes (`set_grad_homes`).
+    homes: bool,
 }
 
 impl AdamW {
@@ -78,6 +83,7 @@ impl AdamW {
             let (m, m_views) = pk.zeros_like()?;
             let (v, v_views) = pk.zeros_like()?;
             let (grads, grad_views) = pk.zeros_like()?;
+            set_grad_homes(params, &grad_views)?;
             let moments = params
                 .iter()
                 .zip(m_views.into_iter().zip(v_views))
@@ -89,7 +95,7 @@ impl AdamW {
                     })
                 })
                 .collect::<Result<_>>()?;
-            let packed = PackedState { params: pk, grads, grad_views, m, v, layout: None, hyper: None };
+            let packed = PackedState { params: pk, grads, grad_views, m, v, layout: None, hyper: None, homes: true };
             return Ok(AdamW { config, step: 0, moments, packed: Some(packed) });
         }
         let moments = params
@@ -108,6 +114,19 @@ impl AdamW {
     /// True when one kernel launch updates every parameter (they are packed in one buffer).
     pub fn is_packed(&self) -> bool {
         self.packed.is_some()
+    }
+
+    /// For packed parameters: whether their ranges of the packed gradient buffer are their
+    /// gradient homes, so that the backward writes the gradients it can there (on by default), or
+    /// every gradient is copied in before the update (off: the A/B of `MAE_GPU_GRAD_HOMES=0`).
+    /// The same update either way. Does nothing for parameters that are not packed.
+    pub fn set_grad_homes(&mut self, params: &[Param], on: bool) -> Result<()> {
+        let Some(pk) = &mut self.packed else { return Ok(()) };
+        pk.homes = on;
+        match on {
+            true => set_grad_homes(params, &pk.grad_views),
+            false => params.iter().try_for_each(|p| Ok(p.tensor.set_grad_home(None)?)),
+        }
     }
 
     /// One update of every parameter that has a gradient, then the gradients are cleared.
@@ -163,7 +182,7 @@ impl AdamW {
                     p.tensor.zero_grad();
                 }
                 if let Some(pk) = &mut self.packed {
-                    pk.forget_grads()?;
+                    pk.forget_grads(params)?;
                 }
                 return Ok(false);
             }
@@ -219,13 +238,22 @@ fn unpacked_grads_are_finite(params: &[Param]) -> Result<bool> {
     Ok(total.map_or(Ok(true), |t| t.item().map(f32::is_finite))?)
 }
 
+/// Each parameter's range of the packed gradient buffer becomes its gradient home.
+fn set_grad_homes(params: &[Param], grad_views: &[Storage]) -> Result<()> {
+    for (p, home) in params.iter().zip(grad_views) {
+        p.tensor.set_grad_home(Some(home.clone()))?;
+    }
+    Ok(())
+}
+
 /// The indices of the parameters that have a gradient this step, and their (learning rate, weight
 /// decay).
 type Gathered = (Vec<usize>, Vec<(f32, f32)>);
 
 impl PackedState {
-    /// Gradients copied into their packed buffer (copies, not kernels): the indices of the
-    /// parameters that have one, and their (learning rate, weight decay).
+    /// Gradients brought into their packed buffer: those the backward wrote there already stay,
+    /// the others are copied in (copies, not kernels). Returns the indices of the parameters that
+    /// have a gradient, and their (learning rate, weight decay).
     fn gather(&mut self, params: &[Param], hyper: impl Fn(&Param) -> (f32, f32)) -> Result<Gathered> {
         let mut active = Vec::with_capacity(params.len());
         let mut rates = Vec::with_capacity(params.len());
@@ -234,7 +262,9 @@ impl PackedState {
         let backend = dev.backend();
         for (i, p) in params.iter().enumerate() {
             let Some(g) = p.tensor.grad() else { continue };
-            backend.copy_into(g.storage(), &self.grad_views[i], p.tensor.numel())?;
+            if !g.storage().same_as(&self.grad_views[i]) {
+                backend.copy_into(g.storage(), &self.grad_views[i], p.tensor.numel())?;
+            }
             active.push(i);
             rates.push(hyper(p));
         }
@@ -250,9 +280,12 @@ impl PackedState {
     }
 
     /// A fresh zeroed gradient buffer, so that no inf of a skipped step stays in a segment that a
-    /// later step leaves alone (rare: only after an overflow).
-    fn forget_grads(&mut self) -> Result<()> {
+    /// later step leaves alone (rare: only after an overflow); its ranges become the homes.
+    fn forget_grads(&mut self, params: &[Param]) -> Result<()> {
         let (grads, grad_views) = self.params.zeros_like()?;
+        if self.homes {
+            set_grad_homes(params, &grad_views)?;
+        }
         (self.grads, self.grad_views) = (grads, grad_views);
         Ok(())
     }

@@ -119,6 +119,11 @@ pub struct TrainOptions {
     /// way; on by default, off where the environment sets `MAE_TRAIN_OVERLAP=0` (an A/B on one
     /// machine). Unused on the CPU.
     pub overlap: bool,
+    /// On a GPU, let the backward write the gradients of the linear layers and LayerNorms
+    /// straight into the buffer the one-launch AdamW reads (`AdamW::set_grad_homes`) instead of
+    /// copying each one in. The same losses either way; on by default, off where the environment
+    /// sets `MAE_GPU_GRAD_HOMES=0` (an A/B on one machine). Unused on the CPU.
+    pub grad_homes: bool,
 }
 
 impl TrainOptions {
@@ -150,6 +155,7 @@ impl TrainOptions {
             matmul_precision: Precision::Bf16,
             initial_loss_scale: loss_scale::INITIAL_SCALE,
             overlap: std::env::var("MAE_TRAIN_OVERLAP").map_or(true, |v| v != "0"),
+            grad_homes: std::env::var("MAE_GPU_GRAD_HOMES").map_or(true, |v| v != "0"),
         }
     }
 
@@ -413,7 +419,7 @@ impl Trainer {
         let ckpts = CheckpointDir::new(&o.out_dir);
 
         // The model and optimizer, fresh or from the newest checkpoint.
-        let (model, opt, start) = match (o.resume, ckpts.latest()) {
+        let (model, mut opt, start) = match (o.resume, ckpts.latest()) {
             (true, Some(dir)) => {
                 let (mut model, _) =
                     load_model(&dir.join(crate::train::checkpoint::MODEL_FILE), Some(&o.model), device)?;
@@ -457,6 +463,7 @@ impl Trainer {
         let mut scaler = LossScaler::for_precision(o.matmul_precision, o.initial_loss_scale)?;
         scaler.restore(start.loss_scale);
         let params = model.trainable();
+        opt.set_grad_homes(&params, o.grad_homes)?;
         // Whole batches only; the order continues exactly where the checkpoint left it.
         let fresh = Batcher::new(set.len(), o.batch_size, o.seed, true)?;
         let micro_per_epoch = fresh.batches_per_epoch() as u64;
