@@ -1,7 +1,10 @@
 // Batched matrix product with optional transposes and a fused bias epilogue:
 //   C[b] = op(A[b]) * op(B[b]) (+ bias),  op(A): [M, K], op(B): [K, N], C: [batch, M, N]
 // and, with the override GELU, also Y = gelu(C) (an MLP's fc1 and its activation in one dispatch;
-// C is kept for the backward). gelu() comes from shaders/lib/gelu.wgsl, appended by shaders.rs.
+// C is kept for the backward); with GELU_GRAD instead C = (op(A) op(B)) * gelu'(H), H read from
+// binding 7 (an MLP's backward: fc2's input gradient through GELU at fc1's output H, in the product
+// that makes it, not a separate pass). gelu() and gelu_grad() come from shaders/lib/gelu.wgsl,
+// appended by shaders.rs.
 // It serves the forward of every linear layer and both backward products (dA = dC * op(B)^T,
 // dB = op(A)^T * dC) through the transpose switches. Products of hundreds of 128 x 128 tiles run on
 // shaders/matmul_large.wgsl instead (the launcher chooses); A_SUMS and split-K only run here.
@@ -49,7 +52,9 @@
 // contiguous axis and the batch strides are multiples of 4) with its 4 elements in one row, so it
 // ends inside the same matrix. Workgroup tiles are indexed by lane and loop counters below their
 // sizes (kk < 16, m, n < 64; the A_SUMS partials at rows 4 (t / 64) + 0..3 < 16, column t % 64).
-// C (and Y, which the launcher sizes as C) is written only at gm < M, gn < N of batch b < batch.
+// C (and Y, which the launcher sizes as C) is written only at gm < M, gn < N of batch b < batch;
+// with GELU_GRAD, H (binding 7, which the launcher checks holds C's values) is read at the index of C
+// being written.
 // Under split-K, batch is the slice count S with strides 0 (every slice
 // reads the one matrix) and C is the [S, M, N] partials the launcher allocates; k_hi is K or a
 // multiple of 16, so a vec4 group along K never straddles it. Slice z's C starts at z * c_stride
@@ -72,6 +77,8 @@ override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 // Also write y = gelu(c) (binding 7).
 override GELU: bool = false;
+// Multiply C by gelu'(h), h bound at binding 7 (no bias; not with GELU).
+override GELU_GRAD: bool = false;
 
 const BM: u32 = 64u;
 const BN: u32 = 64u;
@@ -161,11 +168,12 @@ fn load_tiles(t: u32, row0: u32, col0: u32, k0: u32, k_hi: u32, a_off: u32, b_of
     }
 }
 
-// C[row + gn] = x (+ bias[gn]), and Y = gelu of it, when gn < N.
+// C[row + gn] = x (+ bias[gn]) (or x gelu'(H[row + gn])), and Y = gelu of it, when gn < N.
 fn store_one(row: u32, gn: u32, x: f32) {
     if (gn >= p.n) { return; }
     var v = x;
     if (p.has_bias != 0u) { v = v + bias[gn]; }
+    if (GELU_GRAD) { v = v * gelu_grad(y[row + gn]); }
     c[row + gn] = v;
     if (GELU) { y[row + gn] = gelu(v); }
 }

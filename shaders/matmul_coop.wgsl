@@ -1,7 +1,7 @@
 // Batched matrix product on tensor cores, f16 inputs and f32 sums (the f16 product precision):
 //   C[b] = op(A[b]) * op(B[b]) (+ bias),  op(A): [M, K], op(B): [K, N], C: [batch, M, N]
 // and, with the override GELU, also Y = gelu(C). It computes what shaders/matmul.wgsl computes, with
-// its parameters and overrides (TRANS_A, TRANS_B, GELU) and bindings 1 - 4 and 7 (no vec4 views),
+// its parameters and overrides (TRANS_A, TRANS_B, GELU, GELU_GRAD) and bindings 1 - 4 and 7 (no vec4 views),
 // but rounds both operands to f16 as it stages them and multiplies 16 x 16 x 16 blocks with
 // cooperative matrices (wgpu's EXPERIMENTAL_COOPERATIVE_MATRIX: `coop_mat16x16<f16, A>` and
 // `<f16, B>` into `<f32, C>`; VK_KHR_cooperative_matrix on NVIDIA's Vulkan driver, the tensor
@@ -59,7 +59,8 @@
 // stride 136 up to (k0 + 15) * 136 + r0 + 15 <= 31 * 136 + 127. Scratch: subgroup w < 8 stores
 // and reads 256 values at 256 w. C and Y (which the launcher sizes as C) are written only at
 // gm < M, gn < N of z < batch, at z * c_stride + gm N + gn with c_stride >= M N; bias is read at
-// gn < N.
+// gn < N; with GELU_GRAD, H (binding 7, which the launcher checks holds C's values) is read at the
+// index of C being written.
 //
 // Launcher: engine/src/gpu/kernels/matmul.rs (which chooses it at Precision::F16 where the adapter
 // has f16 cooperative matrices).
@@ -79,6 +80,8 @@ override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 // Also write y = gelu(c) (binding 7).
 override GELU: bool = false;
+// Multiply C by gelu'(h), h bound at binding 7 (an MLP's backward; no bias; not with GELU).
+override GELU_GRAD: bool = false;
 
 const BM: u32 = 128u;
 const BN: u32 = 128u;
@@ -166,6 +169,7 @@ fn store_block(w: u32, l: u32, acc: coop_mat16x16<f32, C>, z: u32, gm0: u32, gn0
             var v = scratch[w * 256u + idx];
             if (p.has_bias != 0u) { v += bias[gn]; }
             let at = z * p.c_stride + gm * p.n + gn;
+            if (GELU_GRAD) { v = v * gelu_grad(y[at]); }
             c[at] = v;
             if (GELU) { y[at] = gelu(v); }
         }

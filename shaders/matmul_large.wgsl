@@ -1,7 +1,7 @@
 // Batched matrix product on 128 x 128 tiles, for the large products (ViT-B's linear layers at batch 64):
 //   C[b] = op(A[b]) * op(B[b]) (+ bias),  op(A): [M, K], op(B): [K, N], C: [batch, M, N]
 // and, with the override GELU, also Y = gelu(C). It computes what shaders/matmul.wgsl computes, with
-// the same bindings, parameters and overrides (TRANS_A, TRANS_B, GELU, VEC4, A_SUMS), split-K
+// the same bindings, parameters and overrides (TRANS_A, TRANS_B, GELU, GELU_GRAD, VEC4, A_SUMS), split-K
 // included, but each workgroup makes a 4x larger tile of C, so each value staged in workgroup memory
 // feeds twice the FMAs. The launcher runs it where the product has enough of these tiles to fill a
 // large GPU, or gets enough workgroups by splitting K (the weight gradients: few tiles, a long K);
@@ -76,7 +76,8 @@
 // is indexed by stage step % 2 < 2, row kk < 8 (a loop counter, t / 32 or (t / 8) % 8 for t < 256)
 // and vector q < 32 (ty, tx, ty + 16, tx + 16 with tx, ty < 16; t % 32; 8 (t / 64) + t % 8 <= 31;
 // t / 4 for the sums' t < 128), lane t % 4 < 4.
-// C and Y (which the launcher sizes as C) are written only at gm < M, gn < N of batch (or slice)
+// With GELU_GRAD, H (binding 7, which the launcher checks holds C's values) is read at the index of C
+// being written. C and Y (which the launcher sizes as C) are written only at gm < M, gn < N of batch (or slice)
 // b < batch, at b * c_stride + gm N + gn with c_stride >= M N; bias is read at gn < N. The sums go
 // to b * c_stride + sums_at + m for m < M, where the launcher makes c_stride >= sums_at + M and the
 // buffer batch * c_stride long. Under split-K, k_lo = z k_chunk < K for every slice z < batch
@@ -98,6 +99,8 @@ override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 // Also write y = gelu(c) (binding 7).
 override GELU: bool = false;
+// Multiply C by gelu'(h), h bound at binding 7 (an MLP's backward; no bias; not with GELU).
+override GELU_GRAD: bool = false;
 // Also write the M sums of op(A)'s rows over K after C (see the header).
 override A_SUMS: bool = false;
 // Stage the operands with 128-bit loads (bindings 5 and 6 instead of 1 and 2): the launcher sets it
@@ -206,10 +209,11 @@ fn store_tiles(s: u32, t: u32, va: vec4<f32>, vb: vec4<f32>) {
     }
 }
 
-// C[row + gn] = x + bias[gn], and Y = gelu of it, when gn < N.
+// C[row + gn] = x + bias[gn] (or x gelu'(H[row + gn])), and Y = gelu of it, when gn < N.
 fn store_one(row: u32, gn: u32, x: f32, bias_n: f32) {
     if (gn >= p.n) { return; }
-    let v = x + bias_n;
+    var v = x + bias_n;
+    if (GELU_GRAD) { v = v * gelu_grad(y[row + gn]); }
     c[row + gn] = v;
     if (GELU) { y[row + gn] = gelu(v); }
 }

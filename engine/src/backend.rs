@@ -383,6 +383,16 @@ pub trait Backend {
         Ok((h, y))
     }
 
+    /// `(op(A) · op(B)) ⊙ gelu'(h)`, `h` as large as the product: the gradient at the input of a
+    /// GELU whose output gradient is the product (an MLP's backward: fc2's input gradient carried
+    /// through the activation after fc1). This default runs the product, then `gelu_backward`; the
+    /// GPU multiplies as it stores the product (one dispatch and one pass over `[rows, hidden]`
+    /// fewer).
+    fn matmul_gelu_backward(&self, a: &Storage, b: &Storage, h: &Storage, spec: &MatmulSpec) -> Result<Storage> {
+        let c = self.matmul(a, b, None, spec)?;
+        self.gelu_backward(h, &c, spec.batch * spec.m * spec.n)
+    }
+
     /// A linear layer's weight and bias gradients from one read of its output gradient:
     /// `(op(A) · op(B), sum_k A[k, m])` for `A = dY` stored `[K, M]` (`spec.trans_a`, batch 1) and
     /// `B` the layer's input, so `dW = dY^T X` and `db[m] = sum_k dY[k, m]`. This default runs the

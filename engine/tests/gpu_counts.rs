@@ -50,6 +50,29 @@ fn fused_linear_gelu_is_one_dispatch_where_the_pair_is_two() {
 }
 
 #[test]
+fn an_mlps_backward_takes_gelus_derivative_in_the_product_one_dispatch_fewer() {
+    let Some((_one, gpu)) = counting_gpu() else { return };
+    let mut rng = Rng::new(18);
+    let mut leaf = |shape: &[usize]| {
+        let n = shape.iter().product();
+        Tensor::from_vec(uniform_values(n, -1.0, 1.0, &mut rng), shape, &gpu).unwrap().with_grad()
+    };
+    let (x, w1, b1, w2, b2) = (leaf(&[45, 33]), leaf(&[65, 33]), leaf(&[65]), leaf(&[33, 65]), leaf(&[33]));
+    let step = |fused: bool| {
+        [&x, &w1, &b1, &w2, &b2].iter().for_each(|t| t.zero_grad());
+        dispatches(&gpu, || {
+            let y = match fused {
+                true => ops::mlp(&x, &w1, Some(&b1), &w2, Some(&b2)).unwrap(),
+                false => ops::linear(&ops::linear_gelu(&x, &w1, Some(&b1)).unwrap(), &w2, Some(&b2)).unwrap(),
+            };
+            engine::backward(&y.sum().unwrap()).unwrap();
+        })
+    };
+    let (fused, apart) = (step(true), step(false));
+    assert_eq!(fused + 1, apart, "mlp: {fused} dispatches, fc1 + GELU then fc2: {apart}");
+}
+
+#[test]
 fn a_long_k_product_with_few_tiles_is_split_and_summed_in_two_dispatches() {
     let Some((_one, gpu)) = counting_gpu() else { return };
     let mut rng = Rng::new(3);
@@ -62,7 +85,10 @@ fn a_long_k_product_with_few_tiles_is_split_and_summed_in_two_dispatches() {
     // 3000 / 256 = 11 slices wanted: chunks of 288 (a multiple of 16), 11 slices.
     let names: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
     assert_eq!(rows.len(), 2, "{names:?}");
-    assert!(names.contains(&"matmul [TRANS_A=1,TRANS_B=0,GELU=0,VEC4=1,A_SUMS=0] grid 1x1x11"), "{names:?}");
+    assert!(
+        names.contains(&"matmul [TRANS_A=1,TRANS_B=0,GELU=0,GELU_GRAD=0,VEC4=1,A_SUMS=0] grid 1x1x11"),
+        "{names:?}"
+    );
     assert!(names.iter().any(|n| n.starts_with("sum_cols")), "{names:?}");
 }
 
@@ -80,8 +106,16 @@ fn profiling_by_shape_gives_one_row_per_product_with_its_constants_and_grid() {
         return;
     };
     let count = |name: &str| rows.iter().find(|r| r.0 == name).map(|r| r.1);
-    assert_eq!(count("matmul [TRANS_A=0,TRANS_B=0,GELU=0,VEC4=0,A_SUMS=0] grid 3x2x1"), Some(2), "{rows:?}");
-    assert_eq!(count("matmul [TRANS_A=1,TRANS_B=0,GELU=0,VEC4=1,A_SUMS=0] grid 1x1x1"), Some(1), "{rows:?}");
+    assert_eq!(
+        count("matmul [TRANS_A=0,TRANS_B=0,GELU=0,GELU_GRAD=0,VEC4=0,A_SUMS=0] grid 3x2x1"),
+        Some(2),
+        "{rows:?}"
+    );
+    assert_eq!(
+        count("matmul [TRANS_A=1,TRANS_B=0,GELU=0,GELU_GRAD=0,VEC4=1,A_SUMS=0] grid 1x1x1"),
+        Some(1),
+        "{rows:?}"
+    );
 }
 
 #[test]

@@ -664,6 +664,30 @@ fn fused_linear_gelu_matches_reference_forward_and_backward_on_uneven_shapes() {
 }
 
 #[test]
+fn mlp_matches_reference_forward_and_backward_on_uneven_shapes_and_both_tile_sizes() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::new(19);
+    // Rows x in -> hidden -> out: not multiples of either tile, one with the vec4 path; the last
+    // has enough 128 x 128 tiles for the large kernel to take fc2's input gradient on its own.
+    for &(rows, inp, hidden, out) in &[(1, 3, 137, 5), (45, 33, 65, 33), (130, 64, 96, 64), (2100, 64, 2100, 36)] {
+        let inputs = [
+            (uniform_values(rows * inp, -2.0, 2.0, &mut rng), vec![rows, inp]),
+            (uniform_values(hidden * inp, -1.0, 1.0, &mut rng), vec![hidden, inp]),
+            (uniform_values(hidden, -1.0, 1.0, &mut rng), vec![hidden]),
+            (uniform_values(out * hidden, -0.5, 0.5, &mut rng), vec![out, hidden]),
+            (uniform_values(out, -1.0, 1.0, &mut rng), vec![out]),
+        ];
+        let atol = 2e-5 * (inp.max(hidden).max(rows) as f32).sqrt() * 4.0;
+        let f = |t: &[Tensor]| ops::mlp(&t[0], &t[1], Some(&t[2]), &t[3], Some(&t[4]));
+        for tiles in [engine::gpu::MatmulTiles::Small, engine::gpu::MatmulTiles::Large] {
+            let _forced = ForcedMatmulTiles::new(tiles);
+            let what = format!("mlp {rows}x{inp}->{hidden}->{out} on {tiles:?} tiles");
+            assert_devices_agree(&gpu, &inputs, &f, atol, 1e-4, &what);
+        }
+    }
+}
+
+#[test]
 fn packed_tensors_bind_at_their_offsets_in_kernels_copies_and_gradients() {
     let Some(gpu) = gpu() else { return };
     use engine::packing::{Packed, pack};

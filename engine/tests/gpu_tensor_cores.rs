@@ -101,6 +101,22 @@ fn tensor_core_linear_layers_with_gelu_and_batches_match_the_cpu_at_f16() {
     let inputs = [(x, vec![rows, d_in]), (w, vec![d_out, d_in]), (bias, vec![d_out])];
     assert_f16_devices_agree(&gpu, &inputs, &|t| ops::linear(&t[0], &t[1], Some(&t[2])), rows, "f16 linear");
     assert_f16_devices_agree(&gpu, &inputs, &|t| ops::linear_gelu(&t[0], &t[1], Some(&t[2])), rows, "f16 linear_gelu");
+    // An MLP, whose backward takes GELU's derivative in the store of fc2's input gradient: what
+    // fc1 + GELU and fc2 apart give on the same GPU (each checked against the CPU above; two f16
+    // products in a row put the CPU's and the GPU's summation orders a rounding apart).
+    let mut mlp_inputs = inputs.to_vec();
+    mlp_inputs.push((uniform_values(d_in * d_out, -0.5, 0.5, &mut rng), vec![d_in, d_out]));
+    mlp_inputs.push((uniform_values(d_in, -1.0, 1.0, &mut rng), vec![d_in]));
+    let fused = with_precision(Precision::F16, || {
+        run_on(&gpu, &mlp_inputs, &|t| ops::mlp(&t[0], &t[1], Some(&t[2]), &t[3], Some(&t[4])))
+    });
+    let apart = with_precision(Precision::F16, || {
+        run_on(&gpu, &mlp_inputs, &|t| ops::linear(&ops::linear_gelu(&t[0], &t[1], Some(&t[2]))?, &t[3], Some(&t[4])))
+    });
+    assert_close(&fused.out, &apart.out, 1e-6, 1e-5, "f16 mlp: forward");
+    for (i, (f, a)) in fused.grads.iter().zip(&apart.grads).enumerate() {
+        assert_close(f, a, 1e-6, 1e-5, &format!("f16 mlp: gradient of input {i}, fused against apart"));
+    }
     let (batch, m, n, k) = (3, 17, 33, 40);
     let a = uniform_values(batch * m * k, -2.0, 2.0, &mut rng);
     let b = uniform_values(k * n, -2.0, 2.0, &mut rng);

@@ -67,6 +67,33 @@ fn fused_linear_gelu_gradients_match_finite_differences_and_the_unfused_pair() {
 }
 
 #[test]
+fn mlp_gradients_match_finite_differences_and_the_two_layers_apart() {
+    // Weights of a trained layer's scale (1 / sqrt(fan-in)), so that f32 finite differences stay
+    // clear of GELU's curvature.
+    let scaled =
+        |shape: &[usize], seed: u64, std: f32| Tensor::normal(shape, 0.0, std, &mut Rng::new(seed), &CPU).unwrap();
+    let inputs =
+        [rand(&[2, 3, 5], 12), scaled(&[7, 5], 13, 0.45), rand(&[7], 14), scaled(&[4, 7], 15, 0.38), rand(&[4], 16)];
+    check(&inputs, |x| ops::mlp(&x[0], &x[1], Some(&x[2]), &x[3], Some(&x[4])));
+    check(&[inputs[0].clone(), inputs[1].clone(), inputs[3].clone()], |x| ops::mlp(&x[0], &x[1], None, &x[2], None));
+    // The same values and gradients as fc1 + GELU then fc2, bit for bit (the same products, and
+    // GELU's derivative times the same product values).
+    let run = |fused: bool| {
+        let x: Vec<Tensor> = inputs.iter().map(|t| t.detach().with_grad()).collect();
+        let y = if fused {
+            ops::mlp(&x[0], &x[1], Some(&x[2]), &x[3], Some(&x[4])).unwrap()
+        } else {
+            ops::linear(&ops::linear_gelu(&x[0], &x[1], Some(&x[2])).unwrap(), &x[3], Some(&x[4])).unwrap()
+        };
+        engine::backward(&ops::sum(&ops::square(&y).unwrap()).unwrap()).unwrap();
+        let mut out = vec![y.to_vec().unwrap()];
+        out.extend(x.iter().map(|t| t.grad().unwrap().to_vec().unwrap()));
+        out
+    };
+    assert_eq!(run(true), run(false));
+}
+
+#[test]
 fn broadcast_binary_gradients_match_finite_differences() {
     use engine::backend::BinaryOp::*;
     for op in [Add, Sub, Mul, Div] {

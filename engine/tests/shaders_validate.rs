@@ -131,11 +131,12 @@ fn the_tensor_core_product_compiles_to_spirv_for_every_transpose_without_subgrou
     const GROUP_NON_UNIFORM: std::ops::RangeInclusive<u32> = 61..=68;
     for trans_a in [0.0, 1.0] {
         for trans_b in [0.0, 1.0] {
-            for gelu in [0.0, 1.0] {
+            // The epilogues: none, GELU, GELU's derivative.
+            for (gelu, gelu_grad) in [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0)] {
                 let words = spirv_of(
                     "matmul_coop",
                     "matmul_coop",
-                    &[("TRANS_A", trans_a), ("TRANS_B", trans_b), ("GELU", gelu)],
+                    &[("TRANS_A", trans_a), ("TRANS_B", trans_b), ("GELU", gelu), ("GELU_GRAD", gelu_grad)],
                 );
                 let caps = capabilities(&words);
                 assert!(caps.contains(&COOPERATIVE_MATRIX_KHR), "no CooperativeMatrixKHR among {caps:?}");

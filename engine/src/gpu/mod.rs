@@ -184,6 +184,10 @@ impl Backend for Gpu {
         kernels::matmul::matmul_gelu(self, a, b, bias, spec)
     }
 
+    fn matmul_gelu_backward(&self, a: &Storage, b: &Storage, h: &Storage, spec: &MatmulSpec) -> Result<Storage> {
+        kernels::matmul::matmul_gelu_backward(self, a, b, h, spec)
+    }
+
     fn matmul_with_a_sums(
         &self,
         a: &Storage,

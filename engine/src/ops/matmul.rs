@@ -60,6 +60,37 @@ pub fn linear_gelu(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor>
     })
 }
 
+/// A ViT block's MLP, `fc2(gelu(fc1(x)))`: `x: [.., in]`, `w1: [hidden, in]`, `w2: [out, hidden]`
+/// (PyTorch's layouts), biases `[hidden]` and `[out]`. The forward is `linear_gelu` then `linear`.
+/// The backward carries fc2's input gradient through GELU in the product that makes it
+/// (`Backend::matmul_gelu_backward`: on the GPU one dispatch and one pass over `[rows, hidden]`
+/// fewer than the two ops would take), then takes both layers' weight and bias gradients as
+/// `linear` does (into their gradient homes where an optimizer set them).
+pub fn mlp(x: &Tensor, w1: &Tensor, b1: Option<&Tensor>, w2: &Tensor, b2: Option<&Tensor>) -> Result<Tensor> {
+    on_rows("mlp", x, w2, |x2| {
+        let (mut ins, spec1, hidden_shape) = plan(x2, w1, b1, false, true)?;
+        let dev = x2.device();
+        let be = dev.backend();
+        let (h, act) = be.matmul_gelu(x2.storage(), w1.storage(), b1.map(|t| t.storage()), &spec1)?;
+        // GELU's output, saved for fc2's weight gradient; no gradient flows through it on the tape.
+        let act = Tensor::constant(act, hidden_shape);
+        let (_, spec2, shape) = plan(&act, w2, b2, false, true)?;
+        let y = be.matmul(act.storage(), w2.storage(), b2.map(|t| t.storage()), &spec2)?;
+        ins.push(w2);
+        ins.extend(b2);
+        let (sx, sw1, sb1) = (x2.clone(), w1.clone(), b1.cloned());
+        let (sw2, sb2) = (w2.clone(), b2.cloned());
+        Ok(Tensor::from_op(y, shape, &ins, move |g| {
+            let dev = sx.device();
+            let fc2 = weight_grads(&act, &sw2, &spec2, sb2.as_ref(), g.storage())?;
+            let dh = dev.backend().matmul_gelu_backward(g.storage(), sw2.storage(), &h, &input_grad_spec(&spec2))?;
+            let mut grads = grads(&sx, &sw1, &spec1, sb1.as_ref(), &dh)?;
+            grads.extend(fc2);
+            Ok(grads)
+        }))
+    })
+}
+
 /// Checks the operands and says what product they make: the inputs (for the tape), the spec and the
 /// result's shape.
 fn plan<'t>(
@@ -132,26 +163,33 @@ fn plan<'t>(
 /// The gradients of `op(a) · op(b) (+ bias)` for the incoming gradient `dc` of the product: `[da,
 /// db]` (each `None` where it needs none), then the bias's.
 fn grads(sa: &Tensor, sb: &Tensor, s: &MatmulSpec, bias: Option<&Tensor>, dc: &Storage) -> Result<Vec<Option<Tensor>>> {
+    let mut grads = vec![input_grad(sa, sb, s, dc)?];
+    grads.extend(weight_grads(sa, sb, s, bias, dc)?);
+    Ok(grads)
+}
+
+/// The product `dc · op(b)^T` that makes `a`'s gradient when `a` is not transposed: `[m, k]`.
+fn input_grad_spec(s: &MatmulSpec) -> MatmulSpec {
+    MatmulSpec {
+        batch: s.batch,
+        m: s.m,
+        n: s.k,
+        k: s.n,
+        trans_a: false,
+        trans_b: !s.trans_b,
+        a_batch_stride: s.m * s.n,
+        b_batch_stride: s.b_batch_stride,
+    }
+}
+
+/// `da` of `grads` (`None` where `a` needs none).
+fn input_grad(sa: &Tensor, sb: &Tensor, s: &MatmulSpec, dc: &Storage) -> Result<Option<Tensor>> {
     let s = *s;
-    let has_bias = bias.is_some();
     let dev = sa.device();
     let be = dev.backend();
-    let shared_sum = |st: Storage, per: usize| -> Result<Storage> {
-        be.sum_axis(&st, &AxisSpec { outer: 1, axis: s.batch, inner: per })
-    };
     let da = if sa.requires_grad() {
         let st = if !s.trans_a {
-            let sp = MatmulSpec {
-                batch: s.batch,
-                m: s.m,
-                n: s.k,
-                k: s.n,
-                trans_a: false,
-                trans_b: !s.trans_b,
-                a_batch_stride: s.m * s.n,
-                b_batch_stride: s.b_batch_stride,
-            };
-            be.matmul(dc, sb.storage(), None, &sp)?
+            be.matmul(dc, sb.storage(), None, &input_grad_spec(&s))?
         } else {
             let sp = MatmulSpec {
                 batch: s.batch,
@@ -165,11 +203,30 @@ fn grads(sa: &Tensor, sb: &Tensor, s: &MatmulSpec, bias: Option<&Tensor>, dc: &S
             };
             be.matmul(sb.storage(), dc, None, &sp)?
         };
-        let st = if s.a_batch_stride == 0 && s.batch > 1 { shared_sum(st, s.m * s.k)? } else { st };
+        let st = if s.a_batch_stride == 0 && s.batch > 1 {
+            be.sum_axis(&st, &AxisSpec { outer: 1, axis: s.batch, inner: s.m * s.k })?
+        } else {
+            st
+        };
         Some(Tensor::constant(st, sa.shape().to_vec()))
     } else {
         None
     };
+    Ok(da)
+}
+
+/// `[db]` of `grads` (`None` where `b` needs none), then the bias's when there is one.
+fn weight_grads(
+    sa: &Tensor,
+    sb: &Tensor,
+    s: &MatmulSpec,
+    bias: Option<&Tensor>,
+    dc: &Storage,
+) -> Result<Vec<Option<Tensor>>> {
+    let s = *s;
+    let has_bias = bias.is_some();
+    let dev = sa.device();
+    let be = dev.backend();
     // A linear layer's bias gradient comes with its weight gradient (both from one read of dc).
     let mut bias_grad = None;
     let db = if sb.requires_grad() {
@@ -208,12 +265,16 @@ fn grads(sa: &Tensor, sb: &Tensor, s: &MatmulSpec, bias: Option<&Tensor>, dc: &S
                 be.matmul(dc, sa.storage(), None, &sp)?
             }
         };
-        let st = if s.b_batch_stride == 0 && s.batch > 1 { shared_sum(st, s.k * s.n)? } else { st };
+        let st = if s.b_batch_stride == 0 && s.batch > 1 {
+            be.sum_axis(&st, &AxisSpec { outer: 1, axis: s.batch, inner: s.k * s.n })?
+        } else {
+            st
+        };
         Some(Tensor::constant(st, sb.shape().to_vec()))
     } else {
         None
     };
-    let mut grads = vec![da, db];
+    let mut grads = vec![db];
     if has_bias {
         let st = match bias_grad {
             Some(st) => st,

@@ -146,6 +146,36 @@ fn linear_grads_case(name: &'static str, m: usize, k: usize, n: usize, fused: bo
     }
 }
 
+/// An MLP's backward through GELU, `(dy w2) * gelu'(h)` with `dy: [m, k]`, `w2: [k, n]` (fc2's input
+/// gradient, `h` fc1's output): the fused backend call, or the product and then the element-wise
+/// derivative it replaces, to be read side by side.
+fn mlp_input_grad_case(name: &'static str, m: usize, k: usize, n: usize, fused: bool) -> Case {
+    let spec = MatmulSpec { batch: 1, m, n, k, trans_a: false, trans_b: false, a_batch_stride: 0, b_batch_stride: 0 };
+    let (la, lb) = (spec.a_len(), spec.b_len());
+    Case {
+        name,
+        shape: format!("([{m},{k}] x [{k},{n}]) * gelu'([{m},{n}])"),
+        work: Work::Flops(spec.flops()),
+        prepare: Box::new(move |dev| {
+            let (a, b, h) = (up(dev, &values(la, 1))?, up(dev, &values(lb, 2))?, up(dev, &values(m * n, 3))?);
+            let dev = dev.clone();
+            Ok(Box::new(move || {
+                let be = dev.backend();
+                if fused {
+                    be.matmul_gelu_backward(&a, &b, &h, &spec).map(drop)
+                } else {
+                    let c = be.matmul(&a, &b, None, &spec)?;
+                    be.gelu_backward(&h, &c, m * n).map(drop)
+                }
+            }))
+        }),
+        reference: Some(Box::new(move || {
+            let (a, b, h) = (values(la, 1), values(lb, 2), values(m * n, 3));
+            Box::new(move || drop(reference::gelu_backward(&h, &reference::matmul(&a, &b, None, &spec))))
+        })),
+    }
+}
+
 /// fc1 and its GELU, `gelu(x w^T + b)`: the fused backend call, or the unfused pair it replaces
 /// (the product with its bias, then the element-wise GELU), to be read side by side.
 fn linear_gelu_case(name: &'static str, m: usize, k: usize, n: usize, fused: bool) -> Case {
@@ -241,7 +271,7 @@ fn vit_b_matmul_case(name: &'static str, rows: usize, k: usize, n: usize, op: Vi
             n,
             k,
             trans_a: false,
-            trans_b: !matches!(op, VitOp::InputGrad),
+            trans_b: !matches!(op, VitOp::InputGrad | VitOp::InputGradGelu { .. }),
             a_batch_stride: 0,
             b_batch_stride: 0,
         },
@@ -251,6 +281,11 @@ fn vit_b_matmul_case(name: &'static str, rows: usize, k: usize, n: usize, op: Vi
         VitOp::Forward => format!("[{rows},{k}] x [{n},{k}]^T, {}", tiles.label(&spec)),
         VitOp::ForwardGelu => format!("gelu([{rows},{k}] x [{n},{k}]^T + [{n}]), {}", tiles.label(&spec)),
         VitOp::InputGrad => format!("[{rows},{k}] x [{k},{n}], {}", tiles.label(&spec)),
+        VitOp::InputGradGelu { fused } => format!(
+            "([{rows},{k}] x [{k},{n}]) * gelu'([{rows},{n}]), {}, {}",
+            if fused { "fused" } else { "then gelu_backward" },
+            tiles.label(&spec)
+        ),
         VitOp::WeightGrad => format!("[{rows},{k}]^T x [{rows},{n}] + sums, {}", tiles.label(&spec)),
     };
     Case {
@@ -259,13 +294,24 @@ fn vit_b_matmul_case(name: &'static str, rows: usize, k: usize, n: usize, op: Vi
         work: Work::Flops(spec.flops()),
         prepare: Box::new(move |dev| {
             let (a, b, bias) = (up(dev, &values(la, 1))?, up(dev, &values(lb, 2))?, up(dev, &values(n, 3))?);
+            let h = match op {
+                VitOp::InputGradGelu { .. } => Some(up(dev, &values(rows * n, 4))?),
+                _ => None,
+            };
             let dev = dev.clone();
             Ok(Box::new(move || {
                 let be = dev.backend();
-                tiles.run(|| match op {
-                    VitOp::ForwardGelu => be.matmul_gelu(&a, &b, Some(&bias), &spec).map(drop),
-                    VitOp::Forward | VitOp::InputGrad => be.matmul(&a, &b, None, &spec).map(drop),
-                    VitOp::WeightGrad => be.matmul_with_a_sums(&a, &b, &spec, None).map(drop),
+                tiles.run(|| match (op, &h) {
+                    (VitOp::ForwardGelu, _) => be.matmul_gelu(&a, &b, Some(&bias), &spec).map(drop),
+                    (VitOp::Forward | VitOp::InputGrad, _) => be.matmul(&a, &b, None, &spec).map(drop),
+                    (VitOp::WeightGrad, _) => be.matmul_with_a_sums(&a, &b, &spec, None).map(drop),
+                    (VitOp::InputGradGelu { fused: true }, Some(h)) => {
+                        be.matmul_gelu_backward(&a, &b, h, &spec).map(drop)
+                    }
+                    (VitOp::InputGradGelu { .. }, h) => {
+                        let c = be.matmul(&a, &b, None, &spec)?;
+                        be.gelu_backward(h.as_ref().expect("made above"), &c, rows * n).map(drop)
+                    }
                 })
             }))
         }),
@@ -278,6 +324,11 @@ enum VitOp {
     Forward,
     ForwardGelu,
     InputGrad,
+    /// An MLP's backward through GELU: the input gradient times `gelu'(h)`, in the product's store
+    /// (`fused`) or by `gelu_backward` after it.
+    InputGradGelu {
+        fused: bool,
+    },
     WeightGrad,
 }
 
@@ -310,6 +361,20 @@ fn vit_b_matmul_cases() -> Vec<Case> {
     }
     for tiles in [Tiles::Chosen, Tiles::Large, Tiles::F16] {
         cases.push(vit_b_matmul_case("matmul fc2 (ViT-B encoder, batch 64)", enc, 3072, 768, VitOp::Forward, tiles));
+    }
+    // The decoder MLP's backward through GELU ([12608, 512] x [512, 2048]), fused and apart.
+    for tiles in [Tiles::Chosen, Tiles::F16] {
+        for fused in [false, true] {
+            let op = VitOp::InputGradGelu { fused };
+            cases.push(vit_b_matmul_case(
+                "fc2 input grad + gelu' (ViT-B decoder, batch 64)",
+                dec,
+                512,
+                2048,
+                op,
+                tiles,
+            ));
+        }
     }
     // The weight gradients (with the bias sums), the step's third kind of product.
     for tiles in [Tiles::Chosen, Tiles::F16] {
@@ -588,6 +653,8 @@ pub fn cases(batch: usize) -> Vec<Case> {
         linear_gelu_case("fc1 + gelu, unfused (encoder)", enc_rows, 128, 512, false),
         linear_gelu_case("fc1 + gelu, fused (encoder)", enc_rows, 128, 512, true),
         linear_case("matmul fc2 (encoder)", enc_rows, 512, 128, false),
+        mlp_input_grad_case("fc2 input grad + gelu', unfused (encoder)", enc_rows, 128, 512, false),
+        mlp_input_grad_case("fc2 input grad + gelu', fused (encoder)", enc_rows, 128, 512, true),
         linear_case("matmul fc1 weight grad", enc_rows, 128, 512, true),
         linear_case("matmul qkv (decoder)", dec_rows, 64, 192, false),
         // ViT-B's encoder fc1 at batch 8 (50 visible tokens an image): 576 output tiles, so one

@@ -151,9 +151,10 @@ impl Block {
     ) -> Result<(Tensor, Option<Tensor>)> {
         let (x, normed2) =
             ops::add_layer_norm(x, &self.attention(normed)?, &self.norm2.weight, &self.norm2.bias, LN_EPS)?;
-        // fc1 and GELU in one backend call (fused where the backend can).
-        let hidden = ops::linear_gelu(&normed2, &self.fc1.weight, Some(&self.fc1.bias))?;
-        let mlp = self.fc2.forward(&hidden)?;
+        // fc1 and GELU in one backend call, fc2 after it; in the backward GELU's derivative is
+        // taken in the product that carries the gradient back through fc2 (fused where the
+        // backend can).
+        let mlp = ops::mlp(&normed2, &self.fc1.weight, Some(&self.fc1.bias), &self.fc2.weight, Some(&self.fc2.bias))?;
         match next {
             Some(n) => {
                 let (x, y) = ops::add_layer_norm(&x, &mlp, &n.weight, &n.bias, LN_EPS)?;

@@ -61,8 +61,8 @@ impl Params {
     }
 }
 
-/// What the kernels bind as the bias and the GELU output: the ones given, or a small stand-in
-/// buffer for each that is missing (one each: a buffer bound read-only and read-write in one
+/// What the kernels bind as the bias and as Y (the GELU output, or GELU's input for its derivative):
+/// the ones given, or a small stand-in buffer for each that is missing (one each: a buffer bound read-only and read-write in one
 /// dispatch is refused).
 fn bias_and_y(g: &Gpu, bias: Option<&Storage>, y: Option<&Storage>) -> Result<[Storage; 2]> {
     let or_stand_in = |given: Option<&Storage>| given.cloned().map_or_else(|| g.alloc(1), Ok);
@@ -258,6 +258,12 @@ pub fn matmul(g: &Gpu, a: &Storage, b: &Storage, bias: Option<&Storage>, s: &Mat
     Ok(launch(g, a, b, bias, s, Extra::None, None)?.0)
 }
 
+/// `C gelu'(h)` in one dispatch: the store of each C tile multiplies it by GELU's derivative at `h`
+/// (an MLP's backward: fc2's input gradient carried through the GELU after fc1).
+pub fn matmul_gelu_backward(g: &Gpu, a: &Storage, b: &Storage, h: &Storage, s: &MatmulSpec) -> Result<Storage> {
+    Ok(launch(g, a, b, None, s, Extra::GeluGrad(h), None)?.0)
+}
+
 /// `(C, gelu(C))` in one dispatch: the store of each C tile also writes its GELU.
 pub fn matmul_gelu(
     g: &Gpu,
@@ -288,14 +294,31 @@ pub fn matmul_with_a_sums(
     Ok((c, sums.expect("asked for sums")))
 }
 
-/// What a launch writes besides C.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Extra {
+/// What a launch writes besides C, or does to it.
+#[derive(Clone, Copy)]
+enum Extra<'a> {
     None,
     /// `gelu(C)`, as large as C.
     Gelu,
+    /// C times `gelu'(H)` for this `H`, as large as C (bound where `gelu(C)` would be written).
+    GeluGrad(&'a Storage),
     /// The M sums of op(A)'s rows over K, after C in one buffer (returned as views).
     ASums,
+}
+
+impl Extra<'_> {
+    /// What the launch binds as Y (binding 7): the GELU output it allocated, or the `H` it reads.
+    fn y<'s>(&'s self, gelu_out: Option<&'s Storage>) -> Option<&'s Storage> {
+        match self {
+            Extra::GeluGrad(h) => Some(h),
+            _ => gelu_out,
+        }
+    }
+
+    /// Whether C gets an epilogue that rules out split-K.
+    fn has_epilogue(&self, bias: Option<&Storage>) -> bool {
+        bias.is_some() || matches!(self, Extra::Gelu | Extra::GeluGrad(_))
+    }
 }
 
 /// Where a slice's sums start past its `m n` values of C: a multiple of `PACK_ALIGN` values (256
@@ -330,15 +353,18 @@ fn launch(
     b: &Storage,
     bias: Option<&Storage>,
     s: &MatmulSpec,
-    extra: Extra,
+    extra: Extra<'_>,
     into: GradHomes<'_>,
 ) -> Result<(Storage, Option<Storage>)> {
     let len = s.batch * s.m * s.n;
-    let gelu = extra == Extra::Gelu;
+    let gelu = matches!(extra, Extra::Gelu);
     let y = if gelu { Some(g.alloc(len)?) } else { None };
     if len == 0 {
-        assert!(extra != Extra::ASums, "row sums of an empty product: the caller sums directly");
+        assert!(!matches!(extra, Extra::ASums), "row sums of an empty product: the caller sums directly");
         return Ok((g.alloc(0)?, y));
+    }
+    if let Extra::GeluGrad(h) = extra {
+        holds(h, len, "matmul: GELU's input for its derivative")?;
     }
     // The sizes the shader's in-bounds proof rests on (its header's `Bounds:` line).
     if a.len() < s.a_len() || b.len() < s.b_len() {
@@ -353,9 +379,9 @@ fn launch(
     if Precision::current() == Precision::F16 && (g.ctx.has_f16_tensor_cores() || emulating_tensor_cores()) {
         return launch_coop(g, a, b, bias, s, extra, y, into);
     }
-    let Plan { large, split } = plan(s, bias.is_some() || gelu);
+    let Plan { large, split } = plan(s, extra.has_epilogue(bias));
     let slices = split.map_or(s.batch, |(slices, _)| slices);
-    let a_sums = extra == Extra::ASums;
+    let a_sums = matches!(extra, Extra::ASums);
     // Per slice: C, then (with the sums) padding to a 64-value boundary and the M sums (room for at
     // least 4, the smallest binding).
     let c_stride = if a_sums { sums_at(s.m, s.n) + s.m.max(4) } else { s.m * s.n };
@@ -368,12 +394,13 @@ fn launch(
         (Some(span), None) => span.clone(),
         _ => g.alloc(slices * c_stride)?,
     };
-    let [bias_buf, y_buf] = bias_and_y(g, bias, y.as_ref())?;
+    let [bias_buf, y_buf] = bias_and_y(g, bias, extra.y(y.as_ref()))?;
     let vec4 = vec4_ok(s);
     let constants = vec![
         ("TRANS_A", s.trans_a as u32),
         ("TRANS_B", s.trans_b as u32),
         ("GELU", gelu as u32),
+        ("GELU_GRAD", matches!(extra, Extra::GeluGrad(_)) as u32),
         ("VEC4", vec4 as u32),
         ("A_SUMS", a_sums as u32),
     ];
@@ -424,23 +451,28 @@ fn launch_coop(
     b: &Storage,
     bias: Option<&Storage>,
     s: &MatmulSpec,
-    extra: Extra,
+    extra: Extra<'_>,
     y: Option<Storage>,
     into: GradHomes<'_>,
 ) -> Result<(Storage, Option<Storage>)> {
-    let gelu = extra == Extra::Gelu;
-    let split = split_k(s, bias.is_some() || gelu, &SPLIT_COOP);
+    let gelu = matches!(extra, Extra::Gelu);
+    let split = split_k(s, extra.has_epilogue(bias), &SPLIT_COOP);
     let slices = split.map_or(s.batch, |(slices, _)| slices);
     let c_stride = s.m * s.n;
     let p = Params::new(s, split, bias.is_some(), c_stride, 0)?;
     u32_of(slices * c_stride, "C")?;
-    let into = into.filter(|[w, sums]| extra == Extra::ASums && w.len() == c_stride && sums.len() == s.m);
+    let into = into.filter(|[w, sums]| matches!(extra, Extra::ASums) && w.len() == c_stride && sums.len() == s.m);
     let out = match (into, split) {
         (Some([w, _]), None) => w.clone(),
         _ => g.alloc(slices * c_stride)?,
     };
-    let [bias_buf, y_buf] = bias_and_y(g, bias, y.as_ref())?;
-    let constants = vec![("TRANS_A", s.trans_a as u32), ("TRANS_B", s.trans_b as u32), ("GELU", gelu as u32)];
+    let [bias_buf, y_buf] = bias_and_y(g, bias, extra.y(y.as_ref()))?;
+    let constants = vec![
+        ("TRANS_A", s.trans_a as u32),
+        ("TRANS_B", s.trans_b as u32),
+        ("GELU", gelu as u32),
+        ("GELU_GRAD", matches!(extra, Extra::GeluGrad(_)) as u32),
+    ];
     #[cfg(test)]
     let shader = if emulating_tensor_cores() { super::matmul_coop_emulated::SHADER } else { "matmul_coop" };
     #[cfg(not(test))]
@@ -454,7 +486,7 @@ fn launch_coop(
         [u32_of(s.n.div_ceil(COOP_TILE), "column tiles")?, u32_of(s.m.div_ceil(COOP_TILE), "row tiles")?, p.batch];
     g.ctx.dispatch(&key, bytemuck::bytes_of(&p), &bindings, groups)?;
     let out = sum_slices(g, out, split, c_stride, into.map(|[w, _]| w))?;
-    if extra != Extra::ASums {
+    if !matches!(extra, Extra::ASums) {
         return Ok((out, y));
     }
     // A is stored [K, M]: the sums over its K rows.

@@ -299,6 +299,24 @@ fn the_tensor_core_kernel_with_emulated_blocks_runs_linear_layers_gelu_and_batch
         (small(d_out, &mut rng), vec![d_out]),
     ];
     assert_agree(&gpu, &inputs, &|t| ops::linear_gelu(&t[0], &t[1], Some(&t[2])), rows, "emulated f16 linear_gelu");
+    // An MLP, whose backward takes GELU's derivative in the store of fc2's input gradient: what
+    // fc1 + GELU and fc2 apart give on the same kernel (each checked against the CPU above; the
+    // two f16 products in a row put the CPU's and the GPU's summation orders a rounding apart).
+    let mlp_inputs = [
+        inputs[0].clone(),
+        inputs[1].clone(),
+        inputs[2].clone(),
+        (small(d_in * d_out, &mut rng), vec![d_in, d_out]),
+        (small(d_in, &mut rng), vec![d_in]),
+    ];
+    let fused = at_f16(&gpu, &mlp_inputs, &|t| ops::mlp(&t[0], &t[1], Some(&t[2]), &t[3], Some(&t[4])));
+    let apart =
+        at_f16(&gpu, &mlp_inputs, &|t| ops::linear(&ops::linear_gelu(&t[0], &t[1], Some(&t[2]))?, &t[3], Some(&t[4])));
+    for (i, (f, a)) in fused.iter().zip(&apart).enumerate() {
+        for (&f, &a) in f.iter().zip(a) {
+            assert!((f - a).abs() <= 1e-6 + 1e-5 * a.abs(), "emulated f16 mlp, part {i}: fused {f}, apart {a}");
+        }
+    }
     let (batch, m, n, k) = (3, 17, 33, 40);
     let inputs = [(wide(batch * m * k, &mut rng), vec![batch, m, k]), (wide(k * n, &mut rng), vec![k, n])];
     assert_agree(&gpu, &inputs, &|t| ops::matmul(&t[0], &t[1]), 40, "emulated f16 batched matmul");
