@@ -9,23 +9,27 @@
 // - add_forward: the residual add before it fused in, s = x + res written in the first pass (each
 //   invocation reads back only the values it wrote), then the forward over s: one dispatch and one
 //   read of x instead of an add kernel and a second read.
-// - backward_dx: one workgroup per row; with xhat = (x - mean) * rstd and g = dy * gamma,
-//   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)); backward_dx_acc adds the gradient already
-//   accumulated for x (its other uses: the residual stream) in the same pass.
-// - backward_params: dgamma = sum_rows dy * xhat, dbeta = sum_rows dy. Workgroups of 64 x 4 take 64
-//   adjacent columns (coalesced) and a chunk of rows, writing partial sums [chunks, 2, cols_pad]
-//   (dgamma's, then dbeta's, each row padded to 64 values, the padding zeros) that the launcher
-//   sums with one reduce.wgsl pass: enough workgroups for a big GPU, deterministic order. The sums
-//   land in a fresh buffer or straight in gamma's and beta's ranges of a packed gradient buffer,
-//   which lie as far apart.
+// - backward (and backward_acc) in one dispatch of two kinds of workgroups of 64 x 4, as dx and
+//   the parameter partials read the same inputs and write apart:
+//   - dx: 64 invocations per row, 4 rows a workgroup; with xhat = (x - mean) * rstd and
+//     g = dy * gamma, dx = rstd * (g - mean(g) - xhat * mean(g * xhat)); backward_acc adds the
+//     gradient already accumulated for x (its other uses: the residual stream) in the same pass;
+//   - dgamma = sum_rows dy * xhat, dbeta = sum_rows dy: a workgroup takes 64 adjacent columns
+//     (coalesced) and a chunk of rows, writing partial sums [chunks, 2, cols_pad] (dgamma's, then
+//     dbeta's, each row padded to 64 values, the padding zeros) that the launcher sums with one
+//     reduce.wgsl pass: enough workgroups for a big GPU, deterministic order. The sums land in a
+//     fresh buffer or straight in gamma's and beta's ranges of a packed gradient buffer, which lie
+//     as far apart.
 // Napkin math: [3328, 128] (the Fashion-MNIST encoder at batch 256) is 1.7 MB in, 1.7 MB out:
 // bandwidth-bound, about a microsecond of traffic on an H100; launches dominate.
 //
 // Bounds: unchecked. Every row index r < rows (checked first) and column c < cols (the loops'
 // bound), so x, res, s, y, dy, dx are read and written at r * cols + c < rows * cols, gamma and beta
-// at c, mean and rstd at r; backward_params reads rows start..min(start + chunk, rows) and writes
-// partial sums at chunk * 2 * cols_pad + c (and + cols_pad) with chunk < chunks, c < cols_pad; workgroup arrays at lid < 64 and
-// lid + s with lid < s <= 32. The launchers check that every input holds those sizes and that
+// at c, mean and rstd at r; the parameter partials read rows start..min(start + chunk, rows) and
+// write partial sums at chunk * 2 * cols_pad + c (and + cols_pad) with chunk < chunks,
+// c < cols_pad (the column block q % (cols_pad / 64) < cols_pad / 64); workgroup arrays at
+// lid < 64, [lid.y < 4][lid.x < 64] and lid.x + s with lid.x < s <= 32. The launcher dispatches
+// ceil(rows / 4) + (cols_pad / 64) chunks workgroups. The launchers check that every input holds those sizes and that
 // rows * cols fits u32 (and allocate the outputs at exactly them).
 //
 // Launcher: engine/src/gpu/kernels/layernorm.rs. Reference: engine/src/cpu/reference.rs.
@@ -54,7 +58,6 @@ struct Params {
 
 const WG: u32 = 64u;
 var<workgroup> red: array<f32, 64>;
-var<workgroup> red2: array<f32, 64>;
 var<workgroup> cols4: array<array<f32, 64>, 4>;
 var<workgroup> cols4b: array<array<f32, 64>, 4>;
 
@@ -66,23 +69,6 @@ fn workgroup_sum(v: f32, lid: u32) -> f32 {
         workgroupBarrier();
     }
     let r = red[0];
-    workgroupBarrier();
-    return r;
-}
-
-// Two sums at once (the backward needs mean(g) and mean(g * xhat)).
-fn workgroup_sum2(a: f32, b: f32, lid: u32) -> vec2<f32> {
-    red[lid] = a;
-    red2[lid] = b;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) {
-            red[lid] = red[lid] + red[lid + s];
-            red2[lid] = red2[lid] + red2[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let r = vec2<f32>(red[0], red2[0]);
     workgroupBarrier();
     return r;
 }
@@ -141,17 +127,40 @@ fn add_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     }
 }
 
-// mean(g) and mean(g * xhat) of row r, g = dy * gamma (every invocation of the workgroup gets them).
-fn dx_sums(r: u32, lid: u32) -> vec2<f32> {
-    let base = r * p.cols;
+// The backward in one dispatch of 64 x 4 invocations a workgroup (dx and the parameter partials
+// read the same inputs and write apart, so they need no order between them): workgroups
+// w < dx_groups() take dx for rows 4 w .. 4 w + 3, one row to each 64 invocations of lid.y; the rest
+// one (column block, chunk) of the parameter partial sums each.
+fn dx_groups() -> u32 {
+    return (p.rows + 3u) / 4u;
+}
+
+// mean(g) and mean(g * xhat) of row r, g = dy * gamma, for the 64 invocations of row lid.y (0 for a
+// row past the last, whose invocations still meet every barrier).
+fn dx_sums(r: u32, lid: vec3<u32>) -> vec2<f32> {
     var sg = 0.0;
     var sgx = 0.0;
-    for (var c = lid; c < p.cols; c = c + WG) {
-        let g = dy[base + c] * gamma[c];
-        sg = sg + g;
-        sgx = sgx + g * (x[base + c] - mean[r]) * rstd[r];
+    if (r < p.rows) {
+        let base = r * p.cols;
+        for (var c = lid.x; c < p.cols; c = c + WG) {
+            let g = dy[base + c] * gamma[c];
+            sg = sg + g;
+            sgx = sgx + g * (x[base + c] - mean[r]) * rstd[r];
+        }
     }
-    return workgroup_sum2(sg, sgx, lid) / f32(p.cols);
+    cols4[lid.y][lid.x] = sg;
+    cols4b[lid.y][lid.x] = sgx;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        if (lid.x < s) {
+            cols4[lid.y][lid.x] = cols4[lid.y][lid.x] + cols4[lid.y][lid.x + s];
+            cols4b[lid.y][lid.x] = cols4b[lid.y][lid.x] + cols4b[lid.y][lid.x + s];
+        }
+        workgroupBarrier();
+    }
+    let sums = vec2<f32>(cols4[lid.y][0], cols4b[lid.y][0]) / f32(p.cols);
+    workgroupBarrier();
+    return sums;
 }
 
 fn dx_value(r: u32, c: u32, sums: vec2<f32>) -> f32 {
@@ -160,36 +169,14 @@ fn dx_value(r: u32, c: u32, sums: vec2<f32>) -> f32 {
     return rstd[r] * (dy[i] * gamma[c] - sums.x - xhat * sums.y);
 }
 
-@compute @workgroup_size(64)
-fn backward_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_index) lid: u32) {
-    let r = wid.x + wid.y * nwg.x;
-    if (r >= p.rows) { return; }
-    let sums = dx_sums(r, lid);
-    for (var c = lid; c < p.cols; c = c + WG) {
-        dx[r * p.cols + c] = dx_value(r, c, sums);
-    }
-}
-
-// As backward_dx, adding the gradient already accumulated for x (bound at `res`): one pass instead
-// of backward_dx and an add.
-@compute @workgroup_size(64)
-fn backward_dx_acc(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                   @builtin(local_invocation_index) lid: u32) {
-    let r = wid.x + wid.y * nwg.x;
-    if (r >= p.rows) { return; }
-    let sums = dx_sums(r, lid);
-    for (var c = lid; c < p.cols; c = c + WG) {
-        let i = r * p.cols + c;
-        dx[i] = res[i] + dx_value(r, c, sums);
-    }
-}
-
-@compute @workgroup_size(64, 4)
-fn backward_params(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                   @builtin(local_invocation_id) lid: vec3<u32>) {
-    let c = wid.x * 64u + lid.x;
-    let chunk = wid.y + wid.z * nwg.y;
+// dgamma's and dbeta's partial sums over the rows of one chunk for one block of 64 columns
+// (invocations (lid.x, lid.y): column lid.x of the block, every 4th row from lid.y), at
+// [chunk, 2, cols_pad]. Columns cols..cols_pad get zeros: the pass's sum may land in a packed
+// gradient buffer, where they lie between gamma's and beta's gradients.
+fn params_partials(q: u32, lid: vec3<u32>) {
+    let blocks = p.cols_pad / 64u;
+    let c = (q % blocks) * 64u + lid.x;
+    let chunk = q / blocks;
     if (chunk >= p.chunks) { return; }
     let start = chunk * p.chunk;
     let end = min(start + p.chunk, p.rows);
@@ -205,11 +192,44 @@ fn backward_params(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     cols4[lid.y][lid.x] = sg;
     cols4b[lid.y][lid.x] = sb;
     workgroupBarrier();
-    // Columns cols..cols_pad get zeros: the pass's sum may land in a packed gradient buffer, where
-    // they lie between gamma's and beta's gradients.
     if (lid.y == 0u && c < p.cols_pad) {
         let at = chunk * 2u * p.cols_pad + c;
         partial[at] = cols4[0][lid.x] + cols4[1][lid.x] + cols4[2][lid.x] + cols4[3][lid.x];
         partial[at + p.cols_pad] = cols4b[0][lid.x] + cols4b[1][lid.x] + cols4b[2][lid.x] + cols4b[3][lid.x];
+    }
+}
+
+@compute @workgroup_size(64, 4)
+fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_id) lid: vec3<u32>) {
+    let w = wid.x + wid.y * nwg.x;
+    if (w >= dx_groups()) {
+        params_partials(w - dx_groups(), lid);
+        return;
+    }
+    let r = 4u * w + lid.y;
+    let sums = dx_sums(r, lid);
+    if (r >= p.rows) { return; }
+    for (var c = lid.x; c < p.cols; c = c + WG) {
+        dx[r * p.cols + c] = dx_value(r, c, sums);
+    }
+}
+
+// As backward, dx plus the gradient already accumulated for x (bound at `res`: the residual stream):
+// one pass instead of backward and an add.
+@compute @workgroup_size(64, 4)
+fn backward_acc(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_id) lid: vec3<u32>) {
+    let w = wid.x + wid.y * nwg.x;
+    if (w >= dx_groups()) {
+        params_partials(w - dx_groups(), lid);
+        return;
+    }
+    let r = 4u * w + lid.y;
+    let sums = dx_sums(r, lid);
+    if (r >= p.rows) { return; }
+    for (var c = lid.x; c < p.cols; c = c + WG) {
+        let i = r * p.cols + c;
+        dx[i] = res[i] + dx_value(r, c, sums);
     }
 }

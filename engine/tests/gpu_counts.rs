@@ -73,6 +73,20 @@ fn an_mlps_backward_takes_gelus_derivative_in_the_product_one_dispatch_fewer() {
 }
 
 #[test]
+fn a_layernorms_backward_is_two_dispatches_dx_with_the_parameter_partials_then_their_sum() {
+    let Some((_one, gpu)) = counting_gpu() else { return };
+    let mut rng = Rng::new(19);
+    let mut leaf = |shape: &[usize]| {
+        let n = shape.iter().product();
+        Tensor::from_vec(uniform_values(n, -1.0, 1.0, &mut rng), shape, &gpu).unwrap().with_grad()
+    };
+    let (x, gamma, beta) = (leaf(&[301, 45]), leaf(&[45]), leaf(&[45]));
+    let y = ops::layer_norm(&x, &gamma, &beta, 1e-6).unwrap();
+    let seed = Tensor::full(y.shape(), 1.0, &gpu).unwrap();
+    assert_eq!(dispatches(&gpu, || engine::tape::backward_with(&y, &seed).unwrap()), 2);
+}
+
+#[test]
 fn a_long_k_product_with_few_tiles_is_split_and_summed_in_two_dispatches() {
     let Some((_one, gpu)) = counting_gpu() else { return };
     let mut rng = Rng::new(3);

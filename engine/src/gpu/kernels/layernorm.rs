@@ -140,6 +140,9 @@ pub fn backward(
     )?;
     let p = params(rows, cols, 0.0)?;
     let dx = g.alloc(rows * cols)?;
+    let (chunks, cols_pad) = (p.chunks as usize, p.cols_pad as usize);
+    u32_of(chunks * 2 * cols_pad, "partial sums")?;
+    let partial = g.alloc(chunks * 2 * cols_pad)?;
     let mut bindings = vec![
         (1, g.buf(x)?),
         (2, g.buf(gamma)?),
@@ -147,23 +150,17 @@ pub fn backward(
         (6, g.buf(rstd)?),
         (7, g.buf(dy)?),
         (8, g.buf(&dx)?),
+        (9, g.buf(&partial)?),
     ];
     if let Some(acc) = acc {
         holds(acc, rows * cols, "layernorm backward: accumulated gradient")?;
         bindings.push((11, g.buf(acc)?));
     }
-    let entry = if acc.is_some() { "backward_dx_acc" } else { "backward_dx" };
-    g.ctx.dispatch(&key("layernorm", entry), bytemuck::bytes_of(&p), &bindings, grid_groups(rows)?)?;
-    let (chunks, cols_pad) = (p.chunks as usize, p.cols_pad as usize);
-    u32_of(chunks * 2 * cols_pad, "partial sums")?;
-    let partial = g.alloc(chunks * 2 * cols_pad)?;
-    let [y, z, _] = grid_groups(chunks)?;
-    g.ctx.dispatch(
-        &key("layernorm", "backward_params"),
-        bytemuck::bytes_of(&p),
-        &[(1, g.buf(x)?), (5, g.buf(mean)?), (6, g.buf(rstd)?), (7, g.buf(dy)?), (9, g.buf(&partial)?)],
-        [u32_of(cols_pad.div_ceil(64), "column blocks")?, y, z],
-    )?;
+    // dx (4 rows a workgroup) and the parameters' partial sums (a block of 64 columns and a chunk
+    // of rows a workgroup) in one dispatch: they read the same inputs and write apart.
+    let groups = rows.div_ceil(4) + cols_pad / 64 * chunks;
+    let entry = if acc.is_some() { "backward_acc" } else { "backward" };
+    g.ctx.dispatch(&key("layernorm", entry), bytemuck::bytes_of(&p), &bindings, grid_groups(groups)?)?;
     // Both parameter gradients in one reduction pass, into gamma's and beta's gradient homes when
     // they lie as the two halves do, else a fresh buffer and a view of each half.
     let over_chunks = AxisSpec { outer: 1, axis: chunks, inner: 2 * cols_pad };
