@@ -199,19 +199,31 @@ fn params_partials(q: u32, lid: vec3<u32>) {
     }
 }
 
-@compute @workgroup_size(64, 4)
-fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-            @builtin(local_invocation_id) lid: vec3<u32>) {
+// The dx row an invocation writes (r >= rows: none) and the row's mean(g), mean(g * xhat).
+struct DxRow {
+    r: u32,
+    sums: vec2<f32>,
+}
+
+// A workgroup's share of the backward: the parameter partials (and no dx row), or the sums of the
+// dx row 4 w + lid.y of each invocation, for the entry point to write.
+fn backward_part(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> DxRow {
     let w = wid.x + wid.y * nwg.x;
     if (w >= dx_groups()) {
         params_partials(w - dx_groups(), lid);
-        return;
+        return DxRow(p.rows, vec2<f32>(0.0));
     }
     let r = 4u * w + lid.y;
-    let sums = dx_sums(r, lid);
-    if (r >= p.rows) { return; }
+    return DxRow(r, dx_sums(r, lid));
+}
+
+@compute @workgroup_size(64, 4)
+fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_id) lid: vec3<u32>) {
+    let row = backward_part(wid, nwg, lid);
+    if (row.r >= p.rows) { return; }
     for (var c = lid.x; c < p.cols; c = c + WG) {
-        dx[r * p.cols + c] = dx_value(r, c, sums);
+        dx[row.r * p.cols + c] = dx_value(row.r, c, row.sums);
     }
 }
 
@@ -220,16 +232,10 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
 @compute @workgroup_size(64, 4)
 fn backward_acc(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_id) lid: vec3<u32>) {
-    let w = wid.x + wid.y * nwg.x;
-    if (w >= dx_groups()) {
-        params_partials(w - dx_groups(), lid);
-        return;
-    }
-    let r = 4u * w + lid.y;
-    let sums = dx_sums(r, lid);
-    if (r >= p.rows) { return; }
+    let row = backward_part(wid, nwg, lid);
+    if (row.r >= p.rows) { return; }
     for (var c = lid.x; c < p.cols; c = c + WG) {
-        let i = r * p.cols + c;
-        dx[i] = res[i] + dx_value(r, c, sums);
+        let i = row.r * p.cols + c;
+        dx[i] = res[i] + dx_value(row.r, c, row.sums);
     }
 }

@@ -25,6 +25,12 @@ fn dispatches(gpu: &Device, f: impl FnOnce()) -> u64 {
     gpu.gpu_counters().unwrap().dispatches - before
 }
 
+/// A tensor of `shape` on `gpu` with values in [-1, 1) that wants gradients.
+fn leaf(shape: &[usize], rng: &mut Rng, gpu: &Device) -> Tensor {
+    let n = shape.iter().product();
+    Tensor::from_vec(uniform_values(n, -1.0, 1.0, rng), shape, gpu).unwrap().with_grad()
+}
+
 /// `(entry [constants] grid, dispatches, ns)` for what `f` dispatches, or `None` (and SKIPPED) on
 /// an adapter without timestamp queries.
 fn profile_by_shape(gpu: &Device, f: impl FnOnce()) -> Option<Vec<(String, u64, f64)>> {
@@ -53,10 +59,7 @@ fn fused_linear_gelu_is_one_dispatch_where_the_pair_is_two() {
 fn an_mlps_backward_takes_gelus_derivative_in_the_product_one_dispatch_fewer() {
     let Some((_one, gpu)) = counting_gpu() else { return };
     let mut rng = Rng::new(18);
-    let mut leaf = |shape: &[usize]| {
-        let n = shape.iter().product();
-        Tensor::from_vec(uniform_values(n, -1.0, 1.0, &mut rng), shape, &gpu).unwrap().with_grad()
-    };
+    let mut leaf = |shape: &[usize]| leaf(shape, &mut rng, &gpu);
     let (x, w1, b1, w2, b2) = (leaf(&[45, 33]), leaf(&[65, 33]), leaf(&[65]), leaf(&[33, 65]), leaf(&[33]));
     let step = |fused: bool| {
         [&x, &w1, &b1, &w2, &b2].iter().for_each(|t| t.zero_grad());
@@ -76,10 +79,7 @@ fn an_mlps_backward_takes_gelus_derivative_in_the_product_one_dispatch_fewer() {
 fn a_layernorms_backward_is_two_dispatches_dx_with_the_parameter_partials_then_their_sum() {
     let Some((_one, gpu)) = counting_gpu() else { return };
     let mut rng = Rng::new(19);
-    let mut leaf = |shape: &[usize]| {
-        let n = shape.iter().product();
-        Tensor::from_vec(uniform_values(n, -1.0, 1.0, &mut rng), shape, &gpu).unwrap().with_grad()
-    };
+    let mut leaf = |shape: &[usize]| leaf(shape, &mut rng, &gpu);
     let (x, gamma, beta) = (leaf(&[301, 45]), leaf(&[45]), leaf(&[45]));
     let y = ops::layer_norm(&x, &gamma, &beta, 1e-6).unwrap();
     let seed = Tensor::full(y.shape(), 1.0, &gpu).unwrap();
