@@ -22,6 +22,8 @@
 // owner per chunk, each the segment whose chunks hold it, that hyper holds 2 x n, and that every
 // segment lies inside all four buffers; so seg < n, j < len and offset + j is inside.
 //
+// Loops: finite. It has no loop.
+//
 // Launcher: engine/src/gpu/kernels/adamw.rs. Reference: engine/src/cpu/reference.rs (adamw_step).
 
 struct Params {

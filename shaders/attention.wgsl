@@ -78,6 +78,12 @@
 // tx + 8 c < D4, blocks at j * 8 + ty < 128, red_* at ty * 8 + t < 64, str_lse at lid < 16; rows:
 // tile index e < BT x HEAD_DIM, row_lse / s at jj, lid < BT, private rows at c < HEAD_DIM <= MAX_D.
 //
+// Loops: finite. Streamed tiles count j0 (or i0) up by the tile's rows (16) to seq; staging loops
+// count e up by the workgroup size to a constant (OWN or STREAM rows x D4, BT x HEAD_DIM); every
+// other loop (c, d4, jj, ii, j, t) counts up by 1 to a constant or to nt <= 16 (each bound is at
+// most a buffer's length in values, below 2^30 since the context makes no buffer of 4 GiB, so a
+// counter stepping up by at most 256 never wraps past it).
+//
 // Launcher: engine/src/gpu/kernels/attention.rs. Reference: engine/src/cpu/reference.rs.
 
 struct Params {

@@ -11,6 +11,8 @@
 // Bounds: unchecked. Each invocation touches only element i < n of x, dy and out, and
 // y[i % n_y] (n_y >= 1); the launchers check that x, dy and out hold n values and y n_y.
 //
+// Loops: finite. It has no loop.
+//
 // Launcher: engine/src/gpu/kernels/elementwise.rs. Reference: engine/src/cpu/reference.rs.
 // gelu() and gelu_grad() come from shaders/lib/gelu.wgsl, appended to this source by
 // engine/src/gpu/shaders.rs (WGSL has no includes).

@@ -21,6 +21,11 @@
 // a permutation, so the source index is the same element's place in x, below n. The launchers
 // check every buffer's length against these sizes and that the largest index fits u32.
 //
+// Loops: finite. scatter_add_rows counts i up by 1 to picks (the index tensor's columns); permute
+// counts the signed axis a down by 1 from rank - 1 (at most 8) to 0 (each bound is at most a
+// buffer's length in values, below 2^30 since the context makes no buffer of 4 GiB, so a counter
+// stepping up by at most 256 never wraps past it).
+//
 // Launcher: engine/src/gpu/kernels/gather.rs. Reference: engine/src/cpu/reference.rs.
 
 struct Params {

@@ -32,6 +32,11 @@
 // ceil(rows / 4) + (cols_pad / 64) chunks workgroups. The launchers check that every input holds those sizes and that
 // rows * cols fits u32 (and allocate the outputs at exactly them).
 //
+// Loops: finite. Columns c count up by the workgroup width (64) to cols, rows r by 4 to min(start +
+// chunk, rows), and the tree sums halve s from 32 to 0 (each bound is at most a buffer's length in
+// values, below 2^30 since the context makes no buffer of 4 GiB, so a counter stepping up by at
+// most 256 never wraps past it).
+//
 // Launcher: engine/src/gpu/kernels/layernorm.rs. Reference: engine/src/cpu/reference.rs.
 
 struct Params {

@@ -21,6 +21,10 @@
 // every label is below the class count, and that rows * cols fits u32. Workgroup memory at lid < 64
 // and lid + s with lid < s <= 32.
 //
+// Loops: finite. Columns c count up by the workgroup width (64) to cols, and the tree sums halve s
+// from 32 to 0 (each bound is at most a buffer's length in values, below 2^30 since the context
+// makes no buffer of 4 GiB, so a counter stepping up by at most 256 never wraps past it).
+//
 // Launcher: engine/src/gpu/kernels/loss.rs. Reference: engine/src/cpu/reference.rs.
 
 struct Params {

@@ -62,6 +62,11 @@
 // gm = row0 + t < M, land after that slice's C and before the next slice's (the launcher allocates
 // batch * c_stride).
 //
+// Loops: finite. K steps count k0 up by BK from the slice's start to k_hi <= K; kk and the staging
+// loop count up by 1 to a constant (each bound is at most a buffer's length in values, below 2^30
+// since the context makes no buffer of 4 GiB, so a counter stepping up by at most 256 never wraps
+// past it).
+//
 // Launcher: engine/src/gpu/kernels/matmul.rs. Reference: engine/src/cpu/reference.rs (matmul).
 
 // Params and its uniform `p` (binding 0): shaders/lib/matmul_params.wgsl, appended by shaders.rs.

@@ -62,6 +62,11 @@
 // gn < N; with GELU_GRAD, H (binding 7, which the launcher checks holds C's values) is read at the
 // index of C being written.
 //
+// Loops: finite. K steps count k0 up by BK (32) from the slice's start to k_hi <= K; the staging,
+// half-step and epilogue loops count up by a constant to a constant (each bound is at most a
+// buffer's length in values, below 2^30 since the context makes no buffer of 4 GiB, so a counter
+// stepping up by at most 256 never wraps past it).
+//
 // Launcher: engine/src/gpu/kernels/matmul.rs (which chooses it at Precision::F16 where the adapter
 // has f16 cooperative matrices).
 // Reference: engine/src/cpu/reference.rs (matmul), on operands rounded by engine/src/cpu/matmul/f16.rs.

@@ -83,6 +83,9 @@
 // buffer batch * c_stride long. Under split-K, k_lo = z k_chunk < K for every slice z < batch
 // (the launcher makes batch = ceil(K / k_chunk)), so k_hi = min(K, k_lo + k_chunk) >= k_lo.
 //
+// Loops: finite. The K loop counts step up by 1 to steps = ceil((k_hi - k_lo) / BK); kk counts up
+// by 1 to BK, a constant.
+//
 // Launcher: engine/src/gpu/kernels/matmul.rs (which also chooses between this and matmul.wgsl).
 // Reference: engine/src/cpu/reference.rs (matmul).
 

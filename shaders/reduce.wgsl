@@ -22,6 +22,11 @@
 // size; red4 at lid. The launchers check each input's length against those sizes, and `params`
 // that outer * axis * inner fits u32.
 //
+// Loops: finite. Axis rows a count up by 256 (or 4) to min(start + chunk, axis), columns c by 64 to
+// inner, and the tree sums halve s from size / 2 to 0 (each bound is at most a buffer's length in
+// values, below 2^30 since the context makes no buffer of 4 GiB, so a counter stepping up by at
+// most 256 never wraps past it).
+//
 // Launcher: engine/src/gpu/kernels/reduce.rs. Reference: engine/src/cpu/reference.rs.
 
 struct Params {

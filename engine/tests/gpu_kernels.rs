@@ -601,9 +601,13 @@ fn kernels_proved_in_bounds_run_unchecked_unless_the_switch_turns_checks_back_on
     let Device::Gpu(g) = &gpu else { unreachable!() };
     let forced = engine::gpu::shaders::bounds_checks_forced();
     eprintln!("MAE_GPU_BOUNDS_CHECKS forces checks: {forced}");
+    let loops_forced = engine::gpu::shaders::loop_bounding_forced();
+    eprintln!("MAE_GPU_LOOP_BOUNDING forces the loop counter: {loops_forced}");
     for (name, _) in engine::gpu::shaders::SHADERS {
         let unchecked = engine::gpu::shaders::provably_in_bounds(name) && !forced;
         assert_eq!(g.context().runs_unchecked(name), unchecked, "{name}");
+        let unbounded = engine::gpu::shaders::provably_finite(name) && !forced && !loops_forced;
+        assert_eq!(g.context().runs_unbounded_loops(name), unbounded, "{name}");
     }
     // The sizes the proofs rest on are checked before any dispatch: a bias one value short, a
     // second operand shorter than the product needs, are errors, not reads past the end.

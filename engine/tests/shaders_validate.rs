@@ -85,6 +85,43 @@ fn every_wgsl_header_says_whether_its_indexing_is_proved_in_bounds_and_why() {
     assert!(!provably_in_bounds("no such shader"));
 }
 
+#[test]
+fn every_wgsl_header_says_whether_its_loops_are_proved_finite_and_why() {
+    use engine::gpu::shaders::{loops_line, provably_finite, trusted_checks};
+    for (name, source) in engine::gpu::shaders::SHADERS {
+        let line = loops_line(source).unwrap_or_else(|| panic!("{name}.wgsl: the header needs a `Loops:` line"));
+        assert!(
+            line.starts_with("finite.") || line.starts_with("bounded."),
+            "{name}.wgsl: `Loops: finite.` or `Loops: bounded.`, then why; got {line:?}"
+        );
+        let header: String = source.lines().take_while(|l| l.starts_with("//")).collect::<Vec<_>>().join("\n");
+        let after = &header[header.find("Loops:").unwrap()..];
+        let body: String = source.lines().filter(|l| !l.trim_start().starts_with("//")).collect::<Vec<_>>().join("\n");
+        let loops = ["for (", "loop {", "while "].iter().map(|k| body.matches(k).count()).sum::<usize>();
+        if after.starts_with("Loops: finite. It has no loop.") {
+            assert_eq!(loops, 0, "{name}.wgsl: the header says it has no loop");
+        } else {
+            assert!(after.len() > 80, "{name}.wgsl: say why every loop ends (or that it has none)");
+        }
+        assert_eq!(provably_finite(name), line.starts_with("finite."), "{name}");
+        // What the context drops: the counter of finite shaders' loops, the bounds checks of
+        // unchecked ones; each switch puts back what it names, MAE_GPU_BOUNDS_CHECKS everything.
+        let checks = trusted_checks(name, false, false).expect("every shader drops a check");
+        assert_eq!(checks.force_loop_bounding, !provably_finite(name), "{name}");
+        assert!(checks.int_div_checks, "{name}: integer-division checks stay");
+        let loops_back = trusted_checks(name, false, true).expect("the bounds checks stay dropped");
+        assert!(loops_back.force_loop_bounding && !loops_back.bounds_checks, "{name}");
+        assert!(trusted_checks(name, true, false).is_none(), "{name}: MAE_GPU_BOUNDS_CHECKS restores every check");
+    }
+    // Every kernel of a training step runs without the loop counter.
+    for name in ["matmul", "matmul_large", "elementwise", "adamw", "attention", "gather", "layernorm", "loss", "reduce"]
+    {
+        assert!(provably_finite(name), "{name}");
+    }
+    assert!(!provably_finite("no such shader"));
+    assert!(trusted_checks("no such shader", false, false).is_none());
+}
+
 /// The SPIR-V that wgpu's Vulkan backend would make of `entry` in shader `name` with `constants`.
 fn spirv_of(name: &str, entry: &str, constants: &[(&str, f64)]) -> Vec<u32> {
     let source = engine::gpu::shaders::source(name).unwrap();

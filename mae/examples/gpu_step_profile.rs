@@ -55,6 +55,11 @@ fn main() -> mae::Result<()> {
     let mut t = Trainer::new(&o, &dev)?;
     println!("{} on {data}, batch {batch}, {}", model.name, dev.name());
     println!("matrix products: {}", dev.describe_products(precision));
+    println!(
+        "matmul.wgsl's runtime checks: bounds {}, wgpu's loop counter {} (MAE_GPU_BOUNDS_CHECKS, MAE_GPU_LOOP_BOUNDING)",
+        if ctx.runs_unchecked("matmul") { "off" } else { "on" },
+        if ctx.runs_unbounded_loops("matmul") { "off" } else { "on" }
+    );
     for _ in 0..WARM_UP {
         t.step()?;
     }

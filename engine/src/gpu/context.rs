@@ -209,6 +209,8 @@ pub struct GpuContext {
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     /// `MAE_GPU_BOUNDS_CHECKS` was set when the context opened: every shader keeps wgpu's checks.
     bounds_checks_forced: bool,
+    /// `MAE_GPU_LOOP_BOUNDING` was set when the context opened: every loop keeps wgpu's counter.
+    loop_bounding_forced: bool,
     /// Reuse bind groups (see the module docs); `MAE_GPU_BIND_GROUP_CACHE=0` when the context
     /// opened turns it off, to measure what the cache saves on a given adapter.
     cache_bind_groups: bool,
@@ -276,12 +278,20 @@ fn has_f16_tensor_cores(adapter: &wgpu::Adapter) -> bool {
         })
 }
 
+/// The largest storage buffer a context makes, whatever the adapter allows: 4 GiB less 4 bytes,
+/// fewer than 2^30 f32 values.
+pub const MAX_BINDING_BYTES: u64 = (1 << 32) - 4;
+
 impl GpuContext {
     /// Open a device on `adapter` with the adapter's own limits (the defaults cap storage bindings at
     /// 128 MiB and workgroup memory at 16 KiB) and the optional features it supports.
     pub(crate) fn open(adapter: wgpu::Adapter) -> Result<Arc<Self>> {
         let info = adapter.get_info();
-        let limits = adapter.limits();
+        let mut limits = adapter.limits();
+        // No buffer of 4 GiB or more, even where the adapter would bind one: every buffer then holds
+        // fewer than 2^30 values, which the shaders' headers rely on (`Loops: finite`: a counter
+        // stepping towards such a bound cannot wrap).
+        limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(MAX_BINDING_BYTES);
         let mut features = wanted_features(adapter.features());
         let mut experimental = wgpu::ExperimentalFeatures::disabled();
         if has_f16_tensor_cores(&adapter) {
@@ -347,6 +357,7 @@ impl GpuContext {
             pipelines: Mutex::new(HashMap::new()),
             modules: Mutex::new(HashMap::new()),
             bounds_checks_forced: super::shaders::bounds_checks_forced(),
+            loop_bounding_forced: super::shaders::loop_bounding_forced(),
             cache_bind_groups: std::env::var("MAE_GPU_BIND_GROUP_CACHE").map_or(true, |v| v != "0"),
             faults,
             wait_timeout,
@@ -361,7 +372,17 @@ impl GpuContext {
     /// Whether shader `name` runs without wgpu's runtime bounds checks: its header proves its
     /// indexing in bounds and `MAE_GPU_BOUNDS_CHECKS` did not ask for them when the context opened.
     pub fn runs_unchecked(&self, name: &str) -> bool {
-        !self.bounds_checks_forced && super::shaders::provably_in_bounds(name)
+        self.trusted_checks(name).is_some_and(|c| !c.bounds_checks)
+    }
+
+    /// Whether shader `name`'s loops run without wgpu's loop bounding: its header proves them
+    /// finite and neither `MAE_GPU_LOOP_BOUNDING` nor `MAE_GPU_BOUNDS_CHECKS` asked for it.
+    pub fn runs_unbounded_loops(&self, name: &str) -> bool {
+        self.trusted_checks(name).is_some_and(|c| !c.force_loop_bounding)
+    }
+
+    fn trusted_checks(&self, name: &str) -> Option<wgpu::ShaderRuntimeChecks> {
+        super::shaders::trusted_checks(name, self.bounds_checks_forced, self.loop_bounding_forced)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -725,15 +746,13 @@ impl GpuContext {
                     label: Some(key.shader),
                     source: wgpu::ShaderSource::Wgsl(Cow::Borrowed(source)),
                 };
-                if self.runs_unchecked(key.shader) {
-                    let checks =
-                        wgpu::ShaderRuntimeChecks { bounds_checks: false, ..wgpu::ShaderRuntimeChecks::checked() };
-                    // SAFETY: the shader's header proves every index it computes inside its buffers,
-                    // given the sizes its launcher checks (see `shaders.rs`); only the bounds checks
-                    // are dropped, the other runtime checks stay.
-                    unsafe { self.device.create_shader_module_trusted(desc, checks) }
-                } else {
-                    self.device.create_shader_module(desc)
+                match self.trusted_checks(key.shader) {
+                    // SAFETY: the shader's header proves what each dropped check would guard: every
+                    // index it computes inside its buffers, given the sizes its launcher checks
+                    // (`Bounds: unchecked`), and every loop finite (`Loops: finite`); see
+                    // `shaders.rs`. The other runtime checks stay.
+                    Some(checks) => unsafe { self.device.create_shader_module_trusted(desc, checks) },
+                    None => self.device.create_shader_module(desc),
                 }
             })
             .clone();

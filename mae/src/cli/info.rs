@@ -48,6 +48,12 @@ pub fn run(a: DeviceArgs) -> Result<()> {
                     "shaders without runtime bounds checks: {} (MAE_GPU_BOUNDS_CHECKS=1 checks all)",
                     if unchecked.is_empty() { "none".to_string() } else { unchecked.join(", ") }
                 );
+                let unbounded: Vec<&str> =
+                    engine::gpu::shaders::SHADERS.iter().map(|s| s.0).filter(|n| ctx.runs_unbounded_loops(n)).collect();
+                println!(
+                    "shaders without wgpu's loop counter: {} (MAE_GPU_LOOP_BOUNDING=1 counts every loop)",
+                    if unbounded.is_empty() { "none".to_string() } else { unbounded.join(", ") }
+                );
             }
         }
         Err(e) => println!("no device: {e}"),

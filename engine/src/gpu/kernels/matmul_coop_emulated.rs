@@ -103,6 +103,7 @@ fn replace_in_line(src: &str, name: &str, with: &impl Fn(&str, &str, &str, &str)
 fn emulated_source(f16: bool) -> String {
     let mut s = super::super::shaders::source("matmul_coop").expect("registered").to_string();
     s = s.replace("// Bounds: unchecked.", "// Bounds: checked (the emulation, under wgpu's checks).");
+    s = s.replace("// Loops: finite.", "// Loops: bounded (the emulation, under wgpu's checks).");
     s = s.replace("enable wgpu_cooperative_matrix;", "");
     if !f16 {
         s = s
