@@ -14,58 +14,74 @@
 // TRANS_A and TRANS_B are pipeline-override constants, so each of the four cases compiles to its own
 // branch-free pipeline.
 //
-// Algorithm (classic shared-memory tiling with register blocking):
+// Algorithm (shared-memory tiling, 4 x 4 register blocking, double-buffered):
 // - a workgroup of 16 x 16 invocations computes a 64 x 64 tile of C; grid (ceil(N/64), ceil(M/64), batch);
-// - per step of BK = 16 along K, the workgroup stages a 64 x 16 tile of op(A) and a 16 x 64 tile of
-//   op(B) in workgroup memory (As[k][m], Bs[k][n]: 8 KiB), zero-padded at the edges so any M, N, K
-//   works; the loads are coalesced along whichever axis is contiguous in memory;
-// - each invocation accumulates a 4 x 4 block of C in four named vec4 registers c0..c3: row ly + 16 i
-//   in c_i, columns lx + 16 j in its lane j (strided, so the 16 lanes of a row read 16 consecutive Bs
-//   entries: no bank conflicts, and the stores to C are coalesced). Named vectors, not an indexed
-//   array behind a pointer: the first version kept `array<array<f32, 4>, 4>` and passed it to helper
+// - per step of BK = 16 along K the workgroup stages a 64 x 16 tile of op(A) and a 16 x 64 tile of
+//   op(B) in workgroup memory as As[s][kk][q], Bs[s][kk][q]: row kk of the step, elements
+//   4q..4q+3 of the tile's M (or N) axis as one vec4, so that the inner loop reads 128-bit vectors.
+//   Two stages s (16 KiB in all): while step i is multiplied out of stage i % 2, each invocation
+//   holds step i + 1's values (one vec4 of each operand) in registers, loaded before the arithmetic
+//   so that the global loads' latency hides behind it, and stores them into the other stage after
+//   it: one barrier a step. Zero outside the matrices, so any M, N, K works;
+// - staging, as in matmul_large.wgsl: each invocation stages one whole vector of each operand (4
+//   values of the M or N axis at one k; no two invocations write parts of one vector, which WGSL
+//   would let rewrite the whole vector). Where M (or N) is memory's contiguous axis (TRANS_A; B not
+//   TRANS_B) invocation t takes row kk = t / 16, vector q = t % 16: one 128-bit load with VEC4 (4
+//   scalars without), 16 lanes reading 256 consecutive bytes. Where K is contiguous it loads 4
+//   scalars down a column of 4 rows at kk = (t / 8) % 16, q = 8 (t / 128) + t % 8: each load of 32
+//   lanes reads 16 consecutive bytes from each of 8 rows (the rest of those sectors by the
+//   neighbouring warps, from L1), and each 8 lanes store 8 consecutive vectors (no bank conflicts).
+//   VEC4 needs the contiguous axis and the batch strides to be multiples of 4 (every MAE product);
+// - each invocation (tx, ty) accumulates the 4 x 4 block at rows 4 ty + i, columns 4 tx .. 4 tx + 3
+//   in four named vec4 c0..c3 (row i in c_i). Per kk it reads one vec4 of As (2 addresses a 32-lane
+//   group: a broadcast) and one of Bs (16 consecutive vectors) and does 16 FMAs. Named vectors, not
+//   an indexed array: the first version kept `array<array<f32, 4>, 4>` and passed it to helper
 //   functions, which NVIDIA's Vulkan compiler left in local memory (36x slower steps on an H200,
-//   docs/journal/benchmarks.md); no private array here is indexed at all;
+//   docs/journal/benchmarks.md); no private value here is indexed at all;
+// - the epilogue adds the bias and writes C (and gelu(C) into Y; or multiplies by gelu'(H)) for the
+//   4 x 4 block, skipping rows >= M and columns >= N;
 // - split-K: a product with few output tiles and a long K (a weight gradient: [3328, 128]^T x
 //   [3328, 512] is 2 x 8 tiles) would leave most of a large GPU idle, so the launcher gives each of
 //   S z-slices k_chunk values of K (a multiple of BK), writes S partial products [S, M, N] and sums
 //   them with reduce.wgsl's sum_cols (a fixed order: deterministic);
 // - with the override A_SUMS (TRANS_A: A is a linear layer's output gradient dY stored [K, M]) the
-//   workgroups of the first column also add up the A tiles they stage, so the product's dispatch
-//   also yields the bias gradient sum_k dY[k, m], written after C (at sums_at of each slice). All
-//   256 invocations share the adding (each 4 of a tile's 16 rows of one column, then the 4
-//   partials of a column meet in workgroup memory at the end): left to 64 invocations, 16 rows
-//   each, the sums held the whole workgroup at every barrier (docs/journal/benchmarks.md, the H200);
-// - with the override VEC4 the tiles are staged with 128-bit loads, one vec4 of A and one of B per
-//   invocation per step. The launcher sets it when the contiguous axis of each operand (and its batch
-//   stride) is a multiple of 4, which holds for every MAE shape.
-// Napkin math: per BK step an invocation does 8 workgroup-memory reads for 16 FMAs; one tile step moves
-// 8 KiB from global memory for 2 x 64 x 64 x 16 = 131 kFLOP, 16 FLOP/byte of global traffic. The
-// encoder's qkv product at batch 256 ([3328, 128] x [128, 384]) is 0.33 GFLOP over 2.1 MB of
-// operands: compute-bound. A weight gradient ([3328, 128]^T x [3328, 512]) has K = 3328 but only
-// 2 x 8 workgroups: 16 of a large GPU's 100+ cores, each walking 208 K steps; split 16 ways it is
-// 256 workgroups of 13 K steps, plus a 4 MB pass adding the partials.
+//   workgroups of the first column also add up the op(A) vectors their invocations stage (in
+//   registers, as they stage them: no workgroup-memory read), so the product's dispatch also yields
+//   the bias gradient sum_k dY[k, m], written after C (at sums_at of each slice). At the end the 16
+//   partials of each vector q (one per row kk) meet in workgroup memory and 16 invocations add them
+//   in a fixed order (deterministic).
+// Napkin math: per kk an invocation reads 2 vec4 (2 workgroup-memory instructions; a 32-lane group
+// touches 3 x 128 bytes of banks) for 16 FMAs: 8 FMAs per instruction, where the scalar version read
+// 8 values (8 instructions, 8 x 128 bytes) for the same 16. On an SM (4 FMA warp-instructions and
+// 128 bytes of workgroup memory a clock) 8 warps' kk costs 32 clocks of FMAs and 24 of workgroup
+// memory: FMA-bound, where the scalar version needed 64 clocks of workgroup memory (half the FMA
+// rate at best). One tile step moves 8 KiB from global memory (L2) for 2 x 64 x 64 x 16 = 131 kFLOP,
+// 16 FLOP/byte. The micro preset's products at batch 256 ([4352, 128] x [128, 128]: 136 workgroups,
+// about one an SM) ran at 46 us each on an H200, K / BK steps of ~1.5 us each: a global load's
+// latency, then the arithmetic, then two barriers; with the next step's loads issued before the
+// arithmetic, a step costs about the larger of the two. ViT-B's [3200, 768] x [768, 768] (600
+// workgroups) ran at 6.6 TFLOP/s (0.57 ms); FMA-bound it would be ~3x that.
 //
 // Bounds: unchecked. Every global read is guarded by gm < M, gn < N, gk < k_hi <= K, so it lands inside
 // batch b's [M, K] (or [N, K]) matrix, which ends at (batch - 1) * stride + M K <= the operand's
 // length (the launcher checks A, B >= that, bias >= N, and that all of it fits u32, so no index
 // wraps). A vec4 load starts at a multiple of 4 (the launcher sets VEC4 only when the
 // contiguous axis and the batch strides are multiples of 4) with its 4 elements in one row, so it
-// ends inside the same matrix. Workgroup tiles are indexed by lane and loop counters below their
-// sizes (kk < 16, m, n < 64; the A_SUMS partials at rows 4 (t / 64) + 0..3 < 16, column t % 64).
+// ends inside the same matrix. Workgroup memory is indexed by stage step % 2 < 2, row kk < 16 (a loop
+// counter, t / 16 or (t / 8) % 16 for t < 256) and vector q < 16 (ty, tx < 16; t % 16;
+// 8 (t / 128) + t % 8 <= 15; the A_SUMS partials at the invocation's own (kk, q), read back at t < 16).
 // C (and Y, which the launcher sizes as C) is written only at gm < M, gn < N of batch b < batch;
 // with GELU_GRAD, H (binding 7, which the launcher checks holds C's values) is read at the index of C
 // being written.
 // Under split-K, batch is the slice count S with strides 0 (every slice
-// reads the one matrix) and C is the [S, M, N] partials the launcher allocates; k_hi is K or a
-// multiple of 16, so a vec4 group along K never straddles it. Slice z's C starts at z * c_stride
-// with c_stride >= M N, and with A_SUMS c_stride >= sums_at + M, sums_at >= M N: the sums, written at
-// gm = row0 + t < M, land after that slice's C and before the next slice's (the launcher allocates
-// batch * c_stride).
+// reads the one matrix) and C is the [S, M, N] partials the launcher allocates. Slice z's C starts
+// at z * c_stride with c_stride >= M N, and with A_SUMS c_stride >= sums_at + M, sums_at >= M N:
+// the sums, written at gm = row0 + 4 t + j < M (t < 16, j < 4), land after that slice's C and
+// before the next slice's (the launcher allocates batch * c_stride).
 //
-// Loops: finite. K steps count k0 up by BK from the slice's start to k_hi <= K; kk and the staging
-// loop count up by 1 to a constant (each bound is at most a buffer's length in values, below 2^30
-// since the context makes no buffer of 4 GiB, so a counter stepping up by at most 256 never wraps
-// past it).
+// Loops: finite. The K loop counts step up by 1 to steps = ceil((k_hi - k_lo) / BK), kk by 1 to BK
+// (each bound at most a buffer's length in values, below 2^30 since the context makes no buffer of
+// 4 GiB, so no counter wraps past it).
 //
 // Launcher: engine/src/gpu/kernels/matmul.rs. Reference: engine/src/cpu/reference.rs (matmul).
 
@@ -84,113 +100,138 @@ override TRANS_B: bool = false;
 override GELU: bool = false;
 // Multiply C by gelu'(h), h bound at binding 7 (no bias; not with GELU).
 override GELU_GRAD: bool = false;
+// Stage with 128-bit loads where memory's contiguous axis is M or N (bindings 5 and 6 instead of 1
+// and 2): the launcher sets it when the contiguous axis of each operand and its batch stride are
+// multiples of 4.
+override VEC4: bool = false;
+// Also sum op(A)'s rows over K (TRANS_A only: A stored [K, M], a linear layer's output gradient,
+// whose row sums are its bias gradient): the first column of workgroups adds the A vectors it stages
+// anyway and writes the M sums into c at sums_at (one dispatch and one read of dY fewer).
+override A_SUMS: bool = false;
 
 const BM: u32 = 64u;
 const BN: u32 = 64u;
 const BK: u32 = 16u;
 
-var<workgroup> As: array<array<f32, 64>, 16>;
-var<workgroup> Bs: array<array<f32, 64>, 16>;
+// [stage][kk][q]: elements 4q..4q+3 of the tile's M (As) or N (Bs) axis at K step row kk.
+var<workgroup> As: array<array<array<vec4<f32>, 16>, 16>, 2>;
+var<workgroup> Bs: array<array<array<vec4<f32>, 16>, 16>, 2>;
 
-// Also stage the operands as vec4 (bindings 5 and 6 instead of 1 and 2): the launcher sets it when
-// the contiguous axis of each operand and its batch stride are multiples of 4.
-override VEC4: bool = false;
-// Also sum op(A)'s rows over K (TRANS_A only: A stored [K, M], a linear layer's output gradient,
-// whose row sums are its bias gradient): the first column of workgroups adds the A tiles it stages
-// anyway and writes the M sums into c at sums_at (one dispatch and one read of dY fewer).
-override A_SUMS: bool = false;
-
-// Stage op(A)[row0.., k0..] into As[kk][m] and op(B)[k0.., col0..] into Bs[kk][n] (zero outside
-// the matrices); t is the invocation's index in the workgroup (0..256).
-fn load_tiles(t: u32, row0: u32, col0: u32, k0: u32, k_hi: u32, a_off: u32, b_off: u32) {
-    let zero = vec4<f32>(0.0);
-    if (VEC4) {
-        // One vec4 of op(A) and one of op(B) per invocation, along memory's contiguous axis.
-        if (TRANS_A) {
-            let kk = t / 16u;
-            let mq = (t % 16u) * 4u;
-            var v = zero;
-            if (k0 + kk < k_hi && row0 + mq < p.m) { v = a4[(a_off + (k0 + kk) * p.m + row0 + mq) / 4u]; }
-            As[kk][mq] = v.x;
-            As[kk][mq + 1u] = v.y;
-            As[kk][mq + 2u] = v.z;
-            As[kk][mq + 3u] = v.w;
-        } else {
-            let m = t / 4u;
-            let kq = (t % 4u) * 4u;
-            var v = zero;
-            if (row0 + m < p.m && k0 + kq < k_hi) { v = a4[(a_off + (row0 + m) * p.k + k0 + kq) / 4u]; }
-            As[kq][m] = v.x;
-            As[kq + 1u][m] = v.y;
-            As[kq + 2u][m] = v.z;
-            As[kq + 3u][m] = v.w;
-        }
-        if (TRANS_B) {
-            let n = t / 4u;
-            let kq = (t % 4u) * 4u;
-            var v = zero;
-            if (col0 + n < p.n && k0 + kq < k_hi) { v = b4[(b_off + (col0 + n) * p.k + k0 + kq) / 4u]; }
-            Bs[kq][n] = v.x;
-            Bs[kq + 1u][n] = v.y;
-            Bs[kq + 2u][n] = v.z;
-            Bs[kq + 3u][n] = v.w;
-        } else {
-            let kk = t / 16u;
-            let nq = (t % 16u) * 4u;
-            var v = zero;
-            if (k0 + kk < k_hi && col0 + nq < p.n) { v = b4[(b_off + (k0 + kk) * p.n + col0 + nq) / 4u]; }
-            Bs[kk][nq] = v.x;
-            Bs[kk][nq + 1u] = v.y;
-            Bs[kk][nq + 2u] = v.z;
-            Bs[kk][nq + 3u] = v.w;
-        }
-    } else {
-        for (var i = 0u; i < 4u; i = i + 1u) {
-            let e = t + 256u * i;
-            // op(A) tile element (m, kk); consecutive lanes walk memory's contiguous axis.
-            var m: u32;
-            var kk: u32;
-            if (TRANS_A) { kk = e / BM; m = e % BM; } else { m = e / BK; kk = e % BK; }
-            let gm = row0 + m;
-            let gk = k0 + kk;
-            var va = 0.0;
-            if (gm < p.m && gk < k_hi) {
-                if (TRANS_A) { va = a[a_off + gk * p.m + gm]; } else { va = a[a_off + gm * p.k + gk]; }
-            }
-            As[kk][m] = va;
-            // op(B) tile element (kb, n).
-            var n: u32;
-            var kb: u32;
-            if (TRANS_B) { n = e / BK; kb = e % BK; } else { kb = e / BN; n = e % BN; }
-            let gn = col0 + n;
-            let gkb = k0 + kb;
-            var vb = 0.0;
-            if (gn < p.n && gkb < k_hi) {
-                if (TRANS_B) { vb = b[b_off + gn * p.k + gkb]; } else { vb = b[b_off + gkb * p.n + gn]; }
-            }
-            Bs[kb][n] = vb;
-        }
-    }
+// Where invocation t stages its vector, (kk, q). Along M or N, memory's contiguous axis: row
+// t / 16, vector t % 16 (16 lanes read 256 consecutive bytes). Across K (K contiguous): row
+// (t / 8) % 16, vector 8 (t / 128) + t % 8, so that 8 lanes in a row write 8 consecutive vectors.
+fn place(t: u32, mn_contiguous: bool) -> vec2<u32> {
+    if (mn_contiguous) { return vec2<u32>(t / 16u, t % 16u); }
+    return vec2<u32>((t / 8u) % 16u, (t / 128u) * 8u + t % 8u);
 }
 
-// C[row + gn] = x (+ bias[gn]) (or x gelu'(H[row + gn])), and Y = gelu of it, when gn < N.
-fn store_one(row: u32, gn: u32, x: f32) {
+// Four consecutive values of a row of `src` (mn: the first's index along the row, `len` the row's
+// length) from index `at`, 0 past the row's end; one 128-bit load with VEC4.
+fn load_a_row(at: u32, mn: u32, len: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    if (VEC4) {
+        if (mn < len) { v = a4[at / 4u]; }
+    } else {
+        if (mn < len) { v.x = a[at]; }
+        if (mn + 1u < len) { v.y = a[at + 1u]; }
+        if (mn + 2u < len) { v.z = a[at + 2u]; }
+        if (mn + 3u < len) { v.w = a[at + 3u]; }
+    }
+    return v;
+}
+
+fn load_b_row(at: u32, mn: u32, len: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    if (VEC4) {
+        if (mn < len) { v = b4[at / 4u]; }
+    } else {
+        if (mn < len) { v.x = b[at]; }
+        if (mn + 1u < len) { v.y = b[at + 1u]; }
+        if (mn + 2u < len) { v.z = b[at + 2u]; }
+        if (mn + 3u < len) { v.w = b[at + 3u]; }
+    }
+    return v;
+}
+
+// The vector of op(A) that invocation t stages for the step at k0: op(A)[row0 + 4q + i, k0 + kk]
+// in lane i, 0 outside the matrix or past k_end (the end of this workgroup's K range).
+fn load_a(t: u32, row0: u32, k0: u32, k_end: u32, a_off: u32) -> vec4<f32> {
+    let at = place(t, TRANS_A);
+    let gk = k0 + at.x;
+    let gm = row0 + at.y * 4u;
+    var v = vec4<f32>(0.0);
+    if (gk < k_end) {
+        if (TRANS_A) {
+            v = load_a_row(a_off + gk * p.m + gm, gm, p.m);
+        } else {
+            let i = a_off + gm * p.k + gk;
+            if (gm < p.m) { v.x = a[i]; }
+            if (gm + 1u < p.m) { v.y = a[i + p.k]; }
+            if (gm + 2u < p.m) { v.z = a[i + 2u * p.k]; }
+            if (gm + 3u < p.m) { v.w = a[i + 3u * p.k]; }
+        }
+    }
+    return v;
+}
+
+// The vector of op(B) that invocation t stages for the step at k0, as load_a with N for M:
+// op(B)[k0 + kk, col0 + 4q + i] in lane i; N contiguous when not TRANS_B, K when TRANS_B.
+fn load_b(t: u32, col0: u32, k0: u32, k_end: u32, b_off: u32) -> vec4<f32> {
+    let at = place(t, !TRANS_B);
+    let gk = k0 + at.x;
+    let gn = col0 + at.y * 4u;
+    var v = vec4<f32>(0.0);
+    if (gk < k_end) {
+        if (TRANS_B) {
+            let i = b_off + gn * p.k + gk;
+            if (gn < p.n) { v.x = b[i]; }
+            if (gn + 1u < p.n) { v.y = b[i + p.k]; }
+            if (gn + 2u < p.n) { v.z = b[i + 2u * p.k]; }
+            if (gn + 3u < p.n) { v.w = b[i + 3u * p.k]; }
+        } else {
+            v = load_b_row(b_off + gk * p.n + gn, gn, p.n);
+        }
+    }
+    return v;
+}
+
+// Store what load_a and load_b returned into stage s, each invocation one whole vector of each.
+fn store_tiles(s: u32, t: u32, va: vec4<f32>, vb: vec4<f32>) {
+    let at = place(t, TRANS_A);
+    As[s][at.x][at.y] = va;
+    let bt = place(t, !TRANS_B);
+    Bs[s][bt.x][bt.y] = vb;
+}
+
+// C[row + gn] = x + bias[gn] (or x gelu'(H[row + gn])), and Y = gelu of it, when gn < N.
+fn store_one(row: u32, gn: u32, x: f32, bias_n: f32) {
     if (gn >= p.n) { return; }
-    var v = x;
-    if (p.has_bias != 0u) { v = v + bias[gn]; }
+    var v = x + bias_n;
     if (GELU_GRAD) { v = v * gelu_grad(y[row + gn]); }
     c[row + gn] = v;
     if (GELU) { y[row + gn] = gelu(v); }
 }
 
-// Row gm of batch b's C at columns gn0 + 16 j from lane j of v.
-fn store_row(batch: u32, gm: u32, gn0: u32, v: vec4<f32>) {
+// The bias at columns gn0 .. gn0 + 3 (0 past N or without a bias).
+fn bias4(gn0: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    if (p.has_bias != 0u) {
+        if (gn0 < p.n) { v.x = bias[gn0]; }
+        if (gn0 + 1u < p.n) { v.y = bias[gn0 + 1u]; }
+        if (gn0 + 2u < p.n) { v.z = bias[gn0 + 2u]; }
+        if (gn0 + 3u < p.n) { v.w = bias[gn0 + 3u]; }
+    }
+    return v;
+}
+
+// Row gm of batch b's C at columns gn0 .. gn0 + 3 from v, with their biases.
+fn store_row(batch: u32, gm: u32, gn0: u32, v: vec4<f32>, bias_v: vec4<f32>) {
     if (gm >= p.m) { return; }
     let row = batch * p.c_stride + gm * p.n;
-    store_one(row, gn0, v.x);
-    store_one(row, gn0 + 16u, v.y);
-    store_one(row, gn0 + 32u, v.z);
-    store_one(row, gn0 + 48u, v.w);
+    store_one(row, gn0, v.x, bias_v.x);
+    store_one(row, gn0 + 1u, v.y, bias_v.y);
+    store_one(row, gn0 + 2u, v.z, bias_v.z);
+    store_one(row, gn0 + 3u, v.w, bias_v.w);
 }
 
 @compute @workgroup_size(16, 16)
@@ -200,10 +241,11 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     let col0 = wid.x * BN;
     let a_off = batch * p.a_stride;
     let b_off = batch * p.b_stride;
-    let lx = lid.x;
-    let ly = lid.y;
-    // Accumulators: c_i holds C's row ly + 16 i at columns lx + 16 j in lane j. Four named vectors,
-    // not an indexed array, so that no compiler is tempted to keep them in (slow) local memory.
+    let tx = lid.x;
+    let ty = lid.y;
+    let t = ty * 16u + tx;
+    // c_i: row 4 ty + i of the tile, columns 4 tx + j in lane j. Four named vectors, not an
+    // indexed array, so that no compiler is tempted to keep them in (slow) local memory.
     var c0 = vec4<f32>(0.0);
     var c1 = vec4<f32>(0.0);
     var c2 = vec4<f32>(0.0);
@@ -211,41 +253,61 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     // This workgroup's K range: all of it, or its slice under split-K.
     let k_lo = select(0u, wid.z * p.k_chunk, p.k_chunk < p.k);
     let k_hi = min(p.k, k_lo + p.k_chunk);
-    let t = ly * 16u + lx;
-    // A_SUMS: this invocation adds rows 4 part .. 4 part + 3 of column t % BM of each staged A tile.
+    let steps = (k_hi - k_lo + BK - 1u) / BK;
+    // A_SUMS: the column-0 workgroups add up every op(A) vector their invocations stage.
     let summing = A_SUMS && wid.x == 0u;
-    let sum_col = t % BM;
-    let sum_part = t / BM;
-    let sum_row0 = sum_part * 4u;
-    var a_sum = 0.0;
-    for (var k0 = k_lo; k0 < k_hi; k0 = k0 + BK) {
-        load_tiles(t, row0, col0, k0, k_hi, a_off, b_off);
-        workgroupBarrier();
-        if (summing) {
-            a_sum = a_sum + As[sum_row0][sum_col] + As[sum_row0 + 1u][sum_col] + As[sum_row0 + 2u][sum_col]
-                + As[sum_row0 + 3u][sum_col];
+    var a_sum = vec4<f32>(0.0);
+    // Stage the first step (zeros when K = 0: the loop below then does not run).
+    var va = load_a(t, row0, k_lo, k_hi, a_off);
+    var vb = load_b(t, col0, k_lo, k_hi, b_off);
+    if (summing) { a_sum = a_sum + va; }
+    store_tiles(0u, t, va, vb);
+    workgroupBarrier();
+    for (var step = 0u; step < steps; step = step + 1u) {
+        let s = step % 2u;
+        // steps comes from a uniform, so every invocation takes the same branches and barriers.
+        let more = step + 1u < steps;
+        if (more) {
+            va = load_a(t, row0, k_lo + (step + 1u) * BK, k_hi, a_off);
+            vb = load_b(t, col0, k_lo + (step + 1u) * BK, k_hi, b_off);
         }
         for (var kk = 0u; kk < BK; kk = kk + 1u) {
-            let bv = vec4<f32>(Bs[kk][lx], Bs[kk][lx + 16u], Bs[kk][lx + 32u], Bs[kk][lx + 48u]);
-            c0 = fma(vec4<f32>(As[kk][ly]), bv, c0);
-            c1 = fma(vec4<f32>(As[kk][ly + 16u]), bv, c1);
-            c2 = fma(vec4<f32>(As[kk][ly + 32u]), bv, c2);
-            c3 = fma(vec4<f32>(As[kk][ly + 48u]), bv, c3);
+            let av = As[s][kk][ty];
+            let bv = Bs[s][kk][tx];
+            c0 = fma(vec4<f32>(av.x), bv, c0);
+            c1 = fma(vec4<f32>(av.y), bv, c1);
+            c2 = fma(vec4<f32>(av.z), bv, c2);
+            c3 = fma(vec4<f32>(av.w), bv, c3);
+        }
+        // Stage 1 - s was last read in the previous step, before the barrier that ended it.
+        if (more) {
+            if (summing) { a_sum = a_sum + va; }
+            store_tiles(1u - s, t, va, vb);
         }
         workgroupBarrier();
     }
-    store_row(batch, row0 + ly, col0 + lx, c0);
-    store_row(batch, row0 + ly + 16u, col0 + lx, c1);
-    store_row(batch, row0 + ly + 32u, col0 + lx, c2);
-    store_row(batch, row0 + ly + 48u, col0 + lx, c3);
+    let gn0 = col0 + 4u * tx;
+    let bias_v = bias4(gn0);
+    let r0 = row0 + 4u * ty;
+    store_row(batch, r0, gn0, c0, bias_v);
+    store_row(batch, r0 + 1u, gn0, c1, bias_v);
+    store_row(batch, r0 + 2u, gn0, c2, bias_v);
+    store_row(batch, r0 + 3u, gn0, c3, bias_v);
     if (A_SUMS) {
-        // The loop ended on a barrier, so As is free: each column's 4 partials meet in its rows
-        // 0..3, added in a fixed order (deterministic). A_SUMS is a pipeline constant, so the
-        // barrier is in uniform control flow.
-        if (summing) { As[sum_part][sum_col] = a_sum; }
+        // The loop ended on a barrier, so stage 0 is free: each vector q's 16 partials (one per row
+        // kk) meet there and invocation q adds them in a fixed order (deterministic). A_SUMS is a
+        // pipeline constant, so the barrier is in uniform control flow.
+        let at = place(t, TRANS_A);
+        if (summing) { As[0u][at.x][at.y] = a_sum; }
         workgroupBarrier();
-        if (summing && t < BM && row0 + t < p.m) {
-            c[batch * p.c_stride + p.sums_at + row0 + t] = As[0u][t] + As[1u][t] + As[2u][t] + As[3u][t];
+        if (summing && t < 16u) {
+            var total = As[0u][0u][t];
+            for (var kk = 1u; kk < BK; kk = kk + 1u) { total = total + As[0u][kk][t]; }
+            let at_sums = batch * p.c_stride + p.sums_at + row0 + 4u * t;
+            if (row0 + 4u * t < p.m) { c[at_sums] = total.x; }
+            if (row0 + 4u * t + 1u < p.m) { c[at_sums + 1u] = total.y; }
+            if (row0 + 4u * t + 2u < p.m) { c[at_sums + 2u] = total.z; }
+            if (row0 + 4u * t + 3u < p.m) { c[at_sums + 3u] = total.w; }
         }
     }
 }

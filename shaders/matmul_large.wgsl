@@ -53,7 +53,7 @@
 //   workgroup in N / 128.
 // Napkin math: per kk an invocation reads 4 vec4 (16 floats, 4 shared-memory instructions) from
 // workgroup memory for 64 FMAs: 4 FMAs per float, 16 per instruction (matmul.wgsl: 2 per float,
-// 2 per instruction). One BK step moves 2 x 128 x 8 x 4 = 8 KiB from global memory (L2) for
+// 8 per instruction). One BK step moves 2 x 128 x 8 x 4 = 8 KiB from global memory (L2) for
 // 2 x 128 x 128 x 8 = 262 kFLOP: 32 FLOP/byte (matmul.wgsl: 16). ViT-B's decoder fc1 at batch 64,
 // [12608, 512] x [512, 2048], is 26.4 GFLOP in 99 x 16 = 1584 tiles (6 waves of 264: 2 resident
 // workgroups on each of an H200's 132 SMs); at half the f32 peak (~33 TFLOP/s) it takes 0.8 ms,
