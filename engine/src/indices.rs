@@ -2,7 +2,6 @@
 //! labels for the cross-entropy. They are inputs, never differentiated, and are checked once here so
 //! that no kernel ever reads out of bounds.
 
-#[cfg(feature = "gpu")]
 use std::cell::RefCell;
 use std::rc::Rc;
 #[cfg(feature = "gpu")]
@@ -11,6 +10,9 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 #[cfg(feature = "gpu")]
 use crate::gpu::{GpuBuffer, GpuContext};
+
+/// An entry of `Indices::inverse_rows`: no pick of that sample holds this row.
+pub const NOT_PICKED: u32 = u32::MAX;
 
 /// A shared, immutable tensor of `u32` indices, cheap to clone. Its largest value is found once,
 /// when it is made, so that bounds checks cost nothing later.
@@ -21,6 +23,8 @@ struct IndicesInner {
     shape: Vec<usize>,
     values: Vec<u32>,
     max: Option<u32>,
+    /// `inverse_rows`' answer, kept for the `(batch, picks, rows)` it was asked for.
+    inverse: RefCell<Option<((usize, usize, usize), Option<Indices>)>>,
     /// The values uploaded to a GPU, kept so that a step's indices cross the bus once.
     #[cfg(feature = "gpu")]
     gpu: RefCell<Option<Rc<GpuBuffer>>>,
@@ -44,6 +48,7 @@ impl Indices {
             shape: shape.to_vec(),
             values,
             max,
+            inverse: RefCell::new(None),
             #[cfg(feature = "gpu")]
             gpu: RefCell::new(None),
         })))
@@ -88,6 +93,39 @@ impl Indices {
         }
     }
 
+    /// Where each row went, when no row is picked twice within a sample: for indices
+    /// `[batch, picks]` (the first `batch x picks` values) into rows `0..rows`, the `[batch, rows]`
+    /// table whose entry `(n, t)` is the pick `i` with `self[n, i] == t`, or `NOT_PICKED`. `None`
+    /// when some sample picks a row twice (or an index is not below `rows`). Made once per shape and
+    /// kept: a scatter by distinct indices is then a gather by this table (one read per value, where
+    /// a scatter-add without atomics compares every pick).
+    pub fn inverse_rows(&self, batch: usize, picks: usize, rows: usize) -> Option<Indices> {
+        let key = (batch, picks, rows);
+        if let Some((k, inv)) = self.0.inverse.borrow().as_ref()
+            && *k == key
+        {
+            return inv.clone();
+        }
+        let inv = self.make_inverse_rows(batch, picks, rows);
+        *self.0.inverse.borrow_mut() = Some((key, inv.clone()));
+        inv
+    }
+
+    fn make_inverse_rows(&self, batch: usize, picks: usize, rows: usize) -> Option<Indices> {
+        let values = self.0.values.get(..batch * picks)?;
+        let mut table = vec![NOT_PICKED; batch * rows];
+        for n in 0..batch {
+            for (i, &t) in values[n * picks..(n + 1) * picks].iter().enumerate() {
+                let slot = table.get_mut(n * rows + t as usize).filter(|_| (t as usize) < rows)?;
+                if *slot != NOT_PICKED {
+                    return None;
+                }
+                *slot = i as u32;
+            }
+        }
+        Indices::new(table, &[batch, rows]).ok()
+    }
+
     /// The values on the GPU of `ctx`, uploaded by `upload` on first use.
     #[cfg(feature = "gpu")]
     pub(crate) fn gpu_buffer(
@@ -104,5 +142,31 @@ impl Indices {
                 Ok(b)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inverse_rows_says_which_pick_holds_each_row_and_refuses_repeats() {
+        // Two samples picking 3 of 5 rows each.
+        let idx = Indices::new(vec![4, 0, 2, 1, 3, 0], &[2, 3]).unwrap();
+        let inv = idx.inverse_rows(2, 3, 5).expect("distinct within each sample");
+        let x = NOT_PICKED;
+        assert_eq!(inv.values(), &[1, x, 2, x, 0, 2, 0, x, 1, x]);
+        assert_eq!(inv.shape(), &[2, 5]);
+        // A permutation's inverse is a permutation.
+        let perm = Indices::new(vec![2, 0, 1], &[1, 3]).unwrap();
+        assert_eq!(perm.inverse_rows(1, 3, 3).unwrap().values(), &[1, 2, 0]);
+        // A row picked twice within a sample (but not across samples), or an index past rows: none.
+        assert!(Indices::new(vec![1, 1, 0, 2], &[2, 2]).unwrap().inverse_rows(2, 2, 3).is_none());
+        assert!(Indices::new(vec![0, 1, 1, 0], &[2, 2]).unwrap().inverse_rows(2, 2, 2).is_some());
+        assert!(idx.inverse_rows(2, 3, 4).is_none(), "index 4 is not below 4 rows");
+        assert!(idx.inverse_rows(3, 3, 5).is_none(), "fewer values than 3 x 3");
+        // Kept per shape: asking again gives the same table, another shape its own.
+        assert!(Rc::ptr_eq(&idx.inverse_rows(2, 3, 5).unwrap().0, &idx.inverse_rows(2, 3, 5).unwrap().0));
+        assert_eq!(idx.inverse_rows(1, 3, 5).unwrap().values(), &[1, x, 2, x, 0]);
     }
 }

@@ -345,7 +345,57 @@ fn masked_patch_gather_and_scatter_match_reference() {
     // Repeated indices exercise the scatter-add.
     let idx: Vec<u32> = (0..n * s).map(|_| rng.below(t) as u32).collect();
     let idx = Indices::new(idx, &[n, s]).unwrap();
-    assert_devices_agree(&gpu, &[(x, vec![n, t, d])], &|v| ops::gather_rows(&v[0], &idx), 1e-5, 1e-6, "gather_rows");
+    assert!(idx.inverse_rows(n, s, t).is_none(), "the draw repeats a row");
+    assert_devices_agree(
+        &gpu,
+        &[(x.clone(), vec![n, t, d])],
+        &|v| ops::gather_rows(&v[0], &idx),
+        1e-5,
+        1e-6,
+        "gather_rows",
+    );
+    // Distinct indices (MAE's: some rows kept, and a permutation), scattered as a gather by the
+    // inverse table: rows nobody picked get zeros.
+    let mut permutation = || {
+        let mut rows: Vec<u32> = (0..t as u32).collect();
+        rng.shuffle(&mut rows);
+        rows
+    };
+    let perms: Vec<Vec<u32>> = (0..2 * n).map(|_| permutation()).collect();
+    let keep = Indices::new(perms[..n].iter().flat_map(|p| p[..s].to_vec()).collect(), &[n, s]).unwrap();
+    let perm = Indices::new(perms[n..].concat(), &[n, t]).unwrap();
+    for (idx, what) in [(&keep, "kept rows"), (&perm, "a permutation")] {
+        assert!(idx.inverse_rows(n, idx.shape()[1], t).is_some(), "{what}");
+        assert_devices_agree(&gpu, &[(x.clone(), vec![n, t, d])], &|v| ops::gather_rows(&v[0], idx), 0.0, 0.0, what);
+    }
+}
+
+#[test]
+fn distinct_indices_scatter_as_a_gather_by_their_inverse_and_repeats_compare_every_pick() {
+    let Some(gpu) = gpu() else { return };
+    let Device::Gpu(g) = &gpu else { unreachable!() };
+    let ctx = g.context();
+    if !ctx.has_timestamps() {
+        eprintln!("SKIPPED: {} has no timestamp queries", ctx.adapter.name);
+        return;
+    }
+    // A width no other test uses, so another test's dispatches in the same profile cannot answer.
+    let (n, t, d) = (2, 5, 29);
+    let x = Tensor::from_slice(&vec![1.0; n * t * d], &[n, t, d], &gpu).unwrap();
+    x.set_requires_grad(true);
+    let distinct = Indices::new(vec![4, 0, 2, 1, 3, 0], &[n, 3]).unwrap();
+    let repeated = Indices::new(vec![4, 4, 2, 1, 3, 0], &[n, 3]).unwrap();
+    let entries = |idx: &Indices| {
+        ctx.start_profiling_by_shape().unwrap();
+        engine::backward(&ops::gather_rows(&x, idx).unwrap().sum().unwrap()).unwrap();
+        let rows = ctx.stop_profiling().unwrap();
+        x.zero_grad();
+        let groups = (n * t * d).div_ceil(256);
+        let ran = |e: &str| rows.iter().any(|(name, k, _)| *name == format!("{e} [] grid {groups}x1x1") && *k > 0);
+        (ran("scatter_rows"), ran("scatter_add_rows"))
+    };
+    assert_eq!(entries(&distinct), (true, false));
+    assert_eq!(entries(&repeated), (false, true));
 }
 
 #[test]

@@ -66,14 +66,22 @@ pub fn gather_rows(g: &Gpu, x: &Storage, idx: &Indices, s: &GatherSpec) -> Resul
     Ok(out)
 }
 
+/// `gather_rows`' backward. Where no sample picks a row twice (MAE's masks), a gather by the
+/// inverse table (`scatter_rows`: one read per value); else each value compares every pick
+/// (`scatter_add_rows`).
 pub fn scatter_add_rows(g: &Gpu, dy: &Storage, idx: &Indices, s: &GatherSpec) -> Result<Storage> {
     check_gather(idx, s)?;
     holds(dy, s.batch * s.picks * s.width, "scatter_add_rows dy")?;
     let n = s.batch * s.rows * s.width;
     let out = g.alloc(n)?;
-    let ib = g.indices(idx)?;
+    let (entry, ib) = match idx.inverse_rows(s.batch, s.picks, s.rows) {
+        // The table holds batch x rows entries, each a pick below picks or NOT_PICKED, by
+        // construction (the kernel's proof rests on that).
+        Some(inverse) => ("scatter_rows", g.indices(&inverse)?),
+        None => ("scatter_add_rows", g.indices(idx)?),
+    };
     g.ctx.dispatch(
-        &key("gather", "scatter_add_rows"),
+        &key("gather", entry),
         bytemuck::bytes_of(&gather_params(s, n)?),
         &[(1, g.buf(dy)?), (2, ib.binding()), (3, g.buf(&out)?)],
         grid_1d(n, 256)?,
