@@ -11,6 +11,9 @@ use crate::error::{Error, Result};
 #[cfg(feature = "gpu")]
 use crate::gpu::{GpuBuffer, GpuContext};
 
+/// `(batch, picks, rows)` of an `Indices::inverse_rows` table.
+type InverseShape = (usize, usize, usize);
+
 /// An entry of `Indices::inverse_rows`: no pick of that sample holds this row.
 pub const NOT_PICKED: u32 = u32::MAX;
 
@@ -23,8 +26,8 @@ struct IndicesInner {
     shape: Vec<usize>,
     values: Vec<u32>,
     max: Option<u32>,
-    /// `inverse_rows`' answer, kept for the `(batch, picks, rows)` it was asked for.
-    inverse: RefCell<Option<((usize, usize, usize), Option<Indices>)>>,
+    /// `inverse_rows`' answer, kept for the shape it was asked for.
+    inverse: RefCell<Option<(InverseShape, Option<Indices>)>>,
     /// The values uploaded to a GPU, kept so that a step's indices cross the bus once.
     #[cfg(feature = "gpu")]
     gpu: RefCell<Option<Rc<GpuBuffer>>>,
