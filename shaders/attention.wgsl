@@ -36,8 +36,9 @@
 //   row through red_max), m_new = max(m, tile max), P = exp(S - m_new), the row sums through red_sum,
 //   l = l exp(m - m_new) + sum, o = o exp(m - m_new) + P v. Every lane of a row computes the same m
 //   and l from the same partials in the same order, so they agree exactly. out = o / l, lse = m + log l.
-//   backward_dq_tiles: owns 32 queries (q scale and dout staged, lse and delta in registers),
-//   streams keys (k and v): S and dP in one walk over dim, dS to workgroup memory, dq += dS k.
+//   backward_dq_tiles: owns 32 queries (q scale and dout staged, lse and delta in registers; it
+//   computes delta = dout . out for them and writes it), streams keys (k and v): S and dP in one walk
+//   over dim, dS to workgroup memory, dq += dS k.
 //   backward_dkdv_tiles: owns 32 keys (k and v staged), streams queries (q scale, dout, their lse
 //   and delta): S^T and dP^T blocks, P and dS to workgroup memory, dv += P^T dout, dk += dS^T (q scale).
 // - rows (forward, backward_dq, backward_dkdv), for every other dim up to MAX_D (18, 96, 128, ..., or
@@ -46,7 +47,9 @@
 //   and values streamed through workgroup memory in tiles of BT = 16 rows; per tile 16 scores,
 //   their max, a rescale, then o += exp(s - m) v. Those arrays are indexed by loop counters: slow on
 //   NVIDIA (local memory) but any dim works.
-// - backward_prep (both paths): delta[i] = dout[i] . out[i], one invocation per row.
+// - backward_prep (rows): delta[i] = dout[i] . out[i], one invocation per row, before backward_dq.
+//   The tiles compute it in backward_dq_tiles instead (its owned rows' dout . out, which it writes
+//   to delta for backward_dkdv_tiles, dispatched after it): one dispatch fewer a backward.
 //
 // Napkin math (tiles; ViT-B at batch 64, the H200 profile in docs/journal/h200-2026-12-04/):
 // FLOPs per head: forward 4 T^2 d (S and P v), dq pass 6 T^2 d (S, dP, dS k), dkdv pass 8 T^2 d
@@ -369,6 +372,9 @@ fn v4(at: u32) -> vec4<f32> {
 fn dout4(at: u32) -> vec4<f32> {
     return vec4<f32>(dout[at], dout[at + 1u], dout[at + 2u], dout[at + 3u]);
 }
+fn o4(at: u32) -> vec4<f32> {
+    return vec4<f32>(o[at], o[at + 1u], o[at + 2u], o[at + 3u]);
+}
 
 // The four dot products of owned rows a0..a3 with streamed row b, as one vec4 (component r: row r).
 fn dot4(a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
@@ -552,7 +558,29 @@ fn backward_dq_tiles(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     let in_rows = rows < vec4<u32>(p.seq);
     let stat = vec4<u32>(h * p.seq) + min(rows, vec4<u32>(p.seq - 1u));
     let lse_r = vec4<f32>(lse[stat.x], lse[stat.y], lse[stat.z], lse[stat.w]);
-    let delta_r = vec4<f32>(delta[stat.x], delta[stat.y], delta[stat.z], delta[stat.w]);
+    // delta_i = dout_i . out_i of the owned rows (backward_prep's value, summed in another order):
+    // lane tx takes columns 4 (tx + 8 c), the 8 lanes of a row meet in red_sum and each adds the
+    // 8 partials in the same order (so they agree exactly); written for the dkdv pass after this.
+    let rc = min(rows, vec4<u32>(p.seq - 1u));
+    var part = vec4<f32>(0.0);
+    for (var d4 = tx; d4 < D4; d4 = d4 + 8u) {
+        let c4 = 4u * d4;
+        part = part + vec4<f32>(
+            dot(dout4(oh + rc.x * p.lay_o.w + c4), o4(oh + rc.x * p.lay_o.w + c4)),
+            dot(dout4(oh + rc.y * p.lay_o.w + c4), o4(oh + rc.y * p.lay_o.w + c4)),
+            dot(dout4(oh + rc.z * p.lay_o.w + c4), o4(oh + rc.z * p.lay_o.w + c4)),
+            dot(dout4(oh + rc.w * p.lay_o.w + c4), o4(oh + rc.w * p.lay_o.w + c4)));
+    }
+    red_sum[ty * 8u + tx] = part;
+    workgroupBarrier();
+    var delta_r = red_sum[ty * 8u];
+    for (var t = 1u; t < 8u; t = t + 1u) { delta_r = delta_r + red_sum[ty * 8u + t]; }
+    if (tx == 0u) {
+        if (in_rows.x) { delta[stat.x] = delta_r.x; }
+        if (in_rows.y) { delta[stat.y] = delta_r.y; }
+        if (in_rows.z) { delta[stat.z] = delta_r.z; }
+        if (in_rows.w) { delta[stat.w] = delta_r.w; }
+    }
     let has0 = tx < D4;
     let has1 = HEAD_DIM > 32u && 8u + tx < D4;
     var a00 = vec4<f32>(0.0); var a01 = vec4<f32>(0.0);

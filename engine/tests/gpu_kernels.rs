@@ -328,6 +328,9 @@ fn attention_runs_the_tiled_kernels_for_dims_that_are_multiples_of_4_up_to_64_an
         let prefix = format!("{entry} [HEAD_DIM={dim}]");
         rows.iter().any(|(name, n, _)| name.starts_with(&prefix) && *n > 0)
     };
+    // delta = rowwise dout . out: the tiled dq pass makes it, the row kernels run backward_prep first.
+    assert!(!ran("backward_prep", 28), "backward_prep for dim 28: {rows:?}");
+    assert!(ran("backward_prep", 14), "backward_prep for dim 14: {rows:?}");
     for entry in ["forward", "backward_dq", "backward_dkdv"] {
         assert!(ran(&format!("{entry}_tiles"), 28), "{entry}_tiles for dim 28: {rows:?}");
         assert!(!ran(entry, 28), "{entry} (rows) for dim 28: {rows:?}");

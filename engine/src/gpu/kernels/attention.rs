@@ -243,12 +243,16 @@ fn run_backward(
     ])?;
     let params = bytemuck::bytes_of(&p);
     let delta = g.alloc(s.heads * s.seq)?;
-    g.ctx.dispatch(
-        &key("backward_prep", s.dim),
-        params,
-        &[(4, g.buf(out)?), (6, g.buf(dout)?), (7, g.buf(&delta)?)],
-        grid_1d(s.heads * s.seq, 64)?,
-    )?;
+    // delta = rowwise dout . out: its own pass before the row kernels; the tiled dq pass makes it
+    // for its rows (reading out) and writes it for the dkdv pass.
+    if path != Path::Tiles {
+        g.ctx.dispatch(
+            &key("backward_prep", s.dim),
+            params,
+            &[(4, g.buf(out)?), (6, g.buf(dout)?), (7, g.buf(&delta)?)],
+            grid_1d(s.heads * s.seq, 64)?,
+        )?;
+    }
     let inputs = [
         (1, g.buf(src[0])?),
         (2, g.buf(src[1])?),
@@ -259,6 +263,9 @@ fn run_backward(
     ];
     let mut bindings = inputs.to_vec();
     bindings.push((8, g.buf(dq)?));
+    if path == Path::Tiles {
+        bindings.push((4, g.buf(out)?));
+    }
     g.ctx.dispatch(&key(path.entry("backward_dq"), s.dim), params, &bindings, groups)?;
     let mut bindings = inputs.to_vec();
     bindings.push((9, g.buf(dkv)?));
