@@ -83,9 +83,9 @@
 //
 // Loops: finite. Streamed tiles count j0 (or i0) up by the tile's rows (16) to seq; staging loops
 // count e up by the workgroup size to a constant (OWN or STREAM rows x D4, BT x HEAD_DIM); every
-// other loop (c, d4, jj, ii, j, t) counts up by 1 to a constant or to nt <= 16 (each bound is at
-// most a buffer's length in values, below 2^30 since the context makes no buffer of 4 GiB, so a
-// counter stepping up by at most 256 never wraps past it).
+// other loop (c, d4, jj, ii, j, t) counts up by 1 (delta's d4 by 8) to a constant or to nt <= 16
+// (each bound is at most a buffer's length in values, below 2^30 since the context makes no buffer
+// of 4 GiB, so a counter stepping up by at most 256 never wraps past it).
 //
 // Launcher: engine/src/gpu/kernels/attention.rs. Reference: engine/src/cpu/reference.rs.
 
