@@ -133,6 +133,32 @@ fn profiling_by_shape_gives_one_row_per_product_with_its_constants_and_grid() {
 }
 
 #[test]
+fn the_profile_counts_each_products_flops_once_even_split_over_k() {
+    let Some((_one, gpu)) = counting_gpu() else { return };
+    let Device::Gpu(g) = &gpu else { unreachable!() };
+    let ctx = g.context();
+    if !ctx.has_timestamps() {
+        eprintln!("SKIPPED: {} has no timestamp queries", ctx.adapter.name);
+        return;
+    }
+    // A batched product, and a long-K one with few tiles (split over K into slices, then summed).
+    let a = Tensor::from_vec(vec![1.0; 3 * 37 * 11], &[3, 37, 11], &gpu).unwrap();
+    let b = Tensor::from_vec(vec![1.0; 3 * 11 * 29], &[3, 11, 29], &gpu).unwrap();
+    let long_a = Tensor::from_vec(vec![1.0; 20 * 4096], &[20, 4096], &gpu).unwrap();
+    let long_b = Tensor::from_vec(vec![1.0; 4096 * 12], &[4096, 12], &gpu).unwrap();
+    ctx.start_profiling().unwrap();
+    drop(ops::matmul(&a, &b).unwrap());
+    drop(ops::matmul(&long_a, &long_b).unwrap());
+    let rows = ctx.stop_profiling_kernels().unwrap();
+    let flops = |name: &str| rows.iter().filter(|k| k.name == name).map(|k| k.flops).sum::<u64>();
+    assert_eq!(flops("matmul"), 2 * 3 * 37 * 29 * 11 + 2 * 20 * 12 * 4096, "{rows:?}");
+    assert_eq!(flops("sum_cols"), 0, "the slices' sum is no product: {rows:?}");
+    assert!(rows.iter().any(|k| k.name == "sum_cols"), "the long product was split: {rows:?}");
+    let matmul = rows.iter().find(|k| k.name == "matmul").unwrap();
+    assert!(matmul.tflops() > 0.0 && matmul.tflops() == matmul.flops as f64 / matmul.ns * 1e-3);
+}
+
+#[test]
 fn a_linear_layers_weight_and_bias_gradients_take_one_dispatch() {
     let Some((_one, gpu)) = counting_gpu() else { return };
     let mut rng = Rng::new(5);

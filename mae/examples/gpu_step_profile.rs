@@ -115,32 +115,45 @@ fn main() -> mae::Result<()> {
     }
     dev.synchronize()?;
     let work = ctx.counters() - before;
-    let kernels = if ctx.has_timestamps() { ctx.stop_profiling()? } else { Vec::new() };
+    let kernels = if ctx.has_timestamps() { ctx.stop_profiling_kernels()? } else { Vec::new() };
     let _ = std::fs::remove_dir_all(&out);
 
     let per_step = |n: f64| n / steps as f64;
     println!("\nall {steps} profiled steps: {work}\n");
-    let total_ns: f64 = kernels.iter().map(|k| k.2).sum();
+    let total_ns: f64 = kernels.iter().map(|k| k.ns).sum();
     if ctx.has_timestamps() {
         // Issue 42's host share: the unprofiled wall clock minus the kernels' own time, which is
         // the host's recording and waiting plus the GPU's idle gaps between kernels.
         let kernel_ms = per_step(total_ns) * 1e-6;
         println!(
-            "kernel time: {kernel_ms:.2} ms per step; wall clock minus kernel time: {:.2} ms, {:.0}% of the wall clock\n",
+            "kernel time: {kernel_ms:.2} ms per step; wall clock minus kernel time: {:.2} ms, {:.0}% of the wall clock",
             secs * 1e3 - kernel_ms,
             100.0 * (1.0 - kernel_ms * 1e-3 / secs)
         );
+        // Issue 42's product rate: the matrix products' FLOPs over their own kernel time (split-K's
+        // sums of slices, a reduction kernel, not included).
+        let products: Vec<&engine::gpu::KernelTime> = kernels.iter().filter(|k| k.flops > 0).collect();
+        let (flops, ns) = products.iter().fold((0u64, 0.0f64), |(f, t), k| (f + k.flops, t + k.ns));
+        println!(
+            "products: {:.1} GFLOP per step in {:.2} ms of kernel time ({:.0}% of it): {:.1} TFLOP/s\n",
+            per_step(flops as f64) * 1e-9,
+            per_step(ns) * 1e-6,
+            100.0 * ns / total_ns.max(1.0),
+            if ns > 0.0 { flops as f64 / ns * 1e-3 } else { 0.0 }
+        );
     }
     let mut rows = kernels;
-    rows.sort_by(|a, b| b.1.cmp(&a.1).then(b.2.total_cmp(&a.2)));
-    println!("| kernel | dispatches per step | kernel time per step | share |");
-    println!("|---|---:|---:|---:|");
-    for (name, count, ns) in &rows {
+    rows.sort_by(|a, b| b.dispatches.cmp(&a.dispatches).then(b.ns.total_cmp(&a.ns)));
+    println!("| kernel | dispatches per step | kernel time per step | share | TFLOP/s |");
+    println!("|---|---:|---:|---:|---:|");
+    for k in &rows {
+        let rate = if k.flops > 0 { format!("{:.1}", k.tflops()) } else { String::new() };
         println!(
-            "| {name} | {:.0} | {:.3} ms | {:.1}% |",
-            per_step(*count as f64),
-            per_step(*ns) * 1e-6,
-            100.0 * ns / total_ns.max(1.0)
+            "| {} | {:.0} | {:.3} ms | {:.1}% | {rate} |",
+            k.name,
+            per_step(k.dispatches as f64),
+            per_step(k.ns) * 1e-6,
+            100.0 * k.ns / total_ns.max(1.0)
         );
     }
     Ok(())

@@ -123,6 +123,8 @@ enum Command {
         pipeline: Arc<wgpu::ComputePipeline>,
         bind_group: wgpu::BindGroup,
         groups: [u32; 3],
+        /// The matrix-product FLOPs this dispatch does (`2 m n k batch`; 0 for other kernels).
+        flops: u64,
     },
     Copy {
         src: wgpu::Buffer,
@@ -787,6 +789,19 @@ impl GpuContext {
         buffers: &[(u32, wgpu::BufferBinding)],
         groups: [u32; 3],
     ) -> Result<()> {
+        self.dispatch_with_flops(key, params, buffers, groups, 0)
+    }
+
+    /// [`dispatch`](Self::dispatch) of a matrix product that does `flops` floating-point
+    /// operations (`2 m n k batch`), which the profiler adds up beside the kernel's time.
+    pub(crate) fn dispatch_with_flops(
+        &self,
+        key: &PipelineKey,
+        params: &[u8],
+        buffers: &[(u32, wgpu::BufferBinding)],
+        groups: [u32; 3],
+        flops: u64,
+    ) -> Result<()> {
         self.check_fault()?;
         let max = self.limits.max_compute_workgroups_per_dimension;
         if groups.iter().any(|&g| g > max) {
@@ -866,7 +881,7 @@ impl GpuContext {
             }
             _ => None,
         };
-        Self::record(&mut s, Command::Dispatch { name: key.entry, shape, pipeline, bind_group, groups });
+        Self::record(&mut s, Command::Dispatch { name: key.entry, shape, pipeline, bind_group, groups, flops });
         s.dispatches += 1;
         s.counters.dispatches += 1;
         s.counters.recording_ns += started.elapsed().as_nanos() as u64;
@@ -940,11 +955,12 @@ impl GpuContext {
         let mut pass: Option<wgpu::ComputePass<'static>> = None;
         for cmd in &commands {
             match cmd {
-                Command::Dispatch { name, shape, pipeline, bind_group, groups } => {
+                Command::Dispatch { name, shape, pipeline, bind_group, groups, flops } => {
                     if let Some(prof) = profiler.as_mut() {
                         // One pass per dispatch, bracketed by timestamps.
                         drop(pass.take());
-                        let writes = prof.next_writes(shape.clone().unwrap_or_else(|| name.to_string()), &self.device);
+                        let row = shape.clone().unwrap_or_else(|| name.to_string());
+                        let writes = prof.next_writes(row, *flops, &self.device);
                         let mut p = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                             label: Some(name),
                             timestamp_writes: writes,
@@ -1057,6 +1073,11 @@ impl GpuContext {
 
     /// Stop profiling and return `(kernel entry point, dispatches, total GPU nanoseconds)`, slowest first.
     pub fn stop_profiling(&self) -> Result<Vec<(String, u64, f64)>> {
+        Ok(self.stop_profiling_kernels()?.into_iter().map(|k| (k.name, k.dispatches, k.ns)).collect())
+    }
+
+    /// As [`stop_profiling`](Self::stop_profiling), with the matrix-product FLOPs of each row.
+    pub fn stop_profiling_kernels(&self) -> Result<Vec<super::KernelTime>> {
         self.synchronize()?;
         let prof = self.state().profiler.take();
         Ok(prof.map(|p| p.report()).unwrap_or_default())

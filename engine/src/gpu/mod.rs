@@ -16,6 +16,7 @@ pub use buffer::GpuBuffer;
 pub(crate) use context::PendingGpuRead;
 pub use context::{AdapterSummary, GpuContext};
 pub use kernels::matmul::{MatmulTiles, force_matmul_tiles, runs_on_large_tiles};
+pub use profile::KernelTime;
 pub use select::list_adapters;
 
 use crate::backend::*;

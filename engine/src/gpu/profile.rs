@@ -8,11 +8,34 @@ use std::collections::HashMap;
 /// Timestamp pairs per query set; a batch never holds more dispatches than this.
 const PAIRS: u32 = 256;
 
+/// One row of a profile: a kernel (or, by shape, one of its configurations) over the profiled work.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelTime {
+    /// The entry point, or by shape its override constants and grid as well.
+    pub name: String,
+    /// How many of its dispatches ran.
+    pub dispatches: u64,
+    /// GPU time from the timestamps around its dispatches, in nanoseconds.
+    pub ns: f64,
+    /// The matrix-product FLOPs its dispatches did (`2 m n k batch` each; 0 for other kernels).
+    pub flops: u64,
+}
+
+impl KernelTime {
+    /// The products' rate over their own kernel time, in TFLOP/s (0 for other kernels).
+    pub fn tflops(&self) -> f64 {
+        if self.ns > 0.0 { self.flops as f64 / self.ns * 1e-3 } else { 0.0 }
+    }
+}
+
+/// A dispatch being timed: its row's name and its FLOPs.
+type Timed = (String, u64);
+
 pub(crate) struct Profiler {
     period_ns: f64,
-    current: Option<(wgpu::QuerySet, Vec<String>)>,
-    pending: Vec<(wgpu::Buffer, Vec<String>)>,
-    totals: HashMap<String, (u64, f64)>,
+    current: Option<(wgpu::QuerySet, Vec<Timed>)>,
+    pending: Vec<(wgpu::Buffer, Vec<Timed>)>,
+    totals: HashMap<String, KernelTime>,
     /// Key the totals by entry point, constants and grid rather than by entry point alone.
     pub(crate) by_shape: bool,
 }
@@ -22,10 +45,11 @@ impl Profiler {
         Profiler { period_ns: period_ns as f64, current: None, pending: Vec::new(), totals: HashMap::new(), by_shape }
     }
 
-    /// Timestamp writes for the next dispatch, named `name`.
+    /// Timestamp writes for the next dispatch, named `name`, doing `flops` of products.
     pub(crate) fn next_writes(
         &mut self,
         name: String,
+        flops: u64,
         device: &wgpu::Device,
     ) -> Option<wgpu::ComputePassTimestampWrites<'_>> {
         let (set, names) = self.current.get_or_insert_with(|| {
@@ -40,7 +64,7 @@ impl Profiler {
             return None; // more dispatches than pairs: leave the rest untimed
         }
         let i = names.len() as u32;
-        names.push(name);
+        names.push((name, flops));
         Some(wgpu::ComputePassTimestampWrites {
             query_set: set,
             beginning_of_pass_write_index: Some(2 * i),
@@ -74,24 +98,30 @@ impl Profiler {
 
     /// The resolved batches not yet read: `(read-back buffer, kernel names)`, for the context to
     /// read once their submissions have completed.
-    pub(crate) fn take_pending(&mut self) -> Vec<(wgpu::Buffer, Vec<String>)> {
+    pub(crate) fn take_pending(&mut self) -> Vec<(wgpu::Buffer, Vec<Timed>)> {
         std::mem::take(&mut self.pending)
     }
 
     /// Add one batch's timestamps (`ticks[2i]`, `ticks[2i + 1]` bracket dispatch `i`) to the totals.
-    pub(crate) fn add(&mut self, names: &[String], ticks: &[u64]) {
-        for (i, name) in names.iter().enumerate() {
+    pub(crate) fn add(&mut self, names: &[Timed], ticks: &[u64]) {
+        for (i, (name, flops)) in names.iter().enumerate() {
             let dt = ticks[2 * i + 1].wrapping_sub(ticks[2 * i]) as f64 * self.period_ns;
-            let e = self.totals.entry(name.clone()).or_insert((0, 0.0));
-            e.0 += 1;
-            e.1 += dt;
+            let e = self.totals.entry(name.clone()).or_insert_with(|| KernelTime {
+                name: name.clone(),
+                dispatches: 0,
+                ns: 0.0,
+                flops: 0,
+            });
+            e.dispatches += 1;
+            e.ns += dt;
+            e.flops += flops;
         }
     }
 
-    /// `(kernel, dispatches, total ns)`, the most expensive first.
-    pub(crate) fn report(&self) -> Vec<(String, u64, f64)> {
-        let mut v: Vec<_> = self.totals.iter().map(|(k, &(n, t))| (k.clone(), n, t)).collect();
-        v.sort_by(|a, b| b.2.total_cmp(&a.2));
+    /// Every row, the most expensive first.
+    pub(crate) fn report(&self) -> Vec<KernelTime> {
+        let mut v: Vec<KernelTime> = self.totals.values().cloned().collect();
+        v.sort_by(|a, b| b.ns.total_cmp(&a.ns));
         v
     }
 }

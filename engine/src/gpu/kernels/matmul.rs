@@ -419,7 +419,7 @@ fn launch(
         (7, g.buf(&y_buf)?),
     ];
     let groups = [u32_of(s.n.div_ceil(tile), "column tiles")?, u32_of(s.m.div_ceil(tile), "row tiles")?, p.batch];
-    g.ctx.dispatch(&key, bytemuck::bytes_of(&p), &bindings, groups)?;
+    g.ctx.dispatch_with_flops(&key, bytemuck::bytes_of(&p), &bindings, groups, s.flops() as u64)?;
     let out = sum_slices(g, out, split, c_stride, homes.as_ref())?;
     if !a_sums {
         return Ok((out, y));
@@ -484,7 +484,7 @@ fn launch_coop(
         vec![(1, g.buf(a)?), (2, g.buf(b)?), (3, g.buf(&bias_buf)?), (4, g.buf(&out)?), (7, g.buf(&y_buf)?)];
     let groups =
         [u32_of(s.n.div_ceil(COOP_TILE), "column tiles")?, u32_of(s.m.div_ceil(COOP_TILE), "row tiles")?, p.batch];
-    g.ctx.dispatch(&key, bytemuck::bytes_of(&p), &bindings, groups)?;
+    g.ctx.dispatch_with_flops(&key, bytemuck::bytes_of(&p), &bindings, groups, s.flops() as u64)?;
     let out = sum_slices(g, out, split, c_stride, into.map(|[w, _]| w))?;
     if !matches!(extra, Extra::ASums) {
         return Ok((out, y));
