@@ -86,6 +86,8 @@
 // Launcher: engine/src/gpu/kernels/matmul.rs. Reference: engine/src/cpu/reference.rs (matmul).
 
 // Params and its uniform `p` (binding 0): shaders/lib/matmul_params.wgsl, appended by shaders.rs.
+// stage_a, stage_b (the operands' staging loads), store_one and bias4 (the epilogue):
+// shaders/lib/matmul_tiles.wgsl, appended by shaders.rs.
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
@@ -125,74 +127,17 @@ fn place(t: u32, mn_contiguous: bool) -> vec2<u32> {
     return vec2<u32>((t / 8u) % 16u, (t / 128u) * 8u + t % 8u);
 }
 
-// Four consecutive values of a row of `src` (mn: the first's index along the row, `len` the row's
-// length) from index `at`, 0 past the row's end; one 128-bit load with VEC4.
-fn load_a_row(at: u32, mn: u32, len: u32) -> vec4<f32> {
-    var v = vec4<f32>(0.0);
-    if (VEC4) {
-        if (mn < len) { v = a4[at / 4u]; }
-    } else {
-        if (mn < len) { v.x = a[at]; }
-        if (mn + 1u < len) { v.y = a[at + 1u]; }
-        if (mn + 2u < len) { v.z = a[at + 2u]; }
-        if (mn + 3u < len) { v.w = a[at + 3u]; }
-    }
-    return v;
-}
-
-fn load_b_row(at: u32, mn: u32, len: u32) -> vec4<f32> {
-    var v = vec4<f32>(0.0);
-    if (VEC4) {
-        if (mn < len) { v = b4[at / 4u]; }
-    } else {
-        if (mn < len) { v.x = b[at]; }
-        if (mn + 1u < len) { v.y = b[at + 1u]; }
-        if (mn + 2u < len) { v.z = b[at + 2u]; }
-        if (mn + 3u < len) { v.w = b[at + 3u]; }
-    }
-    return v;
-}
-
 // The vector of op(A) that invocation t stages for the step at k0: op(A)[row0 + 4q + i, k0 + kk]
 // in lane i, 0 outside the matrix or past k_end (the end of this workgroup's K range).
 fn load_a(t: u32, row0: u32, k0: u32, k_end: u32, a_off: u32) -> vec4<f32> {
     let at = place(t, TRANS_A);
-    let gk = k0 + at.x;
-    let gm = row0 + at.y * 4u;
-    var v = vec4<f32>(0.0);
-    if (gk < k_end) {
-        if (TRANS_A) {
-            v = load_a_row(a_off + gk * p.m + gm, gm, p.m);
-        } else {
-            let i = a_off + gm * p.k + gk;
-            if (gm < p.m) { v.x = a[i]; }
-            if (gm + 1u < p.m) { v.y = a[i + p.k]; }
-            if (gm + 2u < p.m) { v.z = a[i + 2u * p.k]; }
-            if (gm + 3u < p.m) { v.w = a[i + 3u * p.k]; }
-        }
-    }
-    return v;
+    return stage_a(k0 + at.x, row0 + at.y * 4u, k_end, a_off);
 }
 
-// The vector of op(B) that invocation t stages for the step at k0, as load_a with N for M:
-// op(B)[k0 + kk, col0 + 4q + i] in lane i; N contiguous when not TRANS_B, K when TRANS_B.
+// The vector of op(B) that invocation t stages for the step at k0: op(B)[k0 + kk, col0 + 4q + i].
 fn load_b(t: u32, col0: u32, k0: u32, k_end: u32, b_off: u32) -> vec4<f32> {
     let at = place(t, !TRANS_B);
-    let gk = k0 + at.x;
-    let gn = col0 + at.y * 4u;
-    var v = vec4<f32>(0.0);
-    if (gk < k_end) {
-        if (TRANS_B) {
-            let i = b_off + gn * p.k + gk;
-            if (gn < p.n) { v.x = b[i]; }
-            if (gn + 1u < p.n) { v.y = b[i + p.k]; }
-            if (gn + 2u < p.n) { v.z = b[i + 2u * p.k]; }
-            if (gn + 3u < p.n) { v.w = b[i + 3u * p.k]; }
-        } else {
-            v = load_b_row(b_off + gk * p.n + gn, gn, p.n);
-        }
-    }
-    return v;
+    return stage_b(k0 + at.x, col0 + at.y * 4u, k_end, b_off);
 }
 
 // Store what load_a and load_b returned into stage s, each invocation one whole vector of each.
@@ -201,27 +146,6 @@ fn store_tiles(s: u32, t: u32, va: vec4<f32>, vb: vec4<f32>) {
     As[s][at.x][at.y] = va;
     let bt = place(t, !TRANS_B);
     Bs[s][bt.x][bt.y] = vb;
-}
-
-// C[row + gn] = x + bias[gn] (or x gelu'(H[row + gn])), and Y = gelu of it, when gn < N.
-fn store_one(row: u32, gn: u32, x: f32, bias_n: f32) {
-    if (gn >= p.n) { return; }
-    var v = x + bias_n;
-    if (GELU_GRAD) { v = v * gelu_grad(y[row + gn]); }
-    c[row + gn] = v;
-    if (GELU) { y[row + gn] = gelu(v); }
-}
-
-// The bias at columns gn0 .. gn0 + 3 (0 past N or without a bias).
-fn bias4(gn0: u32) -> vec4<f32> {
-    var v = vec4<f32>(0.0);
-    if (p.has_bias != 0u) {
-        if (gn0 < p.n) { v.x = bias[gn0]; }
-        if (gn0 + 1u < p.n) { v.y = bias[gn0 + 1u]; }
-        if (gn0 + 2u < p.n) { v.z = bias[gn0 + 2u]; }
-        if (gn0 + 3u < p.n) { v.w = bias[gn0 + 3u]; }
-    }
-    return v;
 }
 
 // Row gm of batch b's C at columns gn0 .. gn0 + 3 from v, with their biases.

@@ -90,6 +90,8 @@
 // Reference: engine/src/cpu/reference.rs (matmul).
 
 // Params and its uniform `p` (binding 0): shaders/lib/matmul_params.wgsl, appended by shaders.rs.
+// stage_a, stage_b (the operands' staging loads), store_one and bias4 (the epilogue):
+// shaders/lib/matmul_tiles.wgsl, appended by shaders.rs.
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
@@ -126,74 +128,25 @@ fn across_k(t: u32) -> vec2<u32> {
 }
 
 // The vector of op(A) that invocation t stages for the step at k0: op(A)[row0 + 4q + i, k0 + kk] in
-// lane i, 0 outside the matrix or past k_end (the end of this workgroup's K range). TRANS_A (M contiguous): kk = t / 32, q = t % 32, one 128-bit load
-// with VEC4 (32 lanes read 512 consecutive bytes). Otherwise (K contiguous) (kk, q) = across_k(t)
-// and 4 scalar loads down a column: each load of 32 lanes reads 8 rows x 16 consecutive bytes, the
-// other halves of those 32-byte sectors by the next group of 32, from L1. Loading 4 rows at one k
-// (not a vec4 along k, scattered into 4 vectors) lets each invocation write one whole vector: no
-// two invocations write parts of one vector (a component's write may rewrite its whole vector).
+// lane i, 0 outside the matrix or past k_end (the end of this workgroup's K range). TRANS_A (M
+// contiguous): kk = t / 32, q = t % 32, one 128-bit load with VEC4 (32 lanes read 512 consecutive
+// bytes). Otherwise (K contiguous) (kk, q) = across_k(t) and 4 scalar loads down a column: each load
+// of 32 lanes reads 8 rows x 16 consecutive bytes, the other halves of those 32-byte sectors by the
+// next group of 32, from L1. Loading 4 rows at one k (not a vec4 along k, scattered into 4 vectors)
+// lets each invocation write one whole vector: no two invocations write parts of one vector (a
+// component's write may rewrite its whole vector).
 fn load_a(t: u32, row0: u32, k0: u32, k_end: u32, a_off: u32) -> vec4<f32> {
-    var v = vec4<f32>(0.0);
-    if (TRANS_A) {
-        let gk = k0 + t / 32u;
-        let gm = row0 + (t % 32u) * 4u;
-        if (gk < k_end) {
-            let at = a_off + gk * p.m + gm;
-            if (VEC4) {
-                if (gm < p.m) { v = a4[at / 4u]; }
-            } else {
-                if (gm < p.m) { v.x = a[at]; }
-                if (gm + 1u < p.m) { v.y = a[at + 1u]; }
-                if (gm + 2u < p.m) { v.z = a[at + 2u]; }
-                if (gm + 3u < p.m) { v.w = a[at + 3u]; }
-            }
-        }
-    } else {
-        let place = across_k(t);
-        let gk = k0 + place.x;
-        let gm = row0 + place.y * 4u;
-        if (gk < k_end) {
-            let at = a_off + gm * p.k + gk;
-            if (gm < p.m) { v.x = a[at]; }
-            if (gm + 1u < p.m) { v.y = a[at + p.k]; }
-            if (gm + 2u < p.m) { v.z = a[at + 2u * p.k]; }
-            if (gm + 3u < p.m) { v.w = a[at + 3u * p.k]; }
-        }
-    }
-    return v;
+    var place = vec2<u32>(t / 32u, t % 32u);
+    if (!TRANS_A) { place = across_k(t); }
+    return stage_a(k0 + place.x, row0 + place.y * 4u, k_end, a_off);
 }
 
 // The vector of op(B) that invocation t stages for the step at k0, as load_a with N for M:
 // op(B)[k0 + kk, col0 + 4q + i] in lane i; N contiguous when not TRANS_B, K when TRANS_B.
 fn load_b(t: u32, col0: u32, k0: u32, k_end: u32, b_off: u32) -> vec4<f32> {
-    var v = vec4<f32>(0.0);
-    if (TRANS_B) {
-        let place = across_k(t);
-        let gk = k0 + place.x;
-        let gn = col0 + place.y * 4u;
-        if (gk < k_end) {
-            let at = b_off + gn * p.k + gk;
-            if (gn < p.n) { v.x = b[at]; }
-            if (gn + 1u < p.n) { v.y = b[at + p.k]; }
-            if (gn + 2u < p.n) { v.z = b[at + 2u * p.k]; }
-            if (gn + 3u < p.n) { v.w = b[at + 3u * p.k]; }
-        }
-    } else {
-        let gk = k0 + t / 32u;
-        let gn = col0 + (t % 32u) * 4u;
-        if (gk < k_end) {
-            let at = b_off + gk * p.n + gn;
-            if (VEC4) {
-                if (gn < p.n) { v = b4[at / 4u]; }
-            } else {
-                if (gn < p.n) { v.x = b[at]; }
-                if (gn + 1u < p.n) { v.y = b[at + 1u]; }
-                if (gn + 2u < p.n) { v.z = b[at + 2u]; }
-                if (gn + 3u < p.n) { v.w = b[at + 3u]; }
-            }
-        }
-    }
-    return v;
+    var place = vec2<u32>(t / 32u, t % 32u);
+    if (TRANS_B) { place = across_k(t); }
+    return stage_b(k0 + place.x, col0 + place.y * 4u, k_end, b_off);
 }
 
 // Store what load_a and load_b returned into stage s, each invocation one whole vector of each.
@@ -210,27 +163,6 @@ fn store_tiles(s: u32, t: u32, va: vec4<f32>, vb: vec4<f32>) {
     } else {
         Bs[s][t / 32u][t % 32u] = vb;
     }
-}
-
-// C[row + gn] = x + bias[gn] (or x gelu'(H[row + gn])), and Y = gelu of it, when gn < N.
-fn store_one(row: u32, gn: u32, x: f32, bias_n: f32) {
-    if (gn >= p.n) { return; }
-    var v = x + bias_n;
-    if (GELU_GRAD) { v = v * gelu_grad(y[row + gn]); }
-    c[row + gn] = v;
-    if (GELU) { y[row + gn] = gelu(v); }
-}
-
-// The bias at columns gn0 .. gn0 + 3 (0 past N or without a bias).
-fn bias4(gn0: u32) -> vec4<f32> {
-    var v = vec4<f32>(0.0);
-    if (p.has_bias != 0u) {
-        if (gn0 < p.n) { v.x = bias[gn0]; }
-        if (gn0 + 1u < p.n) { v.y = bias[gn0 + 1u]; }
-        if (gn0 + 2u < p.n) { v.z = bias[gn0 + 2u]; }
-        if (gn0 + 3u < p.n) { v.w = bias[gn0 + 3u]; }
-    }
-    return v;
 }
 
 // Row gm of batch b's C: lo at columns gn0 .. gn0 + 3, hi at gn0 + 64 .. gn0 + 67, with their biases.

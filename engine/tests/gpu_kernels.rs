@@ -306,15 +306,26 @@ fn attention_gradients_are_the_same_bits_on_every_run() {
     }
 }
 
-#[test]
-fn attention_runs_the_tiled_kernels_for_dims_that_are_multiples_of_4_up_to_64_and_the_row_kernels_otherwise() {
-    let Some(gpu) = gpu() else { return };
-    let Device::Gpu(g) = &gpu else { unreachable!() };
+/// The context of `gpu` when its adapter has timestamp queries, whose profile tells which kernels
+/// ran (else SKIPPED and `None`), with the lock that keeps this file's profiling tests apart (the
+/// profiler is the context's, one for the process).
+fn profiling_context(
+    gpu: &Device,
+) -> Option<(std::sync::MutexGuard<'static, ()>, std::sync::Arc<engine::gpu::GpuContext>)> {
+    static PROFILING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let Device::Gpu(g) = gpu else { unreachable!() };
     let ctx = g.context();
     if !ctx.has_timestamps() {
         eprintln!("SKIPPED: {} has no timestamp queries", ctx.adapter.name);
-        return;
+        return None;
     }
+    Some((PROFILING.lock().unwrap_or_else(|e| e.into_inner()), ctx.clone()))
+}
+
+#[test]
+fn attention_runs_the_tiled_kernels_for_dims_that_are_multiples_of_4_up_to_64_and_the_row_kernels_otherwise() {
+    let Some(gpu) = gpu() else { return };
+    let Some((_profiling, ctx)) = profiling_context(&gpu) else { return };
     let mut rng = Rng::new(24);
     // Dims no other test uses, so another test's dispatches in the same profile cannot answer.
     let inputs28 = wide_attention_inputs(2, 19, 28, &mut rng);
@@ -376,12 +387,7 @@ fn masked_patch_gather_and_scatter_match_reference() {
 #[test]
 fn distinct_indices_scatter_as_a_gather_by_their_inverse_and_repeats_compare_every_pick() {
     let Some(gpu) = gpu() else { return };
-    let Device::Gpu(g) = &gpu else { unreachable!() };
-    let ctx = g.context();
-    if !ctx.has_timestamps() {
-        eprintln!("SKIPPED: {} has no timestamp queries", ctx.adapter.name);
-        return;
-    }
+    let Some((_profiling, ctx)) = profiling_context(&gpu) else { return };
     // A width no other test uses, so another test's dispatches in the same profile cannot answer.
     let (n, t, d) = (2, 5, 29);
     let x = Tensor::from_slice(&vec![1.0; n * t * d], &[n, t, d], &gpu).unwrap();

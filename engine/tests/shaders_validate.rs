@@ -38,14 +38,15 @@ fn every_wgsl_file_parses_and_validates_with_naga() {
         }
     }
     assert_eq!(seen, engine::gpu::shaders::SHADERS.len(), "a registered shader has no file in shaders/");
-    // The shared functions parse and validate on their own too (they have no entry point).
+    // The shared functions are validated where they run: each is appended to at least one of the
+    // sources validated above (some use their kernels' bindings, so they do not stand alone).
     for entry in std::fs::read_dir(dir.join("lib")).unwrap() {
         let path = entry.unwrap().path();
         let source = std::fs::read_to_string(&path).unwrap();
-        let module = naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| panic!("{path:?}: {e}"));
-        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
-            .validate(&module)
-            .unwrap_or_else(|e| panic!("{path:?} does not validate: {e}"));
+        assert!(
+            engine::gpu::shaders::SHADERS.iter().any(|(_, s)| s.contains(&source)),
+            "{path:?} is appended to no registered shader"
+        );
     }
 }
 

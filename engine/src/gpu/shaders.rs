@@ -45,6 +45,8 @@ pub const SHADERS: &[(&str, &str)] = &[
             "\n",
             include_str!("../../../shaders/lib/matmul_params.wgsl"),
             "\n",
+            include_str!("../../../shaders/lib/matmul_tiles.wgsl"),
+            "\n",
             include_str!("../../../shaders/lib/gelu.wgsl")
         ),
     ),
@@ -54,6 +56,8 @@ pub const SHADERS: &[(&str, &str)] = &[
             include_str!("../../../shaders/matmul_large.wgsl"),
             "\n",
             include_str!("../../../shaders/lib/matmul_params.wgsl"),
+            "\n",
+            include_str!("../../../shaders/lib/matmul_tiles.wgsl"),
             "\n",
             include_str!("../../../shaders/lib/gelu.wgsl")
         ),
