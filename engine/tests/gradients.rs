@@ -185,6 +185,9 @@ fn reduction_gradients_match_finite_differences() {
         check(std::slice::from_ref(&x), |t| ops::sum_axis(&t[0], axis));
         check(std::slice::from_ref(&x), |t| ops::mean_axis(&t[0], axis));
     }
+    for axis in 0..4 {
+        check(std::slice::from_ref(&x), |t| ops::broadcast_axis(&t[0], axis, 3));
+    }
 }
 
 #[test]

@@ -17,7 +17,7 @@ pub use gather::{concat_tokens, gather_rows, slice_tokens};
 pub use layernorm::{add_layer_norm, layer_norm};
 pub use loss::{cross_entropy, mae_loss};
 pub use matmul::{linear, linear_gelu, matmul, matmul_ex, mlp};
-pub use reduce::{mean, mean_axis, sum, sum_axis};
+pub use reduce::{broadcast_axis, mean, mean_axis, sum, sum_axis};
 pub use shape::permute;
 pub use softmax::softmax;
 

@@ -43,6 +43,27 @@ pub fn sum_axis(x: &Tensor, axis: usize) -> Result<Tensor> {
     }))
 }
 
+/// `x` repeated `len` times along a new axis inserted at `axis` (`[.., n_axis-1, n_axis, ..] ->
+/// [.., len, n_axis, ..]`): the adjoint of `sum_axis`, and its backward is that sum. One pass that
+/// writes the copies (PyTorch's `expand` + `repeat` materialised).
+pub fn broadcast_axis(x: &Tensor, axis: usize, len: usize) -> Result<Tensor> {
+    if axis > x.rank() {
+        return Err(Error::Shape(format!("broadcast_axis: a new axis {axis} of {:?}", x.shape())));
+    }
+    let s = x.shape();
+    let spec = AxisSpec { outer: numel(&s[..axis]), axis: len, inner: numel(&s[axis..]) };
+    let mut out_shape = s.to_vec();
+    out_shape.insert(axis, len);
+    let dev = x.device();
+    let out = dev.backend().broadcast_axis(x.storage(), &spec)?;
+    let shape = s.to_vec();
+    Ok(Tensor::from_op(out, out_shape, &[x], move |g| {
+        let dev = g.device();
+        let dx = dev.backend().sum_axis(g.storage(), &spec)?;
+        Ok(vec![Some(Tensor::constant(dx, shape.clone()))])
+    }))
+}
+
 /// Mean over `axis`, which disappears from the shape.
 pub fn mean_axis(x: &Tensor, axis: usize) -> Result<Tensor> {
     let len = *x.shape().get(axis).ok_or_else(|| Error::Shape(format!("mean_axis: axis {axis} of {:?}", x.shape())))?;

@@ -217,6 +217,12 @@ pub fn run_blocks(
 /// `cls_token.expand(N, -1, -1)` and `mask_token.repeat(N, rows, 1)` of the official code.
 pub fn expand(t: &Tensor, n: usize, rows: usize) -> Result<Tensor> {
     let d = t.dim(-1);
-    let row = if t.dim(1) == 1 { t.reshape(&[d])? } else { t.reshape(&[rows, d])? };
-    Ok(Tensor::zeros(&[n, rows, d], &t.device())?.add(&row)?)
+    // One pass writing the copies (its backward sums them): a [1, 1, D] token repeated n x rows
+    // times, or a [1, rows, D] block n times.
+    let repeated = if t.dim(1) == 1 {
+        ops::broadcast_axis(&t.reshape(&[d])?, 0, n * rows)?
+    } else {
+        ops::broadcast_axis(&t.reshape(&[rows, d])?, 0, n)?
+    };
+    Ok(repeated.reshape(&[n, rows, d])?)
 }
