@@ -13,18 +13,21 @@
 //   inv being the [batch, rows] table of which pick holds each row (Indices::inverse_rows, made on
 //   the host) bound where idx is. One read per value.
 // - copy_rows:        dst[n, dst_offset + r, :] = src[n, src_offset + r, :]
+// - place_rows:       the same into a new dst, zeros in its other rows, each value written once (a
+//                     slice's backward, where a fill then a copy wrote the copied rows twice)
 // - permute:          out[j] = x[sum_a j_a * stride_in[perm[a]]], rank <= 8
 // All are one invocation per output element, 256 per workgroup, folded over y past 65535 groups.
 // Napkin math: pure bandwidth; unshuffling [256, 50, 64] f32 reads and writes 3.3 MB each.
 //
-// Bounds: unchecked. Each invocation's j < n, the output's size. gather_rows reads idx below
-// batch x picks and x at row idx[..] < rows: the one indirect read, after the launcher checks on
-// the host (the values are uploaded from there) that every index is below rows. scatter_add_rows
-// only compares indices and reads dy below batch x picks x width; scatter_rows reads inv below
-// batch x rows (the launcher checks it holds that many) and dy at pick inv[..] < picks only. copy_rows: r < the copied rows and
-// the launcher checks offset + rows <= each side's rows. permute: the launcher checks that perm is
-// a permutation, so the source index is the same element's place in x, below n. The launchers
-// check every buffer's length against these sizes and that the largest index fits u32.
+// Bounds: unchecked. Each invocation's j < n, the output's size. gather_rows reads idx below batch
+// x picks and x at row idx[..] < rows: the one indirect read, after the launcher checks on the host
+// (the values are uploaded from there) that every index is below rows. scatter_add_rows only
+// compares indices and reads dy below batch x picks x width; scatter_rows reads inv below batch x
+// rows (Indices::inverse_rows makes it exactly that long) and dy at pick inv[..] < picks only. copy_rows (and
+// place_rows, for the rows it copies): r < the copied rows and the launcher checks offset + rows <=
+// each side's rows. permute: the launcher checks that perm is a permutation, so the source index is
+// the same element's place in x, below n. The launchers check every buffer's length against these
+// sizes and that the largest index fits u32.
 //
 // Loops: finite. scatter_add_rows counts i up by 1 to picks (the index tensor's columns); permute
 // counts the signed axis a down by 1 from rank - 1 (at most 8) to 0 (each bound is at most a
@@ -110,6 +113,21 @@ fn copy_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     let r = nr % p.copy_rows;
     let n = nr / p.copy_rows;
     out[(n * p.dst_rows + p.dst_offset + r) * p.width + c] = x[(n * p.src_rows + p.src_offset + r) * p.width + c];
+}
+
+@compute @workgroup_size(256)
+fn place_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let j = flat_index(gid, nwg);
+    if (j >= p.n) { return; }
+    let c = j % p.width;
+    let nt = j / p.width;          // n * dst_rows + t
+    let t = nt % p.dst_rows;
+    let n = nt / p.dst_rows;
+    var v = 0.0;
+    // Rows dst_offset .. dst_offset + copy_rows come from src (t - dst_offset wraps past them).
+    let r = t - p.dst_offset;
+    if (t >= p.dst_offset && r < p.copy_rows) { v = x[(n * p.src_rows + p.src_offset + r) * p.width + c]; }
+    out[j] = v;
 }
 
 @compute @workgroup_size(256)

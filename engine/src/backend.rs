@@ -507,6 +507,17 @@ pub trait Backend {
     /// Writes into `dst` in place.
     fn copy_rows_into(&self, src: &Storage, dst: &Storage, spec: &CopyRowsSpec) -> Result<()>;
 
+    /// A new `[batch, dst_rows, width]` holding `src`'s rows as `copy_rows_into` places them and
+    /// zeros in every other row (a slice's backward). The default fills, then copies; the GPU
+    /// writes every value once, in one dispatch.
+    fn place_rows(&self, src: &Storage, spec: &CopyRowsSpec) -> Result<Storage> {
+        let dst = self.full(spec.batch * spec.dst_rows * spec.width, 0.0)?;
+        if spec.batch * spec.rows * spec.width > 0 {
+            self.copy_rows_into(src, &dst, spec)?;
+        }
+        Ok(dst)
+    }
+
     /// Sum over the middle axis: `[outer, axis, inner] -> [outer, inner]`.
     fn sum_axis(&self, x: &Storage, spec: &AxisSpec) -> Result<Storage>;
     /// Repeat along a new middle axis: `[outer, inner] -> [outer, axis, inner]`.

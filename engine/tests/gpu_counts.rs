@@ -159,6 +159,29 @@ fn the_profile_counts_each_products_flops_once_even_split_over_k() {
 }
 
 #[test]
+fn a_token_slices_backward_is_one_dispatch_that_writes_the_zeros_too() {
+    let Some((_one, gpu)) = counting_gpu() else { return };
+    let mut rng = Rng::new(6);
+    let x = leaf(&[3, 7, 5], &mut rng, &gpu);
+    let y = ops::slice_tokens(&x, 2, 4).unwrap();
+    let seed = Tensor::from_vec(uniform_values(3 * 4 * 5, -1.0, 1.0, &mut rng), &[3, 4, 5], &gpu).unwrap();
+    let loss = y.mul(&seed).unwrap().sum().unwrap();
+    // The seed (a fill), the sum's and the product's backward, and the slice's: one place_rows.
+    assert_eq!(dispatches(&gpu, || engine::backward(&loss).unwrap()), 4);
+    let (dx, seed) = (x.grad().unwrap().to_vec().unwrap(), seed.to_vec().unwrap());
+    for (i, v) in dx.iter().enumerate() {
+        let (n, t, c) = (i / 35, i / 5 % 7, i % 5);
+        let want = if (2..6).contains(&t) { seed[(n * 4 + t - 2) * 5 + c] } else { 0.0 };
+        assert_eq!(*v, want, "dx[{n}, {t}, {c}]");
+    }
+    // An empty slice's backward is all zeros.
+    x.zero_grad();
+    let empty = ops::slice_tokens(&x, 7, 0).unwrap();
+    engine::backward(&empty.sum().unwrap()).unwrap();
+    assert!(x.grad().unwrap().to_vec().unwrap().iter().all(|&v| v == 0.0));
+}
+
+#[test]
 fn a_linear_layers_weight_and_bias_gradients_take_one_dispatch() {
     let Some((_one, gpu)) = counting_gpu() else { return };
     let mut rng = Rng::new(5);

@@ -306,6 +306,10 @@ impl Backend for Gpu {
         kernels::gather::copy_rows_into(self, src, dst, spec)
     }
 
+    fn place_rows(&self, src: &Storage, spec: &CopyRowsSpec) -> Result<Storage> {
+        kernels::gather::place_rows(self, src, spec)
+    }
+
     fn sum_axis(&self, x: &Storage, spec: &AxisSpec) -> Result<Storage> {
         kernels::reduce::sum_axis(self, x, spec)
     }

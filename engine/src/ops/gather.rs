@@ -90,12 +90,8 @@ pub fn slice_tokens(x: &Tensor, start: usize, len: usize) -> Result<Tensor> {
         be.copy_rows_into(x.storage(), &out, &copy_spec(n, len, d, (t, start), (len, 0)))?;
     }
     Ok(Tensor::from_op(out, vec![n, len, d], &[x], move |g| {
-        let be = dev.backend();
-        // Zero outside the slice's rows.
-        let dx = be.full(n * t * d, 0.0)?;
-        if n * len * d > 0 {
-            be.copy_rows_into(g.storage(), &dx, &copy_spec(n, len, d, (len, 0), (t, start)))?;
-        }
+        // The slice's rows back in place, zeros outside them.
+        let dx = dev.backend().place_rows(g.storage(), &copy_spec(n, len, d, (len, 0), (t, start)))?;
         Ok(vec![Some(Tensor::constant(dx, vec![n, t, d]))])
     }))
 }

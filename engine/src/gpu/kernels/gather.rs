@@ -90,14 +90,43 @@ pub fn scatter_add_rows(g: &Gpu, dy: &Storage, idx: &Indices, s: &GatherSpec) ->
 }
 
 pub fn copy_rows_into(g: &Gpu, src: &Storage, dst: &Storage, s: &CopyRowsSpec) -> Result<()> {
+    let n = s.batch * s.rows * s.width;
+    g.ctx.dispatch(
+        &key("gather", "copy_rows"),
+        bytemuck::bytes_of(&rows_params(src, dst, s, n)?),
+        &[(1, g.buf(src)?), (3, g.buf(dst)?)],
+        grid_1d(n, 256)?,
+    )
+}
+
+/// A new `[batch, dst_rows, width]`: `src`'s rows placed as `copy_rows_into` places them, zeros in
+/// the others, each value written once (`place_rows`: one invocation per destination value).
+pub fn place_rows(g: &Gpu, src: &Storage, s: &CopyRowsSpec) -> Result<Storage> {
+    let n = s.batch * s.dst_rows * s.width;
+    if s.batch * s.rows * s.width == 0 {
+        // Nothing to place (the kernel's copy_rows is at least 1).
+        return crate::backend::Backend::full(g, n, 0.0);
+    }
+    let dst = g.alloc(n)?;
+    g.ctx.dispatch(
+        &key("gather", "place_rows"),
+        bytemuck::bytes_of(&rows_params(src, &dst, s, n)?),
+        &[(1, g.buf(src)?), (3, g.buf(&dst)?)],
+        grid_1d(n, 256)?,
+    )?;
+    Ok(dst)
+}
+
+/// The parameters of copy_rows and place_rows (`n` invocations), after the checks their in-bounds
+/// proof rests on: the copied rows inside each side's rows, each buffer that long, all of it in u32.
+fn rows_params(src: &Storage, dst: &Storage, s: &CopyRowsSpec, n: usize) -> Result<Params> {
     if s.src_offset + s.rows > s.src_rows || s.dst_offset + s.rows > s.dst_rows {
         return Err(Error::Shape(format!("copy_rows_into: {s:?} reads or writes past a sample's rows")));
     }
     holds(src, s.batch * s.src_rows * s.width, "copy_rows_into source")?;
     holds(dst, s.batch * s.dst_rows * s.width, "copy_rows_into destination")?;
     u32_of(s.batch * s.src_rows.max(s.dst_rows) * s.width, "copy size")?;
-    let n = s.batch * s.rows * s.width;
-    let p = Params {
+    Ok(Params {
         batch: u32_of(s.batch, "batch")?,
         width: u32_of(s.width, "width")?,
         n: u32_of(n, "size")?,
@@ -107,13 +136,7 @@ pub fn copy_rows_into(g: &Gpu, src: &Storage, dst: &Storage, s: &CopyRowsSpec) -
         dst_offset: u32_of(s.dst_offset, "offset")?,
         copy_rows: u32_of(s.rows.max(1), "rows")?,
         ..Default::default()
-    };
-    g.ctx.dispatch(
-        &key("gather", "copy_rows"),
-        bytemuck::bytes_of(&p),
-        &[(1, g.buf(src)?), (3, g.buf(dst)?)],
-        grid_1d(n, 256)?,
-    )
+    })
 }
 
 pub fn permute(g: &Gpu, x: &Storage, shape: &[usize], perm: &[usize]) -> Result<Storage> {
