@@ -127,27 +127,6 @@ fn place(t: u32, mn_contiguous: bool) -> vec2<u32> {
     return vec2<u32>((t / 8u) % 16u, (t / 128u) * 8u + t % 8u);
 }
 
-// The vector of op(A) that invocation t stages for the step at k0: op(A)[row0 + 4q + i, k0 + kk]
-// in lane i, 0 outside the matrix or past k_end (the end of this workgroup's K range).
-fn load_a(t: u32, row0: u32, k0: u32, k_end: u32, a_off: u32) -> vec4<f32> {
-    let at = place(t, TRANS_A);
-    return stage_a(k0 + at.x, row0 + at.y * 4u, k_end, a_off);
-}
-
-// The vector of op(B) that invocation t stages for the step at k0: op(B)[k0 + kk, col0 + 4q + i].
-fn load_b(t: u32, col0: u32, k0: u32, k_end: u32, b_off: u32) -> vec4<f32> {
-    let at = place(t, !TRANS_B);
-    return stage_b(k0 + at.x, col0 + at.y * 4u, k_end, b_off);
-}
-
-// Store what load_a and load_b returned into stage s, each invocation one whole vector of each.
-fn store_tiles(s: u32, t: u32, va: vec4<f32>, vb: vec4<f32>) {
-    let at = place(t, TRANS_A);
-    As[s][at.x][at.y] = va;
-    let bt = place(t, !TRANS_B);
-    Bs[s][bt.x][bt.y] = vb;
-}
-
 // Row gm of batch b's C at columns gn0 .. gn0 + 3 from v, with their biases.
 fn store_row(batch: u32, gm: u32, gn0: u32, v: vec4<f32>, bias_v: vec4<f32>) {
     if (gm >= p.m) { return; }
@@ -181,19 +160,27 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     // A_SUMS: the column-0 workgroups add up every op(A) vector their invocations stage.
     let summing = A_SUMS && wid.x == 0u;
     var a_sum = vec4<f32>(0.0);
+    // The vectors this invocation stages every step, (kk, q) in each stage: va = op(A)[gm + i,
+    // k0 + kk] and vb = op(B)[k0 + kk, gn + i] in lane i (0 outside the matrices or past k_hi).
+    let pa = place(t, TRANS_A);
+    let pb = place(t, !TRANS_B);
+    let gm = row0 + 4u * pa.y;
+    let gn = col0 + 4u * pb.y;
     // Stage the first step (zeros when K = 0: the loop below then does not run).
-    var va = load_a(t, row0, k_lo, k_hi, a_off);
-    var vb = load_b(t, col0, k_lo, k_hi, b_off);
+    var va = stage_a(k_lo + pa.x, gm, k_hi, a_off);
+    var vb = stage_b(k_lo + pb.x, gn, k_hi, b_off);
     if (summing) { a_sum = a_sum + va; }
-    store_tiles(0u, t, va, vb);
+    As[0u][pa.x][pa.y] = va;
+    Bs[0u][pb.x][pb.y] = vb;
     workgroupBarrier();
     for (var step = 0u; step < steps; step = step + 1u) {
         let s = step % 2u;
         // steps comes from a uniform, so every invocation takes the same branches and barriers.
         let more = step + 1u < steps;
         if (more) {
-            va = load_a(t, row0, k_lo + (step + 1u) * BK, k_hi, a_off);
-            vb = load_b(t, col0, k_lo + (step + 1u) * BK, k_hi, b_off);
+            let k_next = k_lo + (step + 1u) * BK;
+            va = stage_a(k_next + pa.x, gm, k_hi, a_off);
+            vb = stage_b(k_next + pb.x, gn, k_hi, b_off);
         }
         for (var kk = 0u; kk < BK; kk = kk + 1u) {
             let av = As[s][kk][ty];
@@ -206,7 +193,8 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
         // Stage 1 - s was last read in the previous step, before the barrier that ended it.
         if (more) {
             if (summing) { a_sum = a_sum + va; }
-            store_tiles(1u - s, t, va, vb);
+            As[1u - s][pa.x][pa.y] = va;
+            Bs[1u - s][pb.x][pb.y] = vb;
         }
         workgroupBarrier();
     }
@@ -221,8 +209,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
         // The loop ended on a barrier, so stage 0 is free: each vector q's 16 partials (one per row
         // kk) meet there and invocation q adds them in a fixed order (deterministic). A_SUMS is a
         // pipeline constant, so the barrier is in uniform control flow.
-        let at = place(t, TRANS_A);
-        if (summing) { As[0u][at.x][at.y] = a_sum; }
+        if (summing) { As[0u][pa.x][pa.y] = a_sum; }
         workgroupBarrier();
         if (summing && t < 16u) {
             var total = As[0u][0u][t];

@@ -127,42 +127,17 @@ fn across_k(t: u32) -> vec2<u32> {
     return vec2<u32>((t / 8u) % 8u, (t / 64u) * 8u + t % 8u);
 }
 
-// The vector of op(A) that invocation t stages for the step at k0: op(A)[row0 + 4q + i, k0 + kk] in
-// lane i, 0 outside the matrix or past k_end (the end of this workgroup's K range). TRANS_A (M
-// contiguous): kk = t / 32, q = t % 32, one 128-bit load with VEC4 (32 lanes read 512 consecutive
-// bytes). Otherwise (K contiguous) (kk, q) = across_k(t) and 4 scalar loads down a column: each load
-// of 32 lanes reads 8 rows x 16 consecutive bytes, the other halves of those 32-byte sectors by the
-// next group of 32, from L1. Loading 4 rows at one k (not a vec4 along k, scattered into 4 vectors)
-// lets each invocation write one whole vector: no two invocations write parts of one vector (a
-// component's write may rewrite its whole vector).
-fn load_a(t: u32, row0: u32, k0: u32, k_end: u32, a_off: u32) -> vec4<f32> {
-    var place = vec2<u32>(t / 32u, t % 32u);
-    if (!TRANS_A) { place = across_k(t); }
-    return stage_a(k0 + place.x, row0 + place.y * 4u, k_end, a_off);
-}
-
-// The vector of op(B) that invocation t stages for the step at k0, as load_a with N for M:
-// op(B)[k0 + kk, col0 + 4q + i] in lane i; N contiguous when not TRANS_B, K when TRANS_B.
-fn load_b(t: u32, col0: u32, k0: u32, k_end: u32, b_off: u32) -> vec4<f32> {
-    var place = vec2<u32>(t / 32u, t % 32u);
-    if (TRANS_B) { place = across_k(t); }
-    return stage_b(k0 + place.x, col0 + place.y * 4u, k_end, b_off);
-}
-
-// Store what load_a and load_b returned into stage s, each invocation one whole vector of each.
-fn store_tiles(s: u32, t: u32, va: vec4<f32>, vb: vec4<f32>) {
-    if (TRANS_A) {
-        As[s][t / 32u][t % 32u] = va;
-    } else {
-        let place = across_k(t);
-        As[s][place.x][place.y] = va;
-    }
-    if (TRANS_B) {
-        let place = across_k(t);
-        Bs[s][place.x][place.y] = vb;
-    } else {
-        Bs[s][t / 32u][t % 32u] = vb;
-    }
+// Where invocation t stages its vector, (kk, q) in each stage: va = op(A)[row0 + 4q + i, k0 + kk]
+// in lane i, vb = op(B)[k0 + kk, col0 + 4q + i]. Where M (or N) is
+// memory's contiguous axis (TRANS_A; B not TRANS_B): kk = t / 32, q = t % 32, one 128-bit load with
+// VEC4 (32 lanes read 512 consecutive bytes). Where K is, (kk, q) = across_k(t) and 4 scalar loads
+// down a column: each load of 32 lanes reads 8 rows x 16 consecutive bytes, the other halves of
+// those 32-byte sectors by the next group of 32, from L1. Loading 4 rows at one k (not a vec4 along
+// k, scattered into 4 vectors) lets each invocation write one whole vector: no two invocations
+// write parts of one vector (a component's write may rewrite its whole vector).
+fn place(t: u32, mn_contiguous: bool) -> vec2<u32> {
+    if (mn_contiguous) { return vec2<u32>(t / 32u, t % 32u); }
+    return across_k(t);
 }
 
 // Row gm of batch b's C: lo at columns gn0 .. gn0 + 3, hi at gn0 + 64 .. gn0 + 67, with their biases.
@@ -214,18 +189,25 @@ fn matmul_large(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     // A_SUMS: invocation t < BM of a column-0 workgroup sums row t of op(A)'s tile.
     let summing = A_SUMS && wid.x == 0u && t < BM;
     var a_sum = 0.0;
+    // The vectors this invocation stages every step, at (kk, q) of each stage (see place).
+    let pa = place(t, TRANS_A);
+    let pb = place(t, !TRANS_B);
+    let gm = row0 + 4u * pa.y;
+    let gn = col0 + 4u * pb.y;
     // Stage the first step (zeros when K = 0: the loop below then does not run).
-    var va = load_a(t, row0, k_lo, k_hi, a_off);
-    var vb = load_b(t, col0, k_lo, k_hi, b_off);
-    store_tiles(0u, t, va, vb);
+    var va = stage_a(k_lo + pa.x, gm, k_hi, a_off);
+    var vb = stage_b(k_lo + pb.x, gn, k_hi, b_off);
+    As[0u][pa.x][pa.y] = va;
+    Bs[0u][pb.x][pb.y] = vb;
     workgroupBarrier();
     for (var step = 0u; step < steps; step = step + 1u) {
         let s = step % 2u;
         // steps comes from a uniform, so every invocation takes the same branches and barriers.
         let more = step + 1u < steps;
         if (more) {
-            va = load_a(t, row0, k_lo + (step + 1u) * BK, k_hi, a_off);
-            vb = load_b(t, col0, k_lo + (step + 1u) * BK, k_hi, b_off);
+            let k_next = k_lo + (step + 1u) * BK;
+            va = stage_a(k_next + pa.x, gm, k_hi, a_off);
+            vb = stage_b(k_next + pb.x, gn, k_hi, b_off);
         }
         for (var kk = 0u; kk < BK; kk = kk + 1u) {
             let a_lo = As[s][kk][ty];
@@ -255,7 +237,10 @@ fn matmul_large(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
             }
         }
         // Stage 1 - s was last read in the previous step, before the barrier that ended it.
-        if (more) { store_tiles(1u - s, t, va, vb); }
+        if (more) {
+            As[1u - s][pa.x][pa.y] = va;
+            Bs[1u - s][pb.x][pb.y] = vb;
+        }
         workgroupBarrier();
     }
     let gn0 = col0 + 4u * tx;

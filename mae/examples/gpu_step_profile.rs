@@ -132,14 +132,17 @@ fn main() -> mae::Result<()> {
         );
         // Issue 42's product rate: the matrix products' FLOPs over their own kernel time (split-K's
         // sums of slices, a reduction kernel, not included).
-        let products: Vec<&engine::gpu::KernelTime> = kernels.iter().filter(|k| k.flops > 0).collect();
-        let (flops, ns) = products.iter().fold((0u64, 0.0f64), |(f, t), k| (f + k.flops, t + k.ns));
+        let products =
+            kernels.iter().filter(|k| k.flops > 0).fold(
+                engine::gpu::KernelTime { name: "products".into(), dispatches: 0, ns: 0.0, flops: 0 },
+                |sum, k| engine::gpu::KernelTime { flops: sum.flops + k.flops, ns: sum.ns + k.ns, ..sum },
+            );
         println!(
             "products: {:.1} GFLOP per step in {:.2} ms of kernel time ({:.0}% of it): {:.1} TFLOP/s\n",
-            per_step(flops as f64) * 1e-9,
-            per_step(ns) * 1e-6,
-            100.0 * ns / total_ns.max(1.0),
-            if ns > 0.0 { flops as f64 / ns * 1e-3 } else { 0.0 }
+            per_step(products.flops as f64) * 1e-9,
+            per_step(products.ns) * 1e-6,
+            100.0 * products.ns / total_ns.max(1.0),
+            products.tflops()
         );
     }
     let mut rows = kernels;
