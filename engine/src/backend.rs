@@ -177,7 +177,8 @@ impl HeadLayout {
 }
 
 /// Rows of `x: [batch, rows, width]` picked per sample: `out[n, i, :] = x[n, idx[n, i], :]`,
-/// `idx: [batch, picks]`.
+/// `idx: [batch, picks]`; with a fill row, a pick equal to `rows` stands for it (a row one past x's
+/// of every sample, shared by all).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GatherSpec {
     /// Samples.
@@ -499,10 +500,15 @@ pub trait Backend {
         spec: &AttentionSpec,
     ) -> Result<Storage>;
 
-    /// `out[n, i, :] = x[n, idx[n, i], :]` (see `GatherSpec`).
-    fn gather_rows(&self, x: &Storage, idx: &Indices, spec: &GatherSpec) -> Result<Storage>;
-    /// The backward of `gather_rows`: `dx = zeros; dx[n, idx[n, i], :] += dy[n, i, :]`.
+    /// `out[n, i, :] = x[n, idx[n, i], :]` (see `GatherSpec`); with a `fill` row (`[width]`), picks
+    /// equal to `spec.rows` take it instead: `out[n, i, :] = fill` (MAE's mask and cls tokens).
+    fn gather_rows(&self, x: &Storage, fill: Option<&Storage>, idx: &Indices, spec: &GatherSpec) -> Result<Storage>;
+    /// The backward of `gather_rows` for `x`: `dx = zeros; dx[n, idx[n, i], :] += dy[n, i, :]`,
+    /// leaving out picks at or past `spec.rows` (the fill's).
     fn scatter_add_rows(&self, dy: &Storage, idx: &Indices, spec: &GatherSpec) -> Result<Storage>;
+    /// The backward of `gather_rows` for its fill row: the sum of `dy[n, i, :]` over the picks
+    /// equal to `spec.rows`, `[width]`.
+    fn sum_fill_rows(&self, dy: &Storage, idx: &Indices, spec: &GatherSpec) -> Result<Storage>;
 
     /// Writes into `dst` in place.
     fn copy_rows_into(&self, src: &Storage, dst: &Storage, spec: &CopyRowsSpec) -> Result<()>;

@@ -98,8 +98,9 @@ impl Indices {
 
     /// Where each row went, when no row is picked twice within a sample: for indices
     /// `[batch, picks]` (the first `batch x picks` values) into rows `0..rows`, the `[batch, rows]`
-    /// table whose entry `(n, t)` is the pick `i` with `self[n, i] == t`, or `NOT_PICKED`. `None`
-    /// when some sample picks a row twice (or an index is not below `rows`). Made once per shape and
+    /// table whose entry `(n, t)` is the pick `i` with `self[n, i] == t`, or `NOT_PICKED`. Picks at
+    /// or past `rows` (a gather's fill row) hold no row and are left out. `None` when some sample
+    /// picks a row twice (or there are fewer than `batch x picks` values). Made once per shape and
     /// kept: a scatter by distinct indices is then a gather by this table (one read per value, where
     /// a scatter-add without atomics compares every pick).
     pub fn inverse_rows(&self, batch: usize, picks: usize, rows: usize) -> Option<Indices> {
@@ -119,7 +120,10 @@ impl Indices {
         let mut table = vec![NOT_PICKED; batch * rows];
         for n in 0..batch {
             for (i, &t) in values[n * picks..(n + 1) * picks].iter().enumerate() {
-                let slot = table.get_mut(n * rows + t as usize).filter(|_| (t as usize) < rows)?;
+                if t as usize >= rows {
+                    continue;
+                }
+                let slot = &mut table[n * rows + t as usize];
                 if *slot != NOT_PICKED {
                     return None;
                 }
@@ -166,7 +170,10 @@ mod tests {
         // A row picked twice within a sample (but not across samples), or an index past rows: none.
         assert!(Indices::new(vec![1, 1, 0, 2], &[2, 2]).unwrap().inverse_rows(2, 2, 3).is_none());
         assert!(Indices::new(vec![0, 1, 1, 0], &[2, 2]).unwrap().inverse_rows(2, 2, 2).is_some());
-        assert!(idx.inverse_rows(2, 3, 4).is_none(), "index 4 is not below 4 rows");
+        // Picks past the rows (a fill's) hold none: index 4 of 4 rows is left out, twice or not.
+        assert_eq!(idx.inverse_rows(2, 3, 4).unwrap().values(), &[1, x, 2, x, 2, 0, x, 1]);
+        let fills = Indices::new(vec![2, 2, 0, 2, 1, 2], &[2, 3]).unwrap();
+        assert_eq!(fills.inverse_rows(2, 3, 2).unwrap().values(), &[2, x, x, 1]);
         assert!(idx.inverse_rows(3, 3, 5).is_none(), "fewer values than 3 x 3");
         // Kept per shape: asking again gives the same table, another shape its own.
         assert!(Rc::ptr_eq(&idx.inverse_rows(2, 3, 5).unwrap().0, &idx.inverse_rows(2, 3, 5).unwrap().0));

@@ -842,34 +842,44 @@ fn copy_rows_into_equals_the_reference_and_leaves_other_rows_alone() {
 }
 
 #[test]
-fn gather_and_scatter_add_rows_equal_the_reference_with_repeated_indices() {
+fn gather_and_scatter_add_rows_equal_the_reference_with_repeated_indices_and_a_fill_row() {
     let mut rng = Rng::new(15);
     for (batch, rows_, picks, width) in [(7, 64, 16, 128), (3, 17, 17, 7), (5, 9, 20, 33), (1, 1, 3, 1), (2, 5, 0, 4)] {
         let s = GatherSpec { batch, rows: rows_, picks, width };
         let x = wide_values(batch * rows_ * width, -3.0, 3.0, &mut rng);
         let dy = wide_values(batch * picks * width, -3.0, 3.0, &mut rng);
-        // Random indices, so some repeat (the scatter must add them in order).
-        let idx: Vec<u32> = (0..batch * picks).map(|_| rng.below(rows_) as u32).collect();
-        let want_g = reference::gather_rows(&x, &idx, &s);
-        let want_s = reference::scatter_add_rows(&dy, &idx, &s);
-        for (isa, (g, sc)) in run_everywhere("gather/scatter", || {
-            let (mut g, mut sc) = (vec![f32::NAN; batch * picks * width], vec![f32::NAN; batch * rows_ * width]);
-            rows::gather_rows(&x, &idx, &s, &mut g[..]);
-            rows::scatter_add_rows(&dy, &idx, &s, &mut sc[..]);
-            (g, sc)
-        }) {
-            assert_same_bits(&g, &want_g, &format!("gather_rows {s:?} ({isa:?})"));
-            assert_same_bits(&sc, &want_s, &format!("scatter_add_rows {s:?} ({isa:?})"));
+        let fill = wide_values(width, -3.0, 3.0, &mut rng);
+        // Random indices, so some repeat (the scatter must add them in order); with a fill, some
+        // picks are the fill's (index rows), which the scatter leaves out.
+        for with_fill in [false, true] {
+            let bound = rows_ + usize::from(with_fill);
+            let idx: Vec<u32> = (0..batch * picks).map(|_| rng.below(bound) as u32).collect();
+            let fill = with_fill.then_some(&fill[..]);
+            let want_g = reference::gather_rows(&x, fill, &idx, &s);
+            let want_s = reference::scatter_add_rows(&dy, &idx, &s);
+            let want_f = reference::sum_fill_rows(&dy, &idx, &s);
+            for (isa, (g, sc, f)) in run_everywhere("gather/scatter", || {
+                let (mut g, mut sc) = (vec![f32::NAN; batch * picks * width], vec![f32::NAN; batch * rows_ * width]);
+                let mut f = vec![f32::NAN; width];
+                rows::gather_rows(&x, fill, &idx, &s, &mut g[..]);
+                rows::scatter_add_rows(&dy, &idx, &s, &mut sc[..]);
+                rows::sum_fill_rows(&dy, &idx, &s, &mut f[..]);
+                (g, sc, f)
+            }) {
+                let what = format!("{s:?}, fill {with_fill} ({isa:?})");
+                assert_same_bits(&g, &want_g, &format!("gather_rows {what}"));
+                assert_same_bits(&sc, &want_s, &format!("scatter_add_rows {what}"));
+                // The fill's gradient adds in f32, the reference in f64.
+                let magnitude = |c: usize| (0..batch * picks).map(|r| dy[r * width + c].abs() as f64).sum::<f64>();
+                let tol = |c: usize| sum_tolerance(batch * picks, magnitude(c));
+                assert_within(&f, &want_f, tol, 0.0, &format!("sum_fill_rows {what}"));
+                if !with_fill {
+                    assert!(f.iter().all(|&v| v == 0.0), "no pick is the fill's: zeros ({what})");
+                }
+            }
         }
     }
 }
-
-// ---------------------------------------------------------------------------------------------
-// loss.rs
-//
-// The normalised target `(t - mean) inv` carries a relative error of ~sqrt(p) u in `inv` and an
-// absolute one of ~sqrt(p) u mean|t| in `mean` (sums of p terms); the loss is then a sum of p
-// squares of `pred - target`. The tolerances below follow that, per row and per value.
 
 #[test]
 fn mae_loss_and_its_backward_match_the_reference() {

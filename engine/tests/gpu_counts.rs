@@ -237,3 +237,24 @@ fn a_repeated_step_reuses_its_bind_groups_and_still_computes_on_new_values() {
     assert_close(&step(&gpu, x, w), &step(&Device::Cpu, x, w), 1e-4, 1e-4, "after release_cached");
     assert!((ctx.counters() - before).bind_groups_created > 0);
 }
+
+#[test]
+fn a_gather_with_a_fill_row_assembles_maes_decoder_tokens_in_one_dispatch_and_three_back() {
+    let Some((_one, gpu)) = counting_gpu() else { return };
+    let mut rng = Rng::new(20);
+    // The decoder's shape of it: 3 samples, a cls token and 4 visible tokens of 7 patches, the
+    // mask token (row 5) in the 3 removed places.
+    let (n, k, l, d) = (3, 4, 7, 5);
+    let x = leaf(&[n, 1 + k, d], &mut rng, &gpu);
+    let mask_token = leaf(&[d], &mut rng, &gpu);
+    let picks: Vec<u32> = [[0, 3, 5, 1, 5, 2, 5, 4], [0, 5, 1, 2, 5, 5, 4, 3], [0, 4, 5, 5, 3, 2, 1, 5]].concat();
+    let picks = engine::Indices::new(picks, &[n, 1 + l]).unwrap();
+    let mut tokens = None;
+    let forward = dispatches(&gpu, || tokens = Some(ops::gather_rows_with_fill(&x, &mask_token, &picks).unwrap()));
+    assert_eq!(forward, 1);
+    // The backward: x's rows gathered by the inverse table, the mask token's rows summed in two
+    // passes. (Seeded with ones: no dispatch of a loss's own.)
+    let y = tokens.unwrap();
+    let seed = Tensor::full(y.shape(), 1.0, &gpu).unwrap();
+    assert_eq!(dispatches(&gpu, || engine::tape::backward_with(&y, &seed).unwrap()), 3);
+}

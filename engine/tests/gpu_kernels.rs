@@ -385,6 +385,42 @@ fn masked_patch_gather_and_scatter_match_reference() {
 }
 
 #[test]
+fn gather_with_a_fill_row_matches_reference_forward_and_backward() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::new(28);
+    // 45 samples of 1 + 11 picks: the fill's gradient sums over 540 picks, more than one slice of
+    // the first pass (64), and not a multiple of it.
+    let (n, t, s, d) = (45, 17, 12, 33);
+    let x = wide_values(n * t * d, -2.0, 2.0, &mut rng);
+    let fill = wide_values(d, -2.0, 2.0, &mut rng);
+    // MAE's decoder: the cls row, then a permutation of the kept rows 1..t with the fill in the
+    // removed places (distinct rows: the scatter runs as a gather by the inverse); and random
+    // picks, the fill's among them (repeated rows: the scatter compares every pick).
+    let mae: Vec<u32> = (0..n)
+        .flat_map(|_| {
+            let mut rows: Vec<u32> = (1..=s as u32 - 1).map(|r| if r % 3 == 0 { t as u32 } else { r }).collect();
+            rng.shuffle(&mut rows);
+            std::iter::once(0).chain(rows)
+        })
+        .collect();
+    let random: Vec<u32> = (0..n * s).map(|_| rng.below(t + 1) as u32).collect();
+    for (picks, what, distinct) in [(mae, "distinct rows", true), (random, "repeated rows", false)] {
+        let idx = Indices::new(picks, &[n, s]).unwrap();
+        assert_eq!(idx.inverse_rows(n, s, t).is_some(), distinct, "{what}");
+        assert!(idx.values().contains(&(t as u32)), "{what}: the fill is picked");
+        // The fill's gradient sums up to 540 rows of magnitude up to 100.
+        assert_devices_agree(
+            &gpu,
+            &[(x.clone(), vec![n, t, d]), (fill.clone(), vec![d])],
+            &|v| ops::gather_rows_with_fill(&v[0], &v[1], &idx),
+            1e-3,
+            1e-5,
+            &format!("gather_rows_with_fill, {what}"),
+        );
+    }
+}
+
+#[test]
 fn distinct_indices_scatter_as_a_gather_by_their_inverse_and_repeats_compare_every_pick() {
     let Some(gpu) = gpu() else { return };
     let Some((_profiling, ctx)) = profiling_context(&gpu) else { return };
@@ -691,7 +727,13 @@ fn kernels_proved_in_bounds_run_unchecked_unless_the_switch_turns_checks_back_on
     let label_3 = Indices::new(vec![0, 3], &[2]).unwrap();
     assert!(be.cross_entropy(logits.storage(), &label_3, 2, 3).is_err(), "a label past the classes");
     let gather = engine::backend::GatherSpec { batch: 1, rows: 3, picks: 2, width: 2 };
-    assert!(be.gather_rows(a.storage(), &label_3, &gather).is_err(), "a row index past the rows");
+    assert!(be.gather_rows(a.storage(), None, &label_3, &gather).is_err(), "a row index past the rows");
+    let label_4 = Indices::new(vec![0, 4], &[2]).unwrap();
+    let fill = Tensor::zeros(&[2], &gpu).unwrap();
+    assert!(be.gather_rows(a.storage(), Some(fill.storage()), &label_3, &gather).is_ok(), "3 is the fill's");
+    assert!(be.gather_rows(a.storage(), Some(fill.storage()), &label_4, &gather).is_err(), "past the fill");
+    let one = Tensor::zeros(&[1], &gpu).unwrap();
+    assert!(be.gather_rows(a.storage(), Some(one.storage()), &label_3, &gather).is_err(), "a fill too short");
     assert!(be.permute(a.storage(), &[3, 4], &[0, 0]).is_err(), "not a permutation");
     let att = engine::backend::AttentionSpec { heads: 2, seq: 3, dim: 4, scale: 0.5 };
     let full = Tensor::zeros(&[2, 3, 4], &gpu).unwrap();

@@ -170,6 +170,18 @@ fn gather_gradients_scatter_back_including_repeated_indices() {
 }
 
 #[test]
+fn a_gathers_fill_row_gets_the_sum_of_the_rows_that_picked_it() {
+    let (x, fill) = (rand(&[2, 5, 3], 26), rand(&[3], 27));
+    // Row 5 is the fill's: picked three times, once in the first sample; x's rows repeat too.
+    let idx = Indices::new(vec![5, 0, 2, 2, 1, 5, 3, 5], &[2, 4]).unwrap();
+    check(&[x.clone(), fill.clone()], |t| ops::gather_rows_with_fill(&t[0], &t[1], &idx));
+    // MAE's shape of it: distinct rows (a permutation with the fill in front), fill as [1, 1, D].
+    let fill = fill.reshape(&[1, 1, 3]).unwrap();
+    let idx = Indices::new(vec![5, 3, 1, 4, 0, 2, 5, 2, 0, 1, 4, 3], &[2, 6]).unwrap();
+    check(&[x, fill], |t| ops::gather_rows_with_fill(&t[0], &t[1], &idx));
+}
+
+#[test]
 fn concat_and_slice_gradients_match_finite_differences() {
     let (a, b) = (rand(&[2, 1, 3], 27), rand(&[2, 4, 3], 28));
     check(&[a, b], |t| ops::concat_tokens(&[&t[0], &t[1]]));

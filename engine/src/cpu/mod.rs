@@ -331,13 +331,20 @@ impl Backend for CpuBackend {
         new(d)
     }
 
-    fn gather_rows(&self, x: &Storage, idx: &Indices, spec: &GatherSpec) -> Result<Storage> {
+    fn gather_rows(&self, x: &Storage, fill: Option<&Storage>, idx: &Indices, spec: &GatherSpec) -> Result<Storage> {
         let _t = profile::scope("gather_rows");
         let x = x.cpu()?;
         check_len("gather_rows x", x.len(), spec.batch * spec.rows * spec.width)?;
         check_len("gather_rows idx", idx.values().len(), spec.batch * spec.picks)?;
-        idx.check_below(spec.rows, "gather_rows")?;
-        new(out1(spec.batch * spec.picks * spec.width, |out| fast::rows::gather_rows(&x, idx.values(), spec, out)))
+        let fill = fill.map(|f| f.cpu()).transpose()?;
+        if let Some(f) = &fill {
+            check_len("gather_rows fill", f.len(), spec.width)?;
+        }
+        idx.check_below(spec.rows + usize::from(fill.is_some()), "gather_rows")?;
+        let out = out1(spec.batch * spec.picks * spec.width, |out| {
+            fast::rows::gather_rows(&x, fill.as_ref().map(|f| f.as_slice()), idx.values(), spec, out)
+        });
+        new(out)
     }
 
     fn scatter_add_rows(&self, dy: &Storage, idx: &Indices, spec: &GatherSpec) -> Result<Storage> {
@@ -345,8 +352,15 @@ impl Backend for CpuBackend {
         let dy = dy.cpu()?;
         check_len("scatter_add_rows dy", dy.len(), spec.batch * spec.picks * spec.width)?;
         check_len("scatter_add_rows idx", idx.values().len(), spec.batch * spec.picks)?;
-        idx.check_below(spec.rows, "scatter_add_rows")?;
         new(out1(spec.batch * spec.rows * spec.width, |out| fast::rows::scatter_add_rows(&dy, idx.values(), spec, out)))
+    }
+
+    fn sum_fill_rows(&self, dy: &Storage, idx: &Indices, spec: &GatherSpec) -> Result<Storage> {
+        let _t = profile::scope("sum_fill_rows");
+        let dy = dy.cpu()?;
+        check_len("sum_fill_rows dy", dy.len(), spec.batch * spec.picks * spec.width)?;
+        check_len("sum_fill_rows idx", idx.values().len(), spec.batch * spec.picks)?;
+        new(out1(spec.width, |out| fast::rows::sum_fill_rows(&dy, idx.values(), spec, out)))
     }
 
     fn copy_rows_into(&self, src: &Storage, dst: &Storage, spec: &CopyRowsSpec) -> Result<()> {

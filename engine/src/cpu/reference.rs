@@ -318,25 +318,34 @@ pub fn attention_qkv_backward(qkv: &[f32], out: &[f32], dout: &[f32], num_heads:
     dqkv
 }
 
-/// `out[n, i, :] = x[n, idx[n, i], :]`.
-pub fn gather_rows(x: &[f32], idx: &[u32], s: &GatherSpec) -> Vec<f32> {
+/// `out[n, i, :] = x[n, idx[n, i], :]`, or `fill` (`[width]`) where `idx[n, i] == rows`.
+pub fn gather_rows(x: &[f32], fill: Option<&[f32]>, idx: &[u32], s: &GatherSpec) -> Vec<f32> {
     let mut out = vec![0.0f32; s.batch * s.picks * s.width];
     for n in 0..s.batch {
         for i in 0..s.picks {
-            let src = (n * s.rows + idx[n * s.picks + i] as usize) * s.width;
+            let row = idx[n * s.picks + i] as usize;
+            let src = match fill {
+                Some(fill) if row == s.rows => &fill[..s.width],
+                _ => &x[(n * s.rows + row) * s.width..(n * s.rows + row + 1) * s.width],
+            };
             let dst = (n * s.picks + i) * s.width;
-            out[dst..dst + s.width].copy_from_slice(&x[src..src + s.width]);
+            out[dst..dst + s.width].copy_from_slice(src);
         }
     }
     out
 }
 
-/// The backward of `gather_rows`: `dx = zeros; dx[n, idx[n, i], :] += dy[n, i, :]`.
+/// The backward of `gather_rows` for `x`: `dx = zeros; dx[n, idx[n, i], :] += dy[n, i, :]`, picks
+/// at or past `rows` (the fill's) left out.
 pub fn scatter_add_rows(dy: &[f32], idx: &[u32], s: &GatherSpec) -> Vec<f32> {
     let mut dx = vec![0.0f32; s.batch * s.rows * s.width];
     for n in 0..s.batch {
         for i in 0..s.picks {
-            let dst = (n * s.rows + idx[n * s.picks + i] as usize) * s.width;
+            let row = idx[n * s.picks + i] as usize;
+            if row >= s.rows {
+                continue;
+            }
+            let dst = (n * s.rows + row) * s.width;
             let src = (n * s.picks + i) * s.width;
             for c in 0..s.width {
                 dx[dst + c] += dy[src + c];
@@ -344,6 +353,19 @@ pub fn scatter_add_rows(dy: &[f32], idx: &[u32], s: &GatherSpec) -> Vec<f32> {
         }
     }
     dx
+}
+
+/// The backward of `gather_rows` for its fill row: `sum of dy[n, i, :] over idx[n, i] == rows`.
+pub fn sum_fill_rows(dy: &[f32], idx: &[u32], s: &GatherSpec) -> Vec<f32> {
+    let mut acc = vec![0.0f64; s.width];
+    for (r, &row) in idx[..s.batch * s.picks].iter().enumerate() {
+        if row as usize == s.rows {
+            for (a, &g) in acc.iter_mut().zip(&dy[r * s.width..(r + 1) * s.width]) {
+                *a += g as f64;
+            }
+        }
+    }
+    acc.into_iter().map(|a| a as f32).collect()
 }
 
 /// Copies `s.rows` rows per sample from `src` into `dst`, in place (see `CopyRowsSpec`).

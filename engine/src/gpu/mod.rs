@@ -291,12 +291,16 @@ impl Backend for Gpu {
         kernels::attention::backward_qkv(self, qkv, out, lse, dout, num_heads, spec)
     }
 
-    fn gather_rows(&self, x: &Storage, idx: &Indices, spec: &GatherSpec) -> Result<Storage> {
-        kernels::gather::gather_rows(self, x, idx, spec)
+    fn gather_rows(&self, x: &Storage, fill: Option<&Storage>, idx: &Indices, spec: &GatherSpec) -> Result<Storage> {
+        kernels::gather::gather_rows(self, x, fill, idx, spec)
     }
 
     fn scatter_add_rows(&self, dy: &Storage, idx: &Indices, spec: &GatherSpec) -> Result<Storage> {
         kernels::gather::scatter_add_rows(self, dy, idx, spec)
+    }
+
+    fn sum_fill_rows(&self, dy: &Storage, idx: &Indices, spec: &GatherSpec) -> Result<Storage> {
+        kernels::gather::sum_fill_rows(self, dy, idx, spec)
     }
 
     fn copy_rows_into(&self, src: &Storage, dst: &Storage, spec: &CopyRowsSpec) -> Result<()> {

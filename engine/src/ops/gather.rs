@@ -6,25 +6,53 @@ use crate::tensor::Tensor;
 use super::same_device;
 
 /// The masked patch gather: `x: [N, T, D]`, `idx: [N, S]`, `out[n, i, :] = x[n, idx[n, i], :]`.
-/// MAE uses it to keep the visible tokens (`ids_keep`) and to unshuffle (`ids_restore`); its
-/// backward scatter-adds the gradient rows back to where they came from.
+/// Its backward scatter-adds the gradient rows back to where they came from.
 pub fn gather_rows(x: &Tensor, idx: &Indices) -> Result<Tensor> {
+    gather(x, None, idx, "gather_rows")
+}
+
+/// `gather_rows` with one more row to pick, shared by every sample: `fill: [D]` stands at row `T`,
+/// so `out[n, i, :] = x[n, idx[n, i], :]` where `idx[n, i] < T` and `fill` where it equals `T`. It
+/// assembles MAE's token sequences in one pass: the encoder's (cls token, then the visible patches
+/// by `ids_keep`) and the decoder's (its cls token, then the unshuffle by `ids_restore`, mask
+/// tokens in the removed places), where slices, repeats, concatenations and a gather moved each
+/// row several times. The fill's gradient is the sum of the rows that picked it.
+pub fn gather_rows_with_fill(x: &Tensor, fill: &Tensor, idx: &Indices) -> Result<Tensor> {
+    same_device("gather_rows_with_fill", &[x, fill])?;
+    gather(x, Some(fill), idx, "gather_rows_with_fill")
+}
+
+fn gather(x: &Tensor, fill: Option<&Tensor>, idx: &Indices, op: &str) -> Result<Tensor> {
     if x.rank() != 3 || idx.shape().len() != 2 || idx.shape()[0] != x.dim(0) {
         return Err(Error::Shape(format!(
-            "gather_rows: x must be [N, T, D] and idx [N, S]; got {:?} and {:?}",
+            "{op}: x must be [N, T, D] and idx [N, S]; got {:?} and {:?}",
             x.shape(),
             idx.shape()
         )));
     }
     let spec = GatherSpec { batch: x.dim(0), rows: x.dim(1), picks: idx.shape()[1], width: x.dim(2) };
-    idx.check_below(spec.rows, "gather_rows")?;
+    if let Some(f) = fill.filter(|f| f.numel() != spec.width || f.rank() == 0) {
+        return Err(Error::Shape(format!(
+            "{op}: the fill must be one row of x's width, [{}]; got {:?}",
+            spec.width,
+            f.shape()
+        )));
+    }
+    idx.check_below(spec.rows + usize::from(fill.is_some()), op)?;
     let dev = x.device();
-    let out = dev.backend().gather_rows(x.storage(), idx, &spec)?;
-    let (sx, sidx) = (x.clone(), idx.clone());
-    Ok(Tensor::from_op(out, vec![spec.batch, spec.picks, spec.width], &[x], move |g| {
+    let out = dev.backend().gather_rows(x.storage(), fill.map(|f| f.storage()), idx, &spec)?;
+    let (sx, sfill, sidx) = (x.clone(), fill.cloned(), idx.clone());
+    let inputs: Vec<&Tensor> = std::iter::once(x).chain(fill).collect();
+    Ok(Tensor::from_op(out, vec![spec.batch, spec.picks, spec.width], &inputs, move |g| {
         let dev = sx.device();
-        let dx = dev.backend().scatter_add_rows(g.storage(), &sidx, &spec)?;
-        Ok(vec![Some(Tensor::constant(dx, sx.shape().to_vec()))])
+        let be = dev.backend();
+        let dx = if sx.requires_grad() { Some(be.scatter_add_rows(g.storage(), &sidx, &spec)?) } else { None };
+        let mut grads = vec![dx.map(|dx| Tensor::constant(dx, sx.shape().to_vec()))];
+        if let Some(f) = sfill {
+            let df = if f.requires_grad() { Some(be.sum_fill_rows(g.storage(), &sidx, &spec)?) } else { None };
+            grads.push(df.map(|df| Tensor::constant(df, f.shape().to_vec())));
+        }
+        Ok(grads)
     }))
 }
 

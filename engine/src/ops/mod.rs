@@ -13,7 +13,7 @@ mod softmax;
 
 pub use attention::{attention, attention_qkv};
 pub use elementwise::{add_scalar, binary, gelu, scale, sqrt, square};
-pub use gather::{concat_tokens, gather_rows, slice_tokens};
+pub use gather::{concat_tokens, gather_rows, gather_rows_with_fill, slice_tokens};
 pub use layernorm::{add_layer_norm, layer_norm};
 pub use loss::{cross_entropy, mae_loss};
 pub use matmul::{linear, linear_gelu, matmul, matmul_ex, mlp};

@@ -539,12 +539,12 @@ fn gather_case(batch: usize, rows: usize, picks: usize, width: usize) -> Case {
             let x = up(dev, &values(batch * rows * width, 12))?;
             let ids = Indices::new(idx.clone(), &[batch, picks])?;
             let dev = dev.clone();
-            Ok(Box::new(move || dev.backend().gather_rows(&x, &ids, &spec).map(drop)))
+            Ok(Box::new(move || dev.backend().gather_rows(&x, None, &ids, &spec).map(drop)))
         }),
         reference: Some(Box::new(move || {
             let x = values(batch * rows * width, 12);
             let idx = idx2.clone();
-            Box::new(move || drop(reference::gather_rows(&x, &idx, &spec)))
+            Box::new(move || drop(reference::gather_rows(&x, None, &idx, &spec)))
         })),
     }
 }

@@ -10,6 +10,8 @@
 //! loss = mean over removed patches of the per-patch MSE against the (norm-pix) target, (i,j,c) order
 //! ```
 //! The encoder sees only the visible patches: that is where the paper's 3x speed-up comes from.
+//! Each "gather, then put the cls (and mask) tokens in" is one gather here whose fill row is that
+//! token (`ops::gather_rows_with_fill`); a test holds both to the official ops.
 
 use engine::{Device, Indices, Rng, Tensor, ops};
 
@@ -65,6 +67,14 @@ pub struct DeviceMasking {
     pub ids_keep: Indices,
     /// `[N, L]`: unshuffles `[kept tokens | mask tokens]` back to raster order.
     pub ids_restore: Indices,
+    /// `[N, 1 + K]`: the encoder's tokens as rows of the patch embeddings `[N, L, D]`, the cls
+    /// token being the fill row `L`: `[L, ids_keep[n, :]]` (see `ops::gather_rows_with_fill`).
+    pub encoder_picks: Indices,
+    /// `[N, 1 + L]`: the decoder's tokens as rows of the embedded latent `[N, 1 + K, Dd]`, the mask
+    /// token being the fill row `1 + K`: its cls token (row 0), then for each patch `l` in raster
+    /// order `1 + ids_restore[n, l]` where that is a visible token's rank (`< K`), else `1 + K`.
+    /// This is the official unshuffle of `[x[:, 1:] | mask tokens]` with the cls token put back.
+    pub decoder_picks: Indices,
     /// `[N, L]`, 1 = removed.
     pub mask: Tensor,
     /// `K`, visible patches per sample.
@@ -74,11 +84,26 @@ pub struct DeviceMasking {
 impl DeviceMasking {
     /// Uploads the host masks `m` to `dev`.
     pub fn new(m: &Masking, dev: &Device) -> Result<Self> {
+        let (n, l, k) = (m.batch, m.num_patches, m.len_keep);
+        let ids_keep = m.ids_keep();
+        let encoder_picks: Vec<u32> = ids_keep
+            .chunks(k.max(1))
+            .take(n)
+            .flat_map(|keep| std::iter::once(l as u32).chain(keep.iter().copied()))
+            .collect();
+        let decoder_picks: Vec<u32> = m
+            .ids_restore
+            .chunks(l.max(1))
+            .take(n)
+            .flat_map(|restore| std::iter::once(0).chain(restore.iter().map(|&r| 1 + r.min(k as u32))))
+            .collect();
         Ok(DeviceMasking {
-            ids_keep: Indices::new(m.ids_keep(), &[m.batch, m.len_keep])?,
-            ids_restore: Indices::new(m.ids_restore.clone(), &[m.batch, m.num_patches])?,
-            mask: Tensor::from_slice(&m.mask, &[m.batch, m.num_patches], dev)?,
-            len_keep: m.len_keep,
+            ids_keep: Indices::new(ids_keep, &[n, k])?,
+            ids_restore: Indices::new(m.ids_restore.clone(), &[n, l])?,
+            encoder_picks: Indices::new(encoder_picks, &[n, 1 + k])?,
+            decoder_picks: Indices::new(decoder_picks, &[n, 1 + l])?,
+            mask: Tensor::from_slice(&m.mask, &[n, l], dev)?,
+            len_keep: k,
         })
     }
 }
@@ -236,16 +261,24 @@ impl MaskedAutoencoder {
         Ok(outputs.pop().expect("one output"))
     }
 
+    /// `cls_token + pos_embed[:, :1]`, `[1, 1, D]`: the token in front of the patches.
+    fn cls_with_pos(&self) -> Result<Tensor> {
+        Ok(self.cls_token.add(&ops::slice_tokens(&self.pos_embed, 0, 1)?)?)
+    }
+
     /// `x: [N, K, D]` -> `[N, 1 + K, D]` with `cls_token + pos_embed[:, :1]` in front.
     fn prepend_cls(&self, x: &Tensor) -> Result<Tensor> {
-        let cls = self.cls_token.add(&ops::slice_tokens(&self.pos_embed, 0, 1)?)?;
-        Ok(ops::concat_tokens(&[&expand(&cls, x.dim(0), 1)?, x])?)
+        Ok(ops::concat_tokens(&[&expand(&self.cls_with_pos()?, x.dim(0), 1)?, x])?)
     }
 
     /// As `encode_tokens`, returning the outputs of the last `keep` blocks, oldest first; the
     /// final norm, when asked, applies to the last one only (as in the model).
     fn encode_tokens_keeping(&self, x: &Tensor, keep: usize, final_norm: bool) -> Result<Vec<Tensor>> {
-        let x = self.prepend_cls(x)?;
+        self.run_encoder(self.prepend_cls(x)?, keep, final_norm)
+    }
+
+    /// The blocks on `x: [N, 1 + K, D]` (cls token in front), keeping the outputs of the last `keep`.
+    fn run_encoder(&self, x: Tensor, keep: usize, final_norm: bool) -> Result<Vec<Tensor>> {
         let (mut outputs, normed) = run_blocks(&self.blocks, &x, final_norm.then_some(&self.norm))?;
         let last = match normed {
             Some(y) => y,
@@ -261,8 +294,31 @@ impl MaskedAutoencoder {
 
     /// `forward_encoder`: the visible patches only. Returns the latent `[N, 1 + K, D]`.
     pub fn forward_encoder(&self, patches: &Tensor, masking: &DeviceMasking) -> Result<Tensor> {
-        let x = ops::gather_rows(&self.embed(patches)?, &masking.ids_keep)?;
-        self.encode_tokens(&x, true)
+        let mut outputs = self.run_encoder(self.encoder_tokens(patches, masking)?, 1, true)?;
+        Ok(outputs.pop().expect("one output"))
+    }
+
+    /// The encoder's input `[N, 1 + K, D]`: the cls token (with its position), then the visible
+    /// patches' embeddings by `ids_keep`. The official gather and cat as one gather whose fill row
+    /// is the cls token.
+    fn encoder_tokens(&self, patches: &Tensor, masking: &DeviceMasking) -> Result<Tensor> {
+        let cls = self.cls_with_pos()?.reshape(&[self.config.embed_dim])?;
+        Ok(ops::gather_rows_with_fill(&self.embed(patches)?, &cls, &masking.encoder_picks)?)
+    }
+
+    /// The decoder's tokens `[N, 1 + L, Dd]` before their positions, from the embedded latent
+    /// `x: [N, 1 + K, Dd]`: its cls token, then the patches in raster order, the visible ones
+    /// from `x` and mask tokens in the removed places. The official cat of `x[:, 1:]` with the mask
+    /// tokens, gather by `ids_restore` and cat behind `x[:, :1]`, as one gather whose fill row is
+    /// the mask token. With nothing removed no pick is the fill's, and the mask token takes no
+    /// part (nor gets a gradient), as there.
+    fn decoder_tokens(&self, x: &Tensor, masking: &DeviceMasking) -> Result<Tensor> {
+        if x.dim(1) - 1 < self.config.num_patches() {
+            let mask_token = self.mask_token.reshape(&[self.config.decoder_embed_dim])?;
+            Ok(ops::gather_rows_with_fill(x, &mask_token, &masking.decoder_picks)?)
+        } else {
+            Ok(ops::gather_rows(x, &masking.decoder_picks)?)
+        }
     }
 
     /// The encoder on every patch, no masking (features for probes): `[N, 1 + L, D]`.
@@ -322,16 +378,8 @@ impl MaskedAutoencoder {
     /// `forward_decoder`: latent `[N, 1 + K, D]` -> predictions `[N, L, P]`.
     pub fn forward_decoder(&self, latent: &Tensor, masking: &DeviceMasking) -> Result<Tensor> {
         let c = &self.config;
-        let (n, k1, l, dd) = (latent.dim(0), latent.dim(1), c.num_patches(), c.decoder_embed_dim);
-        let x = self.decoder_embed.forward(latent)?;
-        let visible = ops::slice_tokens(&x, 1, k1 - 1)?;
-        let x_ = if k1 - 1 < l {
-            ops::concat_tokens(&[&visible, &expand(&self.mask_token, n, l + 1 - k1)?])?
-        } else {
-            visible
-        };
-        let x_ = ops::gather_rows(&x_, &masking.ids_restore)?;
-        let x = ops::concat_tokens(&[&ops::slice_tokens(&x, 0, 1)?, &x_])?;
+        let (l, dd) = (c.num_patches(), c.decoder_embed_dim);
+        let x = self.decoder_tokens(&self.decoder_embed.forward(latent)?, masking)?;
         let x = x.add(&self.decoder_pos_embed.reshape(&[l + 1, dd])?)?;
         let (_, normed) = run_blocks(&self.decoder_blocks, &x, Some(&self.decoder_norm))?;
         let pred = self.decoder_pred.forward(&normed.expect("a final norm"))?;
@@ -353,5 +401,99 @@ impl MaskedAutoencoder {
         };
         let loss = ops::mae_loss(&pred, target, mask, self.config.norm_pix_loss)?;
         Ok(Output { loss, pred })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::masking::{MaskStrategy, make_masking};
+
+    fn tiny() -> ModelConfig {
+        ModelConfig {
+            name: "test_tiny".into(),
+            img_size: 12,
+            patch_size: 4,
+            in_chans: 2,
+            embed_dim: 8,
+            depth: 1,
+            num_heads: 2,
+            decoder_embed_dim: 12,
+            decoder_depth: 1,
+            decoder_num_heads: 1,
+            mlp_ratio: 2,
+            norm_pix_loss: true,
+        }
+    }
+
+    /// `models_mae.py`'s encoder input, op by op: gather by ids_keep, cat behind the cls token.
+    fn official_encoder_tokens(m: &MaskedAutoencoder, patches: &Tensor, masking: &DeviceMasking) -> Tensor {
+        m.prepend_cls(&ops::gather_rows(&m.embed(patches).unwrap(), &masking.ids_keep).unwrap()).unwrap()
+    }
+
+    /// `models_mae.py`'s decoder tokens, op by op: cat x[:, 1:] with the mask tokens, unshuffle by
+    /// ids_restore, cat behind x[:, :1].
+    fn official_decoder_tokens(m: &MaskedAutoencoder, x: &Tensor, masking: &DeviceMasking) -> Tensor {
+        let (n, k1, l) = (x.dim(0), x.dim(1), m.config.num_patches());
+        let visible = ops::slice_tokens(x, 1, k1 - 1).unwrap();
+        let x_ = if k1 - 1 < l {
+            ops::concat_tokens(&[&visible, &expand(&m.mask_token, n, l + 1 - k1).unwrap()]).unwrap()
+        } else {
+            visible
+        };
+        let x_ = ops::gather_rows(&x_, &masking.ids_restore).unwrap();
+        ops::concat_tokens(&[&ops::slice_tokens(x, 0, 1).unwrap(), &x_]).unwrap()
+    }
+
+    /// The output and the gradients of `params` under a fixed random weighting of it.
+    fn run(out: &Tensor, params: &[&Tensor]) -> (Vec<f32>, Vec<Option<Vec<f32>>>) {
+        let w = Tensor::normal(out.shape(), 0.0, 1.0, &mut Rng::new(3), &out.device()).unwrap();
+        engine::backward(&out.mul(&w).unwrap().sum().unwrap()).unwrap();
+        let grads = params.iter().map(|p| p.grad().map(|g| g.to_vec().unwrap())).collect();
+        params.iter().for_each(|p| p.zero_grad());
+        (out.to_vec().unwrap(), grads)
+    }
+
+    fn assert_grads_close(ours: &[Option<Vec<f32>>], official: &[Option<Vec<f32>>], what: &str) {
+        for (i, (a, b)) in ours.iter().zip(official).enumerate() {
+            let (Some(a), Some(b)) = (a, b) else {
+                assert_eq!(a.is_some(), b.is_some(), "{what}: gradient {i} given on one side only");
+                continue;
+            };
+            for (x, y) in a.iter().zip(b) {
+                // Sums of the same terms in another order.
+                assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "{what}: gradient {i}: {x} against {y}");
+            }
+        }
+    }
+
+    #[test]
+    fn token_sequences_are_the_official_ones_assembled_in_one_gather_each() {
+        let c = tiny();
+        let dev = Device::Cpu;
+        let model = MaskedAutoencoder::new(&c, 1, &dev).unwrap();
+        let mut rng = Rng::new(2);
+        let (n, l) = (3, c.num_patches());
+        for ratio in [0.75, 0.4, 0.0] {
+            let masking = make_masking(MaskStrategy::Random, n, c.grid_size(), ratio, &mut rng).unwrap();
+            let dm = DeviceMasking::new(&masking, &dev).unwrap();
+            let k = dm.len_keep;
+            let what = format!("ratio {ratio}");
+
+            let patches = Tensor::normal(&[n, l, c.patch_dim()], 0.0, 1.0, &mut rng, &dev).unwrap().with_grad();
+            let params = [&patches, &model.cls_token, &model.patch_embed_bias];
+            let ours = run(&model.encoder_tokens(&patches, &dm).unwrap(), &params);
+            let official = run(&official_encoder_tokens(&model, &patches, &dm), &params);
+            assert_eq!(ours.0, official.0, "{what}: the encoder's tokens");
+            assert_grads_close(&ours.1, &official.1, &format!("{what}, encoder"));
+
+            let x = Tensor::normal(&[n, 1 + k, c.decoder_embed_dim], 0.0, 1.0, &mut rng, &dev).unwrap().with_grad();
+            let params = [&x, &model.mask_token];
+            let ours = run(&model.decoder_tokens(&x, &dm).unwrap(), &params);
+            let official = run(&official_decoder_tokens(&model, &x, &dm), &params);
+            assert_eq!(ours.0, official.0, "{what}: the decoder's tokens");
+            assert_grads_close(&ours.1, &official.1, &format!("{what}, decoder"));
+            assert_eq!(ours.1[1].is_some(), k < l, "{what}: the mask token's gradient where it is used");
+        }
     }
 }

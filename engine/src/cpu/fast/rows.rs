@@ -1,8 +1,10 @@
 //! Moving whole rows: `copy_rows_into` (token slices and concatenation), `gather_rows` (the
-//! masked patch gather) and its backward `scatter_add_rows`. Each works sample by sample (a sample
+//! masked patch gather, with MAE's mask or cls token as a fill row) and its backward
+//! `scatter_add_rows` (and `sum_fill_rows` for the fill). Each works sample by sample (a sample
 //! owns a contiguous slab of every output), so samples are the units split over threads; within a
 //! sample the scatter adds in the order of its indices, so repeated indices give the same bits for
-//! any thread count.
+//! any thread count. `sum_fill_rows` splits its one output row by columns instead, each adding in
+//! the order of the picks.
 
 use crate::backend::{CopyRowsSpec, GatherSpec};
 use crate::cpu::parallel::{self, Out, units};
@@ -33,10 +35,12 @@ pub fn copy_rows_into(src: &[f32], dst: &mut [f32], s: &CopyRowsSpec) {
     });
 }
 
-/// `out[n, i, :] = x[n, idx[n, i], :]`. Panics if an index is out of range.
-pub fn gather_rows<'a>(x: &[f32], idx: &[u32], s: &GatherSpec, out: impl Out<'a>) {
+/// `out[n, i, :] = x[n, idx[n, i], :]`, or `fill` (`[width]`) where `idx[n, i] == rows`. Panics if
+/// an index is out of range.
+pub fn gather_rows<'a>(x: &[f32], fill: Option<&[f32]>, idx: &[u32], s: &GatherSpec, out: impl Out<'a>) {
     let w = s.width;
     assert!(x.len() >= s.batch * s.rows * w && idx.len() >= s.batch * s.picks, "gather_rows: sizes");
+    assert!(fill.is_none_or(|f| f.len() >= w), "gather_rows: fill size");
     assert_eq!(out.len(), s.batch * s.picks * w, "gather_rows: output size");
     let slab = s.picks * w;
     if slab == 0 {
@@ -47,14 +51,18 @@ pub fn gather_rows<'a>(x: &[f32], idx: &[u32], s: &GatherSpec, out: impl Out<'a>
             let x = &x[n * s.rows * w..(n + 1) * s.rows * w];
             for (dst, &i) in o.chunks_exact_mut(w).zip(&idx[n * s.picks..(n + 1) * s.picks]) {
                 let i = i as usize;
-                simd::copy(&x[i * w..(i + 1) * w], dst);
+                let src = match fill {
+                    Some(fill) if i == s.rows => &fill[..w],
+                    _ => &x[i * w..(i + 1) * w],
+                };
+                simd::copy(src, dst);
             }
         }
     });
 }
 
-/// `dx = 0; dx[n, idx[n, i], :] += dy[n, i, :]`, `dx` overwritten. Panics if an index is out of
-/// range.
+/// `dx = 0; dx[n, idx[n, i], :] += dy[n, i, :]`, `dx` overwritten; picks at or past `rows` (a fill
+/// row's) are left out.
 pub fn scatter_add_rows<'a>(dy: &[f32], idx: &[u32], s: &GatherSpec, dx: impl Out<'a>) {
     let w = s.width;
     assert!(dy.len() >= s.batch * s.picks * w && idx.len() >= s.batch * s.picks, "scatter_add_rows: sizes");
@@ -70,9 +78,33 @@ pub fn scatter_add_rows<'a>(dy: &[f32], idx: &[u32], s: &GatherSpec, dx: impl Ou
             let dy = &dy[n * s.picks * w..(n + 1) * s.picks * w];
             for (g, &i) in dy.chunks_exact(w).zip(&idx[n * s.picks..(n + 1) * s.picks]) {
                 let i = i as usize;
+                if i >= s.rows {
+                    continue;
+                }
                 for (a, &b) in d[i * w..(i + 1) * w].iter_mut().zip(g) {
                     *a += b;
                 }
+            }
+        }
+    });
+}
+
+/// Columns per unit of `sum_fill_rows`' work (a unit sums its columns over every pick).
+const FILL_COLUMNS: usize = 64;
+
+/// `out = sum of dy[n, i, :] over the picks with idx[n, i] == rows` (a fill row's gradient), `[width]`,
+/// added in the order of the picks.
+pub fn sum_fill_rows<'a>(dy: &[f32], idx: &[u32], s: &GatherSpec, out: impl Out<'a>) {
+    let (w, picks) = (s.width, s.batch * s.picks);
+    assert!(dy.len() >= picks * w && idx.len() >= picks, "sum_fill_rows: sizes");
+    assert_eq!(out.len(), w, "sum_fill_rows: output size");
+    let cost = NS_PER_VALUE * (picks * FILL_COLUMNS) as f64;
+    parallel::for_each_chunk(out, FILL_COLUMNS, cost, |first, acc| {
+        acc.fill(0.0);
+        for (r, _) in idx[..picks].iter().enumerate().filter(|&(_, &i)| i as usize == s.rows) {
+            let g = &dy[r * w + first..r * w + first + acc.len()];
+            for (a, &b) in acc.iter_mut().zip(g) {
+                *a += b;
             }
         }
     });

@@ -3,7 +3,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::{grid_1d, holds, key, u32_of};
-use crate::backend::{CopyRowsSpec, GatherSpec};
+use crate::backend::{AxisSpec, CopyRowsSpec, GatherSpec};
 use crate::cpu::reference::strides;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -24,7 +24,7 @@ struct Params {
     dst_offset: u32,
     copy_rows: u32,
     rank: u32,
-    _pad: u32,
+    chunk: u32,
     shape: [u32; 8],
     stride: [u32; 8],
 }
@@ -40,37 +40,45 @@ fn gather_params(s: &GatherSpec, n: usize) -> Result<Params> {
     })
 }
 
-/// What gather_rows and scatter_add_rows' in-bounds proof rests on: `idx` holds `batch x picks`
-/// indices, each below `rows`, and `rows_in x width` values per sample fit u32.
-fn check_gather(idx: &Indices, s: &GatherSpec) -> Result<()> {
+/// Picks per slice of `sum_fill_rows`' first pass (the second sums the slices).
+const FILL_CHUNK: usize = 64;
+
+/// What the gathers' and scatters' in-bounds proof rests on: `idx` holds `batch x picks` indices,
+/// each below `rows` (or at most `rows`, the fill's pick, when `fill`), and `rows_in x width` values
+/// per sample fit u32.
+fn check_gather(idx: &Indices, s: &GatherSpec, fill: bool) -> Result<()> {
     if idx.len() < s.batch * s.picks {
         return Err(Error::Shape(format!("{} indices where {} x {} are needed", idx.len(), s.batch, s.picks)));
     }
-    idx.check_below(s.rows, "gather index")?;
+    idx.check_below(s.rows + usize::from(fill), "gather index")?;
     u32_of(s.batch * s.rows.max(s.picks) * s.width, "gather size")?;
     Ok(())
 }
 
-pub fn gather_rows(g: &Gpu, x: &Storage, idx: &Indices, s: &GatherSpec) -> Result<Storage> {
-    check_gather(idx, s)?;
+pub fn gather_rows(g: &Gpu, x: &Storage, fill: Option<&Storage>, idx: &Indices, s: &GatherSpec) -> Result<Storage> {
+    check_gather(idx, s, fill.is_some())?;
     holds(x, s.batch * s.rows * s.width, "gather_rows x")?;
+    if let Some(f) = fill {
+        holds(f, s.width, "gather_rows fill")?;
+    }
     let n = s.batch * s.picks * s.width;
     let out = g.alloc(n)?;
     let ib = g.indices(idx)?;
     g.ctx.dispatch(
         &key("gather", "gather_rows"),
         bytemuck::bytes_of(&gather_params(s, n)?),
-        &[(1, g.buf(x)?), (2, ib.binding()), (3, g.buf(&out)?)],
+        // Without a fill no pick equals rows, and x stands in at the fill's binding.
+        &[(1, g.buf(x)?), (2, ib.binding()), (3, g.buf(&out)?), (4, g.buf(fill.unwrap_or(x))?)],
         grid_1d(n, 256)?,
     )?;
     Ok(out)
 }
 
-/// `gather_rows`' backward. Where no sample picks a row twice (MAE's masks), a gather by the
+/// `gather_rows`' backward for x. Where no sample picks a row twice (MAE's masks), a gather by the
 /// inverse table (`scatter_rows`: one read per value); else each value compares every pick
-/// (`scatter_add_rows`).
+/// (`scatter_add_rows`). A fill's picks (at rows) are left out by both.
 pub fn scatter_add_rows(g: &Gpu, dy: &Storage, idx: &Indices, s: &GatherSpec) -> Result<Storage> {
-    check_gather(idx, s)?;
+    check_gather(idx, s, true)?;
     holds(dy, s.batch * s.picks * s.width, "scatter_add_rows dy")?;
     let n = s.batch * s.rows * s.width;
     let out = g.alloc(n)?;
@@ -87,6 +95,27 @@ pub fn scatter_add_rows(g: &Gpu, dy: &Storage, idx: &Indices, s: &GatherSpec) ->
         grid_1d(n, 256)?,
     )?;
     Ok(out)
+}
+
+/// `gather_rows`' backward for its fill row: sums of slices of `FILL_CHUNK` picks
+/// (`sum_fill_rows`), then the sum of the slices (reduce.wgsl).
+pub fn sum_fill_rows(g: &Gpu, dy: &Storage, idx: &Indices, s: &GatherSpec) -> Result<Storage> {
+    check_gather(idx, s, true)?;
+    holds(dy, s.batch * s.picks * s.width, "sum_fill_rows dy")?;
+    let slices = (s.batch * s.picks).div_ceil(FILL_CHUNK).max(1);
+    let n = slices * s.width;
+    if n == 0 {
+        return g.alloc(0);
+    }
+    let partial = g.alloc(n)?;
+    let p = Params { chunk: u32_of(FILL_CHUNK, "chunk")?, ..gather_params(s, n)? };
+    g.ctx.dispatch(
+        &key("gather", "sum_fill_rows"),
+        bytemuck::bytes_of(&p),
+        &[(1, g.buf(dy)?), (2, g.indices(idx)?.binding()), (3, g.buf(&partial)?)],
+        grid_1d(n, 256)?,
+    )?;
+    super::reduce::sum_axis(g, &partial, &AxisSpec { outer: 1, axis: slices, inner: s.width })
 }
 
 pub fn copy_rows_into(g: &Gpu, src: &Storage, dst: &Storage, s: &CopyRowsSpec) -> Result<()> {
