@@ -86,17 +86,13 @@ impl DeviceMasking {
     pub fn new(m: &Masking, dev: &Device) -> Result<Self> {
         let (n, l, k) = (m.batch, m.num_patches, m.len_keep);
         let ids_keep = m.ids_keep();
-        let encoder_picks: Vec<u32> = ids_keep
-            .chunks(k.max(1))
-            .take(n)
-            .flat_map(|keep| std::iter::once(l as u32).chain(keep.iter().copied()))
-            .collect();
-        let decoder_picks: Vec<u32> = m
-            .ids_restore
-            .chunks(l.max(1))
-            .take(n)
-            .flat_map(|restore| std::iter::once(0).chain(restore.iter().map(|&r| 1 + r.min(k as u32))))
-            .collect();
+        let (mut encoder_picks, mut decoder_picks) = (Vec::with_capacity(n * (1 + k)), Vec::with_capacity(n * (1 + l)));
+        for s in 0..n {
+            encoder_picks.push(l as u32);
+            encoder_picks.extend_from_slice(&ids_keep[s * k..(s + 1) * k]);
+            decoder_picks.push(0);
+            decoder_picks.extend(m.ids_restore[s * l..(s + 1) * l].iter().map(|&r| 1 + r.min(k as u32)));
+        }
         Ok(DeviceMasking {
             ids_keep: Indices::new(ids_keep, &[n, k])?,
             ids_restore: Indices::new(m.ids_restore.clone(), &[n, l])?,
@@ -474,7 +470,8 @@ mod tests {
         let model = MaskedAutoencoder::new(&c, 1, &dev).unwrap();
         let mut rng = Rng::new(2);
         let (n, l) = (3, c.num_patches());
-        for ratio in [0.75, 0.4, 0.0] {
+        // 0.95 keeps no patch at all (floor(9 x 0.05) = 0): the cls token alone.
+        for ratio in [0.75, 0.4, 0.95, 0.0] {
             let masking = make_masking(MaskStrategy::Random, n, c.grid_size(), ratio, &mut rng).unwrap();
             let dm = DeviceMasking::new(&masking, &dev).unwrap();
             let k = dm.len_keep;
