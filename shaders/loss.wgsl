@@ -2,26 +2,33 @@
 // cross-entropy (for the linear probe and fine-tuning), with their gradients.
 //
 // Layouts: pred, target, dpred [rows, patch] (rows = N * L patches); mask, drow, row_loss [rows]
-// (mask 1 = removed); logits, probs, dlogits [rows, classes]; labels [rows] u32.
+// (mask 1 = removed); loss, dloss, count [1]; logits, probs, dlogits [rows, classes]; labels [rows] u32.
 // - mae_loss_rows: row_loss[r] = mask[r] * mean_c (pred[r, c] - t[r, c])^2 with t the target, or with
 //   norm_pix t = (target - mean) / sqrt(var + 1e-6), var the unbiased variance of the patch (the
-//   official norm_pix_loss). The mean over masked patches is a sum and a division on the host side of
-//   the op (engine/src/ops/loss.rs), kept on the device.
-// - mae_loss_backward: dpred[r, c] = drow[r] * mask[r] * 2 (pred[r, c] - t[r, c]) / patch.
+//   official norm_pix_loss).
+// - mae_loss_mean: the loss, the mean over masked patches: loss = sum(row_loss) / count and
+//   count = sum(mask), both sums in one workgroup (each invocation strides over the rows, then a
+//   tree): one dispatch where two sums of two passes and a division took five.
+// - mae_loss_backward: dpred[r, c] = (dloss / count) * mask[r] * 2 (pred[r, c] - t[r, c]) / patch,
+//   the mean's backward folded in (dloss and count are read once per workgroup).
 // - cross_entropy: loss[r] = logsumexp(logits[r]) - logits[r, label[r]], probs = softmax(logits[r]).
 // - cross_entropy_backward: dlogits[r, c] = drow[r] * (probs[r, c] - [c == label[r]]).
 // Algorithm: one workgroup of 64 per row with tree reductions (patch and class counts are small);
 // the cross-entropy gradient is one invocation per element.
 // Napkin math: the loss of [256, 49, 16] reads 2 x 0.8 MB: microseconds; it is never the bottleneck.
+// Its mean reads 2 x 12544 values for ViT-B at batch 64: 196 strided loads an invocation, a few us.
 //
 // Bounds: unchecked. Row r < rows (checked first, or r = j / cols with j < n = rows * cols) and
 // column c < cols (the loops' bound), so pred, target, out and dlogits are indexed below rows * cols
-// and mask, drow, labels, the row losses below rows; the one value read through an index,
+// and mask, drow, labels, the row losses below rows (mae_loss_mean's r < rows by its loop bound;
+// it writes out[0] and out2[0], dloss[0] and count[0] are read, each buffer at least 1 long); the
+// one value read through an index,
 // pred[base + labels[r]], has labels[r] < classes. The launchers check every input's length, that
 // every label is below the class count, and that rows * cols fits u32. Workgroup memory at lid < 64
 // and lid + s with lid < s <= 32.
 //
-// Loops: finite. Columns c count up by the workgroup width (64) to cols, and the tree sums halve s
+// Loops: finite. Columns c count up by the workgroup width (64) to cols (rows, in mae_loss_mean),
+// and the tree sums halve s
 // from 32 to 0 (each bound is at most a buffer's length in values, below 2^30 since the context
 // makes no buffer of 4 GiB, so a counter stepping up by at most 256 never wraps past it).
 //
@@ -42,6 +49,8 @@ struct Params {
 @group(0) @binding(5) var<storage, read> labels: array<u32>;
 @group(0) @binding(6) var<storage, read_write> out: array<f32>;
 @group(0) @binding(7) var<storage, read_write> out2: array<f32>;
+// mae_loss_backward: the count of masked rows the loss divided by (mae_loss_mean's out2).
+@group(0) @binding(8) var<storage, read> count: array<f32>;
 
 const WG: u32 = 64u;
 const NORM_PIX_EPS: f32 = 1e-6;
@@ -102,6 +111,23 @@ fn mae_loss_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     if (lid == 0u) { out[r] = mse * mask[r]; }
 }
 
+// One workgroup: out[0] = sum(row_loss) / sum(mask), out2[0] = sum(mask); pred binds row_loss.
+@compute @workgroup_size(64)
+fn mae_loss_mean(@builtin(local_invocation_index) lid: u32) {
+    var s = 0.0;
+    var m = 0.0;
+    for (var r = lid; r < p.rows; r = r + WG) {
+        s = s + pred[r];
+        m = m + mask[r];
+    }
+    let total = workgroup_sum(s, lid);
+    let masked = workgroup_sum(m, lid);
+    if (lid == 0u) {
+        out[0] = total / masked;
+        out2[0] = masked;
+    }
+}
+
 @compute @workgroup_size(64)
 fn mae_loss_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32) {
@@ -109,7 +135,8 @@ fn mae_loss_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     if (r >= p.rows) { return; }
     let base = r * p.cols;
     let st = target_stats(base, lid);
-    let k = drow[r] * mask[r] * 2.0 / f32(p.cols);
+    // drow binds dloss [1]: every row's loss has the gradient dloss / count.
+    let k = drow[0] / count[0] * mask[r] * 2.0 / f32(p.cols);
     for (var c = lid; c < p.cols; c = c + WG) {
         out[base + c] = k * (pred[base + c] - (target_values[base + c] - st.x) * st.y);
     }

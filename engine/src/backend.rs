@@ -534,13 +534,18 @@ pub trait Backend {
 
     /// Per-patch masked loss, `[rows]`.
     fn mae_loss_rows(&self, pred: &Storage, target: &Storage, mask: &Storage, spec: &MaeLossSpec) -> Result<Storage>;
-    /// `dpred[r, p] = drow[r] * mask[r] * 2 (pred[r, p] - t[r, p]) / patch`.
+    /// The loss itself, the mean of the per-patch losses over the removed patches:
+    /// `(sum(row_loss) / count [1], count = sum(mask) [1])` (0 / 0 when nothing is masked).
+    fn mae_loss_mean(&self, row_loss: &Storage, mask: &Storage, spec: &MaeLossSpec) -> Result<(Storage, Storage)>;
+    /// The loss's gradient from the mean's, `dloss [1]`, and the `count [1]` that the mean divided
+    /// by: `dpred[r, p] = (dloss / count) * mask[r] * 2 (pred[r, p] - t[r, p]) / patch`.
     fn mae_loss_backward(
         &self,
         pred: &Storage,
         target: &Storage,
         mask: &Storage,
-        drow: &Storage,
+        dloss: &Storage,
+        count: &Storage,
         spec: &MaeLossSpec,
     ) -> Result<Storage>;
 

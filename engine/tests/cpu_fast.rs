@@ -882,7 +882,7 @@ fn gather_and_scatter_add_rows_equal_the_reference_with_repeated_indices_and_a_f
 }
 
 #[test]
-fn mae_loss_and_its_backward_match_the_reference() {
+fn mae_loss_its_mean_and_its_backward_match_the_reference() {
     let mut rng = Rng::new(16);
     for (rows_, patch) in [(1, 2), (137, 48), (64, 49), (300, 7), (3, 16)] {
         for norm_pix in [false, true] {
@@ -895,9 +895,10 @@ fn mae_loss_and_its_backward_match_the_reference() {
             }
             let pred = wide_values(rows_ * patch, -2.0, 1.0, &mut rng);
             let mask: Vec<f32> = (0..rows_).map(|r| (r % 4 != 0) as u32 as f32).collect();
-            let drow = wide_values(rows_, -3.0, 0.0, &mut rng);
+            // The gradient of each row's loss (the mean's, over the count).
+            let scale = wide_values(1, -3.0, 0.0, &mut rng)[0];
             let want_l = reference::mae_loss_rows(&pred, &target, &mask, &s);
-            let want_d = reference::mae_loss_backward(&pred, &target, &mask, &drow, &s);
+            let want_d = reference::mae_loss_backward(&pred, &target, &mask, scale, &s);
             // The bounds, from f64 targets.
             let slack = 4.0 * ((patch + 2) as f64).sqrt() * U;
             let (mut tol_l, mut tol_d) = (vec![0.0f64; rows_], vec![0.0f64; rows_ * patch]);
@@ -921,20 +922,33 @@ fn mae_loss_and_its_backward_match_the_reference() {
                     let diff = pred[r * patch + c] as f64 - t[c];
                     sum_sq += diff * diff;
                     cross += 2.0 * diff.abs() * e_t;
-                    let k = (drow[r] * mask[r]) as f64 * 2.0 / patch as f64;
+                    let k = (scale * mask[r]) as f64 * 2.0 / patch as f64;
                     tol_d[r * patch + c] = k.abs() * (e_t + 2.0 * U * (pred[r * patch + c].abs() as f64 + t[c].abs()));
                 }
                 tol_l[r] = mask[r] as f64 * (slack * sum_sq + cross) / patch as f64;
             }
-            for (isa, (l, d)) in run_everywhere("mae_loss", || {
+            // The mean of the reference's row losses: two f32 sums, then a division.
+            let (want_mean, want_count) = reference::mae_loss_mean(&want_l, &mask, &s);
+            let magnitude = want_l.iter().map(|v| v.abs() as f64).sum::<f64>();
+            let tol_mean = (sum_tolerance(rows_, magnitude) / want_count as f64).abs();
+            for (isa, (l, d, mean)) in run_everywhere("mae_loss", || {
                 let (mut l, mut d) = (vec![f32::NAN; rows_], vec![f32::NAN; rows_ * patch]);
                 loss::mae_loss_rows(&pred, &target, &mask, &s, &mut l[..]);
-                loss::mae_loss_backward(&pred, &target, &mask, &drow, &s, &mut d[..]);
-                (l, d)
+                loss::mae_loss_backward(&pred, &target, &mask, scale, &s, &mut d[..]);
+                // As bits: a NaN mean (nothing masked) equals itself across thread counts.
+                let (mean, count) = loss::mae_loss_mean(&want_l, &mask, &s);
+                (l, d, (mean.to_bits(), count))
             }) {
+                let mean = (f32::from_bits(mean.0), mean.1);
                 let what = format!("mae loss {s:?} ({isa:?})");
                 assert_within(&l, &want_l, |i| tol_l[i], 2.0 * U, &format!("{what} rows"));
                 assert_within(&d, &want_d, |i| tol_d[i], 2.0 * U, &format!("{what} backward"));
+                assert_eq!(mean.1, want_count, "{what}: the count of masked rows");
+                if want_count == 0.0 {
+                    assert!(mean.0.is_nan(), "{what}: nothing masked is 0 / 0, got {}", mean.0);
+                } else {
+                    assert_within(&[mean.0], &[want_mean], |_| tol_mean, 2.0 * U, &format!("{what} mean"));
+                }
             }
         }
     }

@@ -258,3 +258,20 @@ fn a_gather_with_a_fill_row_assembles_maes_decoder_tokens_in_one_dispatch_and_th
     let seed = Tensor::full(y.shape(), 1.0, &gpu).unwrap();
     assert_eq!(dispatches(&gpu, || engine::tape::backward_with(&y, &seed).unwrap()), 3);
 }
+
+#[test]
+fn the_mae_loss_is_two_dispatches_and_its_backward_one() {
+    let Some((_one, gpu)) = counting_gpu() else { return };
+    let mut rng = Rng::new(21);
+    let (n, l, p) = (3, 17, 12);
+    let pred = leaf(&[n, l, p], &mut rng, &gpu);
+    let target = Tensor::from_vec(uniform_values(n * l * p, -1.0, 1.0, &mut rng), &[n, l, p], &gpu).unwrap();
+    let mask: Vec<f32> = (0..n * l).map(|i| (i % 4 != 0) as u8 as f32).collect();
+    let mask = Tensor::from_vec(mask, &[n, l], &gpu).unwrap();
+    let mut loss = None;
+    // The per-patch losses, then their mean over the mask in one workgroup.
+    assert_eq!(dispatches(&gpu, || loss = Some(ops::mae_loss(&pred, &target, &mask, true).unwrap())), 2);
+    let loss = loss.unwrap();
+    let seed = Tensor::full(&[], 1.0, &gpu).unwrap();
+    assert_eq!(dispatches(&gpu, || engine::tape::backward_with(&loss, &seed).unwrap()), 1);
+}

@@ -411,21 +411,33 @@ impl Backend for CpuBackend {
         new(out1(spec.rows, |out| fast::loss::mae_loss_rows(&pred, &target, &mask, spec, out)))
     }
 
+    fn mae_loss_mean(&self, row_loss: &Storage, mask: &Storage, spec: &MaeLossSpec) -> Result<(Storage, Storage)> {
+        let _t = profile::scope("mae_loss_mean");
+        let (row_loss, mask) = (row_loss.cpu()?, mask.cpu()?);
+        check_len("mae_loss_mean row losses", row_loss.len(), spec.rows)?;
+        check_len("mae_loss_mean mask", mask.len(), spec.rows)?;
+        let (mean, count) = fast::loss::mae_loss_mean(&row_loss, &mask, spec);
+        Ok((new(vec![mean])?, new(vec![count])?))
+    }
+
     fn mae_loss_backward(
         &self,
         pred: &Storage,
         target: &Storage,
         mask: &Storage,
-        drow: &Storage,
+        dloss: &Storage,
+        count: &Storage,
         spec: &MaeLossSpec,
     ) -> Result<Storage> {
         let _t = profile::scope("mae_loss_backward");
-        let (pred, target, mask, drow) = (pred.cpu()?, target.cpu()?, mask.cpu()?, drow.cpu()?);
+        let (pred, target, mask, dloss, count) = (pred.cpu()?, target.cpu()?, mask.cpu()?, dloss.cpu()?, count.cpu()?);
         check_len("mae_loss_backward pred", pred.len(), spec.rows * spec.patch)?;
         check_len("mae_loss_backward target", target.len(), spec.rows * spec.patch)?;
         check_len("mae_loss_backward mask", mask.len(), spec.rows)?;
-        check_len("mae_loss_backward drow", drow.len(), spec.rows)?;
-        new(out1(spec.rows * spec.patch, |out| fast::loss::mae_loss_backward(&pred, &target, &mask, &drow, spec, out)))
+        check_len("mae_loss_backward dloss", dloss.len(), 1)?;
+        check_len("mae_loss_backward count", count.len(), 1)?;
+        let scale = dloss[0] / count[0];
+        new(out1(spec.rows * spec.patch, |out| fast::loss::mae_loss_backward(&pred, &target, &mask, scale, spec, out)))
     }
 
     fn cross_entropy(

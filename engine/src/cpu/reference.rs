@@ -459,13 +459,21 @@ pub fn mae_loss_rows(pred: &[f32], target: &[f32], mask: &[f32], s: &MaeLossSpec
         .collect()
 }
 
-/// `dpred[r, p] = drow[r] * mask[r] * 2 (pred[r, p] - t[r, p]) / patch`.
-pub fn mae_loss_backward(pred: &[f32], target: &[f32], mask: &[f32], drow: &[f32], s: &MaeLossSpec) -> Vec<f32> {
+/// `(sum(row_loss) / sum(mask), sum(mask))`: the loss, the mean over removed patches, and its count.
+pub fn mae_loss_mean(row_loss: &[f32], mask: &[f32], s: &MaeLossSpec) -> (f32, f32) {
+    let sum = row_loss[..s.rows].iter().map(|&v| v as f64).sum::<f64>();
+    let count = mask[..s.rows].iter().map(|&v| v as f64).sum::<f64>();
+    ((sum / count) as f32, count as f32)
+}
+
+/// `dpred[r, p] = scale * mask[r] * 2 (pred[r, p] - t[r, p]) / patch`, `scale` the gradient of
+/// each row's loss (`dloss / count` for the mean).
+pub fn mae_loss_backward(pred: &[f32], target: &[f32], mask: &[f32], scale: f32, s: &MaeLossSpec) -> Vec<f32> {
     let p = s.patch;
     let mut d = vec![0.0f32; s.rows * p];
     for r in 0..s.rows {
         let t = loss_target(&target[r * p..(r + 1) * p], s.norm_pix);
-        let k = drow[r] as f64 * mask[r] as f64 * 2.0 / p as f64;
+        let k = scale as f64 * mask[r] as f64 * 2.0 / p as f64;
         for c in 0..p {
             d[r * p + c] = (k * (pred[r * p + c] as f64 - t[c])) as f32;
         }

@@ -330,15 +330,20 @@ impl Backend for Gpu {
         kernels::loss::mae_loss_rows(self, pred, target, mask, spec)
     }
 
+    fn mae_loss_mean(&self, row_loss: &Storage, mask: &Storage, spec: &MaeLossSpec) -> Result<(Storage, Storage)> {
+        kernels::loss::mae_loss_mean(self, row_loss, mask, spec)
+    }
+
     fn mae_loss_backward(
         &self,
         pred: &Storage,
         target: &Storage,
         mask: &Storage,
-        drow: &Storage,
+        dloss: &Storage,
+        count: &Storage,
         spec: &MaeLossSpec,
     ) -> Result<Storage> {
-        kernels::loss::mae_loss_backward(self, pred, target, mask, drow, spec)
+        kernels::loss::mae_loss_backward(self, pred, target, mask, dloss, count, spec)
     }
 
     fn cross_entropy(

@@ -24,16 +24,19 @@ pub fn mae_loss(pred: &Tensor, target: &Tensor, mask: &Tensor, norm_pix: bool) -
     if norm_pix && spec.patch < 2 {
         return Err(Error::Shape("mae_loss: norm_pix needs at least two values per patch".into()));
     }
+    // Two kernels forward (the per-patch losses, then their mean over the mask in one workgroup)
+    // and one back, where the op-by-op mean (two sums, a division) took six more dispatches.
     let dev = pred.device();
-    let rows = dev.backend().mae_loss_rows(pred.storage(), target.storage(), mask.storage(), &spec)?;
+    let be = dev.backend();
+    let rows = be.mae_loss_rows(pred.storage(), target.storage(), mask.storage(), &spec)?;
+    let (loss, count) = be.mae_loss_mean(&rows, mask.storage(), &spec)?;
     let (sp, st, sm) = (pred.clone(), target.detach(), mask.detach());
-    let row_loss = Tensor::from_op(rows, vec![pred.dim(0), pred.dim(1)], &[pred], move |g| {
+    Ok(Tensor::from_op(loss, vec![], &[pred], move |g| {
         let dev = sp.device();
-        let d = dev.backend().mae_loss_backward(sp.storage(), st.storage(), sm.storage(), g.storage(), &spec)?;
+        let d =
+            dev.backend().mae_loss_backward(sp.storage(), st.storage(), sm.storage(), g.storage(), &count, &spec)?;
         Ok(vec![Some(Tensor::constant(d, sp.shape().to_vec()))])
-    });
-    let masked = mask.detach().sum()?;
-    row_loss.sum()?.div(&masked)
+    }))
 }
 
 /// Mean softmax cross-entropy of `logits: [N, C]` against class `labels: [N]`.

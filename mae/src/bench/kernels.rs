@@ -773,19 +773,23 @@ fn loss_case(rows: usize, patch: usize, backward: bool) -> Case {
         work: Work::Bytes(if backward { 12.0 } else { 8.0 } * n as f64),
         prepare: Box::new(move |dev| {
             let (p, t, m) = (up(dev, &values(n, 19))?, up(dev, &values(n, 20))?, up(dev, &mask)?);
-            let d = up(dev, &vec![1.0; rows])?;
+            let (d, c) = (up(dev, &[1.0])?, up(dev, &[rows as f32])?);
             let dev = dev.clone();
             Ok(Box::new(move || {
                 let b = dev.backend();
-                if backward { b.mae_loss_backward(&p, &t, &m, &d, &spec) } else { b.mae_loss_rows(&p, &t, &m, &spec) }
-                    .map(drop)
+                if backward {
+                    b.mae_loss_backward(&p, &t, &m, &d, &c, &spec)
+                } else {
+                    b.mae_loss_rows(&p, &t, &m, &spec)
+                }
+                .map(drop)
             }))
         }),
         reference: Some(Box::new(move || {
-            let (p, t, m, d) = (values(n, 19), values(n, 20), mask2.clone(), vec![1.0; rows]);
+            let (p, t, m) = (values(n, 19), values(n, 20), mask2.clone());
             Box::new(move || {
                 if backward {
-                    drop(reference::mae_loss_backward(&p, &t, &m, &d, &spec))
+                    drop(reference::mae_loss_backward(&p, &t, &m, 1.0 / rows as f32, &spec))
                 } else {
                     drop(reference::mae_loss_rows(&p, &t, &m, &spec))
                 }

@@ -3,8 +3,8 @@
 //!
 //! Per row (patch): the target as the loss sees it, `t`, or with `norm_pix` `(t - mean) / sqrt(var +
 //! 1e-6)` with the unbiased variance (two passes over a row that sits in L1); then
-//! `loss = mask * mean_p (pred - target)^2`, and in the backward
-//! `dpred = drow * mask * 2 (pred - target) / patch`.
+//! `loss = mask * mean_p (pred - target)^2`; the loss is their sum over the mask's (`mae_loss_mean`),
+//! and in the backward `dpred = (dloss / count) * mask * 2 (pred - target) / patch`.
 //!
 //! Cross-entropy per row of `logits: [N, C]`: `m = max_c x`, `e_c = exp(x_c - m)` (the fast f32
 //! `exp` of `math.rs`, on non-positive inputs), `p_c = e_c / sum e`, and
@@ -67,20 +67,28 @@ pub fn mae_loss_rows<'a>(pred: &[f32], target: &[f32], mask: &[f32], s: &MaeLoss
     });
 }
 
+/// `(sum(row_loss) / sum(mask), sum(mask))`: the loss (the mean over removed patches) and its
+/// count, each sum in f32 in vector lanes.
+pub fn mae_loss_mean(row_loss: &[f32], mask: &[f32], s: &MaeLossSpec) -> (f32, f32) {
+    assert!(row_loss.len() >= s.rows && mask.len() >= s.rows, "mae_loss_mean: sizes");
+    let count = simd::sum(&mask[..s.rows]);
+    (simd::sum(&row_loss[..s.rows]) / count, count)
+}
+
 multiversion! {
     fn backward_rows<FMA>(
         pred: &[f32],
         target: &[f32],
         mask: &[f32],
-        drow: &[f32],
+        scale: f32,
         s: &MaeLossSpec,
         out: &mut [f32],
     ) {
         let p = s.patch;
-        let rows = pred.chunks_exact(p).zip(target.chunks_exact(p)).zip(mask.iter().zip(drow));
-        for (((pr, tr), (&m, &d)), o) in rows.zip(out.chunks_exact_mut(p)) {
+        let rows = pred.chunks_exact(p).zip(target.chunks_exact(p)).zip(mask);
+        for (((pr, tr), &m), o) in rows.zip(out.chunks_exact_mut(p)) {
             let (mean, inv) = target_norm(tr, s.norm_pix);
-            let k = d * m * 2.0 / p as f32;
+            let k = scale * m * 2.0 / p as f32;
             for ((o, &a), &t) in o.iter_mut().zip(pr).zip(tr) {
                 *o = k * (a - (t - mean) * inv);
             }
@@ -88,18 +96,19 @@ multiversion! {
     }
 }
 
-/// `out[r, p] = drow[r] * mask[r] * 2 (pred[r, p] - target'[r, p]) / patch`.
+/// `out[r, p] = scale * mask[r] * 2 (pred[r, p] - target'[r, p]) / patch`, `scale` each row
+/// loss's gradient (the mean's over its count).
 pub fn mae_loss_backward<'a>(
     pred: &[f32],
     target: &[f32],
     mask: &[f32],
-    drow: &[f32],
+    scale: f32,
     s: &MaeLossSpec,
     out: impl Out<'a>,
 ) {
     let n = s.rows * s.patch;
     assert!(pred.len() >= n && target.len() >= n, "mae_loss_backward: sizes");
-    assert!(mask.len() >= s.rows && drow.len() >= s.rows, "mae_loss_backward: sizes");
+    assert!(mask.len() >= s.rows, "mae_loss_backward: sizes");
     assert_eq!(out.len(), n, "mae_loss_backward: output size");
     if n == 0 {
         return;
@@ -114,7 +123,7 @@ pub fn mae_loss_backward<'a>(
             let r0 = range.start * ROWS_PER_UNIT;
             let r1 = (range.end * ROWS_PER_UNIT).min(s.rows);
             let (a, b) = (r0 * s.patch, r1 * s.patch);
-            backward_rows(isa, &pred[a..b], &target[a..b], &mask[r0..r1], &drow[r0..r1], s, out.data.init())
+            backward_rows(isa, &pred[a..b], &target[a..b], &mask[r0..r1], scale, s, out.data.init())
         },
     );
 }

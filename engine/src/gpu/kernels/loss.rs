@@ -45,12 +45,26 @@ pub fn mae_loss_rows(g: &Gpu, pred: &Storage, target: &Storage, mask: &Storage, 
     Ok(out)
 }
 
+/// The loss and the count of masked rows, `([1], [1])`, in one workgroup.
+pub fn mae_loss_mean(g: &Gpu, row_loss: &Storage, mask: &Storage, s: &MaeLossSpec) -> Result<(Storage, Storage)> {
+    check(&[(row_loss, s.rows, "mae loss row losses"), (mask, s.rows, "mae loss mask")])?;
+    let (loss, count) = (g.alloc(1)?, g.alloc(1)?);
+    g.ctx.dispatch(
+        &key("loss", "mae_loss_mean"),
+        bytemuck::bytes_of(&params(s.rows, 1, false)?),
+        &[(1, g.buf(row_loss)?), (3, g.buf(mask)?), (6, g.buf(&loss)?), (7, g.buf(&count)?)],
+        [1, 1, 1],
+    )?;
+    Ok((loss, count))
+}
+
 pub fn mae_loss_backward(
     g: &Gpu,
     pred: &Storage,
     target: &Storage,
     mask: &Storage,
-    drow: &Storage,
+    dloss: &Storage,
+    count: &Storage,
     s: &MaeLossSpec,
 ) -> Result<Storage> {
     let n = s.rows * s.patch;
@@ -58,13 +72,21 @@ pub fn mae_loss_backward(
         (pred, n, "mae loss pred"),
         (target, n, "mae loss target"),
         (mask, s.rows, "mae loss mask"),
-        (drow, s.rows, "mae loss row gradient"),
+        (dloss, 1, "mae loss gradient"),
+        (count, 1, "mae loss count"),
     ])?;
     let out = g.alloc(s.rows * s.patch)?;
     g.ctx.dispatch(
         &key("loss", "mae_loss_backward"),
         bytemuck::bytes_of(&params(s.rows, s.patch, s.norm_pix)?),
-        &[(1, g.buf(pred)?), (2, g.buf(target)?), (3, g.buf(mask)?), (4, g.buf(drow)?), (6, g.buf(&out)?)],
+        &[
+            (1, g.buf(pred)?),
+            (2, g.buf(target)?),
+            (3, g.buf(mask)?),
+            (4, g.buf(dloss)?),
+            (6, g.buf(&out)?),
+            (8, g.buf(count)?),
+        ],
         grid_groups(s.rows)?,
     )?;
     Ok(out)
