@@ -679,6 +679,8 @@ pub fn cases(batch: usize) -> Vec<Case> {
         add_case(enc_rows * 128, 128),
         gather_case(batch, 49, 12, 128),
         scatter_case(batch, 50, 50, 64),
+        decoder_tokens_case(batch, 12, 49, 64, false),
+        decoder_tokens_case(batch, 12, 49, 64, true),
         concat_case(batch, 49, 64),
         permute_case(batch, 50, 4, 16),
         bias_grad_case(dec_rows, 192),
@@ -688,6 +690,48 @@ pub fn cases(batch: usize) -> Vec<Case> {
         adamw_model_case("adamw, per tensor (model)", parameter_sizes("mae_vit_micro_patch4_28"), false),
         adamw_model_case("adamw, packed (model)", parameter_sizes("mae_vit_micro_patch4_28"), true),
     ]
+}
+
+/// The decoder's tokens from its embedded latent `[batch, 1 + kept, width]` in one gather whose fill
+/// row is the mask token (`[batch, 1 + patches, width]`), or the backward's sum of the rows that
+/// picked the mask token.
+fn decoder_tokens_case(batch: usize, kept: usize, patches: usize, width: usize, backward: bool) -> Case {
+    let spec = GatherSpec { batch, rows: 1 + kept, picks: 1 + patches, width };
+    // Each sample: its cls token, then the kept tokens and mask tokens in a shuffled raster order.
+    let picks: Vec<u32> = (0..batch)
+        .flat_map(|_| std::iter::once(0).chain((0..patches).map(move |l| 1 + ((l * 11) % patches).min(kept) as u32)))
+        .collect();
+    let (picks2, n_in, n_out) = (picks.clone(), batch * (1 + kept) * width, batch * (1 + patches) * width);
+    Case {
+        name: if backward {
+            "mask token's gradient (sum of its rows)"
+        } else {
+            "decoder tokens (gather, mask token fill)"
+        },
+        shape: format!("[{batch},{},{width}] -> {}", 1 + kept, 1 + patches),
+        work: Work::Bytes(if backward { 4.0 * n_out as f64 } else { 4.0 * (n_in + n_out) as f64 }),
+        prepare: Box::new(move |dev| {
+            let (x, fill, dy) =
+                (up(dev, &values(n_in, 16))?, up(dev, &values(width, 17))?, up(dev, &values(n_out, 18))?);
+            let ids = Indices::new(picks.clone(), &[batch, 1 + patches])?;
+            let dev = dev.clone();
+            Ok(Box::new(move || {
+                let b = dev.backend();
+                if backward { b.sum_fill_rows(&dy, &ids, &spec) } else { b.gather_rows(&x, Some(&fill), &ids, &spec) }
+                    .map(drop)
+            }))
+        }),
+        reference: Some(Box::new(move || {
+            let (x, fill, dy, idx) = (values(n_in, 16), values(width, 17), values(n_out, 18), picks2.clone());
+            Box::new(move || {
+                if backward {
+                    drop(reference::sum_fill_rows(&dy, &idx, &spec))
+                } else {
+                    drop(reference::gather_rows(&x, Some(&fill), &idx, &spec))
+                }
+            })
+        })),
+    }
 }
 
 fn scatter_case(batch: usize, rows: usize, picks: usize, width: usize) -> Case {
