@@ -61,12 +61,9 @@ pub struct Output {
     pub pred: Tensor,
 }
 
-/// The masks of a batch, on the device.
+/// The masks of a batch, on the device: the official `ids_keep` and `ids_restore` as the picks of
+/// the two token gathers, and the mask.
 pub struct DeviceMasking {
-    /// `ids_shuffle[:, :len_keep]`, `[N, K]`: the visible patches, in the order the encoder sees them.
-    pub ids_keep: Indices,
-    /// `[N, L]`: unshuffles `[kept tokens | mask tokens]` back to raster order.
-    pub ids_restore: Indices,
     /// `[N, 1 + K]`: the encoder's tokens as rows of the patch embeddings `[N, L, D]`, the cls
     /// token being the fill row `L`: `[L, ids_keep[n, :]]` (see `ops::gather_rows_with_fill`).
     pub encoder_picks: Indices,
@@ -85,7 +82,7 @@ impl DeviceMasking {
     /// Uploads the host masks `m` to `dev`.
     pub fn new(m: &Masking, dev: &Device) -> Result<Self> {
         let (n, l, k) = (m.batch, m.num_patches, m.len_keep);
-        let ids_keep = m.ids_keep();
+        let ids_keep = m.ids_keep(); // [N, K]: the visible patches, in the order the encoder sees them
         let (mut encoder_picks, mut decoder_picks) = (Vec::with_capacity(n * (1 + k)), Vec::with_capacity(n * (1 + l)));
         for s in 0..n {
             encoder_picks.push(l as u32);
@@ -94,8 +91,6 @@ impl DeviceMasking {
             decoder_picks.extend(m.ids_restore[s * l..(s + 1) * l].iter().map(|&r| 1 + r.min(k as u32)));
         }
         Ok(DeviceMasking {
-            ids_keep: Indices::new(ids_keep, &[n, k])?,
-            ids_restore: Indices::new(m.ids_restore.clone(), &[n, l])?,
             encoder_picks: Indices::new(encoder_picks, &[n, 1 + k])?,
             decoder_picks: Indices::new(decoder_picks, &[n, 1 + l])?,
             mask: Tensor::from_slice(&m.mask, &[n, l], dev)?,
@@ -423,13 +418,14 @@ mod tests {
     }
 
     /// `models_mae.py`'s encoder input, op by op: gather by ids_keep, cat behind the cls token.
-    fn official_encoder_tokens(m: &MaskedAutoencoder, patches: &Tensor, masking: &DeviceMasking) -> Tensor {
-        m.prepend_cls(&ops::gather_rows(&m.embed(patches).unwrap(), &masking.ids_keep).unwrap()).unwrap()
+    fn official_encoder_tokens(m: &MaskedAutoencoder, patches: &Tensor, masking: &Masking) -> Tensor {
+        let ids_keep = Indices::new(masking.ids_keep(), &[masking.batch, masking.len_keep]).unwrap();
+        m.prepend_cls(&ops::gather_rows(&m.embed(patches).unwrap(), &ids_keep).unwrap()).unwrap()
     }
 
     /// `models_mae.py`'s decoder tokens, op by op: cat x[:, 1:] with the mask tokens, unshuffle by
     /// ids_restore, cat behind x[:, :1].
-    fn official_decoder_tokens(m: &MaskedAutoencoder, x: &Tensor, masking: &DeviceMasking) -> Tensor {
+    fn official_decoder_tokens(m: &MaskedAutoencoder, x: &Tensor, masking: &Masking) -> Tensor {
         let (n, k1, l) = (x.dim(0), x.dim(1), m.config.num_patches());
         let visible = ops::slice_tokens(x, 1, k1 - 1).unwrap();
         let x_ = if k1 - 1 < l {
@@ -437,7 +433,8 @@ mod tests {
         } else {
             visible
         };
-        let x_ = ops::gather_rows(&x_, &masking.ids_restore).unwrap();
+        let ids_restore = Indices::new(masking.ids_restore.clone(), &[n, l]).unwrap();
+        let x_ = ops::gather_rows(&x_, &ids_restore).unwrap();
         ops::concat_tokens(&[&ops::slice_tokens(x, 0, 1).unwrap(), &x_]).unwrap()
     }
 
@@ -480,14 +477,14 @@ mod tests {
             let patches = Tensor::normal(&[n, l, c.patch_dim()], 0.0, 1.0, &mut rng, &dev).unwrap().with_grad();
             let params = [&patches, &model.cls_token, &model.patch_embed_bias];
             let ours = run(&model.encoder_tokens(&patches, &dm).unwrap(), &params);
-            let official = run(&official_encoder_tokens(&model, &patches, &dm), &params);
+            let official = run(&official_encoder_tokens(&model, &patches, &masking), &params);
             assert_eq!(ours.0, official.0, "{what}: the encoder's tokens");
             assert_grads_close(&ours.1, &official.1, &format!("{what}, encoder"));
 
             let x = Tensor::normal(&[n, 1 + k, c.decoder_embed_dim], 0.0, 1.0, &mut rng, &dev).unwrap().with_grad();
             let params = [&x, &model.mask_token];
             let ours = run(&model.decoder_tokens(&x, &dm).unwrap(), &params);
-            let official = run(&official_decoder_tokens(&model, &x, &dm), &params);
+            let official = run(&official_decoder_tokens(&model, &x, &masking), &params);
             assert_eq!(ours.0, official.0, "{what}: the decoder's tokens");
             assert_grads_close(&ours.1, &official.1, &format!("{what}, decoder"));
             assert_eq!(ours.1[1].is_some(), k < l, "{what}: the mask token's gradient where it is used");
